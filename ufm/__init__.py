@@ -1,0 +1,34 @@
+"""ufm: neural collapse under mixup, made executable.
+
+Exact theory, convex certificate and solver for the mixup unconstrained-features model
+(Fisher, Meng & Papyan, "Pushing Boundaries: Mixup's Influence on Neural Collapse",
+ICLR 2024, arXiv:2402.06171), and measurements of real networks trained with mixup.
+"""
+
+from .etf import etf_distance, simplex_etf
+from .losses import LOSSES, MixupLoss, get_loss, mixup_target
+from .theory import (
+    ce_coefficients,
+    mse_coefficients,
+    optimal_coefficients,
+    optimal_features,
+    same_class_coefficient,
+    theory_table,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LOSSES",
+    "MixupLoss",
+    "ce_coefficients",
+    "etf_distance",
+    "get_loss",
+    "mixup_target",
+    "mse_coefficients",
+    "optimal_coefficients",
+    "optimal_features",
+    "same_class_coefficient",
+    "simplex_etf",
+    "theory_table",
+]

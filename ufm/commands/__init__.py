@@ -1,0 +1,1 @@
+"""One module per ``ufm`` subcommand: argument parsing and delegation only."""

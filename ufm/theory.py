@@ -1,0 +1,266 @@
+r"""Exact optimal features of the mixup UFM with a fixed simplex-ETF classifier, no bias.
+
+With :math:`W` fixed, the UFM objective (THEORY.md section 1)
+
+.. math:: \frac1n\sum_s \ell(W h_s; c_s, c'_s, \lambda_s) + \frac{\lambda_H}{2}\frac1n\sum_s\|h_s\|^2
+          + \frac{\lambda_W}{2}\|W\|_F^2
+
+splits into one strictly convex problem per sample,
+:math:`\min_h \ell(Wh; c, c', \lambda) + \tfrac{\lambda_H}{2}\|h\|^2`, whose solution is
+:math:`h = a\,w_c + b\,w_{c'}` (Fisher, Meng & Papyan, "Pushing Boundaries: Mixup's Influence
+on Neural Collapse", ICLR 2024, arXiv:2402.06171). For a simplex ETF with row norm :math:`s`
+(gain :math:`g = s^2K/(K-1)`):
+
+* **cross-entropy** (and label smoothing :math:`\varepsilon`, :math:`y_o = \varepsilon/K`):
+  :math:`(a, b)` solve :math:`\lambda_H a = (1-\varepsilon)\lambda - (e^{ga}-1)/D`,
+  :math:`\lambda_H b = (1-\varepsilon)(1-\lambda) - (e^{gb}-1)/D`, :math:`D = e^{ga}+e^{gb}+K-2`,
+  solved to full double precision by :mod:`ufm.reduced`. Same-class pairs have
+  :math:`h = a_\text{same}\,w_c` with :math:`\lambda_H a = K/(e^{ga}+K-1) - \varepsilon`
+  (the :math:`\lambda = 1` case), independent of :math:`\lambda`.
+* **squared error** :math:`\tfrac12\|z-y\|^2`: :math:`h = (W^\top W+\lambda_H I)^{-1}W^\top y`, i.e.
+  :math:`a = \lambda/(g+\lambda_H)`, :math:`b = (1-\lambda)/(g+\lambda_H)`: an exact convex
+  combination of the two class features.
+
+For :math:`K = 2`, :math:`w_{c'} = -w_c` and only :math:`a - b` is determined; the values
+returned are the unique solution of the reduced equations above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._checks import check_float, check_index_tensor, check_int, check_tensor_range
+from .etf import check_simplex_etf
+from .losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_loss
+from .reduced import solve_reduced
+
+__all__ = [
+    "gain",
+    "ce_coefficients",
+    "same_class_coefficient",
+    "mse_coefficients",
+    "optimal_coefficients",
+    "optimal_features",
+    "theory_table",
+    "TheoryRow",
+]
+
+
+def gain(K: int, scale: float) -> float:
+    r"""ETF gain :math:`g = s^2 K/(K-1)`, so that :math:`WW^\top = g(I - \mathbf 1\mathbf 1^\top/K)`."""
+    return scale * scale * K / (K - 1)
+
+
+def _check_common(K, lam_H, scale):
+    K = check_int("K", K, minimum=2)
+    lam_H = check_float("lam_H", lam_H, 0.0, None, low_open=True)
+    scale = check_float("scale", scale, 0.0, None, low_open=True)
+    return K, lam_H, scale
+
+
+def _lam_array(lam) -> np.ndarray:
+    if isinstance(lam, torch.Tensor):
+        lam = lam.detach().cpu().to(torch.float64).numpy()
+    lam = np.asarray(lam, dtype=np.float64)
+    if lam.size and not np.isfinite(lam).all():
+        raise ValueError(f"lam must be finite, found {lam[~np.isfinite(lam)].ravel()[0]}")
+    if lam.size and (lam.min() < 0 or lam.max() > 1):
+        bad = lam.min() if lam.min() < 0 else lam.max()
+        raise ValueError(f"lam must lie in [0, 1], found {bad!r}")
+    return lam
+
+
+def _smoothing_of(loss: MixupLoss) -> float:
+    return loss.eps if isinstance(loss, LabelSmoothing) else 0.0
+
+
+def _ce_scaled(K: int, lam: np.ndarray, t: float, smoothing: float):
+    """(u, v) = g (a, b) for every lam; solves once per distinct max(lam, 1-lam)."""
+    major = np.maximum(lam, 1.0 - lam)
+    minor = np.minimum(lam, 1.0 - lam)  # exact: lam itself, or 1 - lam for lam >= 1/2
+    keys, inverse = np.unique(np.stack([major.ravel(), minor.ravel()]), axis=1, return_inverse=True)
+    scale_t = 1.0 - smoothing
+    u_k, v_k, _ = solve_reduced(scale_t * keys[0], scale_t * keys[1], smoothing / K, t, K)
+    u = u_k[inverse.ravel()].reshape(lam.shape)
+    v = v_k[inverse.ravel()].reshape(lam.shape)
+    high = lam >= 0.5
+    return np.where(high, u, v), np.where(high, v, u)
+
+
+def ce_coefficients(K: int, lam, lam_H: float, scale: float = 1.0, smoothing: float = 0.0):
+    r"""Coefficients :math:`(a, b)` of the optimal different-class feature :math:`a w_c + b w_{c'}`.
+
+    Cross-entropy (``smoothing = 0``) or label smoothing :math:`\varepsilon` = ``smoothing``,
+    simplex ETF with row norm ``scale``, ridge :math:`\lambda_H` = ``lam_H``. ``lam`` may be a
+    scalar or an array; one small system is solved per distinct value. Accurate to a few
+    units in the last place (see :mod:`ufm.reduced`). Returns two float64 arrays of the
+    shape of ``lam``. Swap symmetry: :math:`b(\lambda) = a(1-\lambda)`.
+    """
+    K, lam_H, scale = _check_common(K, lam_H, scale)
+    smoothing = check_float("smoothing", smoothing, 0.0, 1.0, high_open=True)
+    lam = _lam_array(lam)
+    g = gain(K, scale)
+    u, v = _ce_scaled(K, lam, lam_H / g, smoothing)
+    return u / g, v / g
+
+
+def same_class_coefficient(K: int, lam_H: float, scale: float = 1.0, smoothing: float = 0.0):
+    r"""Coefficient :math:`a` of the optimal same-class feature :math:`a\,w_c` (cross-entropy).
+
+    Root of :math:`\lambda_H a\,(e^{ga} + K - 1) = K` for ``smoothing = 0``; it does not
+    depend on :math:`\lambda`.
+    """
+    a, _ = ce_coefficients(K, 1.0, lam_H, scale, smoothing)
+    return float(a)
+
+
+def mse_coefficients(K: int, lam, lam_H: float, scale: float = 1.0):
+    r"""Squared-error optimum :math:`a = \lambda/(g+\lambda_H)`, :math:`b = (1-\lambda)/(g+\lambda_H)`."""
+    K, lam_H, scale = _check_common(K, lam_H, scale)
+    lam = _lam_array(lam)
+    denominator = gain(K, scale) + lam_H
+    return lam / denominator, (1.0 - lam) / denominator
+
+
+def optimal_coefficients(
+    K: int, lam, lam_H: float, scale: float = 1.0, loss="ce", same_class: bool = False
+):
+    """Coefficients (a, b) for the named loss ("ce", "label_smoothing", "mse").
+
+    With ``same_class=True`` the pair is (c, c): b is 0 and a is the lam-independent
+    same-class coefficient (for "mse", a = 1/(g + lam_H)).
+    """
+    loss = get_loss(loss)
+    lam = _lam_array(lam)
+    if same_class:
+        lam = np.ones_like(lam)
+    if isinstance(loss, SquaredError):
+        return mse_coefficients(K, lam, lam_H, scale)
+    if isinstance(loss, (CrossEntropy, LabelSmoothing)):
+        return ce_coefficients(K, lam, lam_H, scale, _smoothing_of(loss))
+    raise ValueError(
+        f"no exact theory for loss {loss.name!r}; exact theory exists for 'ce', "
+        "'label_smoothing' and 'mse' (use ufm.convex or the solver for other losses)"
+    )
+
+
+def optimal_features(
+    W: torch.Tensor,
+    c,
+    c_prime,
+    lam,
+    lam_H: float,
+    loss="ce",
+    etf_tol: float = 1e-6,
+) -> torch.Tensor:
+    r"""Exact optimal features :math:`h^\star(c, c', \lambda)` for a fixed simplex-ETF ``W``.
+
+    Solves :math:`\min_h \ell(Wh; c, c', \lambda) + \tfrac{\lambda_H}{2}\|h\|^2` for every
+    broadcast entry of ``c``, ``c_prime``, ``lam`` (scalars, arrays or tensors; Python floats
+    are taken as float64) and returns a tensor of shape (..., d) with ``W``'s dtype and
+    device. Only one scalar system is solved per distinct value of lam (and one for all
+    same-class pairs), so the cost is that of assembling the output.
+
+    Parameters
+    ----------
+    W : (K, d) simplex ETF (checked: ``etf_distance(W) <= etf_tol``), no bias.
+    c, c_prime : class indices in [0, K-1].
+    lam : mixing coefficients in [0, 1] (weight of class ``c``).
+    lam_H : feature ridge :math:`\lambda_H > 0`.
+    loss : "ce" (default), "label_smoothing" (a :class:`~ufm.losses.LabelSmoothing` instance
+        for another epsilon) or "mse".
+    """
+    g = check_simplex_etf(W, etf_tol)
+    K = W.shape[0]
+    lam_H = check_float("lam_H", lam_H, 0.0, None, low_open=True)
+    loss = get_loss(loss)
+    device = W.device
+    c = check_index_tensor("c", torch.as_tensor(c, device=device), K)
+    c_prime = check_index_tensor("c_prime", torch.as_tensor(c_prime, device=device), K)
+    lam_t = torch.as_tensor(lam, dtype=torch.float64)
+    check_tensor_range("lam", lam_t, 0.0, 1.0)
+    scale = float(np.sqrt(g * (K - 1) / K))
+
+    # Coefficients for each distinct lam, then gathered; the work does not grow with pairs.
+    lam_unique, inverse = torch.unique(lam_t.cpu(), return_inverse=True)
+    a_u, b_u = optimal_coefficients(K, lam_unique.numpy(), lam_H, scale, loss)
+    (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
+    a = torch.as_tensor(a_u, dtype=W.dtype).to(device)[inverse.to(device)]
+    b = torch.as_tensor(b_u, dtype=W.dtype).to(device)[inverse.to(device)]
+
+    shape = torch.broadcast_shapes(c.shape, c_prime.shape, a.shape)
+    c, c_prime = c.expand(shape), c_prime.expand(shape)
+    same = c == c_prime
+    a = torch.where(same, torch.as_tensor(a_same, dtype=W.dtype, device=device), a.expand(shape))
+    b = torch.where(same, torch.zeros((), dtype=W.dtype, device=device), b.expand(shape))
+    features = W[c]
+    features.mul_(a.unsqueeze(-1))
+    features.addcmul_(W[c_prime], b.unsqueeze(-1))
+    return features
+
+
+@dataclass(frozen=True)
+class TheoryRow:
+    """One lam of the theory table (different-class pair unless ``lam`` is None)."""
+
+    lam: float
+    a: float
+    b: float
+    feature_norm: float
+    margin: float
+    margin_vs_other: float
+    p_c: float
+    p_c_prime: float
+    confidence: float
+
+
+def _row(K: int, g: float, scale: float, lam: float, a: float, b: float) -> TheoryRow:
+    u, v = g * a, g * b
+    norm = scale * np.sqrt(max(a * a + b * b - 2 * a * b / (K - 1), 0.0))
+    logits = np.array([u, v] + ([0.0] if K > 2 else []))
+    counts = np.array([1.0, 1.0] + ([K - 2.0] if K > 2 else []))
+    top = logits.max()
+    log_D = top + np.log((counts * np.exp(logits - top)).sum())
+    p_c, p_cp = float(np.exp(u - log_D)), float(np.exp(v - log_D))
+    p_o = float(np.exp(-log_D)) if K > 2 else 0.0
+    return TheoryRow(
+        lam=float(lam),
+        a=float(a),
+        b=float(b),
+        feature_norm=float(norm),
+        margin=float(u - v),
+        margin_vs_other=float(u),
+        p_c=p_c,
+        p_c_prime=p_cp,
+        confidence=max(p_c, p_cp, p_o),
+    )
+
+
+def theory_table(
+    K: int, lam_H: float, scale: float = 1.0, loss="ce", lams=None
+) -> dict[str, object]:
+    r"""Coefficients, feature norms, logit margins and confidences over a lam grid.
+
+    Returns a dict with the inputs, ``g``, the same-class row and one row per lam
+    (different-class pairs). ``margin`` is :math:`z_c - z_{c'} = g(a-b)`; ``margin_vs_other``
+    is :math:`z_c - z_o = ga` for any third class :math:`o`.
+    """
+    K, lam_H, scale = _check_common(K, lam_H, scale)
+    loss = get_loss(loss)
+    lams = np.linspace(0.0, 1.0, 21) if lams is None else _lam_array(lams).ravel()
+    g = gain(K, scale)
+    a, b = optimal_coefficients(K, lams, lam_H, scale, loss)
+    (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
+    rows = [_row(K, g, scale, lam, ai, bi) for lam, ai, bi in zip(lams, a, b)]
+    return {
+        "K": K,
+        "lam_H": lam_H,
+        "scale": scale,
+        "g": g,
+        "loss": {"name": loss.name, **loss.params},
+        "same_class": _row(K, g, scale, 1.0, a_same, 0.0),
+        "rows": rows,
+    }
