@@ -1,0 +1,108 @@
+"""The ``ufm theory`` job: the exact optimum over a lam grid, as a table and as files.
+
+configuration (:class:`TheoryConfig`) -> :func:`ufm.theory.theory_table` -> ``theory.json``,
+``theory.csv`` and ``config.json`` in the output folder (``theory.json`` last).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_float, check_int
+from .config import config_to_dict
+from .io import prepare_run_dir, write_csv, write_json
+from .losses import get_loss
+from .theory import theory_table
+
+
+@dataclass
+class TheoryConfig:
+    """Parameters of the exact theory table (THEORY.md sections 1-3).
+
+    ``lams`` gives the grid explicitly; otherwise ``num_lams`` equally spaced values in
+    [0, 1] are used. ``d`` only has to admit a simplex ETF (``d >= K - 1``): the optimum
+    does not depend on it.
+    """
+
+    K: int = 10
+    d: int = 10
+    lam_H: float = 5e-3
+    scale: float = 1.0
+    loss: str = "ce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    num_lams: int = 21
+    lams: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.K = check_int("K", self.K, minimum=2)
+        self.d = check_int("d", self.d, minimum=1)
+        if self.d < self.K - 1:
+            raise ValueError(f"d must be >= K-1 = {self.K - 1} for a simplex ETF, got d={self.d}")
+        self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
+        self.scale = check_float("scale", self.scale, 0.0, None, low_open=True)
+        self.num_lams = check_int("num_lams", self.num_lams, minimum=2)
+        loss = get_loss(self.loss, **self.loss_params)
+        if loss.name not in ("ce", "label_smoothing", "mse"):
+            raise ValueError(
+                f"loss must be one of 'ce', 'label_smoothing', 'mse' for the exact theory, "
+                f"got {self.loss!r}"
+            )
+        if self.lams is not None:
+            self.lams = tuple(
+                check_float("lams", v, 0.0, 1.0) for v in self.lams
+            )
+
+    def grid(self) -> np.ndarray:
+        if self.lams is not None:
+            return np.asarray(self.lams, dtype=np.float64)
+        return np.linspace(0.0, 1.0, self.num_lams)
+
+
+COLUMNS = ("lam", "a", "b", "feature_norm", "margin", "margin_vs_other", "p_c", "p_c_prime",
+           "confidence")
+
+
+def compute(config: TheoryConfig) -> dict[str, Any]:
+    """The theory table for ``config`` (see :func:`ufm.theory.theory_table`)."""
+    loss = get_loss(config.loss, **config.loss_params)
+    table = theory_table(config.K, config.lam_H, config.scale, loss, config.grid())
+    table["d"] = config.d
+    return table
+
+
+def _loss_text(loss: dict[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in loss.items() if k != "name")
+    return f"{loss['name']} ({params})" if params else loss["name"]
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """Fixed-width text of the table, full double precision for a and b."""
+    head = (
+        f"K={table['K']}  d={table['d']}  lam_H={table['lam_H']:g}  row norm={table['scale']:g}  "
+        f"g={table['g']:.15g}  loss={_loss_text(table['loss'])}"
+    )
+    same = table["same_class"]
+    lines = [head, f"same class (any lam): a = {same.a:.15g}, |h| = {same.feature_norm:.15g}", ""]
+    lines.append(
+        f"{'lam':>6} {'a':>22} {'b':>22} {'|h|':>12} {'z_c-z_c2':>12} {'z_c-z_o':>12} "
+        f"{'p_c':>10} {'p_c2':>10}"
+    )
+    for row in table["rows"]:
+        lines.append(
+            f"{row.lam:6.3f} {row.a:22.15g} {row.b:22.15g} {row.feature_norm:12.6g} "
+            f"{row.margin:12.6g} {row.margin_vs_other:12.6g} {row.p_c:10.6f} {row.p_c_prime:10.6f}"
+        )
+    return "\n".join(lines)
+
+
+def write(table: dict[str, Any], config: TheoryConfig, out: str | Path) -> Path:
+    """Write config.json, theory.csv and theory.json (last) into ``out``."""
+    out = prepare_run_dir(out)
+    write_json(out / "config.json", config_to_dict(config))
+    write_csv(out / "theory.csv", [{k: getattr(r, k) for k in COLUMNS} for r in table["rows"]])
+    write_json(out / "theory.json", table)
+    return out
