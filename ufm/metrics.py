@@ -1,0 +1,620 @@
+r"""Neural-collapse and calibration metrics: pure functions over tensors and streaming accumulators.
+
+Every metric exists twice, in the style of torchmetrics: as a pure function of tensors and as
+an accumulator whose ``update`` takes one batch at a time, so that a data set that does not fit
+in memory is measured in one pass with :math:`O(d^2 + Kd)` memory (class means, one pooled
+within-class scatter matrix) and no per-sample Python loop. Argument validation (``_check_*``)
+is kept apart from the arithmetic. All arithmetic is float64 whatever the input dtype.
+
+Notation (``THEORY.md`` section 6): :math:`K` classes, features :math:`h_i\in\mathbb R^d` with
+labels :math:`y_i`, :math:`n_c` samples of class :math:`c`, :math:`N=\sum_c n_c`, class means
+:math:`\mu_c`, global mean :math:`\mu_G = \frac1K\sum_c \mu_c` (the mean of the class means,
+which equals the mean of all features for balanced classes), centred class means
+:math:`M\in\mathbb R^{K\times d}` with rows :math:`\mu_c-\mu_G`, classifier
+:math:`W\in\mathbb R^{K\times d}` with rows :math:`w_c` and optional bias :math:`b`.
+
+.. math:: \Sigma_W = \frac1N\sum_i (h_i-\mu_{y_i})(h_i-\mu_{y_i})^\top,
+          \qquad \Sigma_B = \frac1K M^\top M .
+
+References
+----------
+[1] V. Papyan, X. Y. Han, D. L. Donoho. Prevalence of neural collapse during the terminal
+    phase of deep learning training. PNAS 117(40), 2020. (NC1-NC4, equinorm, equiangularity.)
+[2] Z. Zhu, T. Ding, J. Zhou, X. Li, C. You, J. Sulam, Q. Qu. A geometric analysis of neural
+    collapse with unconstrained features. NeurIPS 2021. (NC1 divided by K.)
+[3] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger. On calibration of modern neural networks.
+    ICML 2017. (Expected calibration error, reliability diagrams.)
+[4] M. P. Naeini, G. F. Cooper, M. Hauskrecht. Obtaining well calibrated probabilities using
+    Bayesian binning. AAAI 2015. (ECE.)
+[5] T. F. Chan, G. H. Golub, R. J. LeVeque. Updating formulae and a pairwise algorithm for
+    computing sample variances. Stanford CS report STAN-CS-79-773, 1979. (Merging moments.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import check_int, check_tensor_range
+from .etf import etf_distance
+
+__all__ = [
+    "CalibrationAccumulator",
+    "ClassMoments",
+    "CollapseAccumulator",
+    "NearestClassMeanAccumulator",
+    "between_class_covariance",
+    "bias_collapse",
+    "bin_edges",
+    "bin_indices",
+    "calibration_metrics",
+    "class_moments",
+    "collapse_metrics",
+    "equiangularity",
+    "equinorm",
+    "expected_calibration_error",
+    "max_equiangularity",
+    "merge_moments",
+    "nc1",
+    "nc2_classifier",
+    "nc2_means",
+    "nc3",
+    "nc4",
+    "reliability_table",
+    "within_class_covariance",
+]
+
+FLOAT = torch.float64
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_features_labels(features: torch.Tensor, labels: torch.Tensor, K: int) -> None:
+    if features.ndim != 2:
+        raise ValueError(f"features must have shape (N, d), got {tuple(features.shape)}")
+    if labels.shape != features.shape[:1]:
+        raise ValueError(
+            f"labels must have shape (N,) = ({features.shape[0]},) to match the features, "
+            f"got {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point():
+        raise ValueError("labels must be integer class indices, got a floating-point tensor")
+    check_tensor_range("labels", labels, 0, K - 1)
+    check_tensor_range("features", features.to(FLOAT), -math.inf, math.inf)
+
+
+def _check_classifier(weight: torch.Tensor, bias: torch.Tensor | None, K: int, d: int) -> None:
+    if tuple(weight.shape) != (K, d):
+        raise ValueError(
+            f"classifier weight must have shape (K, d) = ({K}, {d}), got {tuple(weight.shape)}"
+        )
+    if bias is not None and tuple(bias.shape) != (K,):
+        raise ValueError(f"classifier bias must have shape (K,) = ({K},), got {tuple(bias.shape)}")
+
+
+def _check_vectors(name: str, vectors: torch.Tensor) -> None:
+    if vectors.ndim != 2 or vectors.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (K, d) with K >= 2, got {tuple(vectors.shape)}")
+
+
+def _check_calibration_inputs(confidences: torch.Tensor, correct: torch.Tensor) -> None:
+    if confidences.ndim != 1 or correct.shape != confidences.shape:
+        raise ValueError(
+            "confidences and correct must be 1-D tensors of one length, got shapes "
+            f"{tuple(confidences.shape)} and {tuple(correct.shape)}"
+        )
+    check_tensor_range("confidences", confidences.to(FLOAT), 0.0, 1.0)
+    check_tensor_range("correct", correct.to(FLOAT), 0.0, 1.0)
+
+
+def _check_logits_labels(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (N, K) with K >= 2, got {tuple(logits.shape)}")
+    _check_features_labels(logits, labels, logits.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Class moments: the sufficient statistics of NC1-NC3, merged across batches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassMoments:
+    r"""Per-class counts and means and the pooled within-class scatter matrix, float64.
+
+    ``counts`` (K,), ``means`` (K, d) (zero rows for classes not seen yet) and ``scatter``
+    (d, d) :math:`=\sum_i (h_i-\mu_{y_i})(h_i-\mu_{y_i})^\top`.
+    """
+
+    counts: torch.Tensor
+    means: torch.Tensor
+    scatter: torch.Tensor
+
+    @property
+    def total(self) -> float:
+        return float(self.counts.sum())
+
+
+def _empty_moments(K: int, d: int, device=None) -> ClassMoments:
+    return ClassMoments(
+        torch.zeros(K, dtype=FLOAT, device=device),
+        torch.zeros(K, d, dtype=FLOAT, device=device),
+        torch.zeros(d, d, dtype=FLOAT, device=device),
+    )
+
+
+def _class_moments(features: torch.Tensor, labels: torch.Tensor, K: int) -> ClassMoments:
+    h = features.to(FLOAT)
+    labels = labels.long()
+    counts = torch.bincount(labels, minlength=K).to(FLOAT)
+    sums = torch.zeros(K, h.shape[1], dtype=FLOAT, device=h.device).index_add_(0, labels, h)
+    means = sums / counts.clamp_min(1.0).unsqueeze(1)
+    centred = h - means[labels]
+    return ClassMoments(counts, means, centred.T @ centred)
+
+
+def class_moments(features: torch.Tensor, labels: torch.Tensor, K: int) -> ClassMoments:
+    """Class moments of one batch: features (N, d), labels (N,) in [0, K-1]."""
+    K = check_int("K", K, minimum=2)
+    _check_features_labels(features, labels, K)
+    return _class_moments(features, labels, K)
+
+
+def merge_moments(first: ClassMoments, second: ClassMoments) -> ClassMoments:
+    r"""Moments of the union of two disjoint sets of samples (Chan, Golub & LeVeque 1979).
+
+    Per class, with :math:`\delta_c = \mu_c^{(2)} - \mu_c^{(1)}`, the scatter gains
+    :math:`\frac{n^{(1)}_c n^{(2)}_c}{n^{(1)}_c+n^{(2)}_c}\delta_c\delta_c^\top`; summed over
+    classes that is one (d, K)(K, d) product. Unlike :math:`\sum_i h_ih_i^\top - \sum_c n_c
+    \mu_c\mu_c^\top` this does not cancel catastrophically when the features have collapsed.
+    """
+    n = first.counts + second.counts
+    share = second.counts / n.clamp_min(1.0)
+    delta = second.means - first.means
+    means = first.means + delta * share.unsqueeze(1)
+    weight = first.counts * share
+    scatter = first.scatter + second.scatter + (delta * weight.unsqueeze(1)).T @ delta
+    return ClassMoments(n, means, scatter)
+
+
+def _require_all_classes(moments: ClassMoments) -> None:
+    missing = torch.nonzero(moments.counts == 0).flatten().tolist()
+    if missing:
+        raise ValueError(
+            f"neural-collapse metrics need samples of every class; none seen for class(es) "
+            f"{missing} (allowed: every class in [0, {moments.counts.numel() - 1}] present)"
+        )
+
+
+def within_class_covariance(moments: ClassMoments) -> torch.Tensor:
+    r""":math:`\Sigma_W = \frac1N\sum_i (h_i-\mu_{y_i})(h_i-\mu_{y_i})^\top`, (d, d) (Papyan 2020)."""
+    return moments.scatter / moments.total
+
+
+def _centred_means(means: torch.Tensor) -> torch.Tensor:
+    return means - means.mean(dim=0, keepdim=True)
+
+
+def between_class_covariance(means: torch.Tensor) -> torch.Tensor:
+    r""":math:`\Sigma_B = \frac1K M^\top M` with :math:`M` the centred class means (d, d)."""
+    M = _centred_means(means.to(FLOAT))
+    return M.T @ M / M.shape[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Neural-collapse metrics as pure functions
+# --------------------------------------------------------------------------------------------
+
+
+def nc1(sigma_W: torch.Tensor, sigma_B: torch.Tensor, K: int) -> float:
+    r"""NC1, within-class variability collapse: :math:`\operatorname{tr}(\Sigma_W\Sigma_B^+)/K`.
+
+    Papyan, Han & Donoho (2020), Fig. 6, divided by :math:`K` as in Zhu et al. (2021).
+    ``sigma_W`` and ``sigma_B`` are (d, d); see :func:`within_class_covariance` and
+    :func:`between_class_covariance`. Zero exactly when every feature equals its class mean.
+
+    **Pseudo-inverse rank rule.** :math:`\Sigma_B` is symmetric positive semi-definite of rank
+    at most :math:`K-1`. With its eigenpairs :math:`(\sigma_j, v_j)` (``torch.linalg.eigh``),
+    :math:`\Sigma_B^+ = \sum_{j:\ \sigma_j > r\,\sigma_{\max}} \sigma_j^{-1} v_jv_j^\top` with
+    relative cutoff :math:`r = d\,\varepsilon_{64}`, :math:`\varepsilon_{64} = 2^{-52}`: the
+    default rule of ``numpy.linalg.pinv`` and ``torch.linalg.pinv`` for a (d, d) matrix.
+    Eigenvalues at or below the cutoff count as zero.
+    """
+    K = check_int("K", K, minimum=2)
+    if sigma_W.shape != sigma_B.shape or sigma_W.ndim != 2 or sigma_W.shape[0] != sigma_W.shape[1]:
+        raise ValueError(
+            "sigma_W and sigma_B must both be (d, d) matrices, got shapes "
+            f"{tuple(sigma_W.shape)} and {tuple(sigma_B.shape)}"
+        )
+    eigenvalues, vectors = torch.linalg.eigh(sigma_B.to(FLOAT))
+    cutoff = sigma_B.shape[0] * torch.finfo(FLOAT).eps * eigenvalues.max().clamp_min(0.0)
+    keep = eigenvalues > cutoff
+    if not bool(keep.any()):
+        raise ValueError("all class means coincide (Sigma_B = 0), so NC1 is undefined")
+    kept = vectors[:, keep]
+    projected = (kept.T @ sigma_W.to(FLOAT) @ kept).diagonal()
+    return float((projected / eigenvalues[keep]).sum()) / K
+
+
+def nc2_classifier(weight: torch.Tensor) -> float:
+    r"""NC2 of the classifier: ETF distance of :math:`G = WW^\top`, :math:`W` *not* centred.
+
+    :math:`\|G/\|G\|_F - (I-\mathbf 1\mathbf 1^\top/K)/\sqrt{K-1}\|_F` (Papyan et al. 2020,
+    NC2; :func:`ufm.etf.etf_distance` with ``center=False``). Zero exactly for a simplex ETF,
+    which includes :math:`\sum_c w_c = 0`.
+    """
+    _check_vectors("weight", weight)
+    return etf_distance(weight, center=False)
+
+
+def nc2_means(means: torch.Tensor) -> float:
+    r"""NC2 of the features: ETF distance of :math:`G = MM^\top`, :math:`M` the centred class means.
+
+    ``means`` (K, d) are the raw class means; they are centred at their mean :math:`\mu_G`
+    (Papyan et al. 2020, NC2; :func:`ufm.etf.etf_distance` with ``center=True``).
+    """
+    _check_vectors("means", means)
+    return etf_distance(means, center=True)
+
+
+def _row_norms(vectors: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(vectors.to(FLOAT), dim=1)
+
+
+def equinorm(vectors: torch.Tensor) -> float:
+    r"""Equinorm: coefficient of variation :math:`\operatorname{std}_c\|v_c\|/\operatorname{mean}_c\|v_c\|`.
+
+    Papyan et al. (2020), Fig. 2; the standard deviation is the population one (divide by
+    :math:`K`). Pass :math:`W` for the classifier, the centred means :math:`M` for the features.
+    """
+    _check_vectors("vectors", vectors)
+    norms = _row_norms(vectors)
+    return float(norms.std(correction=0) / norms.mean())
+
+
+def _off_diagonal_cosines(vectors: torch.Tensor) -> torch.Tensor:
+    unit = vectors.to(FLOAT) / _row_norms(vectors).unsqueeze(1)
+    cosines = unit @ unit.T
+    K = cosines.shape[0]
+    upper = torch.triu_indices(K, K, offset=1, device=cosines.device)
+    return cosines[upper[0], upper[1]]
+
+
+def equiangularity(vectors: torch.Tensor) -> float:
+    r"""Equiangularity: :math:`\operatorname{std}_{c<c'}\cos(v_c, v_{c'})` (Papyan et al. 2020, Fig. 3).
+
+    Population standard deviation over the :math:`K(K-1)/2` distinct pairs. Zero for any
+    equiangular set, simplex or not; see :func:`max_equiangularity` for the simplex angle.
+    """
+    _check_vectors("vectors", vectors)
+    return float(_off_diagonal_cosines(vectors).std(correction=0))
+
+
+def max_equiangularity(vectors: torch.Tensor) -> float:
+    r"""Maximal-angle equiangularity: :math:`\operatorname{mean}_{c\ne c'}|\cos(v_c,v_{c'}) + 1/(K-1)|`.
+
+    Papyan et al. (2020), Fig. 4. Zero exactly when every pair meets at the simplex angle.
+    """
+    _check_vectors("vectors", vectors)
+    K = vectors.shape[0]
+    return float((_off_diagonal_cosines(vectors) + 1.0 / (K - 1)).abs().mean())
+
+
+def nc3(weight: torch.Tensor, means: torch.Tensor) -> float:
+    r"""NC3, self-duality: :math:`\|W^\top/\|W\|_F - M^\top/\|M\|_F\|_F^2` (Papyan et al. 2020, Fig. 5).
+
+    ``weight`` (K, d); ``means`` (K, d) raw class means, centred here. Lies in [0, 4]; zero
+    exactly when the classifier rows are a positive multiple of the centred class means.
+    """
+    _check_vectors("weight", weight)
+    if weight.shape != means.shape:
+        raise ValueError(
+            f"weight and means must have one shape (K, d), got {tuple(weight.shape)} and "
+            f"{tuple(means.shape)}"
+        )
+    W = weight.to(FLOAT)
+    M = _centred_means(means.to(FLOAT))
+    return float(
+        torch.linalg.matrix_norm(W / torch.linalg.matrix_norm(W) - M / torch.linalg.matrix_norm(M))
+        ** 2
+    )
+
+
+def _nearest_mean(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    # argmin_c |h - mu_c|^2 = argmin_c (|mu_c|^2 - 2 <h, mu_c>); |h|^2 is common to all c.
+    means = means.to(FLOAT)
+    return ((means * means).sum(1) - 2.0 * features.to(FLOAT) @ means.T).argmin(dim=1)
+
+
+def nc4(features: torch.Tensor, logits: torch.Tensor, means: torch.Tensor) -> float:
+    r"""NC4: fraction of samples whose prediction differs from the nearest class mean.
+
+    :math:`\frac1N\#\{i: \arg\max_c z_{ic} \ne \arg\min_c\|h_i-\mu_c\|\}` with logits
+    :math:`z_i = Wh_i + b` (Papyan et al. 2020, Fig. 7). ``features`` (N, d), ``logits``
+    (N, K), ``means`` (K, d). Ties go to the lowest class index on both sides.
+    """
+    if logits.ndim != 2 or features.ndim != 2 or logits.shape[0] != features.shape[0]:
+        raise ValueError(
+            "features (N, d) and logits (N, K) must share N, got shapes "
+            f"{tuple(features.shape)} and {tuple(logits.shape)}"
+        )
+    if means.shape != (logits.shape[1], features.shape[1]):
+        raise ValueError(
+            f"means must have shape (K, d) = ({logits.shape[1]}, {features.shape[1]}), got "
+            f"{tuple(means.shape)}"
+        )
+    accumulator = NearestClassMeanAccumulator(means)
+    accumulator.update(features, logits)
+    return accumulator.compute()
+
+
+def bias_collapse(
+    weight: torch.Tensor, bias: torch.Tensor | None, global_mean: torch.Tensor
+) -> float:
+    r"""Bias collapse :math:`\|W\mu_G + b\|_2` (:math:`b = 0` when the classifier has no bias).
+
+    At the collapsed optimum the bias cancels the logit of the global mean, :math:`b=-W\mu_G`
+    (Papyan et al. 2020, discussion of the optimal classifier). Some peer code reports this
+    number as "NC4"; it is not NC4 (see :func:`nc4`).
+    """
+    shift = weight.to(FLOAT) @ global_mean.to(FLOAT)
+    if bias is not None:
+        shift = shift + bias.to(FLOAT)
+    return float(torch.linalg.vector_norm(shift))
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming accumulators for the neural-collapse metrics
+# --------------------------------------------------------------------------------------------
+
+
+class CollapseAccumulator:
+    r"""Streams (features, labels) batches and gives NC1, NC2, NC3, equinorm, equiangularity
+    and bias collapse.
+
+    Memory :math:`O(d^2 + Kd)`: one :class:`ClassMoments`, merged batch by batch with
+    :func:`merge_moments`; state lives on the device of the first batch. NC4 needs the final
+    class means and so a second pass: :class:`NearestClassMeanAccumulator`.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.dim = check_int("dim", dim, minimum=1)
+        self.moments: ClassMoments | None = None
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise ValueError(
+                f"features must have shape (N, {self.dim}), got {tuple(features.shape)}"
+            )
+        _check_features_labels(features, labels, self.num_classes)
+        batch = _class_moments(features, labels, self.num_classes)
+        if self.moments is None:
+            self.moments = _empty_moments(self.num_classes, self.dim, features.device)
+        self.moments = merge_moments(self.moments, batch)
+
+    def _complete_moments(self) -> ClassMoments:
+        if self.moments is None:
+            raise ValueError("no batch has been added: call update() before compute()")
+        _require_all_classes(self.moments)
+        return self.moments
+
+    @property
+    def class_means(self) -> torch.Tensor:
+        """Class means (K, d), float64; every class must have been seen."""
+        return self._complete_moments().means
+
+    def compute(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> dict[str, float]:
+        """Metrics for the classifier ``weight`` (K, d) and optional ``bias`` (K,).
+
+        Keys: ``nc1``, ``nc2_W``, ``nc2_M``, ``nc3``, ``equinorm_W``, ``equinorm_M``,
+        ``equiangularity_W``, ``equiangularity_M``, ``max_equiangularity_W``,
+        ``max_equiangularity_M``, ``bias_collapse``, ``n``.
+        """
+        moments = self._complete_moments()
+        _check_classifier(weight, bias, self.num_classes, self.dim)
+        means = moments.means
+        M = _centred_means(means)
+        W = weight.detach().to(device=means.device, dtype=FLOAT)
+        b = None if bias is None else bias.detach().to(device=means.device, dtype=FLOAT)
+        return {
+            "nc1": nc1(
+                within_class_covariance(moments), between_class_covariance(means), self.num_classes
+            ),
+            "nc2_W": nc2_classifier(W),
+            "nc2_M": nc2_means(means),
+            "nc3": nc3(W, means),
+            "equinorm_W": equinorm(W),
+            "equinorm_M": equinorm(M),
+            "equiangularity_W": equiangularity(W),
+            "equiangularity_M": equiangularity(M),
+            "max_equiangularity_W": max_equiangularity(W),
+            "max_equiangularity_M": max_equiangularity(M),
+            "bias_collapse": bias_collapse(W, b, means.mean(dim=0)),
+            "n": int(moments.total),
+        }
+
+
+class NearestClassMeanAccumulator:
+    """Streams (features, logits) batches and gives NC4 for fixed class ``means`` (K, d)."""
+
+    def __init__(self, means: torch.Tensor) -> None:
+        _check_vectors("means", means)
+        self.means = means.detach().to(FLOAT)
+        self.mismatches = 0
+        self.count = 0
+
+    def update(self, features: torch.Tensor, logits: torch.Tensor) -> None:
+        K, d = self.means.shape
+        if features.ndim != 2 or features.shape[1] != d or logits.shape != (features.shape[0], K):
+            raise ValueError(
+                f"features must be (N, {d}) and logits (N, {K}), got {tuple(features.shape)} "
+                f"and {tuple(logits.shape)}"
+            )
+        nearest = _nearest_mean(features, self.means.to(features.device))
+        self.mismatches += int((nearest != logits.argmax(dim=1)).sum())
+        self.count += features.shape[0]
+
+    def compute(self) -> float:
+        if self.count == 0:
+            raise ValueError("no batch has been added: call update() before compute()")
+        return self.mismatches / self.count
+
+
+def collapse_metrics(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> dict[str, float]:
+    r"""Every neural-collapse metric of features (N, d) with labels (N,) under the classifier
+    ``weight`` (K, d), ``bias`` (K,) or None: the keys of :meth:`CollapseAccumulator.compute`
+    plus ``nc4`` (logits :math:`Wh+b` computed here in float64)."""
+    K, d = weight.shape
+    accumulator = CollapseAccumulator(K, d)
+    accumulator.update(features, labels)
+    result = accumulator.compute(weight, bias)
+    logits = features.to(FLOAT) @ weight.to(FLOAT).T
+    if bias is not None:
+        logits = logits + bias.to(FLOAT)
+    result["nc4"] = nc4(features, logits, accumulator.class_means)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+
+
+def bin_edges(n_bins: int = 15) -> torch.Tensor:
+    """Edges of ``n_bins`` equal-width confidence bins on [0, 1], float64, shape (n_bins+1,)."""
+    n_bins = check_int("n_bins", n_bins, minimum=1)
+    return torch.linspace(0.0, 1.0, n_bins + 1, dtype=FLOAT)
+
+
+def bin_indices(confidences: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+    r"""Bin of each confidence: bin :math:`k` is :math:`[e_k, e_{k+1})` for :math:`k < B-1` and
+    the last bin is closed, :math:`[e_{B-1}, 1]`, so confidence 0 falls in the first bin and
+    confidence 1 in the last. :math:`e` = :func:`bin_edges`."""
+    edges = bin_edges(n_bins).to(confidences.device)
+    index = torch.bucketize(confidences.to(FLOAT), edges, right=True) - 1
+    return index.clamp(0, n_bins - 1)
+
+
+def _binned_sums(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """(3, n_bins) float64: per bin the sample count, confidence sum and number correct."""
+    index = bin_indices(confidences, n_bins)
+    values = torch.stack(
+        [torch.ones_like(confidences, dtype=FLOAT), confidences.to(FLOAT), correct.to(FLOAT)]
+    )
+    return torch.zeros(3, n_bins, dtype=FLOAT, device=confidences.device).index_add_(
+        1, index, values
+    )
+
+
+def _ece_from_sums(sums: torch.Tensor) -> float:
+    # sum_b (n_b/n)|acc_b - conf_b| = (1/n) sum_b |correct_b - confidence-sum_b|: no per-bin division.
+    return float((sums[2] - sums[1]).abs().sum() / sums[0].sum())
+
+
+def _table_from_sums(sums: torch.Tensor) -> list[dict[str, float | int | None]]:
+    edges = bin_edges(sums.shape[1]).tolist()
+    rows = []
+    for k, (count, confidence_sum, correct_sum) in enumerate(sums.T.tolist()):
+        accuracy = correct_sum / count if count else None
+        confidence = confidence_sum / count if count else None
+        rows.append(
+            {
+                "bin": k,
+                "lower": edges[k],
+                "upper": edges[k + 1],
+                "count": int(count),
+                "accuracy": accuracy,
+                "confidence": confidence,
+                "gap": None if count == 0 else accuracy - confidence,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(
+    confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = 15
+) -> float:
+    r"""Expected calibration error with ``n_bins`` equal-width bins (Naeini et al. 2015; Guo et al. 2017).
+
+    .. math:: \mathrm{ECE} = \sum_{k} \frac{|B_k|}{N}\,\bigl|\operatorname{acc}(B_k) -
+              \operatorname{conf}(B_k)\bigr|
+
+    over the bins of :func:`bin_indices` (confidences 0 and 1 in the edge bins); each bin's
+    accuracy and mean confidence come from the same samples (nothing is sorted). 15 bins is
+    the torchmetrics default. ``confidences`` (N,) in [0, 1]; ``correct`` (N,) booleans or 0/1.
+
+    torchmetrics 1.x gives a confidence of exactly 1 an extra bin of its own; the two agree
+    whenever the last bin holds no confidence below 1 together with one equal to 1.
+    """
+    n_bins = check_int("n_bins", n_bins, minimum=1)
+    _check_calibration_inputs(confidences, correct)
+    if confidences.numel() == 0:
+        raise ValueError("ECE needs at least one sample, got none")
+    return _ece_from_sums(_binned_sums(confidences, correct, n_bins))
+
+
+def reliability_table(
+    confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = 15
+) -> list[dict[str, float | int | None]]:
+    """Reliability-diagram rows (Guo et al. 2017): per bin ``bin``, ``lower``, ``upper``,
+    ``count``, ``accuracy``, ``confidence`` (mean) and ``gap`` = accuracy - confidence (None
+    for empty bins)."""
+    n_bins = check_int("n_bins", n_bins, minimum=1)
+    _check_calibration_inputs(confidences, correct)
+    return _table_from_sums(_binned_sums(confidences, correct, n_bins))
+
+
+class CalibrationAccumulator:
+    r"""Streams (logits, labels) batches: accuracy, NLL, ECE and the reliability table.
+
+    Per batch the softmax is taken in float64; the top probability is the confidence and
+    its class the prediction. NLL is :math:`\frac1N\sum_i(\operatorname{lse}(z_i)-z_{i,y_i})`.
+    Memory :math:`O(B)` for :math:`B` = ``n_bins``.
+    """
+
+    def __init__(self, n_bins: int = 15) -> None:
+        self.n_bins = check_int("n_bins", n_bins, minimum=1)
+        self.sums: torch.Tensor | None = None
+        self.nll_sum = 0.0
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        _check_logits_labels(logits, labels)
+        log_p = torch.log_softmax(logits.to(FLOAT), dim=1)
+        top_log_p, prediction = log_p.max(dim=1)
+        correct = prediction == labels
+        sums = _binned_sums(top_log_p.exp(), correct, self.n_bins)
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.nll_sum -= float(log_p.gather(1, labels.long().unsqueeze(1)).sum())
+
+    def compute(self) -> dict[str, object]:
+        """``accuracy``, ``nll``, ``ece``, ``n``, ``n_bins`` and ``reliability`` (the table)."""
+        if self.sums is None or float(self.sums[0].sum()) == 0:
+            raise ValueError("no sample has been added: call update() before compute()")
+        n = float(self.sums[0].sum())
+        return {
+            "accuracy": float(self.sums[2].sum()) / n,
+            "nll": self.nll_sum / n,
+            "ece": _ece_from_sums(self.sums),
+            "n": int(n),
+            "n_bins": self.n_bins,
+            "reliability": _table_from_sums(self.sums),
+        }
+
+
+def calibration_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
+    """Accuracy, NLL, ECE and reliability table of logits (N, K) against labels (N,); see
+    :class:`CalibrationAccumulator`."""
+    accumulator = CalibrationAccumulator(n_bins)
+    accumulator.update(logits, labels)
+    return accumulator.compute()
