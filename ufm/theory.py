@@ -196,7 +196,9 @@ def optimal_features(
     same = c == c_prime
     a = torch.where(same, torch.as_tensor(a_same, dtype=W.dtype, device=device), a.expand(shape))
     b = torch.where(same, torch.zeros((), dtype=W.dtype, device=device), b.expand(shape))
-    features = W[c]
+    d = W.shape[1]
+    # index_select always copies, so the in-place products below never touch W.
+    features = torch.index_select(W, 0, c.reshape(-1)).reshape(*shape, d)
     features.mul_(a.unsqueeze(-1))
     features.addcmul_(W[c_prime], b.unsqueeze(-1))
     return features
