@@ -161,7 +161,8 @@ def certify(
     (c, c', lam); duplicates share the solution. ``tol`` is passed to the solver as its
     stopping tolerance (``eps_abs``/``eps_rel`` for SCS, the gap and feasibility tolerances
     for Clarabel). Measured accuracy against the exact theory (K <= 20,
-    :math:`\lambda_H \ge 10^{-4}`): SCS about 1e-8 relative, Clarabel about 1e-6. The
+    :math:`\lambda_H \ge 10^{-4}`): SCS about 1e-8 relative at ``tol=1e-10``; Clarabel's
+    interior point stalls near 1e-6 (``tol=1e-11``) to 1e-5 (``tol=1e-9``). The
     returned :class:`Certificate` carries the Fenchel duality gap of each solution and the
     resulting bound on the feature error.
     """
