@@ -64,3 +64,22 @@ def test_open_interval_is_enforced():
         channel_asymptotic(10, [0.2, 0.0], 1e-3)
     with pytest.raises(ValueError, match=r"lam_H must lie in \(0, inf\)"):
         same_class_asymptotic(10, 0.0)
+
+
+def test_error_estimate_is_inf_outside_the_small_t_regime():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        margin = margin_asymptotic(2, 0.3, 10.0, 0.1)
+        channel = channel_asymptotic(2, 0.3, 10.0, 0.1)
+    assert np.isinf(margin.error) and np.isinf(channel.error)
+    assert np.isfinite(margin_asymptotic(10, 0.3, 1e-4).error)
+
+
+def test_solve_exp_linear_accepts_scalars_and_arrays():
+    from ufm.reduced import solve_exp_linear
+
+    x = solve_exp_linear(0.5, 0.1, 0.01)
+    assert np.ndim(x) == 0 and abs(0.01 * x + 0.1 * np.expm1(x) - 0.5) < 1e-15
+    assert solve_exp_linear([0.5, 0.2], 0.1, 0.01).shape == (2,)

@@ -94,3 +94,14 @@ def test_refusals():
         certify(W, [0], [1], [0.5], 0.1, bias=torch.zeros(2))
     with pytest.raises(ValueError, match="h has 2 rows but there are 1 samples"):
         duality_gap(W, torch.zeros(2, 3), [0], [1], [0.5], 0.1)
+
+
+def test_feature_error_bound_covers_the_actual_error_even_when_the_gap_rounds_negative():
+    W = simplex_etf(10, 10, seed=0)
+    c, cp = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([1, 1, 5, 6, 7])
+    lam = torch.tensor([0.1, 0.5, 0.3, 0.7, 0.95], dtype=torch.float64)
+    certificate = certify(W, c, cp, lam, 5e-3)
+    H = optimal_features(W, c, cp, lam, 5e-3).numpy()
+    error = np.linalg.norm(certificate.h - H, axis=1)
+    assert (certificate.feature_error_bound > 0).all()
+    assert (error <= certificate.feature_error_bound).all()

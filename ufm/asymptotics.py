@@ -14,7 +14,9 @@ Notation of :mod:`ufm.reduced`: :math:`g = s^2K/(K-1)`, :math:`t = \lambda_H/g`,
 
 Each function returns an :class:`Asymptotic` holding the asymptotic ``value`` and an
 ``error`` estimate with its sign (exact :math:`\approx` value + error): the next-order
-correction, obtained from one Newton step on the exact equation. Fisher, Meng & Papyan,
+correction, obtained from one Newton step on the exact equation. The forms are for small
+:math:`t`; where the estimate itself breaks down (:math:`tS` of order one) the error is
+reported as ``inf``. Fisher, Meng & Papyan,
 ICLR 2024 (arXiv:2402.06171) give the leading forms; the error terms are ours.
 """
 
@@ -94,7 +96,11 @@ def margin_asymptotic(K: int, lam, lam_H: float, scale: float = 1.0) -> Asymptot
     lam = _open_lam(lam)
     alpha, beta, delta0, S0 = _leading_channel(K, t, lam)
     u0, v0, q0 = (S0 + delta0) / 2, (S0 - delta0) / 2, t * S0 / K
-    error = np.log1p((q0 - t * u0) / alpha) - np.log1p((q0 - t * v0) / beta)
+    x_u, x_v = (q0 - t * u0) / alpha, (q0 - t * v0) / beta
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.log1p(x_u) - np.log1p(x_v)
+    # Outside the small-t regime the leading-order point is meaningless: say so with inf.
+    error = np.where((x_u > -1) & (x_v > -1) & np.isfinite(error), error, np.inf)
     return Asymptotic(value=delta0, error=error)
 
 
@@ -108,10 +114,11 @@ def channel_asymptotic(K: int, lam, lam_H: float, scale: float = 1.0) -> Asympto
     lam = _open_lam(lam)
     _, _, _, S0 = _leading_channel(K, t, lam)
     margin = margin_asymptotic(K, lam, lam_H, scale).corrected
+    valid = np.isfinite(margin)
+    margin = np.where(valid, margin, 0.0)
     u, v = (S0 + margin) / 2, (S0 - margin) / 2
-    logits = np.stack([u, v, np.full_like(u, np.log(K - 2.0) if K > 2 else -np.inf)])
-    top = logits.max(axis=0)
-    log_D = top + np.log(np.exp(logits - top).sum(axis=0))
+    log_D = np.logaddexp(np.logaddexp(u, v), np.log(K - 2.0) if K > 2 else -np.inf)
     F = np.log(t * S0 / K) + log_D
     dF = 1.0 / S0 + 0.5 * (np.exp(u - log_D) + np.exp(v - log_D))
-    return Asymptotic(value=S0, error=-F / dF)
+    error = np.where(valid, -F / dF, np.inf)
+    return Asymptotic(value=S0, error=error)

@@ -48,7 +48,9 @@ def solve_exp_linear(alpha: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndar
     bound :math:`\min(\alpha/t, \log(1+\alpha/q))` decreases monotonically to the root because
     the left-hand side is convex and increasing.
     """
-    alpha, q, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (alpha, q, t)))
+    arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (alpha, q, t)))
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (alpha, q, t)))
+    alpha, q, t = (np.array(v, dtype=np.float64) for v in arrays)
     x = np.minimum(alpha / t, np.log1p(alpha / q))
     active = x > 0
     for _ in range(_MAX_INNER):
@@ -66,7 +68,7 @@ def solve_exp_linear(alpha: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndar
         active = still
     else:  # pragma: no cover - the iteration provably converges
         raise RuntimeError("solve_exp_linear did not converge")
-    return x
+    return x.reshape(shape)
 
 
 def _exp_linear_slope(x: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:

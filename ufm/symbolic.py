@@ -217,8 +217,14 @@ def check_amplified() -> bool:
     """
     S = symbols()
     K, x = S.K, S.x
+    # the lam = 1/2 equation, derived from R_a with b = a: R_a * 2D = (2tu(2e^u+K-2) - K)/1
+    R_a, _ = residuals()
+    half = R_a.subs({S.lam: sp.Rational(1, 2), S.b: S.a})
+    D_half = 2 * sp.exp(S.g * S.a) + K - 2
+    scalar = 2 * (S.lam_H / S.g) * (S.g * S.a) * D_half - K
+    derived = _is_zero(half * 2 * D_half - scalar)
     gap = (sp.exp(2 * x) + K - 1) - (2 * sp.exp(x) + K - 2)
-    return sp.simplify(gap - (sp.exp(x) - 1) ** 2) == 0
+    return derived and sp.simplify(gap - (sp.exp(x) - 1) ** 2) == 0
 
 
 # -- 5. same-class pairs -----------------------------------------------------------------
@@ -295,7 +301,7 @@ def log_q_form():
 
 
 def check_log_q_form() -> bool:
-    r"""The log-q equations imply :math:`qD = 1` and are the THEORY equations divided by g.
+    r"""The log-q equations imply :math:`qD = 1` and eq_u is THEORY's first residual.
 
     From eq_u + eq_v and eq_sum: :math:`q(e^u + e^v + K - 2) - 1 = (\text{eq}_u+\text{eq}_v) - \text{eq}_{sum}`;
     with :math:`q = 1/D`, :math:`t = \lambda_H/g`, :math:`u = ga`, eq_u is exactly :math:`R_a`.
