@@ -1,0 +1,227 @@
+"""Measurements: eval mode, streaming NC metrics, agreement with the UFM, layer-wise linearity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ufm.etf import simplex_etf
+from ufm.losses import get_loss
+from ufm.metrics import collapse_metrics
+from ufm.nets import TrainConfig, build_model, load_dataset, measure
+from ufm.nets.measure import (
+    class_pairs,
+    collapse_measurement,
+    eval_mode,
+    layer_linearity,
+    mixed_activations,
+    theory_agreement,
+)
+from ufm.nets.models import LinearClassifier, MixupNet
+from ufm.theory import optimal_features
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", train_subset=400)
+
+
+def small_config(**fields):
+    defaults = {
+        "pairs_per_class_pair": 3,
+        "pairs_all_classes": 2,
+        "linearity_pairs": 20,
+        "measure_batch_size": 97,
+    }
+    return TrainConfig(**{**defaults, **fields})
+
+
+def buffers(model):
+    return {name: value.clone() for name, value in model.named_buffers()}
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_measuring_never_touches_batchnorm_statistics_and_restores_modes(digits, model):
+    config = small_config(model=model, width=4 if model == "cnn" else 0)
+    net = build_model(config, digits.input_shape, digits.num_classes)
+    with torch.no_grad():  # move the running statistics away from their initial values
+        net.train()
+        net(digits.x_train[:64])
+    net.blocks[0].eval()  # a mixed state, to check that each module's own mode is restored
+    modes = {name: m.training for name, m in net.named_modules()}
+    before = buffers(net)
+    assert any("running_mean" in name for name in before)
+    result = measure(net, digits, config, "cpu")
+    after = buffers(net)
+    assert before.keys() == after.keys()
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+    assert modes == {name: m.training for name, m in net.named_modules()}
+    assert 0.0 <= result.scalars["test_accuracy"] <= 1.0
+
+
+def test_eval_mode_restores_modes_after_an_error():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+    with pytest.raises(RuntimeError), eval_mode(net):
+        assert not net[1].training
+        raise RuntimeError("inside")
+    assert net.training and net[1].training
+
+
+def test_streamed_collapse_measurement_equals_one_shot_metrics(digits):
+    config = small_config(bias=True)
+    net = build_model(config, digits.input_shape, digits.num_classes).eval()
+    scalars, means = collapse_measurement(net, digits.x_train, digits.y_train, 37, "cpu")
+    with torch.no_grad():
+        features = net.features(digits.x_train)
+        logits = net(digits.x_train)
+    want = collapse_metrics(
+        features, digits.y_train, net.classifier.weight.detach(), net.classifier.bias.detach()
+    )
+    for key, value in want.items():
+        np.testing.assert_allclose(scalars[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
+    accuracy = (logits.argmax(1) == digits.y_train).double().mean().item()
+    assert scalars["train_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert means.shape == (10, config.feature_dim) and means.dtype == torch.float64
+
+
+def test_mixed_activations_are_features_of_the_mixed_inputs(digits):
+    net = build_model(small_config(), digits.input_shape, digits.num_classes).eval()
+    lams = np.linspace(0, 1, 5)
+    i, j = np.array([0, 5, 9]), np.array([3, 5, 1])
+    acts = mixed_activations(net, digits.x_train, digits.y_train, i, j, lams, 4, "cpu")
+    assert acts["features"].shape == (3, 5, 64) and acts["logits"].shape == (3, 5, 10)
+    with torch.no_grad():
+        for p in range(3):
+            for l, lam in enumerate(lams):
+                x = lam * digits.x_train[i[p]] + (1 - lam) * digits.x_train[j[p]]
+                np.testing.assert_allclose(
+                    acts["features"][p, l], net.features(x[None])[0], rtol=1e-5, atol=1e-5
+                )
+    assert acts["c"].tolist() == digits.y_train[i].tolist()
+
+
+def test_class_pairs_cover_each_class_pair_once_with_distinct_same_class_partners():
+    labels = np.repeat(np.arange(4), 5)
+    i, j = class_pairs(labels, [0, 2, 3], per_pair=7, rng=np.random.default_rng(0))
+    assert len(i) == 6 * 7
+    blocks = [(labels[i[k]], labels[j[k]]) for k in range(0, len(i), 7)]
+    assert blocks == [(0, 0), (0, 2), (0, 3), (2, 2), (2, 3), (3, 3)]
+    same = labels[i] == labels[j]
+    assert bool((i[same] != j[same]).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with the UFM on activations built from the exact optimum
+# ---------------------------------------------------------------------------------------------
+
+
+def ufm_activations(K, d, lam_H, loss="ce", noise=0.0, seed=0):
+    """Features at the exact UFM optimum for every class pair, shifted by a global mean that
+    lies in the null space of W (so it leaves the logits alone), plus optional noise in that
+    null space."""
+    W = simplex_etf(K, d, scale=1.3, seed=seed)
+    lams = np.linspace(0, 1, 11)
+    c, c_prime = np.triu_indices(K)
+    optimum = optimal_features(W, c[:, None], c_prime[:, None], lams[None, :], lam_H, loss=loss)
+    null = torch.linalg.svd(W, full_matrices=True).Vh[K - 1 :]  # rows orthonormal, W null^T = 0
+    offset = 2.0 * null[0]
+    rng = np.random.default_rng(seed)
+    coefficients = torch.as_tensor(rng.normal(size=(*optimum.shape[:2], null.shape[0])))
+    features = optimum + offset + noise * coefficients @ null
+    logits = features @ W.T
+    acts = {
+        "features": features.numpy(),
+        "logits": logits.numpy(),
+        "c": c,
+        "c_prime": c_prime,
+        "lam": lams,
+    }
+    return acts, W, offset, optimum
+
+
+@pytest.mark.parametrize(
+    "loss,lam_H", [("ce", 0.02), ("ce", 3e-4), ("mse", 0.5), ("label_smoothing", 0.05)]
+)
+def test_theory_agreement_recovers_the_exact_optimum(loss, lam_H):
+    acts, W, offset, _ = ufm_activations(5, 8, lam_H, loss)
+    result = theory_agreement(acts, W, None, offset, get_loss(loss))
+    s = result.scalars
+    assert s["fitted_lam_H"] == pytest.approx(lam_H, rel=1e-6)
+    assert s["ufm_distance"] < 1e-7 and s["ufm_scale"] == pytest.approx(1.0, abs=1e-7)
+    assert s["margin_fit_rms"] < 1e-7
+    assert s["same_class_cosine"] == pytest.approx(1.0, abs=1e-12)
+    assert s["same_class_spread"] < 1e-12
+    assert s["boundary_distance_half"] < 1e-12
+    assert s["classifier_etf_distance"] < 1e-12
+    for row in result.rows:
+        assert row["p_c_mean"] == pytest.approx(row["theory_p_c"], abs=1e-7)
+        assert row["margin_mean"] == pytest.approx(row["margin_theory"], abs=1e-7)
+
+
+def test_ufm_distance_measures_the_part_off_the_optimum():
+    noise = 0.3
+    acts, W, offset, optimum = ufm_activations(4, 9, 0.01, noise=noise, seed=2)
+    result = theory_agreement(acts, W, None, offset, get_loss("ce"))
+    residual = acts["features"] - offset.numpy() - optimum.numpy()  # orthogonal to the optimum
+    expected = np.linalg.norm(residual) / np.linalg.norm(acts["features"] - offset.numpy())
+    assert result.scalars["ufm_distance"] == pytest.approx(expected, rel=1e-9)
+    assert result.scalars["ufm_scale"] == pytest.approx(1.0, rel=1e-9)
+    assert result.scalars["fitted_lam_H"] == pytest.approx(0.01, rel=1e-6)  # logits unchanged
+    assert result.scalars["same_class_cosine"] < 0.99
+
+
+def test_theory_entries_are_nan_for_a_loss_without_theory():
+    acts, W, offset, _ = ufm_activations(4, 5, 0.02)
+    result = theory_agreement(acts, W, None, offset, get_loss("focal"))
+    assert math.isnan(result.scalars["fitted_lam_H"]) and math.isnan(result.scalars["ufm_distance"])
+    assert math.isnan(result.rows[0]["margin_theory"])
+    assert result.scalars["same_class_cosine"] == pytest.approx(1.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer-wise linearity
+# ---------------------------------------------------------------------------------------------
+
+
+def test_linear_blocks_are_perfectly_linear():
+    torch.manual_seed(0)
+    net = MixupNet([nn.Flatten(), nn.Linear(6, 5), nn.Linear(5, 4)], LinearClassifier(4, 3))
+    x = torch.randn(30, 2, 3)
+    values = layer_linearity(
+        net, x, np.arange(10), np.arange(10, 20), np.linspace(0, 1, 5), 8, "cpu"
+    )
+    assert len(values) == 3 and max(values) < 1e-5
+
+
+def test_layer_linearity_matches_a_per_pair_loop():
+    torch.manual_seed(1)
+    net = MixupNet(
+        [nn.Sequential(nn.Linear(3, 16), nn.ReLU()), nn.Sequential(nn.Linear(16, 4), nn.Tanh())],
+        LinearClassifier(4, 3),
+    )
+    x = torch.randn(12, 3)
+    i, j = np.array([0, 1, 2, 3, 4, 4]), np.array([5, 6, 7, 8, 9, 4])  # last pair: i == j
+    lams = np.linspace(0, 1, 7)
+    got = layer_linearity(net, x, i, j, lams, 10, "cpu")
+    want = []
+    with torch.no_grad():
+        for layer in range(2):
+            ratios = []
+            for a, b in zip(i, j):
+                if a == b:
+                    continue
+                f_a = net.run_blocks(x[a : a + 1], 0, layer + 1)[0].double().numpy()
+                f_b = net.run_blocks(x[b : b + 1], 0, layer + 1)[0].double().numpy()
+                for lam in lams[1:-1]:
+                    mixed = lam * x[a] + (1 - lam) * x[b]
+                    f_m = net.run_blocks(mixed[None], 0, layer + 1)[0].double().numpy()
+                    chord = lam * f_a + (1 - lam) * f_b
+                    ratios.append(np.linalg.norm(f_m - chord) / np.linalg.norm(f_a - f_b))
+            want.append(np.mean(ratios))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert min(got) > 1e-3

@@ -1,0 +1,236 @@
+"""Whole runs: accuracy on digits, the fixed ETF, determinism, resume, files, the CLI, refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ufm import cli
+from ufm.etf import simplex_etf
+from ufm.io import read_csv, read_json
+from ufm.nets import TrainConfig, build_model, run_training
+from ufm.nets import run as run_module
+from ufm.nets.training import learning_rate_factor
+
+FAST = {"pairs_per_class_pair": 3, "pairs_all_classes": 2, "linearity_pairs": 20}
+SUMMARY_KEYS = (
+    "train_accuracy",
+    "test_accuracy",
+    "ece",
+    "nll",
+    "nc1",
+    "nc2_W",
+    "nc2_M",
+    "nc3",
+    "nc4",
+    "ufm_distance",
+    "fitted_lam_H",
+    "seconds",
+)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_digits_mlp_with_mixup_fits_training_data_and_generalises(tmp_path):
+    config = TrainConfig(dataset="digits", model="mlp", alpha=1.0, epochs=40, **FAST)
+    summary = run_training(config, tmp_path / "run", progress=False)
+    assert summary["train_accuracy"] >= 0.99  # clean training data
+    assert summary["test_accuracy"] >= 0.95
+    for key in SUMMARY_KEYS:
+        assert np.isfinite(summary[key]), key
+    assert read_json(tmp_path / "run" / "summary.json")["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_fixed_etf_is_bit_identical_after_training(tmp_path):
+    config = TrainConfig(
+        classifier="fixed_etf",
+        feature_dim=9,
+        etf_scale=1.5,
+        epochs=3,
+        seed=4,
+        weight_decay=5e-2,
+        **FAST,
+    )
+    run_training(config, tmp_path / "run", progress=False)
+    trained = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    initial = build_model(config, (1, 8, 8), 10).state_dict()
+    assert torch.equal(initial["classifier.weight"], simplex_etf(10, 9, scale=1.5, seed=4).float())
+    assert torch.equal(trained["classifier.weight"], initial["classifier.weight"])
+    # The rest of the network did train (with strong weight decay) around the fixed classifier.
+    assert not torch.equal(trained["blocks.0.1.weight"], initial["blocks.0.1.weight"])
+    measured = np.load(tmp_path / "run" / "measurements" / "epoch_0003" / "activations_all.npz")
+    assert np.array_equal(
+        measured["weight"], simplex_etf(10, 9, scale=1.5, seed=4).float().double()
+    )
+
+
+def test_same_seed_gives_the_same_metrics_on_cpu(tmp_path):
+    config = TrainConfig(epochs=3, lam_per="sample", measure_every=2, **FAST)
+    first = run_training(config, tmp_path / "a", progress=False)
+    second = run_training(config, tmp_path / "b", progress=False)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    assert without_seconds(read_csv(tmp_path / "a" / "metrics.csv")) == without_seconds(
+        read_csv(tmp_path / "b" / "metrics.csv")
+    )
+    other = run_training(
+        TrainConfig(epochs=3, lam_per="sample", measure_every=2, seed=1, **FAST),
+        tmp_path / "c",
+        progress=False,
+    )
+    assert other["nc1"] != first["nc1"]
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    config = TrainConfig(epochs=4, checkpoint_every=2, **FAST)
+    straight = run_training(config, tmp_path / "straight", progress=False)
+
+    original = run_module.train_epoch
+    calls = []
+
+    def crash_in_epoch_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_epoch", crash_in_epoch_three)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(run_module, "train_epoch", original)
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    with pytest.raises(ValueError, match="unfinished run; pass --resume"):
+        run_training(config, tmp_path / "resumed", progress=False)
+    with pytest.raises(ValueError, match="fields that differ .*: alpha"):
+        run_training(
+            TrainConfig(epochs=4, checkpoint_every=2, alpha=0.5, **FAST),
+            tmp_path / "resumed",
+            resume=True,
+            progress=False,
+        )
+    resumed = run_training(config, tmp_path / "resumed", resume=True, progress=False)
+    straight.pop("seconds"), resumed.pop("seconds")
+    assert resumed == straight
+    rows = read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert without_seconds(rows) == without_seconds(read_csv(tmp_path / "straight" / "metrics.csv"))
+    with pytest.raises(ValueError, match="already holds a complete run"):
+        run_training(config, tmp_path / "resumed", resume=True, progress=False)
+
+
+def test_cli_train_writes_every_file(tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        "epochs = 3\nalpha = 0.5\npairs_all_classes = 2\n"
+        'pairs_per_class_pair = 3\nlinearity_pairs = 10\n[loss_params]\nform = "pair"\n'
+    )
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(toml),
+            "--out",
+            str(out),
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--alpha",
+            "1.0",
+            "--epochs",
+            "2",
+            "--classifier",
+            "fixed_etf",
+            "--loss",
+            "ce",
+            "--seed",
+            "3",
+            "--measure-every",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    saved = read_json(out / "config.json")["config"]
+    assert saved["alpha"] == 1.0 and saved["epochs"] == 2 and saved["classifier"] == "fixed_etf"
+    assert saved["loss_params"] == {"form": "pair"} and saved["seed"] == 3
+    summary = read_json(out / "summary.json")
+    assert all(key in summary for key in SUMMARY_KEYS)
+    rows = read_csv(out / "metrics.csv")
+    assert len(rows) == 2 and rows[0]["nc1"] != "" and rows[1]["ufm_distance"] != ""
+    for epoch in ("epoch_0001", "epoch_0002"):
+        folder = out / "measurements" / epoch
+        for name in (
+            "scalars.json",
+            "reliability.csv",
+            "theory_vs_lam.csv",
+            "linearity.csv",
+            "activations_triple.npz",
+            "activations_all.npz",
+        ):
+            assert (folder / name).is_file(), (epoch, name)
+    triple = np.load(out / "measurements" / "epoch_0002" / "activations_triple.npz")
+    assert set(np.unique(triple["c"])) == set(summary["triple"])
+    assert triple["features"].shape[:2] == (6 * 3, 11)  # 6 class pairs of the triple, 3 each
+    assert (out / "checkpoints" / "last.pt").is_file()
+    assert "test_accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--dataset", "imagenet"], "dataset must be one of 'digits', .*; got 'imagenet'"),
+        (["--model", "vgg"], "model must be one of 'mlp', 'cnn', 'resnet18'; got 'vgg'"),
+        (
+            ["--loss", "hinge"],
+            "unknown loss 'hinge'; known losses: ce, focal, label_smoothing, mse",
+        ),
+        (["--alpha", "-0.5"], r"alpha must lie in \[0, inf\), got -0.5"),
+        (["--classifier", "frozen"], "classifier must be one of 'learned', 'fixed_etf'"),
+        (["--triple", "0", "4", "10"], r"triple holds class 10, outside \[0, 9\]"),
+        (
+            ["--classifier", "fixed_etf", "--feature-dim", "8"],
+            "feature_dim=8 is too small .* K=10 .* allowed feature_dim >= K-1 = 9",
+        ),
+        (
+            ["--dataset", "mnist", "--data-dir", "{tmp}"],
+            "expects these files .*train-images-idx3-ubyte.*missing",
+        ),
+        (["--dataset", "cifar10"], "dataset 'cifar10' is read from files: give data_dir"),
+        (["--lam-grid", "10"], "lam_grid must be odd"),
+        (["--mixup-layer", "9"], "mixup_layer=9 is beyond the 3 hidden blocks"),
+    ],
+)
+def test_bad_input_is_refused_before_training(tmp_path, capsys, monkeypatch, flags, message):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(run_module, "train_epoch", no_training)
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    code = cli.main(["train", "--out", str(tmp_path / "out"), "--no-progress", *flags])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert re.search(message, error), error
+    assert not (tmp_path / "out" / "metrics.csv").exists()
+
+
+def test_learning_rate_schedules():
+    assert learning_rate_factor("cosine", 0, 10) == 1.0
+    assert learning_rate_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert [learning_rate_factor("step", e, 8) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
+    assert learning_rate_factor("constant", 7, 8) == 1.0
+
+
+def test_config_json_records_device_and_threads(tmp_path):
+    run_training(TrainConfig(epochs=1, threads=1, **FAST), tmp_path / "r", progress=False)
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["device"] == "cpu" and saved["threads"] == 1 and saved["num_classes"] == 10

@@ -1,0 +1,164 @@
+"""The configuration of one training run, validated before any data is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_choice, check_float, check_int
+from ..devices import DEVICE_CHOICES
+from ..losses import get_loss
+from .data import DATASETS, DIRECTORY_DATASETS
+from .models import MODELS
+
+CLASSIFIERS = ("learned", "fixed_etf")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+LAM_PER = ("batch", "sample")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run of ``ufm train``; saved as ``config.json``.
+
+    Data: ``dataset`` (one of :data:`ufm.nets.data.DATASETS`), ``data_dir`` (needed for
+    mnist, fashion_mnist, cifar10), ``train_subset`` (0: the whole training split; otherwise
+    a fixed seeded subset of that size).
+
+    Model: ``model`` (one of :data:`ufm.nets.models.MODELS`), ``width`` (0: the model's
+    default; MLP hidden units 256, CNN base channels 32, ResNet-18 base channels 64),
+    ``depth`` (MLP hidden layers before the feature layer), ``feature_dim`` (the penultimate
+    width d), ``batch_norm`` (MLP only; the CNN and ResNet always have it), ``classifier``
+    ("learned" or "fixed_etf": a simplex ETF with row norm ``etf_scale`` kept as a buffer),
+    ``bias``.
+
+    Mixup (Zhang et al. 2018): ``alpha`` (lam ~ Beta(alpha, alpha); 0 is plain training),
+    ``lam_per`` ("batch" or "sample"), ``same_class`` (partners from the same class only),
+    ``mixup_layer`` (0: input mixup; k >= 1: manifold mixup of the output of hidden block k,
+    Verma et al. 2019).
+
+    Optimisation: ``loss`` and ``loss_params`` (:func:`ufm.losses.get_loss`), ``optimizer``,
+    ``lr``, ``momentum`` (SGD), ``weight_decay``, ``schedule`` ("cosine", "step": x0.1 at 50%
+    and 75% of the epochs, "constant"), ``epochs``, ``batch_size``, ``seed``, ``device``,
+    ``threads`` (CPU threads for torch during the run, restored afterwards; 0 leaves torch's
+    setting. The default 1 is the fastest for the small default models, and on a shared
+    machine it avoids OpenMP threads spinning against each other, which was measured to make
+    two threads 30 times slower than one on a loaded 2-core machine).
+
+    Measurements: every ``measure_every`` epochs (0: only at the end) and at the end;
+    ``checkpoint_every`` likewise (the last epoch always); ``lam_grid`` points in [0, 1] (odd,
+    so that 1/2 is among them); ``triple`` (three classes for the figures; empty: three drawn
+    with the seed); ``pairs_per_class_pair`` training pairs per class pair for the triple and
+    ``pairs_all_classes`` for all classes; ``linearity_pairs``; ``n_bins`` for the ECE;
+    ``measure_batch_size``.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_subset: int = 0
+    model: str = "mlp"
+    width: int = 0
+    depth: int = 2
+    feature_dim: int = 64
+    batch_norm: bool = True
+    classifier: str = "learned"
+    bias: bool = False
+    etf_scale: float = 1.0
+    alpha: float = 1.0
+    lam_per: str = "batch"
+    same_class: bool = False
+    mixup_layer: int = 0
+    loss: str = "ce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    epochs: int = 100
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+    measure_every: int = 0
+    checkpoint_every: int = 0
+    lam_grid: int = 11
+    triple: tuple[int, ...] = ()
+    pairs_per_class_pair: int = 20
+    pairs_all_classes: int = 10
+    linearity_pairs: int = 200
+    n_bins: int = 15
+    measure_batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        if self.dataset in DIRECTORY_DATASETS and not self.data_dir:
+            raise ValueError(
+                f"dataset {self.dataset!r} is read from files: give data_dir (the folder "
+                f"holding them); only {', '.join(n for n in DATASETS if n not in DIRECTORY_DATASETS)}"
+                " need none"
+            )
+        self.train_subset = check_int("train_subset", self.train_subset, minimum=0)
+        check_choice("model", self.model, MODELS)
+        self.width = check_int("width", self.width, minimum=0)
+        self.depth = check_int("depth", self.depth, minimum=0)
+        self.feature_dim = check_int("feature_dim", self.feature_dim, minimum=1)
+        check_choice("classifier", self.classifier, CLASSIFIERS)
+        self.etf_scale = check_float("etf_scale", self.etf_scale, 0.0, None, low_open=True)
+        self.alpha = check_float("alpha", self.alpha, 0.0, None)
+        check_choice("lam_per", self.lam_per, LAM_PER)
+        self.mixup_layer = check_int("mixup_layer", self.mixup_layer, minimum=0)
+        get_loss(self.loss, **self.loss_params)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.lr = check_float("lr", self.lr, 0.0, None, low_open=True)
+        self.momentum = check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, 0.0, None)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        self.epochs = check_int("epochs", self.epochs, minimum=1)
+        self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
+        self.seed = check_int("seed", self.seed, minimum=0)
+        check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
+        self.threads = check_int("threads", self.threads, minimum=0)
+        self.measure_every = check_int("measure_every", self.measure_every, minimum=0)
+        self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        self.lam_grid = check_int("lam_grid", self.lam_grid, minimum=3)
+        if self.lam_grid % 2 == 0:
+            raise ValueError(
+                f"lam_grid must be odd so that the grid contains lam = 1/2, got {self.lam_grid}"
+            )
+        self.triple = tuple(check_int("triple", c, minimum=0) for c in self.triple)
+        if self.triple and (len(self.triple) != 3 or len(set(self.triple)) != 3):
+            raise ValueError(
+                f"triple must be empty (drawn with the seed) or three distinct class indices, "
+                f"got {list(self.triple)}"
+            )
+        for name in (
+            "pairs_per_class_pair",
+            "pairs_all_classes",
+            "linearity_pairs",
+            "n_bins",
+            "measure_batch_size",
+        ):
+            setattr(self, name, check_int(name, getattr(self, name), minimum=1))
+
+    def check_against_data(self, num_classes: int) -> None:
+        """Refuse what only the data can rule out: class indices and d against K."""
+        if num_classes < 3:
+            raise ValueError(f"the measurements need K >= 3 classes, got K={num_classes}")
+        for c in self.triple:
+            if c >= num_classes:
+                raise ValueError(
+                    f"triple holds class {c}, outside [0, {num_classes - 1}] for dataset "
+                    f"{self.dataset!r} with K={num_classes} classes"
+                )
+        if self.classifier == "fixed_etf" and self.feature_dim < num_classes - 1:
+            raise ValueError(
+                f"feature_dim={self.feature_dim} is too small for a fixed simplex ETF with "
+                f"K={num_classes} classes: allowed feature_dim >= K-1 = {num_classes - 1}"
+            )
+
+    def lams(self) -> np.ndarray:
+        """The lam grid of the measurements: ``lam_grid`` equally spaced points in [0, 1]."""
+        return np.linspace(0.0, 1.0, self.lam_grid)

@@ -1,0 +1,223 @@
+"""One training run from configuration to files.
+
+configuration -> data -> model -> training (per epoch: test metrics, scheduled measurements,
+checkpoints) -> final measurement -> files. The output folder holds
+
+* ``config.json``: the configuration and what was derived from it (K, input shape, device);
+* ``metrics.csv``: one row per epoch (rewritten atomically after every epoch);
+* ``checkpoints/last.pt`` (every ``checkpoint_every`` epochs and the last one) and
+  ``checkpoints/epoch_NNNN.pt`` (kept);
+* ``measurements/epoch_NNNN/``: ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``,
+  ``linearity.csv``, ``activations_triple.npz``, ``activations_all.npz``;
+* ``summary.json``, written last: its presence marks the run complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import config_to_dict
+from ..devices import resolve_device
+from ..io import (
+    SUMMARY,
+    is_complete,
+    prepare_run_dir,
+    read_json,
+    write_csv,
+    write_json,
+    write_npz,
+)
+from ..losses import get_loss
+from .config import TrainConfig
+from .data import load_dataset
+from .measure import Measurement, calibration_measurement, measure
+from .mixup import Mixup
+from .models import build_model
+from .training import (
+    TrainingState,
+    build_optimizer,
+    build_scheduler,
+    load_checkpoint,
+    save_checkpoint,
+    train_epoch,
+)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def write_measurement(folder: Path, measurement: Measurement) -> None:
+    """Scalars as JSON, tables as CSV, arrays as npz, in ``folder``."""
+    write_json(folder / "scalars.json", measurement.scalars)
+    for name, rows in measurement.tables.items():
+        write_csv(folder / f"{name}.csv", rows)
+    for name, arrays in measurement.arrays.items():
+        write_npz(folder / f"{name}.npz", **arrays)
+
+
+def _scalar_columns(scalars: dict[str, Any]) -> dict[str, Any]:
+    """The measurement scalars as metrics.csv columns (lists spread over numbered columns)."""
+    columns = {}
+    for key, value in scalars.items():
+        if isinstance(value, list):
+            columns.update({f"{key}_{k + 1}": v for k, v in enumerate(value)})
+        else:
+            columns[key] = value
+    return columns
+
+
+def _check_output_folder(out: Path, config: TrainConfig, resume: bool) -> None:
+    if is_complete(out):
+        raise ValueError(
+            f"{str(out)!r} already holds a complete run ({SUMMARY}); choose a new --out"
+        )
+    has_checkpoint = (out / LAST_CHECKPOINT).is_file()
+    if resume and not has_checkpoint:
+        raise ValueError(f"cannot resume: {str(out / LAST_CHECKPOINT)!r} does not exist")
+    if not resume and (has_checkpoint or (out / "metrics.csv").exists()):
+        raise ValueError(
+            f"{str(out)!r} holds an unfinished run; pass --resume to continue it or choose a new --out"
+        )
+    if resume:
+        saved = read_json(out / "config.json")["config"]
+        current = config_to_dict(config)
+        differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if differing:
+            raise ValueError(
+                f"cannot resume with a different configuration; fields that differ from "
+                f"{str(out / 'config.json')!r}: {', '.join(differing)}"
+            )
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block (0: unchanged), restored after."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_training(
+    config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train, measure and write the files listed in the module docstring; return the summary.
+
+    Everything that can be refused (configuration, output folder, data files, class indices,
+    d against K, the mixup layer) is checked before the first training step.
+    """
+    with torch_threads(config.threads):
+        return _run(config, out_dir, resume, progress)
+
+
+def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    out = prepare_run_dir(out_dir)
+    _check_output_folder(out, config, resume)
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset, config.data_dir, config.train_subset)
+    config.check_against_data(data.num_classes)
+    model = build_model(config, data.input_shape, data.num_classes).to(device)
+    loss = get_loss(config.loss, **config.loss_params)
+    mixup = Mixup(config.alpha, config.lam_per == "sample", config.same_class, config.mixup_layer)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    rng = np.random.default_rng(config.seed)
+
+    state = TrainingState()
+    if resume:
+        state = load_checkpoint(out / LAST_CHECKPOINT, model, optimizer, scheduler, rng, device)
+    else:
+        write_json(
+            out / "config.json",
+            {
+                "config": config_to_dict(config),
+                "num_classes": data.num_classes,
+                "input_shape": list(data.input_shape),
+                "n_train": len(data.y_train),
+                "n_test": len(data.y_test),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
+        )
+
+    def measure_and_write(epoch: int) -> dict[str, Any]:
+        measurement = measure(model, data, config, device)
+        write_measurement(out / "measurements" / f"epoch_{epoch:04d}", measurement)
+        return measurement.scalars
+
+    def elapsed() -> float:
+        return state.seconds + time.perf_counter() - started
+
+    bar = tqdm(
+        total=config.epochs,
+        initial=state.epoch,
+        disable=not progress,
+        desc=f"{config.dataset}/{config.model} alpha={config.alpha:g}",
+        unit="epoch",
+    )
+    with bar:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            learning_rate = optimizer.param_groups[0]["lr"]
+            train_loss = train_epoch(
+                model, data, loss, mixup, optimizer, rng, config.batch_size, device
+            )
+            scheduler.step()
+            test = calibration_measurement(
+                model, data.x_test, data.y_test, config.n_bins, config.measure_batch_size, device
+            )
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "lr": learning_rate,
+                "train_loss": train_loss,
+                "test_accuracy": test["accuracy"],
+                "test_nll": test["nll"],
+                "test_ece": test["ece"],
+            }
+            if config.measure_every and epoch % config.measure_every == 0 and epoch < config.epochs:
+                row.update(_scalar_columns(measure_and_write(epoch)))
+            row["seconds"] = elapsed()
+            state.history.append(row)
+            state.epoch = epoch
+            write_csv(out / "metrics.csv", state.history)
+            if epoch == config.epochs or (
+                config.checkpoint_every and epoch % config.checkpoint_every == 0
+            ):
+                state.seconds = elapsed()
+                started = time.perf_counter()
+                save_checkpoint(out / LAST_CHECKPOINT, model, optimizer, scheduler, rng, state)
+                save_checkpoint(
+                    out / "checkpoints" / f"epoch_{epoch:04d}.pt",
+                    model,
+                    optimizer,
+                    scheduler,
+                    rng,
+                    state,
+                )
+            bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test['accuracy']:.3f}")
+            bar.update(1)
+
+    final = measure_and_write(config.epochs)
+    state.history[-1].update(_scalar_columns(final))
+    write_csv(out / "metrics.csv", state.history)
+    summary = {
+        **final,
+        "epochs": config.epochs,
+        "seconds": elapsed(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    write_json(out / SUMMARY, summary)
+    return summary
