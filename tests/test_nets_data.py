@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from nets_support import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from ufm.nets.data import (
     IDX_FILES,

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from nets_support import FAST_MEASUREMENT, one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
 from ufm.etf import simplex_etf
@@ -31,13 +32,7 @@ def digits():
 
 
 def small_config(**fields):
-    defaults = {
-        "pairs_per_class_pair": 3,
-        "pairs_all_classes": 2,
-        "linearity_pairs": 20,
-        "measure_batch_size": 97,
-    }
-    return TrainConfig(**{**defaults, **fields})
+    return TrainConfig(**{**FAST_MEASUREMENT, "measure_batch_size": 97, **fields})
 
 
 def buffers(model):
@@ -225,3 +220,16 @@ def test_layer_linearity_matches_a_per_pair_loop():
             want.append(np.mean(ratios))
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert min(got) > 1e-3
+
+
+def test_theory_agreement_refuses_a_grid_without_one_half_or_one_kind_of_pair():
+    acts, W, offset, _ = ufm_activations(4, 5, 0.02)
+    bad_grid = {**acts, "lam": np.linspace(0, 1, 10)}
+    with pytest.raises(ValueError, match="must contain 0, 1/2 and 1"):
+        theory_agreement(bad_grid, W, None, offset, get_loss("ce"))
+    same_only = {
+        key: value[acts["c"] == acts["c_prime"]] if key != "lam" else value
+        for key, value in acts.items()
+    }
+    with pytest.raises(ValueError, match="both same-class and different-class pairs, got 4 same"):
+        theory_agreement(same_only, W, None, offset, get_loss("ce"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from nets_support import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from ufm.etf import etf_distance, simplex_etf
 from ufm.losses import get_loss

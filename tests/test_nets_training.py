@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from nets_support import FAST_MEASUREMENT, one_torch_thread  # noqa: F401  (autouse fixture)
 
 from ufm import cli
 from ufm.etf import simplex_etf
@@ -16,7 +17,6 @@ from ufm.nets import TrainConfig, build_model, run_training
 from ufm.nets import run as run_module
 from ufm.nets.training import learning_rate_factor
 
-FAST = {"pairs_per_class_pair": 3, "pairs_all_classes": 2, "linearity_pairs": 20}
 SUMMARY_KEYS = (
     "train_accuracy",
     "test_accuracy",
@@ -38,7 +38,7 @@ def without_seconds(rows):
 
 
 def test_digits_mlp_with_mixup_fits_training_data_and_generalises(tmp_path):
-    config = TrainConfig(dataset="digits", model="mlp", alpha=1.0, epochs=40, **FAST)
+    config = TrainConfig(dataset="digits", model="mlp", alpha=1.0, epochs=40, **FAST_MEASUREMENT)
     summary = run_training(config, tmp_path / "run", progress=False)
     assert summary["train_accuracy"] >= 0.99  # clean training data
     assert summary["test_accuracy"] >= 0.95
@@ -55,7 +55,7 @@ def test_fixed_etf_is_bit_identical_after_training(tmp_path):
         epochs=3,
         seed=4,
         weight_decay=5e-2,
-        **FAST,
+        **FAST_MEASUREMENT,
     )
     run_training(config, tmp_path / "run", progress=False)
     trained = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
@@ -71,7 +71,7 @@ def test_fixed_etf_is_bit_identical_after_training(tmp_path):
 
 
 def test_same_seed_gives_the_same_metrics_on_cpu(tmp_path):
-    config = TrainConfig(epochs=3, lam_per="sample", measure_every=2, **FAST)
+    config = TrainConfig(epochs=3, lam_per="sample", measure_every=2, **FAST_MEASUREMENT)
     first = run_training(config, tmp_path / "a", progress=False)
     second = run_training(config, tmp_path / "b", progress=False)
     first.pop("seconds"), second.pop("seconds")
@@ -80,7 +80,7 @@ def test_same_seed_gives_the_same_metrics_on_cpu(tmp_path):
         read_csv(tmp_path / "b" / "metrics.csv")
     )
     other = run_training(
-        TrainConfig(epochs=3, lam_per="sample", measure_every=2, seed=1, **FAST),
+        TrainConfig(epochs=3, lam_per="sample", measure_every=2, seed=1, **FAST_MEASUREMENT),
         tmp_path / "c",
         progress=False,
     )
@@ -88,7 +88,7 @@ def test_same_seed_gives_the_same_metrics_on_cpu(tmp_path):
 
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    config = TrainConfig(epochs=4, checkpoint_every=2, **FAST)
+    config = TrainConfig(epochs=4, checkpoint_every=2, **FAST_MEASUREMENT)
     straight = run_training(config, tmp_path / "straight", progress=False)
 
     original = run_module.train_epoch
@@ -109,7 +109,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
         run_training(config, tmp_path / "resumed", progress=False)
     with pytest.raises(ValueError, match="fields that differ .*: alpha"):
         run_training(
-            TrainConfig(epochs=4, checkpoint_every=2, alpha=0.5, **FAST),
+            TrainConfig(epochs=4, checkpoint_every=2, alpha=0.5, **FAST_MEASUREMENT),
             tmp_path / "resumed",
             resume=True,
             progress=False,
@@ -231,6 +231,8 @@ def test_learning_rate_schedules():
 
 
 def test_config_json_records_device_and_threads(tmp_path):
-    run_training(TrainConfig(epochs=1, threads=1, **FAST), tmp_path / "r", progress=False)
+    run_training(
+        TrainConfig(epochs=1, threads=1, **FAST_MEASUREMENT), tmp_path / "r", progress=False
+    )
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["device"] == "cpu" and saved["threads"] == 1 and saved["num_classes"] == 10

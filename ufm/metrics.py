@@ -69,6 +69,13 @@ __all__ = [
 FLOAT = torch.float64
 
 
+def _float64(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in float64, moved to the CPU from a device without float64 (Apple MPS)."""
+    if values.device.type == "mps":
+        values = values.cpu()
+    return values.to(FLOAT)
+
+
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
@@ -149,8 +156,8 @@ def _empty_moments(K: int, d: int, device=None) -> ClassMoments:
 
 
 def _class_moments(features: torch.Tensor, labels: torch.Tensor, K: int) -> ClassMoments:
-    h = features.to(FLOAT)
-    labels = labels.long()
+    h = _float64(features)
+    labels = labels.to(h.device).long()
     counts = torch.bincount(labels, minlength=K).to(FLOAT)
     sums = torch.zeros(K, h.shape[1], dtype=FLOAT, device=h.device).index_add_(0, labels, h)
     means = sums / counts.clamp_min(1.0).unsqueeze(1)
@@ -395,7 +402,7 @@ class CollapseAccumulator:
         _check_features_labels(features, labels, self.num_classes)
         batch = _class_moments(features, labels, self.num_classes)
         if self.moments is None:
-            self.moments = _empty_moments(self.num_classes, self.dim, features.device)
+            self.moments = _empty_moments(self.num_classes, self.dim, batch.counts.device)
         self.moments = merge_moments(self.moments, batch)
 
     def _complete_moments(self) -> ClassMoments:
@@ -456,8 +463,9 @@ class NearestClassMeanAccumulator:
                 f"features must be (N, {d}) and logits (N, {K}), got {tuple(features.shape)} "
                 f"and {tuple(logits.shape)}"
             )
+        features = _float64(features)
         nearest = _nearest_mean(features, self.means.to(features.device))
-        self.mismatches += int((nearest != logits.argmax(dim=1)).sum())
+        self.mismatches += int((nearest != logits.argmax(dim=1).to(features.device)).sum())
         self.count += features.shape[0]
 
     def compute(self) -> float:
@@ -590,7 +598,8 @@ class CalibrationAccumulator:
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         _check_logits_labels(logits, labels)
-        log_p = torch.log_softmax(logits.to(FLOAT), dim=1)
+        log_p = torch.log_softmax(_float64(logits), dim=1)
+        labels = labels.to(log_p.device)
         top_log_p, prediction = log_p.max(dim=1)
         correct = prediction == labels
         sums = _binned_sums(top_log_p.exp(), correct, self.n_bins)

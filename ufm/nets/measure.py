@@ -237,10 +237,16 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
-def _mean_or_nan(values: np.ndarray, axis=None):
-    if values.size == 0:
-        return np.full(values.shape[1:] if axis == 0 else (), np.nan)
-    return values.mean(axis=axis)
+def _check_agreement_inputs(activations: dict[str, np.ndarray]) -> None:
+    lams = np.asarray(activations["lam"])
+    if not {0.0, 0.5, 1.0} <= set(lams.tolist()):
+        raise ValueError(f"the lam grid must contain 0, 1/2 and 1, got {lams.tolist()}")
+    same = np.asarray(activations["c"]) == np.asarray(activations["c_prime"])
+    if same.all() or not same.any():
+        raise ValueError(
+            "theory agreement needs both same-class and different-class pairs, got "
+            f"{int(same.sum())} same-class of {same.size}"
+        )
 
 
 @dataclass
@@ -293,8 +299,11 @@ def theory_agreement(
     * Confidence (top softmax probability) per lam, and :math:`p_c`, :math:`p_{c'}` beside
       the softmax of :math:`W h^\star` (theory).
 
-    For a loss without exact theory (focal) the theory entries are NaN.
+    For a loss without exact theory (focal) the theory entries are NaN. ``activations`` are
+    as from :func:`mixed_activations`; the lam grid must hold 0, 1/2 and 1, and there must be
+    same-class and different-class pairs.
     """
+    _check_agreement_inputs(activations)
     H = activations["features"].astype(np.float64) - global_mean.cpu().numpy()
     Z = activations["logits"].astype(np.float64)
     c, c_prime, lams = activations["c"], activations["c_prime"], activations["lam"]
@@ -302,7 +311,8 @@ def theory_agreement(
     K = W.shape[0]
     same = c == c_prime
     different = ~same
-    half = int(np.argmin(np.abs(lams - 0.5)))
+    half = int(np.flatnonzero(lams == 0.5)[0])
+    endpoints = np.flatnonzero((lams == 0.0) | (lams == 1.0))
 
     # Same-class pairs.
     H_same = H[same]
@@ -325,11 +335,11 @@ def theory_agreement(
     scalars = {
         "classifier_gain": gain,
         "classifier_etf_distance": etf_distance(weight),
-        "same_class_cosine": float(_mean_or_nan(cosine_same)),
+        "same_class_cosine": float(cosine_same.mean()),
         "same_class_spread": spread,
         "boundary_distance_half": float(distances[:, half].mean()),
         "boundary_distance_half_relative": float(
-            distances[:, half].mean() / distances[:, [0, -1]].mean()
+            distances[:, half].mean() / distances[:, endpoints].mean()
         ),
         "fitted_lam_H": math.nan,
         "margin_fit_rms": math.nan,
@@ -363,8 +373,8 @@ def theory_agreement(
         rows.append(
             {
                 "lam": float(lam),
-                "same_class_cosine": float(_mean_or_nan(cosine_same[:, l])),
-                "same_class_norm": float(_mean_or_nan(norms_same[:, l])),
+                "same_class_cosine": float(cosine_same[:, l].mean()),
+                "same_class_norm": float(norms_same[:, l].mean()),
                 "margin_mean": float(margins[:, l].mean()),
                 "margin_std": float(margins[:, l].std()),
                 "margin_theory": float(theory_margin[l]),
