@@ -20,7 +20,9 @@ from ufm.nets.measure import (
     eval_mode,
     layer_linearity,
     mixed_activations,
+    row_space,
     theory_agreement,
+    triple_projections,
 )
 from ufm.nets.models import LinearClassifier, MixupNet
 from ufm.theory import optimal_features
@@ -148,6 +150,9 @@ def test_theory_agreement_recovers_the_exact_optimum(loss, lam_H):
     s = result.scalars
     assert s["fitted_lam_H"] == pytest.approx(lam_H, rel=1e-6)
     assert s["ufm_distance"] < 1e-7 and s["ufm_scale"] == pytest.approx(1.0, abs=1e-7)
+    assert s["ufm_distance_in_span"] < 1e-7 and s["out_of_span_fraction"] < 1e-12
+    half = next(row for row in result.rows if row["lam"] == 0.5)
+    assert s["confidence_half"] == pytest.approx(half["theory_confidence"], abs=1e-7)
     assert s["margin_fit_rms"] < 1e-7
     assert s["same_class_cosine"] == pytest.approx(1.0, abs=1e-12)
     assert s["same_class_spread"] < 1e-12
@@ -165,6 +170,9 @@ def test_ufm_distance_measures_the_part_off_the_optimum():
     residual = acts["features"] - offset.numpy() - optimum.numpy()  # orthogonal to the optimum
     expected = np.linalg.norm(residual) / np.linalg.norm(acts["features"] - offset.numpy())
     assert result.scalars["ufm_distance"] == pytest.approx(expected, rel=1e-9)
+    # The noise lies in the null space of W: all of the distance is out of the span.
+    assert result.scalars["out_of_span_fraction"] == pytest.approx(expected, rel=1e-9)
+    assert result.scalars["ufm_distance_in_span"] < 1e-7
     assert result.scalars["ufm_scale"] == pytest.approx(1.0, rel=1e-9)
     assert result.scalars["fitted_lam_H"] == pytest.approx(0.01, rel=1e-6)  # logits unchanged
     assert result.scalars["same_class_cosine"] < 0.99
@@ -233,3 +241,23 @@ def test_theory_agreement_refuses_a_grid_without_one_half_or_one_kind_of_pair():
     }
     with pytest.raises(ValueError, match="both same-class and different-class pairs, got 4 same"):
         theory_agreement(same_only, W, None, offset, get_loss("ce"))
+
+
+@pytest.mark.parametrize("K,span_rank", [(3, 2), (6, 3)])
+def test_triple_projections_use_the_true_rank_of_the_classifier_rows(K, span_rank):
+    W = simplex_etf(K, 7, seed=1)
+    assert row_space(W.numpy()).shape == (7, K - 1)  # the rows of an ETF sum to zero
+    centre = np.linspace(-1, 1, 7)
+    features = centre + np.random.default_rng(0).normal(size=(4, 5, 7))
+    out = triple_projections(W, (0, 1, 2), features, centre)
+    assert out["span_basis"].shape == (7, span_rank) and out["plane_basis"].shape == (7, 2)
+    for name in ("span", "plane"):
+        basis = out[f"{name}_basis"]
+        np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
+        np.testing.assert_allclose(out[f"{name}_coordinates"], (features - centre) @ basis)
+    # The classifier rows themselves lie in their span; their differences in the plane.
+    rows = W.numpy()[:3]
+    span = out["span_basis"]
+    np.testing.assert_allclose(rows @ span @ span.T, rows, atol=1e-12)
+    plane = out["plane_basis"]
+    np.testing.assert_allclose((rows - rows[0]) @ plane @ plane.T, rows - rows[0], atol=1e-12)

@@ -237,6 +237,23 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
+def row_space(matrix: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (d, r) of the row space of ``matrix`` (m, d), r its numerical rank.
+
+    From the SVD, keeping singular values above max(m, d) * eps * the largest: a simplex ETF
+    of K rows has rank K - 1, which a plain QR would not reveal.
+    """
+    _, singular, vh = np.linalg.svd(matrix, full_matrices=False)
+    keep = singular > max(matrix.shape) * np.finfo(np.float64).eps * singular.max()
+    return vh[keep].T
+
+
+def _scaled_distance(H: np.ndarray, optimum: np.ndarray) -> tuple[float, float]:
+    """(min over s >= 0 of |H - s optimum|_F / |H|_F, the minimising s)."""
+    scale = max(float((H * optimum).sum()), 0.0) / float((optimum**2).sum())
+    return float(np.linalg.norm(H - scale * optimum) / np.linalg.norm(H)), scale
+
+
 def _check_agreement_inputs(activations: dict[str, np.ndarray]) -> None:
     lams = np.asarray(activations["lam"])
     if not {0.0, 0.5, 1.0} <= set(lams.tolist()):
@@ -295,9 +312,14 @@ def theory_agreement(
 
       0 exactly when the features are the UFM optimum up to one global scale (reported as
       ``ufm_scale``). The scale is free because the network's effective feature
-      regularisation is not the UFM's :math:`\lambda_H` exactly.
+      regularisation is not the UFM's :math:`\lambda_H` exactly. Two diagnostics split it:
+      ``out_of_span_fraction`` :math:`=\|\tilde H - P\tilde H\|_F/\|\tilde H\|_F` with
+      :math:`P` the projection onto the row space of :math:`W` (the part the classifier
+      cannot see, which the UFM's ridge removes), and ``ufm_distance_in_span``, :math:`D`
+      computed for :math:`P\tilde H`.
     * Confidence (top softmax probability) per lam, and :math:`p_c`, :math:`p_{c'}` beside
-      the softmax of :math:`W h^\star` (theory).
+      the softmax of :math:`W h^\star` (theory); ``confidence_half`` is the mean confidence
+      of the different-class :math:`\lambda=1/2` mixtures.
 
     For a loss without exact theory (focal) the theory entries are NaN. ``activations`` are
     as from :func:`mixed_activations`; the lam grid must hold 0, 1/2 and 1, and there must be
@@ -332,6 +354,7 @@ def theory_agreement(
     p_c_prime = probabilities[pairs, :, c_prime[pairs]]
 
     gain = etf_gain(weight)
+    span = row_space(W)
     scalars = {
         "classifier_gain": gain,
         "classifier_etf_distance": etf_distance(weight),
@@ -345,6 +368,9 @@ def theory_agreement(
         "margin_fit_rms": math.nan,
         "ufm_distance": math.nan,
         "ufm_scale": math.nan,
+        "ufm_distance_in_span": math.nan,
+        "out_of_span_fraction": float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H)),
+        "confidence_half": float(probabilities[pairs, half].max(-1).mean()),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(len(lams), np.nan)
     if loss.name in THEORY_LOSSES:
@@ -355,17 +381,17 @@ def theory_agreement(
         )
         optimum = a[None, :, None] * W[c][:, None, :] + b[None, :, None] * W[c_prime][:, None, :]
         optimum[same] = a_same * W[c[same]][:, None, :]
-        inner = float((H * optimum).sum())
-        scale = max(inner, 0.0) / float((optimum**2).sum())
-        residual = np.linalg.norm(H - scale * optimum) / np.linalg.norm(H)
+        residual, scale = _scaled_distance(H, optimum)
+        residual_in_span, _ = _scaled_distance(H @ span @ span.T, optimum)
         theory_probabilities = _softmax(optimum[pairs] @ W.T)
         theory_p_c = theory_probabilities[np.arange(len(pairs)), :, c[pairs]].mean(axis=0)
         theory_confidence = theory_probabilities.max(-1).mean(axis=0)
         scalars.update(
             fitted_lam_H=lam_H,
             margin_fit_rms=float(np.sqrt(((margins - theory_margin) ** 2).mean())),
-            ufm_distance=float(residual),
+            ufm_distance=residual,
             ufm_scale=scale,
+            ufm_distance_in_span=residual_in_span,
         )
 
     rows = []
@@ -455,10 +481,26 @@ def _triple(config: TrainConfig, num_classes: int, rng: np.random.Generator) -> 
     return tuple(int(c) for c in np.sort(rng.choice(num_classes, size=3, replace=False)))
 
 
-def _plane_of(weight: torch.Tensor, classes: Sequence[int], features: np.ndarray, centre):
-    """Orthonormal basis (d, 3) of span{w_c: c in classes} and the centred features in it."""
-    basis, _ = np.linalg.qr(weight.cpu().numpy()[list(classes)].T)
-    return basis, (features - centre) @ basis
+def triple_projections(
+    weight: torch.Tensor, classes: Sequence[int], features: np.ndarray, centre: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Centred features projected for the figures of Fisher et al. (2024).
+
+    ``span_basis`` (d, r): orthonormal basis of span{w_c : c in classes} (r = 3, or 2 when
+    the three rows are dependent, as for K = 3); ``plane_basis`` (d, 2): the directions of the
+    plane through the three classifier vectors, span{w_c - mean}; ``*_coordinates``: the
+    features minus ``centre`` in those bases.
+    """
+    rows = weight.cpu().numpy().astype(np.float64)[list(classes)]
+    centred = features - centre
+    span_basis = row_space(rows)
+    plane_basis = row_space(rows - rows.mean(axis=0))
+    return {
+        "span_basis": span_basis,
+        "span_coordinates": centred @ span_basis,
+        "plane_basis": plane_basis,
+        "plane_coordinates": centred @ plane_basis,
+    }
 
 
 def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Measurement:
@@ -481,7 +523,7 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
     triple = _triple(config, K, rng)
     i, j = class_pairs(labels, triple, config.pairs_per_class_pair, rng)
     triple_acts = mixed_activations(model, data.x_train, data.y_train, i, j, lams, batch, device)
-    basis, coordinates = _plane_of(
+    projections = triple_projections(
         weight, triple, triple_acts["features"].astype(np.float64), global_mean.cpu().numpy()
     )
     i, j = class_pairs(labels, list(range(K)), config.pairs_all_classes, rng)
@@ -519,8 +561,7 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
             "activations_triple": {
                 **triple_acts,
                 **classifier_arrays,
-                "plane_basis": basis,
-                "plane_coordinates": coordinates,
+                **projections,
             },
             "activations_all": {**all_acts, **classifier_arrays},
         },
