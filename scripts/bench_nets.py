@@ -9,7 +9,7 @@ Speed targets (issue 4): digits, MLP, 200 epochs with mixup and measurements und
 mnist1d 200 epochs under 3 minutes, on the 2-core CPU. The JSON records the device, the torch
 thread count and the load average, because other jobs on a shared machine move the timings.
 
-    python scripts/bench_nets.py --out /tmp/bench_nets
+    python scripts/bench_nets.py            # writes results/bench_nets/bench_nets.json
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def format_table(results: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="bench_nets_out", help="folder for runs and JSON")
+    parser.add_argument("--out", default="results/bench_nets", help="folder for runs and JSON")
     parser.add_argument(
         "--datasets", nargs="+", default=["digits", "mnist1d"], choices=sorted(TARGET_SECONDS)
     )

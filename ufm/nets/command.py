@@ -31,7 +31,6 @@ def register(subparsers) -> None:
         description="Train an MLP, CNN or ResNet-18 with (manifold) mixup on digits, mnist1d, "
         "mnist, fashion_mnist or cifar10 (never downloaded), and write config.json, "
         "metrics.csv, checkpoints, measurements and summary.json to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", help="TOML file with TrainConfig fields")
     parser.add_argument("--out", required=True, help="output folder of the run")

@@ -66,7 +66,11 @@ def _batches(n: int, batch_size: int) -> Iterator[slice]:
 def clean_outputs(
     model: MixupNet, x: torch.Tensor, batch_size: int, device
 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """(rows, features, logits) batch by batch, in eval mode without gradients."""
+    """(rows, features, logits) batch by batch, in eval mode without gradients.
+
+    Grad mode and module modes are thread-wide, so the caller's loop body runs under them
+    too until the generator is exhausted or closed.
+    """
     with eval_mode(model), torch.no_grad():
         for rows in _batches(len(x), batch_size):
             features = model.features(x[rows].to(device))
@@ -74,10 +78,9 @@ def clean_outputs(
 
 
 def _classifier(model: MixupNet) -> tuple[torch.Tensor, torch.Tensor | None]:
-    bias = model.classifier.bias
-    return model.classifier.weight.detach().to(FLOAT), None if bias is None else bias.detach().to(
-        FLOAT
-    )
+    """The classifier's weight (K, d) and bias (K,) or None, float64."""
+    weight, bias = model.classifier.weight.detach(), model.classifier.bias
+    return weight.to(FLOAT), None if bias is None else bias.detach().to(FLOAT)
 
 
 # --------------------------------------------------------------------------------------------
