@@ -218,7 +218,7 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys, monkeypatch, fla
     assert code == 2
     error = capsys.readouterr().err
     assert re.search(message, error), error
-    assert not (tmp_path / "out" / "metrics.csv").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_learning_rate_schedules():
@@ -236,3 +236,10 @@ def test_config_json_records_device_and_threads(tmp_path):
     )
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["device"] == "cpu" and saved["threads"] == 1 and saved["num_classes"] == 10
+
+
+@pytest.mark.parametrize("size", [3, 11, 99, 197])
+def test_lam_grid_holds_zero_one_half_and_one_exactly(size):
+    grid = TrainConfig(lam_grid=size).lams()
+    assert len(grid) == size and grid[0] == 0.0 and grid[-1] == 1.0 and 0.5 in grid.tolist()
+    assert bool((np.diff(grid) > 0).all())

@@ -161,4 +161,6 @@ class TrainConfig:
 
     def lams(self) -> np.ndarray:
         """The lam grid of the measurements: ``lam_grid`` equally spaced points in [0, 1]."""
-        return np.linspace(0.0, 1.0, self.lam_grid)
+        grid = np.linspace(0.0, 1.0, self.lam_grid)
+        grid[self.lam_grid // 2] = 0.5  # linspace misses 1/2 by an ulp for some sizes (99, ...)
+        return grid

@@ -74,6 +74,8 @@ def _scalar_columns(scalars: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_output_folder(out: Path, config: TrainConfig, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
     if is_complete(out):
         raise ValueError(
             f"{str(out)!r} already holds a complete run ({SUMMARY}); choose a new --out"
@@ -122,7 +124,7 @@ def run_training(
 
 def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    out = prepare_run_dir(out_dir)
+    out = Path(out_dir)
     _check_output_folder(out, config, resume)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_dir, config.train_subset)
@@ -133,6 +135,7 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     rng = np.random.default_rng(config.seed)
+    prepare_run_dir(out)  # only now: a refused run leaves no folder behind
 
     state = TrainingState()
     if resume:
