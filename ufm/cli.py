@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = (
     "ufm.commands.theory",
+    "ufm.commands.solve",
     "ufm.nets.command",
 )
 

@@ -1,0 +1,238 @@
+"""The UFM solver against the exact theory, the convex certificate and finite differences."""
+
+import math
+import threading
+import _thread
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from ufm.convex import certify
+from ufm.etf import etf_distance, simplex_etf
+from ufm.inner import FeatureSolver
+from ufm.losses import get_loss
+from ufm.problem import UFMConfig, build_problem
+from ufm.solver import solve
+from ufm.theory import optimal_features
+
+SMALL = dict(K=10, d=32)
+
+
+def _objective(H, W, b, problem, config):
+    """L(H, W, b) written out independently of the solver (THEORY.md section 1)."""
+    z = H @ W.T + (0 if b is None else b)
+    loss = problem.loss(z, problem.c, problem.c_prime, problem.lam).mean()
+    value = loss + 0.5 * config.lam_H * (H * H).sum(1).mean() + 0.5 * config.lam_W * (W * W).sum()
+    if b is not None:
+        value = value + 0.5 * config.lam_b * (b * b).sum()
+    return value
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_fixed_etf_small_matches_theory_to_1e10(loss):
+    result = solve(UFMConfig(**SMALL, loss=loss, tol=1e-11))
+    assert result.stop_reason == "converged"
+    W = simplex_etf(10, 32, seed=0)
+    exact = optimal_features(W, result.c, result.c_prime, result.lam, 5e-3, loss=loss)
+    relative = float((result.H - exact).norm() / exact.norm())
+    assert relative <= 1e-10
+    assert result.summary["theory_distance"] == pytest.approx(relative, rel=1e-6, abs=1e-15)
+    assert max(result.summary["theory_distance_per_lam"].values()) <= 1e-10
+    assert torch.equal(result.W, W)  # a fixed classifier is never changed
+
+
+def test_fixed_etf_medium_matches_theory_to_1e8():
+    result = solve(UFMConfig(K=100, d=128, tol=1e-10))
+    assert result.stop_reason == "converged" and result.H.shape == (210_000, 128)
+    assert result.summary["theory_distance"] <= 1e-8
+
+
+def test_geometry_of_the_solved_features():
+    result = solve(UFMConfig(K=6, d=8, tol=1e-11))
+    H, W = result.H, result.W
+    same = result.c == result.c_prime
+    for k in range(6):
+        rows = H[same & (result.c == k)]
+        assert (rows - rows[0]).abs().max() <= 1e-10 * rows[0].norm()  # lam-independent
+    half = (~same) & (result.lam == 0.5)
+    z = H[half] @ W.T
+    idx = torch.arange(z.shape[0])
+    gap = z[idx, result.c[half]] - z[idx, result.c_prime[half]]
+    assert gap.abs().max() <= 1e-10 * z.abs().max()  # on the decision boundary
+
+
+def test_learned_classifier_ce_converges_to_an_etf_and_the_theory():
+    result = solve(UFMConfig(**SMALL, classifier="learned", tol=1e-8))
+    s = result.summary
+    assert result.stop_reason == "converged" and s["grad_norm"] <= 1e-8
+    assert s["etf_distance_W"] <= 1e-6
+    exact = optimal_features(result.W, result.c, result.c_prime, result.lam, 5e-3, etf_tol=1e-6)
+    assert float((result.H - exact).norm() / exact.norm()) <= 1e-6
+    assert s["theory_distance_learned_W"] <= 1e-6
+
+
+def test_reported_gradients_match_finite_differences():
+    config = UFMConfig(K=4, d=5, classifier="learned", bias=True, lam_b=1e-2, num_lams=3)
+    problem = build_problem(config)
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    H = torch.randn(problem.n, 5, generator=g, dtype=torch.float64)
+    solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
+    solver.set_classifier(W, b, H=H)
+    H = solver.features()  # the solver keeps features in the row space of W
+    stats = solver.evaluate()
+    n = problem.n
+    assert stats.objective_sum / n + 0.5 * config.lam_W * float((W * W).sum()) + 0.5 * config.lam_b * float(
+        (b * b).sum()
+    ) == pytest.approx(float(_objective(H, W, b, problem, config)), rel=1e-14)
+    step = 1e-6
+    for name, tensor, analytic in (
+        ("W", W, stats.grad_W / n + config.lam_W * W),
+        ("b", b, stats.grad_b / n + config.lam_b * b),
+    ):
+        direction = torch.randn(tensor.shape, generator=g, dtype=torch.float64)
+
+        def value(t, name=name, direction=direction):
+            Wt = W + t * direction if name == "W" else W
+            bt = b + t * direction if name == "b" else b
+            return float(_objective(H, Wt, bt, problem, config))
+
+        fd = (value(step) - value(-step)) / (2 * step)
+        assert float((analytic * direction).sum()) == pytest.approx(fd, rel=1e-7, abs=1e-10)
+    # per-sample feature gradient n dL/dh_s, in its root-mean-square form
+    Hg = H.clone().requires_grad_(True)
+    (grad_H,) = torch.autograd.grad(_objective(Hg, W, b, problem, config), Hg)
+    rms = float((n * grad_H).norm() / math.sqrt(n))
+    assert math.sqrt(stats.feature_grad_sq_sum / n) == pytest.approx(rms, rel=1e-12)
+
+
+def test_fixed_random_classifier_agrees_with_the_convex_certificate():
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    config = UFMConfig(K=5, d=7, classifier="fixed", num_lams=5, tol=1e-12)
+    result = solve(config, W_init=W)
+    certificate = certify(W, result.c, result.c_prime, result.lam, config.lam_H)
+    scale = result.H.norm(dim=1).max().item()
+    assert np.abs(certificate.h - result.H.numpy()).max() <= 1e-6 * scale
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(loss="label_smoothing", loss_params={"eps": 0.1}), dict(loss="focal"),
+     dict(classifier="learned", loss="mse"), dict(classifier="learned", bias=True, lam_b=1e-3)],
+)
+def test_other_variants_reach_a_stationary_point(overrides):
+    result = solve(UFMConfig(**SMALL, tol=1e-8, **overrides))
+    assert result.stop_reason == "converged" and result.summary["grad_norm"] <= 1e-8
+
+
+def test_momentum_gradient_descent_reaches_the_theory():
+    result = solve(UFMConfig(K=5, d=6, method="gd", tol=1e-9, max_iters=20000))
+    assert result.stop_reason == "converged"
+    assert result.summary["theory_distance"] <= 1e-8
+
+
+def test_diverging_run_stops_at_once_and_keeps_a_finite_state():
+    result = solve(UFMConfig(K=5, d=6, loss="mse", method="gd", lr=50.0, max_iters=5000))
+    assert result.stop_reason == "diverged"
+    assert torch.isfinite(result.H).all() and torch.isfinite(result.W).all()
+    assert len(result.history) < 500
+
+
+def test_same_seed_gives_bit_identical_results():
+    config = UFMConfig(K=6, d=7, classifier="learned", alpha=1.0, samples_per_pair=3, tol=1e-8)
+    first, second = solve(config), solve(config)
+    assert torch.equal(first.H, second.H) and torch.equal(first.W, second.W)
+    assert torch.equal(first.lam, second.lam)
+    other = solve(replace(config, seed=1))
+    assert not torch.equal(first.lam, other.lam)
+
+
+def test_resume_continues_to_the_same_answer(tmp_path):
+    config = UFMConfig(**SMALL, classifier="learned", tol=1e-8)
+    straight = solve(config)
+    stopped = solve(replace(config, max_iters=4), checkpoint_dir=tmp_path)
+    assert stopped.stop_reason == "max_iters"
+    resumed = solve(config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.stop_reason == "converged"
+    assert torch.equal(resumed.W, straight.W) and torch.equal(resumed.H, straight.H)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
+    config = UFMConfig(K=30, d=32, classifier="learned", tol=1e-9)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        interrupted = solve(config, checkpoint_dir=tmp_path)
+    finally:
+        timer.cancel()
+    assert interrupted.stop_reason == "interrupted"
+    assert (tmp_path / "checkpoint.pt").is_file()
+    resumed = solve(config, checkpoint_dir=tmp_path, resume=True)
+    straight = solve(config)
+    assert resumed.stop_reason == "converged"
+    assert float((resumed.W - straight.W).norm() / straight.W.norm()) <= 1e-7
+
+
+def test_time_limit_is_a_stop_reason():
+    result = solve(UFMConfig(K=30, d=32, classifier="learned", tol=1e-12, time_limit=0.3))
+    assert result.stop_reason == "time_limit"
+    assert result.summary["seconds"] < 5
+
+
+def test_sample_layouts():
+    assert build_problem(UFMConfig(K=4, d=3, num_lams=5)).n == 16 * 5
+    same = build_problem(UFMConfig(K=4, d=3, pairs="same", num_lams=2, samples_per_pair=3))
+    assert same.n == 4 * 2 * 3 and bool((same.c == same.c_prime).all())
+    different = build_problem(UFMConfig(K=4, d=3, pairs="different", lams=(0.2, 0.7)))
+    assert different.n == 12 * 2 and bool((different.c != different.c_prime).all())
+    random = build_problem(UFMConfig(K=5, d=4, pairs="random", num_pairs=7, alpha=0.4, samples_per_pair=10))
+    assert random.n == 70 and len(set(zip(random.c.tolist(), random.c_prime.tolist()))) == 7
+    assert float(random.lam.min()) >= 0 and float(random.lam.max()) <= 1
+
+
+def test_float32_runs_and_is_close_to_the_theory():
+    result = solve(UFMConfig(K=5, d=6, dtype="float32", tol=1e-5))
+    assert result.H.dtype == torch.float32
+    assert result.summary["theory_distance"] <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(loss="hinge"), "unknown loss 'hinge'"),
+        (dict(method="adam"), "method must be one of 'newton', 'gd'; got 'adam'"),
+        (dict(device="tpu"), "device must be one of 'auto', 'cpu', 'cuda', 'mps'"),
+        (dict(K=1), "K must be >= 2, got 1"),
+        (dict(K=10, d=5), "d must be >= K-1 = 9 for a simplex-ETF classifier, got d=5"),
+        (dict(lam_H=-1.0), "lam_H must lie in (0, inf), got -1.0"),
+        (dict(lam_W=-0.1), "lam_W must lie in [0, inf), got -0.1"),
+        (dict(alpha=0.0), "alpha must lie in (0, inf), got 0.0"),
+        (dict(pairs="some"), "pairs must be one of"),
+        (dict(classifier="learned", lam_W=0.0), "lam_W must be > 0 for a learned classifier"),
+        (dict(lams=(0.5, 1.2)), "lams must lie in [0, 1], got 1.2"),
+        (dict(dtype="float16"), "dtype must be one of 'float32', 'float64'"),
+    ],
+)
+def test_bad_configuration_is_refused_before_any_work(overrides, message):
+    with pytest.raises(ValueError) as info:
+        UFMConfig(**overrides)
+    assert message in str(info.value)
+
+
+def test_unavailable_device_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")  # pragma: no cover
+    with pytest.raises(ValueError, match="CUDA is not available here"):
+        solve(UFMConfig(K=3, d=3, device="cuda"))
+
+
+def test_loss_registry_instance_is_used():
+    assert build_problem(UFMConfig(K=3, d=3, loss="focal", loss_params={"gamma": 1.0})).loss == get_loss(
+        "focal", gamma=1.0
+    )
+    assert etf_distance(build_problem(UFMConfig(K=3, d=3)).W0) < 1e-15

@@ -1,0 +1,400 @@
+r"""Exact per-sample feature solves for a fixed classifier: damped Newton with structured PCG.
+
+For fixed :math:`(W, b)` the UFM objective separates into one strictly convex problem per
+sample, :math:`\phi_s(h) = \ell(Wh + b; c_s, c'_s, \lambda_s) + \frac{\lambda_H}{2}\|h\|^2`.
+Its minimiser lies in the row space of :math:`W` (stationarity gives
+:math:`h = -W^\top\nabla\ell/\lambda_H`), so with the thin SVD :math:`W = U\Sigma V^\top`
+(rank :math:`r`) we write :math:`h = Vx` and solve in :math:`x\in\mathbb{R}^r` with
+:math:`A = U\Sigma`:
+
+.. math:: \phi(x) = \ell(Ax + b) + \tfrac{\lambda_H}{2}\|x\|^2, \qquad
+          \nabla\phi = A^\top g + \lambda_H x, \qquad
+          \nabla^2\phi = A^\top \nabla^2\ell\, A + \lambda_H I .
+
+Newton directions come from preconditioned conjugate gradients. For losses of the softmax
+family (:math:`\nabla^2\ell = \operatorname{diag}(p) - pp^\top`) the preconditioner replaces
+the probabilities of the classes other than :math:`c, c'` by their :math:`p`-weighted mean
+:math:`\bar p = \sum_o p_o^2/\sum_o p_o` (which keeps it positive semi-definite), giving
+
+.. math:: M_0 = \bar p\,\Sigma^2 + \lambda_H I + (p_c - \bar p)\,a_c a_c^\top
+          + (p_{c'} - \bar p)\,a_{c'}a_{c'}^\top - (A^\top p)(A^\top p)^\top,
+
+a diagonal plus rank-3 matrix inverted by the Woodbury identity with one 3x3 solve per
+sample. For a simplex-ETF classifier all :math:`p_o` are equal, :math:`M_0` is the exact
+Hessian and each Newton step needs a single CG iteration. For the squared error the
+Hessian :math:`\Sigma^2 + \lambda_H I` is diagonal. A per-sample backtracking line search
+makes the iteration globally convergent; once the predicted decrease is below rounding
+level full Newton steps are taken. Samples are processed in chunks and converged samples
+are skipped, so no (n, K, K) or (n, d, d) tensor is ever formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .losses import LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
+
+_ARMIJO = 1e-4
+_MAX_BACKTRACK = 40
+_MAX_CG = 60
+
+
+def _inverse_3x3(S):
+    """Inverse of a batch of 3x3 matrices given as nested lists of (m,) tensors (adjugate)."""
+    (a, b, c), (d, e, f), (g, h, i) = S
+    A_, B_, C_ = e * i - f * h, -(d * i - f * g), d * h - e * g
+    det = a * A_ + b * B_ + c * C_
+    return [
+        [A_ / det, -(b * i - c * h) / det, (b * f - c * e) / det],
+        [B_ / det, (a * i - c * g) / det, -(a * f - c * d) / det],
+        [C_ / det, -(a * h - b * g) / det, (a * e - b * d) / det],
+    ]
+
+
+@dataclass
+class InnerStats:
+    """Totals over all samples at the solved features (sums, not means)."""
+
+    objective_sum: float  # sum_s ell_s + lam_H/2 |h_s|^2
+    grad_W: torch.Tensor  # sum_s g_s h_s^T, (K, d)
+    grad_b: torch.Tensor  # sum_s g_s, (K,)
+    feature_grad_sq_sum: float  # sum_s |grad phi_s|^2
+    feature_grad_max: float
+    newton_iterations: int
+    cg_iterations: int
+    finite: bool
+
+
+class FeatureSolver:
+    """Holds the features of all samples in the coordinates of the current classifier.
+
+    ``X`` (n, r) are the coordinates in the row space of ``W``; :meth:`features` returns
+    ``H = X V^T`` (n, d). :meth:`set_classifier` changes ``W`` (and ``b``) and carries the
+    features over as a warm start; :meth:`solve` minimises every per-sample objective.
+    """
+
+    def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096):
+        self.c, self.c_prime, self.lam = c, c_prime, lam
+        self.same = c == c_prime
+        self.loss = loss
+        self._softmax = isinstance(loss, _SoftmaxFamily)
+        self.lam_H = float(lam_H)
+        self.chunk_size = int(chunk_size)
+        self.n = int(c.numel())
+        self.X: torch.Tensor | None = None
+        self.W = self.b = self.A = self.V = self.sigma2 = None
+
+    # -- classifier ------------------------------------------------------------------------
+
+    def set_classifier(self, W: torch.Tensor, b: torch.Tensor | None, H: torch.Tensor | None = None):
+        """Factor ``W`` and express the warm start (``H`` if given, else the old features)."""
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        keep = S > S.max() * max(W.shape) * torch.finfo(W.dtype).eps
+        U, S, V = U[:, keep], S[keep], Vh[keep].T
+        if H is not None:
+            X = H @ V
+        elif self.X is not None:
+            X = self.X @ (self.V.T @ V)
+        else:
+            X = torch.zeros(self.n, V.shape[1], dtype=W.dtype, device=W.device)
+        self.W, self.b = W, b
+        self.A, self.V, self.sigma2 = U * S, V, S * S
+        self.X = X
+
+    def features(self) -> torch.Tensor:
+        return self.X @ self.V.T
+
+    def snapshot(self) -> tuple:
+        """Everything :meth:`restore` needs to return to this classifier and these features."""
+        return (self.X.clone(), self.W, self.b, self.A, self.V, self.sigma2)
+
+    def restore(self, snapshot: tuple) -> None:
+        X, self.W, self.b, self.A, self.V, self.sigma2 = snapshot
+        self.X = X.clone()
+
+    def state_dict(self) -> dict:
+        return {"X": self.X, "W": self.W, "b": self.b}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_classifier(state["W"], state["b"])
+        self.X = state["X"]
+
+    # -- per-sample pieces -------------------------------------------------------------------
+
+    def _logits(self, x, A):
+        z = x @ A.T
+        return z if self.b is None else z + self.b
+
+    def _terms(self, z, idx, need_grad=True):
+        """Per-sample loss values, probabilities (softmax family) and logit gradients.
+
+        For the softmax family one logsumexp gives all three, and the target enters through
+        gathers at c and c' (it is never formed as an (m, K) array).
+        """
+        c, cp, lam = self.c[idx], self.c_prime[idx], self.lam[idx]
+        if not self._softmax:
+            value = self.loss(z, c, cp, lam)
+            grad = self.loss.grad(z, c, cp, lam) if need_grad else None
+            return value, None, grad
+        w_c, w_cp, uniform = self._target_weights(lam)
+        # one exponential gives both log-sum-exp and the probabilities
+        top = z.amax(dim=-1, keepdim=True)
+        p = torch.exp(z - top)
+        total = p.sum(-1)
+        lse = top.squeeze(1) + torch.log(total)
+        target_dot = w_c * z.gather(1, c[:, None]).squeeze(1) + w_cp * z.gather(1, cp[:, None]).squeeze(1)
+        if uniform:
+            target_dot = target_dot + uniform * z.sum(-1)
+        value = lse - target_dot
+        if not need_grad:
+            return value, None, None
+        p /= total[:, None]
+        grad = p.clone()
+        grad.scatter_add_(1, c[:, None], -w_c[:, None])
+        grad.scatter_add_(1, cp[:, None], -w_cp[:, None])
+        if uniform:
+            grad -= uniform
+        return value, p, grad
+
+    def _target_weights(self, lam):
+        eps = self.loss.eps if isinstance(self.loss, LabelSmoothing) else 0.0
+        K = self.A.shape[0]
+        return (1 - eps) * lam, (1 - eps) * (1 - lam), eps / K
+
+    def _objective(self, z, x, idx):
+        value, _, _ = self._terms(z, idx, need_grad=False)
+        return value + 0.5 * self.lam_H * (x * x).sum(-1)
+
+    def _hessian_vector(self, z, p, v, idx):
+        Av = v @ self.A.T
+        if isinstance(self.loss, _SoftmaxFamily):
+            Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
+        elif isinstance(self.loss, SquaredError):
+            Hv = Av
+        else:
+            Hv = self.loss.hvp(z, self.c[idx], self.c_prime[idx], self.lam[idx], Av)
+        return Hv @ self.A + self.lam_H * v
+
+    def _preconditioner(self, p, idx):
+        """Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere).
+
+        M_0 is exact for the squared error, and for the softmax family when the classes other
+        than c, c' have equal probabilities (a simplex-ETF classifier, or K = 2).
+        """
+        lam_H, sigma2 = self.lam_H, self.sigma2
+        if isinstance(self.loss, SquaredError):
+            diagonal = sigma2 + lam_H
+            return (lambda v: v / diagonal), True
+        c, cp, same = self.c[idx], self.c_prime[idx], self.same[idx]
+        p_c = p.gather(1, c[:, None]).squeeze(1)
+        p_cp = torch.where(same, torch.zeros_like(p_c), p.gather(1, cp[:, None]).squeeze(1))
+        # sums over the other classes, taken directly (differences of totals would cancel)
+        p_other = p.scatter(1, c[:, None], 0.0).scatter_(1, cp[:, None], 0.0)
+        mass = p_other.sum(-1)
+        mass_sq = (p_other * p_other).sum(-1)
+        tiny = torch.finfo(p.dtype).tiny
+        p_bar = torch.where(mass > tiny, mass_sq / mass.clamp_min(tiny), torch.zeros_like(mass))
+        n_other = (p.shape[1] - 2 + same.to(p.dtype)).clamp_min(1)
+        # p_bar >= the plain mean of the other p_o, with equality iff they are all equal
+        spread = p_bar - mass / n_other
+        exact = self._softmax and bool((spread <= 64 * torch.finfo(p.dtype).eps * p_bar).all())
+        D = p_bar[:, None] * sigma2 + lam_H  # (m, r)
+        columns = (self.A[c], self.A[cp], p @ self.A)  # a_c, a_c', A^T p: each (m, r)
+        weights = (p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c))
+        scaled = [u / D for u in columns]
+        # S = I + diag(w) G with G = U^T D^{-1} U symmetric (6 distinct entries), a 3x3
+        # matrix per sample inverted by its adjugate
+        G = {(i, j): (columns[i] * scaled[j]).sum(-1) for i in range(3) for j in range(i, 3)}
+        S = [[(1.0 if i == j else 0.0) + weights[i] * G[min(i, j), max(i, j)]
+              for j in range(3)] for i in range(3)]
+        S_inv = _inverse_3x3(S)
+
+        def apply(v):
+            y = v / D
+            t = [weights[i] * (columns[i] * y).sum(-1) for i in range(3)]
+            s_ = [S_inv[i][0] * t[0] + S_inv[i][1] * t[1] + S_inv[i][2] * t[2] for i in range(3)]
+            return y - (s_[0][:, None] * scaled[0] + s_[1][:, None] * scaled[1]
+                        + s_[2][:, None] * scaled[2])
+
+        return apply, exact
+
+    def _newton_direction(self, z, p, grad, idx, forcing):
+        """Approximate Newton direction by PCG, per sample; returns (direction, iterations)."""
+        precondition, exact = self._preconditioner(p, idx)
+        if exact:
+            return precondition(grad), 0
+        step = torch.zeros_like(grad)
+        residual = grad.clone()
+        zr = precondition(residual)
+        direction = zr.clone()
+        rz = (residual * zr).sum(-1)
+        target = forcing * grad.norm(dim=-1)
+        active = torch.ones(grad.shape[0], dtype=torch.bool, device=grad.device)
+        iterations = 0
+        for iterations in range(1, _MAX_CG + 1):
+            Hd = self._hessian_vector(z, p, direction, idx)
+            curvature = (direction * Hd).sum(-1)
+            negative = curvature <= 0  # only for non-convex losses such as focal
+            if iterations == 1 and bool(negative.any()):
+                step = torch.where(negative[:, None], zr, step)
+            active = active & ~negative
+            alpha = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
+            step = step + alpha[:, None] * direction
+            residual = residual - alpha[:, None] * Hd
+            active = active & (residual.norm(dim=-1) > target)
+            if not bool(active.any()):
+                break
+            zr = precondition(residual)
+            rz_new = (residual * zr).sum(-1)
+            beta = torch.where(active, rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
+            direction = zr + beta[:, None] * direction
+            rz = rz_new
+        return step, iterations
+
+    # -- the solve -------------------------------------------------------------------------
+
+    def solve(self, tol: float, max_newton: int = 100) -> InnerStats:
+        """Minimise every per-sample objective until |grad phi_s| <= tol (or it stalls).
+
+        The statistics are accumulated as samples finish, each at its final state, so no
+        separate evaluation pass is needed.
+        """
+        totals = _Totals(self)
+        active = torch.ones(self.n, dtype=torch.bool, device=self.X.device)
+        self._finish = torch.zeros_like(active)
+        self._rounding = torch.zeros_like(active)
+        newton = cg_total = 0
+        for newton in range(1, max_newton + 1):
+            idx_all = torch.nonzero(active).squeeze(1)
+            if idx_all.numel() == 0:
+                break
+            for start in range(0, idx_all.numel(), self.chunk_size):
+                idx = idx_all[start : start + self.chunk_size]
+                still, cg = self._newton_chunk(idx, tol, totals, before_step=False)
+                active[idx] = still
+                cg_total += cg
+        leftover = torch.nonzero(active).squeeze(1)
+        if leftover.numel():
+            self._accumulate(leftover, totals)
+        return totals.stats(newton, cg_total)
+
+    def newton_pass(self, tol: float) -> InnerStats:
+        """One Newton step on every sample with |grad phi_s| > tol.
+
+        The returned statistics describe the features *before* the step.
+        """
+        totals = _Totals(self)
+        self._finish = torch.zeros(self.n, dtype=torch.bool, device=self.X.device)
+        self._rounding = torch.zeros_like(self._finish)
+        cg_total = 0
+        for start in range(0, self.n, self.chunk_size):
+            idx = torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
+            _, cg = self._newton_chunk(idx, tol, totals, before_step=True)
+            cg_total += cg
+        return totals.stats(1, cg_total)
+
+    def evaluate(self) -> InnerStats:
+        """Objective, classifier gradients and feature-gradient norms at the current X."""
+        totals = _Totals(self)
+        for start in range(0, self.n, self.chunk_size):
+            idx = torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
+            self._accumulate(idx, totals)
+        return totals.stats(0, 0)
+
+    def _accumulate(self, idx, totals):
+        x = self.X[idx]
+        z = self._logits(x, self.A)
+        value, _, g_z = self._terms(z, idx)
+        totals.add(value, g_z, x, g_z @ self.A + self.lam_H * x)
+
+    def _newton_chunk(self, idx, tol, totals, before_step):
+        x = self.X[idx]
+        z = self._logits(x, self.A)
+        value, p, g_z = self._terms(z, idx)
+        grad = g_z @ self.A + self.lam_H * x
+        gnorm = grad.norm(dim=-1)
+        todo = (gnorm > tol) & ~self._finish[idx]
+        if before_step:
+            totals.add(value, g_z, x, grad)
+        elif not bool(todo.all()):
+            done = ~todo
+            totals.add(value[done], g_z[done], x[done], grad[done])
+        if not bool(todo.any()):
+            return todo, 0
+        if bool(todo.all()):  # no copies when every sample in the chunk steps
+            ids, x_s, z_s, grad_s, p_s, value_s, g_s = idx, x, z, grad, p, value, gnorm
+        else:
+            sub = torch.nonzero(todo).squeeze(1)
+            ids, x_s, z_s, grad_s, value_s, g_s = idx[sub], x[sub], z[sub], grad[sub], value[sub], gnorm[sub]
+            p_s = p[sub] if p is not None else None
+        if p_s is None:
+            p_s = torch.softmax(z_s, dim=-1)
+        f_s = value_s + 0.5 * self.lam_H * (x_s * x_s).sum(-1)
+        # forcing term min(0.1, |grad|): inexact early, exact (superlinear) near the optimum
+        forcing = torch.clamp(g_s, max=0.1)
+        direction, cg = self._newton_direction(z_s, p_s, grad_s, ids, forcing)
+        z_direction = direction @ self.A.T  # logits move linearly along the step
+        decrease = (grad_s * direction).sum(-1)
+        rounding = 64 * torch.finfo(x.dtype).eps * (f_s.abs() + 1)
+        t = torch.ones_like(f_s)
+        accepted = torch.zeros_like(f_s, dtype=torch.bool)
+        for _ in range(_MAX_BACKTRACK):
+            pending = ~accepted
+            if not bool(pending.any()):
+                break
+            trial = x_s - t[:, None] * direction
+            f_trial = self._objective(z_s - t[:, None] * z_direction, trial, ids)
+            ok = pending & torch.isfinite(f_trial) & (
+                (f_trial <= f_s - _ARMIJO * t * decrease) | (decrease <= rounding)
+            )
+            x_s = torch.where(ok[:, None], trial, x_s)
+            accepted = accepted | ok
+            t = torch.where(pending & ~ok, 0.5 * t, t)
+        self.X[ids] = x_s
+        # A sample makes one more (evaluation-only) visit when no step was found, or after
+        # two consecutive full steps below rounding level (its gradient is at its floor).
+        at_rounding = decrease <= rounding
+        self._finish[ids] = ~accepted | (decrease <= 0) | (at_rounding & self._rounding[ids])
+        self._rounding[ids] = at_rounding
+        return todo, cg
+
+
+class _Totals:
+    """Running sums over samples of the objective, classifier gradients and feature gradients."""
+
+    def __init__(self, solver: FeatureSolver):
+        K, r = solver.A.shape
+        dtype, device = solver.X.dtype, solver.X.device
+        self.solver = solver
+        self.objective = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device)
+        self.grad_b = torch.zeros(K, dtype=dtype, device=device)
+        self.grad_sq = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad_max = torch.zeros((), dtype=torch.float64, device=device)
+        self.finite = True
+
+    def add(self, value, g_z, x, grad):
+        if value.numel() == 0:
+            return
+        values = value + 0.5 * self.solver.lam_H * (x * x).sum(-1)
+        self.finite = self.finite and bool(torch.isfinite(values).all())
+        self.objective += values.sum().to(torch.float64)
+        self.grad_W_x += g_z.T @ x
+        self.grad_b += g_z.sum(0)
+        norms = grad.norm(dim=-1).to(torch.float64)
+        self.grad_sq += (norms * norms).sum()
+        self.grad_max = torch.maximum(self.grad_max, norms.max())
+
+    def stats(self, newton: int, cg: int) -> InnerStats:
+        return InnerStats(
+            objective_sum=self.objective.item(),
+            grad_W=self.grad_W_x @ self.solver.V.T,
+            grad_b=self.grad_b,
+            feature_grad_sq_sum=self.grad_sq.item(),
+            feature_grad_max=self.grad_max.item(),
+            newton_iterations=newton,
+            cg_iterations=cg,
+            finite=self.finite,
+        )

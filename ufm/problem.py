@@ -1,0 +1,253 @@
+r"""The mixup-UFM problem: its configuration and the samples it is built from.
+
+:class:`UFMConfig` (validated on construction, loadable from TOML) ->
+:func:`build_problem` -> :class:`Problem` (tensors on the configured device). The objective
+(THEORY.md section 1, Fisher, Meng & Papyan, ICLR 2024) is
+
+.. math:: L(H, W, b) = \frac1n\sum_s \ell(Wh_s + b; c_s, c'_s, \lambda_s)
+          + \frac{\lambda_H}{2}\frac1n\sum_s\|h_s\|^2 + \frac{\lambda_W}{2}\|W\|_F^2
+          + \frac{\lambda_b}{2}\|b\|^2 .
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._checks import check_choice, check_float, check_int
+from .devices import DEVICE_CHOICES, resolve_device, resolve_dtype
+from .etf import simplex_etf
+from .losses import MixupLoss, get_loss
+
+PAIRS = ("all", "same", "different", "random")
+CLASSIFIERS = ("fixed_etf", "fixed", "learned")
+INITS = ("random", "etf")
+METHODS = ("newton", "gd")
+
+
+@dataclass
+class UFMConfig:
+    """Configuration of a mixup-UFM solve. Every field is validated on construction.
+
+    Samples: the chosen ordered class ``pairs`` ("all" K^2 pairs including same-class,
+    "same", "different", or "random": ``num_pairs`` drawn without replacement), each with
+    ``samples_per_pair`` samples for every value of the lam grid (``lams``, or ``num_lams``
+    equally spaced values in [0, 1]) or, when ``alpha`` is set, ``samples_per_pair`` draws of
+    lam ~ Beta(alpha, alpha).
+
+    Classifier: "fixed_etf" (a simplex ETF with row norm ``etf_scale`` and orientation
+    ``etf_seed``, never updated), "fixed" (the initial W held fixed: random, or given to
+    :func:`ufm.solve`), or "learned" (from ``init`` = "random" with entries of standard
+    deviation ``init_scale``/sqrt(d), or "etf"). ``bias`` adds a learned bias.
+
+    Method: "newton" (default: exact per-sample Newton for the features, L-BFGS on the
+    classifier with the features eliminated) or "gd" (gradient descent with momentum on
+    all variables, features scaled per sample). Stops at gradient norm <= ``tol``,
+    ``max_iters`` iterations or ``time_limit`` seconds, whichever comes first.
+    """
+
+    K: int = 10
+    d: int = 32
+    pairs: str = "all"
+    num_pairs: int | None = None
+    samples_per_pair: int = 1
+    lams: tuple[float, ...] | None = None
+    num_lams: int = 21
+    alpha: float | None = None
+    loss: str = "ce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    lam_H: float = 5e-3
+    lam_W: float = 5e-3
+    lam_b: float = 0.0
+    classifier: str = "fixed_etf"
+    etf_scale: float = 1.0
+    etf_seed: int | None = 0
+    init: str = "random"
+    init_scale: float = 1.0
+    bias: bool = False
+    method: str = "newton"
+    lr: float | None = None
+    momentum: float = 0.9
+    dtype: str = "float64"
+    device: str = "auto"
+    seed: int = 0
+    tol: float = 1e-10
+    max_iters: int = 1000
+    time_limit: float | None = None
+    chunk_size: int = 4096
+
+    def __post_init__(self) -> None:
+        self.K = check_int("K", self.K, minimum=2)
+        self.d = check_int("d", self.d, minimum=1)
+        self.pairs = check_choice("pairs", self.pairs, PAIRS)
+        if self.pairs == "random":
+            if self.num_pairs is None:
+                raise ValueError("num_pairs must be given when pairs = 'random'")
+            self.num_pairs = check_int("num_pairs", self.num_pairs, 1, self.K * self.K)
+        elif self.num_pairs is not None:
+            raise ValueError(f"num_pairs is only used with pairs = 'random', got pairs = {self.pairs!r}")
+        self.samples_per_pair = check_int("samples_per_pair", self.samples_per_pair, minimum=1)
+        if self.alpha is not None:
+            self.alpha = check_float("alpha", self.alpha, 0.0, None, low_open=True)
+            if self.lams is not None:
+                raise ValueError("give either lams (a grid) or alpha (Beta draws), not both")
+        if self.lams is not None:
+            self.lams = tuple(check_float("lams", v, 0.0, 1.0) for v in self.lams)
+            if not self.lams:
+                raise ValueError("lams must not be empty")
+        self.num_lams = check_int("num_lams", self.num_lams, minimum=1)
+        self.make_loss()  # validates the name and the parameters
+        self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
+        self.lam_W = check_float("lam_W", self.lam_W, 0.0, None)
+        self.lam_b = check_float("lam_b", self.lam_b, 0.0, None)
+        self.classifier = check_choice("classifier", self.classifier, CLASSIFIERS)
+        if self.classifier == "learned" and self.lam_W <= 0:
+            raise ValueError("lam_W must be > 0 for a learned classifier (otherwise W grows without bound)")
+        self.etf_scale = check_float("etf_scale", self.etf_scale, 0.0, None, low_open=True)
+        if self.etf_seed is not None:
+            self.etf_seed = check_int("etf_seed", self.etf_seed, minimum=0)
+        self.init = check_choice("init", self.init, INITS)
+        needs_etf = self.classifier == "fixed_etf" or (self.init == "etf" and self.classifier != "fixed")
+        if needs_etf and self.d < self.K - 1:
+            raise ValueError(
+                f"d must be >= K-1 = {self.K - 1} for a simplex-ETF classifier, got d={self.d}"
+            )
+        self.init_scale = check_float("init_scale", self.init_scale, 0.0, None, low_open=True)
+        self.method = check_choice("method", self.method, METHODS)
+        if self.lr is not None:
+            self.lr = check_float("lr", self.lr, 0.0, None, low_open=True)
+        self.momentum = check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        resolve_dtype(self.dtype)
+        check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
+        self.seed = check_int("seed", self.seed, minimum=0)
+        self.tol = check_float("tol", self.tol, 0.0, None, low_open=True)
+        self.max_iters = check_int("max_iters", self.max_iters, minimum=1)
+        if self.time_limit is not None:
+            self.time_limit = check_float("time_limit", self.time_limit, 0.0, None, low_open=True)
+        self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1)
+
+    def make_loss(self) -> MixupLoss:
+        return get_loss(self.loss, **self.loss_params)
+
+    def lam_grid(self) -> torch.Tensor:
+        if self.lams is not None:
+            return torch.tensor(self.lams, dtype=torch.float64)
+        return torch.linspace(0.0, 1.0, self.num_lams, dtype=torch.float64)
+
+    @property
+    def learns_classifier(self) -> bool:
+        return self.classifier == "learned"
+
+
+@dataclass
+class Problem:
+    """Samples and initial variables of a solve, on ``device`` in ``dtype``."""
+
+    config: UFMConfig
+    loss: MixupLoss
+    c: torch.Tensor
+    c_prime: torch.Tensor
+    lam: torch.Tensor
+    W0: torch.Tensor
+    b0: torch.Tensor | None
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def n(self) -> int:
+        return int(self.c.numel())
+
+    @property
+    def K(self) -> int:
+        return self.config.K
+
+    @property
+    def d(self) -> int:
+        return self.config.d
+
+
+def sample_pairs(config: UFMConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ordered class pairs (c, c') as two int64 vectors, in a fixed order."""
+    K = config.K
+    c = torch.arange(K).repeat_interleave(K)
+    c_prime = torch.arange(K).repeat(K)
+    if config.pairs == "same":
+        keep = c == c_prime
+    elif config.pairs == "different":
+        keep = c != c_prime
+    else:
+        keep = torch.ones_like(c, dtype=torch.bool)
+    c, c_prime = c[keep], c_prime[keep]
+    if config.pairs == "random":
+        chosen = torch.randperm(K * K, generator=generator)[: config.num_pairs].sort().values
+        c, c_prime = c[chosen], c_prime[chosen]
+    return c, c_prime
+
+
+def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None) -> Problem:
+    """Draw the samples and the initial classifier for ``config`` (deterministic in its seed).
+
+    ``W_init`` (K, d) replaces the configured initial classifier (it is the fixed W for
+    ``classifier = "fixed"``). Random draws happen on the CPU, so they do not depend on
+    the device.
+    """
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype)
+    generator = torch.Generator().manual_seed(config.seed)
+    pair_c, pair_cp = sample_pairs(config, generator)
+    if config.alpha is None:
+        grid = config.lam_grid()
+        per_pair = grid.repeat_interleave(config.samples_per_pair)
+        c = pair_c.repeat_interleave(per_pair.numel())
+        c_prime = pair_cp.repeat_interleave(per_pair.numel())
+        lam = per_pair.repeat(pair_c.numel())
+    else:
+        c = pair_c.repeat_interleave(config.samples_per_pair)
+        c_prime = pair_cp.repeat_interleave(config.samples_per_pair)
+        beta = torch.distributions.Beta(
+            torch.tensor(config.alpha, dtype=torch.float64),
+            torch.tensor(config.alpha, dtype=torch.float64),
+        )
+        lam = _beta_sample(beta, c.numel(), generator)
+
+    W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
+    b0 = torch.zeros(config.K, dtype=torch.float64) if config.bias else None
+    loss = config.make_loss()
+    return Problem(
+        config=config,
+        loss=loss,
+        c=c.to(device),
+        c_prime=c_prime.to(device),
+        lam=lam.to(device=device, dtype=dtype),
+        W0=W0.to(device=device, dtype=dtype),
+        b0=None if b0 is None else b0.to(device=device, dtype=dtype),
+        device=device,
+        dtype=dtype,
+    )
+
+
+def _beta_sample(beta, size: int, generator: torch.Generator) -> torch.Tensor:
+    # torch's Beta sampler has no generator argument: sample from Gamma draws made with one.
+    a = beta.concentration1.item()
+    x = torch._standard_gamma(torch.full((size,), a, dtype=torch.float64), generator=generator)
+    y = torch._standard_gamma(torch.full((size,), a, dtype=torch.float64), generator=generator)
+    return x / (x + y)
+
+
+def _initial_classifier(config: UFMConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.classifier == "fixed_etf" or config.init == "etf":
+        return simplex_etf(config.K, config.d, config.etf_scale, config.etf_seed)
+    std = config.init_scale / math.sqrt(config.d)
+    return std * torch.randn(config.K, config.d, generator=generator, dtype=torch.float64)
+
+
+def _checked_W(W: torch.Tensor, config: UFMConfig) -> torch.Tensor:
+    W = torch.as_tensor(W).detach().to(torch.float64).cpu()
+    if W.shape != (config.K, config.d):
+        raise ValueError(f"W_init must have shape (K, d) = {(config.K, config.d)}, got {tuple(W.shape)}")
+    if not bool(torch.isfinite(W).all()):
+        raise ValueError("W_init contains non-finite entries")
+    return W.clone()

@@ -1,0 +1,97 @@
+"""Results of a UFM solve: the object :func:`ufm.solve` returns, and its files.
+
+A result folder holds ``config.json``, ``arrays.npz`` (H, W, b, c, c_prime, lam),
+``history.csv`` and ``summary.json``; ``summary.json`` is written last, so a folder without
+it is not a complete result. ``checkpoint.pt`` (when present) lets ``--resume`` continue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import config_from_dict, config_to_dict
+from .io import SUMMARY, is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json, write_npz
+from .problem import UFMConfig
+
+STOP_REASONS = ("converged", "max_iters", "time_limit", "diverged", "stalled", "interrupted")
+
+
+@dataclass
+class UFMResult:
+    """Solved features and classifier, the samples, the history and a summary.
+
+    ``H`` (n, d), ``W`` (K, d), ``b`` (K,) or None, ``c``/``c_prime``/``lam`` (n,);
+    ``history`` holds one dict per iteration; ``stop_reason`` is one of
+    :data:`STOP_REASONS`; ``summary`` holds the final numbers (see :func:`ufm.solve`).
+    """
+
+    config: UFMConfig
+    H: torch.Tensor
+    W: torch.Tensor
+    b: torch.Tensor | None
+    c: torch.Tensor
+    c_prime: torch.Tensor
+    lam: torch.Tensor
+    history: list[dict[str, Any]]
+    stop_reason: str
+    seconds: float
+    device: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.stop_reason == "converged"
+
+    def save(self, out: str | Path) -> Path:
+        """Write the result folder (summary.json last)."""
+        out = prepare_run_dir(out)
+        write_json(out / "config.json", config_to_dict(self.config))
+        arrays = {"H": self.H, "W": self.W, "c": self.c, "c_prime": self.c_prime, "lam": self.lam}
+        if self.b is not None:
+            arrays["b"] = self.b
+        write_npz(out / "arrays.npz", **arrays)
+        write_csv(out / "history.csv", self.history)
+        write_json(out / SUMMARY, self.summary)
+        return out
+
+
+def load_result(folder: str | Path) -> UFMResult:
+    """Read a complete result folder written by :meth:`UFMResult.save`."""
+    folder = Path(folder)
+    if not is_complete(folder):
+        raise ValueError(
+            f"{str(folder)!r} holds no complete UFM result (expected {SUMMARY}, config.json, "
+            "arrays.npz, history.csv)"
+        )
+    config = config_from_dict(UFMConfig, read_json(folder / "config.json"))
+    summary = read_json(folder / SUMMARY)
+    with np.load(folder / "arrays.npz") as data:
+        arrays = {k: torch.from_numpy(data[k]) for k in data.files}
+    history = [{k: _number(v) for k, v in row.items()} for row in read_csv(folder / "history.csv")]
+    return UFMResult(
+        config=config,
+        H=arrays["H"],
+        W=arrays["W"],
+        b=arrays.get("b"),
+        c=arrays["c"],
+        c_prime=arrays["c_prime"],
+        lam=arrays["lam"],
+        history=history,
+        stop_reason=summary["stop_reason"],
+        seconds=summary["seconds"],
+        device=summary["device"],
+        summary=summary,
+    )
+
+
+def _number(text: str):
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
