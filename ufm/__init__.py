@@ -7,6 +7,9 @@ ICLR 2024, arXiv:2402.06171), and measurements of real networks trained with mix
 
 from .etf import etf_distance, simplex_etf
 from .losses import LOSSES, MixupLoss, get_loss, mixup_target
+from .problem import UFMConfig
+from .results import UFMResult, load_result
+from .solver import solve
 from .theory import (
     ce_coefficients,
     mse_coefficients,
@@ -21,6 +24,10 @@ __version__ = "0.1.0"
 __all__ = [
     "LOSSES",
     "MixupLoss",
+    "UFMConfig",
+    "UFMResult",
+    "load_result",
+    "solve",
     "ce_coefficients",
     "etf_distance",
     "get_loss",
