@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..config import add_config_arguments, config_to_dict, load_config, overrides_from_args
+from ..devices import resolve_device
 from ..io import prepare_run_dir, read_json, write_json
 from ..problem import UFMConfig
 from ..solver import CHECKPOINT, solve
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.out:
             raise ValueError("--out DIR is required (or --resume DIR)")
         config = load_config(UFMConfig, args.config, overrides)
+        resolve_device(config.device)  # an unavailable device is refused before any output
         out = prepare_run_dir(args.out)
         (out / "summary.json").unlink(missing_ok=True)
         (out / CHECKPOINT).unlink(missing_ok=True)
