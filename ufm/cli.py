@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "ufm.commands.theory",
     "ufm.commands.solve",
     "ufm.nets.command",
+    "ufm.commands.reproduce",
+    "ufm.commands.figures",
 )
 
 

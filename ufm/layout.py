@@ -1,0 +1,96 @@
+"""The file layout of a reproduction folder: what :mod:`ufm.reproduce` writes, :mod:`ufm.plots` reads.
+
+Data flows one way, configuration -> runs -> result files -> figures -> report, and this
+module is the only contract between the writer and the readers::
+
+    DIR/config.json                     the resolved ReproduceConfig
+    DIR/theory/                         exact theory (ufm.theory, ufm.asymptotics)
+        curves.csv                      per (lam_H, lam): a, b, margin, norms, p_c, confidence
+        channels.csv                    per (lam_H, lam): distance from the boundary, position
+                                        along w_c + w_c', and their lam_H -> 0 limits
+        channel_growth.csv              per (lam_H, lam): channel position, exact and asymptotic
+        projection_<loss>.npz           the triple's exact features in the classifier plane
+        summary.json                    written last
+    DIR/solver/<run>/                   one UFM solve (ufm.results layout)
+    DIR/solver/curves.csv               per (run, lam): margin and relative norm of the solver
+    DIR/solver/projection_<run>.npz     the triple's solved features in the classifier plane
+    DIR/solver/summary.json
+    DIR/networks/<run>/                 one training run (ufm.nets.run layout)
+    DIR/networks/curves_<run>.csv       per lam: network and fitted-theory margins, norms, p_c
+    DIR/networks/projection_<run>.npz   the triple's mixed activations in the classifier plane
+    DIR/networks/summary.json
+    DIR/figures/<name>.png, .pdf, summary.json
+    DIR/report.md, DIR/summary.json     written last: the reproduction is complete
+
+A projection file holds ``coordinates`` (P, L, 2) of P class pairs (c <= c') at L values of
+lam, ``c``, ``c_prime`` (P,), ``lam`` (L,), ``classes`` (3,), ``classifier`` (3, 2): the
+classifier rows of the triple in the plane, and ``offsets`` (3,): the part of each logit that
+does not depend on the in-plane coordinates y, so that logit_k = classifier_k . y + offsets_k
+for a feature in the plane. The plane is spanned by the orthonormal basis of
+span{w_c - mean of the three rows}; only differences of these logits are used, and those are
+exact for any feature, since w_c - w_c' lies in the plane.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SUMMARY = "summary.json"
+CONFIG = "config.json"
+REPORT = "report.md"
+THEORY = "theory"
+SOLVER = "solver"
+NETWORKS = "networks"
+FIGURES = "figures"
+STAGES = (THEORY, SOLVER, NETWORKS, FIGURES)
+
+# Network runs of a reproduction: (name, mixup alpha is used, classifier).
+NETWORK_RUNS = (
+    ("erm_learned", False, "learned"),
+    ("mixup_learned", True, "learned"),
+    ("erm_fixed_etf", False, "fixed_etf"),
+    ("mixup_fixed_etf", True, "fixed_etf"),
+)
+THEORY_LOSSES = ("ce", "mse", "label_smoothing")
+
+
+def stage_dir(root: str | Path, stage: str) -> Path:
+    return Path(root) / stage
+
+
+def stage_complete(root: str | Path, stage: str) -> bool:
+    """A stage is complete once its summary.json exists (it is written last)."""
+    return (stage_dir(root, stage) / SUMMARY).is_file()
+
+
+def theory_file(root: str | Path, name: str) -> Path:
+    return stage_dir(root, THEORY) / name
+
+
+def theory_projection(root: str | Path, loss: str) -> Path:
+    return stage_dir(root, THEORY) / f"projection_{loss}.npz"
+
+
+def solver_run(root: str | Path, name: str) -> Path:
+    return stage_dir(root, SOLVER) / name
+
+
+def solver_projection(root: str | Path, name: str) -> Path:
+    return stage_dir(root, SOLVER) / f"projection_{name}.npz"
+
+
+def network_run(root: str | Path, name: str) -> Path:
+    return stage_dir(root, NETWORKS) / name
+
+
+def network_curves(root: str | Path, name: str) -> Path:
+    return stage_dir(root, NETWORKS) / f"curves_{name}.csv"
+
+
+def network_projection(root: str | Path, name: str) -> Path:
+    return stage_dir(root, NETWORKS) / f"projection_{name}.npz"
+
+
+def final_measurement(run_folder: str | Path, epochs: int) -> Path:
+    """The measurement folder of a training run's last epoch (ufm.nets.run layout)."""
+    return Path(run_folder) / "measurements" / f"epoch_{epochs:04d}"

@@ -1,0 +1,149 @@
+"""Figures of a reproduction, drawn from its result files (:mod:`ufm.layout`), never recomputed.
+
+Each figure is a function ``root -> matplotlib Figure`` reading the files of the reproduction
+folder ``root``; :func:`build_figure` returns it, :func:`draw_figures` writes ``<name>.png``
+and ``<name>.pdf``. :data:`FIGURES` lists them in order with the stages whose files they
+read; both functions check those stages before drawing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from .. import layout
+from .._checks import check_int
+from ..io import prepare_run_dir
+from . import curves, geometry, training
+from .style import RC, save
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure: the function drawing it, the stages it reads, what it shows."""
+
+    build: Callable[[Path], Figure]
+    stages: tuple[str, ...]
+    caption: str
+
+
+FIGURES: dict[str, FigureSpec] = {
+    "mixup_configuration": FigureSpec(
+        geometry.configuration,
+        (layout.THEORY, layout.SOLVER, layout.NETWORKS),
+        "Mixed features of three classes in the plane of their classifier vectors: exact theory, "
+        "UFM solver with a learned classifier, networks with a learned and a fixed-ETF classifier.",
+    ),
+    "margin_and_norm": FigureSpec(
+        curves.margin_and_norm,
+        (layout.THEORY, layout.SOLVER, layout.NETWORKS),
+        "Logit margin and relative feature norm of different-class mixtures against lam: theory "
+        "for several lam_H, solver points, mixup networks with their fitted lam_H, log-odds limit.",
+    ),
+    "channels": FigureSpec(
+        curves.channels,
+        (layout.THEORY,),
+        "Channels as lam_H shrinks: finite distance from the boundary, unbounded growth along "
+        "w_c + w_c'.",
+    ),
+    "loss_comparison": FigureSpec(
+        geometry.loss_comparison,
+        (layout.THEORY, layout.SOLVER),
+        "Cross-entropy vs squared error (exact convex combination) vs label smoothing vs focal "
+        "loss, same projection.",
+    ),
+    "calibration": FigureSpec(
+        curves.calibration,
+        (layout.THEORY, layout.NETWORKS),
+        "Theoretical confidence of a mixed sample against lam with the ideal diagonal; reliability "
+        "diagrams with ECE for ERM and mixup networks.",
+    ),
+    "collapse_over_training": FigureSpec(
+        training.collapse,
+        (layout.NETWORKS,),
+        "Neural-collapse metrics over training epochs: ERM vs mixup, learned vs fixed ETF.",
+    ),
+    "learned_classifier": FigureSpec(
+        training.learned_classifier,
+        (layout.SOLVER,),
+        "Learned classifier in the UFM: ETF distance of W and gradient norm against iterations.",
+    ),
+    "layer_linearity": FigureSpec(
+        training.linearity,
+        (layout.NETWORKS,),
+        "Layer-wise non-linearity along input segments, ERM vs mixup.",
+    ),
+}
+
+
+def check_figure_names(names) -> list[str]:
+    """The names in order, or ValueError naming the unknown one and listing the known ones."""
+    names = list(FIGURES) if names is None else list(names)
+    for name in names:
+        if name not in FIGURES:
+            raise ValueError(f"unknown figure {name!r}; known figures: {', '.join(FIGURES)}")
+    return names
+
+
+def check_results(root: str | Path, names) -> list[str]:
+    """Raise ValueError unless ``root`` holds the complete stages the figures ``names`` read."""
+    names = check_figure_names(names)
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(
+            f"{str(root)!r} is not a folder of reproduction results "
+            "(create one with: ufm reproduce --out DIR)"
+        )
+    needed = sorted(
+        {stage for name in names for stage in FIGURES[name].stages}, key=layout.STAGES.index
+    )
+    missing = [s for s in needed if not layout.stage_complete(root, s)]
+    if missing or not (root / layout.CONFIG).is_file():
+        expected = ", ".join(f"{s}/{layout.SUMMARY}" for s in missing) or layout.CONFIG
+        raise ValueError(
+            f"{str(root)!r} holds no complete reproduction results for these figures: missing "
+            f"{expected} (run: ufm reproduce --out {root})"
+        )
+    return names
+
+
+def build_figure(root: str | Path, name: str) -> Figure:
+    """The figure ``name`` of the reproduction in ``root``, as a matplotlib Figure (not saved)."""
+    check_results(root, [name])
+    with matplotlib.rc_context(RC):
+        return FIGURES[name].build(Path(root))
+
+
+def draw_figures(
+    root: str | Path,
+    names=None,
+    out: str | Path | None = None,
+    dpi: int = 150,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Draw the figures ``names`` (default: all, in order) of the reproduction in ``root``
+    into ``out`` (default ``root/figures``); return the files written (PNG and PDF)."""
+    dpi = check_int("dpi", dpi, 30, 600)
+    names = check_results(root, names)
+    root = Path(root)
+    folder = prepare_run_dir(out if out is not None else layout.stage_dir(root, layout.FIGURES))
+    written = []
+    for name in names:
+        written += save(build_figure(root, name), folder, name, dpi)
+        if log is not None:
+            log(f"  figure {name}: {folder / name}.png, .pdf")
+    return written
+
+
+__all__ = [
+    "FIGURES",
+    "FigureSpec",
+    "build_figure",
+    "check_figure_names",
+    "check_results",
+    "draw_figures",
+]

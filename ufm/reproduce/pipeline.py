@@ -1,0 +1,143 @@
+"""The reproduction, stage by stage: theory -> solver -> networks -> figures -> report.
+
+Every stage writes its own subfolder of the output folder and, last, its ``summary.json``
+(:mod:`ufm.layout`); a stage whose summary exists is reused, not redone, and inside the
+solver and network stages every finished run is reused and an interrupted one resumed from
+its checkpoint. So running the same command again after an interruption (Ctrl-C, SIGTERM, a
+crash) continues where it stopped. The output folder's ``config.json`` pins the
+configuration: another configuration in the same folder is refused, except for the
+execution fields (device, threads, dpi), which do not change what is computed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import layout
+from ..config import config_to_dict
+from ..io import atomic_path, prepare_run_dir, read_json, write_json
+from ..plots import FIGURES, draw_figures
+from . import network_stage, solver_stage, theory_stage
+from .config import ReproduceConfig
+from .report import build_report
+
+EXECUTION_FIELDS = ("device", "threads", "dpi")
+STAGE_NAMES = ("theory", "solver", "networks", "figures", "report")
+
+
+def check_output(out: str | Path, config: ReproduceConfig) -> Path:
+    """Refuse a path that is a file, or a folder holding another configuration's results."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
+    stored_path = out / layout.CONFIG
+    if stored_path.is_file():
+        stored = read_json(stored_path)
+        current = config_to_dict(config)
+        differing = sorted(
+            k
+            for k in set(stored) | set(current)
+            if k not in EXECUTION_FIELDS and stored.get(k) != current.get(k)
+        )
+        if differing:
+            raise ValueError(
+                f"{str(out)!r} holds a reproduction with another configuration (fields that "
+                f"differ: {', '.join(differing)}); choose a new --out or delete that folder"
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        raise ValueError(
+            f"{str(out)!r} is a non-empty folder without a reproduction's "
+            f"{layout.CONFIG}; choose a new or empty --out"
+        )
+    return out
+
+
+def _figures(config: ReproduceConfig, root: Path, log) -> dict[str, Any]:
+    written = draw_figures(
+        root, out=layout.stage_dir(root, layout.FIGURES), dpi=config.dpi, log=log
+    )
+    summary = {"figures": list(FIGURES), "files": [p.name for p in written], "dpi": config.dpi}
+    write_json(layout.stage_dir(root, layout.FIGURES) / layout.SUMMARY, summary)
+    return summary
+
+
+def reproduce(
+    config: ReproduceConfig,
+    out: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run (or continue) the reproduction of ``config`` into ``out``; return its summary.
+
+    ``progress`` shows the solver's and the trainer's progress bars; ``log`` receives one
+    line per stage and per run. KeyboardInterrupt propagates after the interrupted run has
+    saved its checkpoint: call again with the same arguments to continue.
+    """
+    out = check_output(out, config)
+    prepare_run_dir(out)
+    stored = config_to_dict(config)
+    if (out / layout.CONFIG).is_file():
+        stored = {**read_json(out / layout.CONFIG), **{k: stored[k] for k in EXECUTION_FIELDS}}
+    write_json(out / layout.CONFIG, stored)
+    stages: list[tuple[str, Callable[[], Any], bool]] = [
+        (
+            "theory",
+            lambda: theory_stage.run(config, out),
+            layout.stage_complete(out, layout.THEORY),
+        ),
+        (
+            "solver",
+            lambda: solver_stage.run(config, out, progress, log),
+            layout.stage_complete(out, layout.SOLVER),
+        ),
+        (
+            "networks",
+            lambda: network_stage.run(config, out, progress, log),
+            layout.stage_complete(out, layout.NETWORKS),
+        ),
+        ("figures", lambda: _figures(config, out, log), layout.stage_complete(out, layout.FIGURES)),
+    ]
+    seconds: dict[str, float] = {}
+    for k, (name, action, complete) in enumerate(stages, 1):
+        if complete:
+            log(f"[{k}/{len(STAGE_NAMES)}] {name}: complete in {out / name}, reused")
+            continue
+        log(f"[{k}/{len(STAGE_NAMES)}] {name}: running")
+        started = time.perf_counter()
+        action()
+        seconds[name] = time.perf_counter() - started
+        log(f"[{k}/{len(STAGE_NAMES)}] {name}: done in {seconds[name]:.1f} s")
+    report_path = out / layout.REPORT
+    if not (report_path.is_file() and (out / layout.SUMMARY).is_file()) or seconds:
+        log(f"[5/{len(STAGE_NAMES)}] report: writing {report_path}")
+        _write_text(report_path, build_report(out, seconds))
+        summary = _summary(out, seconds)
+        write_json(out / layout.SUMMARY, summary)
+    else:
+        log(f"[5/{len(STAGE_NAMES)}] report: complete, reused")
+    return read_json(out / layout.SUMMARY)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def _summary(root: Path, seconds: dict[str, float]) -> dict[str, Any]:
+    """Top-level summary: the key numbers of every stage (written last: the folder is complete)."""
+    solver = read_json(layout.stage_dir(root, layout.SOLVER) / layout.SUMMARY)
+    networks = read_json(layout.stage_dir(root, layout.NETWORKS) / layout.SUMMARY)
+    learned = {r["name"]: r["etf_distance_W"] for r in solver["runs"] if r["kind"] == "learned"}
+    return {
+        "max_theory_distance": solver["max_theory_distance"],
+        "learned_etf_distance_W": learned,
+        "networks": {
+            name: {key: run.get(key) for key in ("test_accuracy", "ece", "nc1", "fitted_lam_H")}
+            for name, run in networks["runs"].items()
+        },
+        "stage_seconds": seconds,
+        "report": layout.REPORT,
+    }

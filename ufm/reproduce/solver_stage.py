@@ -1,0 +1,201 @@
+r"""Solver stage: the mixup UFM solved numerically (:func:`ufm.solve`), one folder per run.
+
+Runs (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, THEORY.md sections 2-4):
+
+* ``fixed_ce_lamH_<v>``: fixed simplex ETF, cross-entropy, one run per ridge of the figures,
+  compared with the exact optimum (``theory_distance`` in its summary);
+* ``fixed_mse``, ``fixed_label_smoothing``: the other losses with exact theory;
+* ``fixed_focal``: focal loss, which has no theory: the solver gives its optimum;
+* ``learned_<loss>``: a learned classifier from a random start (does W become an ETF?).
+
+A run folder with ``summary.json`` is reused; one with only a checkpoint is resumed. A run
+interrupted now (Ctrl-C, SIGTERM) leaves its checkpoint and re-raises KeyboardInterrupt.
+After the runs: ``curves.csv`` (per run and lam, different-class pairs: the margin
+:math:`z_c - z_{c'}` and :math:`\|h(\lambda)\|/\|h_\text{same}\|`, means over pairs) and one
+projection file per run (:mod:`ufm.layout`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import layout
+from ..config import config_to_dict
+from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
+from ..problem import UFMConfig
+from ..results import load_result
+from ..solver import CHECKPOINT, solve
+from .config import ReproduceConfig
+from .projection import gather_pairs, project_triple, triple_pairs, write_projection
+
+SUMMARY_KEYS = (
+    "stop_reason",
+    "iterations",
+    "seconds",
+    "n",
+    "grad_norm",
+    "etf_distance_W",
+    "etf_distance_W_centred",
+    "theory_distance",
+    "theory_distance_learned_W",
+)
+
+
+@dataclass(frozen=True)
+class SolverRun:
+    """One solve of the stage: its folder name, what it shows, and its configuration."""
+
+    name: str
+    kind: str  # "fixed" or "learned"
+    config: UFMConfig
+
+    @property
+    def loss(self) -> str:
+        return self.config.loss
+
+
+def _loss_params(config: ReproduceConfig, loss: str) -> dict[str, float]:
+    return {
+        "label_smoothing": {"eps": config.smoothing},
+        "focal": {"gamma": config.focal_gamma},
+    }.get(loss, {})
+
+
+def planned_runs(config: ReproduceConfig) -> list[SolverRun]:
+    """The runs of the stage, in order (module docstring)."""
+
+    def ufm_config(loss: str, lam_H: float, classifier: str, tol: float) -> UFMConfig:
+        return UFMConfig(
+            K=config.K,
+            d=config.d,
+            pairs="all",
+            num_lams=config.solver_lams,
+            loss=loss,
+            loss_params=_loss_params(config, loss),
+            lam_H=lam_H,
+            lam_W=config.lam_W,
+            classifier=classifier,
+            etf_scale=config.scale,
+            tol=tol,
+            max_iters=config.max_iters,
+            device=config.device,
+            seed=config.seed,
+        )
+
+    runs = [
+        SolverRun(
+            f"fixed_ce_lamH_{lam_H:g}",
+            "fixed",
+            ufm_config("ce", lam_H, "fixed_etf", config.fixed_tol),
+        )
+        for lam_H in config.all_lam_Hs
+    ]
+    for loss in ("mse", "label_smoothing", "focal"):
+        runs.append(
+            SolverRun(
+                f"fixed_{loss}",
+                "fixed",
+                ufm_config(loss, config.lam_H, "fixed_etf", config.fixed_tol),
+            )
+        )
+    for loss in config.learned_losses:
+        runs.append(
+            SolverRun(
+                f"learned_{loss}",
+                "learned",
+                ufm_config(loss, config.lam_H, "learned", config.learned_tol),
+            )
+        )
+    return runs
+
+
+def solve_run(run: SolverRun, folder: Path, progress: bool) -> None:
+    """Solve (or resume) one run into ``folder``; reuse it when complete."""
+    if is_complete(folder):
+        return
+    resume = (folder / CHECKPOINT).is_file() and (folder / "config.json").is_file()
+    if resume and read_json(folder / "config.json") != config_to_dict(run.config):
+        resume = False  # a checkpoint of another configuration: start again
+    prepare_run_dir(folder)
+    if not resume:
+        (folder / CHECKPOINT).unlink(missing_ok=True)
+        write_json(folder / "config.json", config_to_dict(run.config))
+    result = solve(run.config, progress=progress, checkpoint_dir=folder, resume=resume)
+    if result.stop_reason == "interrupted":
+        raise KeyboardInterrupt(f"solver run {run.name} interrupted; its checkpoint is in {folder}")
+    result.save(folder)
+
+
+def _different_class_curves(H, W, c, c_prime, lam) -> list[dict[str, float]]:
+    """Per lam: mean margin z_c - z_c' and mean |h| / mean same-class |h| (different classes)."""
+    norms = np.linalg.norm(H, axis=1)
+    same = c == c_prime
+    same_norm = norms[same].mean()
+    logits = H @ W.T
+    margins = logits[np.arange(len(c)), c] - logits[np.arange(len(c)), c_prime]
+    rows = []
+    for value in np.unique(lam):
+        pick = (~same) & (lam == value)
+        rows.append(
+            {
+                "lam": float(value),
+                "margin": float(margins[pick].mean()),
+                "relative_norm": float(norms[pick].mean() / same_norm),
+            }
+        )
+    return rows
+
+
+def _summary_row(run: SolverRun, summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": run.name,
+        "kind": run.kind,
+        "loss": run.loss,
+        "lam_H": run.config.lam_H,
+        **{key: summary.get(key) for key in SUMMARY_KEYS},
+    }
+
+
+def run(
+    config: ReproduceConfig,
+    root: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Solve every planned run, then write curves, projections and summary.json (last)."""
+    folder = prepare_run_dir(layout.stage_dir(root, layout.SOLVER))
+    runs = planned_runs(config)
+    curves, rows = [], []
+    pairs_c, pairs_cp = triple_pairs(config.triple)
+    for k, planned in enumerate(runs, 1):
+        run_folder = layout.solver_run(root, planned.name)
+        state = "reused" if is_complete(run_folder) else "solving"
+        log(f"  solver run {k}/{len(runs)} {planned.name}: {state}")
+        solve_run(planned, run_folder, progress)
+        result = load_result(run_folder)
+        H, W = result.H.numpy(), result.W.numpy()
+        c, c_prime, lam = result.c.numpy(), result.c_prime.numpy(), result.lam.numpy()
+        curves += [
+            {"run": planned.name, **row} for row in _different_class_curves(H, W, c, c_prime, lam)
+        ]
+        grid = np.unique(lam)
+        features = gather_pairs(H, c, c_prime, lam, pairs_c, pairs_cp, grid)
+        bias = None if result.b is None else result.b.numpy()
+        write_projection(
+            layout.solver_projection(root, planned.name),
+            project_triple(features, pairs_c, pairs_cp, grid, W, config.triple, bias=bias),
+        )
+        rows.append(_summary_row(planned, result.summary))
+    write_csv(folder / "curves.csv", curves)
+    fixed = [r["theory_distance"] for r in rows if r["theory_distance"] is not None]
+    summary = {
+        "runs": rows,
+        "max_theory_distance": max(fixed) if fixed else None,
+    }
+    write_json(folder / layout.SUMMARY, summary)
+    return summary

@@ -1,0 +1,198 @@
+r"""Theory stage: the exact optimum and its asymptotics, written as tables and projections.
+
+For a simplex ETF with row norm :math:`s` (gain :math:`g = s^2K/(K-1)`) the optimal
+different-class feature is :math:`h = a\,w_c + b\,w_{c'}` (:mod:`ufm.theory`; Fisher, Meng &
+Papyan, ICLR 2024, arXiv:2402.06171). In the orthonormal frame
+:math:`u_- = (w_c - w_{c'})/\|w_c - w_{c'}\|`, :math:`u_+ = (w_c + w_{c'})/\|w_c + w_{c'}\|`
+of the pair's plane it sits at
+
+.. math:: \text{distance from the } c/c' \text{ boundary} = (a-b)\sqrt{g/2}
+          = \frac{z_c - z_{c'}}{\|w_c - w_{c'}\|},\qquad
+          \text{position along the channel} = (a+b)\,s\sqrt{\frac{K-2}{2(K-1)}},
+
+and as :math:`\lambda_H\to 0` the distance tends to :math:`\log(\lambda/(1-\lambda))/\sqrt{2g}`
+while the position grows like :math:`2\log(1/\lambda_H)` (:mod:`ufm.asymptotics`).
+Files: see :mod:`ufm.layout`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import layout
+from ..asymptotics import channel_asymptotic, margin_asymptotic
+from ..etf import simplex_etf
+from ..io import prepare_run_dir, write_csv, write_json
+from ..losses import get_loss
+from ..theory import gain, optimal_features, theory_table
+from .config import ReproduceConfig
+from .projection import project_triple, triple_pairs, write_projection
+
+GROWTH_POINTS = 33
+GROWTH_LAMS = (0.5, 0.25, 0.1)
+
+
+def stage_losses(config: ReproduceConfig) -> dict[str, Any]:
+    """The losses with exact theory, by name, with this reproduction's parameters."""
+    return {
+        "ce": get_loss("ce"),
+        "mse": get_loss("mse"),
+        "label_smoothing": get_loss("label_smoothing", eps=config.smoothing),
+    }
+
+
+def _log_odds(lams: np.ndarray, K: int, lam_H: float, scale: float) -> np.ndarray:
+    """log(lam/(1-lam)) inside (0, 1), NaN at the ends (where it diverges)."""
+    inside = (lams > 0) & (lams < 1)
+    values = np.full(lams.shape, np.nan)
+    values[inside] = margin_asymptotic(K, lams[inside], lam_H, scale).value
+    return values
+
+
+def curve_rows(config: ReproduceConfig) -> list[dict[str, Any]]:
+    """Per (loss, lam_H, lam): the exact optimum's coefficients, margin, norms, p_c, confidence.
+
+    Cross-entropy for every lam_H of the figures; label smoothing and squared error at the
+    main lam_H. ``relative_norm`` is |h(lam)| / |h_same|.
+    """
+    lams = np.linspace(0.0, 1.0, config.num_lams)
+    losses = stage_losses(config)
+    jobs = [("ce", lam_H) for lam_H in config.all_lam_Hs]
+    jobs += [(name, config.lam_H) for name in ("label_smoothing", "mse")]
+    rows = []
+    for name, lam_H in jobs:
+        table = theory_table(config.K, lam_H, config.scale, losses[name], lams)
+        same = table["same_class"]
+        log_odds = _log_odds(lams, config.K, lam_H, config.scale)
+        for row, limit in zip(table["rows"], log_odds):
+            rows.append(
+                {
+                    "loss": name,
+                    "lam_H": lam_H,
+                    "lam": row.lam,
+                    "a": row.a,
+                    "b": row.b,
+                    "margin": row.margin,
+                    "log_odds": limit,
+                    "feature_norm": row.feature_norm,
+                    "same_class_norm": same.feature_norm,
+                    "relative_norm": row.feature_norm / same.feature_norm,
+                    "p_c": row.p_c,
+                    "p_c_prime": row.p_c_prime,
+                    "confidence": row.confidence,
+                }
+            )
+    return rows
+
+
+def channel_rows(config: ReproduceConfig) -> list[dict[str, Any]]:
+    """Per (lam_H, lam): distance from the c/c' boundary, its lam_H -> 0 limit, and the
+    position along w_c + w_c' (module docstring)."""
+    K, s = config.K, config.scale
+    g = gain(K, s)
+    lams = np.linspace(0.0, 1.0, config.num_lams)
+    along = s * math.sqrt((K - 2) / (2 * (K - 1)))
+    rows = []
+    for lam_H in config.channel_lam_Hs:
+        table = theory_table(K, lam_H, s, "ce", lams)
+        limits = _log_odds(lams, K, lam_H, s) / math.sqrt(2 * g)
+        for row, limit in zip(table["rows"], limits):
+            rows.append(
+                {
+                    "lam_H": lam_H,
+                    "lam": row.lam,
+                    "boundary_distance": (row.a - row.b) * math.sqrt(g / 2),
+                    "boundary_distance_limit": limit,
+                    "channel_position": (row.a + row.b) * along,
+                }
+            )
+    return rows
+
+
+def growth_rows(config: ReproduceConfig) -> list[dict[str, Any]]:
+    """Position along the channel against lam_H, exact and asymptotic (2 W_0(...))."""
+    K, s = config.K, config.scale
+    g = gain(K, s)
+    along = s * math.sqrt((K - 2) / (2 * (K - 1)))
+    low, high = min(config.channel_lam_Hs), max(config.channel_lam_Hs)
+    lam_Hs = np.logspace(math.log10(low), math.log10(high), GROWTH_POINTS) if low < high else [low]
+    rows = []
+    for lam_H in lam_Hs:
+        table = theory_table(K, float(lam_H), s, "ce", GROWTH_LAMS)
+        asymptote = channel_asymptotic(K, np.asarray(GROWTH_LAMS), float(lam_H), s)
+        for row, value in zip(table["rows"], asymptote.value):
+            rows.append(
+                {
+                    "lam_H": float(lam_H),
+                    "lam": row.lam,
+                    "position": (row.a + row.b) * along,
+                    "position_asymptotic": value / g * along,
+                }
+            )
+    return rows
+
+
+def projections(config: ReproduceConfig) -> dict[str, dict[str, np.ndarray]]:
+    """The triple's exact optimal features, one projection per loss with exact theory.
+
+    The classifier is the canonical simplex ETF (K, K) of row norm ``scale``; the features
+    have no offset (the UFM's optimum for a zero-mean ETF), so the centre is the origin.
+    """
+    W = simplex_etf(config.K, config.K, config.scale)
+    c, c_prime = triple_pairs(config.triple)
+    lams = np.linspace(0.0, 1.0, config.projection_lams)
+    result = {}
+    for name, loss in stage_losses(config).items():
+        features = optimal_features(
+            W, c[:, None], c_prime[:, None], lams[None, :], config.lam_H, loss
+        )
+        result[name] = project_triple(features.numpy(), c, c_prime, lams, W.numpy(), config.triple)
+    return result
+
+
+def _key_numbers(config: ReproduceConfig, curves: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per lam_H (cross-entropy): the same-class norm, the lam = 1/2 feature's norm relative
+    to it, and the theoretical p_c at lam = 1/4, 1/2 (nearest grid points)."""
+    lams = np.linspace(0.0, 1.0, config.num_lams)
+    quarter = float(lams[np.argmin(abs(lams - 0.25))])
+    half = float(lams[np.argmin(abs(lams - 0.5))])
+    numbers = {}
+    for lam_H in config.all_lam_Hs:
+        rows = {r["lam"]: r for r in curves if r["loss"] == "ce" and r["lam_H"] == lam_H}
+        numbers[f"{lam_H:g}"] = {
+            "same_class_norm": rows[half]["same_class_norm"],
+            "relative_norm_half": rows[half]["relative_norm"],
+            "margin_half": rows[half]["margin"],
+            "p_c_quarter": rows[quarter]["p_c"],
+            "p_c_half": rows[half]["p_c"],
+            "lam_quarter": quarter,
+        }
+    return numbers
+
+
+def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
+    """Compute and write the theory stage into ``root/theory`` (summary.json last)."""
+    folder = prepare_run_dir(layout.stage_dir(root, layout.THEORY))
+    curves = curve_rows(config)
+    write_csv(folder / "curves.csv", curves)
+    write_csv(folder / "channels.csv", channel_rows(config))
+    write_csv(folder / "channel_growth.csv", growth_rows(config))
+    for name, projection in projections(config).items():
+        write_projection(layout.theory_projection(root, name), projection)
+    summary = {
+        "K": config.K,
+        "scale": config.scale,
+        "g": gain(config.K, config.scale),
+        "lam_H": config.lam_H,
+        "lam_Hs": list(config.all_lam_Hs),
+        "channel_lam_Hs": list(config.channel_lam_Hs),
+        "smoothing": config.smoothing,
+        "triple": list(config.triple),
+        "per_lam_H": _key_numbers(config, curves),
+    }
+    write_json(folder / layout.SUMMARY, summary)
+    return summary
