@@ -41,6 +41,37 @@ _MAX_BACKTRACK = 40
 _MAX_CG = 60
 
 
+def loss_terms(loss: MixupLoss, z, c, c_prime, lam, need_grad: bool = True):
+    """Per-sample loss values, probabilities (softmax family, else None) and logit gradients.
+
+    For the softmax family one exponential gives log-sum-exp, the probabilities and the
+    gradient, and the target enters through gathers at c and c' (it is never formed as an
+    (m, K) array). Other losses use their own value and gradient.
+    """
+    if not isinstance(loss, _SoftmaxFamily):
+        value = loss(z, c, c_prime, lam)
+        return value, None, (loss.grad(z, c, c_prime, lam) if need_grad else None)
+    eps = loss.eps if isinstance(loss, LabelSmoothing) else 0.0
+    w_c, w_cp, uniform = (1 - eps) * lam, (1 - eps) * (1 - lam), eps / z.shape[1]
+    top = z.amax(dim=-1, keepdim=True)
+    p = torch.exp(z - top)
+    total = p.sum(-1)
+    lse = top.squeeze(1) + torch.log(total)
+    target_dot = w_c * z.gather(1, c[:, None]).squeeze(1) + w_cp * z.gather(1, c_prime[:, None]).squeeze(1)
+    if uniform:
+        target_dot = target_dot + uniform * z.sum(-1)
+    value = lse - target_dot
+    if not need_grad:
+        return value, None, None
+    p /= total[:, None]
+    grad = p.clone()
+    grad.scatter_add_(1, c[:, None], -w_c[:, None])
+    grad.scatter_add_(1, c_prime[:, None], -w_cp[:, None])
+    if uniform:
+        grad -= uniform
+    return value, p, grad
+
+
 def _inverse_3x3(S):
     """Inverse of a batch of 3x3 matrices given as nested lists of (m,) tensors (adjugate)."""
     (a, b, c), (d, e, f), (g, h, i) = S
@@ -128,40 +159,7 @@ class FeatureSolver:
         return z if self.b is None else z + self.b
 
     def _terms(self, z, idx, need_grad=True):
-        """Per-sample loss values, probabilities (softmax family) and logit gradients.
-
-        For the softmax family one logsumexp gives all three, and the target enters through
-        gathers at c and c' (it is never formed as an (m, K) array).
-        """
-        c, cp, lam = self.c[idx], self.c_prime[idx], self.lam[idx]
-        if not self._softmax:
-            value = self.loss(z, c, cp, lam)
-            grad = self.loss.grad(z, c, cp, lam) if need_grad else None
-            return value, None, grad
-        w_c, w_cp, uniform = self._target_weights(lam)
-        # one exponential gives both log-sum-exp and the probabilities
-        top = z.amax(dim=-1, keepdim=True)
-        p = torch.exp(z - top)
-        total = p.sum(-1)
-        lse = top.squeeze(1) + torch.log(total)
-        target_dot = w_c * z.gather(1, c[:, None]).squeeze(1) + w_cp * z.gather(1, cp[:, None]).squeeze(1)
-        if uniform:
-            target_dot = target_dot + uniform * z.sum(-1)
-        value = lse - target_dot
-        if not need_grad:
-            return value, None, None
-        p /= total[:, None]
-        grad = p.clone()
-        grad.scatter_add_(1, c[:, None], -w_c[:, None])
-        grad.scatter_add_(1, cp[:, None], -w_cp[:, None])
-        if uniform:
-            grad -= uniform
-        return value, p, grad
-
-    def _target_weights(self, lam):
-        eps = self.loss.eps if isinstance(self.loss, LabelSmoothing) else 0.0
-        K = self.A.shape[0]
-        return (1 - eps) * lam, (1 - eps) * (1 - lam), eps / K
+        return loss_terms(self.loss, z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)
 
     def _objective(self, z, x, idx):
         value, _, _ = self._terms(z, idx, need_grad=False)

@@ -35,7 +35,7 @@ import torch
 
 from ._allocator import keep_freed_memory
 from .etf import etf_distance, etf_gain
-from .inner import FeatureSolver, InnerStats
+from .inner import FeatureSolver, InnerStats, loss_terms
 from .io import prepare_run_dir, save_torch
 from .lbfgs import LBFGSMemory
 from .losses import CrossEntropy, LabelSmoothing, SquaredError
@@ -279,9 +279,11 @@ class _Run:
     def _run_gd(self, bar) -> str:
         config, problem = self.config, self.problem
         if self.gd_state is None:
+            features = (problem.n, problem.d)
             self.gd_state = {
-                "H": torch.zeros(problem.n, problem.d, dtype=problem.dtype, device=problem.device),
-                "vH": torch.zeros(problem.n, problem.d, dtype=problem.dtype, device=problem.device),
+                "H": torch.zeros(features, dtype=problem.dtype, device=problem.device),
+                "vH": torch.zeros(features, dtype=problem.dtype, device=problem.device),
+                "grad_H": torch.zeros(features, dtype=problem.dtype, device=problem.device),
                 "vW": torch.zeros_like(self.W),
                 "vb": None if self.b is None else torch.zeros_like(self.b),
             }
@@ -316,27 +318,38 @@ class _Run:
             self._maybe_checkpoint()
 
     def _gd_evaluate(self, H) -> dict[str, Any]:
+        """Objective and gradients at (H, W, b), chunk by chunk (grad_H into a kept buffer)."""
         config, problem = self.config, self.problem
         n = problem.n
-        z = H @ self.W.T
-        if self.b is not None:
-            z = z + self.b
-        loss = problem.loss
-        values = loss(z, problem.c, problem.c_prime, problem.lam)
-        g = loss.grad(z, problem.c, problem.c_prime, problem.lam)
-        grad_H = g @ self.W + config.lam_H * H
-        F = float(values.sum() / n + 0.5 * config.lam_H * (H * H).sum() / n)
-        F += 0.5 * config.lam_W * float((self.W * self.W).sum())
+        grad_H = self.gd_state["grad_H"]
+        objective = 0.0
+        grad_W = torch.zeros_like(self.W)
+        grad_b = torch.zeros(problem.K, dtype=problem.dtype, device=problem.device)
+        for start in range(0, n, config.chunk_size):
+            idx = slice(start, min(start + config.chunk_size, n))
+            h = H[idx]
+            z = h @ self.W.T
+            if self.b is not None:
+                z = z + self.b
+            value, _, g = loss_terms(problem.loss, z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
+            objective += float(value.sum()) + 0.5 * config.lam_H * float((h * h).sum())
+            torch.addmm(h, g, self.W, beta=config.lam_H, out=grad_H[idx])
+            grad_W += g.T @ h
+            grad_b += g.sum(0)
+        F = objective / n + 0.5 * config.lam_W * float((self.W * self.W).sum())
         theta_sq = 0.0
-        grad_W = grad_b = None
         if self.learn_W:
-            grad_W = g.T @ H / n + config.lam_W * self.W
+            grad_W = grad_W / n + config.lam_W * self.W
             theta_sq += float((grad_W * grad_W).sum())
+        else:
+            grad_W = None
         if self.b is not None:
             F += 0.5 * config.lam_b * float((self.b * self.b).sum())
-            if self.learn_b:
-                grad_b = g.sum(0) / n + config.lam_b * self.b
-                theta_sq += float((grad_b * grad_b).sum())
+        if self.learn_b:
+            grad_b = grad_b / n + config.lam_b * self.b
+            theta_sq += float((grad_b * grad_b).sum())
+        else:
+            grad_b = None
         feature_rms = float(grad_H.norm() / math.sqrt(n))
         return _iterate(F, feature_rms, theta_sq, True, grad_W, grad_b, grad_H=grad_H, stats=None)
 
@@ -430,7 +443,10 @@ class _Run:
             "memory": self.memory.state_dict(),
             "features": self.features.state_dict() if self.features.X is not None else None,
             "current": _strip_stats(self.current),
-            "gd_state": self.gd_state,
+            # the gradient buffer is recomputed at every iterate: not worth saving
+            "gd_state": None if self.gd_state is None else {
+                k: v for k, v in self.gd_state.items() if k != "grad_H"
+            },
         }
         save_torch(self.checkpoint_dir / CHECKPOINT, state)
 
@@ -448,6 +464,8 @@ class _Run:
             self.features.load_state_dict(state["features"])
         self.current = state["current"]
         self.gd_state = state["gd_state"]
+        if self.gd_state is not None:
+            self.gd_state["grad_H"] = torch.zeros_like(self.gd_state["H"])
         if self.history and self.history[-1]["iteration"] == self.iteration:
             self.history.pop()  # the resumed loop records this iterate again
 
