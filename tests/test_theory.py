@@ -251,3 +251,14 @@ def test_bad_input_is_refused(call, message):
     with pytest.raises(ValueError) as info:
         call(W)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("K,lam_H,scale,lam,eps", [(10, 5e-3, 1.0, 0.3, 0.1), (3, 1e-6, 2.0, 0.5, 0.05),
+                                                   (100, 1.0, 0.5, 0.9, 0.3), (2, 1e-3, 1.0, 0.2, 0.1),
+                                                   (1000, 1e-8, 10.0, 1.0, 0.01)])
+def test_label_smoothing_against_40_digit_mpmath(K, lam_H, scale, lam, eps):
+    (a,), (b,) = ce_coefficients(K, [lam], lam_H, scale, smoothing=eps)
+    ref_a, ref_b = mp_coefficients(K, lam, lam_H, scale, start=(a, b), smoothing=eps)
+    a_same = same_class_coefficient(K, lam_H, scale, smoothing=eps)
+    error = feature_error(K, scale, mp.mpf(float(a)) - ref_a, mp.mpf(float(b)) - ref_b)
+    assert error <= 1e-12 * scale * a_same
