@@ -236,3 +236,42 @@ def test_loss_registry_instance_is_used():
         "focal", gamma=1.0
     )
     assert etf_distance(build_problem(UFMConfig(K=3, d=3)).W0) < 1e-15
+
+
+@pytest.mark.parametrize("loss", ["ce", "label_smoothing", "mse", "focal"])
+def test_feature_gradient_and_newton_model_match_finite_differences(loss):
+    from ufm.inner import loss_terms
+
+    config = UFMConfig(K=5, d=7, classifier="fixed", num_lams=4, loss=loss, bias=True)
+    problem = build_problem(config)
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    b = torch.randn(5, generator=g, dtype=torch.float64)
+    solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
+    solver.set_classifier(W, b, H=torch.randn(problem.n, 7, generator=g, dtype=torch.float64))
+    X = solver.X.clone()
+    idx = torch.arange(problem.n)
+    z = X @ solver.A.T + b
+    _, _, g_z = loss_terms(problem.loss, z, problem.c, problem.c_prime, problem.lam)
+    gradient = g_z @ solver.A + config.lam_H * X  # per-sample gradient in x-coordinates
+    direction = torch.randn(X.shape, generator=g, dtype=torch.float64)
+    step = 1e-6
+
+    def total(t):
+        solver.X = X + t * direction
+        return solver.evaluate().objective_sum
+
+    fd = (total(step) - total(-step)) / (2 * step)
+    assert float((gradient * direction).sum()) == pytest.approx(fd, rel=1e-7)
+    # the Hessian-vector product that Newton's method uses
+    solver.X = X
+    p = torch.softmax(z, -1)
+    hv = solver._hessian_vector(z, p, direction, idx)
+
+    def grad_at(t):
+        x = X + t * direction
+        _, _, gz = loss_terms(problem.loss, x @ solver.A.T + b, problem.c, problem.c_prime, problem.lam)
+        return gz @ solver.A + config.lam_H * x
+
+    fd_hv = (grad_at(step) - grad_at(-step)) / (2 * step)
+    assert torch.allclose(hv, fd_hv, rtol=1e-6, atol=1e-8)
