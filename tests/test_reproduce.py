@@ -1,0 +1,236 @@
+"""ufm reproduce: every stage and file, key numbers, reuse, resuming after an interruption,
+refusals of bad input, the CLI, and the README's gallery."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reproduce_support import TINY, build_tiny, copy_of, run_tiny, tiny_config
+
+from ufm import cli, layout
+from ufm.io import read_json
+from ufm.nets import run as nets_run
+from ufm.plots import FIGURES
+from ufm.reproduce import PRESETS, ReproduceConfig, network_stage, preset, solver_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_reproduction(tmp_path_factory):
+    return build_tiny(tmp_path_factory)
+
+
+def _links(markdown: str) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)\)", markdown)
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    """Modification times of every summary.json (what marks a stage or a run complete)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob(layout.SUMMARY)}
+
+
+def test_every_stage_is_complete_and_the_report_links_only_to_files_that_exist(tiny_reproduction):
+    root = tiny_reproduction
+    for stage in layout.STAGES:
+        assert layout.stage_complete(root, stage), stage
+    assert (root / layout.SUMMARY).is_file()
+    report = (root / layout.REPORT).read_text()
+    links = _links(report)
+    assert links, "report.md has no links"
+    for link in links:
+        assert (root / link).is_file(), f"report.md links to {link}, which does not exist"
+    for name in FIGURES:
+        assert f"figures/{name}.png" in links, name
+    for name, _, _ in layout.NETWORK_RUNS:
+        assert f"networks/{name}/config.json" in links
+        assert f"`{name}`" in report
+
+
+def test_stage_files_hold_what_the_figures_read(tiny_reproduction):
+    root = tiny_reproduction
+    theory = layout.stage_dir(root, layout.THEORY)
+    for name in ("curves.csv", "channels.csv", "channel_growth.csv"):
+        assert (theory / name).stat().st_size > 0
+    for loss in layout.THEORY_LOSSES:
+        with np.load(layout.theory_projection(root, loss)) as data:
+            assert data["coordinates"].shape == (6, TINY["projection_lams"], 2)
+            assert data["classifier"].shape == (3, 2)
+    for name, _, _ in layout.NETWORK_RUNS:
+        assert layout.network_curves(root, name).is_file()
+        with np.load(layout.network_projection(root, name)) as data:
+            assert data["coordinates"].shape[1:] == (TINY["net_lams"], 2)
+
+
+def test_the_solver_reproduces_the_exact_theory_and_learns_an_etf(tiny_reproduction):
+    solver = read_json(layout.stage_dir(tiny_reproduction, layout.SOLVER) / layout.SUMMARY)
+    assert solver["max_theory_distance"] < 1e-8
+    learned = [r for r in solver["runs"] if r["kind"] == "learned"]
+    assert [r["loss"] for r in learned] == list(TINY["learned_losses"])
+    assert all(r["etf_distance_W"] < 1e-4 for r in learned)
+    focal = next(r for r in solver["runs"] if r["loss"] == "focal")
+    assert focal["theory_distance"] is None  # no theory for focal loss
+
+
+def test_theory_projection_puts_the_half_mixture_on_the_boundary(tiny_reproduction):
+    with np.load(layout.theory_projection(tiny_reproduction, "ce")) as data:
+        coordinates, classifier, c, c_prime = (
+            data[k] for k in ("coordinates", "classifier", "c", "c_prime")
+        )
+        lams, classes = data["lam"], list(data["classes"])
+    half = int(np.flatnonzero(lams == 0.5)[0])
+    for p in np.flatnonzero(c != c_prime):
+        logits = classifier @ coordinates[p, half]
+        i, j = classes.index(c[p]), classes.index(c_prime[p])
+        assert abs(logits[i] - logits[j]) < 1e-10 * np.abs(logits).max()
+
+
+def test_a_second_run_reuses_every_stage(tiny_reproduction, tmp_path, monkeypatch):
+    root = copy_of(tiny_reproduction, tmp_path / "copy")
+    before = _mtimes(root)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a complete stage was redone")
+
+    monkeypatch.setattr(solver_stage, "solve", refuse)
+    monkeypatch.setattr(network_stage, "run_training", refuse)
+    log = []
+    run_tiny(root, log)
+    assert _mtimes(root) == before
+    assert sum("reused" in line for line in log) == 5, log
+
+
+def test_an_interrupted_reproduction_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """Interrupt the second network run right after its first checkpoint; the next call
+    must reuse theory, solver and the first network run and resume the second one."""
+    real_save = nets_run.save_checkpoint
+    saved = {"count": 0}
+
+    def interrupt_after_first_checkpoint(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if "mixup_learned" in str(path) and path.name.startswith("epoch_"):
+            saved["count"] += 1
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(nets_run, "save_checkpoint", interrupt_after_first_checkpoint)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(out)
+    assert saved["count"] == 1
+    assert layout.stage_complete(out, layout.SOLVER)
+    assert not layout.stage_complete(out, layout.NETWORKS)
+    assert not (out / layout.REPORT).exists() and not (out / layout.SUMMARY).exists()
+    before = _mtimes(out)
+
+    monkeypatch.setattr(nets_run, "save_checkpoint", real_save)
+    calls = []
+    real_training = network_stage.run_training
+
+    def record(config, folder, resume=False, progress=True):
+        calls.append((Path(folder).name, resume))
+        return real_training(config, folder, resume=resume, progress=progress)
+
+    monkeypatch.setattr(network_stage, "run_training", record)
+    monkeypatch.setattr(solver_stage, "solve", lambda *a, **k: pytest.fail("solver rerun"))
+    run_tiny(out)
+    assert calls == [("mixup_learned", True), ("erm_fixed_etf", False), ("mixup_fixed_etf", False)]
+    after = _mtimes(out)
+    for key, value in before.items():
+        assert after[key] == value, f"{key} was rewritten"
+    assert (out / layout.REPORT).is_file() and (out / layout.SUMMARY).is_file()
+
+
+def test_a_network_run_interrupted_before_its_first_checkpoint_starts_again(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.csv").write_text("epoch\n1\n")  # what an early interruption leaves
+    config = tiny_config().train_config(0.0, "learned")
+    network_stage.train_run(config, folder, progress=False)
+    assert (folder / layout.SUMMARY).is_file()
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("not a folder")
+    with pytest.raises(ValueError, match="not a directory"):
+        run_tiny(target)
+    assert target.read_text() == "not a folder"
+
+
+def test_another_configuration_or_a_foreign_folder_is_refused(tiny_reproduction, tmp_path):
+    with pytest.raises(ValueError, match="another configuration.*epochs"):
+        run_tiny(tiny_reproduction, epochs=5)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="non-empty folder"):
+        run_tiny(foreign)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"net_lams": 4}, "net_lams must be odd"),
+        ({"triple": (0, 1, 1)}, "three distinct classes"),
+        ({"triple": (0, 1, 9)}, "triple must be <= 3"),
+        ({"learned_losses": ("focal",)}, "must include 'ce'"),
+        ({"learned_losses": ("ce", "hinge")}, "learned_losses must be one of"),
+        ({"K": 2}, "K must be >= 3"),
+        ({"d": 2}, "d must be >= 3"),
+        ({"dataset": "mnist"}, "give data_dir"),
+        ({"measure_every": 0}, "measure_every must be >= 1"),
+        ({"lam_Hs": ()}, "lam_Hs must hold at least one value"),
+    ],
+)
+def test_bad_configurations_are_refused_with_the_allowed_range(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)
+
+
+def test_presets():
+    assert set(PRESETS) == {"quick", "full"}
+    quick, full = preset("quick"), preset("full")
+    assert quick.dataset == "digits" and full.dataset == "mnist1d"
+    assert full == ReproduceConfig()
+    with pytest.raises(ValueError, match="unknown ReproduceConfig field"):
+        preset("quick", epoch=3)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("slow")
+
+
+def test_cli_refuses_a_file_as_output_and_explains(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("")
+    assert cli.main(["reproduce", "--quick", "--out", str(target)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_cli_quick_preset_under_explicit_flags(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(config, out, progress=True):
+        seen.update(config=config, out=out, progress=progress)
+
+    monkeypatch.setattr("ufm.commands.reproduce.reproduce", fake)
+    assert (
+        cli.main(
+            ["reproduce", "--quick", "--epochs", "7", "--out", str(tmp_path / "r"), "--no-progress"]
+        )
+        == 0
+    )
+    config = seen["config"]
+    assert config.dataset == "digits" and config.epochs == 7 and seen["progress"] is False
+
+
+def test_readme_quick_start_runs_the_quick_reproduction_and_its_gallery_exists():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "ufm reproduce --quick --out results/quick" in section
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", text)
+    assert len(images) == len(FIGURES)
+    for image in images:
+        assert (ROOT / image).is_file(), image
+    assert sum((ROOT / image).stat().st_size for image in images) < 800_000
