@@ -3,18 +3,22 @@ refusals of bad input, the CLI, and the README's gallery."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from reproduce_support import TINY, build_tiny, copy_of, run_tiny, tiny_config
 
 from ufm import cli, layout
 from ufm.io import read_json
 from ufm.nets import run as nets_run
 from ufm.plots import FIGURES
-from ufm.reproduce import PRESETS, ReproduceConfig, network_stage, preset, solver_stage
+from ufm.reproduce import PRESETS, ReproduceConfig, network_stage, pipeline, preset, solver_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +49,7 @@ def test_every_stage_is_complete_and_the_report_links_only_to_files_that_exist(t
         assert (root / link).is_file(), f"report.md links to {link}, which does not exist"
     for name in FIGURES:
         assert f"figures/{name}.png" in links, name
+    assert report.count("**Key numbers.**") == len(FIGURES)
     for name, _, _ in layout.NETWORK_RUNS:
         assert f"networks/{name}/config.json" in links
         assert f"`{name}`" in report
@@ -143,6 +148,25 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(tmp_path, monkeypa
     assert (out / layout.REPORT).is_file() and (out / layout.SUMMARY).is_file()
 
 
+def test_a_running_reproduction_locks_its_folder_and_a_stale_lock_is_taken_over(
+    tiny_reproduction, tmp_path
+):
+    root = copy_of(tiny_reproduction, tmp_path / "copy")
+    lock = root / pipeline.LOCK
+    lock.write_text(str(os.getpid()))  # a live process holds it
+    with pytest.raises(ValueError, match="in use by another ufm reproduce"):
+        run_tiny(root)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lock.write_text(finished.stdout.strip())  # its process has gone
+    run_tiny(root)
+    assert not lock.exists()
+
+
 def test_a_network_run_interrupted_before_its_first_checkpoint_starts_again(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
@@ -158,6 +182,13 @@ def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         run_tiny(target)
     assert target.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unavailable_device_is_refused_before_any_folder_is_made(tmp_path):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run_tiny(tmp_path / "gpu", device="cuda")
+    assert not (tmp_path / "gpu").exists()
 
 
 def test_another_configuration_or_a_foreign_folder_is_refused(tiny_reproduction, tmp_path):

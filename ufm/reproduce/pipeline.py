@@ -4,20 +4,24 @@ Every stage writes its own subfolder of the output folder and, last, its ``summa
 (:mod:`ufm.layout`); a stage whose summary exists is reused, not redone, and inside the
 solver and network stages every finished run is reused and an interrupted one resumed from
 its checkpoint. So running the same command again after an interruption (Ctrl-C, SIGTERM, a
-crash) continues where it stopped. The output folder's ``config.json`` pins the
+crash) continues where it stopped. A lock file keeps a second reproduction out of a folder
+while the first one runs. The output folder's ``config.json`` pins the
 configuration: another configuration in the same folder is refused, except for the
 execution fields (device, threads, dpi), which do not change what is computed.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .. import layout
 from ..config import config_to_dict
+from ..devices import resolve_device
 from ..io import atomic_path, prepare_run_dir, read_json, write_json
 from ..plots import FIGURES, draw_figures
 from . import network_stage, solver_stage, theory_stage
@@ -25,6 +29,7 @@ from .config import ReproduceConfig
 from .report import build_report
 
 EXECUTION_FIELDS = ("device", "threads", "dpi")
+LOCK = ".reproduce.lock"
 STAGE_NAMES = ("theory", "solver", "networks", "figures", "report")
 
 
@@ -47,12 +52,51 @@ def check_output(out: str | Path, config: ReproduceConfig) -> Path:
                 f"{str(out)!r} holds a reproduction with another configuration (fields that "
                 f"differ: {', '.join(differing)}); choose a new --out or delete that folder"
             )
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise ValueError(
             f"{str(out)!r} is a non-empty folder without a reproduction's "
             f"{layout.CONFIG}; choose a new or empty --out"
         )
     return out
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.reproduce.lock`` (the process id) while the reproduction runs.
+
+    A second reproduction into the same folder is refused while the first one's process is
+    alive; a lock left by a process that died is taken over.
+    """
+    path = out / LOCK
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            text = path.read_text().strip() if path.is_file() else ""
+            if text.isdigit() and _process_alive(int(text)):
+                raise ValueError(
+                    f"{str(out)!r} is in use by another ufm reproduce (process {text}); wait for "
+                    f"it to finish, or delete {str(path)!r} if that process is not yours"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its process has gone
+            continue
+        with os.fdopen(handle, "w") as stream:
+            stream.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _figures(config: ReproduceConfig, root: Path, log) -> dict[str, Any]:
@@ -77,7 +121,13 @@ def reproduce(
     saved its checkpoint: call again with the same arguments to continue.
     """
     out = check_output(out, config)
+    resolve_device(config.device)  # an unavailable device is refused before any folder is made
     prepare_run_dir(out)
+    with folder_lock(out):
+        return _run_stages(config, out, progress, log)
+
+
+def _run_stages(config: ReproduceConfig, out: Path, progress: bool, log) -> dict[str, Any]:
     stored = config_to_dict(config)
     if (out / layout.CONFIG).is_file():
         stored = {**read_json(out / layout.CONFIG), **{k: stored[k] for k in EXECUTION_FIELDS}}

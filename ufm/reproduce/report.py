@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__, layout
 from ..io import read_json
 from ..plots import FIGURES
+from .figure_numbers import NUMBERS, Summaries
 
 PAPER = (
     "Q. Fisher, H. Meng, V. Papyan, *Pushing Boundaries: Mixup's Influence on Neural Collapse*, "
@@ -120,7 +121,7 @@ def _theory_section(theory: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
-    return lines + _table("lam_H", theory["per_lam_H"], THEORY_COLUMNS)
+    return lines + _table("lam_H", theory["per_loss"]["ce"], THEORY_COLUMNS)
 
 
 def _network_section(networks: dict[str, Any]) -> list[str]:
@@ -144,11 +145,11 @@ def _network_section(networks: dict[str, Any]) -> list[str]:
     return lines + _table("run", runs, (("non-linearity per block", "linearity"),))
 
 
-def _figures_section(root: Path) -> list[str]:
-    lines = ["## Figures", ""]
+def _figures_section(summaries: Summaries) -> list[str]:
+    lines = ["## Figures and their key numbers", ""]
     for k, (name, spec) in enumerate(FIGURES.items(), 1):
         png = Path(layout.FIGURES) / f"{name}.png"
-        if not (root / png).is_file():
+        if not (summaries.root / png).is_file():
             continue
         lines += [
             f"### {k}. {name.replace('_', ' ')}",
@@ -156,6 +157,8 @@ def _figures_section(root: Path) -> list[str]:
             f"![{spec.caption}]({png.as_posix()})",
             "",
             f"{spec.caption} ([PDF]({png.with_suffix('.pdf').as_posix()}))",
+            "",
+            f"**Key numbers.** {NUMBERS[name](summaries)}",
             "",
         ]
     return lines
@@ -220,8 +223,8 @@ def build_report(root: str | Path, seconds: dict[str, float] | None = None) -> s
     if seconds:
         times = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
         lines += [f"Stage times (this session; reused stages take no time): {times}", ""]
-    lines += ["## Key numbers", ""]
+    lines += _figures_section(Summaries(root, config, theory, solver, networks))
+    lines += ["## All numbers", ""]
     lines += _solver_section(solver) + _theory_section(theory) + _network_section(networks)
-    lines += _figures_section(root)
     lines += _configuration_section(root, config, solver, networks)
     return "\n".join(lines)

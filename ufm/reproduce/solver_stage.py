@@ -8,7 +8,8 @@ Runs (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, THEORY.md sections 2-4
 * ``fixed_focal``: focal loss, which has no theory: the solver gives its optimum;
 * ``learned_<loss>``: a learned classifier from a random start (does W become an ETF?).
 
-A run folder with ``summary.json`` is reused; one with only a checkpoint is resumed. A run
+Solves run in float64 on the configured device (MPS, which has no float64, falls back to
+the CPU). A run folder with ``summary.json`` is reused; one with only a checkpoint is resumed. A run
 interrupted now (Ctrl-C, SIGTERM) leaves its checkpoint and re-raises KeyboardInterrupt.
 After the runs: ``curves.csv`` (per run and lam, different-class pairs: the margin
 :math:`z_c - z_{c'}` and :math:`\|h(\lambda)\|/\|h_\text{same}\|`, means over pairs) and one
@@ -26,6 +27,7 @@ import numpy as np
 
 from .. import layout
 from ..config import config_to_dict
+from ..devices import resolve_device
 from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
 from ..problem import UFMConfig
 from ..results import load_result
@@ -66,8 +68,14 @@ def _loss_params(config: ReproduceConfig, loss: str) -> dict[str, float]:
     }.get(loss, {})
 
 
+def solver_device(device: str) -> str:
+    """The device of the solves: ``device``, except that MPS (no float64) falls back to the CPU."""
+    return "cpu" if resolve_device(device).type == "mps" else device
+
+
 def planned_runs(config: ReproduceConfig) -> list[SolverRun]:
     """The runs of the stage, in order (module docstring)."""
+    device = solver_device(config.device)
 
     def ufm_config(loss: str, lam_H: float, classifier: str, tol: float) -> UFMConfig:
         return UFMConfig(
@@ -83,7 +91,7 @@ def planned_runs(config: ReproduceConfig) -> list[SolverRun]:
             etf_scale=config.scale,
             tol=tol,
             max_iters=config.max_iters,
-            device=config.device,
+            device=device,
             seed=config.seed,
         )
 

@@ -154,23 +154,46 @@ def projections(config: ReproduceConfig) -> dict[str, dict[str, np.ndarray]]:
     return result
 
 
-def _key_numbers(config: ReproduceConfig, curves: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per lam_H (cross-entropy): the same-class norm, the lam = 1/2 feature's norm relative
-    to it, and the theoretical p_c at lam = 1/4, 1/2 (nearest grid points)."""
+def _nearest(config: ReproduceConfig, lam: float) -> float:
     lams = np.linspace(0.0, 1.0, config.num_lams)
-    quarter = float(lams[np.argmin(abs(lams - 0.25))])
-    half = float(lams[np.argmin(abs(lams - 0.5))])
-    numbers = {}
-    for lam_H in config.all_lam_Hs:
-        rows = {r["lam"]: r for r in curves if r["loss"] == "ce" and r["lam_H"] == lam_H}
-        numbers[f"{lam_H:g}"] = {
-            "same_class_norm": rows[half]["same_class_norm"],
-            "relative_norm_half": rows[half]["relative_norm"],
-            "margin_half": rows[half]["margin"],
-            "p_c_quarter": rows[quarter]["p_c"],
-            "p_c_half": rows[half]["p_c"],
-            "lam_quarter": quarter,
-        }
+    return float(lams[np.argmin(abs(lams - lam))])
+
+
+def _key_numbers(config: ReproduceConfig, curves: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (loss, lam_H): the same-class norm, the lam = 1/2 feature's norm relative to it,
+    the margin there, and the theoretical p_c at lam = 1/4, 1/2 (nearest grid points)."""
+    quarter, half = _nearest(config, 0.25), _nearest(config, 0.5)
+    numbers: dict[str, dict[str, Any]] = {}
+    for row in curves:
+        if row["lam"] not in (quarter, half):
+            continue
+        entry = numbers.setdefault(row["loss"], {}).setdefault(
+            f"{row['lam_H']:g}", {"lam_quarter": quarter}
+        )
+        if row["lam"] == quarter:
+            entry["p_c_quarter"] = row["p_c"]
+        else:
+            entry.update(
+                same_class_norm=row["same_class_norm"],
+                relative_norm_half=row["relative_norm"],
+                margin_half=row["margin"],
+                p_c_half=row["p_c"],
+            )
+    return numbers
+
+
+def _channel_numbers(config: ReproduceConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per channel lam_H: position along w_c + w_c' at lam = 1/2, distance from the boundary
+    at lam = 1/4 and its lam_H -> 0 limit (nearest grid points)."""
+    quarter, half = _nearest(config, 0.25), _nearest(config, 0.5)
+    numbers: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = numbers.setdefault(f"{row['lam_H']:g}", {"lam_quarter": quarter})
+        if row["lam"] == half:
+            entry["position_half"] = row["channel_position"]
+        elif row["lam"] == quarter:
+            entry["distance_quarter"] = row["boundary_distance"]
+            entry["distance_quarter_limit"] = row["boundary_distance_limit"]
     return numbers
 
 
@@ -179,7 +202,8 @@ def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
     folder = prepare_run_dir(layout.stage_dir(root, layout.THEORY))
     curves = curve_rows(config)
     write_csv(folder / "curves.csv", curves)
-    write_csv(folder / "channels.csv", channel_rows(config))
+    channels = channel_rows(config)
+    write_csv(folder / "channels.csv", channels)
     write_csv(folder / "channel_growth.csv", growth_rows(config))
     for name, projection in projections(config).items():
         write_projection(layout.theory_projection(root, name), projection)
@@ -192,7 +216,8 @@ def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
         "channel_lam_Hs": list(config.channel_lam_Hs),
         "smoothing": config.smoothing,
         "triple": list(config.triple),
-        "per_lam_H": _key_numbers(config, curves),
+        "per_loss": _key_numbers(config, curves),
+        "channels": _channel_numbers(config, channels),
     }
     write_json(folder / layout.SUMMARY, summary)
     return summary
