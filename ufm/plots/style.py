@@ -68,13 +68,8 @@ def ridge_colours(count: int) -> list:
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure with constrained layout (no overlapping labels) and the shared style."""
-    figure = Figure(figsize=(width, height), layout="constrained")
-    return figure
-
-
-def title_text(title: str, subtitle: str | None = None) -> str:
-    return title if subtitle is None else f"{title}\n{subtitle}"
+    """A figure (``width`` x ``height`` inches) with constrained layout: no overlapping labels."""
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def save(figure: Figure, folder: str | Path, name: str, dpi: int) -> list[Path]:
