@@ -10,7 +10,11 @@ ordered pairs) it measures, in the same run:
   is the best of a small grid, chosen on the small problem.
 * learned classifier (random start, lam_W = lam_H = 5e-3): time to gradient norm 1e-8.
 
-Prints a table and writes JSON. Records the device and thread count; runs on CUDA unchanged.
+Each run happens in its own process, so times do not interfere and the peak memory of a run
+(resident set size above the process's size just before the run) can be compared with the
+size of H plus the logits. All runs, the baseline included, use the same allocator setting
+(:func:`ufm._allocator.keep_freed_memory`). Prints a table and writes JSON. Records the
+device and thread count; runs on CUDA unchanged.
 
     python scripts/bench_solver.py [--sizes small medium] [--out results/bench_solver.json]
 """
@@ -18,12 +22,16 @@ Prints a table and writes JSON. Records the device and thread count; runs on CUD
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
+import subprocess
+import sys
 import time
 
 import torch
 
+from ufm._allocator import keep_freed_memory
 from ufm.devices import resolve_device
 from ufm.etf import simplex_etf
 from ufm.io import write_json
@@ -91,18 +99,59 @@ def ours(K, d, device, **overrides):
             "theory_distance_learned_W": s.get("theory_distance_learned_W")}
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_one(spec: dict) -> dict:
+    """Run one measurement in this process; return its numbers and memory."""
+    keep_freed_memory()
+    device = resolve_device(spec["device"])
+    before = _rss_mb()
+    if spec["kind"] == "adam":
+        out = adam_baseline(spec["K"], spec["d"], device, spec["lr"], max_seconds=spec["max_seconds"])
+    else:
+        out = ours(spec["K"], spec["d"], device, **spec["overrides"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n = spec["K"] * spec["K"] * 21
+    bytes_per = 4 if spec["kind"] == "adam" else 8
+    out["peak_mb_above_start"] = peak - before
+    out["H_plus_logits_mb"] = n * (spec["d"] + spec["K"]) * bytes_per / 2**20
+    return out
+
+
+def spawn(spec: dict) -> dict:
+    """Run ``spec`` in a fresh Python process."""
+    completed = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
+                               capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["small", "medium"], choices=list(SIZES))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--adam-max-seconds", type=float, default=900.0)
+    parser.add_argument("--gd-max-seconds", type=float, default=600.0)
     parser.add_argument("--out", default="results/bench_solver.json")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
     device = resolve_device(args.device)
     print(f"device={device} threads={torch.get_num_threads()} torch={torch.__version__}")
 
     # the baseline's learning rate: best of a grid on the small problem
-    trials = [adam_baseline(*SIZES["small"], device, lr, max_seconds=60) for lr in ADAM_LRS]
+    def spec(kind, size, **rest):
+        K, d = SIZES[size]
+        return {"kind": kind, "K": K, "d": d, "device": str(device), **rest}
+
+    trials = [spawn(spec("adam", "small", lr=lr, max_seconds=60)) for lr in ADAM_LRS]
     reached = [t for t in trials if t["reached"]]
     best_lr = min(reached or trials, key=lambda t: (not t["reached"], t["seconds"]))["lr"]
     print("Adam learning-rate grid (small):",
@@ -113,15 +162,16 @@ def main() -> None:
     for size in args.sizes:
         K, d = SIZES[size]
         entry = {"size": size, "K": K, "d": d, "n": K * K * 21}
-        entry["newton_fixed"] = ours(K, d, device, tol=1e-11)
-        entry["gd_fixed"] = ours(K, d, device, method="gd", tol=1e-11, max_iters=100000,
-                                 time_limit=args.adam_max_seconds)
-        entry["adam_fixed"] = adam_baseline(K, d, device, best_lr, max_seconds=args.adam_max_seconds)
-        entry["newton_learned"] = ours(K, d, device, classifier="learned", tol=1e-8)
+        entry["newton_fixed"] = spawn(spec("ours", size, overrides=dict(tol=1e-11)))
+        entry["gd_fixed"] = spawn(spec("ours", size, overrides=dict(
+            method="gd", tol=1e-11, max_iters=1_000_000, time_limit=args.gd_max_seconds)))
+        entry["adam_fixed"] = spawn(spec("adam", size, lr=best_lr, max_seconds=args.adam_max_seconds))
+        entry["newton_learned"] = spawn(spec("ours", size, overrides=dict(classifier="learned", tol=1e-8)))
         rows.append(entry)
         base = entry["adam_fixed"]["seconds"]
         print(f"\n{size}: K={K} d={d} n={entry['n']:,}")
-        print(f"{'run':34s} {'seconds':>9s} {'iters':>7s} {'result':>26s} {'vs Adam':>8s}")
+        print(f"{'run':34s} {'seconds':>9s} {'iters':>7s} {'result':>26s} {'vs Adam':>8s} "
+              f"{'peak MB':>8s} {'/ (H+logits)':>12s}")
         for key, label, metric in (
             ("newton_fixed", "fixed ETF, newton (float64)", "theory_distance"),
             ("gd_fixed", "fixed ETF, momentum GD (float64)", "theory_distance"),
@@ -132,14 +182,15 @@ def main() -> None:
             value = r.get(metric)
             text = f"{metric}={value:.2e}" if value is not None else "-"
             ratio = base / r["seconds"] if key != "adam_fixed" else 1.0
-            print(f"{label:34s} {r['seconds']:9.2f} {r['iterations']:7d} {text:>26s} {ratio:7.1f}x")
+            memory = r["peak_mb_above_start"] / r["H_plus_logits_mb"]
+            print(f"{label:34s} {r['seconds']:9.2f} {r['iterations']:7d} {text:>26s} {ratio:7.1f}x "
+                  f"{r['peak_mb_above_start']:8.0f} {memory:12.2f}")
         entry["speedup_newton_vs_adam"] = base / entry["newton_fixed"]["seconds"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "python": platform.python_version(), "adam_lr": best_lr, "adam_lr_grid": trials,
-              "rows": rows, "peak_rss_mb": peak}
+              "rows": rows}
     write_json(args.out, report)
-    print(f"\npeak RSS {peak:.0f} MB; wrote {args.out}")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
