@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset (about 2 minutes on a 2-core CPU; digits, smaller problems); "
+        help="the quick preset (under a minute on a 2-core CPU; digits, an MLP, smaller problems); "
         "its fields override the --config file, explicit field flags override both",
     )
     parser.add_argument("--config", help="TOML file with ReproduceConfig fields")

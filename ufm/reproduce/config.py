@@ -37,7 +37,8 @@ class ReproduceConfig:
     checkpoints every ``checkpoint_every`` epochs, ``train_subset`` (0: all), ``seed``.
 
     **Execution**: ``device`` ("auto" picks CUDA, then MPS, then CPU) and ``threads`` (torch
-    CPU threads of the network runs; see :class:`ufm.nets.TrainConfig`); figures at ``dpi``.
+    CPU threads of the solver and network runs, 0: torch's own setting; see
+    :class:`ufm.nets.TrainConfig`); figures at ``dpi``.
     """
 
     K: int = 10
