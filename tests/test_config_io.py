@@ -1,4 +1,5 @@
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert json.loads(target.read_text()) == {"x": 1.5, "t": [1, 2], "bad": "nan"}
     assert is_complete(tmp_path)
     assert to_jsonable(np.int64(3)) == 3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_devices_and_dtypes():

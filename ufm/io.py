@@ -60,6 +60,10 @@ def atomic_path(path: str | Path):
     os.close(handle)
     try:
         yield Path(tmp)
+        # mkstemp creates the file 0600; give it the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
