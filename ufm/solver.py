@@ -38,10 +38,10 @@ from .etf import etf_distance, etf_gain
 from .inner import FeatureSolver, InnerStats, loss_terms
 from .io import prepare_run_dir, save_torch
 from .lbfgs import LBFGSMemory
-from .losses import CrossEntropy, LabelSmoothing, SquaredError
+from .losses import SquaredError
 from .problem import Problem, UFMConfig, build_problem
 from .results import UFMResult
-from .theory import optimal_coefficients
+from .theory import has_exact_theory, optimal_coefficients, optimal_features
 
 CHECKPOINT = "checkpoint.pt"
 _LBFGS_MEMORY = 20
@@ -480,8 +480,7 @@ class _TheoryReference:
     @classmethod
     def build(cls, problem: Problem):
         config = problem.config
-        exact_loss = isinstance(problem.loss, (CrossEntropy, LabelSmoothing, SquaredError))
-        if config.classifier != "fixed_etf" or config.bias or not exact_loss:
+        if config.classifier != "fixed_etf" or config.bias or not has_exact_theory(problem.loss):
             return None
         W = problem.W0
         K = W.shape[0]
@@ -531,14 +530,11 @@ class _TheoryReference:
 def _learned_etf_comparison(problem: Problem, H, W, b) -> dict[str, Any]:
     """For a learned W close to an ETF: distance of H to the exact theory for that W."""
     config = problem.config
-    exact_loss = isinstance(problem.loss, (CrossEntropy, LabelSmoothing, SquaredError))
-    if config.classifier != "learned" or b is not None or not exact_loss:
+    if config.classifier != "learned" or b is not None or not has_exact_theory(problem.loss):
         return {}
     distance = etf_distance(W)
     if distance > 1e-3:
         return {"theory_distance_learned_W": None}
-    from .theory import optimal_features
-
     exact = optimal_features(W, problem.c, problem.c_prime, problem.lam, config.lam_H,
                              loss=problem.loss, etf_tol=1e-3)
     value = float((H - exact).norm() / exact.norm())

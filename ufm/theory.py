@@ -38,6 +38,8 @@ from .losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_l
 from .reduced import solve_reduced
 
 __all__ = [
+    "EXACT_THEORY_LOSSES",
+    "has_exact_theory",
     "gain",
     "ce_coefficients",
     "same_class_coefficient",
@@ -47,6 +49,14 @@ __all__ = [
     "theory_table",
     "TheoryRow",
 ]
+
+
+EXACT_THEORY_LOSSES = ("ce", "label_smoothing", "mse")
+
+
+def has_exact_theory(loss) -> bool:
+    """Whether :func:`optimal_features` knows the exact optimum for ``loss`` (name or instance)."""
+    return get_loss(loss).name in EXACT_THEORY_LOSSES
 
 
 def gain(K: int, scale: float) -> float:

@@ -16,7 +16,7 @@ from ._checks import check_float, check_int
 from .config import config_to_dict
 from .io import prepare_run_dir, write_csv, write_json
 from .losses import get_loss
-from .theory import theory_table
+from .theory import EXACT_THEORY_LOSSES, has_exact_theory, theory_table
 
 
 @dataclass
@@ -45,11 +45,10 @@ class TheoryConfig:
         self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
         self.scale = check_float("scale", self.scale, 0.0, None, low_open=True)
         self.num_lams = check_int("num_lams", self.num_lams, minimum=2)
-        loss = get_loss(self.loss, **self.loss_params)
-        if loss.name not in ("ce", "label_smoothing", "mse"):
+        if not has_exact_theory(get_loss(self.loss, **self.loss_params)):
             raise ValueError(
-                f"loss must be one of 'ce', 'label_smoothing', 'mse' for the exact theory, "
-                f"got {self.loss!r}"
+                f"loss must be one of {', '.join(map(repr, EXACT_THEORY_LOSSES))} for the exact "
+                f"theory, got {self.loss!r}"
             )
         if self.lams is not None:
             self.lams = tuple(

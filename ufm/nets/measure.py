@@ -33,7 +33,7 @@ from scipy.optimize import minimize_scalar
 from ..etf import etf_distance, etf_gain
 from ..losses import MixupLoss, get_loss
 from ..metrics import CalibrationAccumulator, CollapseAccumulator, NearestClassMeanAccumulator
-from ..theory import optimal_coefficients
+from ..theory import has_exact_theory, optimal_coefficients
 from .data import Dataset
 from .models import MixupNet
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 FLOAT = torch.float64
-THEORY_LOSSES = ("ce", "label_smoothing", "mse")
 LAM_H_RANGE = (1e-8, 1e4)
 PAIR_SEED = 2024
 
@@ -376,7 +375,7 @@ def theory_agreement(
         "confidence_half": float(probabilities[pairs, half].max(-1).mean()),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(len(lams), np.nan)
-    if loss.name in THEORY_LOSSES:
+    if has_exact_theory(loss):
         lam_H = fit_lam_H(margins, lams, K, gain, loss)
         theory_margin, a, b = ufm_margins(K, gain, lams, lam_H, loss)
         (a_same,), _ = optimal_coefficients(
