@@ -154,9 +154,20 @@ class FeatureSolver:
 
     # -- per-sample pieces -------------------------------------------------------------------
 
-    def _logits(self, x, A):
-        z = x @ A.T
+    def _logits(self, x):
+        z = x @ self.A.T
         return z if self.b is None else z + self.b
+
+    def _measure(self, idx):
+        """Features, logits, loss values, probabilities, logit and feature gradients at ``idx``."""
+        x = self.X[idx]
+        z = self._logits(x)
+        value, p, g_z = self._terms(z, idx)
+        return x, z, value, p, g_z, g_z @ self.A + self.lam_H * x
+
+    def _chunks(self):
+        for start in range(0, self.n, self.chunk_size):
+            yield torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
 
     def _terms(self, z, idx, need_grad=True):
         return loss_terms(self.loss, z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)
@@ -167,7 +178,7 @@ class FeatureSolver:
 
     def _hessian_vector(self, z, p, v, idx):
         Av = v @ self.A.T
-        if isinstance(self.loss, _SoftmaxFamily):
+        if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
         elif isinstance(self.loss, SquaredError):
             Hv = Av
@@ -287,8 +298,7 @@ class FeatureSolver:
         self._finish = torch.zeros(self.n, dtype=torch.bool, device=self.X.device)
         self._rounding = torch.zeros_like(self._finish)
         cg_total = 0
-        for start in range(0, self.n, self.chunk_size):
-            idx = torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
+        for idx in self._chunks():
             _, cg = self._newton_chunk(idx, tol, totals, before_step=True)
             cg_total += cg
         return totals.stats(1, cg_total)
@@ -296,22 +306,16 @@ class FeatureSolver:
     def evaluate(self) -> InnerStats:
         """Objective, classifier gradients and feature-gradient norms at the current X."""
         totals = _Totals(self)
-        for start in range(0, self.n, self.chunk_size):
-            idx = torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
+        for idx in self._chunks():
             self._accumulate(idx, totals)
         return totals.stats(0, 0)
 
     def _accumulate(self, idx, totals):
-        x = self.X[idx]
-        z = self._logits(x, self.A)
-        value, _, g_z = self._terms(z, idx)
-        totals.add(value, g_z, x, g_z @ self.A + self.lam_H * x)
+        x, _, value, _, g_z, grad = self._measure(idx)
+        totals.add(value, g_z, x, grad)
 
     def _newton_chunk(self, idx, tol, totals, before_step):
-        x = self.X[idx]
-        z = self._logits(x, self.A)
-        value, p, g_z = self._terms(z, idx)
-        grad = g_z @ self.A + self.lam_H * x
+        x, z, value, p, g_z, grad = self._measure(idx)
         gnorm = grad.norm(dim=-1)
         todo = (gnorm > tol) & ~self._finish[idx]
         if before_step:

@@ -566,7 +566,7 @@ def _all_finite(*tensors) -> bool:
 def _strip_stats(current):
     if current is None:
         return None
-    return {k: v for k, v in current.items() if k != "stats"} | {"stats": None}
+    return {**current, "stats": None}
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):
@@ -580,7 +580,6 @@ def _progress_bar(enabled: bool, total: int, initial: int):
 @contextmanager
 def _interrupt_as_exception():
     """Make SIGTERM behave like Ctrl-C, so both leave a checkpoint."""
-    previous = None
     try:
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     except ValueError:  # not in the main thread
