@@ -13,7 +13,7 @@ ordered pairs) it measures, in the same run:
 Each run happens in its own process, so times do not interfere and the peak memory of a run
 (resident set size above the process's size just before the run) can be compared with the
 size of H plus the logits. All runs, the baseline included, use the same allocator setting
-(:func:`ufm._allocator.keep_freed_memory`). Prints a table and writes JSON. Records the
+(:func:`ufm.solver._allocator.keep_freed_memory`). Prints a table and writes JSON. Records the
 device and thread count; runs on CUDA unchanged.
 
     python scripts/bench_solver.py [--sizes small medium] [--out results/bench_solver.json]
@@ -31,12 +31,12 @@ import time
 
 import torch
 
-from ufm._allocator import keep_freed_memory
+from ufm.solver._allocator import keep_freed_memory
 from ufm.devices import resolve_device
 from ufm.etf import simplex_etf
 from ufm.io import write_json
 from ufm.losses import mixup_target
-from ufm.problem import UFMConfig, build_problem
+from ufm.solver.problem import UFMConfig, build_problem
 from ufm.solver import solve
 from ufm.theory import optimal_features
 

@@ -1,7 +1,7 @@
 """Independent high-precision references for the tests.
 
 Kept apart from ``ufm`` on purpose: these solve the *original* reduced equations of
-THEORY.md section 2 (not the log-q form ``ufm.reduced`` uses) with mpmath at 40+ digits,
+THEORY.md section 2 (not the log-q form ``ufm.theory.reduced_equations`` uses) with mpmath at 40+ digits,
 and solve the full per-sample problems with generic optimisers.
 """
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ufm.asymptotics import channel_asymptotic, margin_asymptotic, same_class_asymptotic
+from ufm.theory.asymptotics import channel_asymptotic, margin_asymptotic, same_class_asymptotic
 from ufm.theory import ce_coefficients, gain, same_class_coefficient
 
 LAM_H = [1e-3, 1e-5, 1e-7, 1e-9]
@@ -78,7 +78,7 @@ def test_error_estimate_is_inf_outside_the_small_t_regime():
 
 
 def test_solve_exp_linear_accepts_scalars_and_arrays():
-    from ufm.reduced import solve_exp_linear
+    from ufm.theory.reduced_equations import solve_exp_linear
 
     x = solve_exp_linear(0.5, 0.1, 0.01)
     assert np.ndim(x) == 0 and abs(0.01 * x + 0.1 * np.expm1(x) - 0.5) < 1e-15

@@ -7,7 +7,7 @@ import pytest
 
 from ufm.cli import main
 from ufm.io import read_csv
-from ufm.results import load_result
+from ufm.solver.results import load_result
 
 
 def test_writes_a_complete_result_folder(tmp_path, capsys):

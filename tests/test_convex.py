@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reference import direct_minimize
-from ufm.convex import certify, duality_gap
+from ufm.theory.certificate import certify, duality_gap
 from ufm.etf import simplex_etf
 from ufm.losses import mixup_target
 from ufm.theory import optimal_features

@@ -9,7 +9,8 @@ import matplotlib.image as mpimg
 import pytest
 from reproduce_support import build_tiny
 
-from ufm import cli, layout
+from ufm import cli
+from ufm.reproduce import layout
 from ufm.plots import FIGURES, build_figure, check_figure_names, draw_figures
 
 PLOTS = Path(__file__).resolve().parents[1] / "ufm" / "plots"
@@ -139,8 +140,18 @@ def test_plotting_reads_files_and_never_computes_theory_or_trains():
         "measure",
         "reproduce",
     }
-    for path in PLOTS.glob("*.py"):
+    # The one module of ufm.reproduce that plotting reads is the file layout, which itself
+    # imports nothing that computes.
+    layout_file = PLOTS.parent / "reproduce" / "layout.py"
+    for path in [*PLOTS.glob("*.py"), layout_file]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
-                parts = set(node.module.split("."))
-                assert not parts & forbidden, f"{path.name} imports {node.module}"
+                module = node.module
+                if module in ("..reproduce", "reproduce") or module.endswith("reproduce.layout"):
+                    names = {alias.name for alias in node.names}
+                    assert module.endswith("layout") or names == {"layout"}, (
+                        f"{path.name} imports {names} from {module}"
+                    )
+                    continue
+                parts = set(module.split("."))
+                assert not parts & forbidden, f"{path.name} imports {module}"

@@ -14,7 +14,8 @@ import pytest
 import torch
 from reproduce_support import TINY, build_tiny, copy_of, run_tiny, tiny_config
 
-from ufm import cli, layout
+from ufm import cli
+from ufm.reproduce import layout
 from ufm.io import read_json
 from ufm.nets import run as nets_run
 from ufm.plots import FIGURES

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ufm.convex import certify
+from ufm.theory.certificate import certify
 from ufm.etf import etf_distance, simplex_etf
-from ufm.inner import FeatureSolver
+from ufm.solver.feature_newton import FeatureSolver
 from ufm.losses import get_loss
-from ufm.problem import UFMConfig, build_problem
+from ufm.solver.problem import UFMConfig, build_problem
 from ufm.solver import solve
 from ufm.theory import optimal_features
 
@@ -38,7 +38,11 @@ def test_fixed_etf_small_matches_theory_to_1e10(loss):
     exact = optimal_features(W, result.c, result.c_prime, result.lam, 5e-3, loss=loss)
     relative = float((result.H - exact).norm() / exact.norm())
     assert relative <= 1e-10
-    assert result.summary["theory_distance"] == pytest.approx(relative, rel=1e-6, abs=1e-15)
+    reported = result.summary["theory_distance"]
+    assert reported <= 1e-10
+    # The summary reports the same distance, computed on another path: equal to 1e-6 when it is
+    # resolved, and both at rounding level (< 1e-13, where their digits are the CPU's) otherwise.
+    assert reported == pytest.approx(relative, rel=1e-6, abs=1e-13)
     assert max(result.summary["theory_distance_per_lam"].values()) <= 1e-10
     assert torch.equal(result.W, W)  # a fixed classifier is never changed
 
@@ -240,7 +244,7 @@ def test_loss_registry_instance_is_used():
 
 @pytest.mark.parametrize("loss", ["ce", "label_smoothing", "mse", "focal"])
 def test_feature_gradient_and_newton_model_match_finite_differences(loss):
-    from ufm.inner import loss_terms
+    from ufm.solver.feature_newton import loss_terms
 
     config = UFMConfig(K=5, d=7, classifier="fixed", num_lams=4, loss=loss, bias=True)
     problem = build_problem(config)

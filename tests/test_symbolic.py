@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-import ufm.symbolic as sym
+import ufm.theory.derivation as sym
 from ufm.theory import ce_coefficients, gain, mse_coefficients, same_class_coefficient
 
 

@@ -17,7 +17,7 @@ from reference import (
     mp_same_class,
     stationarity_residual,
 )
-from ufm.convex import certify
+from ufm.theory.certificate import certify
 from ufm.etf import simplex_etf
 from ufm.losses import get_loss, mixup_target
 from ufm.theory import (

@@ -7,8 +7,8 @@ ICLR 2024, arXiv:2402.06171), and measurements of real networks trained with mix
 
 from .etf import etf_distance, simplex_etf
 from .losses import LOSSES, MixupLoss, get_loss, mixup_target
-from .problem import UFMConfig
-from .results import UFMResult, load_result
+from .solver.problem import UFMConfig
+from .solver.results import UFMResult, load_result
 from .solver import solve
 from .theory import (
     ce_coefficients,

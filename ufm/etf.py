@@ -132,6 +132,16 @@ def etf_distance(W: torch.Tensor, center: bool = False) -> float:
     return gram_etf_distance(W @ W.T)
 
 
+def gain(K: int, scale: float) -> float:
+    r"""ETF gain :math:`g = s^2 K/(K-1)` of row norm :math:`s`, so that :math:`WW^\top = g(I - \mathbf 1\mathbf 1^\top/K)`."""
+    return scale * scale * K / (K - 1)
+
+
+def row_norm(K: int, g: float) -> float:
+    r"""Row norm :math:`s = \sqrt{g(K-1)/K}` of the simplex ETF with gain :math:`g` (inverse of :func:`gain`)."""
+    return math.sqrt(g * (K - 1) / K)
+
+
 def etf_gain(W: torch.Tensor) -> float:
     r"""The gain :math:`g` in :math:`WW^\top = g(I - \mathbf 1\mathbf 1^\top/K)`.
 

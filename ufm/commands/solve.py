@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import add_config_arguments, config_to_dict, load_config, overrides_from_args
 from ..devices import resolve_device
 from ..io import prepare_run_dir, read_json, write_json
-from ..problem import UFMConfig
+from ..solver.problem import UFMConfig
 from ..solver import CHECKPOINT, solve
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import add_config_arguments, load_config, overrides_from_args
-from ..theory_job import TheoryConfig, compute, format_table, write
+from ..theory.table import TheoryConfig, compute, format_table, write
 
 
 def register(subparsers) -> None:

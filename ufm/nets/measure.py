@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from ..etf import etf_distance, etf_gain
+from ..etf import etf_distance, etf_gain, row_norm
 from ..losses import MixupLoss, get_loss
 from ..metrics import CalibrationAccumulator, CollapseAccumulator, NearestClassMeanAccumulator
 from ..theory import has_exact_theory, optimal_coefficients
@@ -206,7 +206,7 @@ def mixed_activations(
 def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: MixupLoss):
     r"""UFM logit margin :math:`z_c - z_{c'} = g\,(a(\lambda) - b(\lambda))` for a simplex-ETF
     classifier of gain :math:`g` (:func:`ufm.theory.optimal_coefficients`), and (a, b)."""
-    scale = math.sqrt(gain * (K - 1) / K)
+    scale = row_norm(K, gain)
     a, b = optimal_coefficients(K, lams, lam_H, scale, loss)
     return gain * (a - b), a, b
 
@@ -379,7 +379,7 @@ def theory_agreement(
         lam_H = fit_lam_H(margins, lams, K, gain, loss)
         theory_margin, a, b = ufm_margins(K, gain, lams, lam_H, loss)
         (a_same,), _ = optimal_coefficients(
-            K, [1.0], lam_H, math.sqrt(gain * (K - 1) / K), loss, same_class=True
+            K, [1.0], lam_H, row_norm(K, gain), loss, same_class=True
         )
         optimum = a[None, :, None] * W[c][:, None, :] + b[None, :, None] * W[c_prime][:, None, :]
         optimum[same] = a_same * W[c[same]][:, None, :]

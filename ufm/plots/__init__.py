@@ -1,4 +1,4 @@
-"""Figures of a reproduction, drawn from its result files (:mod:`ufm.layout`), never recomputed.
+"""Figures of a reproduction, drawn from its result files (:mod:`ufm.reproduce.layout`), never recomputed.
 
 Each figure is a function ``root -> matplotlib Figure`` reading the files of the reproduction
 folder ``root``; :func:`build_figure` returns it, :func:`draw_figures` writes ``<name>.png``
@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from .. import layout
+from ..reproduce import layout
 from .._checks import check_int
 from ..io import prepare_run_dir
 from . import curves, geometry, training

@@ -11,7 +11,7 @@ r"""Figures 2, 3 and 5: quantities of different-class mixtures against lam and l
   ideal diagonal :math:`p_c = \lambda`, and reliability diagrams with ECE of ERM and mixup
   networks (Guo et al., "On calibration of modern neural networks", ICML 2017).
 
-Every number is read from the reproduction's files (:mod:`ufm.layout`).
+Every number is read from the reproduction's files (:mod:`ufm.reproduce.layout`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .. import layout
+from ..reproduce import layout
 from .files import (
     network_label,
     network_measurement,

@@ -1,4 +1,4 @@
-"""Reading the result files of a reproduction folder (:mod:`ufm.layout`) for the figures."""
+"""Reading the result files of a reproduction folder (:mod:`ufm.reproduce.layout`) for the figures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
+from ..reproduce import layout
 from ..io import read_csv, read_json
 
 

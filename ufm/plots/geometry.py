@@ -1,6 +1,6 @@
 r"""Figures 1 and 4: mixed features of a class triple in the plane of its classifier vectors.
 
-Each panel reads a projection file (:mod:`ufm.layout`): coordinates in an orthonormal basis
+Each panel reads a projection file (:mod:`ufm.reproduce.layout`): coordinates in an orthonormal basis
 of span{w_c - mean of the three rows}. Different-class pairs are circles coloured by lam
 (viridis), same-class pairs triangles in oranges; arrows show the classifier vectors
 (rescaled to the panel), dashed lines the decision boundaries among the three classes:
@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .. import layout
+from ..reproduce import layout
 from .files import network_label, read_projection, reproduction_config, stage_summary
 from .style import LAM_CMAP, LOSS_NAMES, SAME_CLASS_CMAP, new_figure
 

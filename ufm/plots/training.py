@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .. import layout
+from ..reproduce import layout
 from .files import (
     network_label,
     network_measurement,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
+from . import layout
 from ..io import read_csv
 
 

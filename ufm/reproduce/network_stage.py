@@ -1,6 +1,6 @@
 r"""Network stage: ERM and mixup networks, each with a learned and a fixed simplex-ETF classifier.
 
-Each run is :func:`ufm.nets.run_training` in its own folder (:data:`ufm.layout.NETWORK_RUNS`):
+Each run is :func:`ufm.nets.run_training` in its own folder (:data:`ufm.reproduce.layout.NETWORK_RUNS`):
 a complete folder is reused, one with a checkpoint is resumed, one interrupted before its
 first checkpoint is started again. After each run the stage writes, from the run's final
 measurement (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171):
@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
+from . import layout
 from ..io import is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json
 from ..nets.measure import row_space
 from ..nets.run import LAST_CHECKPOINT, run_training
+from ..etf import row_norm
 from ..theory import theory_table
 from .config import ReproduceConfig
 from .projection import project_triple, write_projection
@@ -58,7 +59,7 @@ def relative_norms(activations: dict[str, np.ndarray]) -> np.ndarray:
 
 def theory_relative_norms(K: int, gain: float, lam_H: float, lams: np.ndarray) -> np.ndarray:
     """UFM |h(lam)| / |h_same| for a simplex ETF of gain ``gain`` (cross-entropy)."""
-    table = theory_table(K, lam_H, math.sqrt(gain * (K - 1) / K), "ce", lams)
+    table = theory_table(K, lam_H, row_norm(K, gain), "ce", lams)
     same = table["same_class"].feature_norm
     return np.asarray([row.feature_norm / same for row in table["rows"]])
 

@@ -1,7 +1,7 @@
 """The reproduction, stage by stage: theory -> solver -> networks -> figures -> report.
 
 Every stage writes its own subfolder of the output folder and, last, its ``summary.json``
-(:mod:`ufm.layout`); a stage whose summary exists is reused, not redone, and inside the
+(:mod:`ufm.reproduce.layout`); a stage whose summary exists is reused, not redone, and inside the
 solver and network stages every finished run is reused and an interrupted one resumed from
 its checkpoint. So running the same command again after an interruption (Ctrl-C, SIGTERM, a
 crash) continues where it stopped. A lock file keeps a second reproduction out of a folder
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .. import layout
+from . import layout
 from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import atomic_path, prepare_run_dir, read_json, write_json

@@ -5,7 +5,7 @@ of mixed samples of three classes :math:`c_1, c_2, c_3` in the plane spanned by
 :math:`w_{c_k} - \bar w` (:math:`\bar w` the mean of the three rows): an orthonormal basis
 :math:`E\in\mathbb R^{d\times 2}` of that plane (from the SVD, :func:`ufm.nets.measure.row_space`)
 gives the coordinates :math:`y = E^\top(h - \text{centre})`. The result is a projection file
-as described in :mod:`ufm.layout`.
+as described in :mod:`ufm.reproduce.layout`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def project_triple(
     centre: np.ndarray | None = None,
     bias: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Projection arrays (see :mod:`ufm.layout`) of ``features`` (P, L, d) for pairs ``c``,
+    """Projection arrays (see :mod:`ufm.reproduce.layout`) of ``features`` (P, L, d) for pairs ``c``,
     ``c_prime`` (P,) at ``lam`` (L,), classifier ``weight`` (K, d), optional ``bias`` (K,);
     features are taken relative to ``centre`` (d,) (default: the origin)."""
     weight = np.asarray(weight, dtype=np.float64)

@@ -1,6 +1,6 @@
 """``report.md``: every figure with its key numbers and the configuration of every run.
 
-Built only from the files of the reproduction folder (:mod:`ufm.layout`); links are relative,
+Built only from the files of the reproduction folder (:mod:`ufm.reproduce.layout`); links are relative,
 so the folder can be moved or published as it is.
 """
 
@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, layout
+from .. import __version__
+from . import layout
 from ..io import read_json
 from ..plots import FIGURES
 from .figure_numbers import NUMBERS, Summaries

@@ -14,7 +14,7 @@ than two on these small problems when another job shared the 2-core machine. A r
 interrupted now (Ctrl-C, SIGTERM) leaves its checkpoint and re-raises KeyboardInterrupt.
 After the runs: ``curves.csv`` (per run and lam, different-class pairs: the margin
 :math:`z_c - z_{c'}` and :math:`\|h(\lambda)\|/\|h_\text{same}\|`, means over pairs) and one
-projection file per run (:mod:`ufm.layout`).
+projection file per run (:mod:`ufm.reproduce.layout`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
+from . import layout
 from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
 from ..nets.run import torch_threads
-from ..problem import UFMConfig
-from ..results import load_result
+from ..solver.problem import UFMConfig
+from ..solver.results import load_result
 from ..solver import CHECKPOINT, solve
 from .config import ReproduceConfig
 from .projection import gather_pairs, project_triple, triple_pairs, write_projection

@@ -11,8 +11,8 @@ of the pair's plane it sits at
           \text{position along the channel} = (a+b)\,s\sqrt{\frac{K-2}{2(K-1)}},
 
 and as :math:`\lambda_H\to 0` the distance tends to :math:`\log(\lambda/(1-\lambda))/\sqrt{2g}`
-while the position grows like :math:`2\log(1/\lambda_H)` (:mod:`ufm.asymptotics`).
-Files: see :mod:`ufm.layout`.
+while the position grows like :math:`2\log(1/\lambda_H)` (:mod:`ufm.theory.asymptotics`).
+Files: see :mod:`ufm.reproduce.layout`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
-from ..asymptotics import channel_asymptotic, margin_asymptotic
+from . import layout
+from ..theory.asymptotics import channel_asymptotic, margin_asymptotic
 from ..etf import simplex_etf
 from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .losses import LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
+from ..losses import LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40

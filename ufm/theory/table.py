@@ -12,11 +12,82 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_float, check_int
-from .config import config_to_dict
-from .io import prepare_run_dir, write_csv, write_json
-from .losses import get_loss
-from .theory import EXACT_THEORY_LOSSES, has_exact_theory, theory_table
+from .._checks import check_float, check_int
+from ..config import config_to_dict
+from ..io import prepare_run_dir, write_csv, write_json
+from ..losses import get_loss
+from .optimum import (
+    EXACT_THEORY_LOSSES,
+    _check_common,
+    _lam_array,
+    gain,
+    has_exact_theory,
+    optimal_coefficients,
+)
+
+
+@dataclass(frozen=True)
+class TheoryRow:
+    """One lam of the theory table (different-class pair unless ``lam`` is None)."""
+
+    lam: float
+    a: float
+    b: float
+    feature_norm: float
+    margin: float
+    margin_vs_other: float
+    p_c: float
+    p_c_prime: float
+    confidence: float
+
+
+def _row(K: int, g: float, scale: float, lam: float, a: float, b: float) -> TheoryRow:
+    u, v = g * a, g * b
+    norm = scale * np.sqrt(max(a * a + b * b - 2 * a * b / (K - 1), 0.0))
+    logits = np.array([u, v] + ([0.0] if K > 2 else []))
+    counts = np.array([1.0, 1.0] + ([K - 2.0] if K > 2 else []))
+    top = logits.max()
+    log_D = top + np.log((counts * np.exp(logits - top)).sum())
+    p_c, p_cp = float(np.exp(u - log_D)), float(np.exp(v - log_D))
+    p_o = float(np.exp(-log_D)) if K > 2 else 0.0
+    return TheoryRow(
+        lam=float(lam),
+        a=float(a),
+        b=float(b),
+        feature_norm=float(norm),
+        margin=float(u - v),
+        margin_vs_other=float(u),
+        p_c=p_c,
+        p_c_prime=p_cp,
+        confidence=max(p_c, p_cp, p_o),
+    )
+
+
+def theory_table(
+    K: int, lam_H: float, scale: float = 1.0, loss="ce", lams=None
+) -> dict[str, object]:
+    r"""Coefficients, feature norms, logit margins and confidences over a lam grid.
+
+    Returns a dict with the inputs, ``g``, the same-class row and one row per lam
+    (different-class pairs). ``margin`` is :math:`z_c - z_{c'} = g(a-b)`; ``margin_vs_other``
+    is :math:`z_c - z_o = ga` for any third class :math:`o`.
+    """
+    K, lam_H, scale = _check_common(K, lam_H, scale)
+    loss = get_loss(loss)
+    lams = np.linspace(0.0, 1.0, 21) if lams is None else _lam_array(lams).ravel()
+    g = gain(K, scale)
+    a, b = optimal_coefficients(K, lams, lam_H, scale, loss)
+    (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
+    rows = [_row(K, g, scale, lam, ai, bi) for lam, ai, bi in zip(lams, a, b)]
+    return {
+        "K": K,
+        "lam_H": lam_H,
+        "scale": scale,
+        "g": g,
+        "loss": {"name": loss.name, **loss.params},
+        "same_class": _row(K, g, scale, 1.0, a_same, 0.0),
+        "rows": rows,
+    }
 
 
 @dataclass

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_int, check_tensor_range
-from .etf import etf_distance
+from .._checks import check_int, check_tensor_range
+from ..etf import etf_distance
 
 __all__ = [
     "CalibrationAccumulator",

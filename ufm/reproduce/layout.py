@@ -4,14 +4,14 @@ Data flows one way, configuration -> runs -> result files -> figures -> report, 
 module is the only contract between the writer and the readers::
 
     DIR/config.json                     the resolved ReproduceConfig
-    DIR/theory/                         exact theory (ufm.theory, ufm.asymptotics)
+    DIR/theory/                         exact theory (ufm.theory, ufm.theory.asymptotics)
         curves.csv                      per (lam_H, lam): a, b, margin, norms, p_c, confidence
         channels.csv                    per (lam_H, lam): distance from the boundary, position
                                         along w_c + w_c', and their lam_H -> 0 limits
         channel_growth.csv              per (lam_H, lam): channel position, exact and asymptotic
         projection_<loss>.npz           the triple's exact features in the classifier plane
         summary.json                    written last
-    DIR/solver/<run>/                   one UFM solve (ufm.results layout)
+    DIR/solver/<run>/                   one UFM solve (ufm.solver.results layout)
     DIR/solver/curves.csv               per (run, lam): margin and relative norm of the solver
     DIR/solver/projection_<run>.npz     the triple's solved features in the classifier plane
     DIR/solver/summary.json

@@ -14,7 +14,7 @@ on Neural Collapse", ICLR 2024, arXiv:2402.06171). For a simplex ETF with row no
 * **cross-entropy** (and label smoothing :math:`\varepsilon`, :math:`y_o = \varepsilon/K`):
   :math:`(a, b)` solve :math:`\lambda_H a = (1-\varepsilon)\lambda - (e^{ga}-1)/D`,
   :math:`\lambda_H b = (1-\varepsilon)(1-\lambda) - (e^{gb}-1)/D`, :math:`D = e^{ga}+e^{gb}+K-2`,
-  solved to full double precision by :mod:`ufm.reduced`. Same-class pairs have
+  solved to full double precision by :mod:`ufm.theory.reduced_equations`. Same-class pairs have
   :math:`h = a_\text{same}\,w_c` with :math:`\lambda_H a = K/(e^{ga}+K-1) - \varepsilon`
   (the :math:`\lambda = 1` case), independent of :math:`\lambda`.
 * **squared error** :math:`\tfrac12\|z-y\|^2`: :math:`h = (W^\top W+\lambda_H I)^{-1}W^\top y`, i.e.
@@ -27,15 +27,13 @@ returned are the unique solution of the reduced equations above.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from ._checks import check_float, check_index_tensor, check_int, check_tensor_range
-from .etf import check_simplex_etf
-from .losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_loss
-from .reduced import solve_reduced
+from .._checks import check_float, check_index_tensor, check_int, check_tensor_range
+from ..etf import check_simplex_etf, gain, row_norm
+from ..losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_loss
+from .reduced_equations import solve_reduced
 
 __all__ = [
     "EXACT_THEORY_LOSSES",
@@ -46,8 +44,6 @@ __all__ = [
     "mse_coefficients",
     "optimal_coefficients",
     "optimal_features",
-    "theory_table",
-    "TheoryRow",
 ]
 
 
@@ -57,11 +53,6 @@ EXACT_THEORY_LOSSES = ("ce", "label_smoothing", "mse")
 def has_exact_theory(loss) -> bool:
     """Whether :func:`optimal_features` knows the exact optimum for ``loss`` (name or instance)."""
     return get_loss(loss).name in EXACT_THEORY_LOSSES
-
-
-def gain(K: int, scale: float) -> float:
-    r"""ETF gain :math:`g = s^2 K/(K-1)`, so that :math:`WW^\top = g(I - \mathbf 1\mathbf 1^\top/K)`."""
-    return scale * scale * K / (K - 1)
 
 
 def _check_common(K, lam_H, scale):
@@ -106,7 +97,7 @@ def ce_coefficients(K: int, lam, lam_H: float, scale: float = 1.0, smoothing: fl
     Cross-entropy (``smoothing = 0``) or label smoothing :math:`\varepsilon` = ``smoothing``,
     simplex ETF with row norm ``scale``, ridge :math:`\lambda_H` = ``lam_H``. ``lam`` may be a
     scalar or an array; one small system is solved per distinct value. Accurate to a few
-    units in the last place (see :mod:`ufm.reduced`). Returns two float64 arrays of the
+    units in the last place (see :mod:`ufm.theory.reduced_equations`). Returns two float64 arrays of the
     shape of ``lam``. Swap symmetry: :math:`b(\lambda) = a(1-\lambda)`.
     """
     K, lam_H, scale = _check_common(K, lam_H, scale)
@@ -153,7 +144,7 @@ def optimal_coefficients(
         return ce_coefficients(K, lam, lam_H, scale, _smoothing_of(loss))
     raise ValueError(
         f"no exact theory for loss {loss.name!r}; exact theory exists for 'ce', "
-        "'label_smoothing' and 'mse' (use ufm.convex or the solver for other losses)"
+        "'label_smoothing' and 'mse' (use ufm.theory.certificate or the solver for other losses)"
     )
 
 
@@ -192,7 +183,7 @@ def optimal_features(
     c_prime = check_index_tensor("c_prime", torch.as_tensor(c_prime, device=device), K)
     lam_t = torch.as_tensor(lam, dtype=torch.float64)
     check_tensor_range("lam", lam_t, 0.0, 1.0)
-    scale = float(np.sqrt(g * (K - 1) / K))
+    scale = row_norm(K, g)
 
     # Coefficients for each distinct lam, then gathered; the work does not grow with pairs.
     lam_unique, inverse = torch.unique(lam_t.cpu(), return_inverse=True)
@@ -212,67 +203,3 @@ def optimal_features(
     features.mul_(a.unsqueeze(-1))
     features.addcmul_(W[c_prime], b.unsqueeze(-1))
     return features
-
-
-@dataclass(frozen=True)
-class TheoryRow:
-    """One lam of the theory table (different-class pair unless ``lam`` is None)."""
-
-    lam: float
-    a: float
-    b: float
-    feature_norm: float
-    margin: float
-    margin_vs_other: float
-    p_c: float
-    p_c_prime: float
-    confidence: float
-
-
-def _row(K: int, g: float, scale: float, lam: float, a: float, b: float) -> TheoryRow:
-    u, v = g * a, g * b
-    norm = scale * np.sqrt(max(a * a + b * b - 2 * a * b / (K - 1), 0.0))
-    logits = np.array([u, v] + ([0.0] if K > 2 else []))
-    counts = np.array([1.0, 1.0] + ([K - 2.0] if K > 2 else []))
-    top = logits.max()
-    log_D = top + np.log((counts * np.exp(logits - top)).sum())
-    p_c, p_cp = float(np.exp(u - log_D)), float(np.exp(v - log_D))
-    p_o = float(np.exp(-log_D)) if K > 2 else 0.0
-    return TheoryRow(
-        lam=float(lam),
-        a=float(a),
-        b=float(b),
-        feature_norm=float(norm),
-        margin=float(u - v),
-        margin_vs_other=float(u),
-        p_c=p_c,
-        p_c_prime=p_cp,
-        confidence=max(p_c, p_cp, p_o),
-    )
-
-
-def theory_table(
-    K: int, lam_H: float, scale: float = 1.0, loss="ce", lams=None
-) -> dict[str, object]:
-    r"""Coefficients, feature norms, logit margins and confidences over a lam grid.
-
-    Returns a dict with the inputs, ``g``, the same-class row and one row per lam
-    (different-class pairs). ``margin`` is :math:`z_c - z_{c'} = g(a-b)`; ``margin_vs_other``
-    is :math:`z_c - z_o = ga` for any third class :math:`o`.
-    """
-    K, lam_H, scale = _check_common(K, lam_H, scale)
-    loss = get_loss(loss)
-    lams = np.linspace(0.0, 1.0, 21) if lams is None else _lam_array(lams).ravel()
-    g = gain(K, scale)
-    a, b = optimal_coefficients(K, lams, lam_H, scale, loss)
-    (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
-    rows = [_row(K, g, scale, lam, ai, bi) for lam, ai, bi in zip(lams, a, b)]
-    return {
-        "K": K,
-        "lam_H": lam_H,
-        "scale": scale,
-        "g": g,
-        "loss": {"name": loss.name, **loss.params},
-        "same_class": _row(K, g, scale, 1.0, a_same, 0.0),
-        "rows": rows,
-    }

@@ -1,10 +1,10 @@
 r"""Gradient-based solver of the mixup UFM: free features, fixed or learned classifier.
 
-Minimises the objective of :mod:`ufm.problem` (THEORY.md section 1) over all samples at
+Minimises the objective of :mod:`ufm.solver.problem` (THEORY.md section 1) over all samples at
 once, on the configured device, with one of two methods:
 
 * ``"newton"`` (default). For fixed :math:`(W, b)` the features separate into strictly
-  convex per-sample problems, solved exactly by :class:`ufm.inner.FeatureSolver`. The
+  convex per-sample problems, solved exactly by :class:`ufm.solver.feature_newton.FeatureSolver`. The
   learned variables :math:`\theta = (W, b)` are then optimised by L-BFGS on the reduced
   function :math:`F(\theta) = \min_H L(H, \theta)`, whose gradient is, by the envelope
   theorem, :math:`\nabla_W F = \frac1n\sum_s \nabla\ell_s\, h_s^\top + \lambda_W W`,
@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from ._allocator import keep_freed_memory
-from .etf import etf_distance, etf_gain
-from .inner import FeatureSolver, InnerStats, loss_terms
-from .io import prepare_run_dir, save_torch
+from ..etf import etf_distance, etf_gain, row_norm
+from .feature_newton import FeatureSolver, InnerStats, loss_terms
+from ..io import prepare_run_dir, save_torch
 from .lbfgs import LBFGSMemory
-from .losses import SquaredError
+from ..losses import SquaredError
 from .problem import Problem, UFMConfig, build_problem
 from .results import UFMResult
-from .theory import has_exact_theory, optimal_coefficients, optimal_features
+from ..theory import has_exact_theory, optimal_coefficients, optimal_features
 
 CHECKPOINT = "checkpoint.pt"
 _LBFGS_MEMORY = 20
@@ -57,7 +57,7 @@ def solve(
     resume: bool = False,
     checkpoint_every: float = 60.0,
 ) -> UFMResult:
-    """Solve the mixup UFM described by ``config``; return a :class:`~ufm.results.UFMResult`.
+    """Solve the mixup UFM described by ``config``; return a :class:`~ufm.solver.results.UFMResult`.
 
     Parameters
     ----------
@@ -484,7 +484,7 @@ class _TheoryReference:
             return None
         W = problem.W0
         K = W.shape[0]
-        scale = math.sqrt(etf_gain(W) * (K - 1) / K)
+        scale = row_norm(K, etf_gain(W))
         lam = problem.lam.detach().cpu().to(torch.float64)
         unique, inverse = torch.unique(lam, return_inverse=True)
         a_u, b_u = optimal_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from ._checks import check_choice, check_float, check_int
-from .devices import DEVICE_CHOICES, resolve_device, resolve_dtype
-from .etf import simplex_etf
-from .losses import MixupLoss, get_loss
+from .._checks import check_choice, check_float, check_int
+from ..devices import DEVICE_CHOICES, resolve_device, resolve_dtype
+from ..etf import simplex_etf
+from ..losses import MixupLoss, get_loss
 
 PAIRS = ("all", "same", "different", "random")
 CLASSIFIERS = ("fixed_etf", "fixed", "learned")
