@@ -244,7 +244,7 @@ def test_loss_registry_instance_is_used():
 
 @pytest.mark.parametrize("loss", ["ce", "label_smoothing", "mse", "focal"])
 def test_feature_gradient_and_newton_model_match_finite_differences(loss):
-    from ufm.solver.feature_newton import loss_terms
+    from ufm.solver.fused_loss import loss_terms
 
     config = UFMConfig(K=5, d=7, classifier="fixed", num_lams=4, loss=loss, bias=True)
     problem = build_problem(config)

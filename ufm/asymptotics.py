@@ -1,4 +1,8 @@
-"""Old import path of :mod:`ufm.theory.asymptotics` (the asymptotic forms), kept so that ``ufm.asymptotics`` still works."""
+"""Old import path of :mod:`ufm.theory.asymptotics` (the asymptotic forms).
+
+Kept so that ``import ufm.asymptotics`` and ``from ufm.asymptotics import ...`` still work: this name is
+the same module object as the new one.
+"""
 
 import sys
 

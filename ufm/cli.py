@@ -13,7 +13,7 @@ import sys
 COMMAND_MODULES = (
     "ufm.commands.theory",
     "ufm.commands.solve",
-    "ufm.nets.command",
+    "ufm.commands.train",
     "ufm.commands.reproduce",
     "ufm.commands.figures",
 )

@@ -1,4 +1,8 @@
-"""Old import path of :mod:`ufm.theory.certificate` (the convex certificate), kept so that ``ufm.convex`` still works."""
+"""Old import path of :mod:`ufm.theory.certificate` (the convex certificate).
+
+Kept so that ``import ufm.convex`` and ``from ufm.convex import ...`` still work: this name is
+the same module object as the new one.
+"""
 
 import sys
 

@@ -1,4 +1,4 @@
-r"""Simplex equiangular tight frames (ETFs) and distances to them.
+r"""Simplex equiangular tight frames (ETFs), distances to them, and classifier geometry.
 
 A simplex ETF with row norm :math:`s` is a matrix :math:`W\in\mathbb{R}^{K\times d}` with
 
@@ -7,6 +7,12 @@ A simplex ETF with row norm :math:`s` is a matrix :math:`W\in\mathbb{R}^{K\times
 
 so :math:`\|w_k\|^2 = s^2`, :math:`\langle w_k, w_j\rangle = -s^2/(K-1)` and
 :math:`\sum_k w_k = 0`. It needs :math:`d \ge K-1`.
+
+This module builds such frames (:func:`simplex_etf`), measures how far a classifier or a set of
+class means is from one (:func:`etf_distance`, :func:`etf_gain`), converts between gain and
+row norm (:func:`gain`, :func:`row_norm`), and gives the rank-revealing factorisation of a
+classifier that the solver, the network measurements and the figures share
+(:func:`truncated_svd`, :func:`row_space`).
 
 References
 ----------
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._checks import check_float, check_int
@@ -174,3 +181,46 @@ def check_simplex_etf(W: torch.Tensor, tol: float = 1e-6) -> float:
             f"{tol:.1e} (allowed: <= tol; the exact theory holds for a simplex-ETF classifier only)"
         )
     return etf_gain(W)
+
+
+def truncated_svd(matrix):
+    r"""Thin SVD of ``matrix`` (m, d) cut at its numerical rank :math:`r`: ``(U, S, V)``.
+
+    With :math:`A = U\operatorname{diag}(S)V^\top` the thin SVD (``torch.linalg.svd`` for a
+    tensor, ``numpy.linalg.svd`` for an array, ``full_matrices=False`` in both), the
+    singular values kept are
+
+    .. math:: \sigma_j > \max(m, d)\,\varepsilon\,\sigma_{\max},
+
+    the rank rule of ``numpy.linalg.matrix_rank``, with :math:`\varepsilon` the machine
+    epsilon of the tensor's dtype, or of float64 for a NumPy array. A simplex ETF of
+    :math:`K` rows has rank :math:`K-1`, which a plain QR factorisation would not reveal.
+
+    Parameters
+    ----------
+    matrix : torch.Tensor or numpy.ndarray, shape (m, d), not all zero.
+
+    Returns
+    -------
+    U : (m, r) left singular vectors.
+    S : (r,) singular values, largest first.
+    V : (d, r) right singular vectors: an orthonormal basis of the row space of ``matrix``.
+        All three are of the input's kind (tensor or array), with the signs the SVD
+        routine gives.
+    """
+    if isinstance(matrix, torch.Tensor):
+        U, S, Vh = torch.linalg.svd(matrix, full_matrices=False)
+        eps = torch.finfo(matrix.dtype).eps
+    else:
+        U, S, Vh = np.linalg.svd(matrix, full_matrices=False)
+        eps = np.finfo(np.float64).eps
+    keep = S > S.max() * max(matrix.shape) * eps
+    return U[:, keep], S[keep], Vh[keep].T
+
+
+def row_space(matrix):
+    r"""Orthonormal basis (d, r) of the row space of ``matrix`` (m, d), :math:`r` its numerical rank.
+
+    The ``V`` of :func:`truncated_svd`, of the input's kind (tensor or array).
+    """
+    return truncated_svd(matrix)[2]

@@ -1,4 +1,8 @@
-"""Old import path of :mod:`ufm.theory.derivation` (the SymPy derivation), kept so that ``ufm.symbolic`` still works."""
+"""Old import path of :mod:`ufm.theory.derivation` (the SymPy derivation).
+
+Kept so that ``import ufm.symbolic`` and ``from ufm.symbolic import ...`` still work: this name is
+the same module object as the new one.
+"""
 
 import sys
 

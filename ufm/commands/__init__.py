@@ -1,1 +1,42 @@
-"""One module per ``ufm`` subcommand: argument parsing and delegation only."""
+"""One module per ``ufm`` subcommand, each with ``register(subparsers)`` (see :mod:`ufm.cli`).
+
+A subcommand that runs a job builds its parser with :func:`add_job_parser` and its
+configuration with :func:`job_config`: every field of the job's configuration dataclass is a
+flag, ``--config FILE.toml`` gives a file of fields, and flags override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from ..config import add_config_arguments, load_config, overrides_from_args
+
+
+def add_job_parser(
+    subparsers,
+    name: str,
+    config_cls: type,
+    handler: Callable[[argparse.Namespace], int],
+    own_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    **parser_kwargs: Any,
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``: ``--config``, its own flags, one flag per field.
+
+    ``own_arguments(parser)`` adds the subcommand's own flags (``--out`` and the like), listed
+    before the fields of ``config_cls``; ``parser_kwargs`` go to ``add_parser`` (``help``,
+    ``description``, ...).
+    """
+    parser = subparsers.add_parser(name, **parser_kwargs)
+    parser.add_argument("--config", help=f"TOML file with {config_cls.__name__} fields")
+    if own_arguments is not None:
+        own_arguments(parser)
+    add_config_arguments(parser, config_cls)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def job_config(args: argparse.Namespace, config_cls: type, preset: dict | None = None):
+    """``config_cls`` from the ``--config`` file, then ``preset``, then explicit flags."""
+    overrides = {**(preset or {}), **overrides_from_args(args, config_cls)}
+    return load_config(config_cls, args.config, overrides)

@@ -5,19 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import add_config_arguments, load_config, overrides_from_args
 from ..reproduce import PRESETS, ReproduceConfig, reproduce
+from . import add_job_parser, job_config
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_job_parser(
+        subparsers,
         "reproduce",
+        ReproduceConfig,
+        run,
+        _own_arguments,
         help="run the theory, the UFM solver and small networks; write every figure and report.md",
         description="Reproduce the theory figures of Fisher, Meng & Papyan (ICLR 2024) and what "
         "lies beyond them: exact theory, UFM solver runs, ERM and mixup networks with learned and "
         "fixed-ETF classifiers, eight figures (PNG and PDF) and report.md. Stages already complete "
         "in --out are reused; after an interruption, run the same command again to continue.",
     )
+
+
+def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder of the reproduction")
     parser.add_argument(
         "--quick",
@@ -25,20 +32,13 @@ def register(subparsers) -> None:
         help="the quick preset (under a minute on a 2-core CPU; digits, an MLP, smaller problems); "
         "its fields override the --config file, explicit field flags override both",
     )
-    parser.add_argument("--config", help="TOML file with ReproduceConfig fields")
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bars"
     )
-    add_config_arguments(parser, ReproduceConfig)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {
-        **(PRESETS["quick"] if args.quick else {}),
-        **overrides_from_args(args, ReproduceConfig),
-    }
-    config = load_config(ReproduceConfig, args.config, overrides)
+    config = job_config(args, ReproduceConfig, PRESETS["quick"] if args.quick else None)
     try:
         reproduce(config, args.out, progress=args.progress)
     except KeyboardInterrupt:

@@ -6,30 +6,34 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import add_config_arguments, config_to_dict, load_config, overrides_from_args
+from ..config import config_to_dict, load_config, overrides_from_args
 from ..devices import resolve_device
 from ..io import prepare_run_dir, read_json, write_json
-from ..solver.problem import UFMConfig
-from ..solver import CHECKPOINT, solve
+from ..solver import CHECKPOINT, UFMConfig, solve
+from . import add_job_parser
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_job_parser(
+        subparsers,
         "solve",
+        UFMConfig,
+        run,
+        _own_arguments,
         help="optimise free features and a fixed or learned classifier under the mixup loss",
         description="Solve the mixup unconstrained-features model. Writes config.json, "
         "arrays.npz, history.csv and (last) summary.json into --out; a checkpoint.pt lets "
         "--resume continue after Ctrl-C or a time limit.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config", help="TOML file with UFMConfig fields")
+
+
+def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="result folder (required unless --resume is given)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                         help="seconds between checkpoints")
-    add_config_arguments(parser, UFMConfig)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

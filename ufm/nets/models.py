@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +32,27 @@ from torch import nn
 
 from ..etf import simplex_etf
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
-
 DEFAULT_WIDTH = {"mlp": 256, "cnn": 32, "resnet18": 64}
 MODELS = tuple(DEFAULT_WIDTH)
+
+
+class ModelSpec(Protocol):
+    """The fields :func:`build_model` reads; :class:`ufm.nets.config.TrainConfig` has them all.
+
+    Stated here rather than imported, so that this module does not depend on the
+    configuration module (which reads :data:`MODELS` from here).
+    """
+
+    model: str
+    width: int
+    depth: int
+    feature_dim: int
+    batch_norm: bool
+    classifier: str
+    bias: bool
+    etf_scale: float
+    seed: int
+    mixup_layer: int
 
 
 class LinearClassifier(nn.Module):
@@ -199,11 +215,24 @@ def resnet18_blocks(input_shape, width: int, feature_dim: int):
     return blocks
 
 
-def build_model(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int) -> MixupNet:
+def build_model(config: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> MixupNet:
     """The network named by ``config.model`` for inputs of ``input_shape`` and K classes.
 
     Parameters are initialised from ``config.seed`` on the CPU, so the initial network does
     not depend on the device it is later moved to.
+
+    Parameters
+    ----------
+    config : a :class:`ufm.nets.TrainConfig`, or anything with the fields of
+        :class:`ModelSpec`.
+    input_shape : shape of one input, without the batch dimension.
+    num_classes : K.
+
+    Raises
+    ------
+    ValueError
+        When ``config.mixup_layer`` exceeds the number of hidden blocks, or the inputs do not
+        suit the model.
     """
     width = config.width or DEFAULT_WIDTH[config.model]
     with torch.random.fork_rng(devices=[]):

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ..reproduce import layout
 from .._checks import check_int
 from ..io import prepare_run_dir
-from . import curves, geometry, training
+from . import calibration, curves, geometry, training
 from .style import RC, save
 
 
@@ -57,7 +57,7 @@ FIGURES: dict[str, FigureSpec] = {
         "loss, same projection.",
     ),
     "calibration": FigureSpec(
-        curves.calibration,
+        calibration.calibration,
         (layout.THEORY, layout.NETWORKS),
         "Theoretical confidence of a mixed sample against lam with the ideal diagonal; reliability "
         "diagrams with ECE for ERM and mixup networks.",

@@ -1,4 +1,4 @@
-r"""Figures 2, 3 and 5: quantities of different-class mixtures against lam and lam_H.
+r"""Figures 2 and 3: quantities of different-class mixtures against lam and lam_H.
 
 * Figure 2: the logit margin :math:`z_c - z_{c'}` and the relative feature norm
   :math:`\|h(\lambda)\|/\|h_\text{same}\|` against lam: exact theory for several
@@ -7,9 +7,6 @@ r"""Figures 2, 3 and 5: quantities of different-class mixtures against lam and l
 * Figure 3: the channels as :math:`\lambda_H` shrinks: distance from the :math:`c/c'`
   boundary against position along :math:`w_c + w_{c'}`, the distance against lam with its
   limit, and the unbounded growth of the position with its asymptote.
-* Figure 5: the theoretical probability :math:`p_c` of a mixed sample against lam with the
-  ideal diagonal :math:`p_c = \lambda`, and reliability diagrams with ECE of ERM and mixup
-  networks (Guo et al., "On calibration of modern neural networks", ICML 2017).
 
 Every number is read from the reproduction's files (:mod:`ufm.reproduce.layout`).
 """
@@ -25,23 +22,21 @@ from matplotlib.lines import Line2D
 from ..reproduce import layout
 from .files import (
     network_label,
-    network_measurement,
     read_table,
     reproduction_config,
     stage_summary,
 )
 from .style import (
     CLASSIFIER_MARKERS,
+    LAM_LABEL,
+    LIMIT_STYLE,
+    MIXUP_NETWORKS,
+    NETWORK_COLOURS,
     OKABE_ITO,
-    TRAINING_COLOURS,
     new_figure,
     ridge_colours,
 )
 
-MIXUP_NETWORKS = ("mixup_learned", "mixup_fixed_etf")
-NETWORK_COLOURS = {"mixup_learned": OKABE_ITO["vermillion"], "mixup_fixed_etf": OKABE_ITO["sky"]}
-LIMIT_STYLE = {"color": "black", "ls": (0, (5, 3)), "lw": 1.3}
-LAM_LABEL = r"$\lambda$ (weight of class $c$ in the mixture)"
 CHANNEL_LAMS = (0.1, 0.25, 0.5, 0.75, 0.9)
 CHANNEL_MARKERS = ("v", "s", "*", "D", "^")
 
@@ -284,127 +279,6 @@ def channels(root: Path) -> Figure:
     figure.suptitle(
         f"Channels along the decision boundary as $\\lambda_H \\to 0$: exact cross-entropy optimum, "
         f"different-class pairs ($K$={config['K']}, ETF row norm {config['scale']:g})",
-        fontsize=11,
-    )
-    return figure
-
-
-def _reliability(ax, table: dict[str, np.ndarray], title: str, colour: str) -> None:
-    width = table["upper"] - table["lower"]
-    centres = (table["upper"] + table["lower"]) / 2
-    filled = table["count"] > 0
-    ax.bar(
-        centres[filled],
-        table["accuracy"][filled],
-        width=width[filled],
-        color=colour,
-        alpha=0.85,
-        edgecolor="white",
-        label="accuracy in the bin",
-    )
-    ax.bar(
-        centres[filled],
-        (table["confidence"] - table["accuracy"])[filled],
-        bottom=table["accuracy"][filled],
-        width=width[filled],
-        color="none",
-        edgecolor=OKABE_ITO["black"],
-        hatch="///",
-        lw=0.6,
-        label="gap to mean confidence",
-    )
-    ax.plot([0, 1], [0, 1], **LIMIT_STYLE, label="perfect calibration")
-    for x, count in zip(centres[filled], table["count"][filled]):
-        ax.text(
-            x,
-            0.015,
-            f"{int(count)}",
-            rotation=90,
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75},
-        )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence: top softmax probability")
-    ax.set_ylabel("accuracy (fraction correct)")
-    ax.set_title(title)
-
-
-def calibration(root: Path) -> Figure:
-    """Figure 5."""
-    config = reproduction_config(root)
-    theory_file = layout.theory_file(root, "curves.csv")
-    lam_Hs = sorted({float(v) for v in read_table(theory_file, loss="ce")["lam_H"]}, reverse=True)
-    figure = new_figure(15.5, 5.6)
-    theory_ax, erm_ax, mixup_ax = figure.subplots(1, 3)
-    handles = []
-    for lam_H, colour in zip(lam_Hs, ridge_colours(len(lam_Hs))):
-        rows = read_table(theory_file, loss="ce", lam_H=lam_H)
-        theory_ax.plot(rows["lam"], rows["p_c"], color=colour, lw=1.8)
-        handles.append(
-            Line2D([], [], color=colour, lw=1.8, label=f"theory (CE), $\\lambda_H$={lam_H:g}")
-        )
-    smooth = read_table(theory_file, loss="label_smoothing")
-    theory_ax.plot(smooth["lam"], smooth["p_c"], color=OKABE_ITO["green"], lw=1.5, ls="-.")
-    handles.append(
-        Line2D(
-            [],
-            [],
-            color=OKABE_ITO["green"],
-            lw=1.5,
-            ls="-.",
-            label=f"theory, label smoothing $\\varepsilon$={config['smoothing']:g}, "
-            f"$\\lambda_H$={config['lam_H']:g}",
-        )
-    )
-    for name in MIXUP_NETWORKS:
-        curves = read_table(layout.network_curves(root, name))
-        marker = CLASSIFIER_MARKERS[name.split("_", 1)[1]]
-        theory_ax.plot(
-            curves["lam"],
-            curves["p_c_mean"],
-            ls="",
-            marker=marker,
-            ms=5,
-            color=NETWORK_COLOURS[name],
-        )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                ls="",
-                marker=marker,
-                ms=5,
-                color=NETWORK_COLOURS[name],
-                label=f"network, {network_label(name)}: mean $p_c$",
-            )
-        )
-    theory_ax.plot([0, 1], [0, 1], **LIMIT_STYLE)
-    handles.append(Line2D([], [], **LIMIT_STYLE, label=r"ideal: $p_c = \lambda$"))
-    theory_ax.set_xlim(0, 1)
-    theory_ax.set_ylim(0, 1)
-    theory_ax.set_xlabel(LAM_LABEL)
-    theory_ax.set_ylabel(r"probability of class $c$, $p_c$ (softmax)")
-    theory_ax.set_title("(a) confidence in class $c$ of a mixed sample")
-    runs = stage_summary(root, layout.NETWORKS)["runs"]
-    for ax, name, letter in ((erm_ax, "erm_learned", "b"), (mixup_ax, "mixup_learned", "c")):
-        table = read_table(network_measurement(root, name) / "reliability.csv")
-        run = runs[name]
-        _reliability(
-            ax,
-            table,
-            f"({letter}) {network_label(name)}: ECE = {run['ece']:.3f}, "
-            f"accuracy = {run['test_accuracy']:.3f}\nclean test data; numbers: samples per bin",
-            TRAINING_COLOURS[name.startswith("mixup")],
-        )
-    bins = mixup_ax.get_legend_handles_labels()[0]
-    figure.legend(handles=handles + bins, loc="outside lower center", ncols=4, frameon=False)
-    figure.suptitle(
-        "Calibration: the UFM's confidence follows $\\lambda$ as $\\lambda_H \\to 0$ (a); "
-        f"reliability of ERM vs mixup networks on clean test data (b, c; "
-        f"{stage_summary(root, layout.NETWORKS)['dataset']}, equal-width bins)",
         fontsize=11,
     )
     return figure

@@ -62,6 +62,13 @@ RC = {
 }
 
 
+# The mixup networks drawn against the theory, and the style of a limit or ideal line.
+MIXUP_NETWORKS = ("mixup_learned", "mixup_fixed_etf")
+NETWORK_COLOURS = {"mixup_learned": OKABE_ITO["vermillion"], "mixup_fixed_etf": OKABE_ITO["sky"]}
+LIMIT_STYLE = {"color": "black", "ls": (0, (5, 3)), "lw": 1.3}
+LAM_LABEL = r"$\lambda$ (weight of class $c$ in the mixture)"
+
+
 def ridge_colours(count: int) -> list:
     """``count`` colours from cividis, dark (largest lam_H) to light, never the pale end."""
     return [colormaps["cividis"](x) for x in np.linspace(0.0, 0.82, max(count, 1))][:count]

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import layout
 from ..io import is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json
-from ..nets.measure import row_space
+from ..etf import row_space
 from ..nets.run import LAST_CHECKPOINT, run_training
 from ..etf import row_norm
 from ..theory import theory_table

@@ -3,9 +3,12 @@ r"""Features of a class triple projected onto the plane of its classifier vector
 The figures of Fisher, Meng & Papyan (ICLR 2024, arXiv:2402.06171) show last-layer features
 of mixed samples of three classes :math:`c_1, c_2, c_3` in the plane spanned by
 :math:`w_{c_k} - \bar w` (:math:`\bar w` the mean of the three rows): an orthonormal basis
-:math:`E\in\mathbb R^{d\times 2}` of that plane (from the SVD, :func:`ufm.nets.measure.row_space`)
-gives the coordinates :math:`y = E^\top(h - \text{centre})`. The result is a projection file
-as described in :mod:`ufm.reproduce.layout`.
+:math:`E\in\mathbb R^{d\times 2}` of that plane gives the coordinates
+:math:`y = E^\top(h - \text{centre})`. The projection itself is
+:func:`ufm.nets.measure.triple_projections` (the basis from the SVD,
+:func:`ufm.etf.row_space`), shared with the network measurements; this module adds the pairs
+of a triple, the gathering of solver samples into (pair, lam) order, and the projection file
+described in :mod:`ufm.reproduce.layout`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import write_npz
-from ..nets.measure import row_space
+from ..nets.measure import triple_projections
 
 
 def triple_pairs(triple) -> tuple[np.ndarray, np.ndarray]:
@@ -58,14 +61,39 @@ def project_triple(
     centre: np.ndarray | None = None,
     bias: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Projection arrays (see :mod:`ufm.reproduce.layout`) of ``features`` (P, L, d) for pairs ``c``,
-    ``c_prime`` (P,) at ``lam`` (L,), classifier ``weight`` (K, d), optional ``bias`` (K,);
-    features are taken relative to ``centre`` (d,) (default: the origin)."""
+    r"""Projection arrays (see :mod:`ufm.reproduce.layout`) of mixed features of a triple.
+
+    The coordinates are the ``plane_coordinates`` of
+    :func:`ufm.nets.measure.triple_projections`, :math:`E^\top(h - \text{centre})`; the
+    classifier rows are projected likewise, :math:`E^\top w_c`, and the offsets are
+    :math:`w_c^\top\text{centre} + b_c`, so that the logit of class :math:`c` is
+    :math:`\langle E^\top w_c, y\rangle` + offset for a feature in the plane.
+
+    Parameters
+    ----------
+    features : (P, L, d) features of the pairs ``c``, ``c_prime`` (P,) at ``lam`` (L,).
+    c, c_prime, lam : the pairs' classes and the lam grid, stored as they are.
+    weight : (K, d) classifier.
+    triple : the three classes whose plane is used.
+    centre : (d,) origin of the features; default zero.
+    bias : (K,) classifier bias; default none.
+
+    Returns
+    -------
+    dict with ``coordinates`` (P, L, 2), ``c``, ``c_prime``, ``lam``, ``classes`` (3,),
+    ``classifier`` (3, 2) and ``offsets`` (3,).
+
+    Raises
+    ------
+    ValueError
+        When the three centred classifier rows do not span a plane.
+    """
     weight = np.asarray(weight, dtype=np.float64)
     features = np.asarray(features, dtype=np.float64)
     centre = np.zeros(weight.shape[1]) if centre is None else np.asarray(centre, np.float64)
     rows = weight[list(triple)]
-    basis = row_space(rows - rows.mean(axis=0))
+    projected = triple_projections(weight, triple, features, centre)
+    basis = projected["plane_basis"]
     if basis.shape[1] != 2:
         raise ValueError(
             f"the classifier rows of classes {list(triple)} span a plane of dimension "
@@ -75,7 +103,7 @@ def project_triple(
     if bias is not None:
         offsets = offsets + np.asarray(bias, np.float64)[list(triple)]
     return {
-        "coordinates": (features - centre) @ basis,
+        "coordinates": projected["plane_coordinates"],
         "c": np.asarray(c),
         "c_prime": np.asarray(c_prime),
         "lam": np.asarray(lam, dtype=np.float64),

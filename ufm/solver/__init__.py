@@ -1,12 +1,15 @@
 """The UFM solver: free features and a fixed or learned classifier under the mixup loss.
 
-configuration and problem (:mod:`.problem`) -> :func:`solve` (:mod:`.run`) -> a
-:class:`UFMResult` (:mod:`.results`) and its files. The per-sample Newton feature solver is
-:mod:`.feature_newton`, the classifier's L-BFGS memory :mod:`.lbfgs`.
+configuration and problem (:mod:`.problem`) -> :func:`solve` (:mod:`.run`, the driver, with
+its shared state in :mod:`.state`) -> a :class:`UFMResult` (:mod:`.results`) and its files.
+The methods are :mod:`.newton` (the per-sample Newton feature solver :mod:`.feature_newton`
+and the classifier's L-BFGS memory :mod:`.lbfgs`) and :mod:`.gd`; the exact theory that
+runs are measured against is :mod:`.reference`, and ``checkpoint.pt`` is :mod:`.checkpoint`.
 """
 
+from .checkpoint import CHECKPOINT
 from .problem import Problem, UFMConfig, build_problem
 from .results import UFMResult, load_result
-from .run import CHECKPOINT, solve
+from .run import solve
 
 __all__ = ["CHECKPOINT", "Problem", "UFMConfig", "UFMResult", "build_problem", "load_result", "solve"]

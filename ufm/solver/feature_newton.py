@@ -34,42 +34,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
+from ..etf import truncated_svd
+from ..losses import MixupLoss, SquaredError, _SoftmaxFamily
+from .fused_loss import loss_terms
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40
 _MAX_CG = 60
-
-
-def loss_terms(loss: MixupLoss, z, c, c_prime, lam, need_grad: bool = True):
-    """Per-sample loss values, probabilities (softmax family, else None) and logit gradients.
-
-    For the softmax family one exponential gives log-sum-exp, the probabilities and the
-    gradient, and the target enters through gathers at c and c' (it is never formed as an
-    (m, K) array). Other losses use their own value and gradient.
-    """
-    if not isinstance(loss, _SoftmaxFamily):
-        value = loss(z, c, c_prime, lam)
-        return value, None, (loss.grad(z, c, c_prime, lam) if need_grad else None)
-    eps = loss.eps if isinstance(loss, LabelSmoothing) else 0.0
-    w_c, w_cp, uniform = (1 - eps) * lam, (1 - eps) * (1 - lam), eps / z.shape[1]
-    top = z.amax(dim=-1, keepdim=True)
-    p = torch.exp(z - top)
-    total = p.sum(-1)
-    lse = top.squeeze(1) + torch.log(total)
-    target_dot = w_c * z.gather(1, c[:, None]).squeeze(1) + w_cp * z.gather(1, c_prime[:, None]).squeeze(1)
-    if uniform:
-        target_dot = target_dot + uniform * z.sum(-1)
-    value = lse - target_dot
-    if not need_grad:
-        return value, None, None
-    p /= total[:, None]
-    grad = p.clone()
-    grad.scatter_add_(1, c[:, None], -w_c[:, None])
-    grad.scatter_add_(1, c_prime[:, None], -w_cp[:, None])
-    if uniform:
-        grad -= uniform
-    return value, p, grad
 
 
 def _inverse_3x3(S):
@@ -121,9 +92,7 @@ class FeatureSolver:
 
     def set_classifier(self, W: torch.Tensor, b: torch.Tensor | None, H: torch.Tensor | None = None):
         """Factor ``W`` and express the warm start (``H`` if given, else the old features)."""
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        keep = S > S.max() * max(W.shape) * torch.finfo(W.dtype).eps
-        U, S, V = U[:, keep], S[keep], Vh[keep].T
+        U, S, V = truncated_svd(W)
         if H is not None:
             X = H @ V
         elif self.X is not None:

@@ -1,4 +1,4 @@
-"""The ``ufm theory`` job: the exact optimum over a lam grid, as a table and as files.
+"""The exact optimum over a lam grid as a table, and the ``ufm theory`` job that writes it.
 
 configuration (:class:`TheoryConfig`) -> :func:`ufm.theory.theory_table` -> ``theory.json``,
 ``theory.csv`` and ``config.json`` in the output folder (``theory.json`` last).

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import add_config_arguments, load_config, overrides_from_args
-from .config import TrainConfig
-from .run import run_training
+from ..nets import TrainConfig, run_training
+from . import add_job_parser, job_config
 
 SUMMARY_KEYS = (
     "train_accuracy",
@@ -25,14 +24,20 @@ SUMMARY_KEYS = (
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_job_parser(
+        subparsers,
         "train",
+        TrainConfig,
+        run,
+        _own_arguments,
         help="train a network with mixup; measure neural collapse, calibration and UFM agreement",
         description="Train an MLP, CNN or ResNet-18 with (manifold) mixup on digits, mnist1d, "
         "mnist, fashion_mnist or cifar10 (never downloaded), and write config.json, "
         "metrics.csv, checkpoints, measurements and summary.json to --out.",
     )
-    parser.add_argument("--config", help="TOML file with TrainConfig fields")
+
+
+def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder of the run")
     parser.add_argument(
         "--resume",
@@ -42,12 +47,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
     )
-    add_config_arguments(parser, TrainConfig)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(TrainConfig, args.config, overrides_from_args(args, TrainConfig))
+    config = job_config(args, TrainConfig)
     summary = run_training(config, args.out, resume=args.resume, progress=args.progress)
     width = max(map(len, SUMMARY_KEYS))
     for key in SUMMARY_KEYS:

@@ -1,0 +1,108 @@
+r"""The exact theory a solve is measured against: distances of the solved features to it.
+
+For a fixed simplex-ETF classifier without bias, and a loss with an exact optimum
+(:func:`ufm.theory.has_exact_theory`), the optimal features are known in closed form
+(THEORY.md sections 2-3, Fisher, Meng & Papyan, ICLR 2024): sample :math:`s` with classes
+:math:`(c_s, c'_s)` and mixing weight :math:`\lambda_s` sits at
+:math:`h^*_s = a(\lambda_s)\,w_{c_s} + b(\lambda_s)\,w_{c'_s}`. :class:`TheoryReference`
+holds the coefficients :math:`a, b` of every sample and gives the relative distance
+:math:`\|H - H^*\|_F / \|H^*\|_F`, overall (a column of the history) and per value of
+lam (in the summary). :func:`learned_etf_comparison` does the same for a learned classifier
+that has converged to a simplex ETF (THEORY.md section 4), against the exact optimum for
+that W. Nothing here steers the iteration: the distances are reported, not stopped on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..etf import etf_distance, etf_gain, row_norm
+from ..theory import has_exact_theory, optimal_coefficients, optimal_features
+from .problem import Problem
+
+
+class TheoryReference:
+    """Exact optimal features for a fixed simplex-ETF classifier, as per-sample coefficients.
+
+    Built by :meth:`build`, which returns None when the problem has no exact theory. The
+    distances take the features in one of two frames: ``(H, W)``, or the coordinates
+    ``X`` and ``A = U Sigma`` of :class:`~ufm.solver.feature_newton.FeatureSolver` (with
+    ``W = A V^T`` and ``H = X V^T``, so the distances agree and no H is formed).
+    """
+
+    def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor):
+        self.problem = problem
+        self.a, self.b = a, b
+
+    @classmethod
+    def build(cls, problem: Problem) -> TheoryReference | None:
+        """The reference of ``problem``, or None without an exact optimum to compare with."""
+        config = problem.config
+        if config.classifier != "fixed_etf" or config.bias or not has_exact_theory(problem.loss):
+            return None
+        W = problem.W0
+        K = W.shape[0]
+        scale = row_norm(K, etf_gain(W))
+        lam = problem.lam.detach().cpu().to(torch.float64)
+        unique, inverse = torch.unique(lam, return_inverse=True)
+        a_u, b_u = optimal_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)
+        (a_same,), _ = optimal_coefficients(K, [1.0], config.lam_H, scale, problem.loss, same_class=True)
+        same = (problem.c == problem.c_prime).cpu()
+        a = torch.where(same, a_same, torch.from_numpy(a_u)[inverse])
+        b = torch.where(same, 0.0, torch.from_numpy(b_u)[inverse])
+        return cls(problem, a.to(problem.device, W.dtype), b.to(problem.device, W.dtype))
+
+    def _sums(self, features, frame, idx) -> tuple[float, float]:
+        """(|F - F*|^2, |F*|^2) over ``idx`` where F* = a frame[c] + b frame[c']."""
+        c, cp = self.problem.c[idx], self.problem.c_prime[idx]
+        exact = self.a[idx, None] * frame[c] + self.b[idx, None] * frame[cp]
+        return float(((features[idx] - exact) ** 2).sum()), float((exact**2).sum())
+
+    def distance(self, features, frame) -> float:
+        """|H - H*|_F / |H*|_F over all samples (chunk by chunk)."""
+        n = self.problem.n
+        chunk = self.problem.config.chunk_size
+        num = den = 0.0
+        for start in range(0, n, chunk):
+            idx = torch.arange(start, min(start + chunk, n), device=features.device)
+            a, b = self._sums(features, frame, idx)
+            num, den = num + a, den + b
+        return _relative(num, den)
+
+    def distance_per_lam(self, features, frame) -> dict[str, float] | None:
+        """Relative distance per distinct lam, keyed by lam to 6 digits (grid problems only)."""
+        if self.problem.config.alpha is not None:
+            return None
+        lam = self.problem.lam
+        result = {}
+        for value in torch.unique(lam).tolist():
+            num, den = self._sums(features, frame, torch.nonzero(lam == value).squeeze(1))
+            result[f"{value:.6g}"] = _relative(num, den)
+        return result
+
+
+def learned_etf_comparison(problem: Problem, H, W, b) -> dict[str, Any]:
+    """Summary entries for a learned W: the distance of H to the exact theory for that W.
+
+    Empty unless the classifier is learned, without bias, with a loss that has an exact
+    optimum; ``theory_distance_learned_W`` is None when W is not within 1e-3 of a simplex
+    ETF, else it comes with ``learned_W_gain`` (:func:`ufm.etf.etf_gain`).
+    """
+    config = problem.config
+    if config.classifier != "learned" or b is not None or not has_exact_theory(problem.loss):
+        return {}
+    distance = etf_distance(W)
+    if distance > 1e-3:
+        return {"theory_distance_learned_W": None}
+    exact = optimal_features(W, problem.c, problem.c_prime, problem.lam, config.lam_H,
+                             loss=problem.loss, etf_tol=1e-3)
+    value = float((H - exact).norm() / exact.norm())
+    return {"theory_distance_learned_W": value, "learned_W_gain": etf_gain(W)}
+
+
+def _relative(num: float, den: float) -> float:
+    """sqrt(num / den), or the absolute sqrt(num) when the reference is zero."""
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
