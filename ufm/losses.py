@@ -68,8 +68,12 @@ class MixupLoss:
 
     name: ClassVar[str] = ""
     convex: ClassVar[bool] = True
+    forms: ClassVar[tuple[str, ...]] = ("soft", "pair")  # the forms a subclass offers
 
     def __init__(self, form: str = "soft") -> None:
+        if form not in self.forms:
+            allowed = " or ".join(map(repr, self.forms))
+            raise ValueError(f"form for {self.name!r} must be {allowed}, got {form!r}")
         self.form = form
 
     @property
@@ -140,11 +144,6 @@ class CrossEntropy(_SoftmaxFamily):
 
     name = "ce"
 
-    def __init__(self, form: str = "soft") -> None:
-        if form not in ("soft", "pair"):
-            raise ValueError(f"form for 'ce' must be 'soft' or 'pair', got {form!r}")
-        super().__init__(form)
-
     def __call__(self, z, c, c_prime, lam) -> torch.Tensor:
         lam = torch.as_tensor(lam, dtype=z.dtype, device=z.device)
         lse = torch.logsumexp(z, dim=-1)
@@ -190,11 +189,6 @@ class SquaredError(MixupLoss):
     """
 
     name = "mse"
-
-    def __init__(self, form: str = "soft") -> None:
-        if form not in ("soft", "pair"):
-            raise ValueError(f"form for 'mse' must be 'soft' or 'pair', got {form!r}")
-        super().__init__(form)
 
     def __call__(self, z, c, c_prime, lam) -> torch.Tensor:
         lam = torch.as_tensor(lam, dtype=z.dtype, device=z.device)
