@@ -116,3 +116,55 @@ def stationarity_residual(W: torch.Tensor, h: torch.Tensor, y: torch.Tensor, lam
     """|lam_H h - W^T (y - softmax(W h))| per sample."""
     p = torch.softmax(h @ W.T, dim=-1)
     return torch.linalg.vector_norm(lam_H * h - (y - p) @ W, dim=-1)
+
+
+def mp_mixture_coefficients(K, weights, lam_H, scale, start, dps=60, smoothing=0.0):
+    """a_1..a_m solving the m-class reduced CE equations to ``dps`` digits (Newton, mpmath).
+
+    Equations (THEORY.md section 3, label smoothing eps):
+        lam_H a_k = (1-eps) y_k - (e^{g a_k} - 1)/D,   D = sum_j e^{g a_j} + K - m,
+    written in the original unknowns a_k (not the log-q form of ``ufm``). The float weights
+    are divided by their sum in mpmath, so that sum_k y_k = 1 holds exactly: at small lam_H
+    the solution is very sensitive to that sum (a deviation of 1e-16 moves it by ~1e-12),
+    while a change that keeps the sum moves it by rounding only. The Jacobian
+    J_kj = (lam_H + g e^{g a_k}/D) delta_kj - g (e^{g a_k} - 1) e^{g a_j}/D^2 is solved with
+    mpmath's LU; iterations stop when the step is below 10^-(dps-20) of |a| (20 digits are
+    kept in reserve for the conditioning at small lam_H). Returns a list of mpf.
+    """
+    with mp.workdps(dps):
+        K_ = mp.mpf(K)
+        g = mp.mpf(scale) ** 2 * K_ / (K_ - 1)
+        lamH = mp.mpf(lam_H)
+        eps = mp.mpf(smoothing)
+        raw = [mp.mpf(float(w)) for w in weights]
+        total = mp.fsum(raw)
+        y = [(1 - eps) * w / total for w in raw]
+        m = len(y)
+        a = [mp.mpf(float(x)) for x in start]
+        for _ in range(200):
+            e = [mp.exp(g * x) for x in a]
+            D = mp.fsum(e) + K_ - m
+            F = mp.matrix([lamH * a[k] - y[k] + (e[k] - 1) / D for k in range(m)])
+            J = mp.matrix(m, m)
+            for k in range(m):
+                for j in range(m):
+                    J[k, j] = -g * (e[k] - 1) * e[j] / D**2
+                J[k, k] += lamH + g * e[k] / D
+            step = mp.lu_solve(J, F)
+            a = [a[k] - step[k] for k in range(m)]
+            size = mp.fsum(abs(x) for x in a)
+            if mp.fsum(abs(s) for s in step) <= mp.mpf(10) ** (-(dps - 20)) * size:
+                return a
+        raise RuntimeError("mpmath Newton (mixture) did not converge")
+
+
+def mixture_feature_error(K, scale, delta):
+    """|sum_k delta_k w_{c_k}| for distinct classes of an ETF with row norm ``scale`` (Gram form).
+
+    |h|^2 = g (sum_k delta_k^2 - (sum_k delta_k)^2 / K), g = s^2 K/(K-1).
+    """
+    with mp.workdps(40):
+        g = mp.mpf(scale) ** 2 * K / (K - 1)
+        total = mp.fsum(delta)
+        sq = g * (mp.fsum(x * x for x in delta) - total * total / K)
+        return float(mp.sqrt(max(sq, 0)))

@@ -12,6 +12,9 @@ from .solver.results import UFMResult, load_result
 from .solver import solve
 from .theory import (
     ce_coefficients,
+    mixture_coefficients,
+    mixture_features,
+    mixture_target,
     mse_coefficients,
     optimal_coefficients,
     optimal_features,
@@ -31,6 +34,9 @@ __all__ = [
     "ce_coefficients",
     "etf_distance",
     "get_loss",
+    "mixture_coefficients",
+    "mixture_features",
+    "mixture_target",
     "mixup_target",
     "mse_coefficients",
     "optimal_coefficients",

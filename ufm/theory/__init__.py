@@ -4,14 +4,17 @@ Fisher, Meng & Papyan, "Pushing Boundaries: Mixup's Influence on Neural Collapse
 arXiv:2402.06171. One module each:
 
 * :mod:`.optimum`: the exact optimal features and their coefficients (``optimal_features``).
-* :mod:`.reduced_equations`: the root-finder for the reduced cross-entropy equations.
+* :mod:`.mixtures`: the exact optimum for mixtures of m classes (``mixture_features``).
+* :mod:`.reduced_equations`: the root-finder for the reduced cross-entropy equations
+  (pairs, and all m-class mixtures at once).
 * :mod:`.table`: the optimum over a lam grid as a table, and the ``ufm theory`` job.
 * :mod:`.asymptotics`: the small-lam_H forms (Lambert W, log-odds, channels), with errors.
-* :mod:`.derivation`: the SymPy derivation, each identity checked (imports SymPy).
-* :mod:`.certificate`: the same problems as CVXPY programs and the Fenchel duality gap
-  (imports CVXPY).
+* :mod:`.derivation`: the SymPy derivation, each identity checked (imports SymPy); it
+  re-exports :mod:`.mixture_derivation`, the steps for m-class mixtures.
+* :mod:`.certificate`: the same problems as CVXPY programs and the Fenchel duality gap, for
+  pairs and for any soft target (imports CVXPY).
 
-The last two are not imported here, so ``import ufm.theory`` stays light.
+The last three are not imported here, so ``import ufm.theory`` stays light.
 """
 
 from ..etf import gain, row_norm
@@ -25,7 +28,8 @@ from .optimum import (
     optimal_features,
     same_class_coefficient,
 )
-from .reduced_equations import solve_exp_linear, solve_reduced
+from .mixtures import WEIGHT_SUM_TOL, mixture_coefficients, mixture_features, mixture_target
+from .reduced_equations import solve_exp_linear, solve_reduced, solve_reduced_mixture
 from .table import TheoryConfig, TheoryRow, theory_table
 
 __all__ = [
@@ -33,11 +37,15 @@ __all__ = [
     "Asymptotic",
     "TheoryConfig",
     "TheoryRow",
+    "WEIGHT_SUM_TOL",
     "ce_coefficients",
     "channel_asymptotic",
     "gain",
     "has_exact_theory",
     "margin_asymptotic",
+    "mixture_coefficients",
+    "mixture_features",
+    "mixture_target",
     "mse_coefficients",
     "optimal_coefficients",
     "optimal_features",
@@ -46,5 +54,6 @@ __all__ = [
     "same_class_coefficient",
     "solve_exp_linear",
     "solve_reduced",
+    "solve_reduced_mixture",
     "theory_table",
 ]

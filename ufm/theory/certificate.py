@@ -22,6 +22,16 @@ theory or the gradient solver), and, since :math:`P` is :math:`\lambda_H`-strong
 :math:`\|h - h^\star\| \le \sqrt{2\,\mathrm{gap}/\lambda_H}` (:func:`feature_error_bound`
 adds an allowance for the rounding of the computed gap).
 
+Soft targets. :func:`certify_targets` and :func:`duality_gap_targets` take any target
+:math:`y` on the probability simplex, shape (n, K), instead of pairs :math:`(c, c', \lambda)`:
+mixtures of :math:`m` classes (Chaudhry et al., "When does mixup promote local linearity in
+learned representations?", 2022) get the same independent check as pairs. The loss is then
+:math:`\ell(z; y)`: cross-entropy against :math:`y`, against :math:`(1-\varepsilon)y +
+\varepsilon\mathbf 1/K` for label smoothing, and :math:`\frac12\|z-y\|^2` for squared error
+(its pair form adds the constant :math:`\frac12(1 - \|y\|^2)`, as
+:math:`\sum_j y_j\frac12\|z - e_j\|^2` does). Fisher, Meng & Papyan, ICLR 2024
+(arXiv:2402.06171) give the exact optimum these programs certify.
+
 Conjugates used: soft-target cross-entropy :math:`\ell(z) = \operatorname{lse}(z) - t^\top z`
 has :math:`\ell^*(\mu) = \sum_i (\mu+t)_i\log(\mu+t)_i` on :math:`\mu + t\in\Delta`; halved squared
 error :math:`\ell(z) = \frac12\|z-t\|^2` has :math:`\ell^*(\mu) = \frac12\|\mu\|^2 + \mu^\top t`.
@@ -35,9 +45,29 @@ import numpy as np
 import torch
 
 from .._checks import check_choice, check_float, check_index_tensor, check_tensor_range
-from ..losses import MixupLoss, SquaredError, _SoftmaxFamily, get_loss, mixup_target
+from ..losses import (
+    CrossEntropy,
+    LabelSmoothing,
+    MixupLoss,
+    SquaredError,
+    _SoftmaxFamily,
+    get_loss,
+    mixup_target,
+)
 
-__all__ = ["Certificate", "certify", "duality_gap", "feature_error_bound", "SOLVERS"]
+__all__ = [
+    "Certificate",
+    "certify",
+    "certify_targets",
+    "duality_gap",
+    "duality_gap_targets",
+    "feature_error_bound",
+    "SOLVERS",
+    "TARGET_SUM_TOL",
+]
+
+TARGET_SUM_TOL = 1e-9
+r"""Allowed :math:`|\sum_j y_j - 1|` of a soft target; targets within it are divided by the sum."""
 
 SOLVERS = ("SCS", "CLARABEL")
 
@@ -110,9 +140,14 @@ def duality_gap(W, h, c, c_prime, lam, lam_H, loss="ce", bias=None):
         raise ValueError(f"h has {h.shape[0]} rows but there are {c.shape[0]} samples")
     K = W.shape[0]
     target = _soft_target(loss, c, c_prime, lam, K)
+    constant = _pair_constant(loss, c, c_prime, lam)
+    return _gap(W, h, target, constant, lam_H, loss, bias)
+
+
+def _gap(W, h, target, constant, lam_H, loss, bias):
+    """Primal, dual and gap for rows of ``h`` against soft targets (the loss's own target)."""
     z = h @ W.T + bias
     ridge = 0.5 * lam_H * (h * h).sum(-1)
-    constant = _pair_constant(loss, c, c_prime, lam)
     if isinstance(loss, SquaredError):
         mu = z - target
         primal = 0.5 * (mu * mu).sum(-1)
@@ -178,44 +213,154 @@ def certify(
     returned :class:`Certificate` carries the Fenchel duality gap of each solution and the
     resulting bound on the feature error.
     """
-    import cvxpy as cp
-
-    solver = check_choice("solver", str(solver).upper(), SOLVERS)
-    tol = check_float("tol", tol, 0.0, 1e-2, low_open=True)
+    solver, options = _solver_options(solver, tol)
     W_t, c, c_prime, lam, lam_H, loss, bias = _prepare(W, c, c_prime, lam, lam_H, loss, bias)
-    K, d = W_t.shape
+    K = W_t.shape[0]
     target_all = _soft_target(loss, c, c_prime, lam, K)
     problem, h_var, target = _build_problem(W_t.numpy(), bias.numpy(), lam_H, loss)
-    if solver == "SCS":
-        options = dict(eps_abs=tol, eps_rel=tol, max_iters=500_000, warm_start=False)
-    else:
-        options = dict(tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_iter=500)
 
     keys = torch.stack([c.to(torch.float64), c_prime.to(torch.float64), lam], dim=1)
+    first, inverse = _first_of_each(keys)
+    solutions, statuses = _solve_each(problem, h_var, target, target_all, first, solver, options)
+    h = solutions[inverse.numpy()]
+    primal, dual, gap = duality_gap(W_t, h, c, c_prime, lam, lam_H, loss, bias)
+    return _certificate(h, primal, dual, gap, lam_H, statuses, inverse, solver)
+
+
+def _first_of_each(keys: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """Index of the first row of each distinct row of ``keys``, and each row's group."""
     unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
     first = torch.full((unique.shape[0],), -1, dtype=torch.int64)
     first.scatter_reduce_(0, inverse, torch.arange(len(inverse)), reduce="amin", include_self=False)
-    solutions = np.zeros((unique.shape[0], d))
+    return first.tolist(), inverse
+
+
+def _solver_options(solver: str, tol: float) -> tuple[str, dict]:
+    solver = check_choice("solver", str(solver).upper(), SOLVERS)
+    tol = check_float("tol", tol, 0.0, 1e-2, low_open=True)
+    if solver == "SCS":
+        return solver, {"eps_abs": tol, "eps_rel": tol, "max_iters": 500_000, "warm_start": False}
+    return solver, {"tol_gap_abs": tol, "tol_gap_rel": tol, "tol_feas": tol, "max_iter": 500}
+
+
+def _solve_each(problem, h_var, target, target_all, samples, solver, options):
+    """Solve the compiled program once per listed sample; solutions (len, d) and statuses."""
+    import cvxpy as cp
+
+    solutions = np.zeros((len(samples), h_var.shape[0]))
     statuses = []
-    for row, sample in enumerate(first.tolist()):
+    for row, sample in enumerate(samples):
         target.value = target_all[sample].numpy()
         try:
             problem.solve(solver=getattr(cp, solver), **options)
         except cp.error.SolverError as error:
             raise RuntimeError(f"{solver} failed on sample {sample}: {error}") from error
         if h_var.value is None:
-            raise RuntimeError(f"{solver} returned no solution for sample {sample}: {problem.status}")
+            raise RuntimeError(
+                f"{solver} returned no solution for sample {sample}: {problem.status}"
+            )
         solutions[row] = h_var.value
         statuses.append(problem.status)
-    h = solutions[inverse.numpy()]
-    primal, dual, gap = duality_gap(W_t, h, c, c_prime, lam, lam_H, loss, bias)
-    bound = feature_error_bound(primal, dual, gap, lam_H)
+    return solutions, statuses
+
+
+def _certificate(h, primal, dual, gap, lam_H, statuses, inverse, solver) -> Certificate:
     return Certificate(
         h=h,
         objective=primal,
         dual_objective=dual,
         duality_gap=gap,
-        feature_error_bound=bound,
+        feature_error_bound=feature_error_bound(primal, dual, gap, lam_H),
         status=tuple(statuses[i] for i in inverse.tolist()),
         solver=solver,
     )
+
+
+# -- any soft target on the simplex (mixtures of m classes) --------------------------------
+
+
+def _check_targets(targets, K: int) -> torch.Tensor:
+    """Validated targets as float64 (n, K), each row divided by its sum."""
+    targets = torch.as_tensor(targets).detach().to(torch.float64).cpu()
+    if targets.ndim == 0 or targets.shape[-1] != K:
+        raise ValueError(f"targets must have shape (..., K) with K={K}, got {tuple(targets.shape)}")
+    targets = targets.reshape(-1, K)
+    if targets.numel() == 0:
+        return targets
+    finite = torch.isfinite(targets)
+    if not bool(finite.all()):
+        raise ValueError(f"targets must be finite, found {targets[~finite][0].item()}")
+    if targets.min() < 0:
+        raise ValueError(f"targets must be >= 0, found {targets.min().item()!r}")
+    sums = targets.sum(-1, keepdim=True)
+    deviation = (sums - 1).abs()
+    if deviation.max() > TARGET_SUM_TOL:
+        bad = sums.flatten()[deviation.flatten().argmax()].item()
+        raise ValueError(
+            f"targets must sum to 1 along the last axis (to within {TARGET_SUM_TOL:g}), "
+            f"found a sum of {bad:.12g}"
+        )
+    return targets / sums
+
+
+def _prepare_targets(W, targets, lam_H, loss, bias):
+    W = torch.as_tensor(W).detach().to(torch.float64).cpu()
+    if W.ndim != 2:
+        raise ValueError(f"W must be a (K, d) matrix, got shape {tuple(W.shape)}")
+    K = W.shape[0]
+    lam_H = check_float("lam_H", lam_H, 0.0, None, low_open=True)
+    loss = get_loss(loss)
+    targets = _check_targets(targets, K)
+    if isinstance(loss, LabelSmoothing):
+        own = (1 - loss.eps) * targets + loss.eps / K
+    elif isinstance(loss, (CrossEntropy, SquaredError)):
+        own = targets
+    else:
+        raise ValueError(
+            f"loss {loss.name!r} has no soft-target convex certificate; "
+            "convex losses: 'ce', 'label_smoothing', 'mse'"
+        )
+    constant = torch.zeros(targets.shape[0], dtype=torch.float64)
+    if isinstance(loss, SquaredError) and loss.form == "pair":
+        constant = 0.5 * (1 - (targets * targets).sum(-1))
+    bias = torch.zeros(K, dtype=torch.float64) if bias is None else bias
+    bias = torch.as_tensor(bias, dtype=torch.float64).cpu()
+    if bias.shape != (K,):
+        raise ValueError(f"bias must have shape ({K},), got {tuple(bias.shape)}")
+    return W, own, constant, lam_H, loss, bias
+
+
+def duality_gap_targets(W, h, targets, lam_H, loss="ce", bias=None):
+    r"""Primal value, Fenchel dual value and gap of features ``h`` (n, d) for soft targets.
+
+    ``targets`` (n, K) lie on the simplex (checked: finite, :math:`\ge 0`, row sums within
+    :data:`TARGET_SUM_TOL` of 1); otherwise as :func:`duality_gap`.
+    """
+    W, own, constant, lam_H, loss, bias = _prepare_targets(W, targets, lam_H, loss, bias)
+    h = torch.as_tensor(h).detach().to(torch.float64).cpu().reshape(-1, W.shape[1])
+    if h.shape[0] != own.shape[0]:
+        raise ValueError(f"h has {h.shape[0]} rows but there are {own.shape[0]} targets")
+    return _gap(W, h, own, constant, lam_H, loss, bias)
+
+
+def certify_targets(
+    W, targets, lam_H: float, loss="ce", bias=None, solver: str = "SCS", tol: float = 1e-10
+) -> Certificate:
+    r"""Solve :math:`\min_h \ell(Wh+b;\, y) + \frac{\lambda_H}{2}\|h\|^2` by CVXPY per soft target.
+
+    The certificate of :func:`certify` for any ``targets`` (..., K) on the probability simplex
+    (checked: finite, :math:`\ge 0`, row sums within :data:`TARGET_SUM_TOL` of 1, then
+    divided by them), e.g. :func:`ufm.theory.mixtures.mixture_target` of m-class mixtures.
+    ``loss`` is "ce", "label_smoothing" (applied to the targets) or "mse" (see the module
+    docstring); ``bias``, ``solver`` and ``tol`` as for :func:`certify`. One solve per distinct
+    target; returns a :class:`Certificate` with one row per target (rows of ``targets``
+    flattened to (n, K)).
+    """
+    solver, options = _solver_options(solver, tol)
+    W_t, own, _, lam_H, loss, bias = _prepare_targets(W, targets, lam_H, loss, bias)
+    problem, h_var, target = _build_problem(W_t.numpy(), bias.numpy(), lam_H, loss)
+    first, inverse = _first_of_each(own)
+    solutions, statuses = _solve_each(problem, h_var, target, own, first, solver, options)
+    h = solutions[inverse.numpy()]
+    primal, dual, gap = duality_gap_targets(W_t, h, targets, lam_H, loss, bias)
+    return _certificate(h, primal, dual, gap, lam_H, statuses, inverse, solver)

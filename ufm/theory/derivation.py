@@ -34,6 +34,9 @@ Steps
    :math:`q = 1/D` each equation involves one unknown, and their sum gives :math:`t(u+v) = Kq`.
 8. :func:`same_class_leading_order`, :func:`margin_limit` -- asymptotics as
    :math:`\lambda_H\to 0`.
+9. Mixtures of :math:`m` classes (THEORY.md section 3; Chaudhry et al. 2022 study mixup of more
+   than two points): the steps of :mod:`ufm.theory.mixture_derivation`, re-exported here, and
+   :func:`check_mixture_is_pair` (for :math:`m = 2` they are the residuals above).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import sympy as sp
+
+from . import mixture_derivation
+from .mixture_derivation import *  # noqa: F403 - step 9, listed in its own __all__
 
 __all__ = [
     "symbols",
@@ -63,6 +69,8 @@ __all__ = [
     "check_log_q_form",
     "same_class_leading_order",
     "margin_limit",
+    "check_mixture_is_pair",
+    *mixture_derivation.__all__,
 ]
 
 
@@ -337,3 +345,16 @@ def margin_limit():
     eps = sp.Symbol("epsilon", positive=True)
     delta = sp.log((S.lam - eps * S.u + eps) / (1 - S.lam - eps * S.v + eps))
     return sp.limit(delta, eps, 0)
+
+
+# -- 9. mixtures: the pair is the case m = 2 ---------------------------------------------------
+
+
+def check_mixture_is_pair() -> bool:
+    r"""For :math:`m = 2`, :math:`(a_1, a_2, y_1) = (a, b, \lambda)` turns the m-class residuals
+    (:func:`~ufm.theory.mixture_derivation.mixture_residuals`) into :func:`residuals`."""
+    S = symbols()
+    (a_1, a_2), (y_1, _) = mixture_derivation.mixture_symbols(2)
+    pair = {a_1: S.a, a_2: S.b, y_1: S.lam}
+    mixed = mixture_derivation.mixture_residuals(2)
+    return all(sp.simplify(R.subs(pair) - P) == 0 for R, P in zip(mixed, residuals()))
