@@ -46,7 +46,13 @@ from ..etf import check_simplex_etf, gain, row_norm
 from ..losses import CrossEntropy, LabelSmoothing, SquaredError, get_loss
 from .reduced_equations import solve_reduced_mixture
 
-__all__ = ["WEIGHT_SUM_TOL", "mixture_coefficients", "mixture_features", "mixture_target"]
+__all__ = [
+    "WEIGHT_SUM_TOL",
+    "mixture_coefficients",
+    "mixture_features",
+    "mixture_target",
+    "simplex_grid",
+]
 
 WEIGHT_SUM_TOL = 1e-9
 r"""Allowed :math:`|\sum_k y_k - 1|`; weights within it are divided by their sum."""
@@ -236,3 +242,28 @@ def mixture_target(classes, weights, K: int, dtype=torch.float64) -> torch.Tenso
     target = torch.zeros(*classes.shape[:-1], K, dtype=torch.float64)
     target.scatter_add_(-1, torch.tensor(classes), torch.tensor(weights))
     return target.to(dtype)
+
+
+def simplex_grid(m: int, points: int) -> np.ndarray:
+    r"""The regular grid on the probability simplex of dimension ``m - 1``, shape (N, m).
+
+    All weight vectors :math:`(i_1, \dots, i_m)/(n - 1)` with non-negative integers
+    :math:`i_1 + \dots + i_m = n - 1`, :math:`n` = ``points`` per edge:
+    :math:`N = \binom{n + m - 2}{m - 1}` rows in lexicographic order, the first the vertex
+    :math:`e_m`; for ``m = 2`` the rows are :math:`(\lambda, 1 - \lambda)` for ``lam`` in
+    ``linspace(0, 1, n)``. Every row sums to 1 to rounding.
+    """
+    m = check_int("m", m, minimum=1)
+    points = check_int("points", points, minimum=2)
+    steps = points - 1
+    rows: list[tuple[int, ...]] = []
+
+    def extend(prefix: tuple[int, ...], left: int) -> None:
+        if len(prefix) == m - 1:
+            rows.append(prefix + (left,))
+            return
+        for i in range(left + 1):
+            extend(prefix + (i,), left - i)
+
+    extend((), steps)
+    return np.asarray(rows, dtype=np.float64) / steps

@@ -16,6 +16,7 @@ from .._checks import check_float, check_int
 from ..config import config_to_dict
 from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss
+from .mixtures import mixture_coefficients, simplex_grid
 from .optimum import (
     EXACT_THEORY_LOSSES,
     _check_common,
@@ -96,7 +97,9 @@ class TheoryConfig:
 
     ``lams`` gives the grid explicitly; otherwise ``num_lams`` equally spaced values in
     [0, 1] are used. ``d`` only has to admit a simplex ETF (``d >= K - 1``): the optimum
-    does not depend on it.
+    does not depend on it. ``mixup_points = m >= 3`` tabulates mixtures of the classes
+    0..m-1 instead, over the grid of the weight simplex with ``simplex_points`` points per
+    edge (:func:`ufm.theory.mixtures.simplex_grid`).
     """
 
     K: int = 10
@@ -107,6 +110,8 @@ class TheoryConfig:
     loss_params: dict[str, Any] = field(default_factory=dict)
     num_lams: int = 21
     lams: tuple[float, ...] | None = None
+    mixup_points: int = 2
+    simplex_points: int = 5
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
@@ -116,6 +121,8 @@ class TheoryConfig:
         self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
         self.scale = check_float("scale", self.scale, 0.0, None, low_open=True)
         self.num_lams = check_int("num_lams", self.num_lams, minimum=2)
+        self.mixup_points = check_int("mixup_points", self.mixup_points, 2, self.K)
+        self.simplex_points = check_int("simplex_points", self.simplex_points, minimum=2)
         if not has_exact_theory(get_loss(self.loss, **self.loss_params)):
             raise ValueError(
                 f"loss must be one of {', '.join(map(repr, EXACT_THEORY_LOSSES))} for the exact "
@@ -137,9 +144,13 @@ COLUMNS = ("lam", "a", "b", "feature_norm", "margin", "margin_vs_other", "p_c", 
 
 
 def compute(config: TheoryConfig) -> dict[str, Any]:
-    """The theory table for ``config`` (see :func:`ufm.theory.theory_table`)."""
+    """The theory table for ``config`` (:func:`theory_table`, or :func:`mixture_table`)."""
     loss = get_loss(config.loss, **config.loss_params)
-    table = theory_table(config.K, config.lam_H, config.scale, loss, config.grid())
+    if config.mixup_points > 2:
+        weights = simplex_grid(config.mixup_points, config.simplex_points)
+        table = mixture_table(config.K, config.lam_H, config.scale, loss, weights)
+    else:
+        table = theory_table(config.K, config.lam_H, config.scale, loss, config.grid())
     table["d"] = config.d
     return table
 
@@ -149,12 +160,18 @@ def _loss_text(loss: dict[str, Any]) -> str:
     return f"{loss['name']} ({params})" if params else loss["name"]
 
 
-def format_table(table: dict[str, Any]) -> str:
-    """Fixed-width text of the table, full double precision for a and b."""
-    head = (
+def _head(table: dict[str, Any]) -> str:
+    return (
         f"K={table['K']}  d={table['d']}  lam_H={table['lam_H']:g}  row norm={table['scale']:g}  "
         f"g={table['g']:.15g}  loss={_loss_text(table['loss'])}"
     )
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """Fixed-width text of the table, full double precision for the coefficients."""
+    if "mixup_points" in table:
+        return format_mixture_table(table)
+    head = _head(table)
     same = table["same_class"]
     lines = [head, f"same class (any lam): a = {same.a:.15g}, |h| = {same.feature_norm:.15g}", ""]
     lines.append(
@@ -173,6 +190,82 @@ def write(table: dict[str, Any], config: TheoryConfig, out: str | Path) -> Path:
     """Write config.json, theory.csv and theory.json (last) into ``out``."""
     out = prepare_run_dir(out)
     write_json(out / "config.json", config_to_dict(config))
-    write_csv(out / "theory.csv", [{k: getattr(r, k) for k in COLUMNS} for r in table["rows"]])
+    if "mixup_points" in table:
+        rows = table["rows"]
+    else:
+        rows = [{k: getattr(r, k) for k in COLUMNS} for r in table["rows"]]
+    write_csv(out / "theory.csv", rows)
     write_json(out / "theory.json", table)
     return out
+
+
+def mixture_table(K: int, lam_H: float, scale: float, loss, weights) -> dict[str, Any]:
+    r"""The exact optimum of mixtures of the classes 0..m-1 over rows of ``weights`` (N, m).
+
+    Per row: the weights :math:`y_k`, the coefficients :math:`a_k` of
+    :math:`h = \sum_k a_k w_k` (:func:`ufm.mixture_coefficients`), the feature norm
+    :math:`\|h\| = s\sqrt{\tfrac{K}{K-1}\sum_k a_k^2 - \tfrac{1}{K-1}(\sum_k a_k)^2}`, the
+    softmax probabilities :math:`p_k = e^{g a_k}/(\sum_j e^{g a_j} + K - m)` of the m
+    classes, the confidence :math:`\max(p_1, \dots, p_m, p_\text{other})` and the
+    amplification :math:`\sum_k a_k / a_\text{same}` (1 for the squared error's convex
+    combinations, whatever the weights).
+    """
+    loss = get_loss(loss)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    N, m = weights.shape
+    g = gain(K, scale)
+    a = mixture_coefficients(K, weights, lam_H, scale, loss)
+    (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
+    norm = scale * np.sqrt(
+        np.maximum(K * (a * a).sum(1) - a.sum(1) ** 2, 0.0) / (K - 1)
+    )
+    logits = np.concatenate([g * a, np.zeros((N, 1))], axis=1)
+    counts = np.array([1.0] * m + [float(K - m)])
+    top = logits.max(1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        log_D = top[:, 0] + np.log((counts * np.exp(logits - top)).sum(1))
+    p = np.exp(g * a - log_D[:, None])
+    p_other = np.exp(-log_D) if K > m else np.zeros(N)
+    rows = []
+    for i in range(N):
+        row = {f"y_{k + 1}": float(weights[i, k]) for k in range(m)}
+        row.update({f"a_{k + 1}": float(a[i, k]) for k in range(m)})
+        row["feature_norm"] = float(norm[i])
+        row.update({f"p_{k + 1}": float(p[i, k]) for k in range(m)})
+        row["confidence"] = float(max(p[i].max(), p_other[i]))
+        row["amplification"] = float(a[i].sum() / a_same)
+        rows.append(row)
+    return {
+        "K": K,
+        "lam_H": lam_H,
+        "scale": scale,
+        "g": g,
+        "loss": {"name": loss.name, **loss.params},
+        "mixup_points": m,
+        "a_same": float(a_same),
+        "rows": rows,
+    }
+
+
+def format_mixture_table(table: dict[str, Any]) -> str:
+    """Fixed-width text of a :func:`mixture_table`: weights, coefficients, norm, probabilities."""
+    m = table["mixup_points"]
+    lines = [
+        _head(table),
+        f"mixtures of the classes 0..{m - 1}: h = sum_k a_k w_k; same class: a = "
+        f"{table['a_same']:.15g}",
+        "",
+    ]
+    lines.append(
+        " ".join(f"{f'y_{k + 1}':>6}" for k in range(m))
+        + " " + " ".join(f"{f'a_{k + 1}':>22}" for k in range(m))
+        + f" {'|h|':>12} " + " ".join(f"{f'p_{k + 1}':>10}" for k in range(m))
+    )
+    for row in table["rows"]:
+        lines.append(
+            " ".join(f"{row[f'y_{k + 1}']:6.3f}" for k in range(m))
+            + " " + " ".join(f"{row[f'a_{k + 1}']:22.15g}" for k in range(m))
+            + f" {row['feature_norm']:12.6g} "
+            + " ".join(f"{row[f'p_{k + 1}']:10.6f}" for k in range(m))
+        )
+    return "\n".join(lines)
