@@ -5,7 +5,7 @@
 
 Each figure is drawn from the reproduction's files (:func:`ufm.plots.build_figure`) at a
 modest resolution and stored as an optimised palette PNG (Pillow's median-cut quantisation,
-no dithering), which keeps the eight images to a few hundred kilobytes in git.
+no dithering), which keeps the images to a few hundred kilobytes in git.
 """
 
 from __future__ import annotations

@@ -115,11 +115,17 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     return Path(path)
 
 
-def prepare_run_dir(path: str | Path) -> Path:
-    """Create the run folder; refuse a path that exists and is not a folder."""
+def check_run_dir(path: str | Path) -> Path:
+    """Refuse, before any work, a run folder path that exists and is not a folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"output path {str(path)!r} exists and is not a directory")
+    return path
+
+
+def prepare_run_dir(path: str | Path) -> Path:
+    """Create the run folder; refuse a path that exists and is not a folder."""
+    path = check_run_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -13,6 +13,19 @@ from typing import Any, Callable
 from ..config import add_config_arguments, load_config, overrides_from_args
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that states a flag's default once: appended where argparse has a real default,
+    left out where the help already says it or the flag defaults to "not given" (None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        if isinstance(action.default, bool):
+            return text
+        return super()._get_help_string(action)
+
+
 def add_job_parser(
     subparsers,
     name: str,
@@ -27,6 +40,7 @@ def add_job_parser(
     before the fields of ``config_cls``; ``parser_kwargs`` go to ``add_parser`` (``help``,
     ``description``, ...).
     """
+    parser_kwargs.setdefault("formatter_class", HelpFormatter)
     parser = subparsers.add_parser(name, **parser_kwargs)
     parser.add_argument("--config", help=f"TOML file with {config_cls.__name__} fields")
     if own_arguments is not None:

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         help="run the theory, the UFM solver and small networks; write every figure and report.md",
         description="Reproduce the theory figures of Fisher, Meng & Papyan (ICLR 2024) and what "
         "lies beyond them: exact theory, UFM solver runs, ERM and mixup networks with learned and "
-        "fixed-ETF classifiers, eight figures (PNG and PDF) and report.md. Stages already complete "
+        "fixed-ETF classifiers, nine figures (PNG and PDF) and report.md. Stages already complete "
         "in --out are reused; after an interruption, run the same command again to continue.",
     )
 

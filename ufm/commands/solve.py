@@ -24,7 +24,6 @@ def register(subparsers) -> None:
         description="Solve the mixup unconstrained-features model. Writes config.json, "
         "arrays.npz, history.csv and (last) summary.json into --out; a checkpoint.pt lets "
         "--resume continue after Ctrl-C or a time limit.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
 
 

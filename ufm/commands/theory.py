@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..io import check_run_dir
 from . import add_job_parser, job_config
 from ..theory.table import TheoryConfig, compute, format_table, write
 
@@ -19,7 +20,6 @@ def register(subparsers) -> None:
         description="Coefficients (a, b) of h = a w_c + b w_c', feature norms, logit margins "
         "and probabilities of the exact optimum, for different-class pairs over a lam grid "
         "and for same-class pairs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
 
 
@@ -29,6 +29,8 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = job_config(args, TheoryConfig)
+    if args.out:
+        check_run_dir(args.out)  # a bad --out is refused before the table is computed
     table = compute(config)
     print(format_table(table))
     if args.out:

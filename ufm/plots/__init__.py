@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ..reproduce import layout
 from .._checks import check_int
 from ..io import prepare_run_dir
-from . import calibration, curves, geometry, training
+from . import calibration, curves, geometry, mixtures, training
 from .style import RC, save
 
 
@@ -76,6 +76,14 @@ FIGURES: dict[str, FigureSpec] = {
         training.linearity,
         (layout.NETWORKS,),
         "Layer-wise non-linearity along input segments, ERM vs mixup.",
+    ),
+    "mixtures": FigureSpec(
+        mixtures.mixtures,
+        (layout.THEORY,),
+        "Mixtures of three classes over the weight simplex in the plane of their classifier "
+        "vectors; amplification of equal-weight mixtures of m classes against m. The plane "
+        "hides each feature's component along the mean of the three classifier vectors: the "
+        "equal-weight mixture sits at the origin although it is longer than a class feature.",
     ),
 }
 

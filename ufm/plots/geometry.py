@@ -89,8 +89,6 @@ def draw_triple(ax, projection: dict[str, np.ndarray], title: str) -> None:
     coordinates = projection["coordinates"]
     same = projection["c"] == projection["c_prime"]
     lam = np.broadcast_to(projection["lam"], coordinates.shape[:2])
-    half = _limits(projection)
-    _boundaries(ax, projection, half)
     norm = Normalize(0.0, 1.0)
     for mask, cmap, marker, size, edge in (
         (~same, LAM_CMAP, "o", 14, 0.0),
@@ -110,13 +108,24 @@ def draw_triple(ax, projection: dict[str, np.ndarray], title: str) -> None:
             alpha=0.85,
             zorder=3,
         )
-    _arrows(ax, projection, half)
+    decorate_triple_axes(ax, projection, title)
+
+
+def _frame(ax, half: float, title: str) -> None:
     ax.set_xlim(-half, half)
     ax.set_ylim(-half, half)
     ax.set_aspect("equal")
     ax.set_title(title)
     ax.set_xlabel(r"$e_1$ coordinate (feature units)")
     ax.set_ylabel(r"$e_2$ coordinate (feature units)")
+
+
+def decorate_triple_axes(ax, projection: dict[str, np.ndarray], title: str) -> None:
+    """Boundaries, classifier arrows, limits and labels of a panel whose points are drawn."""
+    half = _limits(projection)
+    _boundaries(ax, projection, half)
+    _arrows(ax, projection, half)
+    _frame(ax, half, title)
 
 
 def triple_figure(panels, title: str, note: str = "") -> Figure:

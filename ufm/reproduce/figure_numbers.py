@@ -140,6 +140,15 @@ def layer_linearity(s: Summaries) -> str:
     return "Non-linearity per block, input to features: " + "; ".join(parts) + "."
 
 
+def mixtures(s: Summaries) -> str:
+    amplification = s.theory["mixtures"]
+    parts = ", ".join(f"{_g(v)} at lam_H = {k}" for k, v in amplification.items())
+    return (
+        "Equal-weight mixture of three classes, amplification sum_k a_k / a_same (exact "
+        f"theory, cross-entropy): {parts}; squared error: exactly 1."
+    )
+
+
 NUMBERS = {
     "mixup_configuration": configuration,
     "margin_and_norm": margin_and_norm,
@@ -149,4 +158,5 @@ NUMBERS = {
     "collapse_over_training": collapse_over_training,
     "learned_classifier": learned_classifier,
     "layer_linearity": layer_linearity,
+    "mixtures": mixtures,
 }

@@ -10,6 +10,8 @@ module is the only contract between the writer and the readers::
                                         along w_c + w_c', and their lam_H -> 0 limits
         channel_growth.csv              per (lam_H, lam): channel position, exact and asymptotic
         projection_<loss>.npz           the triple's exact features in the classifier plane
+        mixture_amplification.csv       per (lam_H, m): amplification of equal-weight mixtures
+        mixture_projection_theory.npz   exact mixtures of the triple over the weight simplex
         summary.json                    written last
     DIR/solver/<run>/                   one UFM solve (ufm.solver.results layout)
     DIR/solver/curves.csv               per (run, lam): margin and relative norm of the solver
@@ -28,7 +30,9 @@ classifier rows of the triple in the plane, and ``offsets`` (3,): the part of ea
 does not depend on the in-plane coordinates y, so that logit_k = classifier_k . y + offsets_k
 for a feature in the plane. The plane is spanned by the orthonormal basis of
 span{w_c - mean of the three rows}; only differences of these logits are used, and those are
-exact for any feature, since w_c - w_c' lies in the plane.
+exact for any feature, since w_c - w_c' lies in the plane. A mixture projection file holds
+``coordinates`` (N, 2) of N mixtures of the triple with ``weights`` (N, 3) on its classes,
+and the same ``classes``, ``classifier`` and ``offsets``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ NETWORK_RUNS = (
     ("mixup_fixed_etf", True, "fixed_etf"),
 )
 THEORY_LOSSES = ("ce", "mse", "label_smoothing")
+MIXTURE_AMPLIFICATION = "mixture_amplification.csv"
 
 
 def stage_dir(root: str | Path, stage: str) -> Path:
@@ -69,6 +74,11 @@ def theory_file(root: str | Path, name: str) -> Path:
 
 def theory_projection(root: str | Path, loss: str) -> Path:
     return stage_dir(root, THEORY) / f"projection_{loss}.npz"
+
+
+def mixture_projection(root: str | Path, stage: str, name: str) -> Path:
+    """The projection file of a triple's mixtures over the weight simplex in ``stage``."""
+    return stage_dir(root, stage) / f"mixture_projection_{name}.npz"
 
 
 def solver_run(root: str | Path, name: str) -> Path:

@@ -51,17 +51,8 @@ def gather_pairs(features, c, c_prime, lam, pairs_c, pairs_cp, grid) -> np.ndarr
     return out
 
 
-def project_triple(
-    features: np.ndarray,
-    c: np.ndarray,
-    c_prime: np.ndarray,
-    lam: np.ndarray,
-    weight: np.ndarray,
-    triple,
-    centre: np.ndarray | None = None,
-    bias: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    r"""Projection arrays (see :mod:`ufm.reproduce.layout`) of mixed features of a triple.
+def plane_projection(features, weight, triple, centre=None, bias=None) -> dict[str, np.ndarray]:
+    r"""Features (..., d) in the plane of the classifier vectors of the three classes ``triple``.
 
     The coordinates are the ``plane_coordinates`` of
     :func:`ufm.nets.measure.triple_projections`, :math:`E^\top(h - \text{centre})`; the
@@ -69,24 +60,9 @@ def project_triple(
     :math:`w_c^\top\text{centre} + b_c`, so that the logit of class :math:`c` is
     :math:`\langle E^\top w_c, y\rangle` + offset for a feature in the plane.
 
-    Parameters
-    ----------
-    features : (P, L, d) features of the pairs ``c``, ``c_prime`` (P,) at ``lam`` (L,).
-    c, c_prime, lam : the pairs' classes and the lam grid, stored as they are.
-    weight : (K, d) classifier.
-    triple : the three classes whose plane is used.
-    centre : (d,) origin of the features; default zero.
-    bias : (K,) classifier bias; default none.
-
-    Returns
-    -------
-    dict with ``coordinates`` (P, L, 2), ``c``, ``c_prime``, ``lam``, ``classes`` (3,),
-    ``classifier`` (3, 2) and ``offsets`` (3,).
-
-    Raises
-    ------
-    ValueError
-        When the three centred classifier rows do not span a plane.
+    Returns a dict with ``coordinates`` (..., 2), ``classes`` (3,), ``classifier`` (3, 2) and
+    ``offsets`` (3,). Raises ValueError when the three centred classifier rows do not span a
+    plane.
     """
     weight = np.asarray(weight, dtype=np.float64)
     features = np.asarray(features, dtype=np.float64)
@@ -104,13 +80,52 @@ def project_triple(
         offsets = offsets + np.asarray(bias, np.float64)[list(triple)]
     return {
         "coordinates": projected["plane_coordinates"],
-        "c": np.asarray(c),
-        "c_prime": np.asarray(c_prime),
-        "lam": np.asarray(lam, dtype=np.float64),
         "classes": np.asarray(triple),
         "classifier": rows @ basis,
         "offsets": offsets,
     }
+
+
+def project_triple(
+    features: np.ndarray,
+    c: np.ndarray,
+    c_prime: np.ndarray,
+    lam: np.ndarray,
+    weight: np.ndarray,
+    triple,
+    centre: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    r"""Projection arrays (see :mod:`ufm.reproduce.layout`) of mixed pairs of a triple.
+
+    Parameters
+    ----------
+    features : (P, L, d) features of the pairs ``c``, ``c_prime`` (P,) at ``lam`` (L,).
+    c, c_prime, lam : the pairs' classes and the lam grid, stored as they are.
+    weight : (K, d) classifier.
+    triple : the three classes whose plane is used.
+    centre : (d,) origin of the features; default zero.
+    bias : (K,) classifier bias; default none.
+
+    Returns
+    -------
+    dict with ``coordinates`` (P, L, 2), ``c``, ``c_prime``, ``lam`` and the ``classes``
+    (3,), ``classifier`` (3, 2) and ``offsets`` (3,) of :func:`plane_projection`.
+    """
+    projection = plane_projection(features, weight, triple, centre, bias)
+    projection.update(
+        c=np.asarray(c), c_prime=np.asarray(c_prime), lam=np.asarray(lam, dtype=np.float64)
+    )
+    return projection
+
+
+def project_mixtures(features, weights, weight, triple, centre=None, bias=None):
+    """Projection arrays of mixtures of the three classes ``triple``: ``features`` (N, d)
+    with ``weights`` (N, 3) on ``triple`` in its order; the arrays of
+    :func:`plane_projection` and ``weights``."""
+    projection = plane_projection(features, weight, triple, centre, bias)
+    projection["weights"] = np.asarray(weights, dtype=np.float64)
+    return projection
 
 
 def write_projection(path: str | Path, projection: dict[str, np.ndarray]) -> Path:

@@ -29,6 +29,7 @@ from ..etf import simplex_etf
 from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss
 from ..theory import gain, optimal_features, theory_table
+from . import mixtures
 from .config import ReproduceConfig
 from .projection import project_triple, triple_pairs, write_projection
 
@@ -207,6 +208,10 @@ def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
     write_csv(folder / "channel_growth.csv", growth_rows(config))
     for name, projection in projections(config).items():
         write_projection(layout.theory_projection(root, name), projection)
+    amplification = mixtures.amplification_rows(config)
+    write_csv(layout.theory_file(root, layout.MIXTURE_AMPLIFICATION), amplification)
+    write_projection(layout.mixture_projection(root, layout.THEORY, "theory"),
+                     mixtures.theory_projection(config))
     summary = {
         "K": config.K,
         "scale": config.scale,
@@ -218,6 +223,11 @@ def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
         "triple": list(config.triple),
         "per_loss": _key_numbers(config, curves),
         "channels": _channel_numbers(config, channels),
+        "mixtures": {
+            f"{row['lam_H']:g}": row["amplification"]
+            for row in amplification
+            if row["m"] == 3
+        },
     }
     write_json(folder / layout.SUMMARY, summary)
     return summary
