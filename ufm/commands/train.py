@@ -21,6 +21,12 @@ SUMMARY_KEYS = (
     "fitted_lam_H",
     "seconds",
 )
+MIXTURE_KEYS = (
+    "mixture3_amplification",
+    "mixture3_amplification_theory",
+    "mixture3_amplification_theory_pair_lam_H",
+    "mixture3_fitted_lam_H",
+)
 
 
 def register(subparsers) -> None:
@@ -52,8 +58,9 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = job_config(args, TrainConfig)
     summary = run_training(config, args.out, resume=args.resume, progress=args.progress)
-    width = max(map(len, SUMMARY_KEYS))
-    for key in SUMMARY_KEYS:
+    keys = SUMMARY_KEYS + tuple(key for key in MIXTURE_KEYS if key in summary)
+    width = max(map(len, keys))
+    for key in keys:
         print(f"{key:<{width}}  {summary[key]:.6g}")
     print(f"wrote {args.out}/summary.json")
     return 0

@@ -4,7 +4,8 @@ Data flows one way, one module per step:
 :mod:`.config` (:class:`TrainConfig`) -> :mod:`.data` (:func:`load_dataset`) ->
 :mod:`.models` (:func:`build_model`) -> :mod:`.mixup` and :mod:`.training` (the epoch loop,
 checkpoints) -> :mod:`.measure` (neural collapse, calibration, layer-wise linearity; the
-agreement with the theory in :mod:`.ufm_comparison`) -> :mod:`.run` (files on disk).
+agreement with the theory in :mod:`.ufm_comparison`; 3-class mixtures in :mod:`.mixtures`)
+-> :mod:`.run` (files on disk).
 The ``ufm train`` subcommand is :mod:`ufm.commands.train`.
 """
 

@@ -37,7 +37,11 @@ class TrainConfig:
     Mixup (Zhang et al. 2018): ``alpha`` (lam ~ Beta(alpha, alpha); 0 is plain training),
     ``lam_per`` ("batch" or "sample"), ``same_class`` (partners from the same class only),
     ``mixup_layer`` (0: input mixup; k >= 1: manifold mixup of the output of hidden block k,
-    Verma et al. 2019).
+    Verma et al. 2019); ``mixup_points`` m (2: pairs, as in Zhang et al. 2018; m >= 3: every
+    batch is mixed with m - 1 further random permutations of itself, with weights drawn from
+    Dirichlet(alpha 1_m) per batch or per sample as ``lam_per`` says, the multi-point mixup
+    of Chaudhry et al. 2022; at most ``batch_size``; ``alpha`` = 0 is plain training for
+    every m, and m >= 3 then still measures the 3-class mixtures, an ERM baseline).
 
     Optimisation: ``loss`` and ``loss_params`` (:func:`ufm.losses.get_loss`), ``optimizer``,
     ``lr``, ``momentum`` (SGD), ``weight_decay``, ``schedule`` ("cosine", "step": x0.1 at 50%
@@ -52,7 +56,12 @@ class TrainConfig:
     so that 1/2 is among them); ``triple`` (three classes for the figures; empty: three drawn
     with the seed); ``pairs_per_class_pair`` training pairs per class pair for the triple and
     ``pairs_all_classes`` for all classes; ``linearity_pairs``; ``n_bins`` for the ECE;
-    ``measure_batch_size``.
+    ``measure_batch_size``. With ``mixup_points >= 3`` also the 3-class mixtures
+    (:mod:`ufm.nets.mixtures`): ``mixture_grid`` points per edge of the weight simplex (all
+    (i, j, k)/(n - 1) with i + j + k = n - 1; n - 1 a multiple of 3, so that the equal-weight
+    mixture is on the grid), ``mixture_triples`` class triples (the figure's ``triple`` and
+    further ones drawn with the seed; at most all C(K, 3)) and ``mixture_samples`` sample
+    triples per class triple.
     """
 
     dataset: str = "digits"
@@ -70,6 +79,7 @@ class TrainConfig:
     lam_per: str = "batch"
     same_class: bool = False
     mixup_layer: int = 0
+    mixup_points: int = 2
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
@@ -91,6 +101,9 @@ class TrainConfig:
     linearity_pairs: int = 200
     n_bins: int = 15
     measure_batch_size: int = 2048
+    mixture_grid: int = 7
+    mixture_triples: int = 4
+    mixture_samples: int = 20
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -118,6 +131,13 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         self.epochs = check_int("epochs", self.epochs, minimum=1)
         self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
+        self.mixup_points = check_int("mixup_points", self.mixup_points)
+        most = max(2, self.batch_size)
+        if not 2 <= self.mixup_points <= most:
+            raise ValueError(
+                f"mixup_points must lie in [2, {most}] (2 to max(2, batch_size): a batch is "
+                f"mixed with mixup_points - 1 permutations of itself), got {self.mixup_points}"
+            )
         self.seed = check_int("seed", self.seed, minimum=0)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
         self.threads = check_int("threads", self.threads, minimum=0)
@@ -140,8 +160,16 @@ class TrainConfig:
             "linearity_pairs",
             "n_bins",
             "measure_batch_size",
+            "mixture_triples",
+            "mixture_samples",
         ):
             setattr(self, name, check_int(name, getattr(self, name), minimum=1))
+        self.mixture_grid = check_int("mixture_grid", self.mixture_grid, minimum=4)
+        if (self.mixture_grid - 1) % 3:
+            raise ValueError(
+                "mixture_grid - 1 must be a multiple of 3 (4, 7, 10, ...) so that the grid "
+                f"contains the equal-weight mixture (1/3, 1/3, 1/3), got {self.mixture_grid}"
+            )
 
     def check_against_data(self, num_classes: int) -> None:
         """Refuse what only the data can rule out: class indices and d against K."""

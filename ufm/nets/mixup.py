@@ -12,6 +12,17 @@ with ``same_class``); :math:`\lambda\sim\mathrm{Beta}(\alpha,\alpha)`, one per b
 per sample. :math:`\alpha = 0` is plain training (ERM): every sample is its own partner with
 :math:`\lambda = 1`. All randomness comes from one ``numpy.random.Generator``, so a run does
 not depend on the device.
+
+**Mixtures of m > 2 points** (Chaudhry et al., "When does mixup promote local linearity in
+learned representations?", 2022): sample :math:`i` of the batch is mixed with the samples
+:math:`\pi_1(i), \dots, \pi_{m-1}(i)` of :math:`m - 1` further random permutations,
+:math:`\tilde x_i = \sum_{k=0}^{m-1} y_{ik}\, x_{\pi_k(i)}` (:math:`\pi_0` the identity), with
+weights :math:`y_i \sim \mathrm{Dirichlet}(\alpha\mathbf 1_m)` (one draw per batch or per
+sample), and trained with :math:`\sum_k y_{ik}\,\ell(z_i, c_{\pi_k(i)})`
+(:func:`mixture_loss`), the pair form for m = 2 (Zhang et al. 2018). The draws of one batch
+are, in this order, the m - 1 permutations and then the weights. For m = 2 nothing of this
+is used: :meth:`Mixup.plan` then draws exactly what it always drew (one permutation, then
+Beta) and returns a :class:`MixupPlan`, so a pair run is unchanged to the bit.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import numpy as np
 import torch
 
 from .._checks import check_float, check_int
+from ..losses import MixupLoss
 from .models import MixupNet
 
 
@@ -48,33 +60,60 @@ class MixupPlan:
     lam: torch.Tensor
 
 
+@dataclass(frozen=True)
+class MixturePlan:
+    r"""Members (m, B) and weights (B, m) for one batch mixed from m > 2 points.
+
+    Row k of ``members`` is the permutation :math:`\pi_k` (row 0 the identity): sample i is
+    :math:`\sum_k` ``weights[i, k]`` :math:`x_{\pi_k(i)}`. ``weights`` are float64, each row
+    on the simplex.
+    """
+
+    members: torch.Tensor
+    weights: torch.Tensor
+
+    @property
+    def points(self) -> int:
+        return self.members.shape[0]
+
+
 class Mixup:
-    """Draws a :class:`MixupPlan` per batch.
+    """Draws a :class:`MixupPlan` per batch, or a :class:`MixturePlan` for ``points > 2``.
 
     Parameters
     ----------
-    alpha : Beta(alpha, alpha) parameter, >= 0; 0 means no mixing.
-    per_sample : one lam per sample instead of one per batch.
+    alpha : Beta(alpha, alpha) parameter (Dirichlet(alpha 1_m) for ``points`` = m > 2),
+        >= 0; 0 means no mixing, whatever ``points``.
+    per_sample : one lam (one weight vector) per sample instead of one per batch.
     same_class : partners from the sample's own class only.
     layer : 0 for input mixup, k >= 1 for manifold mixup after hidden block k.
+    points : m, the number of samples in one mixture, >= 2.
     """
 
     def __init__(
-        self, alpha: float, per_sample: bool = False, same_class: bool = False, layer: int = 0
+        self,
+        alpha: float,
+        per_sample: bool = False,
+        same_class: bool = False,
+        layer: int = 0,
+        points: int = 2,
     ) -> None:
         self.alpha = check_float("alpha", alpha, 0.0, None)
         self.per_sample = bool(per_sample)
         self.same_class = bool(same_class)
         self.layer = check_int("layer", layer, minimum=0)
+        self.points = check_int("points", points, minimum=2)
 
     @property
     def mixes(self) -> bool:
         return self.alpha > 0
 
-    def plan(self, labels: torch.Tensor, rng: np.random.Generator) -> MixupPlan:
+    def plan(self, labels: torch.Tensor, rng: np.random.Generator) -> MixupPlan | MixturePlan:
         B = len(labels)
         if not self.mixes:
             return MixupPlan(torch.arange(B), torch.ones(B, dtype=torch.float64))
+        if self.points > 2:
+            return self._mixture_plan(labels, rng)
         if self.same_class:
             partner = same_class_permutation(labels.cpu().numpy(), rng)
         else:
@@ -83,6 +122,19 @@ class Mixup:
         lam = torch.as_tensor(lam, dtype=torch.float64).expand(B)
         return MixupPlan(torch.as_tensor(partner), lam)
 
+    def _mixture_plan(self, labels: torch.Tensor, rng: np.random.Generator) -> MixturePlan:
+        """m - 1 permutations (within classes with ``same_class``), then Dirichlet weights."""
+        B, m = len(labels), self.points
+        members = [np.arange(B)]
+        for _ in range(m - 1):
+            if self.same_class:
+                members.append(same_class_permutation(labels.cpu().numpy(), rng))
+            else:
+                members.append(rng.permutation(B))
+        weights = rng.dirichlet(np.full(m, self.alpha), size=B if self.per_sample else 1)
+        weights = torch.as_tensor(weights, dtype=torch.float64).expand(B, m)
+        return MixturePlan(torch.as_tensor(np.stack(members)), weights)
+
 
 def mix(h: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """:math:`\\lambda_k h_k + (1-\\lambda_k) h_{\\pi(k)}` for every row k of ``h`` (B, ...)."""
@@ -90,10 +142,56 @@ def mix(h: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tens
     return lam * h + (1 - lam) * h[partner.to(h.device)]
 
 
+def mix_points(h: torch.Tensor, members: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_k y_{ik} h_{\pi_k(i)}` for every row i of ``h`` (B, ...), with
+    ``members`` (m, B) the permutations :math:`\pi_k` and ``weights`` (B, m) the :math:`y_i`."""
+    weights = weights.to(device=h.device, dtype=h.dtype)
+    members = members.to(h.device)
+    shape = (-1, *([1] * (h.ndim - 1)))
+    mixed = weights[:, 0].reshape(shape) * h[members[0]]
+    for k in range(1, members.shape[0]):
+        mixed = mixed + weights[:, k].reshape(shape) * h[members[k]]
+    return mixed
+
+
 def mixed_forward(
-    model: MixupNet, x: torch.Tensor, plan: MixupPlan, layer: int = 0
+    model: MixupNet, x: torch.Tensor, plan: MixupPlan | MixturePlan, layer: int = 0
 ) -> torch.Tensor:
-    """Logits of the mixed batch: blocks before ``layer`` on the clean inputs, then mixing,
-    then the remaining blocks and the classifier."""
+    """Logits of the mixed batch: blocks before ``layer`` on the clean inputs, then mixing
+    (:func:`mix` for a pair plan, :func:`mix_points` for a mixture plan), then the remaining
+    blocks and the classifier."""
     hidden = model.run_blocks(x, 0, layer)
+    if isinstance(plan, MixturePlan):
+        mixed = mix_points(hidden, plan.members, plan.weights)
+        return model.classifier(model.run_blocks(mixed, layer))
     return model.classifier(model.run_blocks(mix(hidden, plan.partner, plan.lam), layer))
+
+
+def mixture_loss(
+    loss: MixupLoss, logits: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    r"""Per-sample m-class mixup loss :math:`\sum_k y_k\,\ell(z, c_k)`, shape (B,).
+
+    :math:`\ell(z, c)` is the loss with the one-hot target of class :math:`c`, the loss's
+    ``loss(z, c, c, 1)``, so every loss of :mod:`ufm.losses` has this form: the pair form of
+    Zhang et al. (2018) extended to m points (Chaudhry et al. 2022). For cross-entropy and
+    label smoothing it equals the loss against the soft target
+    :math:`y = \sum_k y_k e_{c_k}` (:func:`ufm.mixture_target`) exactly (both are linear in
+    the target); for the halved squared error it is the soft form plus
+    :math:`\tfrac12(1 - \|y\|^2)` (as :math:`\|e_c\| = 1`), a constant for given weights that
+    moves no optimum; for focal loss it is :math:`\sum_k y_k \mathrm{FL}(z, c_k)`, not the
+    focal loss of the soft target.
+
+    Parameters
+    ----------
+    loss : a loss of :mod:`ufm.losses`.
+    logits : (B, K).
+    classes : (m, B) class of each member (``labels[plan.members]``).
+    weights : (B, m) weights on the simplex, cast to the dtype of ``logits``.
+    """
+    weights = weights.to(device=logits.device, dtype=logits.dtype)
+    one = torch.ones((), dtype=logits.dtype, device=logits.device)
+    total = weights[:, 0] * loss(logits, classes[0], classes[0], one)
+    for k in range(1, classes.shape[0]):
+        total = total + weights[:, k] * loss(logits, classes[k], classes[k], one)
+    return total

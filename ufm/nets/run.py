@@ -8,7 +8,9 @@ checkpoints) -> final measurement -> files. The output folder holds
 * ``checkpoints/last.pt`` (every ``checkpoint_every`` epochs and the last one) and
   ``checkpoints/epoch_NNNN.pt`` (kept);
 * ``measurements/epoch_NNNN/``: ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``,
-  ``linearity.csv``, ``activations_triple.npz``, ``activations_all.npz``;
+  ``linearity.csv``, ``activations_triple.npz``, ``activations_all.npz``, and with
+  ``mixup_points >= 3`` ``mixtures3.csv`` and ``activations_mixtures3.npz``
+  (:mod:`ufm.nets.mixtures`);
 * ``summary.json``, written last: its presence marks the run complete.
 """
 
@@ -39,6 +41,7 @@ from ..losses import get_loss
 from .config import TrainConfig
 from .data import load_dataset
 from .measure import Measurement, calibration_measurement, measure
+from .mixtures import add_mixture_measurement
 from .mixup import Mixup
 from .models import build_model
 from .training import (
@@ -88,7 +91,8 @@ def _check_output_folder(out: Path, config: TrainConfig, resume: bool) -> None:
             f"{str(out)!r} holds an unfinished run; pass --resume to continue it or choose a new --out"
         )
     if resume:
-        saved = read_json(out / "config.json")["config"]
+        # A field added after the run was started takes its default, which is what the run had.
+        saved = {**config_to_dict(TrainConfig()), **read_json(out / "config.json")["config"]}
         current = config_to_dict(config)
         differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if differing:
@@ -131,7 +135,13 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
     config.check_against_data(data.num_classes)
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss = get_loss(config.loss, **config.loss_params)
-    mixup = Mixup(config.alpha, config.lam_per == "sample", config.same_class, config.mixup_layer)
+    mixup = Mixup(
+        config.alpha,
+        config.lam_per == "sample",
+        config.same_class,
+        config.mixup_layer,
+        config.mixup_points,
+    )
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     rng = np.random.default_rng(config.seed)
@@ -158,6 +168,8 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
 
     def measure_and_write(epoch: int) -> dict[str, Any]:
         measurement = measure(model, data, config, device)
+        if config.mixup_points >= 3:
+            add_mixture_measurement(measurement, model, data, config, device)
         write_measurement(out / "measurements" / f"epoch_{epoch:04d}", measurement)
         return measurement.scalars
 

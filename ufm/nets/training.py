@@ -19,7 +19,7 @@ import torch
 from ..io import save_torch
 from ..losses import MixupLoss
 from .data import Dataset
-from .mixup import Mixup, mixed_forward
+from .mixup import MixturePlan, Mixup, mixed_forward, mixture_loss
 from .models import MixupNet
 
 if TYPE_CHECKING:
@@ -72,6 +72,9 @@ def train_epoch(
 ) -> float:
     """One pass over the training set in train mode; returns the mean mixup loss.
 
+    A pair plan is trained with the loss's own mixup form ``loss(z, c, c', lam)``; a plan of
+    m > 2 points with :func:`ufm.nets.mixup.mixture_loss`.
+
     A last batch of a single sample is skipped (BatchNorm cannot normalise it).
     """
     model.train()
@@ -86,8 +89,11 @@ def train_epoch(
         y = data.y_train[rows].to(device, non_blocking=True)
         plan = mixup.plan(y, rng)
         logits = mixed_forward(model, x, plan, mixup.layer) if mixup.mixes else model(x)
-        lam = plan.lam.to(device=device, dtype=logits.dtype)
-        value = loss.mean(logits, y, y[plan.partner.to(device)], lam)
+        if isinstance(plan, MixturePlan):
+            value = mixture_loss(loss, logits, y[plan.members.to(device)], plan.weights).mean()
+        else:
+            lam = plan.lam.to(device=device, dtype=logits.dtype)
+            value = loss.mean(logits, y, y[plan.partner.to(device)], lam)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()

@@ -80,11 +80,15 @@ class FeatureSolver:
     def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096):
         self.c, self.c_prime, self.lam = c, c_prime, lam
         self.same = c == c_prime
+        self._setup(loss, lam_H, chunk_size, int(c.numel()))
+
+    def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int) -> None:
+        """The parts every sample layout shares (see :mod:`.mixture_newton` for m classes)."""
         self.loss = loss
         self._softmax = isinstance(loss, _SoftmaxFamily)
         self.lam_H = float(lam_H)
         self.chunk_size = int(chunk_size)
-        self.n = int(c.numel())
+        self.n = n
         self.X: torch.Tensor | None = None
         self.W = self.b = self.A = self.V = self.sigma2 = None
 

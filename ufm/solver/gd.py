@@ -8,7 +8,8 @@ on the curvature of that block. Each feature is stepped with its own per-sample 
 :math:`n`), with :math:`L_H = \kappa\|W\|_2^2 + \lambda_H`; the classifier with
 :math:`L_W = \kappa\,\frac1n\sum_s\|h_s\|^2 + \lambda_W` and :math:`L_b = \kappa + \lambda_b`,
 where :math:`\kappa` is the curvature taken for the loss in the logits (1 for the squared
-error, 1/2 for the others), and ``lr`` defaults to 1. A non-finite velocity stops the run
+error, 1/2 for the others), and ``lr`` defaults to 1. Samples of m > 2 classes take their
+loss terms from :mod:`.mixture_loss`. A non-finite velocity stops the run
 as ``"diverged"`` before it is applied, so the last finite state is kept.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from ..losses import SquaredError
 from .fused_loss import loss_terms
+from .mixture_loss import mixture_loss_terms
 from .state import RunState, measured_iterate, penalised_objective
 
 
@@ -93,7 +95,10 @@ class HeavyBall:
             z = h @ W.T
             if b is not None:
                 z = z + b
-            value, _, g = loss_terms(problem.loss, z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
+            if problem.classes is None:
+                value, _, g = loss_terms(problem.loss, z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
+            else:
+                value, _, g = mixture_loss_terms(problem.loss, z, problem.classes[idx], problem.weights[idx])
             objective += float(value.sum()) + 0.5 * config.lam_H * float((h * h).sum())
             torch.addmm(h, g, W, beta=config.lam_H, out=grad_H[idx])
             grad_W += g.T @ h

@@ -11,6 +11,7 @@ with a backtracking Armijo line search on the reduced function
 Optimising :math:`(H, W)` jointly by L-BFGS crawls: each :math:`h_s` has :math:`1/n` of
 :math:`W`'s curvature. With a fixed classifier and no bias an iteration is one Newton step
 on every feature (:class:`FixedClassifierNewton`). :func:`newton_method` picks the variant.
+Samples of m > 2 classes use :class:`~ufm.solver.mixture_newton.MixtureFeatureSolver`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from .feature_newton import FeatureSolver, InnerStats
 from .lbfgs import LBFGSMemory
+from .mixture_newton import MixtureFeatureSolver
 from .state import RunState, measured_iterate, penalised_objective
 
 _LBFGS_MEMORY = 20
@@ -45,9 +47,14 @@ class NewtonMethod:
     def __init__(self, state: RunState):
         problem, config = state.problem, state.config
         self.state = state
-        self.feature_solver = FeatureSolver(
-            problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, config.chunk_size
-        )
+        if problem.classes is None:
+            self.feature_solver = FeatureSolver(
+                problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, config.chunk_size
+            )
+        else:
+            self.feature_solver = MixtureFeatureSolver(
+                problem.classes, problem.weights, problem.loss, config.lam_H, config.chunk_size
+            )
         self.memory = LBFGSMemory(_LBFGS_MEMORY)
         self.current: dict[str, Any] | None = None
 

@@ -7,6 +7,12 @@ r"""The mixup-UFM problem: its configuration and the samples it is built from.
 .. math:: L(H, W, b) = \frac1n\sum_s \ell(Wh_s + b; c_s, c'_s, \lambda_s)
           + \frac{\lambda_H}{2}\frac1n\sum_s\|h_s\|^2 + \frac{\lambda_W}{2}\|W\|_F^2
           + \frac{\lambda_b}{2}\|b\|^2 .
+
+With ``mixup_points`` = m > 2 a sample mixes m distinct classes :math:`c_{s,1..m}` with
+weights :math:`y_{s,1..m}` on the simplex and :math:`\ell` takes the soft target
+:math:`\sum_k y_{s,k} e_{c_{s,k}}` (Chaudhry et al., 2022); the samples are drawn by
+:mod:`.mixture_samples` and the problem holds ``classes`` and ``weights`` (n, m) instead of
+``c``, ``c_prime``, ``lam``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import torch
 from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES, resolve_device, resolve_dtype
 from ..etf import simplex_etf
-from ..losses import MixupLoss, get_loss
+from ..losses import Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
+from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
 
 PAIRS = ("all", "same", "different", "random")
 CLASSIFIERS = ("fixed_etf", "fixed", "learned")
@@ -38,6 +45,18 @@ class UFMConfig:
     equally spaced values in [0, 1]) or, when ``alpha`` is set, ``samples_per_pair`` draws of
     lam ~ Beta(alpha, alpha).
 
+    Mixtures of ``mixup_points`` = m classes, 2 <= m <= K (default 2: the pairs above). For
+    m > 2 (:mod:`.mixture_samples`): ``pairs`` is "all" (every set of m distinct classes,
+    C(K, m) tuples) or "random" (``num_pairs`` tuples of m distinct classes drawn uniformly
+    and independently, 1 <= num_pairs <= 10^7); the weights of each tuple are
+    ``samples_per_pair`` draws from Dirichlet(alpha 1_m) when ``alpha`` is set, else the
+    simplex lattice with ``num_lams`` >= 2 points per edge (all (i_1..i_m)/(num_lams - 1)
+    with integer i_k >= 0 summing to num_lams - 1), each point ``samples_per_pair`` times;
+    ``lams`` is refused. Every loss takes the target sum_k y_k e_{c_k}: cross-entropy and
+    label smoothing against it, the squared error in the form the loss names (soft
+    1/2|z - y|^2, or pair sum_k y_k 1/2|z - e_{c_k}|^2, equal up to a constant), focal in pair
+    form sum_k y_k FL(z, c_k).
+
     Classifier: "fixed_etf" (a simplex ETF with row norm ``etf_scale`` and orientation
     ``etf_seed``, never updated), "fixed" (the initial W held fixed: random, or given to
     :func:`ufm.solve`), or "learned" (from ``init`` = "random" with entries of standard
@@ -51,6 +70,7 @@ class UFMConfig:
 
     K: int = 10
     d: int = 32
+    mixup_points: int = 2
     pairs: str = "all"
     num_pairs: int | None = None
     samples_per_pair: int = 1
@@ -82,13 +102,15 @@ class UFMConfig:
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
         self.d = check_int("d", self.d, minimum=1)
+        self.mixup_points = check_mixup_points(self.mixup_points, self.K)
         self.pairs = check_choice("pairs", self.pairs, PAIRS)
-        if self.pairs == "random":
-            if self.num_pairs is None:
-                raise ValueError("num_pairs must be given when pairs = 'random'")
-            self.num_pairs = check_int("num_pairs", self.num_pairs, 1, self.K * self.K)
-        elif self.num_pairs is not None:
-            raise ValueError(f"num_pairs is only used with pairs = 'random', got pairs = {self.pairs!r}")
+        if self.mixup_points == 2:
+            if self.pairs == "random":
+                if self.num_pairs is None:
+                    raise ValueError("num_pairs must be given when pairs = 'random'")
+                self.num_pairs = check_int("num_pairs", self.num_pairs, 1, self.K * self.K)
+            elif self.num_pairs is not None:
+                raise ValueError(f"num_pairs is only used with pairs = 'random', got pairs = {self.pairs!r}")
         self.samples_per_pair = check_int("samples_per_pair", self.samples_per_pair, minimum=1)
         if self.alpha is not None:
             self.alpha = check_float("alpha", self.alpha, 0.0, None, low_open=True)
@@ -99,7 +121,14 @@ class UFMConfig:
             if not self.lams:
                 raise ValueError("lams must not be empty")
         self.num_lams = check_int("num_lams", self.num_lams, minimum=1)
-        self.make_loss()  # validates the name and the parameters
+        loss = self.make_loss()  # validates the name and the parameters
+        if self.mixup_points > 2:
+            check_mixture_fields(self)
+            if not isinstance(loss, (_SoftmaxFamily, SquaredError, Focal)):
+                raise ValueError(
+                    f"loss {loss.name!r} has no m-class form; with mixup_points = "
+                    f"{self.mixup_points} > 2 the loss must be 'ce', 'label_smoothing', 'mse' or 'focal'"
+                )
         self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
         self.lam_W = check_float("lam_W", self.lam_W, 0.0, None)
         self.lam_b = check_float("lam_b", self.lam_b, 0.0, None)
@@ -141,24 +170,36 @@ class UFMConfig:
     def learns_classifier(self) -> bool:
         return self.classifier == "learned"
 
+    @property
+    def mixes_pairs(self) -> bool:
+        """Whether samples are pairs (``mixup_points`` = 2: c, c', lam) rather than m-class mixtures."""
+        return self.mixup_points == 2
+
 
 @dataclass
 class Problem:
-    """Samples and initial variables of a solve, on ``device`` in ``dtype``."""
+    """Samples and initial variables of a solve, on ``device`` in ``dtype``.
+
+    Pairs (``mixup_points`` = 2) have ``c``, ``c_prime`` (int64) and ``lam`` (n,), and
+    ``classes = weights = None``; m-class mixtures have ``classes`` (n, m) int64 and
+    ``weights`` (n, m) in ``dtype``, and ``c = c_prime = lam = None``.
+    """
 
     config: UFMConfig
     loss: MixupLoss
-    c: torch.Tensor
-    c_prime: torch.Tensor
-    lam: torch.Tensor
+    c: torch.Tensor | None
+    c_prime: torch.Tensor | None
+    lam: torch.Tensor | None
     W0: torch.Tensor
     b0: torch.Tensor | None
     device: torch.device
     dtype: torch.dtype
+    classes: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
-        return int(self.c.numel())
+        return int(self.c.numel()) if self.classes is None else int(self.classes.shape[0])
 
     @property
     def K(self) -> int:
@@ -197,6 +238,8 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None) -> Prob
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype)
     generator = torch.Generator().manual_seed(config.seed)
+    if not config.mixes_pairs:
+        return _mixture_problem(config, W_init, generator, device, dtype)
     pair_c, pair_cp = sample_pairs(config, generator)
     if config.alpha is None:
         grid = config.lam_grid()
@@ -226,6 +269,26 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None) -> Prob
         b0=None if b0 is None else b0.to(device=device, dtype=dtype),
         device=device,
         dtype=dtype,
+    )
+
+
+def _mixture_problem(config: UFMConfig, W_init, generator, device, dtype) -> Problem:
+    """The problem of m-class mixtures (m > 2): samples first, then W, as for pairs."""
+    classes, weights = sample_mixtures(config, generator)
+    W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
+    b0 = torch.zeros(config.K, dtype=torch.float64) if config.bias else None
+    return Problem(
+        config=config,
+        loss=config.make_loss(),
+        c=None,
+        c_prime=None,
+        lam=None,
+        W0=W0.to(device=device, dtype=dtype),
+        b0=None if b0 is None else b0.to(device=device, dtype=dtype),
+        device=device,
+        dtype=dtype,
+        classes=classes.to(device),
+        weights=weights.to(device=device, dtype=dtype),
     )
 
 

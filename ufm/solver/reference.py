@@ -10,6 +10,11 @@ holds the coefficients :math:`a, b` of every sample and gives the relative dista
 lam (in the summary). :func:`learned_etf_comparison` does the same for a learned classifier
 that has converged to a simplex ETF (THEORY.md section 4), against the exact optimum for
 that W. Nothing here steers the iteration: the distances are reported, not stopped on.
+
+Mixtures of m > 2 classes (Chaudhry et al., 2022) are measured by
+:class:`MixtureTheoryReference` against :func:`ufm.theory.mixture_features`: sample
+:math:`s` with classes :math:`c_{s,1..m}` and weights :math:`y_{s,1..m}` sits at
+:math:`h^*_s = \sum_k a_k(y_s)\,w_{c_{s,k}}` (THEORY.md section 3).
 """
 
 from __future__ import annotations
@@ -18,9 +23,16 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ..etf import etf_distance, etf_gain, row_norm
-from ..theory import has_exact_theory, optimal_coefficients, optimal_features
+from ..theory import (
+    has_exact_theory,
+    mixture_coefficients,
+    mixture_features,
+    optimal_coefficients,
+    optimal_features,
+)
 from .problem import Problem
 
 
@@ -43,6 +55,8 @@ class TheoryReference:
         config = problem.config
         if config.classifier != "fixed_etf" or config.bias or not has_exact_theory(problem.loss):
             return None
+        if problem.classes is not None:
+            return MixtureTheoryReference.build(problem)
         W = problem.W0
         K = W.shape[0]
         scale = row_norm(K, etf_gain(W))
@@ -84,6 +98,66 @@ class TheoryReference:
         return result
 
 
+class MixtureTheoryReference:
+    r"""Exact optimal features of m-class mixtures for a fixed simplex ETF, as coefficients.
+
+    ``a`` (n, m) holds :math:`a_k(y_s)` from :func:`ufm.theory.mixture_coefficients` (one
+    solve per distinct weight vector, the reduced equations of THEORY.md section 3);
+    ``group`` (n,) numbers the distinct weight vectors. The frames are those of
+    :class:`TheoryReference`.
+    """
+
+    def __init__(self, problem: Problem, a: torch.Tensor, group: torch.Tensor, groups: int):
+        self.problem = problem
+        self.a, self.group, self.groups = a, group, groups
+
+    @classmethod
+    def build(cls, problem: Problem) -> MixtureTheoryReference:
+        W, config = problem.W0, problem.config
+        K = W.shape[0]
+        scale = row_norm(K, etf_gain(W))
+        weights = _float64_weights(problem).cpu()
+        unique, inverse = torch.unique(weights, dim=0, return_inverse=True)
+        a_u = mixture_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)
+        a = torch.from_numpy(a_u)[inverse]
+        return cls(problem, a.to(problem.device, W.dtype), inverse.to(problem.device), unique.shape[0])
+
+    def _squares(self, features, frame, idx):
+        r"""Per sample :math:`\|f_s - f^*_s\|^2` and :math:`\|f^*_s\|^2`, :math:`f^*_s = \sum_k a_{s,k}` frame[c_{s,k}]."""
+        exact = F.embedding_bag(self.problem.classes[idx], frame, per_sample_weights=self.a[idx], mode="sum")
+        return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
+
+    def _chunks(self, device):
+        n, chunk = self.problem.n, self.problem.config.chunk_size
+        for start in range(0, n, chunk):
+            yield torch.arange(start, min(start + chunk, n), device=device)
+
+    def distance(self, features, frame) -> float:
+        """|H - H*|_F / |H*|_F over all samples (chunk by chunk)."""
+        num = den = 0.0
+        for idx in self._chunks(features.device):
+            a, b = self._squares(features, frame, idx)
+            num, den = num + float(a.sum()), den + float(b.sum())
+        return _relative(num, den)
+
+    def distance_per_lam(self, features, frame) -> None:
+        """None: m-class samples have no single lam (see :meth:`worst_weights_distance`)."""
+
+    def worst_weights_distance(self, features, frame) -> float:
+        """The largest relative distance over the groups of samples sharing a weight vector.
+
+        Absolute where a group's exact features are all zero (equal weights with m = K).
+        """
+        num = torch.zeros(self.groups, dtype=torch.float64, device=features.device)
+        den = torch.zeros_like(num)
+        for idx in self._chunks(features.device):
+            a, b = self._squares(features, frame, idx)
+            num.index_add_(0, self.group[idx], a.to(torch.float64))
+            den.index_add_(0, self.group[idx], b.to(torch.float64))
+        relative = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), num).sqrt()
+        return float(relative.max())
+
+
 def learned_etf_comparison(problem: Problem, H, W, b) -> dict[str, Any]:
     """Summary entries for a learned W: the distance of H to the exact theory for that W.
 
@@ -97,10 +171,20 @@ def learned_etf_comparison(problem: Problem, H, W, b) -> dict[str, Any]:
     distance = etf_distance(W)
     if distance > 1e-3:
         return {"theory_distance_learned_W": None}
-    exact = optimal_features(W, problem.c, problem.c_prime, problem.lam, config.lam_H,
-                             loss=problem.loss, etf_tol=1e-3)
+    if problem.classes is not None:
+        exact = mixture_features(W, problem.classes, _float64_weights(problem),
+                                 config.lam_H, loss=problem.loss, etf_tol=1e-3).to(H.dtype)
+    else:
+        exact = optimal_features(W, problem.c, problem.c_prime, problem.lam, config.lam_H,
+                                 loss=problem.loss, etf_tol=1e-3)
     value = float((H - exact).norm() / exact.norm())
     return {"theory_distance_learned_W": value, "learned_W_gain": etf_gain(W)}
+
+
+def _float64_weights(problem: Problem) -> torch.Tensor:
+    """The mixture weights in float64, divided by their sums (float32 rounding is undone)."""
+    weights = problem.weights.detach().to(torch.float64)
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def _relative(num: float, den: float) -> float:

@@ -1,6 +1,7 @@
 """Results of a UFM solve: the object :func:`ufm.solve` returns, and its files.
 
-A result folder holds ``config.json``, ``arrays.npz`` (H, W, b, c, c_prime, lam),
+A result folder holds ``config.json``, ``arrays.npz`` (H, W, b, c, c_prime, lam; for
+mixtures of ``mixup_points`` = m > 2 classes H, W, b, classes, weights),
 ``history.csv`` and ``summary.json``; ``summary.json`` is written last, so a folder without
 it is not a complete result. ``checkpoint.pt`` (when present) lets ``--resume`` continue.
 """
@@ -25,23 +26,27 @@ STOP_REASONS = ("converged", "max_iters", "time_limit", "diverged", "stalled", "
 class UFMResult:
     """Solved features and classifier, the samples, the history and a summary.
 
-    ``H`` (n, d), ``W`` (K, d), ``b`` (K,) or None, ``c``/``c_prime``/``lam`` (n,);
-    ``history`` holds one dict per iteration; ``stop_reason`` is one of
-    :data:`STOP_REASONS`; ``summary`` holds the final numbers (see :func:`ufm.solve`).
+    ``H`` (n, d), ``W`` (K, d), ``b`` (K,) or None, ``c``/``c_prime``/``lam`` (n,) for
+    pairs (``mixup_points`` = 2), or ``classes`` (n, m) and ``weights`` (n, m) for m-class
+    mixtures (then ``c``, ``c_prime`` and ``lam`` are None); ``history`` holds one dict per
+    iteration; ``stop_reason`` is one of :data:`STOP_REASONS`; ``summary`` holds the final
+    numbers (see :func:`ufm.solve`).
     """
 
     config: UFMConfig
     H: torch.Tensor
     W: torch.Tensor
     b: torch.Tensor | None
-    c: torch.Tensor
-    c_prime: torch.Tensor
-    lam: torch.Tensor
+    c: torch.Tensor | None
+    c_prime: torch.Tensor | None
+    lam: torch.Tensor | None
     history: list[dict[str, Any]]
     stop_reason: str
     seconds: float
     device: str
     summary: dict[str, Any] = field(default_factory=dict)
+    classes: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
     @property
     def converged(self) -> bool:
@@ -51,7 +56,10 @@ class UFMResult:
         """Write the result folder (summary.json last)."""
         out = prepare_run_dir(out)
         write_json(out / "config.json", config_to_dict(self.config))
-        arrays = {"H": self.H, "W": self.W, "c": self.c, "c_prime": self.c_prime, "lam": self.lam}
+        if self.classes is None:
+            arrays = {"H": self.H, "W": self.W, "c": self.c, "c_prime": self.c_prime, "lam": self.lam}
+        else:
+            arrays = {"H": self.H, "W": self.W, "classes": self.classes, "weights": self.weights}
         if self.b is not None:
             arrays["b"] = self.b
         write_npz(out / "arrays.npz", **arrays)
@@ -78,14 +86,16 @@ def load_result(folder: str | Path) -> UFMResult:
         H=arrays["H"],
         W=arrays["W"],
         b=arrays.get("b"),
-        c=arrays["c"],
-        c_prime=arrays["c_prime"],
-        lam=arrays["lam"],
+        c=arrays.get("c"),
+        c_prime=arrays.get("c_prime"),
+        lam=arrays.get("lam"),
         history=history,
         stop_reason=summary["stop_reason"],
         seconds=summary["seconds"],
         device=summary["device"],
         summary=summary,
+        classes=arrays.get("classes"),
+        weights=arrays.get("weights"),
     )
 
 

@@ -68,7 +68,10 @@ def solve(
     ``result.summary`` holds the final loss, the gradient norm and its parts, the ETF
     distance of W, and, for a fixed simplex-ETF classifier with cross-entropy, label
     smoothing or squared error and no bias, the relative distance of the features to
-    :func:`ufm.optimal_features` overall and per lam.
+    :func:`ufm.optimal_features` overall and per lam. For ``mixup_points`` = m > 2 it
+    also holds ``mixup_points``, and the distance is to :func:`ufm.mixture_features`, with
+    ``theory_distance_per_lam`` None and ``theory_distance_worst_weights`` the largest
+    relative distance over the groups of samples that share a weight vector.
     """
     keep_freed_memory()
     problem = build_problem(config, W_init)
@@ -199,7 +202,11 @@ class _Run:
             frame = self.method.theory_frame()
             summary["theory_distance"] = self.theory.distance(*frame)
             summary["theory_distance_per_lam"] = self.theory.distance_per_lam(*frame)
+            if problem.classes is not None:
+                summary["theory_distance_worst_weights"] = self.theory.worst_weights_distance(*frame)
         summary.update(learned_etf_comparison(problem, H, state.W, state.b))
+        if problem.classes is not None:
+            summary["mixup_points"] = config.mixup_points
         return UFMResult(
             config=config,
             H=H,
@@ -213,6 +220,8 @@ class _Run:
             seconds=seconds,
             device=str(problem.device),
             summary=summary,
+            classes=problem.classes,
+            weights=problem.weights,
         )
 
 

@@ -37,6 +37,8 @@ linearity in learned representations?" (2022).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -247,23 +249,20 @@ def mixture_target(classes, weights, K: int, dtype=torch.float64) -> torch.Tenso
 def simplex_grid(m: int, points: int) -> np.ndarray:
     r"""The regular grid on the probability simplex of dimension ``m - 1``, shape (N, m).
 
-    All weight vectors :math:`(i_1, \dots, i_m)/(n - 1)` with non-negative integers
-    :math:`i_1 + \dots + i_m = n - 1`, :math:`n` = ``points`` per edge:
-    :math:`N = \binom{n + m - 2}{m - 1}` rows in lexicographic order, the first the vertex
-    :math:`e_m`; for ``m = 2`` the rows are :math:`(\lambda, 1 - \lambda)` for ``lam`` in
-    ``linspace(0, 1, n)``. Every row sums to 1 to rounding.
+    All weight vectors :math:`(i_1, \dots, i_m)/n` with integers :math:`i_k \ge 0`,
+    :math:`\sum_k i_k = n`, :math:`n` = ``points`` - 1 (``points`` per edge):
+    :math:`N = \binom{n + m - 1}{m - 1}` rows. Built by stars and bars: the bar positions
+    :math:`0 \le b_1 < \dots < b_{m-1} \le n + m - 2` give :math:`i_1 = b_1`,
+    :math:`i_k = b_k - b_{k-1} - 1`, :math:`i_m = n + m - 2 - b_{m-1}`, in lexicographic order
+    of the bars: the first row is the vertex :math:`e_m`, and for ``m = 2`` the rows are
+    :math:`(\lambda, 1 - \lambda)` for ``lam`` in ``linspace(0, 1, points)``. Every row sums
+    to 1 to rounding.
     """
     m = check_int("m", m, minimum=1)
     points = check_int("points", points, minimum=2)
-    steps = points - 1
-    rows: list[tuple[int, ...]] = []
-
-    def extend(prefix: tuple[int, ...], left: int) -> None:
-        if len(prefix) == m - 1:
-            rows.append(prefix + (left,))
-            return
-        for i in range(left + 1):
-            extend(prefix + (i,), left - i)
-
-    extend((), steps)
-    return np.asarray(rows, dtype=np.float64) / steps
+    n = points - 1
+    combos = list(itertools.combinations(range(n + m - 1), m - 1))
+    bars = np.array(combos, dtype=np.int64).reshape(len(combos), m - 1)
+    left = np.concatenate([np.full((len(bars), 1), -1), bars], axis=1)
+    right = np.concatenate([bars, np.full((len(bars), 1), n + m - 1)], axis=1)
+    return (right - left - 1).astype(np.float64) / n
