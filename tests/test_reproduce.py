@@ -16,7 +16,7 @@ from reproduce_support import TINY, build_tiny, copy_of, run_tiny, tiny_config
 
 from ufm import cli
 from ufm.reproduce import layout
-from ufm.io import read_json
+from ufm.io import read_csv, read_json
 from ufm.nets import run as nets_run
 from ufm.plots import FIGURES
 from ufm.reproduce import PRESETS, ReproduceConfig, network_stage, pipeline, preset, solver_stage
@@ -142,7 +142,12 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(tmp_path, monkeypa
     monkeypatch.setattr(network_stage, "run_training", record)
     monkeypatch.setattr(solver_stage, "solve", lambda *a, **k: pytest.fail("solver rerun"))
     run_tiny(out)
-    assert calls == [("mixup_learned", True), ("erm_fixed_etf", False), ("mixup_fixed_etf", False)]
+    assert calls == [
+        ("mixup_learned", True),
+        ("erm_fixed_etf", False),
+        ("mixup_fixed_etf", False),
+        (layout.MIXTURE_NETWORK_RUN, False),
+    ]
     after = _mtimes(out)
     for key, value in before.items():
         assert after[key] == value, f"{key} was rewritten"
@@ -266,3 +271,29 @@ def test_readme_quick_start_runs_the_quick_reproduction_and_its_gallery_exists()
     for image in images:
         assert (ROOT / image).is_file(), image
     assert sum((ROOT / image).stat().st_size for image in images) < 800_000
+
+
+def test_mixture_files_hold_the_exact_and_solved_three_class_optimum(tiny_reproduction):
+    """Mixtures figure files: equal weights on every boundary (theory and solver), the
+    theory's amplification starting at 1 for m = 1, and a network projection on the simplex."""
+    root = tiny_reproduction
+    for stage, name in ((layout.THEORY, "theory"), (layout.SOLVER, "solver")):
+        with np.load(layout.mixture_projection(root, stage, name)) as data:
+            coordinates, classifier, offsets, weights = (
+                data[k] for k in ("coordinates", "classifier", "offsets", "weights")
+            )
+        assert np.abs(weights.sum(1) - 1).max() <= 1e-12 and weights.shape[1] == 3
+        equal = np.flatnonzero(np.abs(weights - 1 / 3).max(1) <= 1e-12)
+        assert len(equal) == 1
+        logits = coordinates[equal[0]] @ classifier.T + offsets
+        scale = np.abs(coordinates @ classifier.T).max()
+        assert logits.max() - logits.min() <= 1e-8 * scale, (name, logits)
+    rows = read_csv(layout.theory_file(root, layout.MIXTURE_AMPLIFICATION))
+    first = [r for r in rows if int(r["m"]) == 1]
+    assert all(abs(float(r["amplification"]) - 1) <= 1e-12 for r in first)
+    assert all(abs(float(r["amplification_mse"]) - 1) <= 1e-12 for r in rows)
+    with np.load(layout.mixture_projection(root, layout.NETWORKS, "network")) as data:
+        assert np.abs(data["weights"].sum(1) - 1).max() <= 1e-12
+        assert data["coordinates"].shape == (len(data["weights"]), 2)
+    networks = read_json(layout.stage_dir(root, layout.NETWORKS) / layout.SUMMARY)
+    assert networks["mixture_run"]["name"] == layout.MIXTURE_NETWORK_RUN

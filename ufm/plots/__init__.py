@@ -79,7 +79,7 @@ FIGURES: dict[str, FigureSpec] = {
     ),
     "mixtures": FigureSpec(
         mixtures.mixtures,
-        (layout.THEORY,),
+        (layout.THEORY, layout.SOLVER, layout.NETWORKS),
         "Mixtures of three classes over the weight simplex in the plane of their classifier "
         "vectors; amplification of equal-weight mixtures of m classes against m. The plane "
         "hides each feature's component along the mean of the three classifier vectors: the "

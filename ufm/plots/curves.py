@@ -48,7 +48,7 @@ def _solver_curves(root: Path) -> dict[float, dict[str, np.ndarray]]:
     return {
         r["lam_H"]: read_table(table, run=r["name"])
         for r in runs
-        if r["kind"] == "fixed" and r["loss"] == "ce"
+        if r["kind"] == "fixed" and r["loss"] == "ce" and r.get("mixup_points", 2) == 2
     }
 
 

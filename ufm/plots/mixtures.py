@@ -1,9 +1,9 @@
 r"""Figure 9: mixtures of three and more classes.
 
-Panels of mixtures of the triple's three classes over the grid of the weight simplex, in the
-plane of their classifier vectors (each point coloured by its weights, the blend of the three
-class colours): the exact theory (:func:`ufm.mixture_features`), and, where the reproduction
-has them, the UFM solver and a network trained with 3-point mixup. The last panel is the
+Mixtures of the triple's three classes over the grid of the weight simplex, in the plane of
+their classifier vectors, each point coloured by its weights (the blend of the three class
+colours): the exact theory (:func:`ufm.mixture_features`), the UFM solver, and a network
+trained with 3-point mixup (cell means over its sampled input triples). The last panel is the
 amplification :math:`\sum_k a_k / a_\text{same}` of the equal-weight mixture of m classes
 against m: 1 for the squared error's convex combinations, above 1 for cross-entropy, whose
 mixtures run out along :math:`\sum_k w_{c_k}` (the multi-class channels that extend Fisher,
@@ -21,16 +21,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..reproduce import layout
-from .files import read_projection, read_table, reproduction_config
+from .files import read_projection, read_table, reproduction_config, stage_summary
 from .geometry import BASIS_NOTE, decorate_triple_axes
 from .style import LIMIT_STYLE, OKABE_ITO, new_figure, ridge_colours
 
 CLASS_COLOURS = np.array([to_rgb(OKABE_ITO[name]) for name in ("blue", "vermillion", "green")])
-# (stage, file name, panel title) of the mixture panels, drawn when their file exists
+# (stage, file name, panel title) of the mixture panels
 PANELS = (
     (layout.THEORY, "theory", "exact theory: UFM, fixed ETF"),
-    (layout.SOLVER, "solver", "UFM solver, fixed ETF"),
-    (layout.NETWORKS, "network", "network trained with 3-point mixup"),
+    (layout.SOLVER, "solver", "UFM solver, 3-class mixtures, fixed ETF"),
+    (layout.NETWORKS, "network", "network, 3-point mixup, fixed ETF\n(means over input triples)"),
 )
 
 
@@ -51,6 +51,13 @@ def _amplification(ax, root: Path) -> None:
         ax.plot(rows["m"], rows["amplification"], "o-", ms=4, color=colour,
                 label=f"cross-entropy, $\\lambda_H$={lam_H:g}")
     ax.axhline(1.0, **LIMIT_STYLE, label="squared error: convex combination (exactly 1)")
+    net = stage_summary(root, layout.NETWORKS).get("mixture_run") or {}
+    if net.get("mixture3_amplification") is not None:
+        ax.plot([3], [net["mixture3_amplification"]], ls="", marker="s", ms=7,
+                color=OKABE_ITO["vermillion"], label="network, 3-point mixup: measured")
+        ax.plot([3], [net["mixture3_amplification_theory"]], ls="", marker="x", ms=8, mew=2,
+                color=OKABE_ITO["vermillion"],
+                label=f"theory at its fitted $\\lambda_H$={net['mixture3_fitted_lam_H']:.2g}")
     ax.set_xlabel("m, classes in the equal-weight mixture")
     ax.set_ylabel(r"amplification $\sum_k a_k / a_\mathrm{same}$")
     ax.set_title("amplification of equal-weight mixtures")
@@ -61,9 +68,8 @@ def mixtures(root: Path) -> Figure:
     """Figure 9."""
     config = reproduction_config(root)
     panels = [
-        (read_projection(path), title)
+        (read_projection(layout.mixture_projection(root, stage, name)), title)
         for stage, name, title in PANELS
-        if (path := layout.mixture_projection(root, stage, name)).is_file()
     ]
     figure = new_figure(4.3 * (len(panels) + 1) + 0.4, 5.4)
     axes = np.atleast_1d(figure.subplots(1, len(panels) + 1))

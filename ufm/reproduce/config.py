@@ -139,9 +139,10 @@ class ReproduceConfig:
         """``lam_Hs`` and ``lam_H``, largest first."""
         return tuple(sorted(set(self.lam_Hs) | {self.lam_H}, reverse=True))
 
-    def train_config(self, alpha: float, classifier: str) -> TrainConfig:
-        """The :class:`~ufm.nets.TrainConfig` of one network run."""
+    def train_config(self, alpha: float, classifier: str, mixup_points: int = 2) -> TrainConfig:
+        """The :class:`~ufm.nets.TrainConfig` of one network run (``mixup_points``-point mixup)."""
         return TrainConfig(
+            mixup_points=mixup_points,
             dataset=self.dataset,
             data_dir=self.data_dir,
             train_subset=self.train_subset,

@@ -143,10 +143,26 @@ def layer_linearity(s: Summaries) -> str:
 def mixtures(s: Summaries) -> str:
     amplification = s.theory["mixtures"]
     parts = ", ".join(f"{_g(v)} at lam_H = {k}" for k, v in amplification.items())
-    return (
+    solver = next((r for r in s.solver["runs"] if r.get("mixup_points", 2) == 3), None)
+    net = s.networks.get("mixture_run") or {}
+    text = (
         "Equal-weight mixture of three classes, amplification sum_k a_k / a_same (exact "
         f"theory, cross-entropy): {parts}; squared error: exactly 1."
     )
+    if solver is not None:
+        text += (
+            f" UFM solver, 3-class mixtures over the simplex grid (fixed ETF): distance to the "
+            f"exact optimum {_g(solver['theory_distance'])}."
+        )
+    if net:
+        text += (
+            f" Network trained with 3-point mixup (fixed ETF, cell means over sampled input "
+            f"triples): amplification {_g(net.get('mixture3_amplification'))} against "
+            f"{_g(net.get('mixture3_amplification_theory'))} for the exact theory at its fitted "
+            f"lam_H = {_g(net.get('mixture3_fitted_lam_H'))}; test accuracy "
+            f"{_g(net.get('test_accuracy'))}."
+        )
+    return text
 
 
 NUMBERS = {

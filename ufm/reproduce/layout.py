@@ -16,10 +16,12 @@ module is the only contract between the writer and the readers::
     DIR/solver/<run>/                   one UFM solve (ufm.solver.results layout)
     DIR/solver/curves.csv               per (run, lam): margin and relative norm of the solver
     DIR/solver/projection_<run>.npz     the triple's solved features in the classifier plane
+    DIR/solver/mixture_projection_solver.npz   the 3-class run's mixtures of the triple
     DIR/solver/summary.json
     DIR/networks/<run>/                 one training run (ufm.nets.run layout)
     DIR/networks/curves_<run>.csv       per lam: network and fitted-theory margins, norms, p_c
     DIR/networks/projection_<run>.npz   the triple's mixed activations in the classifier plane
+    DIR/networks/mixture_projection_network.npz  3-point mixup network: mixtures of the triple
     DIR/networks/summary.json
     DIR/figures/<name>.png, .pdf, summary.json
     DIR/report.md, DIR/summary.json     written last: the reproduction is complete
@@ -55,6 +57,8 @@ NETWORK_RUNS = (
     ("erm_fixed_etf", False, "fixed_etf"),
     ("mixup_fixed_etf", True, "fixed_etf"),
 )
+# The network trained with 3-point mixup for the mixtures figure (fixed simplex ETF).
+MIXTURE_NETWORK_RUN = "mixup3_fixed_etf"
 THEORY_LOSSES = ("ce", "mse", "label_smoothing")
 MIXTURE_AMPLIFICATION = "mixture_amplification.csv"
 

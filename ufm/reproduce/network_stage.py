@@ -14,6 +14,10 @@ measurement (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171):
   UFM's :math:`\|h(\lambda)\|/\|h_\text{same}\|` for the network's gain at the fitted
   :math:`\lambda_H`; mean :math:`p_c` beside the UFM's;
 * ``projection_<run>.npz``: the triple's mixed activations in the classifier plane.
+
+Then one more run, :data:`ufm.reproduce.layout.MIXTURE_NETWORK_RUN`: 3-point mixup
+(Dirichlet weights) with a fixed simplex ETF, whose 3-class mixture measurements give the
+mixture projection of the figure and the ``mixture_run`` entry of the stage summary.
 """
 
 from __future__ import annotations
@@ -26,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from . import layout
+from ..etf import row_norm, row_space
 from ..io import is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json
-from ..etf import row_space
 from ..nets.run import LAST_CHECKPOINT, run_training
-from ..etf import row_norm
 from ..theory import theory_table
+from . import layout, mixtures
 from .config import ReproduceConfig
 from .projection import project_triple, write_projection
 
@@ -111,6 +114,30 @@ def projection(measurement: Path, triple) -> dict[str, np.ndarray]:
     )
 
 
+def _state(run_folder: Path) -> str:
+    if is_complete(run_folder):
+        return "reused"
+    return "resuming" if (run_folder / LAST_CHECKPOINT).is_file() else "training"
+
+
+def _mixture_run(config: ReproduceConfig, root, progress: bool, log) -> dict[str, Any]:
+    """The network trained with 3-point mixup (fixed simplex ETF): its mixture projection
+    and the scalars of its 3-class mixture measurements."""
+    name = layout.MIXTURE_NETWORK_RUN
+    run_folder = layout.network_run(root, name)
+    log(f"  network run {name} (3-point mixup, alpha={config.alpha:g}, fixed_etf): "
+        f"{_state(run_folder)}")
+    train_run(config.train_config(config.alpha, "fixed_etf", mixup_points=3), run_folder, progress)
+    summary = read_json(run_folder / layout.SUMMARY)
+    measurement = layout.final_measurement(run_folder, config.epochs)
+    write_projection(
+        layout.mixture_projection(root, layout.NETWORKS, "network"),
+        mixtures.network_projection(measurement, config.triple),
+    )
+    keys = ("test_accuracy", "fitted_lam_H") + tuple(k for k in summary if k.startswith("mixture3_"))
+    return {"name": name, "alpha": config.alpha, **{k: summary.get(k) for k in keys}}
+
+
 def run(
     config: ReproduceConfig,
     root: str | Path,
@@ -123,11 +150,7 @@ def run(
     for k, (name, mixup, classifier) in enumerate(layout.NETWORK_RUNS, 1):
         alpha = config.alpha if mixup else 0.0
         run_folder = layout.network_run(root, name)
-        state = (
-            "reused"
-            if is_complete(run_folder)
-            else ("resuming" if (run_folder / LAST_CHECKPOINT).is_file() else "training")
-        )
+        state = _state(run_folder)
         log(
             f"  network run {k}/{len(layout.NETWORK_RUNS)} {name} "
             f"(alpha={alpha:g}, {classifier}): {state}"
@@ -149,6 +172,7 @@ def run(
         "model": config.model,
         "epochs": config.epochs,
         "runs": runs,
+        "mixture_run": _mixture_run(config, root, progress, log),
     }
     write_json(folder / layout.SUMMARY, stage)
     return stage

@@ -6,37 +6,48 @@ Runs (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, THEORY.md sections 2-4
   compared with the exact optimum (``theory_distance`` in its summary);
 * ``fixed_mse``, ``fixed_label_smoothing``: the other losses with exact theory;
 * ``fixed_focal``: focal loss, which has no theory: the solver gives its optimum;
+* ``fixed_ce_mixtures3``: mixtures of every three classes over the grid of the weight simplex
+  (``mixup_points = 3``), compared with :func:`ufm.mixture_features`;
 * ``learned_<loss>``: a learned classifier from a random start (does W become an ETF?).
 
 Solves run in float64 on the configured device (MPS, which has no float64, falls back to
 the CPU) with ``threads`` torch CPU threads: one thread was measured 20 to 80 times faster
-than two on these small problems when another job shared the 2-core machine. A run folder with ``summary.json`` is reused; one with only a checkpoint is resumed. A run
-interrupted now (Ctrl-C, SIGTERM) leaves its checkpoint and re-raises KeyboardInterrupt.
+than two on these small problems when another job shared the 2-core machine. A run folder
+with ``summary.json`` is reused; one with only a checkpoint is resumed. A run interrupted
+now (Ctrl-C, SIGTERM) leaves its checkpoint and re-raises KeyboardInterrupt.
 After the runs: ``curves.csv`` (per run and lam, different-class pairs: the margin
 :math:`z_c - z_{c'}` and :math:`\|h(\lambda)\|/\|h_\text{same}\|`, means over pairs) and one
-projection file per run (:mod:`ufm.reproduce.layout`).
+projection file per run (:mod:`ufm.reproduce.layout`; for the 3-class run, the mixture
+projection of the triple, :mod:`ufm.reproduce.mixtures`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import layout
 from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
 from ..nets.run import torch_threads
+from ..solver import CHECKPOINT, solve
 from ..solver.problem import UFMConfig
 from ..solver.results import load_result
-from ..solver import CHECKPOINT, solve
+from . import layout, mixtures
 from .config import ReproduceConfig
-from .projection import gather_pairs, project_triple, triple_pairs, write_projection
+from .projection import (
+    gather_pairs,
+    project_mixtures,
+    project_triple,
+    triple_pairs,
+    write_projection,
+)
 
+MIXTURE_RUN = "fixed_ce_mixtures3"  # 3-class mixtures over the weight simplex, fixed ETF
 SUMMARY_KEYS = (
     "stop_reason",
     "iterations",
@@ -113,6 +124,17 @@ def planned_runs(config: ReproduceConfig) -> list[SolverRun]:
                 ufm_config(loss, config.lam_H, "fixed_etf", config.fixed_tol),
             )
         )
+    runs.append(
+        SolverRun(
+            MIXTURE_RUN,
+            "fixed",
+            replace(
+                ufm_config("ce", config.lam_H, "fixed_etf", config.fixed_tol),
+                mixup_points=3,
+                num_lams=mixtures.grid_points(config.solver_lams),
+            ),
+        )
+    )
     for loss in config.learned_losses:
         runs.append(
             SolverRun(
@@ -167,6 +189,7 @@ def _summary_row(run: SolverRun, summary: dict[str, Any]) -> dict[str, Any]:
         "kind": run.kind,
         "loss": run.loss,
         "lam_H": run.config.lam_H,
+        "mixup_points": run.config.mixup_points,
         **{key: summary.get(key) for key in SUMMARY_KEYS},
     }
 
@@ -189,7 +212,17 @@ def run(
         with torch_threads(config.threads):
             solve_run(planned, run_folder, progress)
         result = load_result(run_folder)
+        rows.append(_summary_row(planned, result.summary))
         H, W = result.H.numpy(), result.W.numpy()
+        if planned.config.mixup_points > 2:
+            features, weights = mixtures.triple_mixtures(
+                H, result.classes.numpy(), result.weights.numpy(), config.triple
+            )
+            write_projection(
+                layout.mixture_projection(root, layout.SOLVER, "solver"),
+                project_mixtures(features, weights, W, config.triple),
+            )
+            continue
         c, c_prime, lam = result.c.numpy(), result.c_prime.numpy(), result.lam.numpy()
         curves += [
             {"run": planned.name, **row} for row in _different_class_curves(H, W, c, c_prime, lam)
@@ -201,7 +234,6 @@ def run(
             layout.solver_projection(root, planned.name),
             project_triple(features, pairs_c, pairs_cp, grid, W, config.triple, bias=bias),
         )
-        rows.append(_summary_row(planned, result.summary))
     write_csv(folder / "curves.csv", curves)
     fixed = [r["theory_distance"] for r in rows if r["theory_distance"] is not None]
     summary = {
