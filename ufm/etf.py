@@ -140,12 +140,15 @@ def etf_distance(W: torch.Tensor, center: bool = False) -> float:
 
 
 def gain(K: int, scale: float) -> float:
-    r"""ETF gain :math:`g = s^2 K/(K-1)` of row norm :math:`s`, so that :math:`WW^\top = g(I - \mathbf 1\mathbf 1^\top/K)`."""
+    r"""ETF gain :math:`g = s^2 K/(K-1)` of row norm :math:`s`.
+
+    With it :math:`WW^\top = g(I - \mathbf 1\mathbf 1^\top/K)` for a simplex ETF :math:`W`.
+    """
     return scale * scale * K / (K - 1)
 
 
 def row_norm(K: int, g: float) -> float:
-    r"""Row norm :math:`s = \sqrt{g(K-1)/K}` of the simplex ETF with gain :math:`g` (inverse of :func:`gain`)."""
+    r"""Row norm :math:`s = \sqrt{g(K-1)/K}` of the simplex ETF of gain :math:`g` (see :func:`gain`)."""
     return math.sqrt(g * (K - 1) / K)
 
 

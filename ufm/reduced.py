@@ -1,7 +1,7 @@
 """Old import path of :mod:`ufm.theory.reduced_equations` (the root-finder for the reduced equations).
 
-Kept so that ``import ufm.reduced`` and ``from ufm.reduced import ...`` still work: this name is
-the same module object as the new one.
+Kept so that ``import ufm.reduced`` and ``from ufm.reduced import ...`` still work:
+this name is the same module object as the new one.
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Old import path of :mod:`ufm.theory.derivation` (the SymPy derivation).
 
-Kept so that ``import ufm.symbolic`` and ``from ufm.symbolic import ...`` still work: this name is
-the same module object as the new one.
+Kept so that ``import ufm.symbolic`` and ``from ufm.symbolic import ...`` still work:
+this name is the same module object as the new one.
 """
 
 import sys

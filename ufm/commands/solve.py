@@ -29,7 +29,9 @@ def register(subparsers) -> None:
 
 def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="result folder (required unless --resume is given)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    parser.add_argument(
+        "--resume", metavar="DIR", help="continue the run in DIR from its checkpoint"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                         help="seconds between checkpoints")

@@ -1,7 +1,7 @@
-"""Figures of a reproduction, drawn from its result files (:mod:`ufm.reproduce.layout`), never recomputed.
+"""Figures of a reproduction, drawn from its result files, never recomputed.
 
 Each figure is a function ``root -> matplotlib Figure`` reading the files of the reproduction
-folder ``root``; :func:`build_figure` returns it, :func:`draw_figures` writes ``<name>.png``
+folder ``root`` (:mod:`ufm.reproduce.layout`); :func:`build_figure` returns it, :func:`draw_figures` writes ``<name>.png``
 and ``<name>.pdf``. :data:`FIGURES` lists them in order with the stages whose files they
 read; both functions check those stages before drawing anything.
 """

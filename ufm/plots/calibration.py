@@ -16,7 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..reproduce import layout
-from .files import network_label, network_measurement, read_table, reproduction_config, stage_summary
+from .files import (
+    network_label,
+    network_measurement,
+    read_table,
+    reproduction_config,
+    stage_summary,
+)
 from .style import (
     CLASSIFIER_MARKERS,
     LAM_LABEL,

@@ -1,4 +1,7 @@
-"""Reading the result files of a reproduction folder (:mod:`ufm.reproduce.layout`) for the figures."""
+"""Reading the result files of a reproduction folder for the figures.
+
+The files are those of :mod:`ufm.reproduce.layout`.
+"""
 
 from __future__ import annotations
 
