@@ -1,8 +1,8 @@
 """Figures of a reproduction, drawn from its result files, never recomputed.
 
 Each figure is a function ``root -> matplotlib Figure`` reading the files of the reproduction
-folder ``root`` (:mod:`ufm.reproduce.layout`); :func:`build_figure` returns it, :func:`draw_figures` writes ``<name>.png``
-and ``<name>.pdf``. :data:`FIGURES` lists them in order with the stages whose files they
+folder ``root`` (:mod:`ufm.reproduce.layout`); :func:`build_figure` returns it,
+:func:`draw_figures` writes ``<name>.png`` and ``<name>.pdf``. :data:`FIGURES` lists them in order with the stages whose files they
 read; both functions check those stages before drawing anything.
 """
 
