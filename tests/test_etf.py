@@ -26,7 +26,10 @@ def test_simplex_etf_gram_and_rows(K, d, scale, seed):
     assert torch.allclose(W @ W.T, expected, atol=1e-13 * g, rtol=0)
     assert torch.allclose(W.norm(dim=1), torch.full((K,), scale, dtype=torch.float64), rtol=1e-14)
     assert W.sum(0).abs().max() <= 1e-13 * scale
-    assert etf_distance(W) <= 1e-15 * K  # rounding over K^2 Gram entries
+    # Rounding level: each off-diagonal Gram entry is a d-term dot product that cancels down to
+    # -s^2/(K-1), so it carries ~sqrt(d) eps s^2 of rounding; K^2 of them in quadrature, against
+    # |G| ~ s^2 sqrt(K), give ~sqrt(K d) eps (observed up to 0.8 sqrt(K d) eps at K = 100).
+    assert etf_distance(W) <= 10 * math.sqrt(K * d) * torch.finfo(torch.float64).eps
     assert etf_gain(W) == pytest.approx(g, rel=1e-14)
 
 

@@ -235,7 +235,11 @@ def test_feature_gradient_and_hessian_vector_product_match_finite_differences(lo
         return solver.evaluate().objective_sum
 
     fd = (total(step) - total(-step)) / (2 * step)
-    assert float((grad_at(X) * direction).sum()) == pytest.approx(fd, rel=1e-7)
+    # The difference quotient is good to 1e-7 only above its rounding noise: the two sums of n
+    # per-sample objectives (|total| ~ 500) round at ~eps |total|, and dividing by 2 step turns
+    # that into ~0.4 eps |total| / step (seen), 1e-7 of the derivative for focal loss.
+    noise = 10 * np.finfo(np.float64).eps * abs(total(0.0)) / step
+    assert float((grad_at(X) * direction).sum()) == pytest.approx(fd, rel=1e-7, abs=noise)
     solver.X = X
     z = X @ solver.A.T + b
     hv = solver._hessian_vector(z, torch.softmax(z, -1), direction, torch.arange(n))
@@ -267,7 +271,11 @@ def test_preconditioner_is_the_exact_hessian_for_a_simplex_etf(m):
     newton = torch.linalg.solve(_dense_hessians(solver.A, p, config.lam_H), grad[:, :, None]).squeeze(-1)
     assert float((apply(grad) - newton).norm() / newton.norm()) <= 1e-10
     direction, cg_iterations = solver._newton_direction(z, p, grad, idx, torch.full((problem.n,), 1e-3))
-    assert cg_iterations == 0 and torch.allclose(direction, newton, rtol=1e-9, atol=1e-12)
+    # Per sample, relative to its step: the dense reference forms diag(p) - p p^T with
+    # cancellation where p is nearly one-hot (errors up to eps / (1 - p_max), rows seen up to
+    # 2.4e-11 off), so single small components are less accurate than the step itself.
+    row_error = (direction - newton).norm(dim=1) / newton.norm(dim=1)
+    assert cg_iterations == 0 and float(row_error.max()) <= 1e-9
 
 
 def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier():
