@@ -509,3 +509,13 @@ def test_bad_mixture_settings_are_refused_before_any_work(
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="points must be >= 2, got 1"):
         Mixup(1.0, points=1)
+
+
+def test_class_triples_measure_each_class_set_once_whatever_the_order_of_the_first():
+    from ufm.nets.mixtures import class_triples
+
+    for first in ((0, 1, 2), (2, 1, 0), (3, 0, 1)):
+        triples = class_triples(first, 4, 4, np.random.default_rng(0))
+        assert tuple(triples[0]) == first  # the figure's triple first, in its order
+        sets = {tuple(sorted(t)) for t in triples.tolist()}
+        assert len(sets) == len(triples) == 4  # C(4, 3): every class set exactly once

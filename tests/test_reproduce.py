@@ -21,6 +21,8 @@ from ufm.nets import run as nets_run
 from ufm.plots import FIGURES
 from ufm.reproduce import PRESETS, ReproduceConfig, network_stage, pipeline, preset, solver_stage
 
+TINY_TRIPLE = tuple(tiny_config().triple)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -293,7 +295,53 @@ def test_mixture_files_hold_the_exact_and_solved_three_class_optimum(tiny_reprod
     assert all(abs(float(r["amplification"]) - 1) <= 1e-12 for r in first)
     assert all(abs(float(r["amplification_mse"]) - 1) <= 1e-12 for r in rows)
     with np.load(layout.mixture_projection(root, layout.NETWORKS, "network")) as data:
-        assert np.abs(data["weights"].sum(1) - 1).max() <= 1e-12
-        assert data["coordinates"].shape == (len(data["weights"]), 2)
+        projected, grid = data["coordinates"], data["weights"]
+    run = layout.network_run(root, layout.MIXTURE_NETWORK_RUN)
+    measurement = layout.final_measurement(run, TINY["epochs"])
+    with np.load(measurement / "activations_mixtures3.npz") as data:
+        features, weight, centre = (data[k] for k in ("features", "weight", "global_mean"))
+        assert np.array_equal(data["weights"], grid)
+    # independently: cell means over the input triples, in a QR basis of the classifier plane;
+    # the two bases differ by a rotation or reflection, which keeps every pairwise distance
+    rows = weight.astype(np.float64)[list(TINY_TRIPLE)]
+    basis, _ = np.linalg.qr((rows - rows.mean(0)).T)
+    ours = (features.astype(np.float64).mean(0) - centre) @ basis[:, :2]
+    distances = lambda y: np.linalg.norm(y[:, None] - y[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(distances(projected), distances(ours), rtol=1e-9, atol=1e-9)
     networks = read_json(layout.stage_dir(root, layout.NETWORKS) / layout.SUMMARY)
     assert networks["mixture_run"]["name"] == layout.MIXTURE_NETWORK_RUN
+
+
+def test_a_folder_from_before_the_mixture_runs_gains_them_and_keeps_its_other_runs(
+    tiny_reproduction, tmp_path, monkeypatch
+):
+    """A reproduction written before the mixtures figure: its stage summaries exist but the
+    mixture files do not. The stages run again, train and solve only the mixture runs, and
+    figure 9 is drawn."""
+    import shutil
+
+    root = copy_of(tiny_reproduction, tmp_path / "old")
+    for stage in (layout.THEORY, layout.SOLVER, layout.NETWORKS):
+        for path in layout.stage_files(root, stage):
+            path.unlink()
+    shutil.rmtree(layout.solver_run(root, solver_stage.MIXTURE_RUN))
+    shutil.rmtree(layout.network_run(root, layout.MIXTURE_NETWORK_RUN))
+    (layout.stage_dir(root, layout.FIGURES) / "mixtures.png").unlink()
+    trained, solved = [], []
+    real_training, real_solve = network_stage.run_training, solver_stage.solve
+
+    def record_training(config, folder, resume=False, progress=True):
+        trained.append(Path(folder).name)
+        return real_training(config, folder, resume=resume, progress=progress)
+
+    def record_solve(config, *args, **kwargs):
+        solved.append(config.mixup_points)
+        return real_solve(config, *args, **kwargs)
+
+    monkeypatch.setattr(network_stage, "run_training", record_training)
+    monkeypatch.setattr(solver_stage, "solve", record_solve)
+    run_tiny(root)
+    assert trained == [layout.MIXTURE_NETWORK_RUN] and solved == [3]
+    for stage in (layout.THEORY, layout.SOLVER, layout.NETWORKS):
+        assert layout.stage_complete(root, stage)
+    assert (layout.stage_dir(root, layout.FIGURES) / "mixtures.png").is_file()

@@ -27,7 +27,7 @@ def test_simplex_grid_is_every_composition_once(m, points):
 
 
 @pytest.mark.parametrize("loss", ["ce", "label_smoothing", "mse"])
-@pytest.mark.parametrize("K,m", [(4, 3), (6, 4), (10, 3)])
+@pytest.mark.parametrize("K,m", [(4, 3), (6, 4), (10, 3), (4, 4)])
 def test_rows_are_the_stationary_features_of_their_weights(K, m, loss):
     """Each row's coefficients, norm and probabilities, rebuilt from an explicit ETF."""
     lam_H, scale = 0.02, 1.3
@@ -55,8 +55,22 @@ def test_rows_are_the_stationary_features_of_their_weights(K, m, loss):
             for k in range(m):
                 assert row[f"p_{k + 1}"] == pytest.approx(float(p[k]), rel=1e-12, abs=1e-15)
             assert row["confidence"] == pytest.approx(float(p.max()), rel=1e-12)
-    if loss == "mse":  # convex combinations: amplification exactly 1 up to rounding
+    if m == K:  # only the feature is determined: no amplification
+        assert all(math.isnan(r["amplification"]) for r in table["rows"])
+    elif loss == "mse":  # convex combinations: amplification exactly 1 up to rounding
         assert max(abs(r["amplification"] - 1) for r in table["rows"]) <= 1e-13
+
+
+def test_norm_keeps_its_digits_when_the_coefficients_nearly_cancel():
+    """m = K, nearly equal weights, small lam_H: |h| from the coefficients against |sum a_k w_k|."""
+    K = 5
+    weights = np.array([[0.2 + 1e-6, 0.2 - 1e-6, 0.2, 0.2, 0.2]])
+    row = mixture_table(K, 1e-6, 1.0, "ce", weights)["rows"][0]
+    W = simplex_etf(K, K, seed=3)
+    a = torch.tensor([row[f"a_{k + 1}"] for k in range(K)], dtype=torch.float64)
+    # rows of W sum to 0, so centring a changes nothing in sum_k a_k w_k but avoids cancellation
+    exact = float(((a - a.mean()) @ W).norm())
+    assert row["feature_norm"] == pytest.approx(exact, rel=1e-8)
 
 
 def test_equal_weights_amplify_in_cross_entropy_and_not_in_squared_error():
@@ -83,8 +97,9 @@ def test_command_prints_and_writes_the_weight_grid(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--K", "3", "--mixup-points", "4"], "mixup_points must be <= 3"),
-        (["--mixup-points", "1"], "mixup_points must be >= 2"),
+        (["--K", "3", "--mixup-points", "4"], "mixup_points must lie in [2, K=3]"),
+        (["--mixup-points", "1"], "mixup_points must lie in [2, K=10]"),
+        (["--mixup-points", "8", "--simplex-points", "40"], "at most 1,000,000 are allowed"),
         (["--mixup-points", "3", "--simplex-points", "1"], "simplex_points must be >= 2"),
     ],
 )

@@ -78,9 +78,11 @@ def class_triples(first, K: int, count: int, rng: np.random.Generator) -> np.nda
     """``first`` and then distinct sorted triples drawn from ``rng``: (T, 3), T the smaller of
     ``count`` and the number C(K, 3) of triples."""
     triples = [tuple(int(c) for c in first)]
+    seen = {tuple(sorted(triples[0]))}  # a class set is measured once, whatever its order
     while len(triples) < min(count, math.comb(K, 3)):
         triple = tuple(int(c) for c in np.sort(rng.choice(K, size=3, replace=False)))
-        if triple not in triples:
+        if triple not in seen:
+            seen.add(triple)
             triples.append(triple)
     return np.asarray(triples, dtype=np.int64)
 

@@ -67,9 +67,23 @@ def stage_dir(root: str | Path, stage: str) -> Path:
     return Path(root) / stage
 
 
+def stage_files(root: str | Path, stage: str) -> list[Path]:
+    """Files a complete stage must hold besides its summary: those added after the first
+    release, so that a folder written before them is not taken as complete."""
+    if stage == THEORY:
+        return [theory_file(root, MIXTURE_AMPLIFICATION), mixture_projection(root, THEORY, "theory")]
+    if stage == SOLVER:
+        return [mixture_projection(root, SOLVER, "solver")]
+    if stage == NETWORKS:
+        return [mixture_projection(root, NETWORKS, "network")]
+    return []
+
+
 def stage_complete(root: str | Path, stage: str) -> bool:
-    """A stage is complete once its summary.json exists (it is written last)."""
-    return (stage_dir(root, stage) / SUMMARY).is_file()
+    """A stage is complete once its summary.json exists (it is written last) beside the
+    files of :func:`stage_files`."""
+    needed = [stage_dir(root, stage) / SUMMARY, *stage_files(root, stage)]
+    return all(path.is_file() for path in needed)
 
 
 def theory_file(root: str | Path, name: str) -> Path:

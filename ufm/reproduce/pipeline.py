@@ -132,27 +132,17 @@ def _run_stages(config: ReproduceConfig, out: Path, progress: bool, log) -> dict
     if (out / layout.CONFIG).is_file():
         stored = {**read_json(out / layout.CONFIG), **{k: stored[k] for k in EXECUTION_FIELDS}}
     write_json(out / layout.CONFIG, stored)
-    stages: list[tuple[str, Callable[[], Any], bool]] = [
-        (
-            "theory",
-            lambda: theory_stage.run(config, out),
-            layout.stage_complete(out, layout.THEORY),
-        ),
-        (
-            "solver",
-            lambda: solver_stage.run(config, out, progress, log),
-            layout.stage_complete(out, layout.SOLVER),
-        ),
-        (
-            "networks",
-            lambda: network_stage.run(config, out, progress, log),
-            layout.stage_complete(out, layout.NETWORKS),
-        ),
-        ("figures", lambda: _figures(config, out, log), layout.stage_complete(out, layout.FIGURES)),
+    stages: list[tuple[str, Callable[[], Any]]] = [
+        ("theory", lambda: theory_stage.run(config, out)),
+        ("solver", lambda: solver_stage.run(config, out, progress, log)),
+        ("networks", lambda: network_stage.run(config, out, progress, log)),
+        ("figures", lambda: _figures(config, out, log)),
     ]
     seconds: dict[str, float] = {}
-    for k, (name, action, complete) in enumerate(stages, 1):
-        if complete:
+    for k, (name, action) in enumerate(stages, 1):
+        # A stage after one that ran again reads new files: it runs too (its finished runs
+        # inside are still reused).
+        if not seconds and layout.stage_complete(out, name):
             log(f"[{k}/{len(STAGE_NAMES)}] {name}: complete in {out / name}, reused")
             continue
         log(f"[{k}/{len(STAGE_NAMES)}] {name}: running")

@@ -99,7 +99,8 @@ def _solver_section(solver: dict[str, Any]) -> list[str]:
         lines += [
             (
                 "Relative distance |H - H*|_F / |H*|_F of the solved features to the exact optimum "
-                f"H* (`ufm.optimal_features`): at most **{_fmt(solver['max_theory_distance'])}** "
+                "H* (`ufm.optimal_features` for pairs, `ufm.mixture_features` for the 3-class "
+                f"run): at most **{_fmt(solver['max_theory_distance'])}** "
                 "over the runs with exact theory. Focal loss has none: the solver gives its optimum."
             ),
             "",

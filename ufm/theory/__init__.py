@@ -29,7 +29,7 @@ from .optimum import (
     same_class_coefficient,
 )
 from .mixtures import WEIGHT_SUM_TOL, mixture_coefficients, mixture_features, mixture_target
-from .reduced_equations import solve_exp_linear, solve_reduced, solve_reduced_mixture
+from .reduced_equations import solve_exp_linear, solve_reduced
 from .table import TheoryConfig, TheoryRow, theory_table
 
 __all__ = [
@@ -54,6 +54,5 @@ __all__ = [
     "same_class_coefficient",
     "solve_exp_linear",
     "solve_reduced",
-    "solve_reduced_mixture",
     "theory_table",
 ]

@@ -6,6 +6,7 @@ configuration (:class:`TheoryConfig`) -> :func:`ufm.theory.theory_table` -> ``th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ def theory_table(
     }
 
 
+MAX_TABLE_ROWS = 1_000_000
+
+
 @dataclass
 class TheoryConfig:
     """Parameters of the exact theory table (THEORY.md sections 1-3).
@@ -121,8 +125,19 @@ class TheoryConfig:
         self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
         self.scale = check_float("scale", self.scale, 0.0, None, low_open=True)
         self.num_lams = check_int("num_lams", self.num_lams, minimum=2)
-        self.mixup_points = check_int("mixup_points", self.mixup_points, 2, self.K)
+        self.mixup_points = check_int("mixup_points", self.mixup_points)
+        if not 2 <= self.mixup_points <= self.K:
+            raise ValueError(
+                f"mixup_points must lie in [2, K={self.K}] (classes per mixture), "
+                f"got {self.mixup_points}"
+            )
         self.simplex_points = check_int("simplex_points", self.simplex_points, minimum=2)
+        rows = math.comb(self.simplex_points + self.mixup_points - 2, self.mixup_points - 1)
+        if self.mixup_points > 2 and rows > MAX_TABLE_ROWS:
+            raise ValueError(
+                f"the weight grid of mixup_points={self.mixup_points}, simplex_points="
+                f"{self.simplex_points} has {rows:,} rows; at most {MAX_TABLE_ROWS:,} are allowed"
+            )
         if not has_exact_theory(get_loss(self.loss, **self.loss_params)):
             raise ValueError(
                 f"loss must be one of {', '.join(map(repr, EXACT_THEORY_LOSSES))} for the exact "
@@ -208,17 +223,20 @@ def mixture_table(K: int, lam_H: float, scale: float, loss, weights) -> dict[str
     softmax probabilities :math:`p_k = e^{g a_k}/(\sum_j e^{g a_j} + K - m)` of the m
     classes, the confidence :math:`\max(p_1, \dots, p_m, p_\text{other})` and the
     amplification :math:`\sum_k a_k / a_\text{same}` (1 for the squared error's convex
-    combinations, whatever the weights).
+    combinations, whatever the weights). For ``m = K`` only the feature is determined (a
+    common shift of the coefficients leaves it unchanged), so the amplification is NaN there.
+    The norm is computed from the centred coefficients, :math:`\|h\|^2 = g\,[\sum_k (a_k -
+    \bar a)^2 + (K - m)\bar a^2]`, :math:`\bar a = \sum_k a_k / K`, which does not cancel.
     """
+    K, lam_H, scale = _check_common(K, lam_H, scale)
     loss = get_loss(loss)
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     N, m = weights.shape
     g = gain(K, scale)
     a = mixture_coefficients(K, weights, lam_H, scale, loss)
     (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
-    norm = scale * np.sqrt(
-        np.maximum(K * (a * a).sum(1) - a.sum(1) ** 2, 0.0) / (K - 1)
-    )
+    mean = a.sum(1, keepdims=True) / K
+    norm = np.sqrt(g * (((a - mean) ** 2).sum(1) + (K - m) * mean[:, 0] ** 2))
     logits = np.concatenate([g * a, np.zeros((N, 1))], axis=1)
     counts = np.array([1.0] * m + [float(K - m)])
     top = logits.max(1, keepdims=True)
@@ -233,7 +251,7 @@ def mixture_table(K: int, lam_H: float, scale: float, loss, weights) -> dict[str
         row["feature_norm"] = float(norm[i])
         row.update({f"p_{k + 1}": float(p[i, k]) for k in range(m)})
         row["confidence"] = float(max(p[i].max(), p_other[i]))
-        row["amplification"] = float(a[i].sum() / a_same)
+        row["amplification"] = float(a[i].sum() / a_same) if m < K else math.nan
         rows.append(row)
     return {
         "K": K,
