@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 
 from ..etf import etf_gain, row_norm
@@ -49,7 +48,7 @@ from ..theory.mixtures import simplex_grid
 from .data import Dataset
 from .measure import PAIR_SEED, Measurement, eval_mode, triple_projections
 from .models import MixupNet
-from .ufm_comparison import LAM_H_RANGE
+from .ufm_comparison import fit_log_lam_H
 
 MIXTURE_SEED = 3
 """Third entry of the seed ``(config.seed, PAIR_SEED, MIXTURE_SEED)`` of the sample draws."""
@@ -152,7 +151,8 @@ def fit_mixture_lam_H(coefficients: np.ndarray, weights: np.ndarray, K: int, gai
     exact coefficients (:func:`ufm.mixture_coefficients`) of the simplex ETF of gain ``gain``,
     over :math:`\log\lambda_H` in :data:`ufm.nets.ufm_comparison.LAM_H_RANGE`: a grid of 61
     points, then bounded Brent around the best one (as :func:`ufm.nets.ufm_comparison.fit_lam_H`
-    does for pair margins). ``coefficients`` (T, G, 3), ``weights`` (G, 3).
+    does for pair margins, through :func:`ufm.nets.ufm_comparison.fit_log_lam_H`).
+    ``coefficients`` (T, G, 3), ``weights`` (G, 3).
     """
     scale = row_norm(K, gain)
     mean, count = coefficients.mean(axis=0), coefficients.shape[0]
@@ -161,12 +161,7 @@ def fit_mixture_lam_H(coefficients: np.ndarray, weights: np.ndarray, K: int, gai
         theory = mixture_coefficients(K, weights, math.exp(log_lam_H), scale, loss)
         return float(count * ((mean - theory) ** 2).sum())
 
-    grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), 61)
-    values = [objective(t) for t in grid]
-    best = int(np.argmin(values))
-    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    result = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    return float(math.exp(result.x if result.fun <= values[best] else grid[best]))
+    return fit_log_lam_H(objective)
 
 
 @dataclass

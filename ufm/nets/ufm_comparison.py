@@ -46,6 +46,18 @@ def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: Mixup
     return gain * (a - b), a, b
 
 
+def fit_log_lam_H(objective) -> float:
+    r"""The :math:`\lambda_H` minimising ``objective(log lam_H)`` over :data:`LAM_H_RANGE`: a grid
+    of 61 points in :math:`\log\lambda_H` locates the best bracket, bounded Brent refines it
+    (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better."""
+    grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), 61)
+    values = [objective(t) for t in grid]
+    best = int(np.argmin(values))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    result = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
+    return float(math.exp(result.x if result.fun <= values[best] else grid[best]))
+
+
 def fit_lam_H(margins: np.ndarray, lams: np.ndarray, K: int, gain: float, loss: MixupLoss) -> float:
     r"""Least-squares effective :math:`\lambda_H`: minimises
     :math:`\sum_{p,l}\bigl(m_{pl} - g(a-b)(\lambda_l;\lambda_H)\bigr)^2` over
@@ -60,12 +72,7 @@ def fit_lam_H(margins: np.ndarray, lams: np.ndarray, K: int, gain: float, loss: 
         theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
         return float(count * ((mean - theory) ** 2).sum())
 
-    grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), 61)
-    values = [objective(t) for t in grid]
-    best = int(np.argmin(values))
-    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    result = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    return float(math.exp(result.x if result.fun <= values[best] else grid[best]))
+    return fit_log_lam_H(objective)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -14,6 +14,15 @@ import torch
 from ..losses import LabelSmoothing, MixupLoss, _SoftmaxFamily
 
 
+def exp_parts(z: torch.Tensor):
+    """One exponential of the logits (m, K): the shifted exponentials ``p`` (not normalised),
+    their sums ``total`` and the log-sum-exp ``lse``, so that softmax(z) = p / total."""
+    top = z.amax(dim=-1, keepdim=True)
+    p = torch.exp(z - top)
+    total = p.sum(-1)
+    return p, total, top.squeeze(1) + torch.log(total)
+
+
 def loss_terms(loss: MixupLoss, z, c, c_prime, lam, need_grad: bool = True):
     """Per-sample loss values, probabilities (softmax family, else None) and logit gradients.
 
@@ -26,10 +35,7 @@ def loss_terms(loss: MixupLoss, z, c, c_prime, lam, need_grad: bool = True):
         return value, None, (loss.grad(z, c, c_prime, lam) if need_grad else None)
     eps = loss.eps if isinstance(loss, LabelSmoothing) else 0.0
     w_c, w_cp, uniform = (1 - eps) * lam, (1 - eps) * (1 - lam), eps / z.shape[1]
-    top = z.amax(dim=-1, keepdim=True)
-    p = torch.exp(z - top)
-    total = p.sum(-1)
-    lse = top.squeeze(1) + torch.log(total)
+    p, total, lse = exp_parts(z)
     target_dot = w_c * z.gather(1, c[:, None]).squeeze(1) + w_cp * z.gather(1, c_prime[:, None]).squeeze(1)
     if uniform:
         target_dot = target_dot + uniform * z.sum(-1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import Focal, LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
+from .fused_loss import exp_parts
 
 
 def mixture_loss_terms(loss: MixupLoss, z, classes, weights, need_grad: bool = True):
@@ -62,10 +63,7 @@ def _softmax_terms(loss, z, classes, weights, need_grad):
     eps = loss.eps if isinstance(loss, LabelSmoothing) else 0.0
     target = (1 - eps) * weights
     uniform = eps / z.shape[1]
-    top = z.amax(dim=-1, keepdim=True)
-    p = torch.exp(z - top)
-    total = p.sum(-1)
-    lse = top.squeeze(1) + torch.log(total)
+    p, total, lse = exp_parts(z)
     target_dot = (target * z.gather(1, classes)).sum(-1)
     if uniform:
         target_dot = target_dot + uniform * z.sum(-1)

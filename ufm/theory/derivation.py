@@ -46,6 +46,7 @@ from types import SimpleNamespace
 import sympy as sp
 
 from . import mixture_derivation
+from ._sympy_common import is_zero, scalar_symbols
 from .mixture_derivation import *  # noqa: F403 - step 9, listed in its own __all__
 
 __all__ = [
@@ -76,11 +77,12 @@ __all__ = [
 
 def symbols() -> SimpleNamespace:
     """The symbols of the derivation (all positive where that is true)."""
-    K = sp.Symbol("K", positive=True)
-    g, lam_H, s, t, q = sp.symbols("g lambda_H s t q", positive=True)
+    S = scalar_symbols()
     lam = sp.Symbol("lambda", nonnegative=True)
-    a, b, u, v, x = sp.symbols("a b u v x", real=True)
-    return SimpleNamespace(K=K, g=g, lam_H=lam_H, s=s, t=t, q=q, lam=lam, a=a, b=b, u=u, v=v, x=x)
+    b, u, v, x = sp.symbols("b u v x", real=True)
+    return SimpleNamespace(
+        K=S.K, g=S.g, lam_H=S.lam_H, s=S.s, t=S.t, q=S.q, lam=lam, a=S.a, b=b, u=u, v=v, x=x
+    )
 
 
 # -- 1. gradient of the per-sample objective ------------------------------------------------
@@ -177,19 +179,13 @@ def check_gradient_identity() -> bool:
     grad_a, grad_b = sp.diff(f, S.a), sp.diff(f, S.b)
     claim_a = S.g / S.K * ((S.K - 1) * R_a - R_b)
     claim_b = S.g / S.K * ((S.K - 1) * R_b - R_a)
-    return _is_zero(grad_a - claim_a) and _is_zero(grad_b - claim_b)
+    return is_zero(grad_a - claim_a) and is_zero(grad_b - claim_b)
 
 
 def gradient_matrix_determinant():
     """Determinant of the matrix linking the gradient to the residuals: K (K - 2)."""
     S = symbols()
     return sp.factor(sp.Matrix([[S.K - 1, -1], [-1, S.K - 1]]).det())
-
-
-def _is_zero(expr) -> bool:
-    """Simplify with exponentials rewritten; SymPy needs help with e^{g a - g(a+b)/K}."""
-    expr = sp.expand(sp.powsimp(sp.expand(expr), force=True))
-    return sp.simplify(sp.together(expr)) == 0
 
 
 # -- 4. symmetry, the boundary at lam = 1/2, amplification ------------------------------------
@@ -230,7 +226,7 @@ def check_amplified() -> bool:
     half = R_a.subs({S.lam: sp.Rational(1, 2), S.b: S.a})
     D_half = 2 * sp.exp(S.g * S.a) + K - 2
     scalar = 2 * (S.lam_H / S.g) * (S.g * S.a) * D_half - K
-    derived = _is_zero(half * 2 * D_half - scalar)
+    derived = is_zero(half * 2 * D_half - scalar)
     gap = (sp.exp(2 * x) + K - 1) - (2 * sp.exp(x) + K - 2)
     return derived and sp.simplify(gap - (sp.exp(x) - 1) ** 2) == 0
 
@@ -262,7 +258,7 @@ def check_same_class_lam_independent() -> bool:
     S = symbols()
     expected = S.lam_H * S.a * (sp.exp(S.g * S.a) + S.K - 1) - S.K
     equation = same_class_equation()
-    return S.lam not in equation.free_symbols and _is_zero(equation - expected)
+    return S.lam not in equation.free_symbols and is_zero(equation - expected)
 
 
 # -- 6. squared error: an exact convex combination ----------------------------------------
@@ -323,7 +319,7 @@ def check_log_q_form() -> bool:
     substituted = eq_u.subs(S.q, 1 / D).subs(
         {S.t: S.lam_H / S.g, S.u: S.g * S.a, S.v: S.g * S.b}, simultaneous=True
     )
-    second = _is_zero(substituted - R_a)
+    second = is_zero(substituted - R_a)
     return first and second
 
 

@@ -35,9 +35,9 @@ Steps
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import sympy as sp
+
+from ._sympy_common import is_zero, scalar_symbols
 
 __all__ = [
     "mixture_symbols",
@@ -55,21 +55,6 @@ __all__ = [
 ]
 
 
-def _symbols() -> SimpleNamespace:
-    """The scalar symbols, spelt as in :func:`ufm.theory.derivation.symbols` (so they are equal)."""
-    K = sp.Symbol("K", positive=True)
-    g, lam_H, s, t, q = sp.symbols("g lambda_H s t q", positive=True)
-    eps = sp.Symbol("epsilon", nonnegative=True)
-    a = sp.Symbol("a", real=True)
-    return SimpleNamespace(K=K, g=g, lam_H=lam_H, s=s, t=t, q=q, eps=eps, a=a)
-
-
-def _is_zero(expr) -> bool:
-    """Simplify with exponentials combined; SymPy needs help with :math:`e^{ga_k - gA/K}`."""
-    expr = sp.expand(sp.powsimp(sp.expand(expr), force=True))
-    return sp.simplify(sp.together(expr)) == 0
-
-
 def mixture_symbols(m: int):
     r"""Symbols :math:`a_1..a_m` and weights :math:`y_1..y_m`, :math:`y_m = 1-\sum_{k<m}y_k`."""
     a = sp.symbols(f"a_1:{m + 1}", real=True)
@@ -79,7 +64,7 @@ def mixture_symbols(m: int):
 
 def _etf(K: int):
     r"""The canonical K-class ETF in :math:`\mathbb{R}^K` with row norm :math:`s`, and its gain."""
-    s = _symbols().s
+    s = scalar_symbols().s
     W = s * sp.sqrt(sp.Rational(K, K - 1)) * (sp.eye(K) - sp.ones(K, K) / K)
     return W, s**2 * sp.Rational(K, K - 1)
 
@@ -106,7 +91,7 @@ def mixture_residuals(m: int, smoothing: bool = False):
 
     :math:`D = \sum_j e^{ga_j} + K - m`; :math:`\varepsilon = 0` unless ``smoothing``.
     """
-    S = _symbols()
+    S = scalar_symbols()
     a, y = mixture_symbols(m)
     eps = S.eps if smoothing else 0
     D = sum(sp.exp(S.g * a_k) for a_k in a) + S.K - m
@@ -123,7 +108,7 @@ def check_mixture_full_gradient(K: int = 4, m: int = 3, smoothing: bool = False)
     convex problem; for :math:`m < K` the :math:`w_k` are independent and :math:`R = 0` is also
     necessary. No symmetry is assumed here: the check covers the ansatz itself.
     """
-    S = _symbols()
+    S = scalar_symbols()
     W, g = _etf(K)
     a, y = mixture_symbols(m)
     eps = S.eps if smoothing else 0
@@ -132,7 +117,7 @@ def check_mixture_full_gradient(K: int = 4, m: int = 3, smoothing: bool = False)
     target = sp.Matrix([(1 - eps) * (y[i] if i < m else 0) + eps / K for i in range(K)])
     gradient = W.T * (z.applyfunc(sp.exp) / sum(sp.exp(z_i) for z_i in z) - target) + S.lam_H * h
     R = [R_k.subs({S.K: K, S.g: g}) for R_k in mixture_residuals(m, smoothing)]
-    return all(_is_zero(e) for e in gradient - _combination(R, W))
+    return all(is_zero(e) for e in gradient - _combination(R, W))
 
 
 # -- 3. the reduced objective and its gradient ----------------------------------------------
@@ -146,7 +131,7 @@ def mixture_objective(m: int, smoothing: bool = False):
     :math:`f = \operatorname{lse}(z) - t^\top z + \frac{\lambda_H}{2}\|h\|^2` with the target
     :math:`t = y` or :math:`(1-\varepsilon)y + \varepsilon\mathbf 1/K` (``smoothing``).
     """
-    S = _symbols()
+    S = scalar_symbols()
     a, y = mixture_symbols(m)
     eps = S.eps if smoothing else 0
     A = sum(a)
@@ -163,15 +148,15 @@ def check_mixture_gradient_identity(m: int = 3, smoothing: bool = False) -> bool
 
     So for :math:`m < K` stationarity of :math:`f` is exactly :math:`R = 0`.
     """
-    S = _symbols()
+    S = scalar_symbols()
     a, _ = mixture_symbols(m)
     f, R = mixture_objective(m, smoothing), mixture_residuals(m, smoothing)
-    return all(_is_zero(sp.diff(f, a_j) - S.g * (R_j - sum(R) / S.K)) for a_j, R_j in zip(a, R))
+    return all(is_zero(sp.diff(f, a_j) - S.g * (R_j - sum(R) / S.K)) for a_j, R_j in zip(a, R))
 
 
 def mixture_gradient_determinant(m: int):
     r""":math:`\det(I_m - \mathbf 1\mathbf 1^\top/K) = (K-m)/K`, non-zero just when :math:`m<K`."""
-    K = _symbols().K
+    K = scalar_symbols().K
     return sp.factor((sp.eye(m) - sp.ones(m, m) / K).det())
 
 
@@ -193,7 +178,7 @@ def check_zero_weight_drops_out(m: int = 3) -> bool:
 def check_equal_weights_on_every_boundary(m: int = 3) -> bool:
     r"""With :math:`y_k = 1/m` and :math:`a_k = a` all :math:`m` residuals are one function of
     :math:`a` (so the unique root has equal coefficients), and all :math:`m` logits are equal."""
-    S = _symbols()
+    S = scalar_symbols()
     a, y = mixture_symbols(m)
     equal = {**dict.fromkeys(y[:-1], sp.Rational(1, m)), **dict.fromkeys(a, S.a)}
     R = [R_k.subs(equal) for R_k in mixture_residuals(m)]
@@ -205,13 +190,13 @@ def check_equal_weights_on_every_boundary(m: int = 3) -> bool:
 def check_full_mixture_shift(m: int = 3) -> bool:
     r"""For :math:`m = K`, :math:`f` is invariant under :math:`a_k \to a_k + \delta` (only :math:`h`
     is determined), and equal coefficients give :math:`h = a\sum_k w_k = 0`."""
-    S = _symbols()
+    S = scalar_symbols()
     a, _ = mixture_symbols(m)
     delta = sp.Symbol("delta", real=True)
     f = mixture_objective(m).subs(S.K, m)
     shifted = f.subs({a_k: a_k + delta for a_k in a}, simultaneous=True)
     W, _ = _etf(m)
-    return _is_zero(shifted - f) and _combination([S.a] * m, W) == sp.zeros(m, 1)
+    return is_zero(shifted - f) and _combination([S.a] * m, W) == sp.zeros(m, 1)
 
 
 # -- 5. squared error ---------------------------------------------------------------------
@@ -222,7 +207,7 @@ def check_mixture_mse(K: int = 4, m: int = 3) -> bool:
 
     Proved by substitution into the normal equations (their matrix is positive definite).
     """
-    S = _symbols()
+    S = scalar_symbols()
     W, g = _etf(K)
     _, y = mixture_symbols(m)
     target = sp.Matrix([y[i] if i < m else 0 for i in range(K)])
@@ -242,7 +227,7 @@ def check_mixture_log_q_form(m: int = 3) -> bool:
     equation once :math:`q` is fixed), and :math:`\sum_k e_k - (tS - K(q - y_o)) = qD - 1`: the
     consistency condition :math:`tS = K(q - y_o)` is :math:`qD = 1`.
     """
-    S = _symbols()
+    S = scalar_symbols()
     a, y = mixture_symbols(m)
     x = sp.symbols(f"x_1:{m + 1}", real=True)
     D = sum(sp.exp(x_k) for x_k in x) + S.K - m
@@ -252,4 +237,4 @@ def check_mixture_log_q_form(m: int = 3) -> bool:
     to_a = {x_k: S.g * a_k for x_k, a_k in zip(x, a)}
     back = {S.q: 1 / D.subs(to_a), S.t: S.lam_H / S.g, **to_a}
     R = mixture_residuals(m, smoothing=True)
-    return first and all(_is_zero(e.subs(back) - R_k) for e, R_k in zip(eqs, R))
+    return first and all(is_zero(e.subs(back) - R_k) for e, R_k in zip(eqs, R))
