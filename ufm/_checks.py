@@ -115,3 +115,30 @@ def check_index_tensor(name: str, values: torch.Tensor, K: int) -> torch.Tensor:
     values = values.to(torch.int64)
     check_tensor_range(name, values, 0, K - 1)
     return values
+
+
+SIMPLEX_SUM_TOL = 1e-9
+r"""Allowed :math:`|\sum_k y_k - 1|` of a weight vector or soft target on the simplex."""
+
+
+def check_simplex_rows(name: str, values: np.ndarray) -> np.ndarray:
+    """Rows (..., m) of non-negative finite float64 values summing to 1 (to within
+    :data:`SIMPLEX_SUM_TOL`), returned divided by their sums so that they sum to 1 exactly
+    enough for the theory (at small lam_H its equations feel an error of 1e-16 in the sum)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return values
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ValueError(f"{name} must be finite, found {values[~finite].ravel()[0]}")
+    if values.min() < 0:
+        raise ValueError(f"{name} must be >= 0, found {float(values.min())!r}")
+    sums = values.sum(axis=-1, keepdims=True)
+    deviation = np.abs(sums - 1.0)
+    if deviation.max() > SIMPLEX_SUM_TOL:
+        bad = sums.ravel()[np.argmax(deviation.ravel())]
+        raise ValueError(
+            f"{name} must sum to 1 along the last axis (to within {SIMPLEX_SUM_TOL:g}), "
+            f"found a sum of {bad:.12g}"
+        )
+    return values / sums

@@ -49,10 +49,10 @@ def mixture_loss_terms(loss: MixupLoss, z, classes, weights, need_grad: bool = T
         return value, None, (diff if need_grad else None)
     if isinstance(loss, Focal):
         if not need_grad:
-            return focal_mixture(loss.gamma, z, classes, weights), None, None
+            return focal_mixture(loss, z, classes, weights), None, None
         with torch.enable_grad():
             z_ = z.detach().requires_grad_(True)
-            value = focal_mixture(loss.gamma, z_, classes, weights)
+            value = focal_mixture(loss, z_, classes, weights)
             (grad,) = torch.autograd.grad(value.sum(), z_)
         return value.detach(), None, grad
     raise ValueError(f"loss {loss.name!r} has no m-class form")
@@ -78,11 +78,10 @@ def _softmax_terms(loss, z, classes, weights, need_grad):
     return value, p, grad
 
 
-def focal_mixture(gamma: float, z, classes, weights):
-    r""":math:`\sum_k y_k\,\mathrm{FL}(z, c_k)` per sample, written as :class:`ufm.losses.Focal` writes FL."""
+def focal_mixture(loss: Focal, z, classes, weights):
+    r""":math:`\sum_k y_k\,\mathrm{FL}(z, c_k)` per sample, with the focal term of ``loss``."""
     log_p = torch.log_softmax(z, dim=-1).gather(1, classes)
-    one_minus_p = -torch.expm1(log_p)
-    return (weights * (-(one_minus_p.clamp_min(0) ** gamma) * log_p)).sum(-1)
+    return (weights * loss._focal(log_p)).sum(-1)
 
 
 def mixture_loss_hvp(loss: MixupLoss, z, classes, weights, v):
@@ -99,7 +98,7 @@ def mixture_loss_hvp(loss: MixupLoss, z, classes, weights, v):
     if isinstance(loss, Focal):
         with torch.enable_grad():
             z_ = z.detach().requires_grad_(True)
-            value = focal_mixture(loss.gamma, z_, classes, weights)
+            value = focal_mixture(loss, z_, classes, weights)
             (grad,) = torch.autograd.grad(value.sum(), z_, create_graph=True)
             (hv,) = torch.autograd.grad((grad * v).sum(), z_)
         return hv

@@ -44,7 +44,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_float, check_index_tensor, check_tensor_range
+from .._checks import (
+    SIMPLEX_SUM_TOL,
+    check_choice,
+    check_float,
+    check_index_tensor,
+    check_simplex_rows,
+    check_tensor_range,
+)
 from ..losses import (
     CrossEntropy,
     LabelSmoothing,
@@ -66,7 +73,7 @@ __all__ = [
     "TARGET_SUM_TOL",
 ]
 
-TARGET_SUM_TOL = 1e-9
+TARGET_SUM_TOL = SIMPLEX_SUM_TOL
 r"""Allowed :math:`|\sum_j y_j - 1|` of a soft target; targets within it are divided by the sum."""
 
 SOLVERS = ("SCS", "CLARABEL")
@@ -287,20 +294,7 @@ def _check_targets(targets, K: int) -> torch.Tensor:
     targets = targets.reshape(-1, K)
     if targets.numel() == 0:
         return targets
-    finite = torch.isfinite(targets)
-    if not bool(finite.all()):
-        raise ValueError(f"targets must be finite, found {targets[~finite][0].item()}")
-    if targets.min() < 0:
-        raise ValueError(f"targets must be >= 0, found {targets.min().item()!r}")
-    sums = targets.sum(-1, keepdim=True)
-    deviation = (sums - 1).abs()
-    if deviation.max() > TARGET_SUM_TOL:
-        bad = sums.flatten()[deviation.flatten().argmax()].item()
-        raise ValueError(
-            f"targets must sum to 1 along the last axis (to within {TARGET_SUM_TOL:g}), "
-            f"found a sum of {bad:.12g}"
-        )
-    return targets / sums
+    return torch.from_numpy(check_simplex_rows("targets", targets.numpy()))
 
 
 def _prepare_targets(W, targets, lam_H, loss, bias):

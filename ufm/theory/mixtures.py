@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int
+from .._checks import SIMPLEX_SUM_TOL, check_float, check_int, check_simplex_rows
 from ..etf import check_simplex_etf, gain, row_norm
 from ..losses import CrossEntropy, LabelSmoothing, SquaredError, get_loss
 from .reduced_equations import solve_reduced_mixture
@@ -56,7 +56,7 @@ __all__ = [
     "simplex_grid",
 ]
 
-WEIGHT_SUM_TOL = 1e-9
+WEIGHT_SUM_TOL = SIMPLEX_SUM_TOL
 r"""Allowed :math:`|\sum_k y_k - 1|`; weights within it are divided by their sum."""
 
 
@@ -83,22 +83,7 @@ def _check_weights(weights, K: int) -> np.ndarray:
             f"the number of classes per mixture m = weights.shape[-1] must lie in "
             f"[1, K={K}], got m={m}"
         )
-    if weights.size == 0:
-        return weights
-    finite = np.isfinite(weights)
-    if not finite.all():
-        raise ValueError(f"weights must be finite, found {weights[~finite].ravel()[0]}")
-    if weights.min() < 0:
-        raise ValueError(f"weights must be >= 0, found {float(weights.min())!r}")
-    sums = weights.sum(axis=-1, keepdims=True)
-    worst = np.abs(sums - 1.0).max()
-    if worst > WEIGHT_SUM_TOL:
-        bad = sums.ravel()[np.argmax(np.abs(sums - 1.0).ravel())]
-        raise ValueError(
-            f"weights must sum to 1 along the last axis (to within {WEIGHT_SUM_TOL:g}), "
-            f"found a sum of {bad:.12g}"
-        )
-    return weights / sums
+    return check_simplex_rows("weights", weights)
 
 
 def _check_classes(classes, K: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
