@@ -114,13 +114,17 @@ def _pair_constant(loss: MixupLoss, c, c_prime, lam) -> torch.Tensor:
     return torch.zeros_like(lam)
 
 
-def _prepare(W, c, c_prime, lam, lam_H, loss, bias):
+def _classifier_and_loss(W, lam_H, loss):
+    """W as float64 on the CPU (a (K, d) matrix), the checked lam_H and the loss."""
     W = torch.as_tensor(W).detach().to(torch.float64).cpu()
     if W.ndim != 2:
         raise ValueError(f"W must be a (K, d) matrix, got shape {tuple(W.shape)}")
+    return W, check_float("lam_H", lam_H, 0.0, None, low_open=True), get_loss(loss)
+
+
+def _prepare(W, c, c_prime, lam, lam_H, loss, bias):
+    W, lam_H, loss = _classifier_and_loss(W, lam_H, loss)
     K = W.shape[0]
-    lam_H = check_float("lam_H", lam_H, 0.0, None, low_open=True)
-    loss = get_loss(loss)
     c = check_index_tensor("c", torch.as_tensor(c), K)
     c_prime = check_index_tensor("c_prime", torch.as_tensor(c_prime), K)
     lam = torch.as_tensor(lam, dtype=torch.float64)
@@ -298,12 +302,8 @@ def _check_targets(targets, K: int) -> torch.Tensor:
 
 
 def _prepare_targets(W, targets, lam_H, loss, bias):
-    W = torch.as_tensor(W).detach().to(torch.float64).cpu()
-    if W.ndim != 2:
-        raise ValueError(f"W must be a (K, d) matrix, got shape {tuple(W.shape)}")
+    W, lam_H, loss = _classifier_and_loss(W, lam_H, loss)
     K = W.shape[0]
-    lam_H = check_float("lam_H", lam_H, 0.0, None, low_open=True)
-    loss = get_loss(loss)
     targets = _check_targets(targets, K)
     if isinstance(loss, LabelSmoothing):
         own = (1 - loss.eps) * targets + loss.eps / K

@@ -65,6 +65,12 @@ def _row(K: int, g: float, scale: float, lam: float, a: float, b: float) -> Theo
     )
 
 
+def _inputs(K: int, lam_H: float, scale: float, g: float, loss) -> dict[str, Any]:
+    """The inputs every table starts with: K, lam_H, row norm, gain and the loss."""
+    loss_entry = {"name": loss.name, **loss.params}
+    return {"K": K, "lam_H": lam_H, "scale": scale, "g": g, "loss": loss_entry}
+
+
 def theory_table(
     K: int, lam_H: float, scale: float = 1.0, loss="ce", lams=None
 ) -> dict[str, object]:
@@ -82,11 +88,7 @@ def theory_table(
     (a_same,), _ = optimal_coefficients(K, [1.0], lam_H, scale, loss, same_class=True)
     rows = [_row(K, g, scale, lam, ai, bi) for lam, ai, bi in zip(lams, a, b)]
     return {
-        "K": K,
-        "lam_H": lam_H,
-        "scale": scale,
-        "g": g,
-        "loss": {"name": loss.name, **loss.params},
+        **_inputs(K, lam_H, scale, g, loss),
         "same_class": _row(K, g, scale, 1.0, a_same, 0.0),
         "rows": rows,
     }
@@ -254,11 +256,7 @@ def mixture_table(K: int, lam_H: float, scale: float, loss, weights) -> dict[str
         row["amplification"] = float(a[i].sum() / a_same) if m < K else math.nan
         rows.append(row)
     return {
-        "K": K,
-        "lam_H": lam_H,
-        "scale": scale,
-        "g": g,
-        "loss": {"name": loss.name, **loss.params},
+        **_inputs(K, lam_H, scale, g, loss),
         "mixup_points": m,
         "a_same": float(a_same),
         "rows": rows,
