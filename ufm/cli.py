@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 COMMAND_MODULES = (
     "ufm.commands.theory",
@@ -34,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            # a job's warnings (a user matter, such as an impossible ETF) read as one line
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"ufm {args.command}: warning: {message}", file=sys.stderr)
+            return int(args.handler(args) or 0)
     except ValueError as error:
         print(f"ufm {args.command}: error: {error}", file=sys.stderr)
         return 2

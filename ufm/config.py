@@ -107,8 +107,14 @@ def _flag(name: str) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add a ``--field-name`` flag per dataclass field (default: not given)."""
+    """Add a ``--field-name`` flag per dataclass field (default: not given).
+
+    A class attribute ``CHOICES`` (field name -> allowed values) lists a field's values in
+    its help; the dataclass itself still validates them, with the same message for a flag
+    and a TOML file.
+    """
     hints = _field_types(cls)
+    choices = getattr(cls, "CHOICES", {})
     group = parser.add_argument_group(f"{cls.__name__} fields (override the --config file)")
     for field in dataclasses.fields(cls):
         if field.name in skip:
@@ -118,6 +124,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
         if default is None and field.default_factory is not dataclasses.MISSING:  # type: ignore
             default = field.default_factory()  # type: ignore
         help_text = f"default: {default!r}"
+        if field.name in choices:
+            help_text = f"one of {', '.join(map(str, choices[field.name]))}; {help_text}"
         kwargs: dict[str, Any] = {"default": None, "dest": field.name, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

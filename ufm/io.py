@@ -123,6 +123,44 @@ def check_run_dir(path: str | Path) -> Path:
     return path
 
 
+def check_run_config(
+    path: str | Path,
+    config: Mapping[str, Any],
+    what: str,
+    *,
+    ignore: Iterable[str] = (),
+    allowed_names: Iterable[str] = (),
+    force: bool = False,
+) -> Path:
+    """Refuse, before any work, a folder that holds the results of another configuration.
+
+    ``config`` is the JSON form of the run's configuration, compared with the folder's
+    ``config.json`` field by field except the ``ignore`` fields (how it runs, not what it
+    computes). A non-empty folder without ``config.json`` (other than ``allowed_names``) is
+    refused too. ``force`` lets the run overwrite either. ``what`` names the run in the
+    message ("a solve", "a reproduction").
+    """
+    path = check_run_dir(path)
+    if force:
+        return path
+    stored_path = path / "config.json"
+    hint = "choose another --out, delete that folder, or give --force to overwrite it"
+    if stored_path.is_file():
+        stored, current = read_json(stored_path), to_jsonable(config)
+        skip = set(ignore)
+        differing = sorted(
+            k for k in set(stored) | set(current) if k not in skip and stored.get(k) != current.get(k)
+        )
+        if differing:
+            raise ValueError(
+                f"{str(path)!r} holds {what} with another configuration (fields that differ: "
+                f"{', '.join(differing)}); {hint}"
+            )
+    elif path.is_dir() and any(p.name not in set(allowed_names) for p in path.iterdir()):
+        raise ValueError(f"{str(path)!r} is a non-empty folder without the config.json of {what}; {hint}")
+    return path
+
+
 def prepare_run_dir(path: str | Path) -> Path:
     """Create the run folder; refuse a path that exists and is not a folder."""
     path = check_run_dir(path)

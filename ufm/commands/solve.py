@@ -8,9 +8,15 @@ from pathlib import Path
 
 from ..config import config_to_dict, load_config, overrides_from_args
 from ..devices import resolve_device
-from ..io import prepare_run_dir, read_json, write_json
+from ..io import check_run_config, prepare_run_dir, read_json, write_json
 from ..solver import CHECKPOINT, UFMConfig, solve
 from . import add_job_parser
+
+
+# how a solve runs, not what it computes: rerunning into the same folder may change these
+EXECUTION_FIELDS = ("device", "parallel", "chunk_size")
+# stop reasons after which the checkpoint has nothing left to continue
+FINISHED = ("converged", "rounding", "stalled", "diverged")
 
 
 def register(subparsers) -> None:
@@ -32,6 +38,11 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", metavar="DIR", help="continue the run in DIR from its checkpoint"
     )
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite --out even if it holds a run of another configuration")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="keep checkpoint.pt when the run finishes (it is always kept when "
+                        "the run is interrupted or stops at a limit, for --resume)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                         help="seconds between checkpoints")
@@ -59,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--out DIR is required (or --resume DIR)")
         config = load_config(UFMConfig, args.config, overrides)
         resolve_device(config.device)  # an unavailable device is refused before any output
+        check_run_config(args.out, config_to_dict(config), "a solve",
+                         ignore=EXECUTION_FIELDS, force=args.force)
         out = prepare_run_dir(args.out)
         (out / "summary.json").unlink(missing_ok=True)
         (out / CHECKPOINT).unlink(missing_ok=True)
@@ -76,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
               f"Continue with: ufm solve --resume {out}", file=sys.stderr)
         return 130
     result.save(out)
+    if result.stop_reason in FINISHED and not args.keep_checkpoint:
+        (out / CHECKPOINT).unlink(missing_ok=True)  # the results hold everything it had
     print(_report(result))
     print(f"wrote {out}")
-    return 0 if result.stop_reason in ("converged", "max_iters", "time_limit") else 1
+    return 0 if result.stop_reason in ("converged", "rounding", "max_iters", "time_limit") else 1
 
 
 def _report(result) -> str:
@@ -96,6 +111,9 @@ def _report(result) -> str:
             f"relative distance to the exact theory for the learned W: "
             f"{s['theory_distance_learned_W']:.3e}"
         )
+    if s["stop_reason"] == "rounding":
+        lines.append(f"the gradient norm is at the rounding level of {result.config.dtype}, above "
+                     f"tol = {result.config.tol:g}: use float64 or a larger --tol")
     if s["stop_reason"] in ("max_iters", "time_limit"):
         lines.append("not converged: raise --max-iters/--time-limit and continue with --resume")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from typing import Any
 from . import layout
 from ..config import config_to_dict
 from ..devices import resolve_device
-from ..io import atomic_path, prepare_run_dir, read_json, write_json
+from ..io import atomic_path, check_run_config, prepare_run_dir, read_json, write_json
 from ..plots import FIGURES, draw_figures
 from . import network_stage, solver_stage, theory_stage
 from .config import ReproduceConfig
@@ -35,29 +35,8 @@ STAGE_NAMES = ("theory", "solver", "networks", "figures", "report")
 
 def check_output(out: str | Path, config: ReproduceConfig) -> Path:
     """Refuse a path that is a file, or a folder holding another configuration's results."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
-    stored_path = out / layout.CONFIG
-    if stored_path.is_file():
-        stored = read_json(stored_path)
-        current = config_to_dict(config)
-        differing = sorted(
-            k
-            for k in set(stored) | set(current)
-            if k not in EXECUTION_FIELDS and stored.get(k) != current.get(k)
-        )
-        if differing:
-            raise ValueError(
-                f"{str(out)!r} holds a reproduction with another configuration (fields that "
-                f"differ: {', '.join(differing)}); choose a new --out or delete that folder"
-            )
-    elif out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
-        raise ValueError(
-            f"{str(out)!r} is a non-empty folder without a reproduction's "
-            f"{layout.CONFIG}; choose a new or empty --out"
-        )
-    return out
+    return check_run_config(out, config_to_dict(config), "a reproduction",
+                            ignore=EXECUTION_FIELDS, allowed_names=(LOCK,))
 
 
 def _process_alive(pid: int) -> bool:

@@ -30,12 +30,12 @@ are skipped, so no (n, K, K) or (n, d, d) tensor is ever formed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..etf import truncated_svd
 from ..losses import MixupLoss, SquaredError, _SoftmaxFamily
+from .chunk_threads import ChunkThreads
+from .feature_totals import InnerStats, Totals
 from .fused_loss import loss_terms
 
 _ARMIJO = 1e-4
@@ -55,20 +55,6 @@ def _inverse_3x3(S):
     ]
 
 
-@dataclass
-class InnerStats:
-    """Totals over all samples at the solved features (sums, not means)."""
-
-    objective_sum: float  # sum_s ell_s + lam_H/2 |h_s|^2
-    grad_W: torch.Tensor  # sum_s g_s h_s^T, (K, d)
-    grad_b: torch.Tensor  # sum_s g_s, (K,)
-    feature_grad_sq_sum: float  # sum_s |grad phi_s|^2
-    feature_grad_max: float
-    newton_iterations: int
-    cg_iterations: int
-    finite: bool
-
-
 class FeatureSolver:
     """Holds the features of all samples in the coordinates of the current classifier.
 
@@ -77,13 +63,18 @@ class FeatureSolver:
     features over as a warm start; :meth:`solve` minimises every per-sample objective.
     """
 
-    def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096):
+    def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096,
+                 parallel: str = "chunks"):
         self.c, self.c_prime, self.lam = c, c_prime, lam
         self.same = c == c_prime
-        self._setup(loss, lam_H, chunk_size, int(c.numel()))
+        self._setup(loss, lam_H, chunk_size, int(c.numel()), ChunkThreads(c.device, parallel))
 
-    def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int) -> None:
+    def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int,
+               threads: ChunkThreads) -> None:
         """The parts every sample layout shares (see :mod:`.mixture_newton` for m classes)."""
+        self.threads = threads
+        # the sums g_s h_s^T of a learned W (a fixed classifier's method turns them off)
+        self.grad_W_needed = True
         self.loss = loss
         self._softmax = isinstance(loss, _SoftmaxFamily)
         self.lam_H = float(lam_H)
@@ -243,7 +234,7 @@ class FeatureSolver:
         The statistics are accumulated as samples finish, each at its final state, so no
         separate evaluation pass is needed.
         """
-        totals = _Totals(self)
+        parts: list[Totals] = []
         active = torch.ones(self.n, dtype=torch.bool, device=self.X.device)
         self._finish = torch.zeros_like(active)
         self._rounding = torch.zeros_like(active)
@@ -252,40 +243,46 @@ class FeatureSolver:
             idx_all = torch.nonzero(active).squeeze(1)
             if idx_all.numel() == 0:
                 break
-            for start in range(0, idx_all.numel(), self.chunk_size):
-                idx = idx_all[start : start + self.chunk_size]
-                still, cg = self._newton_chunk(idx, tol, totals, before_step=False)
+            chunks = [idx_all[start : start + self.chunk_size]
+                      for start in range(0, idx_all.numel(), self.chunk_size)]
+            for idx, (still, cg, part) in zip(chunks, self._map_newton(chunks, tol, False)):
                 active[idx] = still
                 cg_total += cg
+                parts.append(part)
         leftover = torch.nonzero(active).squeeze(1)
         if leftover.numel():
-            self._accumulate(leftover, totals)
-        return totals.stats(newton, cg_total)
+            parts.append(self._accumulate(leftover))
+        return Totals.combine(self, parts).stats(newton, cg_total)
 
     def newton_pass(self, tol: float) -> InnerStats:
         """One Newton step on every sample with |grad phi_s| > tol.
 
         The returned statistics describe the features *before* the step.
         """
-        totals = _Totals(self)
         self._finish = torch.zeros(self.n, dtype=torch.bool, device=self.X.device)
         self._rounding = torch.zeros_like(self._finish)
-        cg_total = 0
-        for idx in self._chunks():
-            _, cg = self._newton_chunk(idx, tol, totals, before_step=True)
-            cg_total += cg
-        return totals.stats(1, cg_total)
+        results = self._map_newton(list(self._chunks()), tol, True)
+        cg_total = sum(cg for _, cg, _ in results)
+        return Totals.combine(self, [part for _, _, part in results]).stats(1, cg_total)
 
     def evaluate(self) -> InnerStats:
         """Objective, classifier gradients and feature-gradient norms at the current X."""
-        totals = _Totals(self)
-        for idx in self._chunks():
-            self._accumulate(idx, totals)
-        return totals.stats(0, 0)
+        return Totals.combine(self, self.threads.map(self._accumulate, self._chunks())).stats(0, 0)
 
-    def _accumulate(self, idx, totals):
+    def _map_newton(self, chunks, tol, before_step):
+        """(still to do, CG iterations, totals) of one Newton step on each chunk, in order."""
+        def step(idx):
+            part = Totals(self)
+            todo, cg = self._newton_chunk(idx, tol, part, before_step)
+            return todo, cg, part
+
+        return self.threads.map(step, chunks)
+
+    def _accumulate(self, idx):
         x, _, value, _, g_z, grad = self._measure(idx)
-        totals.add(value, g_z, x, grad)
+        part = Totals(self)
+        part.add(value, g_z, x, grad)
+        return part
 
     def _newton_chunk(self, idx, tol, totals, before_step):
         x, z, value, p, g_z, grad = self._measure(idx)
@@ -331,45 +328,7 @@ class FeatureSolver:
         # A sample makes one more (evaluation-only) visit when no step was found, or after
         # two consecutive full steps below rounding level (its gradient is at its floor).
         at_rounding = decrease <= rounding
+        totals.at_rounding = totals.at_rounding and bool(at_rounding.all())
         self._finish[ids] = ~accepted | (decrease <= 0) | (at_rounding & self._rounding[ids])
         self._rounding[ids] = at_rounding
         return todo, cg
-
-
-class _Totals:
-    """Running sums over samples of the objective, classifier gradients and feature gradients."""
-
-    def __init__(self, solver: FeatureSolver):
-        K, r = solver.A.shape
-        dtype, device = solver.X.dtype, solver.X.device
-        self.solver = solver
-        self.objective = torch.zeros((), dtype=torch.float64, device=device)
-        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device)
-        self.grad_b = torch.zeros(K, dtype=dtype, device=device)
-        self.grad_sq = torch.zeros((), dtype=torch.float64, device=device)
-        self.grad_max = torch.zeros((), dtype=torch.float64, device=device)
-        self.finite = True
-
-    def add(self, value, g_z, x, grad):
-        if value.numel() == 0:
-            return
-        values = value + 0.5 * self.solver.lam_H * (x * x).sum(-1)
-        self.finite = self.finite and bool(torch.isfinite(values).all())
-        self.objective += values.sum().to(torch.float64)
-        self.grad_W_x += g_z.T @ x
-        self.grad_b += g_z.sum(0)
-        norms = grad.norm(dim=-1).to(torch.float64)
-        self.grad_sq += (norms * norms).sum()
-        self.grad_max = torch.maximum(self.grad_max, norms.max())
-
-    def stats(self, newton: int, cg: int) -> InnerStats:
-        return InnerStats(
-            objective_sum=self.objective.item(),
-            grad_W=self.grad_W_x @ self.solver.V.T,
-            grad_b=self.grad_b,
-            feature_grad_sq_sum=self.grad_sq.item(),
-            feature_grad_max=self.grad_max.item(),
-            newton_iterations=newton,
-            cg_iterations=cg,
-            finite=self.finite,
-        )

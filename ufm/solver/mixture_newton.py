@@ -42,6 +42,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import MixupLoss, SquaredError
+from .chunk_threads import ChunkThreads
 from .feature_newton import FeatureSolver
 from .mixture_loss import mixture_loss_hvp, mixture_loss_terms
 
@@ -54,7 +55,8 @@ class MixtureFeatureSolver(FeatureSolver):
     preconditioner is inherited.
     """
 
-    def __init__(self, classes, weights, loss: MixupLoss, lam_H: float, chunk_size: int = 4096):
+    def __init__(self, classes, weights, loss: MixupLoss, lam_H: float, chunk_size: int = 4096,
+                 parallel: str = "chunks"):
         if classes.ndim != 2 or classes.shape != weights.shape:
             raise ValueError(
                 f"classes and weights must both have shape (n, m), got {tuple(classes.shape)} "
@@ -62,7 +64,8 @@ class MixtureFeatureSolver(FeatureSolver):
             )
         self.classes, self.weights = classes, weights
         self.m = int(classes.shape[1])
-        self._setup(loss, lam_H, chunk_size, int(classes.shape[0]))
+        self._setup(loss, lam_H, chunk_size, int(classes.shape[0]),
+                    ChunkThreads(classes.device, parallel))
 
     def _terms(self, z, idx, need_grad=True):
         return mixture_loss_terms(self.loss, z, self.classes[idx], self.weights[idx], need_grad)

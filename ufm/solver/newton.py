@@ -49,11 +49,13 @@ class NewtonMethod:
         self.state = state
         if problem.classes is None:
             self.feature_solver = FeatureSolver(
-                problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, config.chunk_size
+                problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, config.chunk_size,
+                config.parallel,
             )
         else:
             self.feature_solver = MixtureFeatureSolver(
-                problem.classes, problem.weights, problem.loss, config.lam_H, config.chunk_size
+                problem.classes, problem.weights, problem.loss, config.lam_H, config.chunk_size,
+                config.parallel,
             )
         self.memory = LBFGSMemory(_LBFGS_MEMORY)
         self.current: dict[str, Any] | None = None
@@ -202,6 +204,8 @@ class FixedClassifierNewton(NewtonMethod):
     def start(self) -> None:
         if self.feature_solver.X is None:
             self.feature_solver.set_classifier(self.state.W, self.state.b)
+        self.feature_solver.grad_W_needed = self.state.learn_W
+        self.best_grad_norm = math.inf
 
     def measure(self) -> dict[str, Any]:
         stats = self.feature_solver.newton_pass(0.1 * self.state.config.tol)
@@ -213,4 +217,14 @@ class FixedClassifierNewton(NewtonMethod):
         return self.current
 
     def step(self, current: dict[str, Any]) -> str | None:
-        return None  # the Newton pass of measure() has stepped every feature already
+        """None: the Newton pass of measure() has stepped every feature already.
+
+        ``"rounding"`` when that pass was at the rounding level of the dtype (every predicted
+        decrease below it) and the gradient norm did not halve from its best so far: no
+        further pass can lower it (float32 reaches about 1e-7, float64 about 1e-15).
+        """
+        grad_norm = current["grad_norm"]
+        if current["stats"].at_rounding and grad_norm > 0.5 * self.best_grad_norm:
+            return "rounding"
+        self.best_grad_norm = min(self.best_grad_norm, grad_norm)
+        return None

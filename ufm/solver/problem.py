@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .._checks import check_choice, check_float, check_int
-from ..devices import DEVICE_CHOICES, resolve_device, resolve_dtype
+from ..devices import DEVICE_CHOICES, DTYPES, resolve_device, resolve_dtype
 from ..etf import simplex_etf
-from ..losses import Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
+from ..losses import LOSSES, Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
+from .chunk_threads import PARALLEL
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
 
 PAIRS = ("all", "same", "different", "random")
@@ -65,8 +66,16 @@ class UFMConfig:
     Method: "newton" (default: exact per-sample Newton for the features, L-BFGS on the
     classifier with the features eliminated) or "gd" (gradient descent with momentum on
     all variables, features scaled per sample). Stops at gradient norm <= ``tol``,
-    ``max_iters`` iterations or ``time_limit`` seconds, whichever comes first.
+    ``max_iters`` iterations or ``time_limit`` seconds, whichever comes first. The Newton
+    feature solves go over the samples in chunks of ``chunk_size``; on a CPU ``parallel`` =
+    "chunks" (default) gives each of torch's threads whole chunks in turn, "kernels" lets
+    torch spread every operation over its threads (:mod:`.chunk_threads`).
     """
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "pairs": PAIRS, "loss": tuple(sorted(LOSSES)), "classifier": CLASSIFIERS, "init": INITS,
+        "method": METHODS, "dtype": tuple(DTYPES), "device": DEVICE_CHOICES, "parallel": PARALLEL,
+    }
 
     K: int = 10
     d: int = 32
@@ -98,6 +107,7 @@ class UFMConfig:
     max_iters: int = 1000
     time_limit: float | None = None
     chunk_size: int = 4096
+    parallel: str = "chunks"
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
@@ -157,6 +167,7 @@ class UFMConfig:
         if self.time_limit is not None:
             self.time_limit = check_float("time_limit", self.time_limit, 0.0, None, low_open=True)
         self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1)
+        self.parallel = check_choice("parallel", self.parallel, PARALLEL)
 
     def make_loss(self) -> MixupLoss:
         return get_loss(self.loss, **self.loss_params)
@@ -174,6 +185,21 @@ class UFMConfig:
     def mixes_pairs(self) -> bool:
         """Whether samples are pairs (``mixup_points`` = 2: c, c', lam) rather than m-class mixtures."""
         return self.mixup_points == 2
+
+
+def etf_impossible_message(config: UFMConfig) -> str | None:
+    """Why the classifier of ``config`` cannot become a simplex ETF, or None if it can.
+
+    A simplex ETF of K classes spans K - 1 dimensions; with ``d < K - 1`` a learned classifier
+    (or a fixed random one) can never be one, so its ETF distance stays away from 0.
+    """
+    if config.d >= config.K - 1 or config.classifier == "fixed_etf":
+        return None
+    return (
+        f"d = {config.d} < K - 1 = {config.K - 1}: a simplex ETF of {config.K} classes needs "
+        f"K - 1 dimensions, so the {config.classifier} classifier cannot become one "
+        f"(etf_distance_W stays away from 0)"
+    )
 
 
 @dataclass

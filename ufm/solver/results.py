@@ -19,7 +19,9 @@ from ..config import config_from_dict, config_to_dict
 from ..io import SUMMARY, is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json, write_npz
 from .problem import UFMConfig
 
-STOP_REASONS = ("converged", "max_iters", "time_limit", "diverged", "stalled", "interrupted")
+STOP_REASONS = (
+    "converged", "rounding", "max_iters", "time_limit", "diverged", "stalled", "interrupted"
+)
 
 
 @dataclass

@@ -14,7 +14,8 @@ methods:
 
 This module is the driver both methods share: :func:`solve`, the iteration loop, one
 history row per iterate, the stopping rules (``converged`` at gradient norm <= ``tol``,
-``max_iters``, ``time_limit``, ``diverged`` at a non-finite gradient norm, ``stalled`` and
+``max_iters``, ``time_limit``, ``diverged`` at a non-finite gradient norm, ``rounding``
+when a fixed-classifier run can no longer lower its gradient norm in its dtype, ``stalled`` and
 ``diverged`` from the method, ``interrupted`` by Ctrl-C or SIGTERM), the progress bar and
 the summary. Gradient norm (scale-free, reported and used for stopping):
 :math:`\sqrt{r_H^2 + \|\nabla_W L\|_F^2 + \|\nabla_b L\|^2}` over the learned variables, where
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 import signal
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from ._allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT, Checkpoints
 from .gd import HeavyBall
 from .newton import newton_method
-from .problem import Problem, UFMConfig, build_problem
+from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
 from .reference import TheoryReference, learned_etf_comparison
 from .results import UFMResult
 from .state import Method, RunState
@@ -65,6 +67,8 @@ def solve(
         seconds and whenever the run stops (also on Ctrl-C).
     resume : continue from ``checkpoint_dir/checkpoint.pt``.
 
+    Notes
+    -----
     ``result.summary`` holds the final loss, the gradient norm and its parts, the ETF
     distance of W, and, for a fixed simplex-ETF classifier with cross-entropy, label
     smoothing or squared error and no bias, the relative distance of the features to
@@ -72,8 +76,13 @@ def solve(
     also holds ``mixup_points``, and the distance is to :func:`ufm.mixture_features`, with
     ``theory_distance_per_lam`` None and ``theory_distance_worst_weights`` the largest
     relative distance over the groups of samples that share a weight vector.
+    ``etf_possible`` is False when d < K - 1 with a classifier that is not a fixed ETF: no
+    classifier in d dimensions is then a simplex ETF, and a warning says so at the start.
     """
     keep_freed_memory()
+    no_etf = etf_impossible_message(config)
+    if no_etf is not None:
+        warnings.warn(no_etf, stacklevel=2)
     problem = build_problem(config, W_init)
     run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every))
     if resume:
@@ -105,7 +114,7 @@ class _Run:
         state = self.state
         state.start_clock()
         self.checkpoints.timer_from(state.start)
-        bar = _progress_bar(self.progress, self.config.max_iters, state.iteration)
+        bar = _Progress(self.config.tol) if self.progress else None
         stop_reason = None
         try:
             with _interrupt_as_exception():
@@ -170,9 +179,7 @@ class _Run:
             row["inner_newton"] = stats.newton_iterations
         state.history.append(row)
         if bar is not None:
-            bar.n = state.iteration
-            bar.set_postfix(loss=f"{row['loss']:.6g}", grad=f"{row['grad_norm']:.2e}", refresh=False)
-            bar.refresh()
+            bar.update(state.iteration, row["loss"], row["grad_norm"])
 
     def _result(self, stop_reason: str) -> UFMResult:
         """The result: final variables, history and summary (see :func:`solve`)."""
@@ -197,6 +204,7 @@ class _Run:
             "etf_distance_W_centred": etf_distance(state.W, center=True),
             "W_row_norm_mean": float(state.W.norm(dim=1).mean()),
             "bias_norm": None if state.b is None else float(state.b.norm()),
+            "etf_possible": etf_impossible_message(config) is None,
         }
         if self.theory is not None:
             frame = self.method.theory_frame()
@@ -229,12 +237,35 @@ def _norm(tensor) -> float | None:
     return None if tensor is None else float(torch.linalg.vector_norm(tensor))
 
 
-def _progress_bar(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class _Progress:
+    """A progress bar over the decades of the gradient norm, from the first iterate to ``tol``.
 
-    return tqdm(total=total, initial=initial, desc="ufm solve", unit="it", dynamic_ncols=True)
+    Its estimate of the time left extrapolates the decades gained so far; a bar over
+    ``max_iters`` would extrapolate to the iteration limit, hours away for a run that
+    converges in a minute.
+    """
+
+    def __init__(self, tol: float):
+        self.tol = tol
+        self.bar = None
+        self.first = None
+
+    def update(self, iteration: int, loss: float, grad_norm: float) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.first = max(grad_norm, self.tol) if math.isfinite(grad_norm) else self.tol
+            total = round(max(math.log10(self.first / self.tol), 0.0), 2)
+            self.bar = tqdm(total=total, desc="ufm solve", unit="decade", dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} decades [{elapsed}<{remaining}{postfix}]")
+        gained = math.log10(self.first / grad_norm) if 0 < grad_norm < math.inf else 0.0
+        self.bar.n = max(self.bar.n, round(min(max(gained, 0.0), self.bar.total), 2))
+        self.bar.set_postfix(it=iteration, loss=f"{loss:.6g}", grad=f"{grad_norm:.2e}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 @contextmanager

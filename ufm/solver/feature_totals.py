@@ -1,0 +1,80 @@
+"""What a pass of the feature solver sums over samples: :class:`Totals` per chunk, combined in
+chunk order, and the :class:`InnerStats` it reports (:mod:`.feature_newton`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class InnerStats:
+    """Totals over all samples at the solved features (sums, not means)."""
+
+    objective_sum: float  # sum_s ell_s + lam_H/2 |h_s|^2
+    grad_W: torch.Tensor  # sum_s g_s h_s^T, (K, d)
+    grad_b: torch.Tensor  # sum_s g_s, (K,)
+    feature_grad_sq_sum: float  # sum_s |grad phi_s|^2
+    feature_grad_max: float
+    newton_iterations: int
+    cg_iterations: int
+    finite: bool
+    # every step of the pass predicted a decrease below the rounding level of the objective
+    at_rounding: bool = False
+
+
+class Totals:
+    """Running sums over samples of the objective, classifier gradients and feature gradients."""
+
+    def __init__(self, solver):
+        K, r = solver.A.shape
+        dtype, device = solver.X.dtype, solver.X.device
+        self.solver = solver
+        self.objective = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device)
+        self.grad_b = torch.zeros(K, dtype=dtype, device=device)
+        self.grad_sq = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad_max = torch.zeros((), dtype=torch.float64, device=device)
+        self.finite = True
+        self.at_rounding = True
+
+    def add(self, value, g_z, x, grad):
+        if value.numel() == 0:
+            return
+        values = value + 0.5 * self.solver.lam_H * (x * x).sum(-1)
+        self.finite = self.finite and bool(torch.isfinite(values).all())
+        self.objective += values.sum().to(torch.float64)
+        if self.solver.grad_W_needed:
+            self.grad_W_x += g_z.T @ x
+        self.grad_b += g_z.sum(0)
+        norms = grad.norm(dim=-1).to(torch.float64)
+        self.grad_sq += (norms * norms).sum()
+        self.grad_max = torch.maximum(self.grad_max, norms.max())
+
+    @classmethod
+    def combine(cls, solver, parts: list[Totals]) -> Totals:
+        """The totals of ``parts`` (per chunk), summed in their order."""
+        total = cls(solver)
+        for part in parts:
+            total.objective += part.objective
+            total.grad_W_x += part.grad_W_x
+            total.grad_b += part.grad_b
+            total.grad_sq += part.grad_sq
+            total.grad_max = torch.maximum(total.grad_max, part.grad_max)
+            total.finite = total.finite and part.finite
+            total.at_rounding = total.at_rounding and part.at_rounding
+        return total
+
+    def stats(self, newton: int, cg: int) -> InnerStats:
+        return InnerStats(
+            objective_sum=self.objective.item(),
+            grad_W=self.grad_W_x @ self.solver.V.T,
+            grad_b=self.grad_b,
+            feature_grad_sq_sum=self.grad_sq.item(),
+            feature_grad_max=self.grad_max.item(),
+            newton_iterations=newton,
+            cg_iterations=cg,
+            finite=self.finite,
+            at_rounding=self.at_rounding,
+        )
