@@ -133,3 +133,27 @@ def test_progress_bar_counts_decades_of_the_gradient_to_tol(monkeypatch):
     assert bar.n == pytest.approx(bar.total)
     progress.update(4, 0.4, math.nan)
     assert bar.n == pytest.approx(bar.total)
+
+
+@pytest.mark.parametrize("loss", ["ce", "label_smoothing"])
+@pytest.mark.parametrize("mixup_points", [2, 3])
+def test_probability_frame_from_the_gradient_equals_the_product(loss, mixup_points):
+    """A^T p formed as A^T grad(ell) + A^T t (the fast path) applies the same preconditioner
+    as the product p A, for a random classifier and features (1e-12 relative)."""
+    from ufm.solver.problem import build_problem
+    from ufm.solver.newton import newton_method
+    from ufm.solver.state import RunState
+
+    config = UFMConfig(K=5, d=6, num_lams=5, classifier="fixed", loss=loss,
+                       mixup_points=mixup_points, seed=3)
+    method = newton_method(RunState(build_problem(config)))
+    solver = method.feature_solver
+    solver.set_classifier(method.state.W, None)
+    generator = torch.Generator().manual_seed(0)
+    solver.X = torch.randn(solver.X.shape, generator=generator, dtype=solver.X.dtype)
+    idx = torch.arange(solver.n)
+    x, _, _, p, _, grad = solver._measure(idx)
+    fast, _ = solver._preconditioner(p, idx, grad - solver.lam_H * x)
+    plain, _ = solver._preconditioner(p, idx)
+    v = torch.randn(grad.shape, generator=generator, dtype=grad.dtype)
+    assert float((fast(v) - plain(v)).norm() / plain(v).norm()) <= 1e-12

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import MixupLoss, SquaredError
+from ..losses import LabelSmoothing, MixupLoss, SquaredError
 from .chunk_threads import ChunkThreads
 from .feature_newton import FeatureSolver
 from .mixture_loss import mixture_loss_hvp, mixture_loss_terms
@@ -81,8 +81,13 @@ class MixtureFeatureSolver(FeatureSolver):
             Hv = mixture_loss_hvp(self.loss, z, self.classes[idx], self.weights[idx], Av)
         return Hv @ self.A + self.lam_H * v
 
-    def _preconditioner(self, p, idx):
-        """Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere)."""
+    def _preconditioner(self, p, idx, loss_frame=None):
+        r"""Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere).
+
+        With ``loss_frame`` (:math:`A^\top\nabla\ell` per sample) and the softmax family,
+        :math:`A^\top p = A^\top\nabla\ell + \sum_k t_k a_{c_k}` (+ the uniform part of
+        label smoothing) replaces the product p A.
+        """
         lam_H, sigma2 = self.lam_H, self.sigma2
         if isinstance(self.loss, SquaredError):
             diagonal = sigma2 + lam_H
@@ -100,7 +105,16 @@ class MixtureFeatureSolver(FeatureSolver):
         spread = p_bar - mass / n_other
         exact = self._softmax and bool((spread <= 64 * torch.finfo(p.dtype).eps * p_bar).all())
         D = p_bar[:, None] * sigma2 + lam_H  # (c, r)
-        columns = torch.cat([self.A[classes], (p @ self.A)[:, None, :]], dim=1)  # (c, m+1, r)
+        rows = self.A[classes]  # (c, m, r)
+        if loss_frame is None or not self._softmax:
+            frame_p = p @ self.A
+        else:
+            eps = self.loss.eps if isinstance(self.loss, LabelSmoothing) else 0.0
+            target = (1 - eps) * self.weights[idx]
+            frame_p = loss_frame + torch.bmm(target[:, None, :], rows).squeeze(1)
+            if eps:
+                frame_p = frame_p + (eps / p.shape[1]) * self.A.sum(0)
+        columns = torch.cat([rows, frame_p[:, None, :]], dim=1)  # (c, m+1, r)
         omega = torch.cat([p_mix - p_bar[:, None], -torch.ones_like(p_bar)[:, None]], dim=1)
         scaled = columns / D[:, None, :]
         G = columns @ scaled.transpose(1, 2)  # U^T D^{-1} U, (c, m+1, m+1)
