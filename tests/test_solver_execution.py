@@ -157,3 +157,27 @@ def test_probability_frame_from_the_gradient_equals_the_product(loss, mixup_poin
     plain, _ = solver._preconditioner(p, idx)
     v = torch.randn(grad.shape, generator=generator, dtype=grad.dtype)
     assert float((fast(v) - plain(v)).norm() / plain(v).norm()) <= 1e-12
+
+
+def test_fixed_classifier_with_a_fixed_bias_is_solved_exactly():
+    """W and b held as given: every feature is stationary for CE(W h + b) + lam_H/2 |h|^2,
+    checked by autograd (|grad| <= 1e-9, so |h - h*| <= 1e-9 / lam_H by strong convexity)."""
+    from ufm.losses import get_loss
+
+    generator = torch.Generator().manual_seed(5)
+    K, d = 5, 7
+    W = torch.randn(K, d, generator=generator, dtype=torch.float64)
+    b = torch.randn(K, generator=generator, dtype=torch.float64)
+    config = UFMConfig(K=K, d=d, num_lams=5, classifier="fixed", tol=1e-11)
+    result = solve(config, W_init=W, b_init=b)
+    assert result.stop_reason == "converged"
+    assert torch.equal(result.b, b) and torch.equal(result.W, W)
+    H = result.H.clone().requires_grad_(True)
+    loss = get_loss("ce")(H @ W.T + b, result.c, result.c_prime, result.lam).sum()
+    loss = loss + 0.5 * config.lam_H * (H * H).sum()
+    (grad,) = torch.autograd.grad(loss, H)
+    assert float(grad.norm(dim=1).max()) <= 1e-9
+    unbiased = solve(config, W_init=W)
+    assert float((unbiased.H - result.H).norm() / result.H.norm()) > 1e-3  # the bias matters
+    with pytest.raises(ValueError, match=r"b_init must have shape \(K,\) = \(5,\)"):
+        solve(config, W_init=W, b_init=torch.zeros(4))

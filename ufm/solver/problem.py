@@ -254,18 +254,20 @@ def sample_pairs(config: UFMConfig, generator: torch.Generator) -> tuple[torch.T
     return c, c_prime
 
 
-def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None) -> Problem:
+def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
+                  b_init: torch.Tensor | None = None) -> Problem:
     """Draw the samples and the initial classifier for ``config`` (deterministic in its seed).
 
     ``W_init`` (K, d) replaces the configured initial classifier (it is the fixed W for
-    ``classifier = "fixed"``). Random draws happen on the CPU, so they do not depend on
-    the device.
+    ``classifier = "fixed"``). ``b_init`` (K,) is the initial bias when ``bias`` is set,
+    and otherwise a fixed bias that is never updated (a network's own offset, say).
+    Random draws happen on the CPU, so they do not depend on the device.
     """
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype)
     generator = torch.Generator().manual_seed(config.seed)
     if not config.mixes_pairs:
-        return _mixture_problem(config, W_init, generator, device, dtype)
+        return _mixture_problem(config, W_init, b_init, generator, device, dtype)
     pair_c, pair_cp = sample_pairs(config, generator)
     if config.alpha is None:
         grid = config.lam_grid()
@@ -283,7 +285,7 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None) -> Prob
         lam = _beta_sample(beta, c.numel(), generator)
 
     W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
-    b0 = torch.zeros(config.K, dtype=torch.float64) if config.bias else None
+    b0 = _initial_bias(config, b_init)
     loss = config.make_loss()
     return Problem(
         config=config,
@@ -298,11 +300,11 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None) -> Prob
     )
 
 
-def _mixture_problem(config: UFMConfig, W_init, generator, device, dtype) -> Problem:
+def _mixture_problem(config: UFMConfig, W_init, b_init, generator, device, dtype) -> Problem:
     """The problem of m-class mixtures (m > 2): samples first, then W, as for pairs."""
     classes, weights = sample_mixtures(config, generator)
     W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
-    b0 = torch.zeros(config.K, dtype=torch.float64) if config.bias else None
+    b0 = _initial_bias(config, b_init)
     return Problem(
         config=config,
         loss=config.make_loss(),
@@ -331,6 +333,18 @@ def _initial_classifier(config: UFMConfig, generator: torch.Generator) -> torch.
         return simplex_etf(config.K, config.d, config.etf_scale, config.etf_seed)
     std = config.init_scale / math.sqrt(config.d)
     return std * torch.randn(config.K, config.d, generator=generator, dtype=torch.float64)
+
+
+def _initial_bias(config: UFMConfig, b_init) -> torch.Tensor | None:
+    """``b_init`` checked (K,) and finite, else zeros for a learned bias, else None."""
+    if b_init is None:
+        return torch.zeros(config.K, dtype=torch.float64) if config.bias else None
+    b = torch.as_tensor(b_init).detach().to(torch.float64).cpu()
+    if b.shape != (config.K,):
+        raise ValueError(f"b_init must have shape (K,) = ({config.K},), got {tuple(b.shape)}")
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError("b_init contains non-finite entries")
+    return b.clone()
 
 
 def _checked_W(W: torch.Tensor, config: UFMConfig) -> torch.Tensor:

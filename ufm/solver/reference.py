@@ -53,7 +53,8 @@ class TheoryReference:
     def build(cls, problem: Problem) -> TheoryReference | None:
         """The reference of ``problem``, or None without an exact optimum to compare with."""
         config = problem.config
-        if config.classifier != "fixed_etf" or config.bias or not has_exact_theory(problem.loss):
+        no_theory = problem.b0 is not None or not has_exact_theory(problem.loss)
+        if config.classifier != "fixed_etf" or no_theory:
             return None
         if problem.classes is not None:
             return MixtureTheoryReference.build(problem)

@@ -50,6 +50,7 @@ __all__ = ["CHECKPOINT", "solve"]
 def solve(
     config: UFMConfig,
     W_init: torch.Tensor | None = None,
+    b_init: torch.Tensor | None = None,
     *,
     progress: bool = False,
     checkpoint_dir: str | Path | None = None,
@@ -62,6 +63,9 @@ def solve(
     ----------
     config : the problem and the method (validated on construction).
     W_init : optional (K, d) initial classifier (the fixed one for ``classifier="fixed"``).
+    b_init : optional (K,) bias: the initial one when ``config.bias`` is set, otherwise a
+        fixed bias that stays as given (with a fixed classifier, the exact optimum for a
+        network's own W and b).
     progress : show a progress bar with iteration, loss and gradient norm.
     checkpoint_dir : folder for ``checkpoint.pt``, written every ``checkpoint_every``
         seconds and whenever the run stops (also on Ctrl-C).
@@ -83,7 +87,7 @@ def solve(
     no_etf = etf_impossible_message(config)
     if no_etf is not None:
         warnings.warn(no_etf, stacklevel=2)
-    problem = build_problem(config, W_init)
+    problem = build_problem(config, W_init, b_init)
     run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every))
     if resume:
         run.checkpoints.resume(run.state, run.method)
