@@ -9,7 +9,13 @@ Speed targets (issue 4): digits, MLP, 200 epochs with mixup and measurements und
 mnist1d 200 epochs under 3 minutes, on the 2-core CPU. The JSON records the device, the torch
 thread count and the load average, because other jobs on a shared machine move the timings.
 
+Measurement overhead (issue 9): ``--overhead`` trains the digits mixup run twice in the same
+process, once with the measurements (every 50 epochs and at the end, the cell-mean comparison
+with the exact optimum for the network's own W included) and once as a baseline whose
+measurement is replaced by a no-op, and reports the ratio (target: at most 1.2).
+
     python scripts/bench_nets.py            # writes results/bench_nets/bench_nets.json
+    python scripts/bench_nets.py --overhead --datasets digits
 """
 
 from __future__ import annotations
@@ -48,8 +54,10 @@ COLUMNS = [
     ("boundary_distance_half_relative", "{:6.3f}"),
     ("confidence_half", "{:6.3f}"),
     ("fitted_lam_H", "{:8.2e}"),
-    ("ufm_distance", "{:6.3f}"),
-    ("ufm_distance_in_span", "{:6.3f}"),
+    ("amplification", "{:6.3f}"),
+    ("amplification_se", "{:6.3f}"),
+    ("amplification_theory", "{:6.3f}"),
+    ("scatter_to_signal", "{:6.3f}"),
     ("out_of_span_fraction", "{:6.3f}"),
 ]
 SHORT = {
@@ -58,9 +66,11 @@ SHORT = {
     "same_class_cosine": "cos_same",
     "boundary_distance_half_relative": "bd_half",
     "fitted_lam_H": "lam_H",
-    "ufm_distance": "ufm_D",
     "confidence_half": "conf_half",
-    "ufm_distance_in_span": "D_span",
+    "amplification": "amp",
+    "amplification_se": "amp_se",
+    "amplification_theory": "amp_th",
+    "scatter_to_signal": "scat/sig",
     "out_of_span_fraction": "off_span",
 }
 
@@ -95,6 +105,44 @@ def bench(dataset: str, alpha: float, classifier: str, args, out: Path) -> dict:
     }
 
 
+def overhead(args, out: Path) -> dict:
+    """Wall time of the digits mixup run (learned W) with and without its measurements."""
+    import ufm.nets.run as run_module
+    from ufm.nets.measure import Measurement
+
+    def no_measurement(*unused, **unused_kw):
+        return Measurement(scalars={"better_fit": "n/a"}, tables={}, arrays={})
+
+    config = TrainConfig(
+        dataset="digits", model=args.model, alpha=1.0, epochs=args.epochs, measure_every=50,
+        threads=args.threads, device=args.device, seed=args.seed,
+    )  # fmt: skip
+    timings = {"baseline": [], "measured": []}
+    real = run_module.measure
+    for _ in range(args.repeats):  # interleaved, the fastest of each kept: load moves single runs
+        for label in ("baseline", "measured"):
+            folder = out / f"overhead_{label}"
+            shutil.rmtree(folder, ignore_errors=True)
+            run_module.measure = no_measurement if label == "baseline" else real
+            try:
+                started = time.perf_counter()
+                run_training(config, folder, progress=not args.no_progress)
+                timings[label].append(time.perf_counter() - started)
+            finally:
+                run_module.measure = real
+    timings = {
+        **{f"{k}_all": v for k, v in timings.items()},
+        **{k: min(v) for k, v in timings.items()},
+    }
+    ratio = timings["measured"] / timings["baseline"]
+    print(
+        f"overhead: baseline {timings['baseline']:.1f} s, with measurements "
+        f"{timings['measured']:.1f} s, ratio {ratio:.3f} (target <= 1.2)",
+        flush=True,
+    )
+    return {**timings, "ratio": ratio, "target_ratio": 1.2, "within_target": ratio <= 1.2}
+
+
 def format_table(results: list[dict]) -> str:
     head = f"{'dataset':8} {'alpha':>5} {'classifier':10} " + " ".join(
         f"{SHORT.get(key, key):>{len(fmt.format(0.0))}}" for key, fmt in COLUMNS
@@ -123,6 +171,13 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--overhead", action="store_true", help="also time the measurements against a baseline"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="overhead runs of each kind")
+    parser.add_argument(
+        "--overhead-only", action="store_true", help="skip the table runs, time the overhead only"
+    )
     args = parser.parse_args(argv)
 
     out = Path(args.out)
@@ -136,7 +191,7 @@ def main(argv=None) -> int:
         "platform": platform.platform(),
     }
     results = []
-    for dataset in args.datasets:
+    for dataset in [] if args.overhead_only else args.datasets:
         for alpha, classifier in RUNS:
             results.append(bench(dataset, alpha, classifier, args, out))
             print(
@@ -144,12 +199,19 @@ def main(argv=None) -> int:
                 f"(target {TARGET_SECONDS[dataset]:.0f} s)",
                 flush=True,
             )
+    measured_overhead = overhead(args, out) if args.overhead or args.overhead_only else None
     machine["load_average_after"] = os.getloadavg()
     table = format_table(results)
     print(table)
     write_json(
         out / "bench_nets.json",
-        {"machine": machine, "epochs": args.epochs, "runs": results, "table": table},
+        {
+            "machine": machine,
+            "epochs": args.epochs,
+            "runs": results,
+            "overhead": measured_overhead,
+            "table": table,
+        },
     )
     print(f"\nwrote {out / 'bench_nets.json'}")
     return 0

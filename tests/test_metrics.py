@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -92,6 +93,7 @@ def naive_collapse(h, y, W, b):
         "max_equiangularity_W": np.mean(np.abs(cosines(W) + 1 / (K - 1))),
         "max_equiangularity_M": np.mean(np.abs(cosines(M) + 1 / (K - 1))),
         "bias_collapse": np.linalg.norm(W @ mu_G + b),
+        "bias_collapse_centred": np.linalg.norm(W @ mu_G + b - np.mean(W @ mu_G + b)),
         "sigma_W": sigma_W,
     }
 
@@ -368,3 +370,18 @@ def test_bad_calibration_input_is_refused_with_the_value():
         expected_calibration_error(torch.tensor([0.5]), torch.tensor([1]), n_bins=0)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\], found 3"):
         calibration_metrics(torch.zeros(2, 3), torch.tensor([0, 3]))
+
+
+def test_bias_collapse_is_taken_modulo_the_all_ones_vector():
+    """A bias that cancels the global mean's logits up to a common shift t: softmax ignores t,
+    the centred bias collapse is 0 (rounding of O(1) sums, 1e-13) while the plain one is
+    t sqrt(K)."""
+    from ufm.metrics import bias_collapse, bias_collapse_centred
+
+    K, d = 5, 7
+    W = torch.as_tensor(np.random.default_rng(0).normal(size=(K, d)))
+    mu = torch.linspace(-1.0, 2.0, d, dtype=torch.float64)
+    t = 3.5
+    b = -W @ mu + t
+    assert bias_collapse(W, b, mu) == pytest.approx(t * math.sqrt(K), rel=1e-12)
+    assert bias_collapse_centred(W, b, mu) < 1e-13

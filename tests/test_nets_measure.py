@@ -154,39 +154,68 @@ def test_theory_agreement_recovers_the_exact_optimum(loss, lam_H):
     result = theory_agreement(acts, W, None, offset, get_loss(loss))
     s = result.scalars
     assert s["fitted_lam_H"] == pytest.approx(lam_H, rel=1e-6)
-    assert s["ufm_distance"] < 1e-7 and s["ufm_scale"] == pytest.approx(1.0, abs=1e-7)
-    assert s["ufm_distance_in_span"] < 1e-7 and s["out_of_span_fraction"] < 1e-12
+    assert s["out_of_span_fraction"] < 1e-12
     half = next(row for row in result.rows if row["lam"] == 0.5)
     assert s["confidence_half"] == pytest.approx(half["theory_confidence"], abs=1e-7)
     assert s["margin_fit_rms"] < 1e-7
     assert s["same_class_cosine"] == pytest.approx(1.0, abs=1e-12)
-    assert s["same_class_spread"] < 1e-12
     assert s["boundary_distance_half"] < 1e-12
     assert s["classifier_etf_distance"] < 1e-12
+    assert s["logit_offset"] < 1e-12  # the global mean lies in the null space of W
     for row in result.rows:
         assert row["p_c_mean"] == pytest.approx(row["theory_p_c"], abs=1e-7)
         assert row["margin_mean"] == pytest.approx(row["margin_theory"], abs=1e-7)
+        assert row["confidence_mean"] == pytest.approx(row["theory_confidence"], abs=1e-7)
 
 
-def test_ufm_distance_measures_the_part_off_the_optimum():
+def test_noise_off_the_span_is_measured_and_moves_no_margin():
     noise = 0.3
     acts, W, offset, optimum = ufm_activations(4, 9, 0.01, noise=noise, seed=2)
     result = theory_agreement(acts, W, None, offset, get_loss("ce"))
-    residual = acts["features"] - offset.numpy() - optimum.numpy()  # orthogonal to the optimum
+    residual = acts["features"] - offset.numpy() - optimum.numpy()  # in the null space of W
     expected = np.linalg.norm(residual) / np.linalg.norm(acts["features"] - offset.numpy())
-    assert result.scalars["ufm_distance"] == pytest.approx(expected, rel=1e-9)
-    # The noise lies in the null space of W: all of the distance is out of the span.
     assert result.scalars["out_of_span_fraction"] == pytest.approx(expected, rel=1e-9)
-    assert result.scalars["ufm_distance_in_span"] < 1e-7
-    assert result.scalars["ufm_scale"] == pytest.approx(1.0, rel=1e-9)
     assert result.scalars["fitted_lam_H"] == pytest.approx(0.01, rel=1e-6)  # logits unchanged
     assert result.scalars["same_class_cosine"] < 0.99
+
+
+def test_a_logit_offset_is_taken_out_of_the_margins_modulo_the_all_ones_vector():
+    """Bias b and a global mean with W mu_G != 0: the network's margins move by o_c - o_c',
+    the centred margins compared with theory do not, and a bias along 1 changes nothing."""
+    acts, W, offset, _ = ufm_activations(5, 8, 0.02)
+    shift = torch.linspace(-1.0, 1.5, 5, dtype=torch.float64)
+    bias = shift + 7.0  # the constant 7 is along the all-ones vector: softmax ignores it
+    shifted = {**acts, "logits": acts["logits"] + bias.numpy()}
+    base = theory_agreement(acts, W, None, offset, get_loss("ce"))
+    moved = theory_agreement(shifted, W, bias, offset, get_loss("ce"))
+    want = float(torch.sqrt(((shift - shift.mean()) ** 2).mean()))
+    assert moved.scalars["logit_offset"] == pytest.approx(want, rel=1e-12)
+    assert moved.scalars["fitted_lam_H"] == pytest.approx(base.scalars["fitted_lam_H"], rel=1e-6)
+    different = acts["c"] != acts["c_prime"]
+    gap = (shift[acts["c"][different]] - shift[acts["c_prime"][different]]).mean().item()
+    for before, after in zip(base.rows, moved.rows):
+        assert after["margin_mean"] == pytest.approx(before["margin_mean"], abs=1e-9)
+        assert after["margin_raw_mean"] == pytest.approx(before["margin_raw_mean"] + gap, abs=1e-9)
+
+
+def test_confidence_per_lam_averages_different_class_pairs_only():
+    acts, W, offset, _ = ufm_activations(4, 6, 0.02)
+    same = acts["c"] == acts["c_prime"]
+    logits = acts["logits"].copy()
+    logits[same] *= 50.0  # same-class pairs made (almost) certain: they must not count
+    result = theory_agreement({**acts, "logits": logits}, W, None, offset, get_loss("ce"))
+    z = torch.as_tensor(logits[~same])
+    want = torch.softmax(z, dim=-1).max(-1).values.mean(0).numpy()
+    got = [row["confidence_mean"] for row in result.rows]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_theory_entries_are_nan_for_a_loss_without_theory():
     acts, W, offset, _ = ufm_activations(4, 5, 0.02)
     result = theory_agreement(acts, W, None, offset, get_loss("focal"))
-    assert math.isnan(result.scalars["fitted_lam_H"]) and math.isnan(result.scalars["ufm_distance"])
+    assert math.isnan(result.scalars["fitted_lam_H"]) and math.isnan(
+        result.scalars["margin_fit_rms"]
+    )
     assert math.isnan(result.rows[0]["margin_theory"])
     assert result.scalars["same_class_cosine"] == pytest.approx(1.0, abs=1e-12)
 
@@ -266,3 +295,41 @@ def test_triple_projections_use_the_true_rank_of_the_classifier_rows(K, span_ran
     np.testing.assert_allclose(rows @ span @ span.T, rows, atol=1e-12)
     plane = out["plane_basis"]
     np.testing.assert_allclose((rows - rows[0]) @ plane @ plane.T, rows - rows[0], atol=1e-12)
+
+
+def test_manifold_mixup_runs_are_measured_at_their_mixed_layer(digits):
+    config = small_config(mixup_layer=2)
+    net = build_model(config, digits.input_shape, digits.num_classes).eval()
+    lams = np.array([0.0, 0.5, 1.0])
+    i, j = np.array([0, 7]), np.array([3, 11])
+    acts = mixed_activations(net, digits.x_train, digits.y_train, i, j, lams, 8, "cpu", layer=2)
+    with torch.no_grad():
+        hidden = net.run_blocks(digits.x_train[[0, 3]], 0, 2)
+        mixed = 0.5 * hidden[0] + 0.5 * hidden[1]
+        want = net.run_blocks(mixed[None], 2)[0]
+    np.testing.assert_allclose(acts["features"][0, 1], want.numpy(), rtol=1e-5, atol=1e-6)
+    result = measure(net, digits, config, "cpu")
+    assert result.scalars["measured_at_layer"] == 2
+
+
+def test_a_network_without_a_linear_last_layer_is_refused_before_any_work(digits):
+    class Softmaxed(nn.Module):
+        def forward(self, h):
+            return torch.softmax(h, -1)
+
+    net = build_model(small_config(), digits.input_shape, digits.num_classes)
+    net.classifier = Softmaxed()
+    with pytest.raises(ValueError, match="linear last layer"):
+        measure(net, digits, small_config(), "cpu")
+
+
+def test_measure_reports_the_cell_comparison(digits):
+    config = small_config()
+    net = build_model(config, digits.input_shape, digits.num_classes)
+    result = measure(net, digits, config, "cpu")
+    s = result.scalars
+    for key in ("amplification", "amplification_theory", "better_fit", "amplification_exact_W"):
+        assert key in s
+    assert "ufm_distance" not in s and "same_class_spread" not in s
+    assert len(result.tables["coefficients_vs_lam"]) == config.lam_grid
+    assert result.arrays["cells"]["means"].shape[:2] == (55, config.lam_grid)

@@ -27,7 +27,8 @@ SUMMARY_KEYS = (
     "nc2_M",
     "nc3",
     "nc4",
-    "ufm_distance",
+    "amplification",
+    "amplification_theory",
     "fitted_lam_H",
     "seconds",
 )
@@ -64,7 +65,7 @@ def test_fixed_etf_is_bit_identical_after_training(tmp_path):
     assert torch.equal(trained["classifier.weight"], initial["classifier.weight"])
     # The rest of the network did train (with strong weight decay) around the fixed classifier.
     assert not torch.equal(trained["blocks.0.1.weight"], initial["blocks.0.1.weight"])
-    measured = np.load(tmp_path / "run" / "measurements" / "epoch_0003" / "activations_all.npz")
+    measured = np.load(tmp_path / "run" / "measurements" / "epoch_0003" / "cells.npz")
     assert np.array_equal(
         measured["weight"], simplex_etf(10, 9, scale=1.5, seed=4).float().double()
     )
@@ -164,7 +165,7 @@ def test_cli_train_writes_every_file(tmp_path, capsys):
     summary = read_json(out / "summary.json")
     assert all(key in summary for key in SUMMARY_KEYS)
     rows = read_csv(out / "metrics.csv")
-    assert len(rows) == 2 and rows[0]["nc1"] != "" and rows[1]["ufm_distance"] != ""
+    assert len(rows) == 2 and rows[0]["nc1"] != "" and rows[1]["amplification"] != ""
     for epoch in ("epoch_0001", "epoch_0002"):
         folder = out / "measurements" / epoch
         for name in (
@@ -172,8 +173,9 @@ def test_cli_train_writes_every_file(tmp_path, capsys):
             "reliability.csv",
             "theory_vs_lam.csv",
             "linearity.csv",
+            "coefficients_vs_lam.csv",
             "activations_triple.npz",
-            "activations_all.npz",
+            "cells.npz",
         ):
             assert (folder / name).is_file(), (epoch, name)
     triple = np.load(out / "measurements" / "epoch_0002" / "activations_triple.npz")
@@ -243,3 +245,23 @@ def test_lam_grid_holds_zero_one_half_and_one_exactly(size):
     grid = TrainConfig(lam_grid=size).lams()
     assert len(grid) == size and grid[0] == 0.0 and grid[-1] == 1.0 and 0.5 in grid.tolist()
     assert bool((np.diff(grid) > 0).all())
+
+
+def test_train_preset_paper_sets_the_regime_and_flags_override_it(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake(config, out, resume=False, progress=True):
+        seen["config"] = config
+        return {key: 0.0 for key in SUMMARY_KEYS} | {
+            "amplification_se": 0.0, "amplification_exact_W": 0.0, "curve_fitted_lam_H": 0.0,
+            "better_fit": "noise",
+        }  # fmt: skip
+
+    monkeypatch.setattr("ufm.commands.train.run_training", fake)
+    out = str(tmp_path / "r")
+    assert cli.main(["train", "--preset", "paper", "--epochs", "7", "--out", out]) == 0
+    config = seen["config"]
+    assert (config.optimizer, config.lr, config.weight_decay, config.batch_size) == (
+        "sgd", 0.1, 5e-4, 128
+    )  # fmt: skip
+    assert config.alpha == 1.0 and config.momentum == 0.9 and config.epochs == 7

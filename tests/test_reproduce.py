@@ -234,6 +234,13 @@ def test_presets():
     quick, full = preset("quick"), preset("full")
     assert quick.dataset == "digits" and full.dataset == "mnist1d"
     assert full == ReproduceConfig()
+    # The full preset trains close to the paper's regime; the quick one keeps lr 0.05.
+    paper = full.train_config(1.0, "learned")
+    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.batch_size) == (
+        "sgd", 0.1, 5e-4, 128
+    )  # fmt: skip
+    assert paper.momentum == 0.9 and full.epochs >= 200 and full.alpha == 1.0
+    assert quick.train_config(1.0, "learned").lr == 0.05
     with pytest.raises(ValueError, match="unknown ReproduceConfig field"):
         preset("quick", epoch=3)
     with pytest.raises(ValueError, match="preset must be one of"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..nets import TrainConfig, run_training
+from ..nets.config import TRAIN_PRESETS
 from . import add_job_parser, job_config
 
 SUMMARY_KEYS = (
@@ -17,7 +18,11 @@ SUMMARY_KEYS = (
     "nc2_M",
     "nc3",
     "nc4",
-    "ufm_distance",
+    "amplification",
+    "amplification_se",
+    "amplification_theory",
+    "amplification_exact_W",
+    "curve_fitted_lam_H",
     "fitted_lam_H",
     "seconds",
 )
@@ -53,14 +58,23 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
     )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(TRAIN_PRESETS),
+        help="start from a named setting, flags override it: 'paper' is close to the "
+        "terminal-phase regime of Fisher et al. 2024 (SGD, lr 0.1, momentum 0.9, weight decay "
+        "5e-4, batch 128, alpha 1, 300 epochs, cosine schedule)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    config = job_config(args, TrainConfig)
+    preset = TRAIN_PRESETS[args.preset] if args.preset else None
+    config = job_config(args, TrainConfig, preset)
     summary = run_training(config, args.out, resume=args.resume, progress=args.progress)
     keys = SUMMARY_KEYS + tuple(key for key in MIXTURE_KEYS if key in summary)
-    width = max(map(len, keys))
+    width = max(map(len, keys + ("better_fit",)))
     for key in keys:
         print(f"{key:<{width}}  {summary[key]:.6g}")
+    print(f"{'better_fit':<{width}}  {summary['better_fit']}")
     print(f"wrote {args.out}/summary.json")
     return 0

@@ -218,6 +218,18 @@ def bias_collapse(
     return float(torch.linalg.vector_norm(shift))
 
 
+def bias_collapse_centred(
+    weight: torch.Tensor, bias: torch.Tensor | None, global_mean: torch.Tensor
+) -> float:
+    r"""Bias collapse modulo the all-ones vector, :math:`\|(I - \mathbf 1\mathbf 1^\top/K)
+    (W\mu_G + b)\|_2`: softmax ignores a shift of every logit by the same amount, so only
+    this part of :func:`bias_collapse` changes a prediction."""
+    shift = weight.to(FLOAT) @ global_mean.to(FLOAT)
+    if bias is not None:
+        shift = shift + bias.to(FLOAT)
+    return float(torch.linalg.vector_norm(shift - shift.mean()))
+
+
 # --------------------------------------------------------------------------------------------
 # Streaming accumulators for the neural-collapse metrics
 # --------------------------------------------------------------------------------------------
@@ -264,7 +276,7 @@ class CollapseAccumulator:
 
         Keys: ``nc1``, ``nc2_W``, ``nc2_M``, ``nc3``, ``equinorm_W``, ``equinorm_M``,
         ``equiangularity_W``, ``equiangularity_M``, ``max_equiangularity_W``,
-        ``max_equiangularity_M``, ``bias_collapse``, ``n``.
+        ``max_equiangularity_M``, ``bias_collapse``, ``bias_collapse_centred``, ``n``.
         """
         moments = self._complete_moments()
         _check_classifier(weight, bias, self.num_classes, self.dim)
@@ -286,6 +298,7 @@ class CollapseAccumulator:
             "max_equiangularity_W": max_equiangularity(W),
             "max_equiangularity_M": max_equiangularity(M),
             "bias_collapse": bias_collapse(W, b, means.mean(dim=0)),
+            "bias_collapse_centred": bias_collapse_centred(W, b, means.mean(dim=0)),
             "n": int(moments.total),
         }
 

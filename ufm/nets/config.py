@@ -17,6 +17,23 @@ CLASSIFIERS = ("learned", "fixed_etf")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 LAM_PER = ("batch", "sample")
+TRAIN_PRESETS: dict[str, dict] = {
+    # Close to the terminal-phase training of Fisher, Meng & Papyan (ICLR 2024): SGD with
+    # momentum, lr 0.1, weight decay 5e-4, batch 128, lam ~ Beta(1, 1), hundreds of epochs;
+    # measured every 25 epochs, so the amplification can be followed through training.
+    "paper": {
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 128,
+        "alpha": 1.0,
+        "epochs": 300,
+        "schedule": "cosine",
+        "measure_every": 25,
+    },
+}
+"""Named starting points of ``ufm train --preset NAME`` (flags and the config file override)."""
 
 
 @dataclass
@@ -55,7 +72,11 @@ class TrainConfig:
     ``checkpoint_every`` likewise (the last epoch always); ``lam_grid`` points in [0, 1] (odd,
     so that 1/2 is among them); ``triple`` (three classes for the figures; empty: three drawn
     with the seed); ``pairs_per_class_pair`` training pairs per class pair for the triple and
-    ``pairs_all_classes`` for all classes; ``linearity_pairs``; ``n_bins`` for the ECE;
+    ``pairs_all_classes`` for all classes (the pairs of one cell (c, c', lam) of the cell-mean
+    comparison, :mod:`ufm.nets.cell_comparison`: 40 by default, which puts the standard error
+    of the amplification of a digits MLP near 0.01, well below its distance from 1);
+    ``exact_classifier`` (also solve the UFM for the network's own W,
+    :mod:`ufm.nets.own_classifier`); ``linearity_pairs``; ``n_bins`` for the ECE;
     ``measure_batch_size``. With ``mixup_points >= 3`` also the 3-class mixtures
     (:mod:`ufm.nets.mixtures`): ``mixture_grid`` points per edge of the weight simplex (all
     (i, j, k)/(n - 1) with i + j + k = n - 1; n - 1 a multiple of 3, so that the equal-weight
@@ -97,7 +118,8 @@ class TrainConfig:
     lam_grid: int = 11
     triple: tuple[int, ...] = ()
     pairs_per_class_pair: int = 20
-    pairs_all_classes: int = 10
+    pairs_all_classes: int = 40
+    exact_classifier: bool = True
     linearity_pairs: int = 200
     n_bins: int = 15
     measure_batch_size: int = 2048

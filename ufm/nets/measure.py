@@ -15,9 +15,14 @@ What is measured (THEORY.md sections 5 and 6):
 * **Calibration** on the clean test set: accuracy, NLL, ECE, reliability table.
 * **Mixed training pairs** :math:`x = \lambda x_i + (1-\lambda)x_j` on a lam grid, for a triple
   of classes and for all classes: features and logits saved with :math:`(c, c', \lambda)`.
-* **Agreement with the UFM** (:func:`ufm.nets.ufm_comparison.theory_agreement`), on the
-  all-classes pairs.
-* **Layer-wise linearity** (:func:`layer_linearity`), the question of Chaudhry et al. (2022).
+* **Agreement with the UFM** on the all-classes pairs: cell means of the features against
+  the cross-entropy optimum and the squared-error null
+  (:func:`ufm.nets.cell_comparison.compare_cells`), margins and confidences
+  (:func:`ufm.nets.ufm_comparison.theory_agreement`). Pairs are mixed where the run was
+  mixed (``mixup_layer``: the inputs, or the output of that hidden block for manifold
+  mixup); ``measured_at_layer`` says which.
+* **Layer-wise linearity** (:func:`ufm.nets.linearity.layer_linearity`, re-exported here),
+  the question of Chaudhry et al. (2022).
 
 References: Papyan, Han & Donoho, PNAS 2020; Fisher, Meng & Papyan, "Pushing boundaries:
 mixup's influence on neural collapse", ICLR 2024 (arXiv:2402.06171); Chaudhry et al., "When
@@ -26,9 +31,7 @@ does mixup promote local linearity in learned representations?", 2022.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,8 +41,11 @@ import torch
 from ..etf import row_space
 from ..losses import get_loss
 from ..metrics import CalibrationAccumulator, CollapseAccumulator, NearestClassMeanAccumulator
+from .cell_comparison import compare_cells
 from .data import Dataset
-from .models import MixupNet
+from .forward import batches, eval_mode, mixed_inputs, pair_chunks
+from .linearity import layer_linearity
+from .models import LinearClassifier, MixupNet
 from .ufm_comparison import theory_agreement
 
 if TYPE_CHECKING:
@@ -47,23 +53,6 @@ if TYPE_CHECKING:
 
 FLOAT = torch.float64
 PAIR_SEED = 2024
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode for every module inside the block; each module's own mode is restored."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.train(training)
-
-
-def _batches(n: int, batch_size: int) -> Iterator[slice]:
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
 
 
 def clean_outputs(
@@ -75,9 +64,23 @@ def clean_outputs(
     too until the generator is exhausted or closed.
     """
     with eval_mode(model), torch.no_grad():
-        for rows in _batches(len(x), batch_size):
+        for rows in batches(len(x), batch_size):
             features = model.features(x[rows].to(device))
             yield rows, features, model.classifier(features)
+
+
+def check_linear_classifier(model: torch.nn.Module) -> None:
+    """ValueError unless ``model`` ends in a linear classifier (``model.classifier``, a
+    :class:`ufm.nets.models.LinearClassifier` or ``torch.nn.Linear``): the comparison with the
+    theory needs its rows w_k."""
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, (LinearClassifier, torch.nn.Linear)) or not hasattr(
+        model, "features"
+    ):
+        raise ValueError(
+            "the measurements need a network with features() and a linear last layer "
+            f"`classifier` (LinearClassifier or nn.Linear), got {type(classifier).__name__}"
+        )
 
 
 def _classifier(model: MixupNet) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -154,17 +157,6 @@ def class_pairs(
     return np.concatenate(first), np.concatenate(second)
 
 
-def _mixed_inputs(x_i: torch.Tensor, x_j: torch.Tensor, lams: torch.Tensor) -> torch.Tensor:
-    """(P * L, ...) inputs lam_l x_i + (1 - lam_l) x_j, pair-major."""
-    lam = lams.to(x_i.dtype).reshape(1, -1, *([1] * (x_i.ndim - 1)))
-    mixed = lam * x_i.unsqueeze(1) + (1 - lam) * x_j.unsqueeze(1)
-    return mixed.reshape(-1, *x_i.shape[1:])
-
-
-def _pair_chunks(n_pairs: int, n_lams: int, batch_size: int) -> Iterator[slice]:
-    return _batches(n_pairs, max(1, batch_size // (n_lams + 2)))
-
-
 def mixed_activations(
     model: MixupNet,
     x: torch.Tensor,
@@ -174,20 +166,24 @@ def mixed_activations(
     lams: np.ndarray,
     batch_size: int,
     device,
+    layer: int = 0,
 ) -> dict[str, np.ndarray]:
     r"""Features and logits of :math:`\lambda x_i + (1-\lambda) x_j` for every pair and lam.
 
-    Returns ``features`` (P, L, d) and ``logits`` (P, L, K) in the network's dtype (saved as
+    With ``layer`` = k >= 1 the outputs of hidden block k are mixed instead of the inputs (as
+    manifold mixup trains), :math:`\lambda f_k(x_i) + (1-\lambda) f_k(x_j)`, and go through
+    the remaining blocks. Returns ``features`` (P, L, d) and ``logits`` (P, L, K) in the network's dtype (saved as
     computed; the comparisons with theory cast them to float64), and ``c`` = y[i],
     ``c_prime`` = y[j], ``lam`` (L,), ``i``, ``j``: lam is the weight of class c.
     """
     lam_t = torch.as_tensor(lams, dtype=torch.float32, device=device)
     features, logits = [], []
     with eval_mode(model), torch.no_grad():
-        for rows in _pair_chunks(len(i), len(lams), batch_size):
+        for rows in pair_chunks(len(i), len(lams), batch_size):
             x_i = x[torch.as_tensor(i[rows])].to(device)
             x_j = x[torch.as_tensor(j[rows])].to(device)
-            h = model.features(_mixed_inputs(x_i, x_j, lam_t))
+            hidden_i, hidden_j = model.run_blocks(x_i, 0, layer), model.run_blocks(x_j, 0, layer)
+            h = model.run_blocks(mixed_inputs(hidden_i, hidden_j, lam_t), layer)
             z = model.classifier(h)
             features.append(h.reshape(len(x_i), len(lams), -1).cpu())
             logits.append(z.reshape(len(x_i), len(lams), -1).cpu())
@@ -200,52 +196,6 @@ def mixed_activations(
         "i": np.asarray(i),
         "j": np.asarray(j),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# Layer-wise linearity
-# --------------------------------------------------------------------------------------------
-
-
-def layer_linearity(
-    model: MixupNet,
-    x: torch.Tensor,
-    i: np.ndarray,
-    j: np.ndarray,
-    lams: np.ndarray,
-    batch_size: int,
-    device,
-) -> list[float]:
-    r"""Non-linearity of every hidden block's output f along input segments (Chaudhry et al. 2022):
-
-    .. math:: \operatorname{mean}_{(i,j),\lambda}\ \frac{\|f(\lambda x_i + (1-\lambda)x_j) -
-              (\lambda f(x_i) + (1-\lambda) f(x_j))\|}{\|f(x_i) - f(x_j)\|}
-
-    over the pairs ``(i, j)`` and the interior lams of ``lams``; pairs with
-    :math:`f(x_i) = f(x_j)` are left out of that layer's mean. 0 for a layer that is affine
-    along every segment. One value per block, first to last.
-    """
-    interior = np.asarray([lam for lam in lams if 0.0 < lam < 1.0], dtype=np.float64)
-    lam_t = torch.as_tensor(interior, dtype=torch.float32, device=device)
-    lam_64 = torch.as_tensor(interior, dtype=FLOAT).reshape(1, -1, 1)
-    totals = np.zeros(model.num_blocks)
-    counts = np.zeros(model.num_blocks)
-    with eval_mode(model), torch.no_grad():
-        for rows in _pair_chunks(len(i), len(interior), batch_size):
-            x_i = x[torch.as_tensor(i[rows])].to(device)
-            x_j = x[torch.as_tensor(j[rows])].to(device)
-            P = len(x_i)
-            outputs = model.block_outputs(torch.cat([x_i, x_j, _mixed_inputs(x_i, x_j, lam_t)]))
-            for layer, output in enumerate(outputs):
-                f = output.to(FLOAT).reshape(len(output), -1).cpu()
-                f_i, f_j, f_mix = f[:P], f[P : 2 * P], f[2 * P :].reshape(P, len(interior), -1)
-                chord = lam_64 * f_i[:, None] + (1 - lam_64) * f_j[:, None]
-                gap = torch.linalg.vector_norm(f_mix - chord, dim=-1)
-                length = torch.linalg.vector_norm(f_i - f_j, dim=-1)
-                keep = length > 0
-                totals[layer] += float((gap[keep] / length[keep, None]).sum())
-                counts[layer] += int(keep.sum()) * len(interior)
-    return [float(t / n) if n else math.nan for t, n in zip(totals, counts)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,11 +266,12 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
     Pairs are drawn from a generator seeded with (``config.seed``, 2024), so every
     measurement of a run uses the same pairs. The model's train/eval mode is restored.
     """
+    check_linear_classifier(model)
+    lams = config.lams()
     rng = np.random.default_rng([config.seed, PAIR_SEED])
-    K, batch = data.num_classes, config.measure_batch_size
+    K, batch, layer = data.num_classes, config.measure_batch_size, config.mixup_layer
     loss = get_loss(config.loss, **config.loss_params)
     weight, bias = _classifier(model)
-    lams = config.lams()
     labels = data.y_train.numpy()
 
     collapse, class_means = collapse_measurement(model, data.x_train, data.y_train, batch, device)
@@ -329,13 +280,22 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
 
     triple = _triple(config, K, rng)
     i, j = class_pairs(labels, triple, config.pairs_per_class_pair, rng)
-    triple_acts = mixed_activations(model, data.x_train, data.y_train, i, j, lams, batch, device)
+    triple_acts = mixed_activations(
+        model, data.x_train, data.y_train, i, j, lams, batch, device, layer
+    )
     projections = triple_projections(
         weight, triple, triple_acts["features"].astype(np.float64), global_mean.cpu().numpy()
     )
     i, j = class_pairs(labels, list(range(K)), config.pairs_all_classes, rng)
-    all_acts = mixed_activations(model, data.x_train, data.y_train, i, j, lams, batch, device)
+    all_acts = mixed_activations(
+        model, data.x_train, data.y_train, i, j, lams, batch, device, layer
+    )
     agreement = theory_agreement(all_acts, weight, bias, global_mean, loss)
+    cells = compare_cells(
+        all_acts["features"], all_acts["c"], all_acts["c_prime"], lams, weight.cpu().numpy(),
+        global_mean.cpu().numpy(), exact_classifier=config.exact_classifier,
+        bias=None if bias is None else bias.detach().cpu().numpy(),
+    )  # fmt: skip
 
     i = rng.integers(len(labels), size=config.linearity_pairs)
     j = rng.integers(len(labels), size=config.linearity_pairs)
@@ -349,6 +309,8 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
         "ece": test["ece"],
         **collapse,
         **agreement.scalars,
+        **cells.scalars,
+        "measured_at_layer": layer,
         "linearity": linearity,
         "triple": list(triple),
     }
@@ -362,6 +324,7 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
         tables={
             "reliability": test["reliability"],
             "theory_vs_lam": agreement.rows,
+            "coefficients_vs_lam": cells.rows,
             "linearity": [{"layer": k + 1, "nonlinearity": v} for k, v in enumerate(linearity)],
         },
         arrays={
@@ -370,6 +333,6 @@ def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Meas
                 **classifier_arrays,
                 **projections,
             },
-            "activations_all": {**all_acts, **classifier_arrays},
+            "cells": {**cells.arrays, **classifier_arrays},
         },
     )

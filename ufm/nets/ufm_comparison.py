@@ -4,9 +4,14 @@ This module holds everything that relates a trained network to the theory (THEOR
 sections 2 and 6): the UFM logit margins :func:`ufm_margins` for a simplex-ETF classifier of
 the network's gain, the least-squares effective :math:`\lambda_H` (:func:`fit_lam_H`), and
 :func:`theory_agreement`, which compares same-class cosines and spread, margins, decision-
-boundary distances, confidences and the distance of the features from the UFM optimum
-(:math:`D` in and out of the classifier's row space) with their theoretical values. It only
-reads arrays; producing them is :mod:`ufm.nets.measure`'s business.
+boundary distances and confidences with their theoretical values. The comparison of the
+features themselves is on cell means, in :mod:`ufm.nets.cell_comparison`. It only reads
+arrays; producing them is :mod:`ufm.nets.measure`'s business.
+
+``ufm_distance`` (the relative distance of all centred features to the optimum up to one
+scale) is retired: it split exactly as :math:`D^2 = o^2 + (1-o^2)D_\text{span}^2`
+(:math:`o` = ``out_of_span_fraction``), and most of :math:`D_\text{span}` was the
+pair-to-pair scatter inside a cell, which no function of :math:`(c, c', \lambda)` can fit.
 
 Interface. :func:`ufm.nets.measure.measure` calls :func:`theory_agreement` once, with the
 all-classes activations of :func:`ufm.nets.measure.mixed_activations` (``features`` (P, L, d),
@@ -33,7 +38,14 @@ from ..etf import etf_distance, etf_gain, row_norm, row_space
 from ..losses import MixupLoss
 from ..theory import has_exact_theory, optimal_coefficients
 
-__all__ = ["LAM_H_RANGE", "Agreement", "fit_lam_H", "theory_agreement", "ufm_margins"]
+__all__ = [
+    "LAM_H_RANGE",
+    "Agreement",
+    "fit_lam_H",
+    "logit_offset",
+    "theory_agreement",
+    "ufm_margins",
+]
 
 LAM_H_RANGE = (1e-8, 1e4)
 
@@ -46,11 +58,11 @@ def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: Mixup
     return gain * (a - b), a, b
 
 
-def fit_log_lam_H(objective) -> float:
+def fit_log_lam_H(objective, points: int = 61) -> float:
     r"""The :math:`\lambda_H` minimising ``objective(log lam_H)`` over :data:`LAM_H_RANGE`: a grid
-    of 61 points in :math:`\log\lambda_H` locates the best bracket, bounded Brent refines it
-    (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better."""
-    grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), 61)
+    of ``points`` points in :math:`\log\lambda_H` locates the best bracket, bounded Brent refines
+    it (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better."""
+    grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), points)
     values = [objective(t) for t in grid]
     best = int(np.argmin(values))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
@@ -61,7 +73,7 @@ def fit_log_lam_H(objective) -> float:
 def fit_lam_H(margins: np.ndarray, lams: np.ndarray, K: int, gain: float, loss: MixupLoss) -> float:
     r"""Least-squares effective :math:`\lambda_H`: minimises
     :math:`\sum_{p,l}\bigl(m_{pl} - g(a-b)(\lambda_l;\lambda_H)\bigr)^2` over
-    :math:`\log\lambda_H\in[\log 10^{-8}, \log 10^4]`: a grid of 61 points locates the best
+    :math:`\log\lambda_H\in[\log 10^{-8}, \log 10^4]`: a grid of 31 points locates the best
     bracket, bounded Brent refines it (``scipy.optimize.minimize_scalar``).
     ``margins`` (P, L) are the network's margins at the lam grid ``lams`` (L,).
     """
@@ -72,19 +84,13 @@ def fit_lam_H(margins: np.ndarray, lams: np.ndarray, K: int, gain: float, loss: 
         theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
         return float(count * ((mean - theory) ** 2).sum())
 
-    return fit_log_lam_H(objective)
+    return fit_log_lam_H(objective, points=31)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=-1, keepdims=True)
-
-
-def _scaled_distance(H: np.ndarray, optimum: np.ndarray) -> tuple[float, float]:
-    """(min over s >= 0 of |H - s optimum|_F / |H|_F, the minimising s)."""
-    scale = max(float((H * optimum).sum()), 0.0) / float((optimum**2).sum())
-    return float(np.linalg.norm(H - scale * optimum) / np.linalg.norm(H)), scale
 
 
 def _check_agreement_inputs(activations: dict[str, np.ndarray]) -> None:
@@ -107,6 +113,13 @@ class Agreement:
     rows: list[dict[str, float]] = field(default_factory=list)
 
 
+def logit_offset(weight: np.ndarray, bias: np.ndarray | None, global_mean: np.ndarray):
+    r"""The logit offset :math:`o = W\mu_G + b` modulo the all-ones vector (softmax ignores
+    it): :math:`(I - \mathbf 1\mathbf 1^\top/K)\,o`, shape (K,)."""
+    offset = weight @ global_mean + (0.0 if bias is None else bias)
+    return offset - offset.mean()
+
+
 def theory_agreement(
     activations: dict[str, np.ndarray],
     weight: torch.Tensor,
@@ -114,56 +127,51 @@ def theory_agreement(
     global_mean: torch.Tensor,
     loss: MixupLoss,
 ) -> Agreement:
-    r"""Compare mixed-pair activations with the UFM optimum for the network's own classifier.
+    r"""Compare mixed-pair logits with the UFM optimum for a simplex ETF of the network's gain.
 
     Features are centred, :math:`\tilde h = h - \mu_G` with :math:`\mu_G` the mean of the
-    clean training class means (the UFM has no feature offset).
+    clean training class means (the UFM has no feature offset), so the logits split as
+    :math:`z = W\tilde h + o` with the offset :math:`o = W\mu_G + b`. The UFM of the theory
+    has no offset; its margins are compared with the **centred** margins
+    :math:`(W\tilde h)_c - (W\tilde h)_{c'}`, and ``logit_offset`` (rms over classes of
+    :math:`o` modulo the all-ones vector, :func:`logit_offset`) says how much the network's
+    own margins (``margin_raw_mean`` in the table) differ by.
 
-    * Same-class pairs (:math:`c=c'`): mean :math:`\cos(\tilde h, w_c)` per lam (theory: 1)
-      and the spread :math:`\sqrt{\operatorname{mean}_{p,\lambda}\|\tilde h_p(\lambda)-\bar
-      h_p\|^2}/\sqrt{\operatorname{mean}_p\|\bar h_p\|^2}` with :math:`\bar h_p` the pair's
-      mean over lam (theory: 0, the optimum does not depend on lam).
-    * Different-class pairs: the margin :math:`z_c - z_{c'}` of the network's logits per lam,
-      beside the UFM margin :math:`g(a-b)`. **Approximation:** the theory holds for a simplex
-      ETF; the network's :math:`W` is replaced by the ETF with the same gain
+    * Same-class pairs (:math:`c=c'`): mean :math:`\cos(\tilde h, w_c)` per lam (theory: 1).
+      (Their movement with lam and their scatter are ``same_class_lam_dependence`` and
+      ``same_class_scatter`` of :func:`ufm.nets.cell_comparison.compare_cells`.)
+    * Different-class pairs: the centred margin per lam beside the UFM margin
+      :math:`g(a-b)`. **Approximation:** the theory holds for a simplex ETF; the network's
+      :math:`W` is replaced by the ETF with the same gain
       :math:`g = \operatorname{tr}(WW^\top)/(K-1)` (:func:`ufm.etf.etf_gain`), and
       ``classifier_etf_distance`` (:func:`ufm.etf.etf_distance` of :math:`W`) says how far
       that is from the truth. The one free parameter, an effective :math:`\lambda_H`, is
-      fitted by least squares (:func:`fit_lam_H`) and reported as ``fitted_lam_H``.
+      fitted by least squares on these margins (:func:`fit_lam_H`) and reported as
+      ``fitted_lam_H`` with the rms misfit ``margin_fit_rms``.
     * ``boundary_distance_half``: mean distance :math:`|z_c-z_{c'}|/\|w_c-w_{c'}\|` of the
-      :math:`\lambda=1/2` features from the c/c' decision boundary (theory: 0), and
-      ``boundary_distance_half_relative``: the same divided by the mean distance of the
-      clean endpoints (:math:`\lambda\in\{0,1\}`) from that boundary.
-    * ``ufm_distance``: with :math:`\tilde H` all centred features (same- and different-class,
-      every lam) stacked and :math:`H^\star` the UFM optima :math:`a\,w_c + b\,w_{c'}` at the
-      fitted :math:`\lambda_H` (:math:`a_\text{same}w_c` for same-class pairs), using the
-      network's :math:`W` rows,
-
-      .. math:: D = \min_{s\ge 0}\frac{\|\tilde H - sH^\star\|_F}{\|\tilde H\|_F}
-                = \sqrt{1 - \frac{\langle\tilde H, H^\star\rangle_+^2}
-                {\|\tilde H\|_F^2\|H^\star\|_F^2}} \in [0, 1],
-
-      0 exactly when the features are the UFM optimum up to one global scale (reported as
-      ``ufm_scale``). The scale is free because the network's effective feature
-      regularisation is not the UFM's :math:`\lambda_H` exactly. Two diagnostics split it:
-      ``out_of_span_fraction`` :math:`=\|\tilde H - P\tilde H\|_F/\|\tilde H\|_F` with
-      :math:`P` the projection onto the row space of :math:`W` (the part the classifier
-      cannot see, which the UFM's ridge removes), and ``ufm_distance_in_span``, :math:`D`
-      computed for :math:`P\tilde H`.
-    * Confidence (top softmax probability) per lam, and :math:`p_c`, :math:`p_{c'}` beside
-      the softmax of :math:`W h^\star` (theory); ``confidence_half`` is the mean confidence
-      of the different-class :math:`\lambda=1/2` mixtures.
+      :math:`\lambda=1/2` features from the c/c' decision boundary of the network (offset
+      included; theory: 0), and ``boundary_distance_half_relative``: the same divided by the
+      mean distance of the clean endpoints (:math:`\lambda\in\{0,1\}`) from that boundary.
+    * ``out_of_span_fraction`` :math:`=\|\tilde H - P\tilde H\|_F/\|\tilde H\|_F` with
+      :math:`P` the projection onto the row space of :math:`W`: the part of the centred
+      features the classifier cannot see.
+    * Confidence (top softmax probability of the network's logits) per lam over the
+      different-class pairs, and :math:`p_c`, :math:`p_{c'}`, beside the softmax of
+      :math:`Wh^\star` (theory, no offset); ``confidence_half`` is the mean confidence of the
+      different-class :math:`\lambda=1/2` mixtures.
 
     For a loss without exact theory (focal) the theory entries are NaN. ``activations`` are
     as from :func:`mixed_activations`; the lam grid must hold 0, 1/2 and 1, and there must be
     same-class and different-class pairs.
     """
     _check_agreement_inputs(activations)
-    H = activations["features"].astype(np.float64) - global_mean.cpu().numpy()
+    mu = global_mean.cpu().numpy()
+    H = activations["features"].astype(np.float64) - mu
     Z = activations["logits"].astype(np.float64)
     c, c_prime, lams = activations["c"], activations["c_prime"], activations["lam"]
     W = weight.cpu().numpy()
     K = W.shape[0]
+    offset = logit_offset(W, None if bias is None else bias.cpu().numpy(), mu)
     same = c == c_prime
     different = ~same
     half = int(np.flatnonzero(lams == 0.5)[0])
@@ -174,57 +182,48 @@ def theory_agreement(
     w_same = W[c[same]][:, None, :]
     norms_same = np.linalg.norm(H_same, axis=-1)
     cosine_same = (H_same * w_same).sum(-1) / (norms_same * np.linalg.norm(w_same, axis=-1))
-    centre = H_same.mean(axis=1, keepdims=True)
-    spread = math.sqrt(((H_same - centre) ** 2).sum(-1).mean() / (centre**2).sum(-1).mean())
 
-    # Different-class pairs: margins and boundary distances.
+    # Different-class pairs: margins (centred and raw) and boundary distances.
     pairs = np.flatnonzero(different)
-    margins = Z[pairs, :, c[pairs]] - Z[pairs, :, c_prime[pairs]]
+    raw_margins = Z[pairs, :, c[pairs]] - Z[pairs, :, c_prime[pairs]]
+    margins = raw_margins - (offset[c[pairs]] - offset[c_prime[pairs]])[:, None]
     boundary = np.linalg.norm(W[c[pairs]] - W[c_prime[pairs]], axis=-1)[:, None]
-    distances = np.abs(margins) / boundary
+    distances = np.abs(raw_margins) / boundary
     probabilities = _softmax(Z)
     p_c = probabilities[pairs, :, c[pairs]]
     p_c_prime = probabilities[pairs, :, c_prime[pairs]]
+    confidence = probabilities[pairs].max(-1)  # (pairs, L): different-class pairs only
 
     gain = etf_gain(weight)
     span = row_space(W)
     scalars = {
         "classifier_gain": gain,
         "classifier_etf_distance": etf_distance(weight),
+        "logit_offset": float(np.sqrt((offset**2).mean())),
         "same_class_cosine": float(cosine_same.mean()),
-        "same_class_spread": spread,
         "boundary_distance_half": float(distances[:, half].mean()),
         "boundary_distance_half_relative": float(
             distances[:, half].mean() / distances[:, endpoints].mean()
         ),
         "fitted_lam_H": math.nan,
         "margin_fit_rms": math.nan,
-        "ufm_distance": math.nan,
-        "ufm_scale": math.nan,
-        "ufm_distance_in_span": math.nan,
         "out_of_span_fraction": float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H)),
-        "confidence_half": float(probabilities[pairs, half].max(-1).mean()),
+        "confidence_half": float(confidence[:, half].mean()),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(len(lams), np.nan)
     if has_exact_theory(loss):
         lam_H = fit_lam_H(margins, lams, K, gain, loss)
         theory_margin, a, b = ufm_margins(K, gain, lams, lam_H, loss)
-        (a_same,), _ = optimal_coefficients(
-            K, [1.0], lam_H, row_norm(K, gain), loss, same_class=True
+        optimum = (
+            a[None, :, None] * W[c[pairs]][:, None, :]
+            + b[None, :, None] * W[c_prime[pairs]][:, None, :]
         )
-        optimum = a[None, :, None] * W[c][:, None, :] + b[None, :, None] * W[c_prime][:, None, :]
-        optimum[same] = a_same * W[c[same]][:, None, :]
-        residual, scale = _scaled_distance(H, optimum)
-        residual_in_span, _ = _scaled_distance(H @ span @ span.T, optimum)
-        theory_probabilities = _softmax(optimum[pairs] @ W.T)
+        theory_probabilities = _softmax(optimum @ W.T)
         theory_p_c = theory_probabilities[np.arange(len(pairs)), :, c[pairs]].mean(axis=0)
         theory_confidence = theory_probabilities.max(-1).mean(axis=0)
         scalars.update(
             fitted_lam_H=lam_H,
             margin_fit_rms=float(np.sqrt(((margins - theory_margin) ** 2).mean())),
-            ufm_distance=residual,
-            ufm_scale=scale,
-            ufm_distance_in_span=residual_in_span,
         )
 
     rows = []
@@ -236,9 +235,10 @@ def theory_agreement(
                 "same_class_norm": float(norms_same[:, l].mean()),
                 "margin_mean": float(margins[:, l].mean()),
                 "margin_std": float(margins[:, l].std()),
+                "margin_raw_mean": float(raw_margins[:, l].mean()),
                 "margin_theory": float(theory_margin[l]),
                 "boundary_distance": float(distances[:, l].mean()),
-                "confidence_mean": float(probabilities[:, l].max(-1).mean()),
+                "confidence_mean": float(confidence[:, l].mean()),
                 "p_c_mean": float(p_c[:, l].mean()),
                 "p_c_prime_mean": float(p_c_prime[:, l].mean()),
                 "theory_p_c": float(theory_p_c[l]),

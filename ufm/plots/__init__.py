@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ..reproduce import layout
 from .._checks import check_int
 from ..io import prepare_run_dir
-from . import calibration, curves, geometry, mixtures, training
+from . import calibration, coefficients, curves, geometry, mixtures, training
 from .style import RC, save
 
 
@@ -36,7 +36,11 @@ FIGURES: dict[str, FigureSpec] = {
         geometry.configuration,
         (layout.THEORY, layout.SOLVER, layout.NETWORKS),
         "Mixed features of three classes in the plane of their classifier vectors: exact theory, "
-        "UFM solver with a learned classifier, networks with a learned and a fixed-ETF classifier.",
+        "UFM solver with a learned classifier, networks with a learned and a fixed-ETF classifier. "
+        "The plane is exact for the decision boundaries but hides each feature's component along "
+        "the mean of the three classifier vectors, so lengths cannot be read from it: the lower "
+        "panels show the true norm of each feature (networks: of the centred feature in the row "
+        "space of W) against lam, relative to the same-class features.",
     ),
     "margin_and_norm": FigureSpec(
         curves.margin_and_norm,
@@ -54,7 +58,9 @@ FIGURES: dict[str, FigureSpec] = {
         geometry.loss_comparison,
         (layout.THEORY, layout.SOLVER),
         "Cross-entropy vs squared error (exact convex combination) vs label smoothing vs focal "
-        "loss, same projection.",
+        "loss, same projection. The plane hides part of each feature's length (a lam = 1/2 "
+        "cross-entropy mixture is longer than a class feature yet looks shorter); the lower "
+        "panels show the true norms against lam.",
     ),
     "calibration": FigureSpec(
         calibration.calibration,
@@ -84,6 +90,15 @@ FIGURES: dict[str, FigureSpec] = {
         "vectors; amplification of equal-weight mixtures of m classes against m. The plane "
         "hides each feature's component along the mean of the three classifier vectors: the "
         "equal-weight mixture sits at the origin although it is longer than a class feature.",
+    ),
+    "coefficient_curves": FigureSpec(
+        coefficients.coefficient_curves,
+        (layout.NETWORKS,),
+        "Coefficients of the cell means of mixed features on the two classes' classifier rows, "
+        "over the mean same-class coefficient, with 2-standard-error bars, for ERM and mixup "
+        "networks with a learned and a fixed-ETF classifier, beside the cross-entropy optimum "
+        "(fitted lam_H), the squared-error null and the exact optimum for the network's own W and logit offset; "
+        "the amplification against epochs; the misfit of each prediction.",
     ),
 }
 

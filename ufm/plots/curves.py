@@ -52,8 +52,10 @@ def _solver_curves(root: Path) -> dict[float, dict[str, np.ndarray]]:
     }
 
 
-def _fitted(root: Path, name: str) -> float:
-    return stage_summary(root, layout.NETWORKS)["runs"][name]["fitted_lam_H"]
+def _fitted(root: Path, name: str, key: str = "fitted_lam_H") -> float:
+    """A run's effective lam_H: fitted on the margins, or (``curve_fitted_lam_H``) on the
+    coefficient curves of its cell means; each panel uses the one fitted on what it shows."""
+    return stage_summary(root, layout.NETWORKS)["runs"][name].get(key, float("nan"))
 
 
 def margin_and_norm(root: Path) -> Figure:
@@ -140,7 +142,9 @@ def margin_and_norm(root: Path) -> Figure:
                 color=colour,
                 ls=":",
                 lw=1.8,
-                label=f"theory at its fitted $\\lambda_H$={_fitted(root, name):.2g}",
+                label=f"theory at its fitted $\\lambda_H$: {_fitted(root, name):.2g} on the "
+                f"margins (a), {_fitted(root, name, 'curve_fitted_lam_H'):.2g} on the "
+                "coefficients (b)",
             )
         )
     limit = read_table(theory_file, loss="ce", lam_H=lam_Hs[0])
@@ -164,7 +168,8 @@ def margin_and_norm(root: Path) -> Figure:
     figure.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
     figure.suptitle(
         f"Different-class mixtures: exact theory vs UFM solver vs mixup networks "
-        f"($K$={config['K']}, simplex-ETF geometry; networks: in-span part of centred features)",
+        f"($K$={config['K']}, simplex-ETF geometry; networks: centred margins, offset "
+        "$W\\mu_G + b$ removed; norms of cell means of the in-span part of centred features)",
         fontsize=11,
     )
     return figure

@@ -128,12 +128,41 @@ def decorate_triple_axes(ax, projection: dict[str, np.ndarray], title: str) -> N
     _frame(ax, half, title)
 
 
+def draw_norms(ax, projection: dict[str, np.ndarray]) -> None:
+    """Marginal panel: the true norm of each feature against lam, over the mean same-class
+    norm (one line per different-class pair of classes, mean over its sample pairs; same-class
+    pairs as triangles). The plane of the panel above hides part of these lengths."""
+    if "norms" not in projection:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no norms in this file (written before they were)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=8)  # fmt: skip
+        return
+    norms, lam = projection["norms"], projection["lam"]
+    c, c_prime = projection["c"], projection["c_prime"]
+    same = c == c_prime
+    unit = norms[same].mean()
+    pairs = sorted({(int(a), int(b)) for a, b in zip(c[~same], c_prime[~same])})
+    for k, (first, second) in enumerate(pairs):
+        rows = (c == first) & (c_prime == second)
+        ax.plot(lam, norms[rows].mean(0) / unit, color=LAM_CMAP(0.15 + 0.35 * k), lw=1.5,
+                marker="o", ms=3, label=f"$c, c'$ = {first}, {second}")  # fmt: skip
+    ax.plot(lam, norms[same].mean(0) / unit, ls="", marker="^", color=SAME_CLASS_CMAP(0.6),
+            ms=5, label="same class")  # fmt: skip
+    ax.axhline(1.0, color="0.4", lw=0.8, ls=":")
+    ax.set_title("true norm against $\\lambda$ (the plane above hides part of it)", fontsize=9)
+    ax.set_xlabel(r"$\lambda$")
+    ax.set_ylabel(r"$\|h\|$ / mean same-class $\|h\|$")
+    ax.legend(fontsize=7, ncols=2)
+
+
 def triple_figure(panels, title: str, note: str = "") -> Figure:
-    """Panels side by side, two colour bars, a marker legend below."""
-    figure = new_figure(4.1 * len(panels) + 1.6, 5.3)
-    axes = figure.subplots(1, len(panels))
-    for ax, (projection, panel_title) in zip(np.atleast_1d(axes), panels):
+    """Panels side by side with their true-norm panels below, two colour bars, a legend."""
+    figure = new_figure(4.1 * len(panels) + 1.6, 7.6)
+    grid = figure.subplots(2, len(panels), height_ratios=[3.0, 1.3], squeeze=False)
+    axes = grid[0]
+    for ax, norm_ax, (projection, panel_title) in zip(axes, grid[1], panels):
         draw_triple(ax, projection, panel_title)
+        draw_norms(norm_ax, projection)
     norm = Normalize(0.0, 1.0)
     figure.colorbar(
         ScalarMappable(norm, LAM_CMAP),

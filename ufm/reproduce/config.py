@@ -31,7 +31,10 @@ class ReproduceConfig:
 
     **Networks** (:class:`ufm.nets.TrainConfig`): four runs, ERM (alpha = 0) and mixup
     (``alpha``), each with a learned and with a fixed simplex-ETF classifier, on ``dataset``
-    (``data_dir`` for mnist, fashion_mnist, cifar10) with ``model``, ``epochs``,
+    (``data_dir`` for mnist, fashion_mnist, cifar10) with ``model``, ``epochs``, SGD with
+    momentum 0.9 at learning rate ``lr`` (cosine schedule), ``weight_decay`` and
+    ``batch_size`` (the full preset: 0.1, 5e-4, 128, close to the terminal-phase regime of
+    Fisher et al. 2024, as ``ufm train --preset paper``; the quick preset keeps lr 0.05),
     measurements every ``measure_every`` epochs on a ``net_lams``-point lam grid with
     ``pairs_per_class_pair``, ``pairs_all_classes`` and ``linearity_pairs`` pairs,
     checkpoints every ``checkpoint_every`` epochs, ``train_subset`` (0: all), ``seed``.
@@ -63,11 +66,14 @@ class ReproduceConfig:
     model: str = "cnn"
     alpha: float = 1.0
     epochs: int = 200
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    batch_size: int = 128
     measure_every: int = 10
     checkpoint_every: int = 50
     net_lams: int = 21
     pairs_per_class_pair: int = 20
-    pairs_all_classes: int = 10
+    pairs_all_classes: int = 40
     linearity_pairs: int = 200
     train_subset: int = 0
     seed: int = 0
@@ -121,6 +127,9 @@ class ReproduceConfig:
         check_choice("model", self.model, MODELS)
         self.alpha = check_float("alpha", self.alpha, 0.0, None, low_open=True)
         self.epochs = check_int("epochs", self.epochs, minimum=1)
+        self.lr = check_float("lr", self.lr, 0.0, None, low_open=True)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, 0.0, None)
+        self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
         self.measure_every = check_int("measure_every", self.measure_every, minimum=1)
         self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, minimum=1)
         for name in ("pairs_per_class_pair", "pairs_all_classes", "linearity_pairs"):
@@ -150,6 +159,12 @@ class ReproduceConfig:
             classifier=classifier,
             alpha=alpha,
             epochs=self.epochs,
+            optimizer="sgd",
+            lr=self.lr,
+            momentum=0.9,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            schedule="cosine",
             seed=self.seed,
             device=self.device,
             threads=self.threads,
@@ -175,6 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": "digits",
         "model": "mlp",
         "epochs": 150,
+        "lr": 0.05,
         "measure_every": 15,
         "net_lams": 11,
         "dpi": 110,

@@ -72,8 +72,9 @@ def configuration(s: Summaries) -> str:
 def margin_and_norm(s: Summaries) -> str:
     return (
         f"Solver vs exact theory: relative distance at most {_g(s.solver['max_theory_distance'])}. "
-        f"Fitted effective lam_H: {_pairs(s, 'fitted_lam_H')}; rms misfit of the margins "
-        f"(logits): {_pairs(s, 'margin_fit_rms')}."
+        f"Fitted effective lam_H on the centred margins: {_pairs(s, 'fitted_lam_H')}; rms "
+        f"misfit of the margins (logits): {_pairs(s, 'margin_fit_rms')}. Fitted on the "
+        f"coefficient curves (the norms of panel b use it): {_pairs(s, 'curve_fitted_lam_H')}."
     )
 
 
@@ -165,6 +166,25 @@ def mixtures(s: Summaries) -> str:
     return text
 
 
+def coefficient_curves(s: Summaries) -> str:
+    amplification = ", ".join(
+        f"{_g(s.net(n, 'amplification'))} +- {_g(s.net(n, 'amplification_se'), 2)} "
+        f"({n.replace('_', ' ')})"
+        for n, _, _ in layout.NETWORK_RUNS
+    )
+    fits = ", ".join(
+        f"{s.net(n, 'better_fit')} ({n.replace('_', ' ')})" for n, _, _ in layout.NETWORK_RUNS
+    )
+    return (
+        f"Amplification (a + b)(1/2) / a_same of the cell means: {amplification}; cross-entropy "
+        f"theory at each run's fitted lam_H: {_pairs(s, 'amplification_theory')}; exact optimum "
+        f"for the run's own W: {_pairs(s, 'amplification_exact_W')}; squared-error null: 1. "
+        f"Better fit: {fits}. "
+        f"Pairs per cell: {_pairs(s, 'pairs_per_cell')}; scatter of single pairs over the "
+        f"signal: {_pairs(s, 'scatter_to_signal')}."
+    )
+
+
 NUMBERS = {
     "mixup_configuration": configuration,
     "margin_and_norm": margin_and_norm,
@@ -175,4 +195,5 @@ NUMBERS = {
     "learned_classifier": learned_classifier,
     "layer_linearity": layer_linearity,
     "mixtures": mixtures,
+    "coefficient_curves": coefficient_curves,
 }

@@ -19,7 +19,8 @@ module is the only contract between the writer and the readers::
     DIR/solver/mixture_projection_solver.npz   the 3-class run's mixtures of the triple
     DIR/solver/summary.json
     DIR/networks/<run>/                 one training run (ufm.nets.run layout)
-    DIR/networks/curves_<run>.csv       per lam: network and fitted-theory margins, norms, p_c
+    DIR/networks/curves_<run>.csv       per lam: network and fitted-theory margins, norms, p_c,
+                                        coefficient curves beside CE theory, null and exact W
     DIR/networks/projection_<run>.npz   the triple's mixed activations in the classifier plane
     DIR/networks/mixture_projection_network.npz  3-point mixup network: mixtures of the triple
     DIR/networks/summary.json
@@ -28,7 +29,8 @@ module is the only contract between the writer and the readers::
 
 A projection file holds ``coordinates`` (P, L, 2) of P class pairs (c <= c') at L values of
 lam, ``c``, ``c_prime`` (P,), ``lam`` (L,), ``classes`` (3,), ``classifier`` (3, 2): the
-classifier rows of the triple in the plane, and ``offsets`` (3,): the part of each logit that
+classifier rows of the triple in the plane, ``norms`` (P, L): each feature's length in the row
+space of W (the plane hides part of it), and ``offsets`` (3,): the part of each logit that
 does not depend on the in-plane coordinates y, so that logit_k = classifier_k . y + offsets_k
 for a feature in the plane. The plane is spanned by the orthonormal basis of
 span{w_c - mean of the three rows}; only differences of these logits are used, and those are

@@ -5,14 +5,16 @@ a complete folder is reused, one with a checkpoint is resumed, one interrupted b
 first checkpoint is started again. After each run the stage writes, from the run's final
 measurement (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171):
 
-* ``curves_<run>.csv``, per lam: the network's mean margin :math:`z_c - z_{c'}` (and its
-  standard deviation) over different-class training pairs beside the UFM margin at the fitted
-  :math:`\lambda_H` (the run's ``theory_vs_lam.csv``); the relative norm
-  :math:`\operatorname{mean}\|P\tilde h(\lambda)\|/\operatorname{mean}\|P\tilde h_\text{same}\|`
-  of the centred features :math:`\tilde h = h - \mu_G` projected onto the row space of
-  :math:`W` (the part the classifier sees; the UFM's ridge removes the rest) beside the
-  UFM's :math:`\|h(\lambda)\|/\|h_\text{same}\|` for the network's gain at the fitted
-  :math:`\lambda_H`; mean :math:`p_c` beside the UFM's;
+* ``curves_<run>.csv``, per lam: the network's mean centred margin :math:`z_c - z_{c'}` (the
+  logit offset :math:`W\mu_G + b` taken out; and its standard deviation) over different-class
+  training pairs beside the UFM margin at the :math:`\lambda_H` fitted on the margins (the
+  run's ``theory_vs_lam.csv``); the relative norm of the cell means of
+  :math:`P_W(h - \mu_G)` (different-class over same-class, :mod:`ufm.nets.cell_means`) beside
+  the UFM's :math:`\|h(\lambda)\|/\|h_\text{same}\|` at the :math:`\lambda_H` fitted on the
+  coefficient curves; mean :math:`p_c` beside the UFM's; and the coefficient curves
+  :math:`\hat a/\bar a_\text{same}`, :math:`\hat b/\bar a_\text{same}` with their standard
+  errors beside the cross-entropy optimum, the squared-error null and the exact optimum for
+  the run's own W (the run's ``coefficients_vs_lam.csv``, :mod:`ufm.nets.cell_comparison`);
 * ``projection_<run>.npz``: the triple's mixed activations in the classifier plane.
 
 Then one more run, :data:`ufm.reproduce.layout.MIXTURE_NETWORK_RUN`: 3-point mixup
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..etf import row_norm, row_space
+from ..etf import row_norm
 from ..io import is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json
 from ..nets.run import LAST_CHECKPOINT, run_training
 from ..theory import theory_table
@@ -50,13 +52,11 @@ def train_run(train_config, folder: Path, progress: bool) -> None:
     run_training(train_config, folder, resume=resume, progress=progress)
 
 
-def relative_norms(activations: dict[str, np.ndarray]) -> np.ndarray:
-    """Per lam: mean in-span norm of different-class features over that of same-class ones."""
-    weight = activations["weight"]
-    span = row_space(weight)
-    H = (activations["features"].astype(np.float64) - activations["global_mean"]) @ span
-    norms = np.linalg.norm(H, axis=-1)  # (P, L)
-    same = activations["c"] == activations["c_prime"]
+def relative_norms(cells: dict[str, np.ndarray]) -> np.ndarray:
+    r"""Per lam: mean norm of the different-class cell means over the mean norm of the
+    same-class ones (cell means of :math:`P_W(h - \mu_G)`, :mod:`ufm.nets.cell_means`)."""
+    norms = np.linalg.norm(cells["means"], axis=-1)  # (C, L)
+    same = cells["c"] == cells["c_prime"]
     return norms[~same].mean(axis=0) / norms[same].mean()
 
 
@@ -67,22 +67,29 @@ def theory_relative_norms(K: int, gain: float, lam_H: float, lams: np.ndarray) -
     return np.asarray([row.feature_norm / same for row in table["rows"]])
 
 
+COEFFICIENT_COLUMNS = (
+    "a_norm", "a_norm_se", "b_norm", "b_norm_se", "ce_a_norm", "ce_b_norm", "null_a_norm",
+    "null_b_norm", "exact_W_a_norm", "exact_W_b_norm", "residual",
+)  # fmt: skip
+
+
 def curve_rows(measurement: Path, summary: dict[str, Any]) -> list[dict[str, float]]:
     """The per-lam comparison of the module docstring, from a final measurement folder."""
     table = read_csv(measurement / "theory_vs_lam.csv")
-    with np.load(measurement / "activations_all.npz") as data:
-        activations = {k: data[k] for k in data.files}
-    lams = activations["lam"]
-    K = activations["weight"].shape[0]
-    network = relative_norms(activations)
-    fitted = summary["fitted_lam_H"]
+    coefficients = read_csv(measurement / "coefficients_vs_lam.csv")
+    with np.load(measurement / "cells.npz") as data:
+        cells = {k: data[k] for k in data.files}
+    lams = cells["lam"]
+    K = cells["weight"].shape[0]
+    network = relative_norms(cells)
+    fitted = summary["curve_fitted_lam_H"]
     theory = (
         theory_relative_norms(K, summary["classifier_gain"], fitted, lams)
         if isinstance(fitted, float) and math.isfinite(fitted)
         else np.full(len(lams), np.nan)
     )
     rows = []
-    for l, row in enumerate(table):
+    for l, (row, coefficient) in enumerate(zip(table, coefficients)):
         rows.append(
             {
                 "lam": float(row["lam"]),
@@ -94,6 +101,7 @@ def curve_rows(measurement: Path, summary: dict[str, Any]) -> list[dict[str, flo
                 "p_c_mean": float(row["p_c_mean"]),
                 "p_c_theory": float(row["theory_p_c"]),
                 "confidence_mean": float(row["confidence_mean"]),
+                **{key: float(coefficient[key]) for key in COEFFICIENT_COLUMNS},
             }
         )
     return rows
@@ -125,8 +133,10 @@ def _mixture_run(config: ReproduceConfig, root, progress: bool, log) -> dict[str
     and the scalars of its 3-class mixture measurements."""
     name = layout.MIXTURE_NETWORK_RUN
     run_folder = layout.network_run(root, name)
-    log(f"  network run {name} (3-point mixup, alpha={config.alpha:g}, fixed_etf): "
-        f"{_state(run_folder)}")
+    log(
+        f"  network run {name} (3-point mixup, alpha={config.alpha:g}, fixed_etf): "
+        f"{_state(run_folder)}"
+    )
     train_run(config.train_config(config.alpha, "fixed_etf", mixup_points=3), run_folder, progress)
     summary = read_json(run_folder / layout.SUMMARY)
     measurement = layout.final_measurement(run_folder, config.epochs)
@@ -134,7 +144,9 @@ def _mixture_run(config: ReproduceConfig, root, progress: bool, log) -> dict[str
         layout.mixture_projection(root, layout.NETWORKS, "network"),
         mixtures.network_projection(measurement, config.triple),
     )
-    keys = ("test_accuracy", "fitted_lam_H") + tuple(k for k in summary if k.startswith("mixture3_"))
+    keys = ("test_accuracy", "fitted_lam_H", "amplification", "amplification_theory") + tuple(
+        k for k in summary if k.startswith("mixture3_")
+    )
     return {"name": name, "alpha": config.alpha, **{k: summary.get(k) for k in keys}}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..etf import row_space
 from ..io import write_npz
 from ..nets.measure import triple_projections
 
@@ -60,8 +61,10 @@ def plane_projection(features, weight, triple, centre=None, bias=None) -> dict[s
     :math:`w_c^\top\text{centre} + b_c`, so that the logit of class :math:`c` is
     :math:`\langle E^\top w_c, y\rangle` + offset for a feature in the plane.
 
-    Returns a dict with ``coordinates`` (..., 2), ``classes`` (3,), ``classifier`` (3, 2) and
-    ``offsets`` (3,). Raises ValueError when the three centred classifier rows do not span a
+    Returns a dict with ``coordinates`` (..., 2), ``norms`` (...): the length
+    :math:`\|P_W(h - \text{centre})\|` of each feature in the row space of the whole
+    ``weight`` (its true length for features of the UFM, which lie there; the plane hides
+    part of it), ``classes`` (3,), ``classifier`` (3, 2) and ``offsets`` (3,). Raises ValueError when the three centred classifier rows do not span a
     plane.
     """
     weight = np.asarray(weight, dtype=np.float64)
@@ -78,8 +81,11 @@ def plane_projection(features, weight, triple, centre=None, bias=None) -> dict[s
     offsets = rows @ centre
     if bias is not None:
         offsets = offsets + np.asarray(bias, np.float64)[list(triple)]
+    # The true length in the row space of the whole classifier (the plane hides part of it).
+    norms = np.linalg.norm((features - centre) @ row_space(weight), axis=-1)
     return {
         "coordinates": projected["plane_coordinates"],
+        "norms": norms,
         "classes": np.asarray(triple),
         "classifier": rows @ basis,
         "offsets": offsets,

@@ -1,0 +1,203 @@
+r"""Cell means of mixed-pair features and their coefficients on the classifier rows.
+
+A *cell* is a class pair with a mixing weight, :math:`(c, c', \lambda)`: every training pair
+:math:`(x_i, x_j)` of classes :math:`(c, c')` mixed with weight :math:`\lambda` on
+:math:`x_i` falls into it. The UFM has one feature per cell; a network has one per pair, and
+they vary from pair to pair inside a cell. THEORY.md section 8: average first, then compare.
+This module computes, from the features of :func:`ufm.nets.measure.mixed_activations`:
+
+* the centred features projected onto the row space of :math:`W`,
+  :math:`\tilde h = P_W(h - \mu_G)` (:math:`\mu_G` the mean of the clean class means; the part
+  of :math:`h` outside the row space moves no logit, and the UFM's ridge removes it);
+* per cell, their mean :math:`m`, the within-cell scatter
+  :math:`s = (\sum_p\|\tilde h_p - m\|^2/(n-1))^{1/2}` (the noise floor: the root of the
+  trace of the within-cell covariance) and the standard error :math:`s/\sqrt n` of the mean;
+* the least-squares coefficients of the mean on the cell's rows: :math:`m \approx \hat a\,w_c +
+  \hat b\,w_{c'}` for :math:`c \ne c'`, :math:`m \approx \hat a\,w_c` for :math:`c = c'`
+  (:math:`\hat b` NaN), with their standard errors (the coefficients are linear in the
+  features, so they are computed per pair and their mean and standard error taken inside the
+  cell), and the residual :math:`\|m - \hat a w_c - \hat b w_{c'}\|/\|m\|` off the span;
+* per :math:`\lambda`, the averages over the different-class cells, :math:`\hat a(\lambda)`,
+  :math:`\hat b(\lambda)`, and over the same-class cells, :math:`\hat a_\text{same}(\lambda)`,
+  each with the standard error propagated from the cells (pairs of different cells are
+  independent) and the spread across cells (class-pair heterogeneity, not noise).
+
+Functions of this module only read arrays; :mod:`ufm.nets.cell_comparison` turns them into
+the comparison with the theory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..etf import row_space
+
+__all__ = ["CellStatistics", "cell_statistics", "check_cells", "half_index"]
+
+
+def half_index(lams: np.ndarray) -> int:
+    """Index of lam = 1/2 in the grid ``lams``; ValueError when the grid lacks it."""
+    lams = np.asarray(lams, dtype=np.float64)
+    where = np.flatnonzero(lams == 0.5)
+    if len(where) == 0:
+        raise ValueError(
+            f"the lam grid must contain 1/2 (the amplification is read there), got {lams.tolist()}"
+        )
+    return int(where[0])
+
+
+def check_cells(c: np.ndarray, c_prime: np.ndarray, lams: np.ndarray) -> None:
+    """Refuse, before any work, a grid without 1/2, a grid without 0 and 1, or pairs that are
+    all same-class or all different-class."""
+    half_index(lams)
+    if not {0.0, 1.0} <= set(np.asarray(lams, dtype=np.float64).tolist()):
+        raise ValueError(f"the lam grid must contain 0, 1/2 and 1, got {np.asarray(lams).tolist()}")
+    same = np.asarray(c) == np.asarray(c_prime)
+    if same.all() or not same.any():
+        raise ValueError(
+            "the comparison needs both same-class and different-class pairs, got "
+            f"{int(same.sum())} same-class of {same.size}"
+        )
+
+
+@dataclass
+class CellStatistics:
+    """Cell means and their coefficients (module docstring); C cells, L lams, d features.
+
+    ``c``, ``c_prime``, ``counts`` (C,): the cells' classes and pairs per cell; ``lam`` (L,);
+    ``means`` (C, L, d) of :math:`\\tilde h`; ``scatter`` (C, L); ``coefficients`` and
+    ``coefficient_se`` (C, L, 2): :math:`(\\hat a, \\hat b)` and their standard errors
+    (:math:`\\hat b` NaN for same-class cells); ``pair_sum_se`` (C, L): the standard error of
+    :math:`\\hat a + \\hat b` (the two are correlated); ``same_lam_mean`` and
+    ``same_lam_mean_se`` (C,): the same-class coefficient averaged over lam per pair, then over
+    the cell's pairs (NaN for different-class cells; the lams of one pair are not
+    independent); ``residual`` (C, L); ``movement_noise`` (C,): the noise in the squared
+    movement of a cell mean with lam, mean over lam of the summed squared standard errors of
+    :math:`m(\\lambda) - \\bar m`; ``span_rank``: the rank r of :math:`W`.
+    """
+
+    c: np.ndarray
+    c_prime: np.ndarray
+    counts: np.ndarray
+    lam: np.ndarray
+    means: np.ndarray
+    scatter: np.ndarray
+    coefficients: np.ndarray
+    coefficient_se: np.ndarray
+    pair_sum_se: np.ndarray
+    same_lam_mean: np.ndarray
+    same_lam_mean_se: np.ndarray
+    residual: np.ndarray
+    movement_noise: np.ndarray
+    span_rank: int
+
+    @property
+    def same(self) -> np.ndarray:
+        return self.c == self.c_prime
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The statistics as arrays for an npz file."""
+        names = ("c", "c_prime", "counts", "lam", "means", "scatter", "coefficients")
+        arrays = {name: getattr(self, name) for name in names}
+        arrays.update(coefficient_se=self.coefficient_se, residual=self.residual)
+        return arrays
+
+
+def _mean_and_se(values: np.ndarray, cell: np.ndarray, counts: np.ndarray):
+    """Per-cell mean and standard error of ``values`` (P, ...) grouped by ``cell`` (P,)."""
+    C = len(counts)
+    shape = (C, *values.shape[1:])
+    total = np.zeros(shape)
+    np.add.at(total, cell, values)
+    mean = total / counts.reshape(-1, *[1] * (values.ndim - 1))
+    deviation = values - mean[cell]
+    squares = np.zeros(shape)
+    np.add.at(squares, cell, deviation**2)
+    n = counts.reshape(-1, *[1] * (values.ndim - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(squares / (n - 1) / n)
+    return mean, se, squares
+
+
+def cell_statistics(
+    features: np.ndarray,
+    c: np.ndarray,
+    c_prime: np.ndarray,
+    lams: np.ndarray,
+    weight: np.ndarray,
+    global_mean: np.ndarray,
+) -> CellStatistics:
+    """Cell statistics of the module docstring.
+
+    Parameters
+    ----------
+    features : (P, L, d) features of P pairs at the L values of ``lams`` (any float dtype; read
+        in float64).
+    c, c_prime : (P,) classes of the pairs; lam is the weight of class c.
+    weight : (K, d) classifier; global_mean : (d,) :math:`\\mu_G`.
+
+    A cell needs two pairs for its scatter and standard errors (NaN otherwise).
+    """
+    W = np.asarray(weight, dtype=np.float64)
+    c, c_prime = np.asarray(c), np.asarray(c_prime)
+    lams = np.asarray(lams, dtype=np.float64)
+    check_cells(c, c_prime, lams)
+    span = row_space(W)
+    H = (np.asarray(features, dtype=np.float64) - np.asarray(global_mean, np.float64)) @ span
+    # Coordinates in the orthonormal basis of the row space: norms and inner products are
+    # those of the projected features P_W (h - mu_G).
+    rows = W @ span  # (K, r)
+    keys, cell, counts = np.unique(np.stack([c, c_prime], axis=1), axis=0, return_inverse=True,
+                                   return_counts=True)  # fmt: skip
+    cell = cell.reshape(-1)
+    cell_c, cell_cp = keys[:, 0], keys[:, 1]
+    same_cell = cell_c == cell_cp
+
+    # Pseudo-inverse of [w_c, w_c'] (or w_c) per cell: coefficients are linear in the features.
+    C, r = len(keys), span.shape[1]
+    pinv = np.full((C, 2, r), np.nan)
+    for k in range(C):
+        if same_cell[k]:
+            row = rows[cell_c[k]]
+            pinv[k, 0] = row / (row @ row)
+        else:
+            pinv[k] = np.linalg.pinv(np.stack([rows[cell_c[k]], rows[cell_cp[k]]], axis=1))
+    per_pair = np.einsum("pkr,plr->plk", pinv[cell], H)  # (P, L, 2)
+    per_pair[same_cell[cell], :, 1] = np.nan
+    coefficients, coefficient_se, _ = _mean_and_se(per_pair, cell, counts)
+    _, pair_sum_se, _ = _mean_and_se(per_pair.sum(-1), cell, counts)
+    # How each pair moves with lam about its own lam average; the cell mean of that movement
+    # carries noise of squared size sum_d se^2, the floor of the lam dependence of a cell mean.
+    movement = H - H.mean(axis=1, keepdims=True)
+    _, movement_se, _ = _mean_and_se(movement, cell, counts)
+    movement_noise = (movement_se**2).sum(-1).mean(-1)  # (C,)
+    same_lam = per_pair[..., 0].mean(axis=1)  # (P,)
+    same_lam_mean, same_lam_mean_se, _ = _mean_and_se(same_lam, cell, counts)
+    same_lam_mean[~same_cell] = np.nan
+    same_lam_mean_se[~same_cell] = np.nan
+
+    means, _, squares = _mean_and_se(H, cell, counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scatter = np.sqrt(squares.sum(-1) / (counts[:, None] - 1))
+    basis = np.stack([rows[cell_c], rows[cell_cp]], axis=1)  # (C, 2, r)
+    fitted = np.einsum("clk,ckr->clr", np.nan_to_num(coefficients), basis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        residual = np.linalg.norm(means - fitted, axis=-1) / np.linalg.norm(means, axis=-1)
+    return CellStatistics(
+        c=cell_c,
+        c_prime=cell_cp,
+        counts=counts,
+        lam=lams,
+        means=means @ span.T,
+        scatter=scatter,
+        coefficients=coefficients,
+        coefficient_se=coefficient_se,
+        pair_sum_se=pair_sum_se,
+        same_lam_mean=same_lam_mean,
+        same_lam_mean_se=same_lam_mean_se,
+        residual=residual,
+        movement_noise=movement_noise,
+        span_rank=r,
+    )
