@@ -1,0 +1,140 @@
+"""The medium solves on an idle machine and beside one busy process, baselines in the same run.
+
+Issue 12: on 2 cores the medium fixed-ETF solve (K = 100, d = 128, 21 lam, 210,000
+samples) took 15 s idle and 50 s beside one busy process, because torch's intra-op threads
+meet at a barrier after every operation (``parallel="kernels"``). The default now shares
+whole chunks among the threads (``parallel="chunks"``, :mod:`ufm.solver.chunk_threads`).
+
+Every row runs in its own Python process, twice: once on the idle machine and once beside
+one busy process (a pure-Python loop started by this script, so it shares this session's
+scheduling group). Rows:
+
+* the Newton solve of the fixed simplex ETF to gradient norm 1e-12 (float64), with the
+  threads sharing chunks (default), with torch's per-operation threads (the behaviour
+  before), and on one thread;
+* the same in float32, to the rounding floor of float32;
+* the baseline: Adam in float32 on a free feature tensor, lr 0.05, to relative distance
+  1e-4 from the exact theory (``bench_solver.adam_baseline``);
+* the learned classifier (random start, lam_W = lam_H = 5e-3) to gradient norm 1e-8.
+
+Prints a table with the slowdown beside the busy process and the speed-up over Adam, and
+writes JSON. Measure on an otherwise idle machine: the busy process is the only load meant
+to be there.
+
+    python scripts/bench_contention.py [--out results/bench_contention.json] [--skip-adam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_solver import adam_baseline, ours  # noqa: E402
+
+from ufm.io import write_json  # noqa: E402
+from ufm.solver._allocator import keep_freed_memory  # noqa: E402
+
+K, D = 100, 128
+ROWS = {
+    "chunks": dict(kind="ours", overrides=dict(tol=1e-12)),
+    "kernels": dict(kind="ours", overrides=dict(tol=1e-12, parallel="kernels")),
+    "one_thread": dict(kind="ours", threads=1, overrides=dict(tol=1e-12)),
+    "float32": dict(kind="ours", overrides=dict(tol=1e-12, dtype="float32")),
+    "adam": dict(kind="adam", lr=0.05),
+    "learned": dict(kind="ours", overrides=dict(classifier="learned", tol=1e-8)),
+}
+LABELS = {
+    "chunks": "fixed ETF, threads share chunks (default)",
+    "kernels": "fixed ETF, threads inside each op (before)",
+    "one_thread": "fixed ETF, one thread",
+    "float32": "fixed ETF, float32, to its rounding floor",
+    "adam": "Adam float32 baseline, to 1e-4",
+    "learned": "learned W, to gradient 1e-8",
+}
+
+
+def run_one(spec: dict) -> dict:
+    keep_freed_memory()
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device("cpu")
+    if spec["kind"] == "adam":
+        return adam_baseline(K, D, device, spec["lr"], max_seconds=spec["max_seconds"])
+    return ours(K, D, device, **spec["overrides"])
+
+
+def spawn(spec: dict) -> dict:
+    completed = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)],
+                               capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def beside_busy_process(spec: dict) -> dict:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # let it take its core
+        return spawn(spec)
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def _result(r: dict) -> str:
+    if "theory_distance" in r and r.get("theory_distance") is not None:
+        return f"theory {r['theory_distance']:.1e} ({r['stop_reason']})"
+    if "distance" in r:
+        return f"distance {r['distance']:.1e}" + ("" if r["reached"] else " NOT REACHED")
+    return f"grad {r['grad_norm']:.1e} ({r['stop_reason']})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/bench_contention.json")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--skip-adam", action="store_true", help="leave out the Adam baseline")
+    parser.add_argument("--adam-max-seconds", type=float, default=1800.0)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    rows = [r for r in args.rows if not (args.skip_adam and r == "adam")]
+    threads = torch.get_num_threads()
+    print(f"K={K} d={D} n={K * K * 21:,}  cores={os.cpu_count()} torch threads={threads} "
+          f"torch={torch.__version__}  load average before: {os.getloadavg()[0]:.2f}")
+    results = {}
+    for name in rows:
+        spec = {**ROWS[name], "max_seconds": args.adam_max_seconds}
+        idle = spawn(spec)
+        busy = beside_busy_process(spec)
+        results[name] = {"idle": idle, "busy": busy, "slowdown": busy["seconds"] / idle["seconds"]}
+        print(f"  {name}: idle {idle['seconds']:.1f} s, busy {busy['seconds']:.1f} s", flush=True)
+    print(f"\n{'run':44s} {'idle s':>8s} {'busy s':>8s} {'busy/idle':>9s} {'Adam/this idle':>14s} "
+          f"{'Adam/this busy':>14s}  result (idle)")
+    adam = results.get("adam")
+    for name, r in results.items():
+        ratio = ("", "")
+        if adam is not None and name != "adam":
+            ratio = (f"{adam['idle']['seconds'] / r['idle']['seconds']:.1f}x",
+                     f"{adam['busy']['seconds'] / r['busy']['seconds']:.1f}x")
+            r["speedup_vs_adam"] = {"idle": adam["idle"]["seconds"] / r["idle"]["seconds"],
+                                    "busy": adam["busy"]["seconds"] / r["busy"]["seconds"]}
+        print(f"{LABELS[name]:44s} {r['idle']['seconds']:8.1f} {r['busy']['seconds']:8.1f} "
+              f"{r['slowdown']:8.2f}x {ratio[0]:>14s} {ratio[1]:>14s}  {_result(r['idle'])}")
+    report = {"K": K, "d": D, "n": K * K * 21, "cores": os.cpu_count(), "threads": threads,
+              "torch": torch.__version__, "python": platform.python_version(),
+              "machine": platform.processor() or platform.machine(), "rows": results}
+    write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

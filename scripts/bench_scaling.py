@@ -1,0 +1,125 @@
+"""How the Newton solver's cost grows with the problem: time per iteration and peak memory.
+
+Every point runs in its own Python process (fixed simplex-ETF classifier, cross-entropy,
+float64, 21 lam values, chunks of 4096 samples) and reports:
+
+* seconds per iteration (the solve's time over its iterations; every iteration is one
+  Newton pass over all samples plus the theory distance);
+* the peak resident memory above the process's size before the solve, beside the memory
+  the run has to hold whatever the chunking: the coordinates X (n x r), the samples
+  (c, c', lam) and the features H = X V^T formed at the end (n x d). The rest, the
+  "excess", is what the chunks cost; it should not grow with n.
+
+Sweeps: n from 10^4 to 10^7 at K = 10, d = 32 (all K^2 pairs, ``samples_per_pair`` scaled);
+K in (10, 100, 1000) at d = K and 210,000 random-pair samples (10,000 pairs); d in (16, 64, 256, 1024) at
+K = 10. Then the large problem of issue 12: K = d = 1000, 200,004 random-pair samples, fixed
+ETF to gradient norm 1e-10 (goal: within 2 minutes on 2 cores), and the learned classifier
+at that size under a time limit. Prints tables and writes JSON.
+
+    python scripts/bench_scaling.py [--out results/bench_scaling.json] [--quick]
+        [--learned-seconds 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_solver import _rss_mb  # noqa: E402
+
+from ufm.io import write_json  # noqa: E402
+from ufm.solver import solve  # noqa: E402
+from ufm.solver._allocator import keep_freed_memory  # noqa: E402
+from ufm.solver.problem import UFMConfig  # noqa: E402
+
+
+def run_one(fields: dict) -> dict:
+    keep_freed_memory()
+    config = UFMConfig(**fields)
+    before = _rss_mb()
+    start = time.perf_counter()
+    result = solve(config)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    s = result.summary
+    n, K, d = s["n"], config.K, config.d
+    r = min(K - 1, d)  # the rank of a simplex ETF
+    state_mb = (n * r * 8 + n * (8 + 8 + 8) + n * d * 8) / 2**20
+    iterations = max(s["iterations"], 1)
+    return {"n": n, "K": K, "d": d, "seconds": seconds, "iterations": s["iterations"],
+            "seconds_per_iteration": seconds / iterations, "stop_reason": s["stop_reason"],
+            "grad_norm": s["grad_norm"], "theory_distance": s.get("theory_distance"),
+            "etf_distance_W": s["etf_distance_W"], "peak_mb": peak - before,
+            "state_mb": state_mb, "excess_mb": peak - before - state_mb}
+
+
+def spawn(fields: dict) -> dict:
+    completed = subprocess.run([sys.executable, __file__, "--one", json.dumps(fields)],
+                               capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'n':>11s} {'K':>5s} {'d':>5s} {'iters':>5s} {'s/iter':>8s} {'total s':>8s} "
+          f"{'peak MB':>8s} {'state MB':>8s} {'excess MB':>9s}  result")
+    for r in rows:
+        result = (f"theory {r['theory_distance']:.1e}" if r["theory_distance"] is not None
+                  else f"grad {r['grad_norm']:.1e}, ETF distance {r['etf_distance_W']:.1e}")
+        print(f"{r['n']:11,d} {r['K']:5d} {r['d']:5d} {r['iterations']:5d} "
+              f"{r['seconds_per_iteration']:8.3f} {r['seconds']:8.1f} {r['peak_mb']:8.0f} "
+              f"{r['state_mb']:8.0f} {r['excess_mb']:9.0f}  {result} ({r['stop_reason']})",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/bench_scaling.json")
+    parser.add_argument("--quick", action="store_true", help="small sweeps only (a smoke test)")
+    parser.add_argument("--learned-seconds", type=float, default=600.0,
+                        help="time limit of the large learned-classifier solve")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    print(f"cores={os.cpu_count()} torch threads={torch.get_num_threads()} torch={torch.__version__} "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    timed = dict(tol=1e-10, max_iters=3)  # time per iteration: a few passes suffice
+    ns = (1, 10) if args.quick else (5, 48, 477, 4762)  # samples_per_pair: n = 2100 x this
+    report: dict = {"cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version()}
+    report["n"] = [spawn(dict(K=10, d=32, samples_per_pair=m, **timed)) for m in ns]
+    _table("against n (K = 10, d = 32, all pairs)", report["n"])
+    Ks = (10, 100) if args.quick else (10, 100, 1000)
+    per_K = 2_000 if args.quick else 10_000  # random pairs, x 21 lam
+    report["K"] = [spawn(dict(K=k, d=k, pairs="random", num_pairs=min(per_K, k * k),
+                              samples_per_pair=per_K // min(per_K, k * k), **timed)) for k in Ks]
+    _table("against K (d = K, random pairs)", report["K"])
+    ds = (16, 64) if args.quick else (16, 64, 256, 1024)
+    report["d"] = [spawn(dict(K=10, d=d, samples_per_pair=10, **timed)) for d in ds]
+    _table("against d (K = 10, all pairs, 10 samples per pair and lam)", report["d"])
+    if not args.quick:
+        large = dict(K=1000, d=1000, pairs="random", num_pairs=9524)
+        report["large_fixed"] = spawn(dict(large, tol=1e-10))
+        _table("K = d = 1000, 200,004 random-pair samples, fixed ETF to gradient 1e-10",
+               [report["large_fixed"]])
+        report["large_learned"] = spawn(dict(large, classifier="learned", tol=1e-8,
+                                             time_limit=args.learned_seconds))
+        _table(f"the same, learned classifier to gradient 1e-8 (time limit {args.learned_seconds:g} s)",
+               [report["large_learned"]])
+    write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

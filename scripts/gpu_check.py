@@ -1,0 +1,188 @@
+"""One prepared check of ufm on a CUDA machine: tests, solves, a network, the roofline.
+
+Runs, in order, each step timed and guarded (a failing step is reported, the others still
+run; steps that would start after ``--budget`` seconds are skipped and reported so):
+
+1. the device (name, memory, torch and CUDA versions);
+2. ``tests/test_cuda.py``, the device-sensitive tests, on CUDA (pytest, in a subprocess);
+3. the medium fixed-ETF solve (K = 100, d = 128, 21 lam, 210,000 samples) in float64 to
+   gradient 1e-12 with chunks of 4096 and of 65,536 samples, and in float32;
+4. the medium learned-classifier solve to gradient 1e-8, float64 and float32;
+5. the large problem: K = d = 1000, 200,004 random-pair samples, fixed ETF to gradient 1e-10;
+6. a 200-epoch digits MLP run with mixup (``ufm train`` defaults) on CUDA;
+7. the roofline: the time of one Newton iteration of the medium solve against one product of
+   the same shapes as its logits, (n x r) @ (r x K), measured in the same run.
+
+Prints a table and writes JSON (default ``results/gpu_check.json``). Meant to finish within
+8 minutes on one recent GPU; it needs no network and no data beyond scikit-learn's digits.
+
+    python scripts/gpu_check.py [--out results/gpu_check.json] [--budget 450] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# --smoke runs every step on the CPU at small sizes: a check of this script, not of a GPU
+SMOKE = {"on": False}
+
+
+def _device() -> str:
+    return "cpu" if SMOKE["on"] else "cuda"
+
+
+def _sync() -> None:
+    if not SMOKE["on"]:
+        torch.cuda.synchronize()
+
+
+def device_info() -> dict:
+    if SMOKE["on"]:
+        return {"name": "cpu (smoke run)", "torch": torch.__version__}
+    properties = torch.cuda.get_device_properties(0)
+    return {"name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "cpu_cores": os.cpu_count()}
+
+
+def cuda_tests() -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_cuda.py"],
+        cwd=ROOT, capture_output=True, text=True)
+    tail = completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else completed.stderr
+    return {"returncode": completed.returncode, "summary": tail}
+
+
+def timed_solve(**fields) -> dict:
+    from ufm.solver import solve
+    from ufm.solver.problem import UFMConfig
+
+    _sync()
+    start = time.perf_counter()
+    result = solve(UFMConfig(device=_device(), **fields))
+    _sync()
+    seconds = time.perf_counter() - start
+    s = result.summary
+    out = {"seconds": seconds, "iterations": s["iterations"], "stop_reason": s["stop_reason"],
+           "grad_norm": s["grad_norm"], "etf_distance_W": s["etf_distance_W"],
+           "peak_gib": 0.0 if SMOKE["on"] else torch.cuda.max_memory_allocated() / 2**30}
+    if s.get("theory_distance") is not None:
+        out["theory_distance"] = s["theory_distance"]
+    if not SMOKE["on"]:
+        torch.cuda.reset_peak_memory_stats()
+    return out
+
+
+def digits_run() -> dict:
+    from ufm.nets import TrainConfig, run_training
+
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        epochs = 2 if SMOKE["on"] else 200
+        summary = run_training(TrainConfig(epochs=epochs, device=_device()), Path(folder) / "run",
+                               progress=False)
+        seconds = time.perf_counter() - start
+    keys = ("train_accuracy", "test_accuracy", "ece", "nc1", "amplification", "amplification_theory")
+    return {"seconds": seconds, **{k: summary[k] for k in keys if k in summary}}
+
+
+def roofline(dtype: str) -> dict:
+    """One Newton iteration of the medium fixed-ETF solve against one logits product."""
+    K, d, n = (10, 12, 2_100) if SMOKE["on"] else (100, 128, 210_000)
+    r = K - 1
+    medium = timed_solve(K=K, d=d, tol=1e-12, dtype=dtype, max_iters=5)
+    per_iteration = medium["seconds"] / max(medium["iterations"], 1)
+    kind = getattr(torch, dtype)
+    X = torch.randn(n, r, device=_device(), dtype=kind)
+    A = torch.randn(K, r, device=_device(), dtype=kind)
+    for _ in range(3):
+        X @ A.T
+    _sync()
+    start = time.perf_counter()
+    repeats = 20
+    for _ in range(repeats):
+        X @ A.T
+    _sync()
+    matmul = (time.perf_counter() - start) / repeats
+    return {"seconds_per_iteration": per_iteration, "matmul_seconds": matmul,
+            "iteration_over_matmul": per_iteration / matmul}
+
+
+def steps() -> list:
+    medium = dict(K=8, d=10) if SMOKE["on"] else dict(K=100, d=128)
+    large = (dict(K=20, d=20, pairs="random", num_pairs=50) if SMOKE["on"]
+             else dict(K=1000, d=1000, pairs="random", num_pairs=9524))
+    return [
+        ("device", device_info),
+        ("tests/test_cuda.py on CUDA", cuda_tests),
+        ("medium fixed ETF float64, chunks 4096", lambda: timed_solve(**medium, tol=1e-12)),
+        ("medium fixed ETF float64, chunks 65536",
+         lambda: timed_solve(**medium, tol=1e-12, chunk_size=65536)),
+        ("medium fixed ETF float32", lambda: timed_solve(**medium, tol=1e-12, dtype="float32")),
+        ("medium learned W float64", lambda: timed_solve(**medium, classifier="learned", tol=1e-8,
+                                                        time_limit=120)),
+        ("medium learned W float32", lambda: timed_solve(**medium, classifier="learned", tol=1e-5,
+                                                        dtype="float32", time_limit=60)),
+        ("K = d = 1000 fixed ETF float64", lambda: timed_solve(**large, tol=1e-10, chunk_size=16384)),
+        ("digits MLP, 200 mixup epochs", digits_run),
+        ("roofline float64", lambda: roofline("float64")),
+        ("roofline float32", lambda: roofline("float32")),
+    ]
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/gpu_check.json")
+    parser.add_argument("--budget", type=float, default=450.0,
+                        help="seconds after which no further step starts")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run every step on the CPU at small sizes (checks this script only)")
+    args = parser.parse_args()
+    SMOKE["on"] = args.smoke
+    if not args.smoke and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; nothing was run", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from ufm.io import write_json
+
+    started = time.perf_counter()
+    report = {}
+    for name, step in steps():
+        if time.perf_counter() - started > args.budget:
+            report[name] = {"status": "skipped: over the time budget"}
+            continue
+        begin = time.perf_counter()
+        try:
+            report[name] = {"status": "ok", **step()}
+        except Exception as error:  # report and go on: one check must not hide the others
+            report[name] = {"status": f"failed: {type(error).__name__}: {error}",
+                            "traceback": traceback.format_exc(limit=3)}
+        report[name]["step_seconds"] = time.perf_counter() - begin
+        shown = {k: v for k, v in report[name].items() if k != "traceback"}
+        print(f"{name:42s} " + "  ".join(f"{k}={_cell(v)}" for k, v in shown.items()), flush=True)
+    report["total_seconds"] = time.perf_counter() - started
+    write_json(args.out, report)
+    print(f"\ntotal {report['total_seconds']:.0f} s; wrote {args.out}")
+    failed = [k for k, v in report.items() if isinstance(v, dict) and v["status"].startswith("failed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
