@@ -265,3 +265,24 @@ def test_train_preset_paper_sets_the_regime_and_flags_override_it(monkeypatch, t
         "sgd", 0.1, 5e-4, 128
     )  # fmt: skip
     assert config.alpha == 1.0 and config.momentum == 0.9 and config.epochs == 7
+
+
+def test_cli_train_force_replaces_a_finished_run_and_nothing_else(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["train", "--out", str(out), "--epochs", "1", "--pairs-all-classes", "2",
+            "--pairs-per-class-pair", "3", "--linearity-pairs", "10", "--no-progress"]
+    assert cli.main(base) == 0
+    capsys.readouterr()
+    assert cli.main(base + ["--alpha", "0.5"]) == 2
+    assert "already holds a complete run" in capsys.readouterr().err
+    assert read_json(out / "config.json")["config"]["alpha"] == 1.0  # untouched
+    assert cli.main(base + ["--alpha", "0.5", "--force"]) == 0
+    assert read_json(out / "config.json")["config"]["alpha"] == 0.5
+    assert read_json(out / "summary.json")["train_accuracy"] > 0
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep")
+    capsys.readouterr()
+    assert cli.main(["train", "--out", str(notes), "--force", "--epochs", "1"]) == 2
+    assert "holds no training run's config.json" in capsys.readouterr().err
+    assert (notes / "mine.txt").read_text() == "keep"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
+from ..io import read_json
 from ..nets import TrainConfig, run_training
 from ..nets.config import TRAIN_PRESETS
 from . import add_job_parser, job_config
@@ -59,6 +62,12 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the run already in --out (a folder with a training run's config.json) "
+        "and start again",
+    )
+    parser.add_argument(
         "--preset",
         choices=sorted(TRAIN_PRESETS),
         help="start from a named setting, flags override it: 'paper' is close to the "
@@ -70,6 +79,10 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     preset = TRAIN_PRESETS[args.preset] if args.preset else None
     config = job_config(args, TrainConfig, preset)
+    if args.force:
+        if args.resume:
+            raise ValueError("--force starts the run again; it cannot be combined with --resume")
+        _remove_previous_run(Path(args.out))
     summary = run_training(config, args.out, resume=args.resume, progress=args.progress)
     keys = SUMMARY_KEYS + tuple(key for key in MIXTURE_KEYS if key in summary)
     width = max(map(len, keys + ("better_fit",)))
@@ -78,3 +91,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'better_fit':<{width}}  {summary['better_fit']}")
     print(f"wrote {args.out}/summary.json")
     return 0
+
+
+def _remove_previous_run(out: Path) -> None:
+    """Delete the training run in ``out``; refuse a folder that holds anything else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
+    if not any(out.iterdir()):
+        return
+    if not (out / "config.json").is_file() or "config" not in read_json(out / "config.json"):
+        raise ValueError(
+            f"--force deletes only a training run, and {str(out)!r} holds no training run's "
+            f"config.json; choose another --out"
+        )
+    shutil.rmtree(out)
