@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "ufm.commands.train",
     "ufm.commands.reproduce",
     "ufm.commands.figures",
+    "ufm.commands.sweep",
 )
 
 

@@ -1,0 +1,48 @@
+"""``ufm sweep``: run ``ufm solve`` or ``ufm train`` over a grid of configurations."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import HelpFormatter
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        formatter_class=HelpFormatter,
+        help="run a solve or train job over the Cartesian product of a grid (submitit)",
+        description="Run one job over a grid: [base] holds the fields of one job (job = "
+        "'solve' or 'train'), [grid] field = [values], [executor] the SLURM settings. Each "
+        "point is a run folder under DIR/points/; DIR/sweep.csv and sweep.json list every "
+        "point with its status and summary numbers. A second call reuses complete points and "
+        "reruns failed or interrupted ones.",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE.toml", help="the sweep file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the sweep folder")
+    parser.add_argument("--executor", default="local",
+                        help="local (processes on this machine), slurm (a job array) or debug "
+                        "(in this process, one point after the other)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="points that run at once (on slurm: the array parallelism, unless "
+                        "[executor] array_parallelism says otherwise)")
+    parser.add_argument("--force", action="store_true",
+                        help="run into DIR even if it holds a sweep of another grid or base")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.config)
+    rows = run_sweep(spec, args.out, args.executor, args.jobs, force=args.force,
+                     progress=not args.no_progress, sweep_text=Path(args.config).read_text())
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "pending")}
+    for row in rows:
+        if row["status"] == "failed":
+            print(f"failed: {row['point']}: {row['error']}")
+    print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending of "
+          f"{len(rows)} points; wrote {Path(args.out) / 'sweep.csv'}")
+    return 0 if counts["done"] == len(rows) else 1

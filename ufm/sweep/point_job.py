@@ -1,0 +1,101 @@
+"""One sweep point as a submitit job: the run folder that ``ufm solve`` or ``ufm train`` writes.
+
+:func:`run_point` is what each executor runs (in a worker process, a SLURM task or, for the
+debug executor, in the sweep's own process), one point or, with :func:`run_points`, several
+one after the other. It never raises for a failed run: it returns
+``{"status": "failed", "error": ...}`` and leaves the traceback in the point's ``error.txt``,
+so the sweep records the message the same way on every executor.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..commands.solve import FINISHED
+from ..config import config_from_dict, config_to_dict
+from ..io import prepare_run_dir, write_json
+
+ERROR_FILE = "error.txt"
+CHECKPOINT_EVERY = 60.0  # seconds, as ``ufm solve``
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (0: unchanged), restored after."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_point(job: str, config: dict[str, Any], out: str, threads: int = 0,
+              resume: bool = False) -> dict[str, Any]:
+    """Run one point into the folder ``out``; ``{"status": "done" | "failed" | "interrupted"}``.
+
+    ``config`` is the JSON form of the point's configuration; ``threads`` the torch CPU
+    threads of a solve (a train job has its own ``threads`` field); ``resume`` continues
+    from the checkpoint an interrupted attempt left.
+    """
+    folder = Path(out)
+    try:
+        with torch_threads(threads):
+            if job == "solve":
+                stop = _solve(config, folder, resume)
+            elif job == "train":
+                stop = _train(config, folder, resume)
+            else:
+                raise ValueError(f"unknown job {job!r}")
+    except Exception as error:  # the sweep records it; the other points go on
+        if not folder.exists():
+            folder.mkdir(parents=True)
+        if folder.is_dir():
+            (folder / ERROR_FILE).write_text(traceback.format_exc())
+        message = str(error).strip().splitlines()
+        return {"status": "failed", "error": f"{type(error).__name__}: {message[0] if message else ''}",
+                "pid": os.getpid()}
+    return {"status": "interrupted" if stop == "interrupted" else "done", "pid": os.getpid()}
+
+
+def run_points(job: str, items: list[tuple[dict[str, Any], str, bool]],
+               threads: int = 0) -> list[dict[str, Any]]:
+    """:func:`run_point` for each ``(config, out, resume)`` in turn, in one process (one
+    start-up and one import for several points: a local sweep gives each worker a share)."""
+    return [run_point(job, config, out, threads, resume) for config, out, resume in items]
+
+
+def _solve(data: dict[str, Any], out: Path, resume: bool) -> str:
+    """What ``ufm solve --out`` does (``--resume`` when ``resume``), without printing."""
+    from ..solver import CHECKPOINT, UFMConfig, solve
+
+    config = config_from_dict(UFMConfig, data)
+    out = prepare_run_dir(out)
+    if not resume:
+        (out / "summary.json").unlink(missing_ok=True)
+        (out / CHECKPOINT).unlink(missing_ok=True)
+    write_json(out / "config.json", config_to_dict(config))
+    result = solve(config, progress=False, checkpoint_dir=out, resume=resume,
+                   checkpoint_every=CHECKPOINT_EVERY)
+    if result.stop_reason == "interrupted":
+        return "interrupted"
+    result.save(out)
+    if result.stop_reason in FINISHED:
+        (out / CHECKPOINT).unlink(missing_ok=True)  # the results hold everything it had
+    return result.stop_reason
+
+
+def _train(data: dict[str, Any], out: Path, resume: bool) -> str:
+    """What ``ufm train --out`` does (``--resume`` when ``resume``), without a progress bar."""
+    from ..nets import TrainConfig, run_training
+
+    summary = run_training(config_from_dict(TrainConfig, data), out, resume=resume, progress=False)
+    return "done" if summary else "interrupted"
