@@ -33,6 +33,7 @@ from ..theory import (
     optimal_coefficients,
     optimal_features,
 )
+from .chunk_threads import ChunkThreads
 from .problem import Problem
 
 
@@ -48,6 +49,7 @@ class TheoryReference:
     def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor):
         self.problem = problem
         self.a, self.b = a, b
+        self.threads = ChunkThreads(problem.device, problem.config.parallel)
 
     @classmethod
     def build(cls, problem: Problem) -> TheoryReference | None:
@@ -80,12 +82,10 @@ class TheoryReference:
         """|H - H*|_F / |H*|_F over all samples (chunk by chunk)."""
         n = self.problem.n
         chunk = self.problem.config.chunk_size
-        num = den = 0.0
-        for start in range(0, n, chunk):
-            idx = torch.arange(start, min(start + chunk, n), device=features.device)
-            a, b = self._sums(features, frame, idx)
-            num, den = num + a, den + b
-        return _relative(num, den)
+        chunks = [torch.arange(start, min(start + chunk, n), device=features.device)
+                  for start in range(0, n, chunk)]
+        sums = self.threads.map(lambda idx: self._sums(features, frame, idx), chunks)
+        return _relative(sum(a for a, _ in sums), sum(b for _, b in sums))
 
     def distance_per_lam(self, features, frame) -> dict[str, float] | None:
         """Relative distance per distinct lam, keyed by lam to 6 digits (grid problems only)."""
