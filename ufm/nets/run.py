@@ -17,8 +17,6 @@ checkpoints) -> final measurement -> files. The output folder holds
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import config_to_dict
-from ..devices import resolve_device
+from ..devices import resolve_device, torch_threads
 from ..io import (
     SUMMARY,
     is_complete,
@@ -100,18 +98,6 @@ def _check_output_folder(out: Path, config: TrainConfig, resume: bool) -> None:
                 f"cannot resume with a different configuration; fields that differ from "
                 f"{str(out / 'config.json')!r}: {', '.join(differing)}"
             )
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """``torch.set_num_threads(threads)`` inside the block (0: unchanged), restored after."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_training(

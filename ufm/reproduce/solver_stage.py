@@ -33,7 +33,7 @@ import numpy as np
 from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
-from ..nets.run import torch_threads
+from ..devices import torch_threads
 from ..solver import CHECKPOINT, solve
 from ..solver.problem import UFMConfig
 from ..solver.results import load_result

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +18,11 @@ import torch
 
 from ..commands.solve import FINISHED
 from ..config import config_from_dict, config_to_dict
+from ..devices import torch_threads
 from ..io import prepare_run_dir, write_json
 
 ERROR_FILE = "error.txt"
 CHECKPOINT_EVERY = 60.0  # seconds, as ``ufm solve``
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """torch's CPU threads set to ``threads`` inside the block (0: unchanged), restored after."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_point(job: str, config: dict[str, Any], out: str, threads: int = 0,
