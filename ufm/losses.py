@@ -35,6 +35,7 @@ __all__ = [
     "Focal",
     "LOSSES",
     "get_loss",
+    "smoothing",
     "mixup_target",
 ]
 
@@ -242,6 +243,11 @@ class Focal(MixupLoss):
 LOSSES: dict[str, type[MixupLoss]] = {
     cls.name: cls for cls in (CrossEntropy, SquaredError, LabelSmoothing, Focal)
 }
+
+
+def smoothing(loss: MixupLoss) -> float:
+    """The label-smoothing :math:`\varepsilon` of ``loss``: its ``eps``, 0 for every other loss."""
+    return loss.eps if isinstance(loss, LabelSmoothing) else 0.0
 
 
 def get_loss(name: str | MixupLoss, **params: Any) -> MixupLoss:

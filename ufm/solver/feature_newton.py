@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ..etf import truncated_svd
-from ..losses import LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
+from ..losses import MixupLoss, SquaredError, _SoftmaxFamily, smoothing
 from .chunk_threads import ChunkThreads
 from .feature_totals import InnerStats, Totals
 from .fused_loss import loss_terms
@@ -182,7 +182,7 @@ class FeatureSolver:
         if loss_frame is None or not self._softmax:
             frame_p = p @ self.A
         else:
-            eps = self.loss.eps if isinstance(self.loss, LabelSmoothing) else 0.0
+            eps = smoothing(self.loss)
             lam = self.lam[idx]
             frame_p = (loss_frame + ((1 - eps) * lam)[:, None] * a_c
                        + ((1 - eps) * (1 - lam))[:, None] * a_cp)

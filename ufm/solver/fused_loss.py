@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import LabelSmoothing, MixupLoss, _SoftmaxFamily
+from ..losses import MixupLoss, _SoftmaxFamily, smoothing
 
 
 def exp_parts(z: torch.Tensor):
@@ -33,7 +33,7 @@ def loss_terms(loss: MixupLoss, z, c, c_prime, lam, need_grad: bool = True):
     if not isinstance(loss, _SoftmaxFamily):
         value = loss(z, c, c_prime, lam)
         return value, None, (loss.grad(z, c, c_prime, lam) if need_grad else None)
-    eps = loss.eps if isinstance(loss, LabelSmoothing) else 0.0
+    eps = smoothing(loss)
     w_c, w_cp, uniform = (1 - eps) * lam, (1 - eps) * (1 - lam), eps / z.shape[1]
     p, total, lse = exp_parts(z)
     target_dot = w_c * z.gather(1, c[:, None]).squeeze(1) + w_cp * z.gather(1, c_prime[:, None]).squeeze(1)

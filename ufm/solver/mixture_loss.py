@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import Focal, LabelSmoothing, MixupLoss, SquaredError, _SoftmaxFamily
+from ..losses import Focal, MixupLoss, SquaredError, _SoftmaxFamily, smoothing
 from .fused_loss import exp_parts
 
 
@@ -60,7 +60,7 @@ def mixture_loss_terms(loss: MixupLoss, z, classes, weights, need_grad: bool = T
 
 def _softmax_terms(loss, z, classes, weights, need_grad):
     """Cross-entropy against t = (1-eps) y + eps/K: one exponential for value, p and gradient."""
-    eps = loss.eps if isinstance(loss, LabelSmoothing) else 0.0
+    eps = smoothing(loss)
     target = (1 - eps) * weights
     uniform = eps / z.shape[1]
     p, total, lse = exp_parts(z)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import LabelSmoothing, MixupLoss, SquaredError
+from ..losses import MixupLoss, SquaredError, smoothing
 from .chunk_threads import ChunkThreads
 from .feature_newton import FeatureSolver
 from .mixture_loss import mixture_loss_hvp, mixture_loss_terms
@@ -109,7 +109,7 @@ class MixtureFeatureSolver(FeatureSolver):
         if loss_frame is None or not self._softmax:
             frame_p = p @ self.A
         else:
-            eps = self.loss.eps if isinstance(self.loss, LabelSmoothing) else 0.0
+            eps = smoothing(self.loss)
             target = (1 - eps) * self.weights[idx]
             frame_p = loss_frame + torch.bmm(target[:, None, :], rows).squeeze(1)
             if eps:

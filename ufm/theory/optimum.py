@@ -32,7 +32,7 @@ import torch
 
 from .._checks import check_float, check_index_tensor, check_int, check_tensor_range
 from ..etf import check_simplex_etf, gain, row_norm
-from ..losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_loss
+from ..losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_loss, smoothing
 from .reduced_equations import solve_reduced
 
 __all__ = [
@@ -72,10 +72,6 @@ def _lam_array(lam) -> np.ndarray:
         bad = lam.min() if lam.min() < 0 else lam.max()
         raise ValueError(f"lam must lie in [0, 1], found {bad!r}")
     return lam
-
-
-def _smoothing_of(loss: MixupLoss) -> float:
-    return loss.eps if isinstance(loss, LabelSmoothing) else 0.0
 
 
 def _ce_scaled(K: int, lam: np.ndarray, t: float, smoothing: float):
@@ -141,7 +137,7 @@ def optimal_coefficients(
     if isinstance(loss, SquaredError):
         return mse_coefficients(K, lam, lam_H, scale)
     if isinstance(loss, (CrossEntropy, LabelSmoothing)):
-        return ce_coefficients(K, lam, lam_H, scale, _smoothing_of(loss))
+        return ce_coefficients(K, lam, lam_H, scale, smoothing(loss))
     raise ValueError(
         f"no exact theory for loss {loss.name!r}; exact theory exists for 'ce', "
         "'label_smoothing' and 'mse' (use ufm.theory.certificate or the solver for other losses)"
