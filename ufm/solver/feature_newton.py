@@ -73,6 +73,8 @@ class FeatureSolver:
                threads: ChunkThreads) -> None:
         """The parts every sample layout shares (see :mod:`.mixture_newton` for m classes)."""
         self.threads = threads
+        # per-sample weights of the objective (class imbalance; None: all 1)
+        self.sample_weight: torch.Tensor | None = None
         # the sums g_s h_s^T of a learned W (a fixed classifier's method turns them off)
         self.grad_W_needed = True
         self.loss = loss
@@ -295,18 +297,21 @@ class FeatureSolver:
     def _accumulate(self, idx):
         x, _, value, _, g_z, grad = self._measure(idx)
         part = Totals(self)
-        part.add(value, g_z, x, grad)
+        part.add(value, g_z, x, grad, self._weight(idx))
         return part
+
+    def _weight(self, idx):
+        return None if self.sample_weight is None else self.sample_weight[idx]
 
     def _newton_chunk(self, idx, tol, totals, before_step):
         x, z, value, p, g_z, grad = self._measure(idx)
         gnorm = grad.norm(dim=-1)
         todo = (gnorm > tol) & ~self._finish[idx]
         if before_step:
-            totals.add(value, g_z, x, grad)
+            totals.add(value, g_z, x, grad, self._weight(idx))
         elif not bool(todo.all()):
             done = ~todo
-            totals.add(value[done], g_z[done], x[done], grad[done])
+            totals.add(value[done], g_z[done], x[done], grad[done], self._weight(idx[done]))
         if not bool(todo.any()):
             return todo, 0
         if bool(todo.all()):  # no copies when every sample in the chunk steps

@@ -39,11 +39,19 @@ class Totals:
         self.finite = True
         self.at_rounding = True
 
-    def add(self, value, g_z, x, grad):
+    def add(self, value, g_z, x, grad, weight=None):
+        """Add samples: loss values, logit gradients, coordinates, feature gradients.
+
+        ``weight`` (optional, per sample) weighs the objective and the classifier gradients
+        (class imbalance); the feature gradients are per-sample and stay unweighted.
+        """
         if value.numel() == 0:
             return
         values = value + 0.5 * self.solver.lam_H * (x * x).sum(-1)
         self.finite = self.finite and bool(torch.isfinite(values).all())
+        if weight is not None:
+            values = values * weight
+            g_z = g_z * weight[:, None]
         self.objective += values.sum().to(torch.float64)
         if self.solver.grad_W_needed:
             self.grad_W_x += g_z.T @ x

@@ -8,7 +8,9 @@ on the curvature of that block. Each feature is stepped with its own per-sample 
 :math:`n`), with :math:`L_H = \kappa\|W\|_2^2 + \lambda_H`; the classifier with
 :math:`L_W = \kappa\,\frac1n\sum_s\|h_s\|^2 + \lambda_W` and :math:`L_b = \kappa + \lambda_b`,
 where :math:`\kappa` is the curvature taken for the loss in the logits (1 for the squared
-error, 1/2 for the others), and ``lr`` defaults to 1. Samples of m > 2 classes take their
+error, 1/2 for the others), and ``lr`` defaults to 1. Under class imbalance (sample weights
+:math:`w_s`) a feature steps with the gradient of its own :math:`\phi_s`, the gradient above
+divided by :math:`w_s`, so every sample keeps its step size. Samples of m > 2 classes take their
 loss terms from :mod:`.mixture_loss`. A non-finite velocity stops the run
 as ``"diverged"`` before it is applied, so the last finite state is kept.
 """
@@ -99,8 +101,15 @@ class HeavyBall:
                 value, _, g = loss_terms(problem.loss, z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
             else:
                 value, _, g = mixture_loss_terms(problem.loss, z, problem.classes[idx], problem.weights[idx])
-            objective += float(value.sum()) + 0.5 * config.lam_H * float((h * h).sum())
+            penalty = 0.5 * config.lam_H * (h * h).sum(-1)
+            # the per-sample gradient of phi_s (unweighted, as the Newton method reports it)
             torch.addmm(h, g, W, beta=config.lam_H, out=grad_H[idx])
+            if problem.sample_weight is None:
+                objective += float(value.sum() + penalty.sum())
+            else:  # class imbalance: each sample's loss and penalty weighed alike
+                weight = problem.sample_weight[idx]
+                objective += float(((value + penalty) * weight).sum())
+                g = g * weight[:, None]
             grad_W += g.T @ h
             grad_b += g.sum(0)
         F, grad_W, grad_b = penalised_objective(state, W, b, objective, grad_W, grad_b)

@@ -57,6 +57,7 @@ class NewtonMethod:
                 problem.classes, problem.weights, problem.loss, config.lam_H, config.chunk_size,
                 config.parallel,
             )
+        self.feature_solver.sample_weight = problem.sample_weight
         self.memory = LBFGSMemory(_LBFGS_MEMORY)
         self.current: dict[str, Any] | None = None
 

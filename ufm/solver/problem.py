@@ -26,6 +26,7 @@ import torch
 from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES, DTYPES, resolve_device, resolve_dtype
 from ..etf import simplex_etf
+from ..imbalance import PAIRINGS, check_imbalance, class_sizes, is_balanced, pair_weight
 from ..losses import LOSSES, Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
 from .chunk_threads import PARALLEL
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
@@ -63,6 +64,15 @@ class UFMConfig:
     :func:`ufm.solve`), or "learned" (from ``init`` = "random" with entries of standard
     deviation ``init_scale``/sqrt(d), or "etf"). ``bias`` adds a learned bias.
 
+    Class imbalance: the last ``minority_classes`` = k classes have 1/``imbalance_ratio`` of
+    the samples of the others (:mod:`ufm.imbalance`). With ``pairing`` = "sample" (default)
+    both partners of a mixture come from the imbalanced training set, so a sample of classes
+    (c, c') carries weight n_c n_c' (the product over all m classes of a mixture) in the loss
+    and in the feature penalty alike: the expected mixup objective. With "class" only the
+    first partner c (the one weighted by lam) comes from it and its partner class is drawn
+    uniformly, giving weight n_c (pairs only). The weights have mean 1, so ratio 1 is the
+    balanced problem.
+
     Method: "newton" (default: exact per-sample Newton for the features, L-BFGS on the
     classifier with the features eliminated) or "gd" (gradient descent with momentum on
     all variables, features scaled per sample). Stops at gradient norm <= ``tol``,
@@ -75,6 +85,7 @@ class UFMConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "pairs": PAIRS, "loss": tuple(sorted(LOSSES)), "classifier": CLASSIFIERS, "init": INITS,
         "method": METHODS, "dtype": tuple(DTYPES), "device": DEVICE_CHOICES, "parallel": PARALLEL,
+        "pairing": PAIRINGS,
     }
 
     K: int = 10
@@ -86,6 +97,9 @@ class UFMConfig:
     lams: tuple[float, ...] | None = None
     num_lams: int = 21
     alpha: float | None = None
+    imbalance_ratio: float = 1.0
+    minority_classes: int = 0
+    pairing: str = "sample"
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
     lam_H: float = 5e-3
@@ -131,6 +145,13 @@ class UFMConfig:
             if not self.lams:
                 raise ValueError("lams must not be empty")
         self.num_lams = check_int("num_lams", self.num_lams, minimum=1)
+        self.imbalance_ratio, self.minority_classes = check_imbalance(
+            self.imbalance_ratio, self.minority_classes, self.K)
+        self.pairing = check_choice("pairing", self.pairing, PAIRINGS)
+        if self.pairing == "class" and self.mixup_points > 2:
+            raise ValueError(
+                f"pairing = 'class' weights the first partner of a pair; with mixup_points = "
+                f"{self.mixup_points} > 2 use pairing = 'sample'")
         loss = self.make_loss()  # validates the name and the parameters
         if self.mixup_points > 2:
             check_mixture_fields(self)
@@ -208,7 +229,9 @@ class Problem:
 
     Pairs (``mixup_points`` = 2) have ``c``, ``c_prime`` (int64) and ``lam`` (n,), and
     ``classes = weights = None``; m-class mixtures have ``classes`` (n, m) int64 and
-    ``weights`` (n, m) in ``dtype``, and ``c = c_prime = lam = None``.
+    ``weights`` (n, m) in ``dtype``, and ``c = c_prime = lam = None``. ``sample_weight``
+    (n,) in ``dtype``, mean 1, weighs each sample's loss and feature penalty under class
+    imbalance (None when balanced: every weight 1).
     """
 
     config: UFMConfig
@@ -222,6 +245,7 @@ class Problem:
     dtype: torch.dtype
     classes: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    sample_weight: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -287,6 +311,7 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
     W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
     b0 = _initial_bias(config, b_init)
     loss = config.make_loss()
+    partners = torch.stack([c, c_prime], dim=1) if config.pairing == "sample" else c
     return Problem(
         config=config,
         loss=loss,
@@ -297,6 +322,7 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
         b0=None if b0 is None else b0.to(device=device, dtype=dtype),
         device=device,
         dtype=dtype,
+        sample_weight=_sample_weight(config, partners, device, dtype),
     )
 
 
@@ -317,7 +343,16 @@ def _mixture_problem(config: UFMConfig, W_init, b_init, generator, device, dtype
         dtype=dtype,
         classes=classes.to(device),
         weights=weights.to(device=device, dtype=dtype),
+        sample_weight=_sample_weight(config, classes, device, dtype),
     )
+
+
+def _sample_weight(config: UFMConfig, partners: torch.Tensor, device, dtype) -> torch.Tensor | None:
+    """The imbalance weight of each sample (:func:`ufm.imbalance.pair_weight`), None if balanced."""
+    if is_balanced(config.imbalance_ratio, config.minority_classes):
+        return None
+    sizes = class_sizes(config.K, config.imbalance_ratio, config.minority_classes)
+    return pair_weight(sizes, partners).to(device=device, dtype=dtype)
 
 
 def _beta_sample(beta, size: int, generator: torch.Generator) -> torch.Tensor:

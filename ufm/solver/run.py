@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from ..etf import etf_distance
+from ..imbalance import classifier_imbalance
 from ._allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT, Checkpoints
 from .gd import HeavyBall
@@ -209,6 +210,7 @@ class _Run:
             "W_row_norm_mean": float(state.W.norm(dim=1).mean()),
             "bias_norm": None if state.b is None else float(state.b.norm()),
             "etf_possible": etf_impossible_message(config) is None,
+            **classifier_imbalance(state.W, config.minority_classes),
         }
         if self.theory is not None:
             frame = self.method.theory_frame()
