@@ -76,6 +76,9 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+IMBALANCE_KEYS = ("majority_test_accuracy", "minority_test_accuracy", "minority_cosine")
+
+
 def run(args: argparse.Namespace) -> int:
     preset = TRAIN_PRESETS[args.preset] if args.preset else None
     config = job_config(args, TrainConfig, preset)
@@ -85,9 +88,12 @@ def run(args: argparse.Namespace) -> int:
         _remove_previous_run(Path(args.out))
     summary = run_training(config, args.out, resume=args.resume, progress=args.progress)
     keys = SUMMARY_KEYS + tuple(key for key in MIXTURE_KEYS if key in summary)
+    if config.minority_classes:
+        keys += IMBALANCE_KEYS
     width = max(map(len, keys + ("better_fit",)))
     for key in keys:
-        print(f"{key:<{width}}  {summary[key]:.6g}")
+        value = summary[key]
+        print(f"{key:<{width}}  {'-' if value is None else format(value, '.6g')}")
     print(f"{'better_fit':<{width}}  {summary['better_fit']}")
     print(f"wrote {args.out}/summary.json")
     return 0

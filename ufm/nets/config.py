@@ -9,6 +9,7 @@ import numpy as np
 
 from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES
+from ..imbalance import check_imbalance
 from ..losses import get_loss
 from .data import DATASETS, DIRECTORY_DATASETS
 from .models import MODELS
@@ -42,7 +43,11 @@ class TrainConfig:
 
     Data: ``dataset`` (one of :data:`ufm.nets.data.DATASETS`), ``data_dir`` (needed for
     mnist, fashion_mnist, cifar10), ``train_subset`` (0: the whole training split; otherwise
-    a fixed seeded subset of that size).
+    a fixed seeded subset of that size), ``imbalance_ratio`` rho >= 1 and
+    ``minority_classes`` k in [0, K - 1]: step imbalance, the last k classes keep
+    round(n_c / rho) of their training samples, drawn with the seed (1 or 0: balanced; the
+    test set is never reduced; :mod:`ufm.nets.imbalanced_data`). Mixup partners come from
+    the shuffled imbalanced batch, so the pairing is sample-proportional.
 
     Model: ``model`` (one of :data:`ufm.nets.models.MODELS`), ``width`` (0: the model's
     default; MLP hidden units 256, CNN base channels 32, ResNet-18 base channels 64),
@@ -88,6 +93,8 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     train_subset: int = 0
+    imbalance_ratio: float = 1.0
+    minority_classes: int = 0
     model: str = "mlp"
     width: int = 0
     depth: int = 2
@@ -136,6 +143,9 @@ class TrainConfig:
                 " need none"
             )
         self.train_subset = check_int("train_subset", self.train_subset, minimum=0)
+        # The upper bound K - 1 of minority_classes needs K: check_against_data.
+        self.imbalance_ratio = check_float("imbalance_ratio", self.imbalance_ratio, 1.0, None)
+        self.minority_classes = check_int("minority_classes", self.minority_classes, minimum=0)
         check_choice("model", self.model, MODELS)
         self.width = check_int("width", self.width, minimum=0)
         self.depth = check_int("depth", self.depth, minimum=0)
@@ -194,9 +204,16 @@ class TrainConfig:
             )
 
     def check_against_data(self, num_classes: int) -> None:
-        """Refuse what only the data can rule out: class indices and d against K."""
+        """Refuse what only the data can rule out: class indices, minorities and d against K."""
         if num_classes < 3:
             raise ValueError(f"the measurements need K >= 3 classes, got K={num_classes}")
+        if self.minority_classes > num_classes - 1:
+            raise ValueError(
+                f"minority_classes={self.minority_classes} is too large for dataset "
+                f"{self.dataset!r} with K={num_classes} classes: allowed 0 <= "
+                f"minority_classes <= K-1 = {num_classes - 1} (one class at least stays a majority)"
+            )
+        check_imbalance(self.imbalance_ratio, self.minority_classes, num_classes)
         for c in self.triple:
             if c >= num_classes:
                 raise ValueError(

@@ -11,7 +11,12 @@ checkpoints) -> final measurement -> files. The output folder holds
   ``linearity.csv``, ``activations_triple.npz``, ``activations_all.npz``, and with
   ``mixup_points >= 3`` ``mixtures3.csv`` and ``activations_mixtures3.npz``
   (:mod:`ufm.nets.mixtures`);
-* ``summary.json``, written last: its presence marks the run complete.
+* ``summary.json``, written last: its presence marks the run complete. Besides the final
+  measurement it holds the per-class test accuracy, the training class counts and the
+  classifier's geometry under class imbalance (:func:`ufm.nets.imbalanced_data.imbalance_summary`).
+
+The training split is subsampled to the configured step imbalance right after it is loaded
+and checked (:mod:`ufm.nets.imbalanced_data`); the test split stays balanced.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from ..io import (
 from ..losses import get_loss
 from .config import TrainConfig
 from .data import load_dataset
+from .imbalanced_data import imbalance_summary, imbalanced_dataset
 from .measure import Measurement, calibration_measurement, measure
 from .mixtures import add_mixture_measurement
 from .mixup import Mixup
@@ -119,6 +125,7 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_dir, config.train_subset)
     config.check_against_data(data.num_classes)
+    data = imbalanced_dataset(data, config.imbalance_ratio, config.minority_classes, config.seed)
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss = get_loss(config.loss, **config.loss_params)
     mixup = Mixup(
@@ -215,6 +222,9 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
     write_csv(out / "metrics.csv", state.history)
     summary = {
         **final,
+        **imbalance_summary(
+            model, data, config.minority_classes, config.measure_batch_size, device
+        ),
         "epochs": config.epochs,
         "seconds": elapsed(),
         "device": str(device),
