@@ -1,9 +1,12 @@
-"""Figures of a reproduction, drawn from its result files, never recomputed.
+"""Figures of a reproduction or of a sweep, drawn from their result files, never recomputed.
 
 Each figure is a function ``root -> matplotlib Figure`` reading the files of the reproduction
 folder ``root`` (:mod:`ufm.reproduce.layout`); :func:`build_figure` returns it,
 :func:`draw_figures` writes ``<name>.png`` and ``<name>.pdf``. :data:`FIGURES` lists them in order with the stages whose files they
-read; both functions check those stages before drawing anything.
+read; both functions check those stages before drawing anything. The phase figures of a
+sweep folder (:mod:`.phase`: :data:`SWEEP_FIGURES`, :func:`draw_sweep_figures`) are drawn
+from its ``sweep.json``, those of a reproduction's sweep stage by :func:`draw_phase_figures`;
+:func:`draw_from` draws whichever its folder holds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ from ..reproduce import layout
 from .._checks import check_int
 from ..io import prepare_run_dir
 from . import calibration, coefficients, curves, geometry, mixtures, training
+from .phase import (
+    SWEEP_FIGURES,
+    SweepFigureSpec,
+    build_sweep_figure,
+    draw_sweep_figures,
+    etf_phase,
+    minority_phase,
+    reproduction_phase_figures,
+)
+from .sweep_files import is_sweep
 from .style import RC, save
 
 
@@ -162,11 +175,81 @@ def draw_figures(
     return written
 
 
+def draw_phase_figures(
+    root: str | Path,
+    names=None,
+    out: str | Path | None = None,
+    dpi: int = 150,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Draw the phase figures ``names`` (default: all) of the reproduction's sweep stage
+    (:func:`.phase.reproduction_phase_figures`) into ``out`` (default ``root/figures``)."""
+    figures = reproduction_phase_figures(root)
+    names = list(figures) if names is None else list(names)
+    unknown = [n for n in names if n not in figures]
+    if unknown:
+        raise ValueError(f"unknown phase figure {unknown[0]!r}; phase figures of "
+                         f"{str(root)!r}: {', '.join(figures) or 'none'}")
+    out = out if out is not None else layout.stage_dir(root, layout.FIGURES)
+    written = []
+    for name in names:
+        folder, figure = figures[name]
+        written += draw_sweep_figures(folder, [figure], out, dpi, log,
+                                      prefix=name[: -len(figure)])
+    return written
+
+
+def draw_from(
+    source: str | Path,
+    names=None,
+    out: str | Path | None = None,
+    dpi: int = 150,
+    log: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """The figures of ``source``: a sweep folder's (``sweep.json``: the sweep figures that
+    apply), or a reproduction's (:data:`FIGURES` and its sweep stage's phase figures);
+    ``names`` picks some of them."""
+    source = Path(source)
+    if is_sweep(source):
+        return draw_sweep_figures(source, names, out, dpi, log)
+    if not (source / layout.CONFIG).is_file():
+        raise ValueError(
+            f"{str(source)!r} is not a folder of reproduction results (no {layout.CONFIG}; "
+            "create one with: ufm reproduce --out DIR) nor a sweep folder (no sweep.json; "
+            "create one with: ufm sweep --config FILE --out DIR)"
+        )
+    phase = reproduction_phase_figures(source)
+    if names is None:
+        figure_names, phase_names = None, list(phase)
+    else:
+        names = list(names)
+        unknown = [n for n in names if n not in FIGURES and n not in phase]
+        if unknown:
+            raise ValueError(f"unknown figure {unknown[0]!r}; known figures: "
+                             f"{', '.join([*FIGURES, *phase])}")
+        figure_names = [n for n in names if n in FIGURES]
+        phase_names = [n for n in names if n in phase]
+    written = []
+    if figure_names is None or figure_names:
+        written += draw_figures(source, figure_names, out, dpi, log)
+    if phase_names:
+        written += draw_phase_figures(source, phase_names, out, dpi, log)
+    return written
+
+
 __all__ = [
     "FIGURES",
+    "SWEEP_FIGURES",
     "FigureSpec",
+    "SweepFigureSpec",
     "build_figure",
+    "build_sweep_figure",
     "check_figure_names",
     "check_results",
     "draw_figures",
+    "draw_from",
+    "draw_phase_figures",
+    "draw_sweep_figures",
+    "etf_phase",
+    "minority_phase",
 ]

@@ -13,6 +13,7 @@ from ..nets.data import DATASETS
 from ..nets.models import MODELS
 
 LEARNED_LOSSES = ("ce", "label_smoothing", "focal")
+SWEEP_GRIDS = ("quick", "full")
 
 
 @dataclass
@@ -38,6 +39,11 @@ class ReproduceConfig:
     measurements every ``measure_every`` epochs on a ``net_lams``-point lam grid with
     ``pairs_per_class_pair``, ``pairs_all_classes`` and ``linearity_pairs`` pairs,
     checkpoints every ``checkpoint_every`` epochs, ``train_subset`` (0: all), ``seed``.
+
+    **Sweep** (:mod:`ufm.reproduce.sweep_stage`, THEORY.md section 4): ``sweep_grid`` =
+    "quick" (K = 4, three small grids) or "full" (this configuration's K, d, lam_H, lam_W,
+    ``learned_tol``, ``max_iters`` and ``solver_lams``, five grids) of learned-classifier
+    solves: when does W become a simplex ETF?
 
     **Execution**: ``device`` ("auto" picks CUDA, then MPS, then CPU) and ``threads`` (torch
     CPU threads of the solver and network runs, 0: torch's own setting; see
@@ -77,6 +83,7 @@ class ReproduceConfig:
     linearity_pairs: int = 200
     train_subset: int = 0
     seed: int = 0
+    sweep_grid: str = "full"
     device: str = "auto"
     threads: int = 1
     dpi: int = 150
@@ -136,6 +143,7 @@ class ReproduceConfig:
             setattr(self, name, check_int(name, getattr(self, name), minimum=1))
         self.train_subset = check_int("train_subset", self.train_subset, minimum=0)
         self.seed = check_int("seed", self.seed, minimum=0)
+        self.sweep_grid = check_choice("sweep_grid", self.sweep_grid, SWEEP_GRIDS)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
         self.threads = check_int("threads", self.threads, minimum=0)
         self.dpi = check_int("dpi", self.dpi, 30, 600)
@@ -193,6 +201,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "measure_every": 15,
         "net_lams": 11,
+        "sweep_grid": "quick",
         "dpi": 110,
     },
 }

@@ -24,7 +24,11 @@ module is the only contract between the writer and the readers::
     DIR/networks/projection_<run>.npz   the triple's mixed activations in the classifier plane
     DIR/networks/mixture_projection_network.npz  3-point mixup network: mixtures of the triple
     DIR/networks/summary.json
-    DIR/figures/<name>.png, .pdf, summary.json
+    DIR/sweep/<sweep>/                  one ufm.sweep folder per grid of learned-classifier
+                                        solves (THEORY.md section 4): sweep.json, sweep.csv,
+                                        points/<point>/ (each an ordinary ufm solve folder)
+    DIR/sweep/summary.json
+    DIR/figures/<name>.png, .pdf, summary.json   (the sweeps' as <sweep>_<figure>)
     DIR/report.md, DIR/summary.json     written last: the reproduction is complete
 
 A projection file holds ``coordinates`` (P, L, 2) of P class pairs (c <= c') at L values of
@@ -49,8 +53,9 @@ REPORT = "report.md"
 THEORY = "theory"
 SOLVER = "solver"
 NETWORKS = "networks"
+SWEEP = "sweep"
 FIGURES = "figures"
-STAGES = (THEORY, SOLVER, NETWORKS, FIGURES)
+STAGES = (THEORY, SOLVER, NETWORKS, SWEEP, FIGURES)
 
 # Network runs of a reproduction: (name, mixup alpha is used, classifier).
 NETWORK_RUNS = (
@@ -107,6 +112,16 @@ def solver_run(root: str | Path, name: str) -> Path:
 
 def solver_projection(root: str | Path, name: str) -> Path:
     return stage_dir(root, SOLVER) / f"projection_{name}.npz"
+
+
+def sweep_dir(root: str | Path, name: str) -> Path:
+    """The ufm.sweep folder of the sweep ``name`` of the sweep stage."""
+    return stage_dir(root, SWEEP) / name
+
+
+def phase_figure(sweep: str, figure: str) -> str:
+    """The file name (without suffix) of a sweep's figure in the reproduction's figures."""
+    return f"{sweep}_{figure}"
 
 
 def network_run(root: str | Path, name: str) -> Path:

@@ -1,4 +1,4 @@
-"""The reproduction, stage by stage: theory -> solver -> networks -> figures -> report.
+"""The reproduction, stage by stage: theory -> solver -> networks -> sweep -> figures -> report.
 
 Every stage writes its own subfolder of the output folder and, last, its ``summary.json``
 (:mod:`ufm.reproduce.layout`); a stage whose summary exists is reused, not redone, and inside the
@@ -23,14 +23,14 @@ from . import layout
 from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import atomic_path, check_run_config, prepare_run_dir, read_json, write_json
-from ..plots import FIGURES, draw_figures
-from . import network_stage, solver_stage, theory_stage
+from ..plots import FIGURES, draw_figures, draw_phase_figures
+from . import network_stage, solver_stage, sweep_stage, theory_stage
 from .config import ReproduceConfig
 from .report import build_report
 
 EXECUTION_FIELDS = ("device", "threads", "dpi")
 LOCK = ".reproduce.lock"
-STAGE_NAMES = ("theory", "solver", "networks", "figures", "report")
+STAGE_NAMES = ("theory", "solver", "networks", "sweep", "figures", "report")
 
 
 def check_output(out: str | Path, config: ReproduceConfig) -> Path:
@@ -79,10 +79,15 @@ def folder_lock(out: Path) -> Iterator[None]:
 
 
 def _figures(config: ReproduceConfig, root: Path, log) -> dict[str, Any]:
-    written = draw_figures(
-        root, out=layout.stage_dir(root, layout.FIGURES), dpi=config.dpi, log=log
-    )
-    summary = {"figures": list(FIGURES), "files": [p.name for p in written], "dpi": config.dpi}
+    out = layout.stage_dir(root, layout.FIGURES)
+    written = draw_figures(root, out=out, dpi=config.dpi, log=log)
+    phase = draw_phase_figures(root, out=out, dpi=config.dpi, log=log)
+    summary = {
+        "figures": list(FIGURES),
+        "phase_figures": list(dict.fromkeys(p.stem for p in phase)),
+        "files": [p.name for p in written + phase],
+        "dpi": config.dpi,
+    }
     write_json(layout.stage_dir(root, layout.FIGURES) / layout.SUMMARY, summary)
     return summary
 
@@ -115,6 +120,7 @@ def _run_stages(config: ReproduceConfig, out: Path, progress: bool, log) -> dict
         ("theory", lambda: theory_stage.run(config, out)),
         ("solver", lambda: solver_stage.run(config, out, progress, log)),
         ("networks", lambda: network_stage.run(config, out, progress, log)),
+        ("sweep", lambda: sweep_stage.run(config, out, progress, log)),
         ("figures", lambda: _figures(config, out, log)),
     ]
     seconds: dict[str, float] = {}
@@ -131,12 +137,12 @@ def _run_stages(config: ReproduceConfig, out: Path, progress: bool, log) -> dict
         log(f"[{k}/{len(STAGE_NAMES)}] {name}: done in {seconds[name]:.1f} s")
     report_path = out / layout.REPORT
     if not (report_path.is_file() and (out / layout.SUMMARY).is_file()) or seconds:
-        log(f"[5/{len(STAGE_NAMES)}] report: writing {report_path}")
+        log(f"[{len(STAGE_NAMES)}/{len(STAGE_NAMES)}] report: writing {report_path}")
         _write_text(report_path, build_report(out, seconds))
         summary = _summary(out, seconds)
         write_json(out / layout.SUMMARY, summary)
     else:
-        log(f"[5/{len(STAGE_NAMES)}] report: complete, reused")
+        log(f"[{len(STAGE_NAMES)}/{len(STAGE_NAMES)}] report: complete, reused")
     return read_json(out / layout.SUMMARY)
 
 

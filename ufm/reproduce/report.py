@@ -17,6 +17,7 @@ from ..io import read_json
 from ..nets.ufm_comparison import LAM_H_RANGE
 from ..plots import FIGURES
 from .figure_numbers import NUMBERS, Summaries
+from .sweep_report import sweep_section
 
 PAPER = (
     "Q. Fisher, H. Meng, V. Papyan, *Pushing Boundaries: Mixup's Influence on Neural Collapse*, "
@@ -375,6 +376,7 @@ def build_report(root: str | Path, seconds: dict[str, float] | None = None) -> s
         lines += [f"Stage times (this session; reused stages take no time): {times}", ""]
     summaries = Summaries(root, config, theory, solver, networks)
     lines += claims_section(summaries)
+    lines += sweep_section(root)
     lines += _figures_section(summaries)
     lines += ["## All numbers", ""]
     lines += _solver_section(solver) + _theory_section(theory) + _network_section(networks)

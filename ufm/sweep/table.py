@@ -25,7 +25,8 @@ STATUSES = ("done", "failed", "pending")
 SUMMARY_COLUMNS = {
     "solve": (
         "stop_reason", "iterations", "seconds", "loss", "grad_norm", "etf_distance_W",
-        "minority_cosine", "theory_distance", "theory_distance_learned_W",
+        "etf_distance_W_centred", "minority_cosine", "etf_cosine", "theory_distance",
+        "theory_distance_learned_W",
     ),
     "train": (
         "test_accuracy", "train_accuracy", "ece", "nll", "nc1", "nc2_W", "nc2_M", "nc3", "nc4",

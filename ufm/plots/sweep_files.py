@@ -1,0 +1,79 @@
+"""Reading a sweep folder (``ufm sweep``) for the phase figures: its table and its points.
+
+A sweep folder holds ``sweep.json`` (:mod:`ufm.sweep.table`: job, swept fields, status
+counts, one row per point), its own ``config.json`` (job, base, grid, executor) and one run
+folder per point (``row["folder"]``, with the point's ``config.json``). Plotting does not
+import the sweep engine (it imports the solver); a test holds these names equal to its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..io import read_json
+from ..reproduce import layout
+
+TABLE = "sweep.json"  # ufm.sweep.table.TABLE_JSON
+SWEEP_CONFIG = "config.json"
+POINT_CONFIG = "config.json"
+FIGURES_FOLDER = "figures"  # where draw_sweep_figures writes by default
+
+
+def is_sweep(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a sweep's table (``sweep.json``)."""
+    return (Path(folder) / TABLE).is_file()
+
+
+def read_sweep(folder: str | Path) -> dict[str, Any]:
+    """``sweep.json`` of a sweep folder (job, swept fields, counts, rows), or ValueError."""
+    if not is_sweep(folder):
+        raise ValueError(
+            f"{str(folder)!r} holds no sweep (no {TABLE}; create one with: ufm sweep --config "
+            "FILE --out DIR)"
+        )
+    return read_json(Path(folder) / TABLE)
+
+
+def point_config(folder: str | Path, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``config.json`` of a row's point folder, or None where it has none yet."""
+    path = Path(folder) / row["folder"] / POINT_CONFIG
+    return read_json(path) if path.is_file() else None
+
+
+def is_plain(config: dict[str, Any]) -> bool:
+    """Whether a point trains on pure samples only: a solve whose lam grid holds only 0s and
+    1s (``lams = [1.0]``) and no Beta draws, or a training run with ``alpha = 0`` (ERM);
+    otherwise it trains with mixup."""
+    if "lams" not in config:  # a ufm train configuration: mixup unless alpha = 0
+        return not config.get("alpha")
+    lams = config.get("lams")
+    return (config.get("alpha") is None and lams is not None
+            and all(float(v) in (0.0, 1.0) for v in lams))
+
+
+def sweep_K(folder: str | Path, rows: list[dict[str, Any]]) -> int | None:
+    """The number of classes of the sweep: in its base, or in a point's configuration."""
+    path = Path(folder) / SWEEP_CONFIG
+    if path.is_file():
+        base = read_json(path).get("base", {})
+        if isinstance(base, dict) and "K" in base:
+            return int(base["K"])
+    for row in rows:
+        config = point_config(folder, row)
+        if config is not None and "K" in config:
+            return int(config["K"])
+    return None
+
+
+def reproduction_sweeps(root: str | Path) -> list[Path]:
+    """The sweep folders of a reproduction's sweep stage, in the stage's order."""
+    stage = layout.stage_dir(root, layout.SWEEP)
+    if not stage.is_dir():
+        return []
+    folders = sorted(p for p in stage.iterdir() if is_sweep(p))
+    summary = stage / layout.SUMMARY
+    if summary.is_file():  # the stage's order, not the alphabet's
+        order = list(read_json(summary).get("sweeps", {}))
+        folders.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
+    return folders
