@@ -111,6 +111,10 @@ class FeatureSolver:
         X, self.W, self.b, self.A, self.V, self.sigma2 = snapshot
         self.X = X.clone()
 
+    def theory_frame(self):
+        """The coordinates X and the frame A = U Sigma (see :mod:`.reference`)."""
+        return self.X, self.A
+
     def state_dict(self) -> dict:
         return {"X": self.X, "W": self.W, "b": self.b}
 
@@ -120,8 +124,16 @@ class FeatureSolver:
 
     # -- per-sample pieces -------------------------------------------------------------------
 
+    def _to_logits(self, v):
+        """:math:`Av` per sample (rows of ``v``): coordinates to logits, without the bias."""
+        return v @ self.A.T
+
+    def _from_logits(self, g):
+        r""":math:`A^\top g` per sample: logit gradients to coordinates."""
+        return g @ self.A
+
     def _logits(self, x):
-        z = x @ self.A.T
+        z = self._to_logits(x)
         return z if self.b is None else z + self.b
 
     def _measure(self, idx):
@@ -129,7 +141,7 @@ class FeatureSolver:
         x = self.X[idx]
         z = self._logits(x)
         value, p, g_z = self._terms(z, idx)
-        return x, z, value, p, g_z, g_z @ self.A + self.lam_H * x
+        return x, z, value, p, g_z, torch.add(self._from_logits(g_z), x, alpha=self.lam_H)
 
     def _chunks(self):
         for start in range(0, self.n, self.chunk_size):
@@ -140,17 +152,17 @@ class FeatureSolver:
 
     def _objective(self, z, x, idx):
         value, _, _ = self._terms(z, idx, need_grad=False)
-        return value + 0.5 * self.lam_H * (x * x).sum(-1)
+        return value + 0.5 * self.lam_H * torch.linalg.vecdot(x, x)
 
     def _hessian_vector(self, z, p, v, idx):
-        Av = v @ self.A.T
+        Av = self._to_logits(v)
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
         elif isinstance(self.loss, SquaredError):
             Hv = Av
         else:
             Hv = self.loss.hvp(z, self.c[idx], self.c_prime[idx], self.lam[idx], Av)
-        return Hv @ self.A + self.lam_H * v
+        return self._from_logits(Hv) + self.lam_H * v
 
     def _preconditioner(self, p, idx, loss_frame=None):
         r"""Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere).
@@ -182,7 +194,7 @@ class FeatureSolver:
         D = p_bar[:, None] * sigma2 + lam_H  # (m, r)
         a_c, a_cp = self.A[c], self.A[cp]
         if loss_frame is None or not self._softmax:
-            frame_p = p @ self.A
+            frame_p = self._from_logits(p)
         else:
             eps = smoothing(self.loss)
             lam = self.lam[idx]
@@ -208,6 +220,10 @@ class FeatureSolver:
                         + s_[2][:, None] * scaled[2])
 
         return apply, exact
+
+    def _uses_loss_frame(self) -> bool:
+        """Whether :meth:`_preconditioner` takes ``loss_frame`` (it saves it a product)."""
+        return self._softmax
 
     def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None):
         """Approximate Newton direction by PCG, per sample; returns (direction, iterations)."""
@@ -303,6 +319,41 @@ class FeatureSolver:
     def _weight(self, idx):
         return None if self.sample_weight is None else self.sample_weight[idx]
 
+    def _line_search(self, x, z, direction, z_direction, ids, f, decrease, rounding):
+        """Backtracking per sample: x - t direction with the first t = 1, 1/2, ... that passes.
+
+        The Armijo test (or a predicted decrease below rounding level) is made on all samples
+        at t = 1, then only on those still pending, so a few hard samples do not make the
+        whole chunk evaluate its objective again. Returns (new x, accepted per sample).
+        """
+        accepted = torch.zeros_like(f, dtype=torch.bool)
+        t = torch.ones_like(f)
+        pending = None  # every sample of the chunk
+        for _ in range(_MAX_BACKTRACK):
+            parts = (t, x, z, direction, z_direction, ids, f, decrease, rounding)
+            if pending is not None:
+                parts = tuple(part[pending] for part in parts)
+            t_p, x_p, z_p, d_p, zd_p, ids_p, f_p, dec_p, round_p = parts
+            if pending is None:  # the full step first
+                trial, z_trial = x_p - d_p, z_p - zd_p
+            else:
+                trial, z_trial = x_p - t_p[:, None] * d_p, z_p - t_p[:, None] * zd_p
+            f_trial = self._objective(z_trial, trial, ids_p)
+            ok = torch.isfinite(f_trial) & ((f_trial <= f_p - _ARMIJO * t_p * dec_p) | (dec_p <= round_p))
+            if pending is None:
+                x = torch.where(ok[:, None], trial, x)
+                accepted = ok
+                pending = torch.nonzero(~ok).squeeze(1)
+            else:
+                good = pending[ok]
+                x[good] = trial[ok]
+                accepted[good] = True
+                pending = pending[~ok]
+            if pending.numel() == 0:
+                break
+            t[pending] = 0.5 * t[pending]
+        return x, accepted
+
     def _newton_chunk(self, idx, tol, totals, before_step):
         x, z, value, p, g_z, grad = self._measure(idx)
         gnorm = grad.norm(dim=-1)
@@ -322,28 +373,16 @@ class FeatureSolver:
             p_s = p[sub] if p is not None else None
         if p_s is None:
             p_s = torch.softmax(z_s, dim=-1)
-        f_s = value_s + 0.5 * self.lam_H * (x_s * x_s).sum(-1)
+        f_s = value_s + 0.5 * self.lam_H * torch.linalg.vecdot(x_s, x_s)
         # forcing term min(0.1, |grad|): inexact early, exact (superlinear) near the optimum
         forcing = torch.clamp(g_s, max=0.1)
-        loss_frame = grad_s - self.lam_H * x_s  # A^T grad ell, from the gradient at hand
+        # A^T grad ell, from the gradient at hand (for the preconditioners that use it)
+        loss_frame = torch.add(grad_s, x_s, alpha=-self.lam_H) if self._uses_loss_frame() else None
         direction, cg = self._newton_direction(z_s, p_s, grad_s, ids, forcing, loss_frame)
-        z_direction = direction @ self.A.T  # logits move linearly along the step
-        decrease = (grad_s * direction).sum(-1)
+        z_direction = self._to_logits(direction)  # logits move linearly along the step
+        decrease = torch.linalg.vecdot(grad_s, direction)
         rounding = 64 * torch.finfo(x.dtype).eps * (f_s.abs() + 1)
-        t = torch.ones_like(f_s)
-        accepted = torch.zeros_like(f_s, dtype=torch.bool)
-        for _ in range(_MAX_BACKTRACK):
-            pending = ~accepted
-            if not bool(pending.any()):
-                break
-            trial = x_s - t[:, None] * direction
-            f_trial = self._objective(z_s - t[:, None] * z_direction, trial, ids)
-            ok = pending & torch.isfinite(f_trial) & (
-                (f_trial <= f_s - _ARMIJO * t * decrease) | (decrease <= rounding)
-            )
-            x_s = torch.where(ok[:, None], trial, x_s)
-            accepted = accepted | ok
-            t = torch.where(pending & ~ok, 0.5 * t, t)
+        x_s, accepted = self._line_search(x_s, z_s, direction, z_direction, ids, f_s, decrease, rounding)
         self.X[ids] = x_s
         # A sample makes one more (evaluation-only) visit when no step was found, or after
         # two consecutive full steps below rounding level (its gradient is at its floor).

@@ -32,7 +32,9 @@ class Totals:
         dtype, device = solver.X.dtype, solver.X.device
         self.solver = solver
         self.objective = torch.zeros((), dtype=torch.float64, device=device)
-        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device)
+        # (K, r) sums only where the classifier gradient is wanted: a K x r zero fill per chunk
+        # would cost a fixed classifier with K = r = 1000 more than its Newton steps
+        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device) if solver.grad_W_needed else None
         self.grad_b = torch.zeros(K, dtype=dtype, device=device)
         self.grad_sq = torch.zeros((), dtype=torch.float64, device=device)
         self.grad_max = torch.zeros((), dtype=torch.float64, device=device)
@@ -47,13 +49,13 @@ class Totals:
         """
         if value.numel() == 0:
             return
-        values = value + 0.5 * self.solver.lam_H * (x * x).sum(-1)
+        values = value + 0.5 * self.solver.lam_H * torch.linalg.vecdot(x, x)
         self.finite = self.finite and bool(torch.isfinite(values).all())
         if weight is not None:
             values = values * weight
             g_z = g_z * weight[:, None]
         self.objective += values.sum().to(torch.float64)
-        if self.solver.grad_W_needed:
+        if self.grad_W_x is not None:
             self.grad_W_x += g_z.T @ x
         self.grad_b += g_z.sum(0)
         norms = grad.norm(dim=-1).to(torch.float64)
@@ -66,7 +68,8 @@ class Totals:
         total = cls(solver)
         for part in parts:
             total.objective += part.objective
-            total.grad_W_x += part.grad_W_x
+            if total.grad_W_x is not None:
+                total.grad_W_x += part.grad_W_x
             total.grad_b += part.grad_b
             total.grad_sq += part.grad_sq
             total.grad_max = torch.maximum(total.grad_max, part.grad_max)
@@ -74,10 +77,16 @@ class Totals:
             total.at_rounding = total.at_rounding and part.at_rounding
         return total
 
+    def _grad_W(self) -> torch.Tensor:
+        V = self.solver.V
+        if self.grad_W_x is None:
+            return torch.zeros(self.grad_b.shape[0], V.shape[0], dtype=V.dtype, device=V.device)
+        return self.grad_W_x @ V.T
+
     def stats(self, newton: int, cg: int) -> InnerStats:
         return InnerStats(
             objective_sum=self.objective.item(),
-            grad_W=self.grad_W_x @ self.solver.V.T,
+            grad_W=self._grad_W(),
             grad_b=self.grad_b,
             feature_grad_sq_sum=self.grad_sq.item(),
             feature_grad_max=self.grad_max.item(),

@@ -18,7 +18,7 @@ def exp_parts(z: torch.Tensor):
     """One exponential of the logits (m, K): the shifted exponentials ``p`` (not normalised),
     their sums ``total`` and the log-sum-exp ``lse``, so that softmax(z) = p / total."""
     top = z.amax(dim=-1, keepdim=True)
-    p = torch.exp(z - top)
+    p = torch.sub(z, top).exp_()
     total = p.sum(-1)
     return p, total, top.squeeze(1) + torch.log(total)
 

@@ -91,8 +91,8 @@ class HeavyBall:
         objective = 0.0
         grad_W = torch.zeros_like(W)
         grad_b = torch.zeros(problem.K, dtype=problem.dtype, device=problem.device)
-        for start in range(0, n, config.chunk_size):
-            idx = slice(start, min(start + config.chunk_size, n))
+        for start in range(0, n, config.chunk_rows):
+            idx = slice(start, min(start + config.chunk_rows, n))
             h = H[idx]
             z = h @ W.T
             if b is not None:

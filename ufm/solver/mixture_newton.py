@@ -72,14 +72,14 @@ class MixtureFeatureSolver(FeatureSolver):
 
     def _hessian_vector(self, z, p, v, idx):
         r""":math:`\nabla^2\phi\,v = A^\top\nabla^2\ell\,(Av) + \lambda_H v` per sample."""
-        Av = v @ self.A.T
+        Av = self._to_logits(v)
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
         elif isinstance(self.loss, SquaredError):
             Hv = Av
         else:
             Hv = mixture_loss_hvp(self.loss, z, self.classes[idx], self.weights[idx], Av)
-        return Hv @ self.A + self.lam_H * v
+        return self._from_logits(Hv) + self.lam_H * v
 
     def _preconditioner(self, p, idx, loss_frame=None):
         r"""Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere).
@@ -107,7 +107,7 @@ class MixtureFeatureSolver(FeatureSolver):
         D = p_bar[:, None] * sigma2 + lam_H  # (c, r)
         rows = self.A[classes]  # (c, m, r)
         if loss_frame is None or not self._softmax:
-            frame_p = p @ self.A
+            frame_p = self._from_logits(p)
         else:
             eps = smoothing(self.loss)
             target = (1 - eps) * self.weights[idx]

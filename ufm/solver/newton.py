@@ -26,6 +26,7 @@ from .feature_newton import FeatureSolver, InnerStats
 from .lbfgs import LBFGSMemory
 from .mixture_newton import MixtureFeatureSolver
 from .state import RunState, measured_iterate, penalised_objective
+from .tight_frame import TightFrameFeatureSolver, TightFrameMixtureSolver
 
 _LBFGS_MEMORY = 20
 _MAX_LINE_SEARCH = 30
@@ -47,14 +48,18 @@ class NewtonMethod:
     def __init__(self, state: RunState):
         problem, config = state.problem, state.config
         self.state = state
+        # a fixed classifier that is a tight frame is solved in logit coordinates
+        logit_frame = config.coordinates == "auto" and not state.learn_W
         if problem.classes is None:
-            self.feature_solver = FeatureSolver(
-                problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, config.chunk_size,
+            pairs = TightFrameFeatureSolver if logit_frame else FeatureSolver
+            self.feature_solver = pairs(
+                problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, config.chunk_rows,
                 config.parallel,
             )
         else:
-            self.feature_solver = MixtureFeatureSolver(
-                problem.classes, problem.weights, problem.loss, config.lam_H, config.chunk_size,
+            mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
+            self.feature_solver = mixtures(
+                problem.classes, problem.weights, problem.loss, config.lam_H, config.chunk_rows,
                 config.parallel,
             )
         self.feature_solver.sample_weight = problem.sample_weight
@@ -84,8 +89,8 @@ class NewtonMethod:
         return self.feature_solver.features()
 
     def theory_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The coordinates X and the frame A = U Sigma (see the theory reference)."""
-        return self.feature_solver.X, self.feature_solver.A
+        """The coordinates X and their frame (see the theory reference)."""
+        return self.feature_solver.theory_frame()
 
     def state_dict(self) -> dict[str, Any]:
         solver = self.feature_solver

@@ -29,7 +29,9 @@ from ..etf import simplex_etf
 from ..imbalance import PAIRINGS, check_imbalance, class_sizes, is_balanced, pair_weight
 from ..losses import LOSSES, Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
 from .chunk_threads import PARALLEL
+from .tight_frame import COORDINATES
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
+from .pair_samples import beta_sample, sample_pairs
 
 PAIRS = ("all", "same", "different", "random")
 CLASSIFIERS = ("fixed_etf", "fixed", "learned")
@@ -77,15 +79,19 @@ class UFMConfig:
     classifier with the features eliminated) or "gd" (gradient descent with momentum on
     all variables, features scaled per sample). Stops at gradient norm <= ``tol``,
     ``max_iters`` iterations or ``time_limit`` seconds, whichever comes first. The Newton
-    feature solves go over the samples in chunks of ``chunk_size``; on a CPU ``parallel`` =
-    "chunks" (default) gives each of torch's threads whole chunks in turn, "kernels" lets
-    torch spread every operation over its threads (:mod:`.chunk_threads`).
+    feature solves go over the samples in chunks of ``chunk_size`` (default:
+    :attr:`chunk_rows`); on a CPU ``parallel`` = "chunks" (default) gives each of torch's
+    threads whole chunks in turn, "kernels" lets torch spread every operation over its
+    threads (:mod:`.chunk_threads`). With a fixed
+    classifier that is a tight frame (a simplex ETF, say) ``coordinates`` = "auto" solves in
+    logit coordinates, O(K) per sample instead of O(Kd) (:mod:`.tight_frame`); "row_space"
+    keeps the SVD frame of any classifier.
     """
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "pairs": PAIRS, "loss": tuple(sorted(LOSSES)), "classifier": CLASSIFIERS, "init": INITS,
         "method": METHODS, "dtype": tuple(DTYPES), "device": DEVICE_CHOICES, "parallel": PARALLEL,
-        "pairing": PAIRINGS,
+        "pairing": PAIRINGS, "coordinates": COORDINATES,
     }
 
     K: int = 10
@@ -120,8 +126,9 @@ class UFMConfig:
     tol: float = 1e-10
     max_iters: int = 1000
     time_limit: float | None = None
-    chunk_size: int = 4096
+    chunk_size: int | None = None
     parallel: str = "chunks"
+    coordinates: str = "auto"
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
@@ -187,8 +194,10 @@ class UFMConfig:
         self.max_iters = check_int("max_iters", self.max_iters, minimum=1)
         if self.time_limit is not None:
             self.time_limit = check_float("time_limit", self.time_limit, 0.0, None, low_open=True)
-        self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1)
+        if self.chunk_size is not None:
+            self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1)
         self.parallel = check_choice("parallel", self.parallel, PARALLEL)
+        self.coordinates = check_choice("coordinates", self.coordinates, COORDINATES)
 
     def make_loss(self) -> MixupLoss:
         return get_loss(self.loss, **self.loss_params)
@@ -197,6 +206,15 @@ class UFMConfig:
         if self.lams is not None:
             return torch.tensor(self.lams, dtype=torch.float64)
         return torch.linspace(0.0, 1.0, self.num_lams, dtype=torch.float64)
+
+    @property
+    def chunk_rows(self) -> int:
+        """Samples per chunk: ``chunk_size``, or by default 4096 up to K = 256 and about 2^20
+        logits per chunk beyond (1024 samples at K = 1000), which keeps a chunk's temporaries
+        a few megabytes each."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return max(256, min(4096, 2**20 // self.K))
 
     @property
     def learns_classifier(self) -> bool:
@@ -260,24 +278,6 @@ class Problem:
         return self.config.d
 
 
-def sample_pairs(config: UFMConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ordered class pairs (c, c') as two int64 vectors, in a fixed order."""
-    K = config.K
-    c = torch.arange(K).repeat_interleave(K)
-    c_prime = torch.arange(K).repeat(K)
-    if config.pairs == "same":
-        keep = c == c_prime
-    elif config.pairs == "different":
-        keep = c != c_prime
-    else:
-        keep = torch.ones_like(c, dtype=torch.bool)
-    c, c_prime = c[keep], c_prime[keep]
-    if config.pairs == "random":
-        chosen = torch.randperm(K * K, generator=generator)[: config.num_pairs].sort().values
-        c, c_prime = c[chosen], c_prime[chosen]
-    return c, c_prime
-
-
 def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
                   b_init: torch.Tensor | None = None) -> Problem:
     """Draw the samples and the initial classifier for ``config`` (deterministic in its seed).
@@ -306,7 +306,7 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
             torch.tensor(config.alpha, dtype=torch.float64),
             torch.tensor(config.alpha, dtype=torch.float64),
         )
-        lam = _beta_sample(beta, c.numel(), generator)
+        lam = beta_sample(beta, c.numel(), generator)
 
     W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
     b0 = _initial_bias(config, b_init)
@@ -353,14 +353,6 @@ def _sample_weight(config: UFMConfig, partners: torch.Tensor, device, dtype) -> 
         return None
     sizes = class_sizes(config.K, config.imbalance_ratio, config.minority_classes)
     return pair_weight(sizes, partners).to(device=device, dtype=dtype)
-
-
-def _beta_sample(beta, size: int, generator: torch.Generator) -> torch.Tensor:
-    # torch's Beta sampler has no generator argument: sample from Gamma draws made with one.
-    a = beta.concentration1.item()
-    x = torch._standard_gamma(torch.full((size,), a, dtype=torch.float64), generator=generator)
-    y = torch._standard_gamma(torch.full((size,), a, dtype=torch.float64), generator=generator)
-    return x / (x + y)
 
 
 def _initial_classifier(config: UFMConfig, generator: torch.Generator) -> torch.Tensor:

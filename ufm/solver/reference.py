@@ -41,9 +41,10 @@ class TheoryReference:
     """Exact optimal features for a fixed simplex-ETF classifier, as per-sample coefficients.
 
     Built by :meth:`build`, which returns None when the problem has no exact theory. The
-    distances take the features in one of two frames: ``(H, W)``, or the coordinates
+    distances take the features in one of three frames: ``(H, W)``, the coordinates
     ``X`` and ``A = U Sigma`` of :class:`~ufm.solver.feature_newton.FeatureSolver` (with
-    ``W = A V^T`` and ``H = X V^T``, so the distances agree and no H is formed).
+    ``W = A V^T`` and ``H = X V^T``, so the distances agree and no H is formed), or the
+    logit coordinates of a tight frame with their :class:`~ufm.solver.tight_frame.CentredFrame`.
     """
 
     def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor):
@@ -75,13 +76,15 @@ class TheoryReference:
     def _sums(self, features, frame, idx) -> tuple[float, float]:
         """(|F - F*|^2, |F*|^2) over ``idx`` where F* = a frame[c] + b frame[c']."""
         c, cp = self.problem.c[idx], self.problem.c_prime[idx]
+        if hasattr(frame, "pair_sums"):  # the logit frame of a tight frame (.tight_frame)
+            return frame.pair_sums(features[idx], c, cp, self.a[idx], self.b[idx])
         exact = self.a[idx, None] * frame[c] + self.b[idx, None] * frame[cp]
         return float(((features[idx] - exact) ** 2).sum()), float((exact**2).sum())
 
     def distance(self, features, frame) -> float:
         """|H - H*|_F / |H*|_F over all samples (chunk by chunk)."""
         n = self.problem.n
-        chunk = self.problem.config.chunk_size
+        chunk = self.problem.config.chunk_rows
         chunks = [torch.arange(start, min(start + chunk, n), device=features.device)
                   for start in range(0, n, chunk)]
         sums = self.threads.map(lambda idx: self._sums(features, frame, idx), chunks)
@@ -129,7 +132,7 @@ class MixtureTheoryReference:
         return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
 
     def _chunks(self, device):
-        n, chunk = self.problem.n, self.problem.config.chunk_size
+        n, chunk = self.problem.n, self.problem.config.chunk_rows
         for start in range(0, n, chunk):
             yield torch.arange(start, min(start + chunk, n), device=device)
 
