@@ -11,8 +11,9 @@ scheduling group). Rows:
 
 * the Newton solve of the fixed simplex ETF to gradient norm 1e-11 (float64, which puts the
   features within about 1e-15 of the exact theory), with the
-  threads sharing chunks (default), with torch's per-operation threads (the behaviour
-  before), and on one thread;
+  threads sharing chunks (default, in the logit coordinates of :mod:`ufm.solver.tight_frame`),
+  in the SVD frame of the row space (``coordinates="row_space"``, the computation before),
+  with torch's per-operation threads (the behaviour before that), and on one thread;
 * the same in float32, to the rounding floor of float32;
 * the baseline: Adam in float32 on a free feature tensor, lr 0.05, to relative distance
   1e-4 from the exact theory (``bench_solver.adam_baseline``);
@@ -48,6 +49,7 @@ from ufm.solver._allocator import keep_freed_memory  # noqa: E402
 K, D = 100, 128
 ROWS = {
     "chunks": dict(kind="ours", overrides=dict(tol=1e-11)),
+    "row_space": dict(kind="ours", overrides=dict(tol=1e-11, coordinates="row_space")),
     "kernels": dict(kind="ours", overrides=dict(tol=1e-11, parallel="kernels")),
     "one_thread": dict(kind="ours", threads=1, overrides=dict(tol=1e-11)),
     "float32": dict(kind="ours", overrides=dict(tol=1e-11, dtype="float32")),
@@ -56,6 +58,7 @@ ROWS = {
 }
 LABELS = {
     "chunks": "fixed ETF, threads share chunks (default)",
+    "row_space": "fixed ETF, SVD frame (before logit coords)",
     "kernels": "fixed ETF, threads inside each op (before)",
     "one_thread": "fixed ETF, one thread",
     "float32": "fixed ETF, float32, to its rounding floor",

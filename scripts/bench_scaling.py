@@ -1,7 +1,7 @@
 """How the Newton solver's cost grows with the problem: time per iteration and peak memory.
 
 Every point runs in its own Python process (fixed simplex-ETF classifier, cross-entropy,
-float64, 21 lam values, chunks of 4096 samples) and reports:
+float64, 21 lam values, the default chunks) and reports:
 
 * seconds per iteration (the solve's time, set-up and the final evaluation included, over
   its iterations, 2 of them; every iteration is one Newton pass over all samples plus the
@@ -11,15 +11,17 @@ float64, 21 lam values, chunks of 4096 samples) and reports:
   (c, c', lam) and the features H = X V^T formed at the end (n x d). The rest, the
   "excess", is what the chunks cost; it should not grow with n.
 
-Sweeps: n from 10^4 to 10^7 at K = 10, d = 32 (all K^2 pairs, ``samples_per_pair`` scaled);
+Sections (``--sections``, default all): n from 10^4 to 10^7 at K = 10, d = 32 (all K^2 pairs, ``samples_per_pair`` scaled);
 K in (10, 100, 1000) at d = K and 210,000 random-pair samples (10,000 pairs); d in (16, 64, 256, 1024) at
 K = 10. Then the large problem of issue 12: K = d = 1000, 200,004 random-pair samples, fixed
-ETF to gradient norm 1e-10 (goal: within 2 minutes on 2 cores), and the learned classifier
-at that size under a time limit. Prints tables and writes JSON (after every section, so a run stopped early keeps what it
+ETF to gradient norm 1e-10 (goal: within 2 minutes on 2 cores), the same for 2 iterations in
+the SVD frame (``coordinates="row_space"``, the computation before the logit coordinates of
+:mod:`ufm.solver.tight_frame`: the baseline), and the learned classifier at that size under a
+time limit. Prints tables and writes JSON (after every section, so a run stopped early keeps what it
 measured).
 
     python scripts/bench_scaling.py [--out results/bench_scaling.json] [--quick]
-        [--learned-seconds 300]
+        [--learned-seconds 300] [--sections K large_fixed ...]
 """
 
 from __future__ import annotations
@@ -83,42 +85,57 @@ def _table(title: str, rows: list[dict]) -> None:
               flush=True)
 
 
+SECTIONS = ("n", "K", "d", "large_fixed", "large_row_space", "large_learned")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/bench_scaling.json")
     parser.add_argument("--quick", action="store_true", help="small sweeps only (a smoke test)")
     parser.add_argument("--learned-seconds", type=float, default=300.0,
                         help="time limit of the large learned-classifier solve")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which measurements to run (default: all)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
+    sections = set(args.sections) - ({"large_fixed", "large_row_space", "large_learned"} if args.quick else set())
     print(f"cores={os.cpu_count()} torch threads={torch.get_num_threads()} torch={torch.__version__} "
           f"load average before: {os.getloadavg()[0]:.2f}")
     timed = dict(tol=1e-10, max_iters=2)  # time per iteration: a few passes suffice
     ns = (1, 10) if args.quick else (5, 48, 477, 4762)  # samples_per_pair: n = 2100 x this
     report: dict = {"cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version()}
-    report["n"] = [spawn(dict(K=10, d=32, samples_per_pair=m, **timed)) for m in ns]
-    _table("against n (K = 10, d = 32, all pairs)", report["n"])
-    write_json(args.out, report)
-    Ks = (10, 100) if args.quick else (10, 100, 1000)
-    per_K = 2_000 if args.quick else 10_000  # random pairs, x 21 lam
-    report["K"] = [spawn(dict(K=k, d=k, pairs="random", num_pairs=min(per_K, k * k),
-                              samples_per_pair=per_K // min(per_K, k * k), **timed)) for k in Ks]
-    _table("against K (d = K, random pairs)", report["K"])
-    write_json(args.out, report)
-    ds = (16, 64) if args.quick else (16, 64, 256, 1024)
-    report["d"] = [spawn(dict(K=10, d=d, samples_per_pair=10, **timed)) for d in ds]
-    _table("against d (K = 10, all pairs, 10 samples per pair and lam)", report["d"])
-    write_json(args.out, report)
-    if not args.quick:
-        large = dict(K=1000, d=1000, pairs="random", num_pairs=9524)
+    if "n" in sections:
+        report["n"] = [spawn(dict(K=10, d=32, samples_per_pair=m, **timed)) for m in ns]
+        _table("against n (K = 10, d = 32, all pairs)", report["n"])
+        write_json(args.out, report)
+    if "K" in sections:
+        Ks = (10, 100) if args.quick else (10, 100, 1000)
+        per_K = 2_000 if args.quick else 10_000  # random pairs, x 21 lam
+        report["K"] = [spawn(dict(K=k, d=k, pairs="random", num_pairs=min(per_K, k * k),
+                                  samples_per_pair=per_K // min(per_K, k * k), **timed)) for k in Ks]
+        _table("against K (d = K, random pairs)", report["K"])
+        write_json(args.out, report)
+    if "d" in sections:
+        ds = (16, 64) if args.quick else (16, 64, 256, 1024)
+        report["d"] = [spawn(dict(K=10, d=d, samples_per_pair=10, **timed)) for d in ds]
+        _table("against d (K = 10, all pairs, 10 samples per pair and lam)", report["d"])
+        write_json(args.out, report)
+    large = dict(K=1000, d=1000, pairs="random", num_pairs=9524)
+    if "large_fixed" in sections:
         report["large_fixed"] = spawn(dict(large, tol=1e-10))
         _table("K = d = 1000, 200,004 random-pair samples, fixed ETF to gradient 1e-10",
                [report["large_fixed"]])
         write_json(args.out, report)
+    if "large_row_space" in sections:  # the baseline: the SVD frame, per iteration
+        report["large_row_space"] = spawn(dict(large, coordinates="row_space", **timed))
+        _table("the same in the SVD frame (coordinates = row_space), 2 iterations",
+               [report["large_row_space"]])
+        write_json(args.out, report)
+    if "large_learned" in sections:
         report["large_learned"] = spawn(dict(large, classifier="learned", tol=1e-8,
                                              time_limit=args.learned_seconds))
         _table(f"the same, learned classifier to gradient 1e-8 (time limit {args.learned_seconds:g} s)",
