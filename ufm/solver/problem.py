@@ -29,9 +29,9 @@ from ..etf import simplex_etf
 from ..imbalance import PAIRINGS, check_imbalance, class_sizes, is_balanced, pair_weight
 from ..losses import LOSSES, Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
 from .chunk_threads import PARALLEL
-from .tight_frame import COORDINATES
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
 from .pair_samples import beta_sample, sample_pairs
+from .tight_frame import COORDINATES
 
 PAIRS = ("all", "same", "different", "random")
 CLASSIFIERS = ("fixed_etf", "fixed", "learned")
@@ -82,10 +82,9 @@ class UFMConfig:
     feature solves go over the samples in chunks of ``chunk_size`` (default:
     :attr:`chunk_rows`); on a CPU ``parallel`` = "chunks" (default) gives each of torch's
     threads whole chunks in turn, "kernels" lets torch spread every operation over its
-    threads (:mod:`.chunk_threads`). With a fixed
-    classifier that is a tight frame (a simplex ETF, say) ``coordinates`` = "auto" solves in
-    logit coordinates, O(K) per sample instead of O(Kd) (:mod:`.tight_frame`); "row_space"
-    keeps the SVD frame of any classifier.
+    threads (:mod:`.chunk_threads`). With a fixed classifier that is a tight frame (a simplex
+    ETF, say) ``coordinates`` = "auto" solves in logit coordinates, O(K) per sample instead
+    of O(Kd) (:mod:`.tight_frame`); "row_space" keeps the SVD frame of any classifier.
     """
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -210,7 +209,7 @@ class UFMConfig:
     @property
     def chunk_rows(self) -> int:
         """Samples per chunk: ``chunk_size``, or by default 4096 up to K = 256 and about 2^20
-        logits per chunk beyond (1024 samples at K = 1000), which keeps a chunk's temporaries
+        logits per chunk beyond (1048 samples at K = 1000), which keeps a chunk's temporaries
         a few megabytes each."""
         if self.chunk_size is not None:
             return self.chunk_size
@@ -311,7 +310,6 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
     W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
     b0 = _initial_bias(config, b_init)
     loss = config.make_loss()
-    partners = torch.stack([c, c_prime], dim=1) if config.pairing == "sample" else c
     return Problem(
         config=config,
         loss=loss,
@@ -322,7 +320,7 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
         b0=None if b0 is None else b0.to(device=device, dtype=dtype),
         device=device,
         dtype=dtype,
-        sample_weight=_sample_weight(config, partners, device, dtype),
+        sample_weight=_sample_weight(config, device, dtype, c, c_prime),
     )
 
 
@@ -343,16 +341,22 @@ def _mixture_problem(config: UFMConfig, W_init, b_init, generator, device, dtype
         dtype=dtype,
         classes=classes.to(device),
         weights=weights.to(device=device, dtype=dtype),
-        sample_weight=_sample_weight(config, classes, device, dtype),
+        sample_weight=_sample_weight(config, device, dtype, classes),
     )
 
 
-def _sample_weight(config: UFMConfig, partners: torch.Tensor, device, dtype) -> torch.Tensor | None:
-    """The imbalance weight of each sample (:func:`ufm.imbalance.pair_weight`), None if balanced."""
+def _sample_weight(config: UFMConfig, device, dtype, classes, partners=None) -> torch.Tensor | None:
+    """The imbalance weight of each sample (:func:`ufm.imbalance.pair_weight`), None if balanced.
+
+    ``classes`` are (n,) or (n, m); ``partners`` (n,) the c' of pairs, which weigh in with
+    ``pairing = "sample"`` only.
+    """
     if is_balanced(config.imbalance_ratio, config.minority_classes):
         return None
+    if partners is not None and config.pairing == "sample":
+        classes = torch.stack([classes, partners], dim=1)
     sizes = class_sizes(config.K, config.imbalance_ratio, config.minority_classes)
-    return pair_weight(sizes, partners).to(device=device, dtype=dtype)
+    return pair_weight(sizes, classes).to(device=device, dtype=dtype)
 
 
 def _initial_classifier(config: UFMConfig, generator: torch.Generator) -> torch.Tensor:
