@@ -145,7 +145,7 @@ class ReducedNewton(NewtonMethod):
         tol = self.state.config.tol
         if outer_grad is None:
             return max(0.1 * tol, 1e-3)
-        return max(0.1 * tol, min(1e-3, 1e-2 * outer_grad))
+        return max(0.1 * tol, min(1e-3, 1e-1 * outer_grad))
 
     def _evaluate(self, W, b, inner_tol: float) -> dict[str, Any]:
         """Solve every feature for the classifier (W, b); the measured iterate there."""
