@@ -83,7 +83,6 @@ class TightFrame:
         self.sigma2 = torch.full((K,), sigma * sigma, dtype=W.dtype, device=W.device)
         self.X = X
         self._frame = frame
-        self._shift_invariant = isinstance(self.loss, (_SoftmaxFamily, Focal))
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "frame": self._frame}
@@ -129,6 +128,12 @@ class TightFrame:
             return u * v + (coefficient * (up * v).sum(-1, keepdim=True)) * up
 
         return apply, True
+
+    @property
+    def _shift_invariant(self) -> bool:
+        """Whether the loss depends on the logits through the softmax only (its logit
+        gradients sum to zero)."""
+        return isinstance(self.loss, (_SoftmaxFamily, Focal))
 
     def _uses_loss_frame(self) -> bool:
         return self._frame is None and super()._uses_loss_frame()
