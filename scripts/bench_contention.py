@@ -17,7 +17,9 @@ scheduling group). Rows:
 * the same in float32, to the rounding floor of float32;
 * the baseline: Adam in float32 on a free feature tensor, lr 0.05, to relative distance
   1e-4 from the exact theory (``bench_solver.adam_baseline``);
-* the learned classifier (random start, lam_W = lam_H = 5e-3) to gradient norm 1e-8.
+* the learned classifier (random start, lam_W = lam_H = 5e-3) to gradient norm 1e-8, with
+  the features solved in float32 until the gradient is a thousandth of its first value
+  (default, ``mixed_precision``) and in float64 throughout (the computation before).
 
 Every row but Adam's runs ``--repeats`` times in each condition and keeps the fastest (the
 spread is in the JSON). Prints a table with the slowdown beside the busy process and the speed-up over Adam, and
@@ -55,6 +57,8 @@ ROWS = {
     "float32": dict(kind="ours", overrides=dict(tol=1e-11, dtype="float32")),
     "adam": dict(kind="adam", lr=0.05),
     "learned": dict(kind="ours", overrides=dict(classifier="learned", tol=1e-8)),
+    "learned_float64": dict(kind="ours", overrides=dict(classifier="learned", tol=1e-8,
+                                                         mixed_precision=False)),
 }
 LABELS = {
     "chunks": "fixed ETF, threads share chunks (default)",
@@ -64,6 +68,7 @@ LABELS = {
     "float32": "fixed ETF, float32, to its rounding floor",
     "adam": "Adam float32 baseline, to 1e-4",
     "learned": "learned W, to gradient 1e-8",
+    "learned_float64": "learned W, float64 throughout (before)",
 }
 
 

@@ -179,7 +179,9 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     resumed = solve(config, checkpoint_dir=tmp_path, resume=True)
     straight = solve(config)
     assert resumed.stop_reason == "converged"
-    assert float((resumed.W - straight.W).norm() / straight.W.norm()) <= 1e-7
+    # W is unique up to a rotation of feature space, which the interrupted path may change
+    gram, straight_gram = resumed.W @ resumed.W.T, straight.W @ straight.W.T
+    assert float((gram - straight_gram).norm() / straight_gram.norm()) <= 1e-7
 
 
 def test_time_limit_is_a_stop_reason():

@@ -84,7 +84,9 @@ class UFMConfig:
     threads whole chunks in turn, "kernels" lets torch spread every operation over its
     threads (:mod:`.chunk_threads`). With a fixed classifier that is a tight frame (a simplex
     ETF, say) ``coordinates`` = "auto" solves in logit coordinates, O(K) per sample instead
-    of O(Kd) (:mod:`.tight_frame`); "row_space" keeps the SVD frame of any classifier.
+    of O(Kd) (:mod:`.tight_frame`); "row_space" keeps the SVD frame of any classifier. A learned
+    classifier in float64 solves its features in float32 until the gradient norm is a
+    thousandth of its first value, then in float64 (``mixed_precision``, :mod:`.newton`).
     """
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -128,6 +130,7 @@ class UFMConfig:
     chunk_size: int | None = None
     parallel: str = "chunks"
     coordinates: str = "auto"
+    mixed_precision: bool = True
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
@@ -197,6 +200,8 @@ class UFMConfig:
             self.chunk_size = check_int("chunk_size", self.chunk_size, minimum=1)
         self.parallel = check_choice("parallel", self.parallel, PARALLEL)
         self.coordinates = check_choice("coordinates", self.coordinates, COORDINATES)
+        if not isinstance(self.mixed_precision, bool):
+            raise ValueError(f"mixed_precision must be true or false, got {self.mixed_precision!r}")
 
     def make_loss(self) -> MixupLoss:
         return get_loss(self.loss, **self.loss_params)

@@ -182,6 +182,8 @@ class _Run:
         stats = current.get("stats")
         if stats is not None:
             row["inner_newton"] = stats.newton_iterations
+        if "feature_dtype" in current:  # the phase of a mixed-precision run
+            row["feature_dtype"] = current["feature_dtype"]
         state.history.append(row)
         if bar is not None:
             bar.update(state.iteration, row["loss"], row["grad_norm"])
