@@ -1,6 +1,7 @@
 """The UFM solver against the exact theory, the convex certificate and finite differences."""
 
 import math
+import signal
 import threading
 import _thread
 from dataclasses import replace
@@ -168,12 +169,16 @@ def test_resume_continues_to_the_same_answer(tmp_path):
 
 def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     config = UFMConfig(K=30, d=32, classifier="learned", tol=1e-9)
+    # Ctrl-C raises KeyboardInterrupt also where SIGINT was inherited as ignored (a test
+    # suite started in the background), where interrupt_main would do nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()
     try:
         interrupted = solve(config, checkpoint_dir=tmp_path)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert interrupted.stop_reason == "interrupted"
     assert (tmp_path / "checkpoint.pt").is_file()
     resumed = solve(config, checkpoint_dir=tmp_path, resume=True)
