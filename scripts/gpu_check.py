@@ -7,7 +7,8 @@ run; steps that would start after ``--budget`` seconds are skipped and reported 
 2. ``tests/test_cuda.py``, the device-sensitive tests, on CUDA (pytest, in a subprocess);
 3. the medium fixed-ETF solve (K = 100, d = 128, 21 lam, 210,000 samples) in float64 to
    gradient 1e-12 with chunks of 4096 and of 65,536 samples, and in float32;
-4. the medium learned-classifier solve to gradient 1e-8, float64 and float32;
+4. the medium learned-classifier solve to gradient 1e-8 in float64, with its features in
+   float32 first (the default, ``mixed_precision``) and in float64 throughout, and in float32;
 5. the large problem: K = d = 1000, 200,004 random-pair samples, fixed ETF to gradient 1e-10;
 6. a 200-epoch digits MLP run with mixup (``ufm train`` defaults) on CUDA;
 7. the roofline: the time of one Newton iteration of the medium solve against one product of
@@ -130,8 +131,11 @@ def steps() -> list:
         ("medium fixed ETF float64, chunks 65536",
          lambda: timed_solve(**medium, tol=1e-12, chunk_size=65536)),
         ("medium fixed ETF float32", lambda: timed_solve(**medium, tol=1e-12, dtype="float32")),
-        ("medium learned W float64", lambda: timed_solve(**medium, classifier="learned", tol=1e-8,
-                                                        time_limit=120)),
+        ("medium learned W float64 (float32 first)",
+         lambda: timed_solve(**medium, classifier="learned", tol=1e-8, time_limit=120)),
+        ("medium learned W float64 throughout",
+         lambda: timed_solve(**medium, classifier="learned", tol=1e-8, time_limit=120,
+                             mixed_precision=False)),
         ("medium learned W float32", lambda: timed_solve(**medium, classifier="learned", tol=1e-5,
                                                         dtype="float32", time_limit=60)),
         ("K = d = 1000 fixed ETF float64", lambda: timed_solve(**large, tol=1e-10, chunk_size=16384)),
