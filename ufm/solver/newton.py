@@ -181,7 +181,8 @@ class ReducedNewton(NewtonMethod):
 
     def theory_frame(self):
         X, frame = self.feature_solver.theory_frame()
-        return X.to(self.state.problem.dtype), frame
+        dtype = self.state.problem.dtype
+        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame
 
     def step(self, current: dict[str, Any]) -> str | None:
         theta = self._theta()
