@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from .feature_newton import FeatureSolver
+from .mixture_newton import MixtureFeatureSolver
 
 
 def anchor_coordinates(solver: FeatureSolver) -> torch.Tensor:
@@ -39,7 +40,7 @@ def start_at_anchors(solver: FeatureSolver) -> None:
     X = solver.X
     for start in range(0, solver.n, solver.chunk_size):
         rows = slice(start, min(start + solver.chunk_size, solver.n))
-        if hasattr(solver, "classes"):  # m-class mixtures
+        if isinstance(solver, MixtureFeatureSolver):
             classes, weights = solver.classes[rows], solver.weights[rows]
             x = weights[:, 0, None] * anchors[classes[:, 0]]
             for k in range(1, classes.shape[1]):

@@ -32,8 +32,9 @@ from .tight_frame import TightFrameFeatureSolver, TightFrameMixtureSolver
 
 _LBFGS_MEMORY = 20
 _MAX_LINE_SEARCH = 30
-# the float32 phase of a mixed-precision run ends at this fraction of the first gradient norm
+# inner feature solves stop at this fraction of the outer gradient norm (see _inner_tol)
 _INNER_FRACTION = 0.1
+# the float32 phase of a mixed-precision run ends at this fraction of the first gradient norm
 _FLOAT32_UNTIL = 1e-3
 # a float32 line search that fails this many times passes to float64 (F is at its rounding)
 _FLOAT32_LINE_SEARCH = 4
@@ -114,11 +115,19 @@ class NewtonMethod:
         self.feature_solver.set_classifier(W.to(dtype), None if b is None else b.to(dtype))
 
     def features(self) -> torch.Tensor:
-        return self.feature_solver.features()
+        """H in the problem's dtype (a mixed-precision run may stop in its float32 phase)."""
+        return self.feature_solver.features().to(self.state.problem.dtype)
 
     def theory_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The coordinates X and their frame (see the theory reference)."""
-        return self.feature_solver.theory_frame()
+        """The coordinates X and their frame (see the theory reference), in the problem's dtype."""
+        X, frame = self.feature_solver.theory_frame()
+        dtype = self.state.problem.dtype
+        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame
+
+    @property
+    def _in_float32_phase(self) -> bool:
+        """Whether the features are solved in float32 for a float64 problem."""
+        return self.dtype != self.state.problem.dtype
 
     def state_dict(self) -> dict[str, Any]:
         solver = self.feature_solver
@@ -170,19 +179,11 @@ class ReducedNewton(NewtonMethod):
     def final(self, current: dict[str, Any]) -> dict[str, Any]:
         """The float64 measurement; a float32 phase stays in the checkpoint, so a resumed
         run goes on exactly as if it had not stopped."""
-        if self.dtype != self.state.problem.dtype:
+        if self._in_float32_phase:
             paused = (self.feature_solver, self.current)  # left intact by the carry-over
             self._to_full_precision()
             self._paused = paused
         return self.current
-
-    def features(self) -> torch.Tensor:
-        return self.feature_solver.features().to(self.state.problem.dtype)
-
-    def theory_frame(self):
-        X, frame = self.feature_solver.theory_frame()
-        dtype = self.state.problem.dtype
-        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame
 
     def step(self, current: dict[str, Any]) -> str | None:
         theta = self._theta()
@@ -195,7 +196,7 @@ class ReducedNewton(NewtonMethod):
         step = 1.0 if len(self.memory) else min(1.0, 1.0 / max(float(grad.norm()), 1e-300))
         accepted = self._line_search(theta, direction, slope, step, current)
         if accepted is None:
-            if self.dtype != self.state.problem.dtype:  # float32 can go no further
+            if self._in_float32_phase:  # float32 can go no further
                 self._to_full_precision()
                 return None
             return "stalled"
@@ -215,9 +216,9 @@ class ReducedNewton(NewtonMethod):
 
     def _to_full_precision(self) -> None:
         """Carry the features over to a solver in the problem's dtype; measure there again."""
-        dtype = self.state.problem.dtype
-        if self.dtype == dtype:
+        if not self._in_float32_phase:
             return
+        dtype = self.state.problem.dtype
         low, full = self.feature_solver, self._feature_solver(dtype)
         # the coordinates and their frame, which the next set_classifier carries over
         full.X, full.V = low.X.to(dtype), low.V.to(dtype)
@@ -288,8 +289,7 @@ class ReducedNewton(NewtonMethod):
         F0 = current["F"]
         accepted_state = self.feature_solver.snapshot()
         inner_tol = self._inner_tol(float(torch.linalg.vector_norm(current["theta_grad"])))
-        low = self.dtype != self.state.problem.dtype
-        for _ in range(_FLOAT32_LINE_SEARCH if low else _MAX_LINE_SEARCH):
+        for _ in range(_FLOAT32_LINE_SEARCH if self._in_float32_phase else _MAX_LINE_SEARCH):
             trial = theta + step * direction
             W, b = self._split(trial)
             new = self._evaluate(W, b, inner_tol)
