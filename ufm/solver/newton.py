@@ -169,8 +169,10 @@ class ReducedNewton(NewtonMethod):
 
     def start(self) -> None:
         if self.current is None:
-            self._start_features()
-            self.current = self._evaluate(self.state.W, self.state.b, self._inner_tol(None))
+            fresh = self.feature_solver.X is None
+            self._start_features()  # sets the classifier of a fresh run
+            self.current = self._evaluate(self.state.W, self.state.b, self._inner_tol(None),
+                                          set_classifier=not fresh)
         self._leave_float32_below()
 
     def measure(self) -> dict[str, Any]:
@@ -249,11 +251,16 @@ class ReducedNewton(NewtonMethod):
             return max(0.1 * tol, 1e-3)
         return max(0.1 * tol, min(1e-3, _INNER_FRACTION * outer_grad))
 
-    def _evaluate(self, W, b, inner_tol: float) -> dict[str, Any]:
-        """Solve every feature for the classifier (W, b); the measured iterate there."""
-        self._set_classifier(W, b)
+    def _evaluate(self, W, b, inner_tol: float, set_classifier: bool = True) -> dict[str, Any]:
+        """Solve every feature for the classifier (W, b); the measured iterate there.
+
+        ``set_classifier=False`` when the feature solver holds (W, b) already: a second
+        factorisation would carry every feature through an r x r product for nothing.
+        """
+        if set_classifier:
+            self._set_classifier(W, b)
         stats = self.feature_solver.solve(inner_tol)
-        if self.dtype != W.dtype:
+        if self._in_float32_phase:
             stats = replace(stats, grad_W=stats.grad_W.to(W.dtype), grad_b=stats.grad_b.to(W.dtype))
         return self._package(W, b, stats)
 
