@@ -153,8 +153,8 @@ def test_probability_frame_from_the_gradient_equals_the_product(loss, mixup_poin
     solver.X = torch.randn(solver.X.shape, generator=generator, dtype=solver.X.dtype)
     idx = torch.arange(solver.n)
     x, _, _, p, _, grad = solver._measure(idx)
-    fast, _ = solver._preconditioner(p, idx, grad - solver.lam_H * x)
-    plain, _ = solver._preconditioner(p, idx)
+    fast, *_ = solver._preconditioner(p, idx, grad - solver.lam_H * x)
+    plain, *_ = solver._preconditioner(p, idx)
     v = torch.randn(grad.shape, generator=generator, dtype=grad.dtype)
     assert float((fast(v) - plain(v)).norm() / plain(v).norm()) <= 1e-12
 

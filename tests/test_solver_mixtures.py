@@ -266,11 +266,11 @@ def test_preconditioner_is_the_exact_hessian_for_a_simplex_etf(m):
     solver.X = F.embedding_bag(problem.classes, solver.A, per_sample_weights=coefficients, mode="sum")
     idx = torch.arange(problem.n)
     _, z, _, p, _, grad = solver._measure(idx)
-    apply, exact = solver._preconditioner(p, idx)
+    apply, exact, _ = solver._preconditioner(p, idx)
     assert exact
     newton = torch.linalg.solve(_dense_hessians(solver.A, p, config.lam_H), grad[:, :, None]).squeeze(-1)
     assert float((apply(grad) - newton).norm() / newton.norm()) <= 1e-10
-    direction, cg_iterations = solver._newton_direction(z, p, grad, idx, torch.full((problem.n,), 1e-3))
+    direction, _, cg_iterations = solver._newton_direction(z, p, grad, idx, torch.full((problem.n,), 1e-3))
     # Per sample, relative to its step: the dense reference forms diag(p) - p p^T with
     # cancellation where p is nearly one-hot (errors up to eps / (1 - p_max), rows seen up to
     # 2.4e-11 off), so single small components are less accurate than the step itself.
@@ -289,7 +289,7 @@ def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier():
     solver.set_classifier(W, None, H=torch.randn(problem.n, d, generator=g, dtype=torch.float64))
     idx = torch.arange(problem.n)
     _, z, _, p, _, grad = solver._measure(idx)
-    apply, exact = solver._preconditioner(p, idx)
+    apply, exact, _ = solver._preconditioner(p, idx)
     assert not exact
     # M_0 built densely: the other classes' p replaced by sum p_o^2 / sum p_o
     inside = torch.zeros_like(p, dtype=torch.bool).scatter_(1, problem.classes, True)
@@ -305,7 +305,7 @@ def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier():
     assert float((apply(v) - expected).norm() / expected.norm()) <= 1e-10
     # and the PCG direction solves the true Newton system to its forcing tolerance
     forcing = torch.full((problem.n,), 1e-8)
-    direction, cg_iterations = solver._newton_direction(z, p, grad, idx, forcing)
+    direction, _, cg_iterations = solver._newton_direction(z, p, grad, idx, forcing)
     residual = (_dense_hessians(A, p, config.lam_H) @ direction[:, :, None]).squeeze(-1) - grad
     assert cg_iterations >= 1
     assert bool((residual.norm(dim=1) <= 1e-8 * grad.norm(dim=1) * (1 + 1e-6)).all())

@@ -21,7 +21,8 @@ the probabilities of the classes other than :math:`c, c'` by their :math:`p`-wei
 
 a diagonal plus rank-3 matrix inverted by the Woodbury identity with one 3x3 solve per
 sample. For a simplex-ETF classifier all :math:`p_o` are equal, :math:`M_0` is the exact
-Hessian and each Newton step needs a single CG iteration. For the squared error the
+Hessian and each Newton step needs a single CG iteration; near one, a bound on the residual
+of the preconditioned step lets it stand without any Hessian product (:mod:`.pcg`). For the squared error the
 Hessian :math:`\Sigma^2 + \lambda_H I` is diagonal. A per-sample backtracking line search
 makes the iteration globally convergent; once the predicted decrease is below rounding
 level full Newton steps are taken. Samples are processed in chunks and converged samples
@@ -33,26 +34,17 @@ from __future__ import annotations
 import torch
 
 from ..etf import truncated_svd
-from ..losses import MixupLoss, SquaredError, _SoftmaxFamily, smoothing
+from ..losses import MixupLoss, SquaredError, _SoftmaxFamily
 from .chunk_threads import ChunkThreads
 from .feature_totals import InnerStats, Totals
 from .fused_loss import loss_terms
+from .pair_preconditioner import pair_preconditioner
+from .pcg import Preconditioner, newton_direction
 
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 40
-_MAX_CG = 60
-
-
-def _inverse_3x3(S):
-    """Inverse of a batch of 3x3 matrices given as nested lists of (m,) tensors (adjugate)."""
-    (a, b, c), (d, e, f), (g, h, i) = S
-    A_, B_, C_ = e * i - f * h, -(d * i - f * g), d * h - e * g
-    det = a * A_ + b * B_ + c * C_
-    return [
-        [A_ / det, -(b * i - c * h) / det, (b * f - c * e) / det],
-        [B_ / det, (a * i - c * g) / det, -(a * f - c * d) / det],
-        [C_ / det, -(a * h - b * g) / det, (a * e - b * d) / det],
-    ]
+# Newton systems are solved to no smaller a residual than this fraction of the tolerance
+_RESIDUAL_FLOOR = 0.1
 
 
 class FeatureSolver:
@@ -154,8 +146,9 @@ class FeatureSolver:
         value, _, _ = self._terms(z, idx, need_grad=False)
         return value + 0.5 * self.lam_H * torch.linalg.vecdot(x, x)
 
-    def _hessian_vector(self, z, p, v, idx):
-        Av = self._to_logits(v)
+    def _hessian_vector(self, z, p, v, idx, Av=None):
+        """The Hessian product per sample; ``Av`` the logits of ``v`` if known."""
+        Av = self._to_logits(v) if Av is None else Av
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
         elif isinstance(self.loss, SquaredError):
@@ -164,99 +157,21 @@ class FeatureSolver:
             Hv = self.loss.hvp(z, self.c[idx], self.c_prime[idx], self.lam[idx], Av)
         return self._from_logits(Hv) + self.lam_H * v
 
-    def _preconditioner(self, p, idx, loss_frame=None):
-        r"""Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere).
-
-        M_0 is exact for the squared error, and for the softmax family when the classes other
-        than c, c' have equal probabilities (a simplex-ETF classifier, or K = 2).
-        ``loss_frame`` (optional) is :math:`A^\top\nabla\ell` per sample: for the softmax
-        family :math:`A^\top p = A^\top\nabla\ell + A^\top t` with the target t, whose
-        frame needs only the rows a_c, a_c' gathered here anyway, which saves the product
-        p A (a quarter of a fixed classifier's matrix products).
-        """
-        lam_H, sigma2 = self.lam_H, self.sigma2
-        if isinstance(self.loss, SquaredError):
-            diagonal = sigma2 + lam_H
-            return (lambda v: v / diagonal), True
-        c, cp, same = self.c[idx], self.c_prime[idx], self.same[idx]
-        p_c = p.gather(1, c[:, None]).squeeze(1)
-        p_cp = torch.where(same, torch.zeros_like(p_c), p.gather(1, cp[:, None]).squeeze(1))
-        # sums over the other classes, taken directly (differences of totals would cancel)
-        p_other = p.scatter(1, c[:, None], 0.0).scatter_(1, cp[:, None], 0.0)
-        mass = p_other.sum(-1)
-        mass_sq = (p_other * p_other).sum(-1)
-        tiny = torch.finfo(p.dtype).tiny
-        p_bar = torch.where(mass > tiny, mass_sq / mass.clamp_min(tiny), torch.zeros_like(mass))
-        n_other = (p.shape[1] - 2 + same.to(p.dtype)).clamp_min(1)
-        # p_bar >= the plain mean of the other p_o, with equality iff they are all equal
-        spread = p_bar - mass / n_other
-        exact = self._softmax and bool((spread <= 64 * torch.finfo(p.dtype).eps * p_bar).all())
-        D = p_bar[:, None] * sigma2 + lam_H  # (m, r)
-        a_c, a_cp = self.A[c], self.A[cp]
-        if loss_frame is None or not self._softmax:
-            frame_p = self._from_logits(p)
-        else:
-            eps = smoothing(self.loss)
-            lam = self.lam[idx]
-            frame_p = (loss_frame + ((1 - eps) * lam)[:, None] * a_c
-                       + ((1 - eps) * (1 - lam))[:, None] * a_cp)
-            if eps:
-                frame_p = frame_p + (eps / p.shape[1]) * self.A.sum(0)
-        columns = (a_c, a_cp, frame_p)  # a_c, a_c', A^T p: each (m, r)
-        weights = (p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c))
-        scaled = [u / D for u in columns]
-        # S = I + diag(w) G with G = U^T D^{-1} U symmetric (6 distinct entries), a 3x3
-        # matrix per sample inverted by its adjugate
-        G = {(i, j): (columns[i] * scaled[j]).sum(-1) for i in range(3) for j in range(i, 3)}
-        S = [[(1.0 if i == j else 0.0) + weights[i] * G[min(i, j), max(i, j)]
-              for j in range(3)] for i in range(3)]
-        S_inv = _inverse_3x3(S)
-
-        def apply(v):
-            y = v / D
-            t = [weights[i] * (columns[i] * y).sum(-1) for i in range(3)]
-            s_ = [S_inv[i][0] * t[0] + S_inv[i][1] * t[1] + S_inv[i][2] * t[2] for i in range(3)]
-            return y - (s_[0][:, None] * scaled[0] + s_[1][:, None] * scaled[1]
-                        + s_[2][:, None] * scaled[2])
-
-        return apply, exact
+    def _preconditioner(self, p, idx, loss_frame=None) -> Preconditioner:
+        """M_0^{-1}, whether it is exact, and its deviation (:mod:`.pair_preconditioner`)."""
+        return pair_preconditioner(self, p, idx, loss_frame)
 
     def _uses_loss_frame(self) -> bool:
         """Whether :meth:`_preconditioner` takes ``loss_frame`` (it saves it a product)."""
         return self._softmax
 
-    def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None):
-        """Approximate Newton direction by PCG, per sample; returns (direction, iterations)."""
-        precondition, exact = self._preconditioner(p, idx, loss_frame)
-        if exact:
-            return precondition(grad), 0
-        step = torch.zeros_like(grad)
-        residual = grad.clone()
-        zr = precondition(residual)
-        direction = zr.clone()
-        rz = (residual * zr).sum(-1)
-        target = forcing * grad.norm(dim=-1)
-        active = torch.ones(grad.shape[0], dtype=torch.bool, device=grad.device)
-        iterations = 0
-        for iterations in range(1, _MAX_CG + 1):
-            Hd = self._hessian_vector(z, p, direction, idx)
-            curvature = (direction * Hd).sum(-1)
-            negative = curvature <= 0  # only for non-convex losses such as focal
-            if iterations == 1 and bool(negative.any()):
-                step = torch.where(negative[:, None], zr, step)
-            active = active & ~negative
-            alpha = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
-            step = step + alpha[:, None] * direction
-            residual = residual - alpha[:, None] * Hd
-            active = active & (residual.norm(dim=-1) > target)
-            if not bool(active.any()):
-                break
-            zr = precondition(residual)
-            rz_new = (residual * zr).sum(-1)
-            beta = torch.where(active, rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
-            direction = zr + beta[:, None] * direction
-            rz = rz_new
-        return step, iterations
+    def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None, floor=0.0):
+        """(direction, its logits or None, CG iterations) with residual at most
+        max(forcing |grad|, floor) per sample."""
+        return newton_direction(
+            self._preconditioner(p, idx, loss_frame),
+            lambda v, Av: self._hessian_vector(z, p, v, idx, Av),
+            self._to_logits, self.sigma2, grad, (forcing * grad.norm(dim=-1)).clamp_min(floor))
 
     # -- the solve -------------------------------------------------------------------------
 
@@ -319,16 +234,19 @@ class FeatureSolver:
     def _weight(self, idx):
         return None if self.sample_weight is None else self.sample_weight[idx]
 
-    def _line_search(self, x, z, direction, z_direction, ids, f, decrease, rounding):
+    def _line_search(self, x, z, direction, z_direction, ids, f, decrease, rounding, measure=False):
         """Backtracking per sample: x - t direction with the first t = 1, 1/2, ... that passes.
 
         The Armijo test (or a predicted decrease below rounding level) is made on all samples
         at t = 1, then only on those still pending, so a few hard samples do not make the
-        whole chunk evaluate its objective again. Returns (new x, accepted per sample).
+        whole chunk evaluate its objective again. Returns (new x, accepted per sample, full),
+        with ``full`` None or, when ``measure``, (taken at t = 1 per sample, loss values,
+        logit gradients there) from the loss terms of the full step.
         """
         accepted = torch.zeros_like(f, dtype=torch.bool)
         t = torch.ones_like(f)
         pending = None  # every sample of the chunk
+        full = None
         for _ in range(_MAX_BACKTRACK):
             parts = (t, x, z, direction, z_direction, ids, f, decrease, rounding)
             if pending is not None:
@@ -338,11 +256,17 @@ class FeatureSolver:
                 trial, z_trial = x_p - d_p, z_p - zd_p
             else:
                 trial, z_trial = x_p - t_p[:, None] * d_p, z_p - t_p[:, None] * zd_p
-            f_trial = self._objective(z_trial, trial, ids_p)
+            if measure and pending is None:
+                value, _, g_z = self._terms(z_trial, ids_p)
+                f_trial = value + 0.5 * self.lam_H * torch.linalg.vecdot(trial, trial)
+            else:
+                f_trial = self._objective(z_trial, trial, ids_p)
             ok = torch.isfinite(f_trial) & ((f_trial <= f_p - _ARMIJO * t_p * dec_p) | (dec_p <= round_p))
             if pending is None:
                 x = torch.where(ok[:, None], trial, x)
                 accepted = ok
+                if measure:
+                    full = (ok, value, g_z)
                 pending = torch.nonzero(~ok).squeeze(1)
             else:
                 good = pending[ok]
@@ -352,7 +276,23 @@ class FeatureSolver:
             if pending.numel() == 0:
                 break
             t[pending] = 0.5 * t[pending]
-        return x, accepted
+        return x, accepted, full
+
+    def _confirm(self, todo, ids, x, full, tol, totals):
+        """``todo`` less the samples whose full step ended within ``tol``, which join ``totals``.
+
+        Their loss terms at the new point came with the line search, so one product gives
+        their gradients, and the pass that would only have measured them is saved.
+        """
+        at_full, value, g_z = full
+        grad = torch.add(self._from_logits(g_z), x, alpha=self.lam_H)
+        done = at_full & (grad.norm(dim=-1) <= tol)
+        if not bool(done.any()):
+            return todo
+        totals.add(value[done], g_z[done], x[done], grad[done], self._weight(ids[done]))
+        still = todo.clone()
+        still[torch.nonzero(todo).squeeze(1)[done]] = False
+        return still
 
     def _newton_chunk(self, idx, tol, totals, before_step):
         x, z, value, p, g_z, grad = self._measure(idx)
@@ -376,13 +316,17 @@ class FeatureSolver:
         f_s = value_s + 0.5 * self.lam_H * torch.linalg.vecdot(x_s, x_s)
         # forcing term min(0.1, |grad|): inexact early, exact (superlinear) near the optimum
         forcing = torch.clamp(g_s, max=0.1)
+        # a residual below a tenth of the tolerance cannot keep a sample from finishing
+        floor = _RESIDUAL_FLOOR * tol
         # A^T grad ell, from the gradient at hand (for the preconditioners that use it)
         loss_frame = torch.add(grad_s, x_s, alpha=-self.lam_H) if self._uses_loss_frame() else None
-        direction, cg = self._newton_direction(z_s, p_s, grad_s, ids, forcing, loss_frame)
-        z_direction = self._to_logits(direction)  # logits move linearly along the step
+        direction, z_direction, cg = self._newton_direction(z_s, p_s, grad_s, ids, forcing, loss_frame, floor)
+        if z_direction is None:
+            z_direction = self._to_logits(direction)  # logits move linearly along the step
         decrease = torch.linalg.vecdot(grad_s, direction)
         rounding = 64 * torch.finfo(x.dtype).eps * (f_s.abs() + 1)
-        x_s, accepted = self._line_search(x_s, z_s, direction, z_direction, ids, f_s, decrease, rounding)
+        x_s, accepted, full = self._line_search(x_s, z_s, direction, z_direction, ids, f_s, decrease,
+                                                rounding, measure=not before_step)
         self.X[ids] = x_s
         # A sample makes one more (evaluation-only) visit when no step was found, or after
         # two consecutive full steps below rounding level (its gradient is at its floor).
@@ -390,4 +334,6 @@ class FeatureSolver:
         totals.at_rounding = totals.at_rounding and bool(at_rounding.all())
         self._finish[ids] = ~accepted | (decrease <= 0) | (at_rounding & self._rounding[ids])
         self._rounding[ids] = at_rounding
+        if full is not None:
+            todo = self._confirm(todo, ids, x_s, full, tol, totals)
         return todo, cg

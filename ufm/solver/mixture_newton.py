@@ -45,6 +45,7 @@ from ..losses import MixupLoss, SquaredError, smoothing
 from .chunk_threads import ChunkThreads
 from .feature_newton import FeatureSolver
 from .mixture_loss import mixture_loss_hvp, mixture_loss_terms
+from .pcg import Preconditioner
 
 
 class MixtureFeatureSolver(FeatureSolver):
@@ -70,9 +71,9 @@ class MixtureFeatureSolver(FeatureSolver):
     def _terms(self, z, idx, need_grad=True):
         return mixture_loss_terms(self.loss, z, self.classes[idx], self.weights[idx], need_grad)
 
-    def _hessian_vector(self, z, p, v, idx):
+    def _hessian_vector(self, z, p, v, idx, Av=None):
         r""":math:`\nabla^2\phi\,v = A^\top\nabla^2\ell\,(Av) + \lambda_H v` per sample."""
-        Av = self._to_logits(v)
+        Av = self._to_logits(v) if Av is None else Av
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
         elif isinstance(self.loss, SquaredError):
@@ -81,8 +82,8 @@ class MixtureFeatureSolver(FeatureSolver):
             Hv = mixture_loss_hvp(self.loss, z, self.classes[idx], self.weights[idx], Av)
         return self._from_logits(Hv) + self.lam_H * v
 
-    def _preconditioner(self, p, idx, loss_frame=None):
-        r"""Return (function applying M_0^{-1}, whether M_0 is the exact Hessian everywhere).
+    def _preconditioner(self, p, idx, loss_frame=None) -> Preconditioner:
+        r"""M_0^{-1}, whether M_0 is the exact Hessian everywhere, and its deviation (:mod:`.pcg`).
 
         With ``loss_frame`` (:math:`A^\top\nabla\ell` per sample) and the softmax family,
         :math:`A^\top p = A^\top\nabla\ell + \sum_k t_k a_{c_k}` (+ the uniform part of
@@ -91,7 +92,7 @@ class MixtureFeatureSolver(FeatureSolver):
         lam_H, sigma2 = self.lam_H, self.sigma2
         if isinstance(self.loss, SquaredError):
             diagonal = sigma2 + lam_H
-            return (lambda v: v / diagonal), True
+            return Preconditioner(lambda v: v / diagonal, True)
         classes = self.classes[idx]
         p_mix = p.gather(1, classes)  # (c, m)
         # sums over the other classes, taken directly (differences of totals would cancel)
@@ -128,4 +129,6 @@ class MixtureFeatureSolver(FeatureSolver):
             s = torch.linalg.lu_solve(LU, pivots, t[:, :, None])  # (c, m+1, 1)
             return y - (s.transpose(1, 2) @ scaled).squeeze(1)
 
-        return apply, exact
+        if exact or not self._softmax:
+            return Preconditioner(apply, exact)
+        return Preconditioner(apply, exact, (p_other - p_bar[:, None]).scatter_(1, classes, 0.0))

@@ -29,6 +29,7 @@ import torch
 from ..losses import Focal, _SoftmaxFamily
 from .feature_newton import FeatureSolver
 from .mixture_newton import MixtureFeatureSolver
+from .pcg import Preconditioner
 
 COORDINATES = ("auto", "row_space")
 # |W W^T - sigma^2 P|_F <= _TOLERANCE eps sqrt(K d) |sigma^2 P|_F; the rounding of a simplex
@@ -127,7 +128,7 @@ class TightFrame:
         def apply(v):
             return u * v + (coefficient * (up * v).sum(-1, keepdim=True)) * up
 
-        return apply, True
+        return Preconditioner(apply, True)
 
     @property
     def _shift_invariant(self) -> bool:

@@ -1,0 +1,96 @@
+"""The certified preconditioned step of the Newton feature solvers (ufm.solver.pcg).
+
+The residual bound sigma_max |delta * A d_0| is checked against the residual of dense
+per-sample Hessians, for pairs and m-class mixtures, far from and near a simplex ETF; the
+directions that skip conjugate gradients are checked to meet their targets the same way.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ufm.etf import simplex_etf
+from ufm.solver import UFMConfig, build_problem
+from ufm.solver.feature_newton import FeatureSolver
+from ufm.solver.mixture_newton import MixtureFeatureSolver
+
+
+def _dense_hessians(A, p, lam_H):
+    """Per-sample A^T (diag p - p p^T) A + lam_H I, (n, r, r)."""
+    logit_hessian = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return A.T @ logit_hessian @ A + lam_H * torch.eye(A.shape[1], dtype=A.dtype)
+
+
+def _solver(m: int, W: torch.Tensor, loss: str = "ce", seed: int = 0):
+    """A feature solver of random pairs (m = 2) or mixtures at random features, W given."""
+    K, d = W.shape
+    config = UFMConfig(K=K, d=d, mixup_points=m, classifier="fixed", pairs="random", num_pairs=40,
+                       alpha=1.0, samples_per_pair=2, loss=loss, seed=seed)
+    problem = build_problem(config, W_init=W)
+    if m == 2:
+        solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
+    else:
+        solver = MixtureFeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
+    g = torch.Generator().manual_seed(seed)
+    solver.set_classifier(W, None, H=torch.randn(problem.n, d, generator=g, dtype=torch.float64))
+    return solver
+
+
+def _classifier(K: int, d: int, offset: float, seed: int = 1) -> torch.Tensor:
+    """A simplex ETF plus a random (K, d) perturbation of Frobenius norm ``offset``."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(K, d, generator=g, dtype=torch.float64)
+    return simplex_etf(K, d, dtype=torch.float64) + offset * noise / noise.norm()
+
+
+@pytest.mark.parametrize("m", [2, 3])
+@pytest.mark.parametrize("offset", [1e-4, 1e-1, 3.0])
+@pytest.mark.parametrize("loss", ["ce", "label_smoothing"])
+def test_the_residual_bound_holds_against_dense_hessians(m, offset, loss):
+    solver = _solver(m, _classifier(9, 11, offset), loss)
+    idx = torch.arange(solver.n)
+    x, z, _, p, _, grad = solver._measure(idx)
+    preconditioner = solver._preconditioner(p, idx, torch.add(grad, x, alpha=-solver.lam_H))
+    assert not preconditioner.exact and preconditioner.deviation is not None
+    d0 = preconditioner.apply(grad)
+    true = ((_dense_hessians(solver.A, p, solver.lam_H) @ d0[:, :, None]).squeeze(-1) - grad).norm(dim=1)
+    bound = solver.sigma2.max().sqrt() * (preconditioner.deviation * solver._to_logits(d0)).norm(dim=1)
+    # an upper bound (to rounding of the dense residual), and not a vacuous one
+    assert bool((true <= bound * (1 + 1e-9) + 1e-14 * grad.norm(dim=1)).all())
+    assert float((true / bound).max()) >= 0.05
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_a_near_etf_classifier_takes_the_certified_step_without_hessian_products(m):
+    # the features solved for a simplex ETF, then the classifier moved by 1e-4: an outer
+    # step of a learned classifier near its optimum
+    solver = _solver(m, _classifier(9, 11, 0.0))
+    solver.solve(1e-12)
+    solver.set_classifier(_classifier(9, 11, 1e-4), None)
+    idx = torch.arange(solver.n)
+    x, z, _, p, _, grad = solver._measure(idx)
+    forcing = torch.full((solver.n,), 1e-3)
+    frame = torch.add(grad, x, alpha=-solver.lam_H)
+    direction, z_direction, cg = solver._newton_direction(z, p, grad, idx, forcing, frame)
+    assert cg == 0 and z_direction is not None
+    assert float((z_direction - solver._to_logits(direction)).norm() / z_direction.norm()) <= 1e-14
+    residual = (_dense_hessians(solver.A, p, solver.lam_H) @ direction[:, :, None]).squeeze(-1) - grad
+    assert bool((residual.norm(dim=1) <= 1e-3 * grad.norm(dim=1)).all())
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_samples_that_fail_the_bound_go_on_by_cg_to_their_target(m):
+    solver = _solver(m, _classifier(9, 11, 0.5))
+    idx = torch.arange(solver.n)
+    x, z, _, p, _, grad = solver._measure(idx)
+    frame = torch.add(grad, x, alpha=-solver.lam_H)
+    hessians = _dense_hessians(solver.A, p, solver.lam_H)
+    for forcing, floor in [(1e-8, 0.0), (1e-12, 1e-3)]:
+        targets = (forcing * grad.norm(dim=1)).clamp_min(floor)
+        direction, z_direction, cg = solver._newton_direction(
+            z, p, grad, idx, torch.full((solver.n,), forcing), frame, floor)
+        residual = ((hessians @ direction[:, :, None]).squeeze(-1) - grad).norm(dim=1)
+        assert bool((residual <= targets * (1 + 1e-6)).all())
+        if floor == 0.0:  # this classifier is far from an ETF: some samples need CG
+            assert cg >= 1 and z_direction is None

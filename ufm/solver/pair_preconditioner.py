@@ -1,0 +1,88 @@
+r"""The preconditioner of the pair feature solver: the Hessian with the other classes' probabilities
+replaced by their mean, a diagonal plus rank-3 matrix inverted by the Woodbury identity.
+
+See :mod:`.feature_newton` for the formula and :mod:`.pcg` for how its deviation from the
+Hessian certifies the preconditioned step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import SquaredError, smoothing
+from .pcg import Preconditioner
+
+
+def _inverse_3x3(S):
+    """Inverse of a batch of 3x3 matrices given as nested lists of (m,) tensors (adjugate)."""
+    (a, b, c), (d, e, f), (g, h, i) = S
+    A_, B_, C_ = e * i - f * h, -(d * i - f * g), d * h - e * g
+    det = a * A_ + b * B_ + c * C_
+    return [
+        [A_ / det, -(b * i - c * h) / det, (b * f - c * e) / det],
+        [B_ / det, (a * i - c * g) / det, -(a * f - c * d) / det],
+        [C_ / det, -(a * h - b * g) / det, (a * e - b * d) / det],
+    ]
+
+
+def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
+    r"""M_0^{-1}, whether M_0 is the exact Hessian everywhere, and its deviation (:mod:`.pcg`).
+
+    M_0 is exact for the squared error, and for the softmax family when the classes other
+    than c, c' have equal probabilities (a simplex-ETF classifier, or K = 2).
+    ``loss_frame`` (optional) is :math:`A^\top\nabla\ell` per sample: for the softmax
+    family :math:`A^\top p = A^\top\nabla\ell + A^\top t` with the target t, whose
+    frame needs only the rows a_c, a_c' gathered here anyway, which saves the product
+    p A (a quarter of a fixed classifier's matrix products).
+    """
+    lam_H, sigma2 = solver.lam_H, solver.sigma2
+    if isinstance(solver.loss, SquaredError):
+        diagonal = sigma2 + lam_H
+        return Preconditioner(lambda v: v / diagonal, True)
+    c, cp, same = solver.c[idx], solver.c_prime[idx], solver.same[idx]
+    p_c = p.gather(1, c[:, None]).squeeze(1)
+    p_cp = torch.where(same, torch.zeros_like(p_c), p.gather(1, cp[:, None]).squeeze(1))
+    # sums over the other classes, taken directly (differences of totals would cancel)
+    p_other = p.scatter(1, c[:, None], 0.0).scatter_(1, cp[:, None], 0.0)
+    mass = p_other.sum(-1)
+    mass_sq = torch.linalg.vecdot(p_other, p_other)
+    tiny = torch.finfo(p.dtype).tiny
+    p_bar = torch.where(mass > tiny, mass_sq / mass.clamp_min(tiny), torch.zeros_like(mass))
+    n_other = (p.shape[1] - 2 + same.to(p.dtype)).clamp_min(1)
+    # p_bar >= the plain mean of the other p_o, with equality iff they are all equal
+    spread = p_bar - mass / n_other
+    exact = solver._softmax and bool((spread <= 64 * torch.finfo(p.dtype).eps * p_bar).all())
+    D = torch.addcmul(sigma2.new_tensor(lam_H), p_bar[:, None], sigma2)  # (m, r)
+    a_c, a_cp = solver.A[c], solver.A[cp]
+    if loss_frame is None or not solver._softmax:
+        frame_p = solver._from_logits(p)
+    else:
+        eps = smoothing(solver.loss)
+        lam = solver.lam[idx]
+        frame_p = torch.addcmul(loss_frame, ((1 - eps) * lam)[:, None], a_c)
+        frame_p.addcmul_(((1 - eps) * (1 - lam))[:, None], a_cp)
+        if eps:
+            frame_p += (eps / p.shape[1]) * solver.A.sum(0)
+    columns = (a_c, a_cp, frame_p)  # a_c, a_c', A^T p: each (m, r)
+    weights = (p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c))
+    scaled = [u / D for u in columns]
+    # S = I + diag(w) G with G = U^T D^{-1} U symmetric (6 distinct entries), a 3x3
+    # matrix per sample inverted by its adjugate
+    G = {(i, j): torch.linalg.vecdot(columns[i], scaled[j]) for i in range(3) for j in range(i, 3)}
+    S = [[(1.0 if i == j else 0.0) + weights[i] * G[min(i, j), max(i, j)]
+          for j in range(3)] for i in range(3)]
+    S_inv = _inverse_3x3(S)
+
+    def apply(v):
+        # one pass over (m, r) per operation: each dot product and update fused
+        y = v / D
+        t = [weights[i] * torch.linalg.vecdot(columns[i], y) for i in range(3)]
+        for i in range(3):
+            s_i = S_inv[i][0] * t[0] + S_inv[i][1] * t[1] + S_inv[i][2] * t[2]
+            y.addcmul_(s_i[:, None], scaled[i], value=-1.0)
+        return y
+
+    if exact or not solver._softmax:
+        return Preconditioner(apply, exact)
+    deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0).scatter_(1, cp[:, None], 0.0)
+    return Preconditioner(apply, exact, deviation)

@@ -1,0 +1,85 @@
+r"""Newton directions of the feature solvers: the preconditioned step, certified or refined by PCG.
+
+Each sample's Newton system :math:`\nabla^2\phi\, d = \nabla\phi` is solved to the forcing
+target :math:`|\nabla^2\phi\, d - \nabla\phi| \le \eta|\nabla\phi|`. The preconditioners of
+:mod:`.feature_newton` and :mod:`.mixture_newton` are the Hessian with the probabilities of
+the classes outside the sample's mixture replaced by their mean :math:`\bar p`:
+:math:`\nabla^2\phi - M_0 = A^\top \operatorname{diag}(\delta) A` with
+:math:`\delta_o = p_o - \bar p` outside the mixture and 0 inside. The residual of the
+preconditioned step :math:`d_0 = M_0^{-1}\nabla\phi` is therefore
+:math:`A^\top(\delta\odot Ad_0)`, bounded by
+
+.. math:: |\nabla^2\phi\, d_0 - \nabla\phi| \le \sigma_{\max}(A)\, |\delta \odot A d_0| ,
+
+which costs no Hessian product: :math:`Ad_0` are the logits of the step, needed by the line
+search anyway. A sample whose bound meets its target takes :math:`d_0` as it is; the others
+go on by conjugate gradients (the first Hessian product reusing :math:`Ad_0`). Near a
+learned optimum, where the classifier is close to a simplex ETF and :math:`\delta` is
+small, this saves every Hessian product of the pass (issue 12).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+MAX_CG = 60
+
+
+class Preconditioner(NamedTuple):
+    """M_0^{-1} per sample, whether M_0 is the Hessian exactly, and the probability deviation
+    delta (m, K) with Hessian - M_0 = A^T diag(delta) A (None where no such form is known)."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    exact: bool
+    deviation: torch.Tensor | None = None
+
+
+def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, sigma2,
+                     grad: torch.Tensor, target: torch.Tensor):
+    r"""(direction, its logits or None, CG iterations) with :math:`|Hd - g| \le` ``target``.
+
+    ``hessian_vector(v, Av)`` is the Hessian product given v and its logits Av;
+    ``to_logits`` maps coordinates to logits (A v); ``sigma2`` holds the squared singular
+    values of A. The logits of the direction come back when the direction is the
+    preconditioned step of every sample (so the caller need not form them again).
+    """
+    precondition = preconditioner.apply
+    zr = precondition(grad)
+    if preconditioner.exact:
+        return zr, None, 0
+    z_zr = None
+    step = torch.zeros_like(grad)
+    active = torch.ones(grad.shape[0], dtype=torch.bool, device=grad.device)
+    if preconditioner.deviation is not None:
+        z_zr = to_logits(zr)
+        sigma_max = sigma2.max().sqrt()
+        certified = sigma_max * torch.linalg.vector_norm(preconditioner.deviation * z_zr, dim=-1) <= target
+        if bool(certified.all()):
+            return zr, z_zr, 0
+        step = torch.where(certified[:, None], zr, step)
+        active = ~certified
+    residual = grad.clone()
+    direction = zr.clone()
+    rz = (residual * zr).sum(-1)
+    iterations = 0
+    for iterations in range(1, MAX_CG + 1):
+        Hd = hessian_vector(direction, z_zr if iterations == 1 else None)
+        curvature = (direction * Hd).sum(-1)
+        negative = curvature <= 0  # only for non-convex losses such as focal
+        if iterations == 1 and bool(negative.any()):
+            step = torch.where(negative[:, None], zr, step)
+        active = active & ~negative
+        alpha = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
+        step = step + alpha[:, None] * direction
+        residual = residual - alpha[:, None] * Hd
+        active = active & (residual.norm(dim=-1) > target)
+        if not bool(active.any()):
+            break
+        zr = precondition(residual)
+        rz_new = (residual * zr).sum(-1)
+        beta = torch.where(active, rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
+        direction = zr + beta[:, None] * direction
+        rz = rz_new
+    return step, None, iterations
