@@ -27,7 +27,7 @@ writes JSON. Measure on an otherwise idle machine: the busy process is the only 
 to be there.
 
     python scripts/bench_contention.py [--out results/bench_contention.json] [--skip-adam]
-        [--repeats 2]
+        [--repeats 2] [--rows ...] [--seed 0]
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--adam-max-seconds", type=float, default=1800.0)
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs per row and condition (the fastest is kept); Adam runs once")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the problem's seed (a learned classifier's random start)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -126,6 +128,8 @@ def main() -> None:
     results = {}
     for name in rows:
         spec = {**ROWS[name], "max_seconds": args.adam_max_seconds}
+        if spec["kind"] == "ours":
+            spec["overrides"] = {**spec["overrides"], "seed": args.seed}
         repeats = 1 if name == "adam" else args.repeats
         idle_runs = [spawn(spec) for _ in range(repeats)]
         busy_runs = [beside_busy_process(spec) for _ in range(repeats)]
@@ -147,7 +151,8 @@ def main() -> None:
                                     "busy": adam["busy"]["seconds"] / r["busy"]["seconds"]}
         print(f"{LABELS[name]:44s} {r['idle']['seconds']:8.1f} {r['busy']['seconds']:8.1f} "
               f"{r['slowdown']:8.2f}x {ratio[0]:>14s} {ratio[1]:>14s}  {_result(r['idle'])}")
-    report = {"K": K, "d": D, "n": K * K * 21, "cores": os.cpu_count(), "threads": threads,
+    report = {"K": K, "d": D, "n": K * K * 21, "seed": args.seed, "cores": os.cpu_count(),
+              "threads": threads,
               "torch": torch.__version__, "python": platform.python_version(),
               "machine": platform.processor() or platform.machine(), "rows": results}
     write_json(args.out, report)
