@@ -22,8 +22,8 @@ the probabilities of the classes other than :math:`c, c'` by their :math:`p`-wei
 a diagonal plus rank-3 matrix inverted by the Woodbury identity with one 3x3 solve per
 sample. For a simplex-ETF classifier all :math:`p_o` are equal, :math:`M_0` is the exact
 Hessian and each Newton step needs a single CG iteration; near one, a bound on the residual
-of the preconditioned step lets it stand without any Hessian product (:mod:`.pcg`). For the squared error the
-Hessian :math:`\Sigma^2 + \lambda_H I` is diagonal. A per-sample backtracking line search
+of the preconditioned step lets it stand without any Hessian product (:mod:`.pcg`). For
+the squared error the Hessian :math:`\Sigma^2 + \lambda_H I` is diagonal. A per-sample backtracking line search
 makes the iteration globally convergent; once the predicted decrease is below rounding
 level full Newton steps are taken. Samples are processed in chunks and converged samples
 are skipped, so no (n, K, K) or (n, d, d) tensor is ever formed.
