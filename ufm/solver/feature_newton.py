@@ -23,10 +23,11 @@ a diagonal plus rank-3 matrix inverted by the Woodbury identity with one 3x3 sol
 sample. For a simplex-ETF classifier all :math:`p_o` are equal, :math:`M_0` is the exact
 Hessian and each Newton step needs a single CG iteration; near one, a bound on the residual
 of the preconditioned step lets it stand without any Hessian product (:mod:`.pcg`). For
-the squared error the Hessian :math:`\Sigma^2 + \lambda_H I` is diagonal. A per-sample backtracking line search
-makes the iteration globally convergent; once the predicted decrease is below rounding
-level full Newton steps are taken. Samples are processed in chunks and converged samples
-are skipped, so no (n, K, K) or (n, d, d) tensor is ever formed.
+the squared error the Hessian :math:`\Sigma^2 + \lambda_H I` is diagonal. A per-sample
+backtracking line search makes the iteration globally convergent; once the predicted
+decrease is below rounding level full Newton steps are taken. Samples are processed in
+chunks and converged samples are skipped, so no (n, K, K) or (n, d, d) tensor is ever
+formed.
 """
 
 from __future__ import annotations
@@ -142,10 +143,6 @@ class FeatureSolver:
     def _terms(self, z, idx, need_grad=True):
         return loss_terms(self.loss, z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)
 
-    def _objective(self, z, x, idx):
-        value, _, _ = self._terms(z, idx, need_grad=False)
-        return value + 0.5 * self.lam_H * torch.linalg.vecdot(x, x)
-
     def _hessian_vector(self, z, p, v, idx, Av=None):
         """The Hessian product per sample; ``Av`` the logits of ``v`` if known."""
         Av = self._to_logits(v) if Av is None else Av
@@ -256,11 +253,9 @@ class FeatureSolver:
                 trial, z_trial = x_p - d_p, z_p - zd_p
             else:
                 trial, z_trial = x_p - t_p[:, None] * d_p, z_p - t_p[:, None] * zd_p
-            if measure and pending is None:
-                value, _, g_z = self._terms(z_trial, ids_p)
-                f_trial = value + 0.5 * self.lam_H * torch.linalg.vecdot(trial, trial)
-            else:
-                f_trial = self._objective(z_trial, trial, ids_p)
+            # the gradient terms only at the full step, where they may confirm convergence
+            value, _, g_z = self._terms(z_trial, ids_p, need_grad=measure and pending is None)
+            f_trial = value + 0.5 * self.lam_H * torch.linalg.vecdot(trial, trial)
             ok = torch.isfinite(f_trial) & ((f_trial <= f_p - _ARMIJO * t_p * dec_p) | (dec_p <= round_p))
             if pending is None:
                 x = torch.where(ok[:, None], trial, x)
@@ -320,13 +315,14 @@ class FeatureSolver:
         floor = _RESIDUAL_FLOOR * tol
         # A^T grad ell, from the gradient at hand (for the preconditioners that use it)
         loss_frame = torch.add(grad_s, x_s, alpha=-self.lam_H) if self._uses_loss_frame() else None
-        direction, z_direction, cg = self._newton_direction(z_s, p_s, grad_s, ids, forcing, loss_frame, floor)
+        direction, z_direction, cg = self._newton_direction(z_s, p_s, grad_s, ids, forcing,
+                                                            loss_frame, floor)
         if z_direction is None:
             z_direction = self._to_logits(direction)  # logits move linearly along the step
         decrease = torch.linalg.vecdot(grad_s, direction)
         rounding = 64 * torch.finfo(x.dtype).eps * (f_s.abs() + 1)
-        x_s, accepted, full = self._line_search(x_s, z_s, direction, z_direction, ids, f_s, decrease,
-                                                rounding, measure=not before_step)
+        x_s, accepted, full = self._line_search(x_s, z_s, direction, z_direction, ids, f_s,
+                                                decrease, rounding, measure=not before_step)
         self.X[ids] = x_s
         # A sample makes one more (evaluation-only) visit when no step was found, or after
         # two consecutive full steps below rounding level (its gradient is at its floor).

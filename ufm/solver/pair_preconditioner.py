@@ -84,5 +84,6 @@ def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
 
     if exact or not solver._softmax:
         return Preconditioner(apply, exact)
-    deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0).scatter_(1, cp[:, None], 0.0)
+    deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0)
+    deviation.scatter_(1, cp[:, None], 0.0)
     return Preconditioner(apply, exact, deviation)

@@ -55,13 +55,13 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
     if preconditioner.deviation is not None:
         z_zr = to_logits(zr)
         sigma_max = sigma2.max().sqrt()
-        certified = sigma_max * torch.linalg.vector_norm(preconditioner.deviation * z_zr, dim=-1) <= target
+        bound = sigma_max * torch.linalg.vector_norm(preconditioner.deviation * z_zr, dim=-1)
+        certified = bound <= target
         if bool(certified.all()):
             return zr, z_zr, 0
         step = torch.where(certified[:, None], zr, step)
         active = ~certified
-    residual = grad.clone()
-    direction = zr.clone()
+    residual, direction = grad, zr  # both replaced, never written in place
     rz = (residual * zr).sum(-1)
     iterations = 0
     for iterations in range(1, MAX_CG + 1):
