@@ -11,8 +11,9 @@ scheduling group). Rows:
 
 * the Newton solve of the fixed simplex ETF to gradient norm 1e-11 (float64, which puts the
   features within about 1e-15 of the exact theory), with the
-  threads sharing chunks (default, in the logit coordinates of :mod:`ufm.solver.tight_frame`),
-  in the SVD frame of the row space (``coordinates="row_space"``, the computation before),
+  threads sharing chunks (default, in the logit coordinates of :mod:`ufm.solver.tight_frame`,
+  each thread kept on its own CPU), with the threads left where the scheduler puts them
+  (``unpinned``, the computation before), in the SVD frame of the row space (``coordinates="row_space"``, the computation before),
   with torch's per-operation threads (the behaviour before that), and on one thread;
 * the same in float32, to the rounding floor of float32;
 * the baseline: Adam in float32 on a free feature tensor, lr 0.05, to relative distance
@@ -46,11 +47,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_solver import adam_baseline, ours  # noqa: E402
 
 from ufm.io import write_json  # noqa: E402
+from ufm.solver import chunk_threads  # noqa: E402
 from ufm.solver._allocator import keep_freed_memory  # noqa: E402
 
 K, D = 100, 128
 ROWS = {
     "chunks": dict(kind="ours", overrides=dict(tol=1e-11)),
+    "unpinned": dict(kind="ours", unpinned=True, overrides=dict(tol=1e-11)),
     "row_space": dict(kind="ours", overrides=dict(tol=1e-11, coordinates="row_space")),
     "kernels": dict(kind="ours", overrides=dict(tol=1e-11, parallel="kernels")),
     "one_thread": dict(kind="ours", threads=1, overrides=dict(tol=1e-11)),
@@ -62,6 +65,7 @@ ROWS = {
 }
 LABELS = {
     "chunks": "fixed ETF, threads share chunks (default)",
+    "unpinned": "fixed ETF, threads not kept on a CPU (before)",
     "row_space": "fixed ETF, SVD frame (before logit coords)",
     "kernels": "fixed ETF, threads inside each op (before)",
     "one_thread": "fixed ETF, one thread",
@@ -76,6 +80,8 @@ def run_one(spec: dict) -> dict:
     keep_freed_memory()
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    if spec.get("unpinned"):  # the chunk threads as before: the scheduler places them
+        chunk_threads.allowed_cpus = lambda: None
     device = torch.device("cpu")
     if spec["kind"] == "adam":
         return adam_baseline(K, D, device, spec["lr"], max_seconds=spec["max_seconds"])

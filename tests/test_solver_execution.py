@@ -1,12 +1,14 @@
 """How a solve runs: threads sharing chunks, float32 and its rounding floor, the progress bar."""
 
 import math
+import os
 import threading
 
 import pytest
 import torch
 
 from ufm.solver import solve
+from ufm.solver import chunk_threads
 from ufm.solver.chunk_threads import ChunkThreads
 from ufm.solver.problem import UFMConfig
 from ufm.solver.run import _Progress
@@ -33,6 +35,34 @@ def test_chunk_threads_keep_order_and_run_each_chunk_on_one_intra_op_thread(two_
     assert {count for _, count in seen} == {1}
     assert threading.get_ident() not in {ident for ident, _ in seen}
     assert torch.get_num_threads() == 2  # the caller's setting is back
+
+
+needs_affinity = pytest.mark.skipif(chunk_threads.allowed_cpus() is None,
+                                    reason="the platform has no CPU affinity (not Linux)")
+
+
+@needs_affinity
+def test_chunk_threads_keep_one_cpu_each_when_there_is_one_per_cpu(two_threads, monkeypatch):
+    # the machine's first allowed CPU twice: two workers, "two CPUs", on any machine
+    first = chunk_threads.allowed_cpus()[0]
+    monkeypatch.setattr(chunk_threads, "allowed_cpus", lambda: [first, first])
+    threads = ChunkThreads(torch.device("cpu"))
+    assert threads.cpus == [first, first]
+    before = os.sched_getaffinity(0)
+    seen = threads.map(lambda i: (threading.get_ident(), os.sched_getaffinity(0)), range(40))
+    assert {frozenset(cpus) for _, cpus in seen} == {frozenset({first})}
+    assert os.sched_getaffinity(0) == before  # the calling thread is left as it was
+
+
+@needs_affinity
+def test_chunk_threads_are_not_pinned_with_fewer_workers_than_cpus(two_threads, monkeypatch):
+    first = chunk_threads.allowed_cpus()[0]
+    monkeypatch.setattr(chunk_threads, "allowed_cpus", lambda: [first, first, first])
+    threads = ChunkThreads(torch.device("cpu"))
+    assert threads.workers == 2 and threads.cpus is None
+    process = os.sched_getaffinity(0)
+    assert {frozenset(c) for c in threads.map(lambda i: os.sched_getaffinity(0), range(8))} == {
+        frozenset(process)}
 
 
 def test_chunk_threads_serial_paths_and_errors(two_threads):
