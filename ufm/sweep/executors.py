@@ -23,6 +23,8 @@ from typing import Any
 
 import submitit
 
+from ..solver.chunk_threads import allowed_cpus
+
 EXECUTORS = ("local", "slurm", "debug")
 SLURM_COMMANDS = ("sbatch", "srun", "sacct")
 LOCAL_TIME_MIN = 7 * 24 * 60  # submitit's local default is 2 minutes: far too short for a run
@@ -45,10 +47,9 @@ def check_executor(name: str) -> None:
 
 
 def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (macOS)
-        return os.cpu_count() or 1
+    """The CPUs this process may use (its affinity), or the machine's count where none is known."""
+    cpus = allowed_cpus()
+    return len(cpus) if cpus is not None else (os.cpu_count() or 1)
 
 
 def threads_per_point(name: str, settings: dict[str, Any], jobs: int) -> int:
