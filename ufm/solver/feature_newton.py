@@ -311,7 +311,7 @@ class FeatureSolver:
         f_s = value_s + 0.5 * self.lam_H * torch.linalg.vecdot(x_s, x_s)
         # forcing term min(0.1, |grad|): inexact early, exact (superlinear) near the optimum
         forcing = torch.clamp(g_s, max=0.1)
-        # a residual below a tenth of the tolerance cannot keep a sample from finishing
+        # a sample need only reach the tolerance: a residual below a tenth of it buys nothing
         floor = _RESIDUAL_FLOOR * tol
         # A^T grad ell, from the gradient at hand (for the preconditioners that use it)
         loss_frame = torch.add(grad_s, x_s, alpha=-self.lam_H) if self._uses_loss_frame() else None
