@@ -18,10 +18,11 @@ Three runnable threads on two cores are split two and one; when the busy process
 the solve runs on a single core. That fits what was measured before: beside a busy process
 two threads were barely faster than one (10.5 s against 10.8 s). With each thread on its
 own CPU the busy process shares a core with one of them, the other keeps a whole core, and
-the queue gives it more chunks. On the medium fixed-ETF solve, averaged over four
-alternating runs, the time beside one busy process went from 9.5 s to 8.1 s (idle 5.9 s and
-5.8 s; issue 12). With fewer threads than CPUs nothing is pinned, so processes that share a
-machine are not stacked on its first CPUs.
+the queue gives it more chunks. On the medium fixed-ETF solve, in three sets of 4, 5 and 8
+alternating runs, the mean time beside one busy process was 2 to 14 % lower (9.5 to 8.1 s,
+10.6 to 10.3 s, 11.8 to 10.7 s) and the idle time the same (issue 12). With fewer threads
+than CPUs nothing is pinned, so processes that share a machine are not stacked on its first
+CPUs.
 
 On CUDA, with one thread, or with ``parallel="kernels"`` (torch's own parallelism inside
 each operation, the behaviour before) the chunks run one after the other in the calling
