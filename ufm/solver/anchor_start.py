@@ -35,11 +35,15 @@ def anchor_coordinates(solver: FeatureSolver) -> torch.Tensor:
 
 
 def start_at_anchors(solver: FeatureSolver) -> None:
-    """Set ``solver.X`` to the anchor mixture of every sample (the classifier must be set)."""
+    """Set ``solver.X`` to the anchor mixture of every sample (the classifier must be set).
+
+    The blocks of rows are filled on the solver's chunk threads, so this start meets no
+    per-operation barrier beside a busy process (:mod:`.chunk_threads`).
+    """
     anchors = anchor_coordinates(solver)
     X = solver.X
-    for start in range(0, solver.n, solver.chunk_size):
-        rows = slice(start, min(start + solver.chunk_size, solver.n))
+
+    def fill(rows: slice) -> None:
         if isinstance(solver, MixtureFeatureSolver):
             classes, weights = solver.classes[rows], solver.weights[rows]
             x = weights[:, 0, None] * anchors[classes[:, 0]]
@@ -49,3 +53,5 @@ def start_at_anchors(solver: FeatureSolver) -> None:
             lam = solver.lam[rows, None]
             x = lam * anchors[solver.c[rows]] + (1 - lam) * anchors[solver.c_prime[rows]]
         X[rows] = x
+
+    solver.threads.map(fill, solver.row_blocks())

@@ -13,6 +13,13 @@ A thread that loses its core simply takes fewer chunks. The results come back in
 order, so every total formed from them is summed in the same order whatever the number of
 threads and whichever thread ran which chunk.
 
+The work on all n samples between the Newton passes goes through the same threads: the
+anchor start, the products that carry the features to a new classifier and form
+``H = X V^T``, and the distances to the theory per lam. On the calling thread, torch's
+per-operation threads made that work three times slower beside a busy process (medium
+fixed-ETF solve, alternating runs: 0.45-0.52 s idle against 1.19-1.58 s busy); on the chunk
+threads it takes 0.15-0.20 s idle and 0.31-0.50 s busy (issue 12).
+
 When there is one thread per CPU the process may use (Linux), each thread keeps its own CPU.
 Three runnable threads on two cores are split two and one; when the busy process is the one,
 the solve runs on a single core. That fits what was measured before: beside a busy process

@@ -84,9 +84,9 @@ class FeatureSolver:
         """Factor ``W`` and express the warm start (``H`` if given, else the old features)."""
         U, S, V = truncated_svd(W)
         if H is not None:
-            X = H @ V
+            X = self._rows_times(H, V)
         elif self.X is not None:
-            X = self.X @ (self.V.T @ V)
+            X = self._rows_times(self.X, self.V.T @ V)
         else:
             X = torch.zeros(self.n, V.shape[1], dtype=W.dtype, device=W.device)
         self.W, self.b = W, b
@@ -94,7 +94,15 @@ class FeatureSolver:
         self.X = X
 
     def features(self) -> torch.Tensor:
-        return self.X @ self.V.T
+        """``H = X V^T`` (n, d)."""
+        return self._rows_times(self.X, self.V.T)
+
+    def _rows_times(self, M: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        """``M @ R`` for M of n rows, block by block on the chunk threads: beside a busy
+        process a product this large would otherwise meet torch's per-operation barriers."""
+        out = torch.empty(self.n, R.shape[1], dtype=R.dtype, device=R.device)
+        self.threads.map(lambda rows: torch.matmul(M[rows], R, out=out[rows]), self.row_blocks())
+        return out
 
     def snapshot(self) -> tuple:
         """Everything :meth:`restore` needs to return to this classifier and these features."""
@@ -139,6 +147,11 @@ class FeatureSolver:
     def _chunks(self):
         for start in range(0, self.n, self.chunk_size):
             yield torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
+
+    def row_blocks(self) -> list[slice]:
+        """The chunks as row slices, for work that needs no gathers."""
+        return [slice(start, min(start + self.chunk_size, self.n))
+                for start in range(0, self.n, self.chunk_size)]
 
     def _terms(self, z, idx, need_grad=True):
         return loss_terms(self.loss, z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)

@@ -37,7 +37,41 @@ from .chunk_threads import ChunkThreads
 from .problem import Problem
 
 
-class TheoryReference:
+class _ChunkedReference:
+    """The distances to the exact features, from the per-sample squares of a subclass's
+    ``_squares(features, frame, idx)``, summed chunk by chunk on the chunk threads; each
+    chunk's sums are added in chunk order, whatever thread ran it."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.threads = ChunkThreads(problem.device, problem.config.parallel)
+
+    def _chunks(self, device) -> list[torch.Tensor]:
+        n, chunk = self.problem.n, self.problem.config.chunk_rows
+        return [torch.arange(start, min(start + chunk, n), device=device) for start in range(0, n, chunk)]
+
+    def distance(self, features, frame) -> float:
+        """|H - H*|_F / |H*|_F over all samples."""
+        def sums(idx):
+            num, den = self._squares(features, frame, idx)
+            return float(num.sum()), float(den.sum())
+
+        sums = self.threads.map(sums, self._chunks(features.device))
+        return _relative(sum(a for a, _ in sums), sum(b for _, b in sums))
+
+    def _group_sums(self, features, frame, group, groups) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 sums of |f - f*|^2 and |f*|^2 per group (``group`` numbers each sample's)."""
+        def sums(idx):
+            out = torch.zeros(2, groups, dtype=torch.float64, device=features.device)
+            for row, values in zip(out, self._squares(features, frame, idx)):
+                row.index_add_(0, group[idx], values.to(torch.float64))
+            return out
+
+        total = sum(self.threads.map(sums, self._chunks(features.device)))
+        return total[0], total[1]
+
+
+class TheoryReference(_ChunkedReference):
     """Exact optimal features for a fixed simplex-ETF classifier, as per-sample coefficients.
 
     Built by :meth:`build`, which returns None when the problem has no exact theory. The
@@ -47,10 +81,12 @@ class TheoryReference:
     logit coordinates of a tight frame with their :class:`~ufm.solver.tight_frame.CentredFrame`.
     """
 
-    def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor):
-        self.problem = problem
+    def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor,
+                 lam_values: list[float] | None = None, lam_group: torch.Tensor | None = None):
+        super().__init__(problem)
         self.a, self.b = a, b
-        self.threads = ChunkThreads(problem.device, problem.config.parallel)
+        # the distinct lam and each sample's index among them (for distance_per_lam)
+        self.lam_values, self.lam_group = lam_values, lam_group
 
     @classmethod
     def build(cls, problem: Problem) -> TheoryReference | None:
@@ -71,38 +107,34 @@ class TheoryReference:
         same = (problem.c == problem.c_prime).cpu()
         a = torch.where(same, a_same, torch.from_numpy(a_u)[inverse])
         b = torch.where(same, 0.0, torch.from_numpy(b_u)[inverse])
-        return cls(problem, a.to(problem.device, W.dtype), b.to(problem.device, W.dtype))
+        a, b = a.to(problem.device, W.dtype), b.to(problem.device, W.dtype)
+        if config.alpha is not None:  # lam drawn from a Beta law: no grid to report on
+            return cls(problem, a, b)
+        values = problem.lam.unique()
+        return cls(problem, a, b, values.tolist(), torch.searchsorted(values, problem.lam))
 
-    def _sums(self, features, frame, idx) -> tuple[float, float]:
-        """(|F - F*|^2, |F*|^2) over ``idx`` where F* = a frame[c] + b frame[c']."""
+    def _squares(self, features, frame, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample of ``idx``: |f - f*|^2 and |f*|^2, where f* = a frame[c] + b frame[c']."""
         c, cp = self.problem.c[idx], self.problem.c_prime[idx]
-        if hasattr(frame, "pair_sums"):  # the logit frame of a tight frame (.tight_frame)
-            return frame.pair_sums(features[idx], c, cp, self.a[idx], self.b[idx])
+        if hasattr(frame, "pair_squares"):  # the logit frame of a tight frame (.tight_frame)
+            return frame.pair_squares(features[idx], c, cp, self.a[idx], self.b[idx])
         exact = self.a[idx, None] * frame[c] + self.b[idx, None] * frame[cp]
-        return float(((features[idx] - exact) ** 2).sum()), float((exact**2).sum())
-
-    def distance(self, features, frame) -> float:
-        """|H - H*|_F / |H*|_F over all samples (chunk by chunk)."""
-        n = self.problem.n
-        chunk = self.problem.config.chunk_rows
-        chunks = [torch.arange(start, min(start + chunk, n), device=features.device)
-                  for start in range(0, n, chunk)]
-        sums = self.threads.map(lambda idx: self._sums(features, frame, idx), chunks)
-        return _relative(sum(a for a, _ in sums), sum(b for _, b in sums))
+        return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
 
     def distance_per_lam(self, features, frame) -> dict[str, float] | None:
-        """Relative distance per distinct lam, keyed by lam to 6 digits (grid problems only)."""
-        if self.problem.config.alpha is not None:
+        """Relative distance per distinct lam, keyed by lam to 6 digits (grid problems only).
+
+        One pass over the chunks on the chunk threads; each chunk's sums per lam are added
+        in chunk order, so the result does not depend on the threads.
+        """
+        if self.lam_values is None:
             return None
-        lam = self.problem.lam
-        result = {}
-        for value in torch.unique(lam).tolist():
-            num, den = self._sums(features, frame, torch.nonzero(lam == value).squeeze(1))
-            result[f"{value:.6g}"] = _relative(num, den)
-        return result
+        num, den = self._group_sums(features, frame, self.lam_group, len(self.lam_values))
+        return {f"{value:.6g}": _relative(a, b)
+                for value, a, b in zip(self.lam_values, num.tolist(), den.tolist())}
 
 
-class MixtureTheoryReference:
+class MixtureTheoryReference(_ChunkedReference):
     r"""Exact optimal features of m-class mixtures for a fixed simplex ETF, as coefficients.
 
     ``a`` (n, m) holds :math:`a_k(y_s)` from :func:`ufm.theory.mixture_coefficients` (one
@@ -112,7 +144,7 @@ class MixtureTheoryReference:
     """
 
     def __init__(self, problem: Problem, a: torch.Tensor, group: torch.Tensor, groups: int):
-        self.problem = problem
+        super().__init__(problem)
         self.a, self.group, self.groups = a, group, groups
 
     @classmethod
@@ -131,19 +163,6 @@ class MixtureTheoryReference:
         exact = F.embedding_bag(self.problem.classes[idx], frame, per_sample_weights=self.a[idx], mode="sum")
         return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
 
-    def _chunks(self, device):
-        n, chunk = self.problem.n, self.problem.config.chunk_rows
-        for start in range(0, n, chunk):
-            yield torch.arange(start, min(start + chunk, n), device=device)
-
-    def distance(self, features, frame) -> float:
-        """|H - H*|_F / |H*|_F over all samples (chunk by chunk)."""
-        num = den = 0.0
-        for idx in self._chunks(features.device):
-            a, b = self._squares(features, frame, idx)
-            num, den = num + float(a.sum()), den + float(b.sum())
-        return _relative(num, den)
-
     def distance_per_lam(self, features, frame) -> None:
         """None: m-class samples have no single lam (see :meth:`worst_weights_distance`)."""
 
@@ -152,12 +171,7 @@ class MixtureTheoryReference:
 
         Absolute where a group's exact features are all zero (equal weights with m = K).
         """
-        num = torch.zeros(self.groups, dtype=torch.float64, device=features.device)
-        den = torch.zeros_like(num)
-        for idx in self._chunks(features.device):
-            a, b = self._squares(features, frame, idx)
-            num.index_add_(0, self.group[idx], a.to(torch.float64))
-            den.index_add_(0, self.group[idx], b.to(torch.float64))
+        num, den = self._group_sums(features, frame, self.group, self.groups)
         relative = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), num).sqrt()
         return float(relative.max())
 

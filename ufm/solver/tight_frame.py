@@ -71,9 +71,9 @@ class TightFrame:
         K = W.shape[0]
         V = W.T / sigma  # (d, K), h = x' V^T
         if H is not None:
-            X = H @ V
+            X = self._rows_times(H, V)
         elif self.X is not None:
-            X = self.X @ (self.V.T @ V)
+            X = self._rows_times(self.X, self.V.T @ V)
         else:
             X = torch.zeros(self.n, K, dtype=W.dtype, device=W.device)
         P = torch.eye(K, dtype=W.dtype, device=W.device)
@@ -166,8 +166,8 @@ class CentredFrame:
     def __init__(self, sigma: float, K: int):
         self.sigma, self.K = sigma, K
 
-    def pair_sums(self, x, c, c_prime, a, b) -> tuple[float, float]:
-        """(|x - x*|^2, |x*|^2) summed over the rows of x, x* = sigma(a e_c + b e_c' - (a+b)1/K)."""
+    def pair_squares(self, x, c, c_prime, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row of x: |x - x*|^2 and |x*|^2, x* = sigma(a e_c + b e_c' - (a+b)1/K)."""
         sigma, K = self.sigma, self.K
         diff = x + (sigma * (a + b) / K)[:, None]
         rows = torch.arange(x.shape[0], device=x.device)
@@ -175,7 +175,7 @@ class CentredFrame:
         diff[rows, c_prime] -= sigma * b  # b = 0 for same-class samples
         total = a + b
         norm2 = torch.where(c == c_prime, total * total, a * a + b * b) - total * total / K
-        return float(torch.linalg.vector_norm(diff) ** 2), float((sigma * sigma * norm2).sum())
+        return torch.linalg.vecdot(diff, diff), sigma * sigma * norm2
 
 
 class TightFrameFeatureSolver(TightFrame, FeatureSolver):
