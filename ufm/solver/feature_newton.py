@@ -145,8 +145,8 @@ class FeatureSolver:
         return x, z, value, p, g_z, torch.add(self._from_logits(g_z), x, alpha=self.lam_H)
 
     def _chunks(self):
-        for start in range(0, self.n, self.chunk_size):
-            yield torch.arange(start, min(start + self.chunk_size, self.n), device=self.X.device)
+        for rows in self.row_blocks():
+            yield torch.arange(rows.start, rows.stop, device=self.X.device)
 
     def row_blocks(self) -> list[slice]:
         """The chunks as row slices, for work that needs no gathers."""

@@ -110,8 +110,7 @@ class TheoryReference(_ChunkedReference):
         a, b = a.to(problem.device, W.dtype), b.to(problem.device, W.dtype)
         if config.alpha is not None:  # lam drawn from a Beta law: no grid to report on
             return cls(problem, a, b)
-        values = problem.lam.unique()
-        return cls(problem, a, b, values.tolist(), torch.searchsorted(values, problem.lam))
+        return cls(problem, a, b, unique.tolist(), inverse.to(problem.device))
 
     def _squares(self, features, frame, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample of ``idx``: |f - f*|^2 and |f*|^2, where f* = a frame[c] + b frame[c']."""
