@@ -51,6 +51,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def row_blocks(n: int, size: int) -> list[slice]:
+    """The rows 0..n-1 in consecutive blocks of ``size`` (the last may be shorter)."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 def allowed_cpus() -> list[int] | None:
     """The CPUs this process may run on, or None where the platform does not say (not Linux)."""
     getter = getattr(os, "sched_getaffinity", None)

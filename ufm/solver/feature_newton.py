@@ -36,7 +36,7 @@ import torch
 
 from ..etf import truncated_svd
 from ..losses import MixupLoss, SquaredError, _SoftmaxFamily
-from .chunk_threads import ChunkThreads
+from .chunk_threads import ChunkThreads, row_blocks
 from .feature_totals import InnerStats, Totals
 from .fused_loss import loss_terms
 from .pair_preconditioner import pair_preconditioner
@@ -83,15 +83,19 @@ class FeatureSolver:
     def set_classifier(self, W: torch.Tensor, b: torch.Tensor | None, H: torch.Tensor | None = None):
         """Factor ``W`` and express the warm start (``H`` if given, else the old features)."""
         U, S, V = truncated_svd(W)
-        if H is not None:
-            X = self._rows_times(H, V)
-        elif self.X is not None:
-            X = self._rows_times(self.X, self.V.T @ V)
-        else:
-            X = torch.zeros(self.n, V.shape[1], dtype=W.dtype, device=W.device)
+        X = self._warm_start(V, H)
         self.W, self.b = W, b
         self.A, self.V, self.sigma2 = U * S, V, S * S
         self.X = X
+
+    def _warm_start(self, V: torch.Tensor, H: torch.Tensor | None) -> torch.Tensor:
+        """Coordinates in the new frame V (h = x V^T): of ``H`` if given, else of the current
+        features, else zeros."""
+        if H is not None:
+            return self._rows_times(H, V)
+        if self.X is not None:
+            return self._rows_times(self.X, self.V.T @ V)
+        return torch.zeros(self.n, V.shape[1], dtype=V.dtype, device=V.device)
 
     def features(self) -> torch.Tensor:
         """``H = X V^T`` (n, d)."""
@@ -150,8 +154,7 @@ class FeatureSolver:
 
     def row_blocks(self) -> list[slice]:
         """The chunks as row slices, for work that needs no gathers."""
-        return [slice(start, min(start + self.chunk_size, self.n))
-                for start in range(0, self.n, self.chunk_size)]
+        return row_blocks(self.n, self.chunk_size)
 
     def _terms(self, z, idx, need_grad=True):
         return loss_terms(self.loss, z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)

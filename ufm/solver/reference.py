@@ -33,7 +33,7 @@ from ..theory import (
     optimal_coefficients,
     optimal_features,
 )
-from .chunk_threads import ChunkThreads
+from .chunk_threads import ChunkThreads, row_blocks
 from .problem import Problem
 
 
@@ -47,8 +47,8 @@ class _ChunkedReference:
         self.threads = ChunkThreads(problem.device, problem.config.parallel)
 
     def _chunks(self, device) -> list[torch.Tensor]:
-        n, chunk = self.problem.n, self.problem.config.chunk_rows
-        return [torch.arange(start, min(start + chunk, n), device=device) for start in range(0, n, chunk)]
+        return [torch.arange(rows.start, rows.stop, device=device)
+                for rows in row_blocks(self.problem.n, self.problem.config.chunk_rows)]
 
     def distance(self, features, frame) -> float:
         """|H - H*|_F / |H*|_F over all samples."""

@@ -70,12 +70,7 @@ class TightFrame:
         kind, sigma = frame
         K = W.shape[0]
         V = W.T / sigma  # (d, K), h = x' V^T
-        if H is not None:
-            X = self._rows_times(H, V)
-        elif self.X is not None:
-            X = self._rows_times(self.X, self.V.T @ V)
-        else:
-            X = torch.zeros(self.n, K, dtype=W.dtype, device=W.device)
+        X = self._warm_start(V, H)
         P = torch.eye(K, dtype=W.dtype, device=W.device)
         if kind == "centred":
             P = P - 1.0 / K
