@@ -5,9 +5,12 @@ samples) took 15 s idle and 50 s beside one busy process, because torch's intra-
 meet at a barrier after every operation (``parallel="kernels"``). The default now shares
 whole chunks among the threads (``parallel="chunks"``, :mod:`ufm.solver.chunk_threads`).
 
-Every row runs in its own Python process, twice: once on the idle machine and once beside
-one busy process (a pure-Python loop started by this script, so it shares this session's
-scheduling group). Rows:
+Every row runs in its own Python process, once on the idle machine and once beside one busy
+process (a pure-Python loop started by this script, so it shares this session's scheduling
+group). With ``--other-session`` it also runs beside a busy process started in a session of
+its own (``setsid``), as one started from another terminal would be. Where the kernel groups
+processes by session (``/proc/sys/kernel/sched_autogroup_enabled``, recorded in the JSON) it
+then weighs the two sessions equally rather than their threads. Rows:
 
 * the Newton solve of the fixed simplex ETF to gradient norm 1e-11 (float64, which puts the
   features within about 1e-15 of the exact theory), with the
@@ -22,13 +25,13 @@ scheduling group). Rows:
   the features solved in float32 until the gradient is a thousandth of its first value
   (default, ``mixed_precision``) and in float64 throughout (the computation before).
 
-Every row but Adam's runs ``--repeats`` times in each condition and keeps the fastest (the
-spread is in the JSON). Prints a table with the slowdown beside the busy process and the speed-up over Adam, and
+Every row but Adam's runs ``--repeats`` times in each condition, the conditions alternating,
+and keeps the fastest (the spread is in the JSON). Prints a table with the slowdown beside the busy process and the speed-up over Adam, and
 writes JSON. Measure on an otherwise idle machine: the busy process is the only load meant
 to be there.
 
     python scripts/bench_contention.py [--out results/bench_contention.json] [--skip-adam]
-        [--repeats 2] [--rows ...] [--seed 0]
+        [--repeats 2] [--rows ...] [--seed 0] [--other-session]
 """
 
 from __future__ import annotations
@@ -94,14 +97,31 @@ def spawn(spec: dict) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def beside_busy_process(spec: dict) -> dict:
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+def beside_busy_process(spec: dict, own_session: bool = False) -> dict:
+    """``spec`` run beside a pure-Python loop, in this session or (``own_session``) its own."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=own_session)
     try:
         time.sleep(1.0)  # let it take its core
         return spawn(spec)
     finally:
         busy.kill()
         busy.wait()
+
+
+CONDITIONS = {
+    "idle": spawn,
+    "busy": beside_busy_process,
+    "busy_other_session": lambda spec: beside_busy_process(spec, own_session=True),
+}
+
+
+def autogroup() -> str | None:
+    """The kernel's sched_autogroup_enabled ("1": the scheduler shares CPUs out by session)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _result(r: dict) -> str:
@@ -122,6 +142,8 @@ def main() -> None:
                         help="runs per row and condition (the fastest is kept); Adam runs once")
     parser.add_argument("--seed", type=int, default=0,
                         help="the problem's seed (a learned classifier's random start)")
+    parser.add_argument("--other-session", action="store_true",
+                        help="also run beside a busy process in a session of its own")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -131,22 +153,28 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"K={K} d={D} n={K * K * 21:,}  cores={os.cpu_count()} torch threads={threads} "
           f"torch={torch.__version__}  load average before: {os.getloadavg()[0]:.2f}")
+    conditions = [c for c in CONDITIONS if args.other_session or c != "busy_other_session"]
     results = {}
     for name in rows:
         spec = {**ROWS[name], "max_seconds": args.adam_max_seconds}
         if spec["kind"] == "ours":
             spec["overrides"] = {**spec["overrides"], "seed": args.seed}
         repeats = 1 if name == "adam" else args.repeats
-        idle_runs = [spawn(spec) for _ in range(repeats)]
-        busy_runs = [beside_busy_process(spec) for _ in range(repeats)]
-        idle = min(idle_runs, key=lambda r: r["seconds"])
-        busy = min(busy_runs, key=lambda r: r["seconds"])
-        results[name] = {"idle": idle, "busy": busy, "slowdown": busy["seconds"] / idle["seconds"],
-                         "idle_seconds_all": [r["seconds"] for r in idle_runs],
-                         "busy_seconds_all": [r["seconds"] for r in busy_runs]}
-        print(f"  {name}: idle {idle['seconds']:.1f} s, busy {busy['seconds']:.1f} s", flush=True)
-    print(f"\n{'run':44s} {'idle s':>8s} {'busy s':>8s} {'busy/idle':>9s} {'Adam/this idle':>14s} "
-          f"{'Adam/this busy':>14s}  result (idle)")
+        runs = {c: [] for c in conditions}
+        for _ in range(repeats):
+            for c in conditions:
+                runs[c].append(CONDITIONS[c](spec))
+        r = {c: min(runs[c], key=lambda run: run["seconds"]) for c in conditions}
+        for c in conditions[1:]:
+            r[f"{c}_slowdown"] = r[c]["seconds"] / r["idle"]["seconds"]
+        r["slowdown"] = r["busy_slowdown"]
+        r.update({f"{c}_seconds_all": [run["seconds"] for run in runs[c]] for c in conditions})
+        results[name] = r
+        print(f"  {name}: " + ", ".join(f"{c} {r[c]['seconds']:.1f} s" for c in conditions), flush=True)
+    other = "busy_other_session" in conditions
+    print(f"\n{'run':44s} {'idle s':>8s} {'busy s':>8s} {'busy/idle':>9s} "
+          + (f"{'other s':>8s} {'other/idle':>10s} " if other else "")
+          + f"{'Adam/this idle':>14s} {'Adam/this busy':>14s}  result (idle)")
     adam = results.get("adam")
     for name, r in results.items():
         ratio = ("", "")
@@ -155,10 +183,12 @@ def main() -> None:
                      f"{adam['busy']['seconds'] / r['busy']['seconds']:.1f}x")
             r["speedup_vs_adam"] = {"idle": adam["idle"]["seconds"] / r["idle"]["seconds"],
                                     "busy": adam["busy"]["seconds"] / r["busy"]["seconds"]}
+        others = (f"{r['busy_other_session']['seconds']:8.1f} "
+                  f"{r['busy_other_session_slowdown']:9.2f}x " if other else "")
         print(f"{LABELS[name]:44s} {r['idle']['seconds']:8.1f} {r['busy']['seconds']:8.1f} "
-              f"{r['slowdown']:8.2f}x {ratio[0]:>14s} {ratio[1]:>14s}  {_result(r['idle'])}")
+              f"{r['slowdown']:8.2f}x {others}{ratio[0]:>14s} {ratio[1]:>14s}  {_result(r['idle'])}")
     report = {"K": K, "d": D, "n": K * K * 21, "seed": args.seed, "cores": os.cpu_count(),
-              "threads": threads,
+              "threads": threads, "sched_autogroup_enabled": autogroup(),
               "torch": torch.__version__, "python": platform.python_version(),
               "machine": platform.processor() or platform.machine(), "rows": results}
     write_json(args.out, report)

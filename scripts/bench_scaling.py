@@ -17,7 +17,10 @@ K = 10. Then the large problem of issue 12: K = d = 1000, 200,004 random-pair sa
 ETF to gradient norm 1e-10 (goal: within 2 minutes on 2 cores), the same for 2 iterations in
 the SVD frame (``coordinates="row_space"``, the computation before the logit coordinates of
 :mod:`ufm.solver.tight_frame`: the baseline), and the learned classifier at that size under a
-time limit. Prints tables and writes JSON (after every section, so a run stopped early keeps what it
+time limit. Section ``learned_K`` asks why that one is slow: the learned classifier to gradient
+1e-8 on random pairs at the same density (9.52 K pairs of classes, each class in about 19
+of them) for K = d in (50, 100, 200), and on all pairs at K = d = 100, counting the L-BFGS
+iterations. Prints tables and writes JSON (after every section, so a run stopped early keeps what it
 measured).
 
     python scripts/bench_scaling.py [--out results/bench_scaling.json] [--quick]
@@ -85,7 +88,9 @@ def _table(title: str, rows: list[dict]) -> None:
               flush=True)
 
 
-SECTIONS = ("n", "K", "d", "large_fixed", "large_row_space", "large_learned")
+SECTIONS = ("n", "K", "d", "large_fixed", "large_row_space", "large_learned", "learned_K")
+# pairs of classes per class of the K = d = 1000 problem (9524 random pairs): 9.524 K in all
+PAIR_DENSITY = 9.524
 
 
 def main() -> None:
@@ -124,7 +129,7 @@ def main() -> None:
         report["d"] = [spawn(dict(K=10, d=d, samples_per_pair=10, **timed)) for d in ds]
         _table("against d (K = 10, all pairs, 10 samples per pair and lam)", report["d"])
         write_json(args.out, report)
-    large = dict(K=1000, d=1000, pairs="random", num_pairs=9524)
+    large = dict(K=1000, d=1000, pairs="random", num_pairs=round(PAIR_DENSITY * 1000))
     if "large_fixed" in sections:
         report["large_fixed"] = spawn(dict(large, tol=1e-10))
         _table("K = d = 1000, 200,004 random-pair samples, fixed ETF to gradient 1e-10",
@@ -140,6 +145,15 @@ def main() -> None:
                                              time_limit=args.learned_seconds))
         _table(f"the same, learned classifier to gradient 1e-8 (time limit {args.learned_seconds:g} s)",
                [report["large_learned"]])
+        write_json(args.out, report)
+    if "learned_K" in sections:
+        Ks = (20, 50) if args.quick else (50, 100, 200)
+        learned = dict(classifier="learned", tol=1e-8, time_limit=args.learned_seconds)
+        report["learned_K"] = [spawn(dict(K=k, d=k, pairs="random", num_pairs=round(PAIR_DENSITY * k),
+                                          **learned)) for k in Ks]
+        report["learned_K"].append(spawn(dict(K=Ks[1], d=Ks[1], **learned)))
+        _table(f"learned classifier to gradient 1e-8, d = K, random pairs at {PAIR_DENSITY} K pairs, "
+               f"then all pairs (time limit {args.learned_seconds:g} s each)", report["learned_K"])
     write_json(args.out, report)
     print(f"\nwrote {args.out}")
 
