@@ -81,7 +81,8 @@ def main() -> None:
     condition = float(positive[-1] / positive[0])
     r = int(torch.linalg.matrix_rank(result.W, rtol=1e-6))  # W is solved to about 1e-9
     rotations = args.d * (args.d - 1) // 2 - (args.d - r) * (args.d - r - 1) // 2
-    print(f"\n{eigenvalues.size - positive.size} zero eigenvalues (W has rank {r}: {rotations} "
+    zero = int(eigenvalues.size - positive.size)
+    print(f"\n{zero} zero eigenvalues (W has rank {r}: {rotations} "
           f"rotations move it); smallest nonzero / lam_W: "
           + ", ".join(f"{v / config.lam_W:.3f}" for v in positive[:5]))
     print(f"condition number on the nonzero eigenvalues: {condition:.2f}")
@@ -89,7 +90,7 @@ def main() -> None:
                           "lam_W": config.lam_W, "lam_H": config.lam_H,
                           "eps": args.eps, "grad_norm": result.summary["grad_norm"],
                           "iterations": result.summary["iterations"], "eigenvalues": rows,
-                          "zero": int(eigenvalues.size - positive.size), "rotations": rotations,
+                          "zero": zero, "rotations": rotations,
                           "smallest_nonzero": [float(v) for v in positive[:10]],
                           "condition_nonzero": condition})
     print(f"wrote {args.out}")
