@@ -10,21 +10,21 @@ import torch
 from nets_support import FAST_MEASUREMENT, one_torch_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
-from ufm.etf import simplex_etf
+from ufm.etf import row_space, simplex_etf
 from ufm.losses import get_loss
 from ufm.metrics import collapse_metrics
 from ufm.nets import TrainConfig, build_model, load_dataset, measure
+from ufm.nets.forward import eval_mode
+from ufm.nets.linearity import layer_linearity
 from ufm.nets.measure import (
     class_pairs,
     collapse_measurement,
-    eval_mode,
-    layer_linearity,
     mixed_activations,
-    row_space,
-    theory_agreement,
     triple_projections,
 )
 from ufm.nets.models import LinearClassifier, MixupNet
+from ufm.nets.probe import NetworkProbe
+from ufm.nets.ufm_comparison import theory_agreement
 from ufm.theory import optimal_features
 
 
@@ -35,6 +35,12 @@ def digits():
 
 def small_config(**fields):
     return TrainConfig(**{**FAST_MEASUREMENT, "measure_batch_size": 97, **fields})
+
+
+def probe_of(net, x, batch_size=2048, **fields):
+    """A probe of a MixupNet with its classifier as the head and its blocks as the layers."""
+    layers = [f"blocks.{k}" for k in range(net.num_blocks)]
+    return NetworkProbe(net, x[:2], net.classifier, layers=layers, batch_size=batch_size, **fields)
 
 
 def buffers(model):
@@ -72,7 +78,8 @@ def test_eval_mode_restores_modes_after_an_error():
 def test_streamed_collapse_measurement_equals_one_shot_metrics(digits):
     config = small_config(bias=True)
     net = build_model(config, digits.input_shape, digits.num_classes).eval()
-    scalars, means = collapse_measurement(net, digits.x_train, digits.y_train, 37, "cpu")
+    probe = probe_of(net, digits.x_train, batch_size=37)
+    scalars, means = collapse_measurement(probe, digits.x_train, digits.y_train)
     # The reference sees the very float32 features the measurement sees: the network runs on
     # the same batches of 37 rows (a row's float32 features depend on the GEMM blocking chosen
     # for the batch size, a few float32 ulps apart under MKL's AVX2 or compatibility kernels).
@@ -95,7 +102,8 @@ def test_mixed_activations_are_features_of_the_mixed_inputs(digits):
     net = build_model(small_config(), digits.input_shape, digits.num_classes).eval()
     lams = np.linspace(0, 1, 5)
     i, j = np.array([0, 5, 9]), np.array([3, 5, 1])
-    acts = mixed_activations(net, digits.x_train, digits.y_train, i, j, lams, 4, "cpu")
+    probe = probe_of(net, digits.x_train, batch_size=4)
+    acts = mixed_activations(probe, digits.x_train, digits.y_train, i, j, lams)
     assert acts["features"].shape == (3, 5, 64) and acts["logits"].shape == (3, 5, 10)
     with torch.no_grad():
         for p in range(3):
@@ -230,7 +238,7 @@ def test_linear_blocks_are_perfectly_linear():
     net = MixupNet([nn.Flatten(), nn.Linear(6, 5), nn.Linear(5, 4)], LinearClassifier(4, 3))
     x = torch.randn(30, 2, 3)
     values = layer_linearity(
-        net, x, np.arange(10), np.arange(10, 20), np.linspace(0, 1, 5), 8, "cpu"
+        probe_of(net, x, batch_size=8), x, np.arange(10), np.arange(10, 20), np.linspace(0, 1, 5)
     )
     assert len(values) == 3 and max(values) < 1e-5
 
@@ -244,7 +252,7 @@ def test_layer_linearity_matches_a_per_pair_loop():
     x = torch.randn(12, 3)
     i, j = np.array([0, 1, 2, 3, 4, 4]), np.array([5, 6, 7, 8, 9, 4])  # last pair: i == j
     lams = np.linspace(0, 1, 7)
-    got = layer_linearity(net, x, i, j, lams, 10, "cpu")
+    got = layer_linearity(probe_of(net, x, batch_size=10), x, i, j, lams)
     want = []
     with torch.no_grad():
         for layer in range(2):
@@ -302,7 +310,8 @@ def test_manifold_mixup_runs_are_measured_at_their_mixed_layer(digits):
     net = build_model(config, digits.input_shape, digits.num_classes).eval()
     lams = np.array([0.0, 0.5, 1.0])
     i, j = np.array([0, 7]), np.array([3, 11])
-    acts = mixed_activations(net, digits.x_train, digits.y_train, i, j, lams, 8, "cpu", layer=2)
+    probe = probe_of(net, digits.x_train, batch_size=8, mix_at="blocks.1")
+    acts = mixed_activations(probe, digits.x_train, digits.y_train, i, j, lams)
     with torch.no_grad():
         hidden = net.run_blocks(digits.x_train[[0, 3]], 0, 2)
         mixed = 0.5 * hidden[0] + 0.5 * hidden[1]
@@ -319,7 +328,7 @@ def test_a_network_without_a_linear_last_layer_is_refused_before_any_work(digits
 
     net = build_model(small_config(), digits.input_shape, digits.num_classes)
     net.classifier = Softmaxed()
-    with pytest.raises(ValueError, match="linear last layer"):
+    with pytest.raises(ValueError, match="'classifier' is a Softmaxed; it must be a linear map"):
         measure(net, digits, small_config(), "cpu")
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from nets_support import FAST_MEASUREMENT, FAST_MIXTURES, one_torch_thread  # noqa: F401
 
+from ufm.nets.probe import NetworkProbe
 from ufm import cli, mixture_coefficients, mixture_features, mixture_target
 from ufm.etf import row_space, simplex_etf
 from ufm.io import read_csv, read_json, write_json
@@ -364,7 +365,11 @@ def test_mixture_activations_mix_at_the_layer(digits, layer):
     net = build_model(TrainConfig(), digits.input_shape, digits.num_classes).eval()
     members = np.random.default_rng(0).integers(len(digits.y_train), size=(7, 3))
     weights = simplex_grid(3, 4)
-    out = mixture_activations(net, digits.x_train, members, weights, layer, 40, "cpu")
+    probe = NetworkProbe(
+        net, digits.x_train[:2], net.classifier, mix_at=f"blocks.{layer - 1}" if layer else "",
+        batch_size=40,
+    )  # fmt: skip
+    out = mixture_activations(probe, digits.x_train, members, weights)
     assert out["features"].shape == (7, 10, 64) and out["logits"].shape == (7, 10, 10)
     with torch.no_grad():
         hidden = net.run_blocks(digits.x_train[members.reshape(-1)], 0, layer).double()

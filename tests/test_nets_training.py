@@ -189,7 +189,7 @@ def test_cli_train_writes_every_file(tmp_path, capsys):
     "flags,message",
     [
         (["--dataset", "imagenet"], "dataset must be one of 'digits', .*; got 'imagenet'"),
-        (["--model", "vgg"], "model must be one of 'mlp', 'cnn', 'resnet18'; got 'vgg'"),
+        (["--model", "vgg"], "model must be one of 'mlp', 'cnn', 'resnet18', 'wrn', 'vit'; got 'vgg'"),
         (
             ["--loss", "hinge"],
             "unknown loss 'hinge'; known losses: ce, focal, label_smoothing, mse",
@@ -259,8 +259,10 @@ def test_train_preset_paper_sets_the_regime_and_flags_override_it(monkeypatch, t
 
     monkeypatch.setattr("ufm.commands.train.run_training", fake)
     out = str(tmp_path / "r")
-    assert cli.main(["train", "--preset", "paper", "--epochs", "7", "--out", out]) == 0
+    flags = ["--dataset", "cifar10", "--data-dir", str(tmp_path), "--epochs", "7"]
+    assert cli.main(["train", "--preset", "paper", *flags, "--out", out]) == 0
     config = seen["config"]
+    assert (config.model, config.depth, config.width, config.augment) == ("wrn", 40, 10, True)
     assert (config.optimizer, config.lr, config.weight_decay, config.batch_size) == (
         "sgd", 0.1, 5e-4, 128
     )  # fmt: skip

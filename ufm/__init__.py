@@ -10,6 +10,9 @@ from .losses import LOSSES, MixupLoss, get_loss, mixup_target
 from .solver.problem import UFMConfig
 from .solver.results import UFMResult, load_result
 from .solver import solve
+from .nets.feature_comparison import compare_features
+from .nets.measure import measure_network
+from .nets.measure_settings import MeasureSettings
 from .theory import (
     ce_coefficients,
     mixture_coefficients,
@@ -26,12 +29,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LOSSES",
+    "MeasureSettings",
     "MixupLoss",
     "UFMConfig",
     "UFMResult",
     "load_result",
+    "measure_network",
     "solve",
     "ce_coefficients",
+    "compare_features",
     "etf_distance",
     "get_loss",
     "mixture_coefficients",

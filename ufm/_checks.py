@@ -142,3 +142,20 @@ def check_simplex_rows(name: str, values: np.ndarray) -> np.ndarray:
             f"found a sum of {bad:.12g}"
         )
     return values / sums
+
+
+PREVIEW_VALUES = 6
+"""How many values an error message shows of a long list (the first and last few)."""
+
+
+def preview(values: Any, limit: int = PREVIEW_VALUES) -> str:
+    """A short text for a possibly long list of values in an error message: all of them when
+    there are at most ``limit``, else their count with the first and last few
+    ("1000 values: 0, 0.1, 0.2, ..., 0.9, 1")."""
+    flat = np.asarray(values).ravel().tolist()
+    if len(flat) <= limit:
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in flat) + "]"
+    head, tail = flat[: limit // 2], flat[-(limit - limit // 2) :]
+    text = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in head)
+    end = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in tail)
+    return f"{len(flat)} values: {text}, ..., {end}"

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ufm.commands.theory",
     "ufm.commands.solve",
     "ufm.commands.train",
+    "ufm.commands.compare",
     "ufm.commands.reproduce",
     "ufm.commands.figures",
     "ufm.commands.sweep",

@@ -11,19 +11,35 @@ The ``ufm train`` subcommand is :mod:`ufm.commands.train`.
 
 from .config import TrainConfig
 from .data import DATASETS, Dataset, load_dataset
-from .measure import measure
+from .feature_comparison import compare_features, compare_mixed
+from .features_file import SCHEMA_VERSION, MixedFeatures, read_features
+from .measure import measure, measure_network
+from .measure_settings import MeasureSettings, measurement_cost
+from .measurement import Measurement
 from .models import MODELS, LinearClassifier, MixupNet, build_model
+from .probe import NetworkProbe, find_head
 from .run import run_training
 
 __all__ = [
     "DATASETS",
     "MODELS",
+    "SCHEMA_VERSION",
     "Dataset",
     "LinearClassifier",
+    "MeasureSettings",
+    "Measurement",
+    "MixedFeatures",
     "MixupNet",
+    "NetworkProbe",
     "TrainConfig",
     "build_model",
+    "compare_features",
+    "compare_mixed",
+    "find_head",
     "load_dataset",
     "measure",
+    "measure_network",
+    "measurement_cost",
+    "read_features",
     "run_training",
 ]

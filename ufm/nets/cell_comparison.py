@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cell_means import cell_statistics, check_cells, half_index
+from .cell_means import CellStatistics, cell_statistics, check_cells, half_index
 from .coefficient_curves import (
     ce_curves,
     coefficient_curves,
@@ -43,7 +43,7 @@ from .coefficient_curves import (
 from .own_classifier import own_classifier_optimum
 from .ufm_comparison import logit_offset
 
-__all__ = ["CellComparison", "compare_cells", "signal_summary"]
+__all__ = ["CellComparison", "compare_cell_statistics", "compare_cells", "signal_summary"]
 
 NULL_SD = 6.0
 """Standard deviations above the pure-noise value of R that count as a signal."""
@@ -65,11 +65,14 @@ class CellComparison:
 
 def signal_summary(means: np.ndarray, scatter: np.ndarray, counts: np.ndarray, rank: int):
     """``cell_signal_rms``, ``cell_scatter_rms``, ``scatter_to_signal``, ``signal_detected``
-    of the module docstring, from cell means (C, L, d), scatter (C, L) and counts (C,)."""
-    noise = scatter**2 / counts[:, None]
-    squared = (means**2).sum(-1)
+    of the module docstring, from cell means (C, L, d), scatter (C, L) and counts (C, L) or
+    (C,); NaN entries (cells without enough samples) are left out."""
+    counts = counts if counts.ndim == 2 else counts[:, None]
+    present = ~np.isnan(scatter)
+    noise = (scatter**2 / counts)[present]
+    squared = (means**2).sum(-1)[present]
     signal = math.sqrt(max(float(squared.mean() - noise.mean()), 0.0))
-    scatter_rms = float(np.sqrt((scatter**2).mean()))
+    scatter_rms = float(np.sqrt((scatter[present] ** 2).mean()))
     ratio = float(squared.mean() / noise.mean()) if noise.mean() > 0 else math.inf
     threshold = 1.0 + NULL_SD * math.sqrt(2.0 / (squared.size * max(rank, 1)))
     return {
@@ -83,14 +86,14 @@ def signal_summary(means: np.ndarray, scatter: np.ndarray, counts: np.ndarray, r
 def _same_class_split(means: np.ndarray, scatter: np.ndarray, noise: np.ndarray):
     """(lam dependence above its noise, its noise floor, within-cell scatter) of same-class cell
     means (C, L, d), with scatter (C, L) and the movement noise (C,) of the cells."""
-    centre = means.mean(axis=1, keepdims=True)
-    size = math.sqrt(float((centre**2).sum(-1).mean()))
-    moving = float(((means - centre) ** 2).sum(-1).mean())
-    floor = float(noise.mean())
+    centre = np.nanmean(means, axis=1, keepdims=True)
+    size = math.sqrt(float(np.nanmean((centre**2).sum(-1))))
+    moving = float(np.nanmean(((means - centre) ** 2).sum(-1)))
+    floor = float(np.nanmean(noise))
     return (
         math.sqrt(max(moving - floor, 0.0)) / size,
         math.sqrt(floor) / size,
-        math.sqrt(float((scatter**2).mean())) / size,
+        math.sqrt(float(np.nanmean(scatter**2))) / size,
     )
 
 
@@ -118,7 +121,8 @@ def compare_cells(
 
     Returns
     -------
-    :class:`CellComparison`. Scalars: ``amplification`` and ``amplification_se``;
+    :class:`CellComparison`. Scalars: ``amplification`` and ``amplification_se`` (pairs inside
+    the cells), ``amplification_se_cells`` (jackknife over the cells: also which class pairs);
     ``amplification_theory`` (cross-entropy at ``curve_fitted_lam_H``, fitted on the
     normalised curves); ``amplification_null`` (1); ``ce_curve_rms`` and
     ``squared_error_curve_rms`` (rms misfit of the normalised curves) with ``*_in_se`` (the
@@ -132,9 +136,22 @@ def compare_cells(
     the exact-W curves).
     """
     check_cells(c, c_prime, lams)
+    cells = cell_statistics(features, c, c_prime, lams, weight, global_mean)
+    return compare_cell_statistics(cells, weight, global_mean, exact_classifier, bias)
+
+
+def compare_cell_statistics(
+    cells: CellStatistics,
+    weight: np.ndarray,
+    global_mean: np.ndarray,
+    exact_classifier: bool = True,
+    bias: np.ndarray | None = None,
+) -> CellComparison:
+    """:func:`compare_cells` from cell statistics already computed, paired
+    (:func:`ufm.nets.cell_means.cell_statistics`) or binned
+    (:func:`ufm.nets.cell_means.binned_cell_statistics`); same arguments and result."""
     W = np.asarray(weight, dtype=np.float64)
     K = W.shape[0]
-    cells = cell_statistics(features, c, c_prime, lams, W, global_mean)
     curves = coefficient_curves(cells)
     gain = float(np.trace(W @ W.T) / (K - 1))
     half = half_index(cells.lam)
@@ -169,6 +186,7 @@ def compare_cells(
     scalars = {
         "amplification": curves.amplification,
         "amplification_se": curves.amplification_se,
+        "amplification_se_cells": curves.amplification_se_cells,
         "amplification_theory": float(ce_a[half] + ce_b[half]),
         "amplification_null": 1.0,
         "curve_fitted_lam_H": lam_H,
@@ -180,7 +198,7 @@ def compare_cells(
         "a_same": curves.same_mean,
         "a_same_se": curves.same_mean_se,
         "off_span_residual_half": float(curves.residual[half]),
-        "pairs_per_cell": int(cells.counts.min()),
+        "pairs_per_cell": int(cells.counts[~np.isnan(cells.scatter)].min()),
         **signal,
         "same_class_lam_dependence": lam_dependence,
         "same_class_lam_dependence_noise": lam_noise,

@@ -32,9 +32,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import preview
 from ..etf import row_space
 
-__all__ = ["CellStatistics", "cell_statistics", "check_cells", "half_index"]
+__all__ = [
+    "CellStatistics",
+    "binned_cell_statistics",
+    "cell_statistics",
+    "check_cells",
+    "half_index",
+]
 
 
 def half_index(lams: np.ndarray) -> int:
@@ -43,7 +50,7 @@ def half_index(lams: np.ndarray) -> int:
     where = np.flatnonzero(lams == 0.5)
     if len(where) == 0:
         raise ValueError(
-            f"the lam grid must contain 1/2 (the amplification is read there), got {lams.tolist()}"
+            f"the lam grid must contain 1/2 (the amplification is read there), got {preview(lams)}"
         )
     return int(where[0])
 
@@ -53,7 +60,7 @@ def check_cells(c: np.ndarray, c_prime: np.ndarray, lams: np.ndarray) -> None:
     all same-class or all different-class."""
     half_index(lams)
     if not {0.0, 1.0} <= set(np.asarray(lams, dtype=np.float64).tolist()):
-        raise ValueError(f"the lam grid must contain 0, 1/2 and 1, got {np.asarray(lams).tolist()}")
+        raise ValueError(f"the lam grid must contain 0, 1/2 and 1, got {preview(lams)}")
     same = np.asarray(c) == np.asarray(c_prime)
     if same.all() or not same.any():
         raise ValueError(
@@ -66,16 +73,18 @@ def check_cells(c: np.ndarray, c_prime: np.ndarray, lams: np.ndarray) -> None:
 class CellStatistics:
     """Cell means and their coefficients (module docstring); C cells, L lams, d features.
 
-    ``c``, ``c_prime``, ``counts`` (C,): the cells' classes and pairs per cell; ``lam`` (L,);
-    ``means`` (C, L, d) of :math:`\\tilde h`; ``scatter`` (C, L); ``coefficients`` and
-    ``coefficient_se`` (C, L, 2): :math:`(\\hat a, \\hat b)` and their standard errors
-    (:math:`\\hat b` NaN for same-class cells); ``pair_sum_se`` (C, L): the standard error of
-    :math:`\\hat a + \\hat b` (the two are correlated); ``same_lam_mean`` and
-    ``same_lam_mean_se`` (C,): the same-class coefficient averaged over lam per pair, then over
-    the cell's pairs (NaN for different-class cells; the lams of one pair are not
-    independent); ``residual`` (C, L); ``movement_noise`` (C,): the noise in the squared
-    movement of a cell mean with lam, mean over lam of the summed squared standard errors of
-    :math:`m(\\lambda) - \\bar m`; ``span_rank``: the rank r of :math:`W`.
+    ``c``, ``c_prime`` (C,): the cells' classes; ``counts`` (C, L): the pairs (or samples)
+    averaged in each cell at each lam; ``lam`` (L,); ``means`` (C, L, d) of :math:`\\tilde h`;
+    ``scatter`` (C, L); ``coefficients`` and ``coefficient_se`` (C, L, 2):
+    :math:`(\\hat a, \\hat b)` and their standard errors (:math:`\\hat b` NaN for same-class
+    cells); ``pair_sum_se`` (C, L): the standard error of :math:`\\hat a + \\hat b` (the two
+    are correlated); ``same_lam_mean`` and ``same_lam_mean_se`` (C,): the same-class
+    coefficient averaged over lam (NaN for different-class cells); ``residual`` (C, L);
+    ``movement_noise`` (C,): the noise in the squared movement of a cell mean with lam, mean
+    over lam of the summed squared standard errors of :math:`m(\\lambda) - \\bar m`;
+    ``span_rank``: the rank r of :math:`W`. Entries of a (cell, lam) with fewer samples than
+    the statistics need are NaN (only binned samples have such cells:
+    :func:`binned_cell_statistics`).
     """
 
     c: np.ndarray
@@ -106,19 +115,57 @@ class CellStatistics:
 
 
 def _mean_and_se(values: np.ndarray, cell: np.ndarray, counts: np.ndarray):
-    """Per-cell mean and standard error of ``values`` (P, ...) grouped by ``cell`` (P,)."""
+    """Per-group mean and standard error of ``values`` (P, ...) grouped by ``cell`` (P,), with
+    ``counts`` (C,) members per group; the sums of squared deviations too. A group of one
+    member has NaN standard error, an empty group NaN mean."""
     C = len(counts)
     shape = (C, *values.shape[1:])
     total = np.zeros(shape)
     np.add.at(total, cell, values)
-    mean = total / counts.reshape(-1, *[1] * (values.ndim - 1))
-    deviation = values - mean[cell]
-    squares = np.zeros(shape)
-    np.add.at(squares, cell, deviation**2)
     n = counts.reshape(-1, *[1] * (values.ndim - 1))
     with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / n
+        deviation = values - mean[cell]
+        squares = np.zeros(shape)
+        np.add.at(squares, cell, deviation**2)
         se = np.sqrt(squares / (n - 1) / n)
     return mean, se, squares
+
+
+def _row_coordinates(features, weight, global_mean):
+    """(features centred and in the orthonormal basis of the row space (..., r), that basis
+    (d, r), the rows W in it (K, r)): norms and inner products of the coordinates are those of
+    the projected features :math:`P_W(h - \\mu_G)`."""
+    W = np.asarray(weight, dtype=np.float64)
+    span = row_space(W)
+    H = (np.asarray(features, dtype=np.float64) - np.asarray(global_mean, np.float64)) @ span
+    return H, span, W @ span
+
+
+def _cell_keys(c: np.ndarray, c_prime: np.ndarray):
+    """(cell classes c (C,), c' (C,), cell index of every row (P,)) of the distinct pairs."""
+    keys, cell = np.unique(np.stack([c, c_prime], axis=1), axis=0, return_inverse=True)
+    return keys[:, 0], keys[:, 1], cell.reshape(-1)
+
+
+def _cell_pinv(rows: np.ndarray, cell_c: np.ndarray, cell_cp: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse (C, 2, r) of [w_c, w_c'] (or w_c, second row NaN) per cell: the
+    coefficients are linear in the features."""
+    pinv = np.full((len(cell_c), 2, rows.shape[1]), np.nan)
+    for k, (c, c_prime) in enumerate(zip(cell_c, cell_cp)):
+        if c == c_prime:
+            pinv[k, 0] = rows[c] / (rows[c] @ rows[c])
+        else:
+            pinv[k] = np.linalg.pinv(np.stack([rows[c], rows[c_prime]], axis=1))
+    return pinv
+
+
+def _residual(means, coefficients, rows, cell_c, cell_cp):
+    """Relative residual (C, L) of the cell means off the span of their rows."""
+    basis = np.stack([rows[cell_c], rows[cell_cp]], axis=1)  # (C, 2, r)
+    fitted = np.einsum("clk,ckr->clr", np.nan_to_num(coefficients), basis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.linalg.norm(means - fitted, axis=-1) / np.linalg.norm(means, axis=-1)
 
 
 def cell_statistics(
@@ -129,7 +176,9 @@ def cell_statistics(
     weight: np.ndarray,
     global_mean: np.ndarray,
 ) -> CellStatistics:
-    """Cell statistics of the module docstring.
+    """Cell statistics of the module docstring for *paired* features: each pair measured at
+    every lam of the grid, so the standard errors are taken over pairs (the lams of one pair
+    are not independent).
 
     Parameters
     ----------
@@ -140,31 +189,15 @@ def cell_statistics(
 
     A cell needs two pairs for its scatter and standard errors (NaN otherwise).
     """
-    W = np.asarray(weight, dtype=np.float64)
     c, c_prime = np.asarray(c), np.asarray(c_prime)
     lams = np.asarray(lams, dtype=np.float64)
     check_cells(c, c_prime, lams)
-    span = row_space(W)
-    H = (np.asarray(features, dtype=np.float64) - np.asarray(global_mean, np.float64)) @ span
-    # Coordinates in the orthonormal basis of the row space: norms and inner products are
-    # those of the projected features P_W (h - mu_G).
-    rows = W @ span  # (K, r)
-    keys, cell, counts = np.unique(np.stack([c, c_prime], axis=1), axis=0, return_inverse=True,
-                                   return_counts=True)  # fmt: skip
-    cell = cell.reshape(-1)
-    cell_c, cell_cp = keys[:, 0], keys[:, 1]
+    H, span, rows = _row_coordinates(features, weight, global_mean)
+    cell_c, cell_cp, cell = _cell_keys(c, c_prime)
+    counts = np.bincount(cell, minlength=len(cell_c))
     same_cell = cell_c == cell_cp
 
-    # Pseudo-inverse of [w_c, w_c'] (or w_c) per cell: coefficients are linear in the features.
-    C, r = len(keys), span.shape[1]
-    pinv = np.full((C, 2, r), np.nan)
-    for k in range(C):
-        if same_cell[k]:
-            row = rows[cell_c[k]]
-            pinv[k, 0] = row / (row @ row)
-        else:
-            pinv[k] = np.linalg.pinv(np.stack([rows[cell_c[k]], rows[cell_cp[k]]], axis=1))
-    per_pair = np.einsum("pkr,plr->plk", pinv[cell], H)  # (P, L, 2)
+    per_pair = np.einsum("pkr,plr->plk", _cell_pinv(rows, cell_c, cell_cp)[cell], H)  # (P, L, 2)
     per_pair[same_cell[cell], :, 1] = np.nan
     coefficients, coefficient_se, _ = _mean_and_se(per_pair, cell, counts)
     _, pair_sum_se, _ = _mean_and_se(per_pair.sum(-1), cell, counts)
@@ -181,10 +214,92 @@ def cell_statistics(
     means, _, squares = _mean_and_se(H, cell, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
         scatter = np.sqrt(squares.sum(-1) / (counts[:, None] - 1))
-    basis = np.stack([rows[cell_c], rows[cell_cp]], axis=1)  # (C, 2, r)
-    fitted = np.einsum("clk,ckr->clr", np.nan_to_num(coefficients), basis)
+    return CellStatistics(
+        c=cell_c,
+        c_prime=cell_cp,
+        counts=np.repeat(counts[:, None], len(lams), axis=1),
+        lam=lams,
+        means=means @ span.T,
+        scatter=scatter,
+        coefficients=coefficients,
+        coefficient_se=coefficient_se,
+        pair_sum_se=pair_sum_se,
+        same_lam_mean=same_lam_mean,
+        same_lam_mean_se=same_lam_mean_se,
+        residual=_residual(means, coefficients, rows, cell_c, cell_cp),
+        movement_noise=movement_noise,
+        span_rank=span.shape[1],
+    )
+
+
+MIN_SAMPLES_PER_CELL = 2
+"""Samples a (cell, lam bin) needs for its scatter and standard error; sparser ones are left
+out (NaN) of the binned statistics."""
+
+
+def binned_cell_statistics(
+    features: np.ndarray,
+    c: np.ndarray,
+    c_prime: np.ndarray,
+    lam_index: np.ndarray,
+    lams: np.ndarray,
+    weight: np.ndarray,
+    global_mean: np.ndarray,
+) -> CellStatistics:
+    """Cell statistics of the module docstring for *independent* samples, each with its own
+    lam, grouped into the lam bins ``lams``: every sample is its own unit, so a (cell, lam)
+    mean and its standard error are those of the samples in it, and the means at different
+    lams are independent.
+
+    Parameters
+    ----------
+    features : (N, d) features (any float dtype; read in float64).
+    c, c_prime : (N,) classes of the samples, lam the weight of class c.
+    lam_index : (N,) the bin of every sample in ``lams`` (L,), which must hold 0, 1/2 and 1.
+    weight : (K, d) classifier; global_mean : (d,) :math:`\\mu_G`.
+
+    A (cell, lam) with fewer than :data:`MIN_SAMPLES_PER_CELL` samples is NaN throughout; a
+    same-class cell's lam average and the movement noise are taken over the bins it has.
+    """
+    c, c_prime = np.asarray(c), np.asarray(c_prime)
+    lams = np.asarray(lams, dtype=np.float64)
+    check_cells(c, c_prime, lams)
+    H, span, rows = _row_coordinates(features, weight, global_mean)
+    cell_c, cell_cp, cell = _cell_keys(c, c_prime)
+    C, L, r = len(cell_c), len(lams), span.shape[1]
+    group = cell * L + np.asarray(lam_index)
+    counts = np.bincount(group, minlength=C * L)
+    same_cell = cell_c == cell_cp
+
+    per_sample = np.einsum("nkr,nr->nk", _cell_pinv(rows, cell_c, cell_cp)[cell], H)  # (N, 2)
+    per_sample[same_cell[cell], 1] = np.nan
+    coefficients, coefficient_se, _ = _mean_and_se(per_sample, group, counts)
+    _, pair_sum_se, _ = _mean_and_se(per_sample.sum(-1), group, counts)
+    means, mean_se, squares = _mean_and_se(H, group, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        residual = np.linalg.norm(means - fitted, axis=-1) / np.linalg.norm(means, axis=-1)
+        scatter = np.sqrt(squares.sum(-1) / (counts - 1))
+    counts = counts.reshape(C, L)
+    sparse = counts < MIN_SAMPLES_PER_CELL
+    coefficients = coefficients.reshape(C, L, 2)
+    coefficient_se = coefficient_se.reshape(C, L, 2)
+    pair_sum_se = pair_sum_se.reshape(C, L)
+    means = means.reshape(C, L, r)
+    scatter = scatter.reshape(C, L)
+    variance = (mean_se**2).sum(-1).reshape(C, L)  # summed over the coordinates
+    for array in (coefficients, coefficient_se, pair_sum_se, means, scatter, variance):
+        array[sparse] = np.nan
+
+    present = (~sparse).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        same_lam_mean = np.nansum(coefficients[..., 0], axis=1) / present
+        same_lam_mean_se = np.sqrt(np.nansum(coefficient_se[..., 0] ** 2, axis=1)) / present
+        # m(lam) - mean over lam of m: variance v_l (1 - 2/n) + sum_l' v_l' / n^2 per bin.
+        total_variance = np.nansum(variance, axis=1, keepdims=True)
+        n = present[:, None]
+        movement = variance * (1 - 2 / n) + total_variance / n**2
+        movement_noise = np.nansum(movement, axis=1) / present
+    same_lam_mean[~same_cell] = np.nan
+    same_lam_mean_se[~same_cell] = np.nan
     return CellStatistics(
         c=cell_c,
         c_prime=cell_cp,
@@ -197,7 +312,7 @@ def cell_statistics(
         pair_sum_se=pair_sum_se,
         same_lam_mean=same_lam_mean,
         same_lam_mean_se=same_lam_mean_se,
-        residual=residual,
+        residual=_residual(means, coefficients, rows, cell_c, cell_cp),
         movement_noise=movement_noise,
         span_rank=r,
     )

@@ -53,7 +53,10 @@ class Curves:
     errors ``*_se`` and the spread across cells ``*_sd``; ``same_mean`` :math:`\bar a_\text{same}`
     and its ``same_mean_se``; ``a_norm``, ``b_norm`` and their ``*_norm_se``: the curves over
     :math:`\bar a_\text{same}`; ``residual`` and ``same_residual``: mean relative residual of the
-    cell means off their span; ``amplification`` and ``amplification_se``.
+    cell means off their span; ``amplification`` and ``amplification_se`` (from the pairs'
+    scatter inside the cells); ``amplification_se_cells``: the delete-one-cell jackknife over
+    all cells, which also covers which class pairs were measured (NaN with fewer than two
+    cells of a kind).
     """
 
     lam: np.ndarray
@@ -75,12 +78,44 @@ class Curves:
     same_residual: np.ndarray
     amplification: float
     amplification_se: float
+    amplification_se_cells: float
 
 
 def _average(values: np.ndarray, se: np.ndarray):
-    """Mean over cells (axis 0), its standard error (independent cells) and the spread."""
-    count = values.shape[0]
-    return values.mean(0), np.sqrt((se**2).sum(0)) / count, values.std(0)
+    """Mean over the cells present (axis 0; NaN entries are absent cells), its standard error
+    (independent cells) and the spread across cells."""
+    present = ~np.isnan(values)
+    count = present.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(present, values, 0.0).sum(0) / count
+        squared_se = np.where(present, se**2, 0.0).sum(0)
+        spread = np.sqrt(np.where(present, (values - mean) ** 2, 0.0).sum(0) / count)
+        return mean, np.sqrt(squared_se) / count, spread
+
+
+def _mean_present(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 of the entries that are not NaN; NaN where there is none."""
+    present = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(present, values, 0.0).sum(0) / present.sum(0)
+
+
+def jackknife_ratio_se(numerators: np.ndarray, denominators: np.ndarray) -> float:
+    r"""Delete-one jackknife standard error of :math:`\bar x/\bar y` over the units of two
+    independent groups, the values :math:`x_i` (``numerators``) and :math:`y_j`
+    (``denominators``); NaN entries are absent units, and fewer than two units in a group give
+    NaN. The amplification is such a ratio: pair sums of different-class cells over lam-averaged
+    same-class coefficients, so this covers which cells (class pairs) happen to be measured."""
+    x = numerators[~np.isnan(numerators)]
+    y = denominators[~np.isnan(denominators)]
+    if len(x) < 2 or len(y) < 2:
+        return math.nan
+    x_mean, y_mean = x.mean(), y.mean()
+    leave_x = ((x.sum() - x) / (len(x) - 1)) / y_mean
+    leave_y = x_mean / ((y.sum() - y) / (len(y) - 1))
+    replicates = np.concatenate([leave_x, leave_y])
+    n = len(replicates)
+    return float(np.sqrt((n - 1) / n * ((replicates - replicates.mean()) ** 2).sum()))
 
 
 def coefficient_curves(cells: CellStatistics) -> Curves:
@@ -111,10 +146,11 @@ def coefficient_curves(cells: CellStatistics) -> Curves:
         a_norm_se=_ratio_se(a, a_se, same_mean, same_mean_se),
         b_norm=b / same_mean,
         b_norm_se=_ratio_se(b, b_se, same_mean, same_mean_se),
-        residual=cells.residual[~same].mean(0),
-        same_residual=cells.residual[same].mean(0),
+        residual=_mean_present(cells.residual[~same]),
+        same_residual=_mean_present(cells.residual[same]),
         amplification=float(total / same_mean),
         amplification_se=float(_ratio_se(total, total_se, same_mean, same_mean_se)),
+        amplification_se_cells=jackknife_ratio_se(pair_sum, cells.same_lam_mean[same]),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,30 +12,83 @@ from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES
 from ..imbalance import check_imbalance
 from ..losses import get_loss
+from .measure_settings import MeasureSettings
 from .data import DATASETS, DIRECTORY_DATASETS
-from .models import MODELS
+from .augment import check_augmentable
+from .models import MODELS, resolved_depth
 
 CLASSIFIERS = ("learned", "fixed_etf")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 LAM_PER = ("batch", "sample")
-TRAIN_PRESETS: dict[str, dict] = {
-    # Close to the terminal-phase training of Fisher, Meng & Papyan (ICLR 2024): SGD with
-    # momentum, lr 0.1, weight decay 5e-4, batch 128, lam ~ Beta(1, 1), hundreds of epochs;
-    # measured every 25 epochs, so the amplification can be followed through training.
-    "paper": {
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "batch_size": 128,
-        "alpha": 1.0,
-        "epochs": 300,
-        "schedule": "cosine",
-        "measure_every": 25,
-    },
+@dataclass(frozen=True)
+class TrainPreset:
+    """A named starting point of ``ufm train --preset NAME``.
+
+    ``fields`` are set on every run, ``model_fields[m]`` where the run trains model ``m``
+    (the preset's ``fields["model"]`` unless ``--model`` says otherwise), and ``augment`` is
+    set to whether the data set is among ``augmented``. ``datasets``, where not empty, are
+    the only data sets the preset accepts. The command line overrides all of it, and it
+    overrides the ``--config`` file (:func:`ufm.commands.job_config`).
+    """
+
+    fields: dict[str, Any]
+    model_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()
+    augmented: tuple[str, ...] = ()
+
+    def fields_for(self, name: str, dataset: str | None, model: str | None) -> dict[str, Any]:
+        """The fields preset ``name`` sets for a run of ``model`` on ``dataset``.
+
+        ``dataset`` None skips the data set check and ``augment`` (a first pass that only
+        learns which data set and model the file and flags choose); ``model`` None means
+        the preset's own model.
+
+        Raises
+        ------
+        ValueError
+            When ``dataset`` is not among ``datasets``.
+        """
+        if dataset is not None and self.datasets and dataset not in self.datasets:
+            raise ValueError(
+                f"preset {name!r} trains on {', '.join(map(repr, self.datasets))} only (give "
+                f"--dataset and --data-dir); got dataset {dataset!r}"
+            )
+        fields = dict(self.fields)
+        fields.update(self.model_fields.get(model or fields.get("model"), {}))
+        if dataset is not None and self.augmented:
+            fields["augment"] = dataset in self.augmented
+        return fields
+
+
+PAPER_DATASETS = ("fashion_mnist", "cifar10", "cifar100")
+"""The data sets of Fisher, Meng & Papyan (ICLR 2024)."""
+
+TRAIN_PRESETS: dict[str, TrainPreset] = {
+    # Close to the terminal-phase training of Fisher, Meng & Papyan (ICLR 2024): WRN-40-10 (or
+    # ViT-B with --model vit) on Fashion-MNIST, CIFAR-10 or CIFAR-100 with the standard crop
+    # and flip on the 32x32 sets; SGD with momentum, lr 0.1, weight decay 5e-4, batch 128,
+    # lam ~ Beta(1, 1), hundreds of epochs; measured every 25 epochs, so the amplification can
+    # be followed through training. The digits MLP is not the paper's setting: refused.
+    "paper": TrainPreset(
+        fields={
+            "model": "wrn",
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "batch_size": 128,
+            "alpha": 1.0,
+            "epochs": 300,
+            "schedule": "cosine",
+            "measure_every": 25,
+        },
+        model_fields={"wrn": {"depth": 40, "width": 10}, "vit": {"depth": 12, "width": 768}},
+        datasets=PAPER_DATASETS,
+        augmented=("cifar10", "cifar100"),
+    ),
 }
-"""Named starting points of ``ufm train --preset NAME`` (flags and the config file override)."""
+"""Named starting points of ``ufm train --preset NAME`` (:class:`TrainPreset`)."""
 
 
 @dataclass
@@ -42,17 +96,25 @@ class TrainConfig:
     """Everything that defines a run of ``ufm train``; saved as ``config.json``.
 
     Data: ``dataset`` (one of :data:`ufm.nets.data.DATASETS`), ``data_dir`` (needed for
-    mnist, fashion_mnist, cifar10), ``train_subset`` (0: the whole training split; otherwise
-    a fixed seeded subset of that size), ``imbalance_ratio`` rho >= 1 and
+    mnist, fashion_mnist, cifar10, cifar100), ``train_subset`` (0: the whole training split;
+    otherwise a fixed seeded subset of that size), ``imbalance_ratio`` rho >= 1 and
     ``minority_classes`` k in [0, K - 1]: step imbalance, the last k classes keep
     round(n_c / rho) of their training samples, drawn with the seed (1 or 0: balanced; the
     test set is never reduced; :mod:`ufm.nets.imbalanced_data`). Mixup partners come from
-    the shuffled imbalanced batch, so the pairing is sample-proportional.
+    the shuffled imbalanced batch, so the pairing is sample-proportional. ``augment``: the
+    standard CIFAR augmentation of training batches, a random crop of the image padded by 4
+    zeros and a horizontal flip, drawn from the run's generator before mixing
+    (:mod:`ufm.nets.augment`); images (C, 32, 32) only (cifar10, cifar100), refused
+    otherwise; the measurements always see the clean images.
 
     Model: ``model`` (one of :data:`ufm.nets.models.MODELS`), ``width`` (0: the model's
-    default; MLP hidden units 256, CNN base channels 32, ResNet-18 base channels 64),
-    ``depth`` (MLP hidden layers before the feature layer), ``feature_dim`` (the penultimate
-    width d), ``batch_norm`` (MLP only; the CNN and ResNet always have it), ``classifier``
+    default; MLP hidden units 256, CNN base channels 32, ResNet-18 base channels 64, the WRN
+    widening factor k = 4, the ViT embedding width 192), ``depth`` (MLP: hidden layers before
+    the feature layer; ``wrn``: the WRN depth 6n + 4, where 0 and the default 2, which is no
+    WRN depth, mean 16, so ``--model wrn`` alone is WRN-16-4, ``--depth 40 --width 10`` the
+    paper's WRN-40-10; ``vit``: transformer blocks, 0 meaning 6, so the default 2 is a
+    2-block ViT; ignored by ``cnn`` and ``resnet18``), ``feature_dim`` (the penultimate
+    width d), ``batch_norm`` (MLP only; the CNN and ResNets always have it), ``classifier``
     ("learned" or "fixed_etf": a simplex ETF with row norm ``etf_scale`` kept as a buffer),
     ``bias``.
 
@@ -95,6 +157,7 @@ class TrainConfig:
     train_subset: int = 0
     imbalance_ratio: float = 1.0
     minority_classes: int = 0
+    augment: bool = False
     model: str = "mlp"
     width: int = 0
     depth: int = 2
@@ -126,6 +189,7 @@ class TrainConfig:
     triple: tuple[int, ...] = ()
     pairs_per_class_pair: int = 20
     pairs_all_classes: int = 40
+    max_class_pairs: int = 55
     exact_classifier: bool = True
     linearity_pairs: int = 200
     n_bins: int = 15
@@ -137,18 +201,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
         if self.dataset in DIRECTORY_DATASETS and not self.data_dir:
+            bundled = ", ".join(n for n in DATASETS if n not in DIRECTORY_DATASETS)
             raise ValueError(
                 f"dataset {self.dataset!r} is read from files: give data_dir (the folder "
-                f"holding them); only {', '.join(n for n in DATASETS if n not in DIRECTORY_DATASETS)}"
-                " need none"
+                f"holding them); only {bundled} need none"
             )
         self.train_subset = check_int("train_subset", self.train_subset, minimum=0)
         # The upper bound K - 1 of minority_classes needs K: check_against_data.
         self.imbalance_ratio = check_float("imbalance_ratio", self.imbalance_ratio, 1.0, None)
         self.minority_classes = check_int("minority_classes", self.minority_classes, minimum=0)
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be true or false, got {self.augment!r}")
         check_choice("model", self.model, MODELS)
         self.width = check_int("width", self.width, minimum=0)
         self.depth = check_int("depth", self.depth, minimum=0)
+        resolved_depth(self.model, self.depth)  # a WRN depth must be 6n + 4
         self.feature_dim = check_int("feature_dim", self.feature_dim, minimum=1)
         check_choice("classifier", self.classifier, CLASSIFIERS)
         self.etf_scale = check_float("etf_scale", self.etf_scale, 0.0, None, low_open=True)
@@ -175,36 +242,19 @@ class TrainConfig:
         self.threads = check_int("threads", self.threads, minimum=0)
         self.measure_every = check_int("measure_every", self.measure_every, minimum=0)
         self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, minimum=0)
-        self.lam_grid = check_int("lam_grid", self.lam_grid, minimum=3)
-        if self.lam_grid % 2 == 0:
-            raise ValueError(
-                f"lam_grid must be odd so that the grid contains lam = 1/2, got {self.lam_grid}"
-            )
-        self.triple = tuple(check_int("triple", c, minimum=0) for c in self.triple)
-        if self.triple and (len(self.triple) != 3 or len(set(self.triple)) != 3):
-            raise ValueError(
-                f"triple must be empty (drawn with the seed) or three distinct class indices, "
-                f"got {list(self.triple)}"
-            )
-        for name in (
-            "pairs_per_class_pair",
-            "pairs_all_classes",
-            "linearity_pairs",
-            "n_bins",
-            "measure_batch_size",
-            "mixture_triples",
-            "mixture_samples",
-        ):
-            setattr(self, name, check_int(name, getattr(self, name), minimum=1))
-        self.mixture_grid = check_int("mixture_grid", self.mixture_grid, minimum=4)
-        if (self.mixture_grid - 1) % 3:
-            raise ValueError(
-                "mixture_grid - 1 must be a multiple of 3 (4, 7, 10, ...) so that the grid "
-                f"contains the equal-weight mixture (1/3, 1/3, 1/3), got {self.mixture_grid}"
-            )
+        self.measure_batch_size = check_int(
+            "measure_batch_size", self.measure_batch_size, minimum=1
+        )
+        # The measurement fields are checked (and the triple made a tuple) by the settings.
+        self.triple = self.measure_settings().triple
 
-    def check_against_data(self, num_classes: int) -> None:
-        """Refuse what only the data can rule out: class indices, minorities and d against K."""
+    def check_against_data(
+        self, num_classes: int, input_shape: Sequence[int] | None = None
+    ) -> None:
+        """Refuse what only the data can rule out: class indices, minorities and d against K,
+        and ``augment`` on inputs (``input_shape``, one sample's) other than 32x32 images."""
+        if self.augment and input_shape is not None:
+            check_augmentable(input_shape, self.dataset)
         if num_classes < 3:
             raise ValueError(f"the measurements need K >= 3 classes, got K={num_classes}")
         if self.minority_classes > num_classes - 1:
@@ -231,3 +281,29 @@ class TrainConfig:
         grid = np.linspace(0.0, 1.0, self.lam_grid)
         grid[self.lam_grid // 2] = 0.5  # linspace misses 1/2 by an ulp for some sizes (99, ...)
         return grid
+
+    def measure_settings(self, num_blocks: int = 0) -> MeasureSettings:
+        """The measurement settings of this run (:class:`ufm.nets.MeasureSettings`): its
+        measurement fields, its loss, manifold mixup's block as ``mix_at`` and each of the
+        ``num_blocks`` hidden blocks of its :class:`ufm.nets.MixupNet` as a layer of the
+        linearity."""
+        return MeasureSettings(
+            lam_grid=self.lam_grid,
+            triple=self.triple,
+            pairs_per_class_pair=self.pairs_per_class_pair,
+            pairs_all_classes=self.pairs_all_classes,
+            max_class_pairs=self.max_class_pairs,
+            seed=self.seed,
+            mix_at=f"blocks.{self.mixup_layer - 1}" if self.mixup_layer else "",
+            layers=tuple(f"blocks.{k}" for k in range(num_blocks)),
+            loss=self.loss,
+            loss_params=dict(self.loss_params),
+            exact_classifier=self.exact_classifier,
+            linearity_pairs=self.linearity_pairs,
+            n_bins=self.n_bins,
+            batch_size=self.measure_batch_size,
+            mixture_points=self.mixup_points,
+            mixture_grid=self.mixture_grid,
+            mixture_triples=self.mixture_triples,
+            mixture_samples=self.mixture_samples,
+        )

@@ -9,6 +9,12 @@
   not) in a user-given folder.
 * ``cifar10``: the python batches (``data_batch_1`` ... ``data_batch_5``, ``test_batch``) in a
   user-given folder.
+* ``cifar100``: the python files ``train`` and ``test`` in a user-given folder, with the 100
+  fine labels (Krizhevsky, "Learning multiple layers of features from tiny images", 2009).
+
+The CIFAR files are pickles, read by an unpickler that builds only plain containers and numpy
+arrays (:class:`_ArrayUnpickler`): the original Python 2 files and Python 3 re-pickles at any
+protocol load; a file that would run code is refused.
 
 Every input gets an explicit channel axis, (C, L) for signals and (C, H, W) for images, and is
 standardised per channel with the mean and standard deviation of the *training* split.
@@ -26,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, preview
 
 SPLIT_SEED = 0
 
@@ -82,7 +88,7 @@ def _to_dataset(name: str, splits: Splits) -> Dataset:
     if min(y_train.min(), y_test.min()) < 0 or set(np.unique(y_train)) != set(range(K)):
         raise ValueError(
             f"dataset {name!r}: training labels must cover every class 0..K-1 = 0..{K - 1}, "
-            f"found {sorted(np.unique(y_train).tolist())}"
+            f"found {preview(np.unique(y_train))}"
         )
     return Dataset(
         name,
@@ -232,16 +238,59 @@ def load_idx_dataset(name: str, data_dir: str | None) -> Splits:
 
 
 # --------------------------------------------------------------------------------------------
-# CIFAR-10: python batches
+# CIFAR-10 and CIFAR-100: pickled python batches
 # --------------------------------------------------------------------------------------------
 
 CIFAR_TRAIN = tuple(f"data_batch_{k}" for k in range(1, 6))
 CIFAR_TEST = "test_batch"
 CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR100_TRAIN = "train"
+CIFAR100_TEST = "test"
+CIFAR100_FOLDER = "cifar-100-python"
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as pickles of protocol <= 2 call it: bytes as a latin-1 str.
+
+    Python 3 writes a ``bytes`` object (the raw data of a numpy array among them) at
+    protocol 0, 1 or 2 as ``_codecs.encode(text, "latin1")``; only that use is allowed.
+    """
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(
+            f"refusing _codecs.encode with a {type(text).__name__} and encoding {encoding!r} "
+            "in a CIFAR batch: allowed only a str encoded as 'latin1'"
+        )
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """``bytes()`` as pickles of protocol <= 2 call it: the empty bytes object, nothing else."""
+    if args:
+        raise pickle.UnpicklingError(
+            "refusing bytes(...) with arguments in a CIFAR batch: allowed only bytes()"
+        )
+    return b""
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: a batch file cannot run code."""
+    """Unpickles plain containers and numpy arrays only: a batch file cannot run code.
+
+    ``find_class`` sees the names as written in the file and answers only these:
+
+    * numpy's own: ``ndarray``, ``dtype``, ``_reconstruct`` and ``scalar`` (every protocol;
+      ``numpy.core`` before numpy 2, ``numpy._core`` since), and ``_frombuffer`` (an array
+      pickled at protocol 5);
+    * what Python 3 writes for a ``bytes`` object at protocol 0 to 2 (mirrors re-pickle the
+      original Python 2 files so): ``_codecs.encode(text, "latin1")`` for a non-empty one,
+      the raw data of every numpy array among them, and ``bytes()`` for an empty one, named
+      ``__builtin__.bytes`` (``builtins.bytes`` when pickled with ``fix_imports=False``);
+      both are answered by the narrow functions above, which allow only these calls. No
+      ``copyreg`` name appears in such files.
+
+    Anything else (``os.system``, ``builtins.eval``, ...) raises ``UnpicklingError`` naming it.
+    The original Python 2 files need none of the second group: their byte strings are
+    pickle strings, decoded by the ``encoding`` given to the unpickler.
+    """
 
     ALLOWED = frozenset(
         {
@@ -251,60 +300,88 @@ class _ArrayUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy.core.multiarray", "scalar"),
             ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
         }
     )
+    REPLACED = {
+        ("_codecs", "encode"): _latin1_encode,
+        ("builtins", "bytes"): _empty_bytes,
+        ("__builtin__", "bytes"): _empty_bytes,
+    }
 
     def find_class(self, module: str, name: str):
+        if (module, name) in self.REPLACED:
+            return self.REPLACED[module, name]
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
         return super().find_class(module, name)
 
 
-def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch: images (N, 3, 32, 32) uint8 and labels (N,) int64.
+def read_cifar_batch(path: str | Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch: images (N, 3, 32, 32) uint8 and labels (N,) int64.
 
     The file is a pickled dict with ``data`` (N, 3072) uint8, rows holding the red, green
-    and blue planes of a 32x32 image, and ``labels`` (Krizhevsky 2009).
+    and blue planes of a 32x32 image, and the labels under ``label_key``: ``labels`` in
+    CIFAR-10, ``fine_labels`` (or ``coarse_labels``) in CIFAR-100 (Krizhevsky 2009). Keys
+    may be str or bytes: the original files are Python 2 pickles, read with
+    ``encoding="bytes"``, and Python 3 re-pickles at any protocol load as well.
     """
     path = Path(path)
     try:
         with path.open("rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"cannot read CIFAR-10 batch {str(path)!r}: {error}") from error
+    except (OSError, EOFError, pickle.UnpicklingError, ImportError, AttributeError, TypeError,
+            ValueError) as error:  # a malformed file: name it
+        raise ValueError(f"cannot read CIFAR batch {str(path)!r}: {error}") from error
     if not isinstance(batch, dict):  # a malformed file, not a bad argument: ValueError
         raise ValueError(  # noqa: TRY004
-            f"CIFAR-10 batch {str(path)!r} must hold a dict, got {type(batch).__name__}"
+            f"CIFAR batch {str(path)!r} must hold a dict, got {type(batch).__name__}"
         )
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    if "data" not in batch or "labels" not in batch:
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or label_key not in batch:
         raise ValueError(
-            f"CIFAR-10 batch {str(path)!r} must hold 'data' and 'labels', has {sorted(batch)}"
+            f"CIFAR batch {str(path)!r} must hold 'data' and {label_key!r}, has "
+            f"{sorted(map(str, batch))}"
         )
     data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch["labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise ValueError(
-            f"CIFAR-10 batch {str(path)!r}: data must be (N, 3072) with N labels, got "
+            f"CIFAR batch {str(path)!r}: data must be (N, 3072) with N labels, got "
             f"{data.shape} and {labels.shape}"
         )
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def _cifar_folder(name: str, data_dir: str | None, expected: list[str], subfolder: str) -> Path:
+    """The folder holding the ``expected`` files: ``data_dir`` or its ``subfolder``."""
+    root = _existing_folder(name, data_dir)
+    folder = next((f for f in (root, root / subfolder) if (f / expected[-1]).is_file()), root)
+    missing = [file for file in expected if not (folder / file).is_file()]
+    if missing:
+        where = f"or in its subfolder {subfolder}"
+        raise _missing_files_error(name, data_dir, expected, missing, where)
+    return folder
+
+
 def load_cifar10_dataset(data_dir: str | None) -> Splits:
     """CIFAR-10 from the python batches in ``data_dir`` or its ``cifar-10-batches-py`` subfolder."""
-    root = _existing_folder("cifar10", data_dir)
-    expected = [*CIFAR_TRAIN, CIFAR_TEST]
-    folder = next((f for f in (root, root / CIFAR_FOLDER) if (f / CIFAR_TEST).is_file()), root)
-    missing = [name for name in expected if not (folder / name).is_file()]
-    if missing:
-        raise _missing_files_error(
-            "cifar10", data_dir, expected, missing, f"or in its subfolder {CIFAR_FOLDER}"
-        )
+    folder = _cifar_folder("cifar10", data_dir, [*CIFAR_TRAIN, CIFAR_TEST], CIFAR_FOLDER)
     train = [read_cifar_batch(folder / name) for name in CIFAR_TRAIN]
     x_test, y_test = read_cifar_batch(folder / CIFAR_TEST)
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
+    return x_train, y_train, x_test, y_test
+
+
+def load_cifar100_dataset(data_dir: str | None) -> Splits:
+    """CIFAR-100 from the python files ``train`` and ``test`` in ``data_dir`` or its
+    ``cifar-100-python`` subfolder, with the 100 fine labels (K = 100)."""
+    expected = [CIFAR100_TRAIN, CIFAR100_TEST]
+    folder = _cifar_folder("cifar100", data_dir, expected, CIFAR100_FOLDER)
+    x_train, y_train = read_cifar_batch(folder / CIFAR100_TRAIN, "fine_labels")
+    x_test, y_test = read_cifar_batch(folder / CIFAR100_TEST, "fine_labels")
     return x_train, y_train, x_test, y_test
 
 
@@ -325,8 +402,9 @@ DATASETS: dict[str, Callable[[str | None], Splits]] = {
     "mnist": lambda data_dir: load_idx_dataset("mnist", data_dir),
     "fashion_mnist": lambda data_dir: load_idx_dataset("fashion_mnist", data_dir),
     "cifar10": load_cifar10_dataset,
+    "cifar100": load_cifar100_dataset,
 }
-DIRECTORY_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DIRECTORY_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 def load_dataset(name: str, data_dir: str | None = None, train_subset: int = 0) -> Dataset:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import preview
 from ..imbalance import class_sizes, classifier_imbalance, is_balanced
 from .data import Dataset
 from .measure import clean_outputs
@@ -66,7 +67,7 @@ def subsample_classes(labels, sizes, seed: int) -> np.ndarray:
             f"{int(labels.min())}..{int(labels.max())}"
         )
     if not np.all((sizes > 0) & (sizes <= 1)):
-        raise ValueError(f"sizes must lie in (0, 1], got {sizes.tolist()}")
+        raise ValueError(f"sizes must lie in (0, 1], got {preview(sizes)}")
     rng = np.random.default_rng([int(seed), IMBALANCE_SEED])
     counts = np.bincount(labels, minlength=len(sizes))
     keep = []

@@ -28,7 +28,7 @@ Files (:func:`add_mixture_measurement`, ``mixup_points >= 3`` only), in the meas
 folder: ``mixtures3.csv`` (one row per triple and grid point, columns :data:`COLUMNS`),
 ``activations_mixtures3.npz`` (the first triple, the figure's, in the form of
 ``activations_triple.npz``, with its projections by
-:func:`ufm.nets.measure.triple_projections`), and scalars ``mixture3_*`` in ``scalars.json``
+:func:`ufm.nets.pairs.triple_projections`), and scalars ``mixture3_*`` in ``scalars.json``
 and ``summary.json``.
 """
 
@@ -45,13 +45,15 @@ from ..etf import etf_gain, row_norm
 from ..losses import get_loss
 from ..theory import has_exact_theory, mixture_coefficients
 from ..theory.mixtures import simplex_grid
-from .data import Dataset
-from .measure import PAIR_SEED, Measurement, eval_mode, triple_projections
-from .models import MixupNet
+from .measurement import Measurement
+from .pairs import triple_projections
+from .probe import NetworkProbe
 from .ufm_comparison import fit_log_lam_H
 
+PAIR_SEED = 2024
+"""Second entry of the seeds of the pair draws (:mod:`ufm.nets.measure`)."""
 MIXTURE_SEED = 3
-"""Third entry of the seed ``(config.seed, PAIR_SEED, MIXTURE_SEED)`` of the sample draws."""
+"""Third entry of the seed ``(seed, PAIR_SEED, MIXTURE_SEED)`` of the sample draws."""
 
 _K3 = ("_1", "_2", "_3")
 COLUMNS = (
@@ -100,48 +102,25 @@ def draw_members(
 
 
 def mixture_activations(
-    model: MixupNet,
-    x: torch.Tensor,
-    members: np.ndarray,
-    weights: np.ndarray,
-    layer: int,
-    batch_size: int,
-    device,
+    probe: NetworkProbe, x: torch.Tensor, members: np.ndarray, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    r"""Features and logits of :math:`\sum_k y_k f_\ell(x_{i_k})` for every sample triple.
-
-    :math:`f_\ell` is the network up to hidden block ``layer`` (the identity for 0), applied
-    to the clean samples; the mixtures go through the remaining blocks, in eval mode without
-    gradients.
+    r"""Features and logits of :math:`\sum_k y_k f(x_{i_k})` for every sample triple, mixed
+    where the probe mixes (:meth:`ufm.nets.probe.NetworkProbe.mixtures`: the inputs, or the
+    outputs of its ``mix_at`` module), in eval mode without gradients.
 
     Parameters
     ----------
-    model : the network.
+    probe : the network's probe.
     x : (n, ...) training inputs.
     members : (P, m) sample indices, one mixture per row.
     weights : (G, m) weights, one grid point per row.
-    layer : where to mix, 0 to the number of hidden blocks.
-    batch_size : at most about this many network evaluations at once.
 
     Returns
     -------
     dict with ``features`` (P, G, d) and ``logits`` (P, G, K) in the network's dtype.
     """
-    P, m = members.shape
-    G = len(weights)
-    chunk = max(1, batch_size // (G + m))
-    features, logits = [], []
-    with eval_mode(model), torch.no_grad():
-        for start in range(0, P, chunk):
-            rows = torch.as_tensor(members[start : start + chunk].reshape(-1))
-            hidden = model.run_blocks(x[rows].to(device), 0, layer)
-            hidden = hidden.reshape(-1, m, *hidden.shape[1:])
-            w = torch.as_tensor(weights, dtype=hidden.dtype, device=hidden.device)
-            mixed = torch.einsum("gk,pk...->pg...", w, hidden).reshape(-1, *hidden.shape[2:])
-            h = model.run_blocks(mixed, layer)
-            features.append(h.reshape(len(hidden), G, -1).cpu())
-            logits.append(model.classifier(h).reshape(len(hidden), G, -1).cpu())
-    return {"features": torch.cat(features).numpy(), "logits": torch.cat(logits).numpy()}
+    features, logits = probe.mixtures(x, members, weights)
+    return {"features": features.numpy(), "logits": logits.numpy()}
 
 
 def fit_mixture_lam_H(coefficients: np.ndarray, weights: np.ndarray, K: int, gain: float, loss):
@@ -315,45 +294,39 @@ def compare_mixtures(
 
 
 def add_mixture_measurement(
-    measurement: Measurement, model: MixupNet, data: Dataset, config, device
+    measurement: Measurement,
+    probe: NetworkProbe,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings,
 ) -> None:
     r"""Measure 3-class mixtures and add them to ``measurement`` (a result of
-    :func:`ufm.nets.measure.measure` for the same model, whose triple, classifier, centre and
-    pair :math:`\lambda_H` it reuses): table ``mixtures3``, arrays ``activations_mixtures3``,
+    :func:`ufm.measure_network` for the same network and ``settings``, a
+    :class:`ufm.nets.MeasureSettings`, whose triple, classifier, centre and pair
+    :math:`\lambda_H` it reuses): table ``mixtures3``, arrays ``activations_mixtures3``,
     scalars ``mixture3_*`` (module docstring).
 
     The class triples (:func:`class_triples`: the figure's triple first, ``mixture_triples``
     in all) and the samples (``mixture_samples`` per class triple) are drawn from a generator
-    seeded with (``config.seed``, 2024, 3), so every measurement of a run uses the same ones
-    and the pair measurements' draws are untouched. The arrays are those of
-    ``activations_triple`` for the figure's triple: ``features`` (P, G, d) and ``logits``
-    (P, G, K) as computed, ``classes`` (3,), ``members`` (P, 3) sample indices, ``weights``
-    (G, 3), ``layer`` (the mixing layer), ``weight``, ``bias``, ``global_mean``, the
-    projections of :func:`ufm.nets.measure.triple_projections` (``span_basis``,
+    seeded with (``seed``, 2024, 3), so every measurement of a run uses the same ones and the
+    pair measurements' draws are untouched. The arrays are those of ``activations_triple``
+    for the figure's triple: ``features`` (P, G, d) and ``logits`` (P, G, K) as computed,
+    ``classes`` (3,), ``members`` (P, 3) sample indices, ``weights`` (G, 3), ``layer`` (the
+    mixing block of a ``ufm train`` run, added by :func:`ufm.nets.measure.measure`), ``weight``, ``bias``, ``global_mean``, the
+    projections of :func:`ufm.nets.pairs.triple_projections` (``span_basis``,
     ``span_coordinates`` (P, G, r), ``plane_basis``, ``plane_coordinates`` (P, G, r')), and
     the theory's features ``theory_features`` (G, d), centred, with ``theory_span_coordinates``
     and ``theory_plane_coordinates`` (NaN without exact theory).
     """
-    rng = np.random.default_rng([config.seed, PAIR_SEED, MIXTURE_SEED])
+    rng = np.random.default_rng([settings.seed, PAIR_SEED, MIXTURE_SEED])
     classifier = measurement.arrays["activations_triple"]
     weight, bias, centre = classifier["weight"], classifier["bias"], classifier["global_mean"]
     triples = class_triples(
-        measurement.scalars["triple"], data.num_classes, config.mixture_triples, rng
+        measurement.scalars["triple"], probe.num_classes, settings.mixture_triples, rng
     )
-    members = draw_members(data.y_train.numpy(), triples, config.mixture_samples, rng)
-    weights = simplex_grid(3, config.mixture_grid)
-    activations = [
-        mixture_activations(
-            model,
-            data.x_train,
-            chosen,
-            weights,
-            config.mixup_layer,
-            config.measure_batch_size,
-            device,
-        )
-        for chosen in members
-    ]
+    members = draw_members(y.numpy(), triples, settings.mixture_samples, rng)
+    weights = simplex_grid(3, settings.mixture_grid)
+    activations = [mixture_activations(probe, x, chosen, weights) for chosen in members]
     features = np.stack([a["features"] for a in activations])
     logits = np.stack([a["logits"] for a in activations])
     comparison = compare_mixtures(
@@ -363,7 +336,7 @@ def add_mixture_measurement(
         weights,
         weight,
         centre,
-        get_loss(config.loss, **config.loss_params),
+        get_loss(settings.loss, **settings.loss_params),
         float(measurement.scalars["fitted_lam_H"]),
     )
     projections = triple_projections(weight, triples[0], features[0].astype(np.float64), centre)
@@ -376,7 +349,6 @@ def add_mixture_measurement(
         "classes": triples[0],
         "members": members[0],
         "weights": weights,
-        "layer": np.asarray(config.mixup_layer),
         "weight": weight,
         "bias": bias,
         "global_mean": centre,

@@ -14,6 +14,15 @@ mixup, the layer-wise linearity measurement and the feature measurements need.
   recognition", CVPR 2016): 3x3 stem without max-pool, four stages of two basic blocks,
   global average pooling, and Linear-BN-ReLU to ``d`` when ``d`` differs from 8 ``width``.
   (C, H, W) inputs.
+* ``wrn``: WRN-``depth``-``width``, the wide residual network of Zagoruyko & Komodakis (BMVC
+  2016) that Fisher et al. (2024) train as WRN-40-10 (:mod:`ufm.nets.wide_resnet`); depth
+  6n + 4, 0 (or the MLP's default 2) for WRN-16; width 0 for k = 4. (C, H, W) inputs.
+* ``vit``: a Vision Transformer with 4x4 patches (Dosovitskiy et al., ICLR 2021;
+  :mod:`ufm.nets.vit`): ``width`` the embedding width (0: 192), ``depth`` the transformer
+  blocks (0: 6). (C, H, W) inputs with H and W multiples of 4.
+
+Models are registered by name in :data:`MODEL_BUILDERS` (with their default width in
+:data:`DEFAULT_WIDTH`): a new architecture is a new entry, :func:`build_model` is unchanged.
 
 The classifier is learned or a fixed simplex ETF (:func:`ufm.etf.simplex_etf`) held as a
 buffer, so no optimiser ever sees it (Zhu et al. 2021 and Fisher et al. 2024 train with a fixed
@@ -24,16 +33,27 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_choice
 from ..etf import simplex_etf
+from .vit import VIT_DEFAULT_DEPTH, VIT_DEFAULT_WIDTH, vit_blocks
+from .wide_resnet import WRN_DEFAULT_DEPTH, WRN_DEFAULT_WIDTH, check_wrn_depth, wide_resnet_blocks
 
-DEFAULT_WIDTH = {"mlp": 256, "cnn": 32, "resnet18": 64}
-MODELS = tuple(DEFAULT_WIDTH)
+DEFAULT_WIDTH = {
+    "mlp": 256,
+    "cnn": 32,
+    "resnet18": 64,
+    "wrn": WRN_DEFAULT_WIDTH,
+    "vit": VIT_DEFAULT_WIDTH,
+}
+"""The width that ``width`` 0 stands for: MLP hidden units, CNN and ResNet-18 base channels,
+the WRN widening factor k, the ViT embedding width."""
 
 
 class ModelSpec(Protocol):
@@ -215,6 +235,63 @@ def resnet18_blocks(input_shape, width: int, feature_dim: int):
     return blocks
 
 
+def resolved_depth(model: str, depth: int) -> int:
+    """The depth :func:`build_model` gives model ``model`` for the configured ``depth``.
+
+    ``mlp``: ``depth`` hidden layers. ``wrn``: the WRN depth 6n + 4, checked
+    (:func:`ufm.nets.wide_resnet.check_wrn_depth`); 0 and 2 (the MLP's default, no WRN depth)
+    stand for WRN-16. ``vit``: ``depth`` transformer blocks, 0 for 6. ``cnn`` and
+    ``resnet18`` have a fixed depth and ignore it.
+
+    Raises
+    ------
+    ValueError
+        For a ``wrn`` depth other than 0, 2 or 6n + 4.
+    """
+    if model == "wrn":
+        depth = WRN_DEFAULT_DEPTH if depth in (0, 2) else depth
+        check_wrn_depth(depth)
+    elif model == "vit":
+        depth = depth or VIT_DEFAULT_DEPTH
+    return depth
+
+
+BlockBuilder = Callable[[ModelSpec, Sequence[int], int, int], list[nn.Module]]
+"""``builder(config, input_shape, width, depth)`` -> hidden blocks, ``width`` and ``depth``
+already resolved (:data:`DEFAULT_WIDTH`, :func:`resolved_depth`)."""
+
+
+def _mlp(config: ModelSpec, input_shape, width: int, depth: int) -> list[nn.Module]:
+    return mlp_blocks(input_shape, width, depth, config.feature_dim, config.batch_norm)
+
+
+def _cnn(config: ModelSpec, input_shape, width: int, depth: int) -> list[nn.Module]:
+    return cnn_blocks(input_shape, width, config.feature_dim)
+
+
+def _resnet18(config: ModelSpec, input_shape, width: int, depth: int) -> list[nn.Module]:
+    return resnet18_blocks(input_shape, width, config.feature_dim)
+
+
+def _wrn(config: ModelSpec, input_shape, width: int, depth: int) -> list[nn.Module]:
+    return wide_resnet_blocks(input_shape, depth, width, config.feature_dim)
+
+
+def _vit(config: ModelSpec, input_shape, width: int, depth: int) -> list[nn.Module]:
+    return vit_blocks(input_shape, width, depth, config.feature_dim)
+
+
+MODEL_BUILDERS: dict[str, BlockBuilder] = {
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "resnet18": _resnet18,
+    "wrn": _wrn,
+    "vit": _vit,
+}
+"""Model name -> the builder of its hidden blocks; every name also has a :data:`DEFAULT_WIDTH`."""
+MODELS = tuple(MODEL_BUILDERS)
+
+
 def build_model(config: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> MixupNet:
     """The network named by ``config.model`` for inputs of ``input_shape`` and K classes.
 
@@ -234,17 +311,12 @@ def build_model(config: ModelSpec, input_shape: tuple[int, ...], num_classes: in
         When ``config.mixup_layer`` exceeds the number of hidden blocks, or the inputs do not
         suit the model.
     """
+    check_choice("model", config.model, MODELS)
     width = config.width or DEFAULT_WIDTH[config.model]
+    depth = resolved_depth(config.model, config.depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        if config.model == "mlp":
-            blocks = mlp_blocks(
-                input_shape, width, config.depth, config.feature_dim, config.batch_norm
-            )
-        elif config.model == "cnn":
-            blocks = cnn_blocks(input_shape, width, config.feature_dim)
-        else:
-            blocks = resnet18_blocks(input_shape, width, config.feature_dim)
+        blocks = MODEL_BUILDERS[config.model](config, input_shape, width, depth)
         classifier = LinearClassifier(
             config.feature_dim,
             num_classes,

@@ -25,6 +25,7 @@ it as a fixed bias (``b_init``), so the optimum is the exact one for the network
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -82,7 +83,11 @@ def own_classifier_optimum(weight: np.ndarray, lams: np.ndarray, lam_H: float,
         classifier="fixed", tol=SOLVER_TOL, max_iters=200, device="cpu", dtype="float64",
     )  # fmt: skip
     b = None if offset is None else torch.as_tensor(np.asarray(offset, dtype=np.float64))
-    result = solve(config, W_init=torch.as_tensor(W), b_init=b)
+    with warnings.catch_warnings():
+        # W is the network's, held fixed: whether some W in d < K - 1 dimensions could be a
+        # simplex ETF (the solver's warning) does not concern this optimum.
+        warnings.filterwarnings("ignore", message=r"d = \d+ < K - 1")
+        result = solve(config, W_init=torch.as_tensor(W), b_init=b)
     H = result.H.cpu().numpy().reshape(K, K, L, d)  # samples are c-major, then c', then lam
     coefficients = _cell_coefficients(H, W)
     upper = np.triu(np.ones((K, K), dtype=bool), 1)

@@ -7,10 +7,12 @@ checkpoints) -> final measurement -> files. The output folder holds
 * ``metrics.csv``: one row per epoch (rewritten atomically after every epoch);
 * ``checkpoints/last.pt`` (every ``checkpoint_every`` epochs and the last one) and
   ``checkpoints/epoch_NNNN.pt`` (kept);
-* ``measurements/epoch_NNNN/``: ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``,
-  ``linearity.csv``, ``activations_triple.npz``, ``activations_all.npz``, and with
-  ``mixup_points >= 3`` ``mixtures3.csv`` and ``activations_mixtures3.npz``
-  (:mod:`ufm.nets.mixtures`);
+* ``measurements/epoch_NNNN/``: a measurement folder (:mod:`ufm.nets.measurement`) with
+  ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``, ``coefficients_vs_lam.csv``,
+  ``linearity.csv``, ``activations_triple.npz``, ``cells.npz``, ``mixed_features.npz`` (the
+  class-pair features in the schema of :mod:`ufm.nets.features_file`, so that ``ufm
+  compare`` can analyse the run again), and with ``mixup_points >= 3`` ``mixtures3.csv`` and
+  ``activations_mixtures3.npz`` (:mod:`ufm.nets.mixtures`);
 * ``summary.json``, written last: its presence marks the run complete. Besides the final
   measurement it holds the per-class test accuracy, the training class counts and the
   classifier's geometry under class imbalance (:func:`ufm.nets.imbalanced_data.imbalance_summary`).
@@ -38,14 +40,12 @@ from ..io import (
     read_json,
     write_csv,
     write_json,
-    write_npz,
 )
 from ..losses import get_loss
 from .config import TrainConfig
 from .data import load_dataset
 from .imbalanced_data import imbalance_summary, imbalanced_dataset
 from .measure import Measurement, calibration_measurement, measure
-from .mixtures import add_mixture_measurement
 from .mixup import Mixup
 from .models import build_model
 from .training import (
@@ -61,12 +61,8 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def write_measurement(folder: Path, measurement: Measurement) -> None:
-    """Scalars as JSON, tables as CSV, arrays as npz, in ``folder``."""
-    write_json(folder / "scalars.json", measurement.scalars)
-    for name, rows in measurement.tables.items():
-        write_csv(folder / f"{name}.csv", rows)
-    for name, arrays in measurement.arrays.items():
-        write_npz(folder / f"{name}.npz", **arrays)
+    """Tables as CSV, arrays as npz, then the scalars as ``scalars.json``, in ``folder``."""
+    measurement.write_files(folder)
 
 
 def _scalar_columns(scalars: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +120,7 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
     _check_output_folder(out, config, resume)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_dir, config.train_subset)
-    config.check_against_data(data.num_classes)
+    config.check_against_data(data.num_classes, data.input_shape)
     data = imbalanced_dataset(data, config.imbalance_ratio, config.minority_classes, config.seed)
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss = get_loss(config.loss, **config.loss_params)
@@ -161,8 +157,6 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
 
     def measure_and_write(epoch: int) -> dict[str, Any]:
         measurement = measure(model, data, config, device)
-        if config.mixup_points >= 3:
-            add_mixture_measurement(measurement, model, data, config, device)
         write_measurement(out / "measurements" / f"epoch_{epoch:04d}", measurement)
         return measurement.scalars
 
@@ -180,7 +174,7 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
         for epoch in range(state.epoch + 1, config.epochs + 1):
             learning_rate = optimizer.param_groups[0]["lr"]
             train_loss = train_epoch(
-                model, data, loss, mixup, optimizer, rng, config.batch_size, device
+                model, data, loss, mixup, optimizer, rng, config.batch_size, device, config.augment
             )
             scheduler.step()
             test = calibration_measurement(

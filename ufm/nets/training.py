@@ -1,9 +1,10 @@
 """Optimiser, learning-rate schedule, one epoch of mixup training, and checkpoints.
 
 An epoch visits the training set in an order drawn from a ``numpy.random.Generator``; the
-same generator draws the mixup partners and coefficients, so (seed, data, configuration)
-fix a run on the CPU, and a run resumed from a checkpoint (which stores the generator's
-state) continues exactly as if it had not stopped.
+same generator draws the augmentation of a batch (with ``augment``: crops and flips,
+:mod:`ufm.nets.augment`) and then its mixup partners and coefficients, so (seed, data,
+configuration) fix a run on the CPU, and a run resumed from a checkpoint (which stores the
+generator's state) continues exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from ..io import save_torch
 from ..losses import MixupLoss
+from .augment import augment_batch, check_augmentable
 from .data import Dataset
 from .mixup import MixturePlan, Mixup, mixed_forward, mixture_loss
 from .models import MixupNet
@@ -69,14 +71,22 @@ def train_epoch(
     rng: np.random.Generator,
     batch_size: int,
     device,
+    augment: bool = False,
 ) -> float:
     """One pass over the training set in train mode; returns the mean mixup loss.
 
     A pair plan is trained with the loss's own mixup form ``loss(z, c, c', lam)``; a plan of
     m > 2 points with :func:`ufm.nets.mixup.mixture_loss`.
 
+    With ``augment`` every batch is cropped and flipped (:func:`ufm.nets.augment.augment_batch`,
+    drawn from ``rng`` before the mixup plan) and then mixed; ``data`` itself is untouched,
+    so the measurements, which read it, see the clean images. Without it nothing is drawn
+    for augmentation and the epoch is what it always was.
+
     A last batch of a single sample is skipped (BatchNorm cannot normalise it).
     """
+    if augment:
+        check_augmentable(data.input_shape)
     model.train()
     order = torch.as_tensor(rng.permutation(len(data.y_train)))
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -87,6 +97,8 @@ def train_epoch(
             continue
         x = data.x_train[rows].to(device, non_blocking=True)
         y = data.y_train[rows].to(device, non_blocking=True)
+        if augment:
+            x = augment_batch(x, rng)
         plan = mixup.plan(y, rng)
         logits = mixed_forward(model, x, plan, mixup.layer) if mixup.mixes else model(x)
         if isinstance(plan, MixturePlan):

@@ -34,20 +34,22 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
+from .._checks import preview
 from ..etf import etf_distance, etf_gain, row_norm, row_space
 from ..losses import MixupLoss
 from ..theory import has_exact_theory, optimal_coefficients
+from .triple_choice import LAM_H_RANGE
 
 __all__ = [
     "LAM_H_RANGE",
     "Agreement",
     "fit_lam_H",
     "logit_offset",
+    "sample_agreement",
     "theory_agreement",
     "ufm_margins",
 ]
 
-LAM_H_RANGE = (1e-8, 1e4)
 
 
 def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: MixupLoss):
@@ -70,19 +72,31 @@ def fit_log_lam_H(objective, points: int = 61) -> float:
     return float(math.exp(result.x if result.fun <= values[best] else grid[best]))
 
 
-def fit_lam_H(margins: np.ndarray, lams: np.ndarray, K: int, gain: float, loss: MixupLoss) -> float:
+def fit_lam_H(
+    margins: np.ndarray,
+    lams: np.ndarray,
+    K: int,
+    gain: float,
+    loss: MixupLoss,
+    counts: np.ndarray | None = None,
+) -> float:
     r"""Least-squares effective :math:`\lambda_H`: minimises
     :math:`\sum_{p,l}\bigl(m_{pl} - g(a-b)(\lambda_l;\lambda_H)\bigr)^2` over
     :math:`\log\lambda_H\in[\log 10^{-8}, \log 10^4]`: a grid of 31 points locates the best
     bracket, bounded Brent refines it (``scipy.optimize.minimize_scalar``).
-    ``margins`` (P, L) are the network's margins at the lam grid ``lams`` (L,).
+    ``margins`` (P, L) are the network's margins at the lam grid ``lams`` (L,); or, with
+    ``counts`` (L,), ``margins`` (L,) are the mean margins of ``counts`` samples per lam (NaN
+    where none).
     """
-    mean, count = margins.mean(axis=0), margins.shape[0]
-    # sum_p (m_pl - t_l)^2 = sum_p (m_pl - mean_l)^2 + P (mean_l - t_l)^2: only the mean matters.
+    if counts is None:
+        mean, weights = margins.mean(axis=0), np.full(len(lams), float(margins.shape[0]))
+    else:
+        mean, weights = np.nan_to_num(margins), np.asarray(counts, dtype=np.float64)
+    # sum_p (m_pl - t_l)^2 = sum_p (m_pl - mean_l)^2 + n_l (mean_l - t_l)^2: only means matter.
 
     def objective(log_lam_H: float) -> float:
         theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
-        return float(count * ((mean - theory) ** 2).sum())
+        return float((weights * (mean - theory) ** 2).sum())
 
     return fit_log_lam_H(objective, points=31)
 
@@ -93,11 +107,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=-1, keepdims=True)
 
 
-def _check_agreement_inputs(activations: dict[str, np.ndarray]) -> None:
-    lams = np.asarray(activations["lam"])
+def _check_agreement_inputs(c: np.ndarray, c_prime: np.ndarray, lams: np.ndarray) -> None:
+    lams = np.asarray(lams)
     if not {0.0, 0.5, 1.0} <= set(lams.tolist()):
-        raise ValueError(f"the lam grid must contain 0, 1/2 and 1, got {lams.tolist()}")
-    same = np.asarray(activations["c"]) == np.asarray(activations["c_prime"])
+        raise ValueError(f"the lam grid must contain 0, 1/2 and 1, got {preview(lams)}")
+    same = np.asarray(c) == np.asarray(c_prime)
     if same.all() or not same.any():
         raise ValueError(
             "theory agreement needs both same-class and different-class pairs, got "
@@ -161,88 +175,141 @@ def theory_agreement(
       different-class :math:`\lambda=1/2` mixtures.
 
     For a loss without exact theory (focal) the theory entries are NaN. ``activations`` are
-    as from :func:`mixed_activations`; the lam grid must hold 0, 1/2 and 1, and there must be
-    same-class and different-class pairs.
+    paired, as from :func:`ufm.nets.measure.mixed_activations`; the lam grid must hold 0, 1/2
+    and 1, and there must be same-class and different-class pairs. The per-lam means are over
+    the samples at that lam (:func:`sample_agreement`, which takes any samples).
     """
-    _check_agreement_inputs(activations)
-    mu = global_mean.cpu().numpy()
-    H = activations["features"].astype(np.float64) - mu
-    Z = activations["logits"].astype(np.float64)
     c, c_prime, lams = activations["c"], activations["c_prime"], activations["lam"]
-    W = weight.cpu().numpy()
-    K = W.shape[0]
-    offset = logit_offset(W, None if bias is None else bias.cpu().numpy(), mu)
+    _check_agreement_inputs(c, c_prime, lams)
+    features = activations["features"]
+    P, L = features.shape[:2]
+    return sample_agreement(
+        features.reshape(P * L, -1),
+        np.repeat(c, L),
+        np.repeat(c_prime, L),
+        np.tile(np.arange(L), P),
+        lams,
+        weight.cpu().numpy(),
+        None if bias is None else bias.cpu().numpy(),
+        global_mean.cpu().numpy(),
+        loss,
+        logits=activations["logits"].reshape(P * L, -1),
+    )
+
+
+def _group_mean(values: np.ndarray, group: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (N,) per group (G,) of ``group`` (N,); NaN for an empty group."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(group, weights=values, minlength=len(count)) / count
+
+
+def sample_agreement(
+    features: np.ndarray,
+    c: np.ndarray,
+    c_prime: np.ndarray,
+    lam_index: np.ndarray,
+    lams: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    global_mean: np.ndarray,
+    loss: MixupLoss,
+    logits: np.ndarray | None = None,
+) -> Agreement:
+    r""":func:`theory_agreement` for any mixed samples: ``features`` (N, d) of mixtures of
+    classes ``c``, ``c_prime`` (N,) at lam ``lams[lam_index]`` (``lams`` (L,) a grid holding 0,
+    1/2 and 1, or the centres of lam bins), with the classifier ``weight`` (K, d), ``bias``
+    (K,) or None and the centre ``global_mean`` (d,), all float64. ``logits`` (N, K) are the
+    network's; None computes them as :math:`Wh + b`. Per-lam entries are means over the samples
+    at (or binned to) that lam; a lam without samples of a kind gives NaN there.
+    """
+    _check_agreement_inputs(c, c_prime, lams)
+    mu = np.asarray(global_mean, dtype=np.float64)
+    W = np.asarray(weight, dtype=np.float64)
+    b = None if bias is None else np.asarray(bias, dtype=np.float64)
+    raw = np.asarray(features, dtype=np.float64)
+    H = raw - mu
+    Z = raw @ W.T + (0.0 if b is None else b) if logits is None else logits.astype(np.float64)
+    c, c_prime, lam_index = np.asarray(c), np.asarray(c_prime), np.asarray(lam_index)
+    lams = np.asarray(lams, dtype=np.float64)
+    K, L = W.shape[0], len(lams)
+    offset = logit_offset(W, b, mu)
     same = c == c_prime
     different = ~same
     half = int(np.flatnonzero(lams == 0.5)[0])
-    endpoints = np.flatnonzero((lams == 0.0) | (lams == 1.0))
+    endpoint_lams = (lams == 0.0) | (lams == 1.0)
 
-    # Same-class pairs.
-    H_same = H[same]
-    w_same = W[c[same]][:, None, :]
+    # Same-class samples.
+    H_same, w_same = H[same], W[c[same]]
     norms_same = np.linalg.norm(H_same, axis=-1)
     cosine_same = (H_same * w_same).sum(-1) / (norms_same * np.linalg.norm(w_same, axis=-1))
+    same_lam = lam_index[same]
+    same_count = np.bincount(same_lam, minlength=L).astype(np.float64)
 
-    # Different-class pairs: margins (centred and raw) and boundary distances.
-    pairs = np.flatnonzero(different)
-    raw_margins = Z[pairs, :, c[pairs]] - Z[pairs, :, c_prime[pairs]]
-    margins = raw_margins - (offset[c[pairs]] - offset[c_prime[pairs]])[:, None]
-    boundary = np.linalg.norm(W[c[pairs]] - W[c_prime[pairs]], axis=-1)[:, None]
-    distances = np.abs(raw_margins) / boundary
-    probabilities = _softmax(Z)
-    p_c = probabilities[pairs, :, c[pairs]]
-    p_c_prime = probabilities[pairs, :, c_prime[pairs]]
-    confidence = probabilities[pairs].max(-1)  # (pairs, L): different-class pairs only
+    # Different-class samples: margins (centred and raw) and boundary distances.
+    rows = np.flatnonzero(different)
+    c_d, cp_d, lam_d = c[rows], c_prime[rows], lam_index[rows]
+    raw_margins = Z[rows, c_d] - Z[rows, cp_d]
+    margins = raw_margins - (offset[c_d] - offset[cp_d])
+    distances = np.abs(raw_margins) / np.linalg.norm(W[c_d] - W[cp_d], axis=-1)
+    probabilities = _softmax(Z[rows])
+    p_c = probabilities[np.arange(len(rows)), c_d]
+    p_c_prime = probabilities[np.arange(len(rows)), cp_d]
+    confidence = probabilities.max(-1)
+    count = np.bincount(lam_d, minlength=L).astype(np.float64)
+    margin_mean = _group_mean(margins, lam_d, count)
 
-    gain = etf_gain(weight)
+    gain = etf_gain(torch.as_tensor(W))
     span = row_space(W)
+    at_half, at_ends = lam_d == half, endpoint_lams[lam_d]
     scalars = {
         "classifier_gain": gain,
-        "classifier_etf_distance": etf_distance(weight),
+        "classifier_etf_distance": etf_distance(torch.as_tensor(W)),
         "logit_offset": float(np.sqrt((offset**2).mean())),
         "same_class_cosine": float(cosine_same.mean()),
-        "boundary_distance_half": float(distances[:, half].mean()),
+        "boundary_distance_half": float(distances[at_half].mean()),
         "boundary_distance_half_relative": float(
-            distances[:, half].mean() / distances[:, endpoints].mean()
+            distances[at_half].mean() / distances[at_ends].mean()
         ),
         "fitted_lam_H": math.nan,
         "margin_fit_rms": math.nan,
         "out_of_span_fraction": float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H)),
-        "confidence_half": float(confidence[:, half].mean()),
+        "confidence_half": float(confidence[at_half].mean()),
     }
-    theory_margin = theory_p_c = theory_confidence = np.full(len(lams), np.nan)
+    theory_margin = theory_p_c = theory_confidence = np.full(L, np.nan)
     if has_exact_theory(loss):
-        lam_H = fit_lam_H(margins, lams, K, gain, loss)
-        theory_margin, a, b = ufm_margins(K, gain, lams, lam_H, loss)
-        optimum = (
-            a[None, :, None] * W[c[pairs]][:, None, :]
-            + b[None, :, None] * W[c_prime[pairs]][:, None, :]
-        )
+        lam_H = fit_lam_H(margin_mean, lams, K, gain, loss, count)
+        theory_margin, a, b_coef = ufm_margins(K, gain, lams, lam_H, loss)
+        optimum = a[lam_d, None] * W[c_d] + b_coef[lam_d, None] * W[cp_d]
         theory_probabilities = _softmax(optimum @ W.T)
-        theory_p_c = theory_probabilities[np.arange(len(pairs)), :, c[pairs]].mean(axis=0)
-        theory_confidence = theory_probabilities.max(-1).mean(axis=0)
+        theory_p_c = _group_mean(
+            theory_probabilities[np.arange(len(rows)), c_d], lam_d, count
+        )
+        theory_confidence = _group_mean(theory_probabilities.max(-1), lam_d, count)
         scalars.update(
             fitted_lam_H=lam_H,
-            margin_fit_rms=float(np.sqrt(((margins - theory_margin) ** 2).mean())),
+            margin_fit_rms=float(np.sqrt(((margins - theory_margin[lam_d]) ** 2).mean())),
         )
 
-    rows = []
+    margin_square = _group_mean(margins**2, lam_d, count)
+    rows_out = []
     for l, lam in enumerate(lams):
-        rows.append(
+        rows_out.append(
             {
                 "lam": float(lam),
-                "same_class_cosine": float(cosine_same[:, l].mean()),
-                "same_class_norm": float(norms_same[:, l].mean()),
-                "margin_mean": float(margins[:, l].mean()),
-                "margin_std": float(margins[:, l].std()),
-                "margin_raw_mean": float(raw_margins[:, l].mean()),
+                "same_class_cosine": float(_group_mean(cosine_same, same_lam, same_count)[l]),
+                "same_class_norm": float(_group_mean(norms_same, same_lam, same_count)[l]),
+                "margin_mean": float(margin_mean[l]),
+                "margin_std": float(np.sqrt(max(margin_square[l] - margin_mean[l] ** 2, 0.0)))
+                if count[l] else math.nan,
+                "margin_raw_mean": float(_group_mean(raw_margins, lam_d, count)[l]),
                 "margin_theory": float(theory_margin[l]),
-                "boundary_distance": float(distances[:, l].mean()),
-                "confidence_mean": float(confidence[:, l].mean()),
-                "p_c_mean": float(p_c[:, l].mean()),
-                "p_c_prime_mean": float(p_c_prime[:, l].mean()),
+                "boundary_distance": float(_group_mean(distances, lam_d, count)[l]),
+                "confidence_mean": float(_group_mean(confidence, lam_d, count)[l]),
+                "p_c_mean": float(_group_mean(p_c, lam_d, count)[l]),
+                "p_c_prime_mean": float(_group_mean(p_c_prime, lam_d, count)[l]),
                 "theory_p_c": float(theory_p_c[l]),
                 "theory_confidence": float(theory_confidence[l]),
+                "samples": int(count[l]),
             }
         )
-    return Agreement(scalars, rows)
+    return Agreement(scalars, rows_out)

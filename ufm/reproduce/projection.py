@@ -5,7 +5,7 @@ of mixed samples of three classes :math:`c_1, c_2, c_3` in the plane spanned by
 :math:`w_{c_k} - \bar w` (:math:`\bar w` the mean of the three rows): an orthonormal basis
 :math:`E\in\mathbb R^{d\times 2}` of that plane gives the coordinates
 :math:`y = E^\top(h - \text{centre})`. The projection itself is
-:func:`ufm.nets.measure.triple_projections` (the basis from the SVD,
+:func:`ufm.nets.pairs.triple_projections` (the basis from the SVD,
 :func:`ufm.etf.row_space`), shared with the network measurements; this module adds the pairs
 of a triple, the gathering of solver samples into (pair, lam) order, and the projection file
 described in :mod:`ufm.reproduce.layout`.
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..etf import row_space
 from ..io import write_npz
-from ..nets.measure import triple_projections
+from ..nets.pairs import triple_projections
 
 
 def triple_pairs(triple) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +56,7 @@ def plane_projection(features, weight, triple, centre=None, bias=None) -> dict[s
     r"""Features (..., d) in the plane of the classifier vectors of the three classes ``triple``.
 
     The coordinates are the ``plane_coordinates`` of
-    :func:`ufm.nets.measure.triple_projections`, :math:`E^\top(h - \text{centre})`; the
+    :func:`ufm.nets.pairs.triple_projections`, :math:`E^\top(h - \text{centre})`; the
     classifier rows are projected likewise, :math:`E^\top w_c`, and the offsets are
     :math:`w_c^\top\text{centre} + b_c`, so that the logit of class :math:`c` is
     :math:`\langle E^\top w_c, y\rangle` + offset for a feature in the plane.

@@ -1,0 +1,147 @@
+r"""What a measurement of a network (or of a features file) does, apart from the network itself.
+
+:class:`MeasureSettings` is the one place these settings live: :func:`ufm.measure_network`
+takes them as keyword arguments, :func:`ufm.compare_features` and ``ufm compare`` read those
+that apply to a features file, and ``ufm train`` builds them from its
+:class:`ufm.nets.TrainConfig` (:meth:`ufm.nets.TrainConfig.measure_settings`). Nothing here
+names a data set.
+
+**Cost.** The all-classes comparison feeds the network
+:math:`C \cdot n_\text{pair} \cdot L` mixtures (plus :math:`2 C n_\text{pair}` clean
+endpoints where the mixing is not at the input), with :math:`C` the number of class pairs
+measured (cells :math:`c \le c'`), :math:`n_\text{pair}` = ``pairs_all_classes`` and
+:math:`L` = ``lam_grid``. All :math:`K(K+1)/2` class pairs are measured while they number at
+most ``max_class_pairs`` (55 = all of K = 10); beyond, that many are drawn with the seed:
+``ceil(max_class_pairs / 5)`` same-class cells (at most K) and the rest different-class, plus
+those of the figure's class triple not drawn (at most 6 more), so a K = 100 measurement costs
+what a K = 10 one does (24,200 mixtures with the defaults, against 2.2 million for all 5,050
+class pairs). The standard error ``amplification_se_cells`` (a
+jackknife over the cells) then covers which class pairs were drawn; ``amplification_se``
+covers only the pairs inside the cells.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._checks import check_int
+from ..losses import get_loss
+
+__all__ = ["MeasureSettings", "measurement_cost"]
+
+
+@dataclass
+class MeasureSettings:
+    """Settings of one measurement (module docstring).
+
+    Pairs: ``lam_grid`` points in [0, 1] (odd, so that 1/2 is among them); ``triple`` (three
+    classes for the figures; empty: three drawn with the seed); ``pairs_per_class_pair``
+    training pairs per class pair of the triple and ``pairs_all_classes`` per class pair for
+    the comparison with the theory (the pairs of one cell (c, c', lam)); ``max_class_pairs``
+    (module docstring); ``seed`` draws every pair.
+
+    Where: ``mix_at``, the name (in ``model.named_modules()``) of the module whose output is
+    mixed, as manifold mixup trains (empty: the inputs); ``layers``, names of modules whose
+    outputs the layer-wise linearity measures (empty: no linearity).
+
+    Comparison: ``loss`` and ``loss_params`` (the training loss, for the theory);
+    ``exact_classifier`` (also solve the UFM for the network's own W); ``lam_bins`` (for
+    features files whose lams are drawn per sample, :mod:`ufm.nets.features_file`).
+
+    Also: ``linearity_pairs``; ``n_bins`` for the ECE; ``batch_size`` (network evaluations
+    at once); ``mixture_points`` (3 or more: also the 3-class mixtures,
+    :mod:`ufm.nets.mixtures`, with ``mixture_grid``, ``mixture_triples``,
+    ``mixture_samples``).
+    """
+
+    lam_grid: int = 11
+    triple: tuple[int, ...] = ()
+    pairs_per_class_pair: int = 20
+    pairs_all_classes: int = 40
+    max_class_pairs: int = 55
+    seed: int = 0
+    mix_at: str = ""
+    layers: tuple[str, ...] = ()
+    loss: str = "ce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    exact_classifier: bool = True
+    lam_bins: int = 11
+    linearity_pairs: int = 200
+    n_bins: int = 15
+    batch_size: int = 2048
+    mixture_points: int = 2
+    mixture_grid: int = 7
+    mixture_triples: int = 4
+    mixture_samples: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("lam_grid", "lam_bins"):
+            setattr(self, name, check_int(name, getattr(self, name), minimum=3))
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(
+                    f"{name} must be odd so that 1/2 is among its points, got {getattr(self, name)}"
+                )
+        self.triple = tuple(check_int("triple", c, minimum=0) for c in self.triple)
+        if self.triple and (len(self.triple) != 3 or len(set(self.triple)) != 3):
+            raise ValueError(
+                f"triple must be empty (drawn with the seed) or three distinct class indices, "
+                f"got {list(self.triple)}"
+            )
+        for name in (
+            "pairs_per_class_pair",
+            "pairs_all_classes",
+            "linearity_pairs",
+            "n_bins",
+            "batch_size",
+            "mixture_triples",
+            "mixture_samples",
+        ):
+            setattr(self, name, check_int(name, getattr(self, name), minimum=1))
+        self.max_class_pairs = check_int("max_class_pairs", self.max_class_pairs, minimum=4)
+        self.seed = check_int("seed", self.seed, minimum=0)
+        if not isinstance(self.mix_at, str):
+            raise ValueError(f"mix_at must be a module name, got {self.mix_at!r}")  # noqa: TRY004
+        self.layers = tuple(self.layers)
+        if not all(isinstance(name, str) for name in self.layers):
+            raise ValueError(f"layers must be module names (strings), got {list(self.layers)}")
+        get_loss(self.loss, **self.loss_params)
+        self.mixture_points = check_int("mixture_points", self.mixture_points, minimum=2)
+        self.mixture_grid = check_int("mixture_grid", self.mixture_grid, minimum=4)
+        if (self.mixture_grid - 1) % 3:
+            raise ValueError(
+                "mixture_grid - 1 must be a multiple of 3 (4, 7, 10, ...) so that the grid "
+                f"contains the equal-weight mixture (1/3, 1/3, 1/3), got {self.mixture_grid}"
+            )
+
+    def check_classes(self, num_classes: int) -> None:
+        """Refuse what only K can rule out: fewer than 3 classes, a triple outside [0, K)."""
+        if num_classes < 3:
+            raise ValueError(f"the measurements need K >= 3 classes, got K={num_classes}")
+        for c in self.triple:
+            if c >= num_classes:
+                raise ValueError(
+                    f"triple holds class {c}, outside [0, {num_classes - 1}] for K={num_classes}"
+                )
+
+    def class_pair_counts(self, num_classes: int) -> tuple[int, int]:
+        """(same-class, different-class) cells measured for K classes (module docstring)."""
+        K = num_classes
+        total = K * (K + 1) // 2
+        if total <= self.max_class_pairs:
+            return K, total - K
+        same = min(K, math.ceil(self.max_class_pairs / 5))
+        return same, self.max_class_pairs - same
+
+
+def measurement_cost(settings: MeasureSettings, num_classes: int) -> dict[str, int]:
+    """Network evaluations of the all-classes comparison (module docstring): ``class_pairs``
+    measured, ``class_pairs_total``, ``mixtures`` (pairs times lams)."""
+    same, different = settings.class_pair_counts(num_classes)
+    cells = same + different
+    return {
+        "class_pairs": cells,
+        "class_pairs_total": num_classes * (num_classes + 1) // 2,
+        "mixtures": cells * settings.pairs_all_classes * settings.lam_grid,
+    }
