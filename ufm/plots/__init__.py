@@ -1,11 +1,17 @@
-"""Figures of a reproduction or of a sweep, drawn from their result files, never recomputed.
+"""Figures of a reproduction, a sweep or one measured network, drawn from result files only.
 
 Each figure is a function ``root -> matplotlib Figure`` reading the files of the reproduction
 folder ``root`` (:mod:`ufm.reproduce.layout`); :func:`build_figure` returns it,
 :func:`draw_figures` writes ``<name>.png`` and ``<name>.pdf``. :data:`FIGURES` lists them in order with the stages whose files they
 read; both functions check those stages before drawing anything. The phase figures of a
 sweep folder (:mod:`.phase`: :data:`SWEEP_FIGURES`, :func:`draw_sweep_figures`) are drawn
-from its ``sweep.json``, those of a reproduction's sweep stage by :func:`draw_phase_figures`;
+from its ``sweep.json``, those of a reproduction's sweep stage by :func:`draw_phase_figures`.
+The figures of one measured network, a training run or a measurement folder
+(:mod:`.run_figures`: :data:`RUN_FIGURES`, :func:`draw_run_figures`), are drawn from its
+measurement files, and each of their panels by a function of its own (:func:`plot_triple`,
+:func:`plot_theory_triple`, :func:`plot_coefficient_curves`, :func:`plot_reliability`);
+their theory panel draws the exact UFM optimum for the network's own classifier, which the
+measurement wrote (``theory_triple.npz``).
 :func:`draw_from` draws whichever its folder holds.
 """
 
@@ -31,6 +37,17 @@ from .phase import (
     minority_phase,
     reproduction_phase_figures,
 )
+from .run_figures import (
+    RUN_FIGURES,
+    RunFigureSpec,
+    build_run_figure,
+    draw_run_figures,
+    plot_coefficient_curves,
+    plot_reliability,
+    plot_theory_triple,
+    plot_triple,
+)
+from .run_files import FOLDER_KINDS, folder_kind
 from .sweep_files import is_sweep
 from .style import RC, save
 
@@ -207,16 +224,20 @@ def draw_from(
     log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """The figures of ``source``: a sweep folder's (``sweep.json``: the sweep figures that
-    apply), or a reproduction's (:data:`FIGURES` and its sweep stage's phase figures);
-    ``names`` picks some of them."""
+    apply), a measured network's (a training run or a measurement folder, :data:`FOLDER_KINDS`:
+    :data:`RUN_FIGURES` whose files it holds), or a reproduction's (:data:`FIGURES` and its
+    sweep stage's phase figures); ``names`` picks some of them."""
     source = Path(source)
     if is_sweep(source):
         return draw_sweep_figures(source, names, out, dpi, log)
+    if folder_kind(source) is not None:
+        return draw_run_figures(source, names, out, dpi, log)
     if not (source / layout.CONFIG).is_file():
         raise ValueError(
             f"{str(source)!r} is not a folder of reproduction results (no {layout.CONFIG}; "
-            "create one with: ufm reproduce --out DIR) nor a sweep folder (no sweep.json; "
-            "create one with: ufm sweep --config FILE --out DIR)"
+            "create one with: ufm reproduce --out DIR), nor a sweep folder (no sweep.json; "
+            "create one with: ufm sweep --config FILE --out DIR), nor "
+            f"{FOLDER_KINDS['run']}, nor {FOLDER_KINDS['measurement']}"
         )
     phase = reproduction_phase_figures(source)
     if names is None:
@@ -239,17 +260,25 @@ def draw_from(
 
 __all__ = [
     "FIGURES",
+    "RUN_FIGURES",
     "SWEEP_FIGURES",
     "FigureSpec",
+    "RunFigureSpec",
     "SweepFigureSpec",
     "build_figure",
+    "build_run_figure",
     "build_sweep_figure",
     "check_figure_names",
     "check_results",
     "draw_figures",
     "draw_from",
     "draw_phase_figures",
+    "draw_run_figures",
     "draw_sweep_figures",
     "etf_phase",
     "minority_phase",
+    "plot_coefficient_curves",
+    "plot_reliability",
+    "plot_theory_triple",
+    "plot_triple",
 ]

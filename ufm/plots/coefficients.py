@@ -81,6 +81,18 @@ def _misfit_panel(ax, runs: dict[str, dict]) -> None:
     ax.legend(fontsize=8)
 
 
+def curve_handles() -> list[Line2D]:
+    """Legend entries of a coefficient panel (:func:`_run_panel`): the measured a and b,
+    the cross-entropy optimum, the squared-error null and the exact optimum for own W."""
+    return [
+        Line2D([], [], color=A_COLOUR, marker="o", ls="", label=r"$\hat a/\bar a_{same}$ (class $c$, weight $\lambda$) $\pm$ 2 s.e."),
+        Line2D([], [], color=B_COLOUR, marker="o", ls="", label=r"$\hat b/\bar a_{same}$ (class $c'$)"),
+        Line2D([], [], color="0.3", lw=1.6, label="cross-entropy optimum, ETF of the network's gain, fitted $\\lambda_H$"),
+        Line2D([], [], color="0.3", lw=1.2, ls="--", label=r"squared-error null $(\lambda, 1-\lambda)$"),
+        Line2D([], [], color="0.3", lw=1.2, ls=":", label="exact optimum for the network's own $W$ (same $\\lambda_H$)"),
+    ]  # fmt: skip
+
+
 def coefficient_curves(root: Path) -> Figure:
     """Figure 10."""
     stage = stage_summary(root, layout.NETWORKS)
@@ -92,13 +104,7 @@ def coefficient_curves(root: Path) -> Figure:
         _run_panel(ax, curves, stage["runs"][name], title)
     _amplification_panel(axes[4], root)
     _misfit_panel(axes[5], stage["runs"])
-    handles = [
-        Line2D([], [], color=A_COLOUR, marker="o", ls="", label=r"$\hat a/\bar a_{same}$ (class $c$, weight $\lambda$) $\pm$ 2 s.e."),
-        Line2D([], [], color=B_COLOUR, marker="o", ls="", label=r"$\hat b/\bar a_{same}$ (class $c'$)"),
-        Line2D([], [], color="0.3", lw=1.6, label="cross-entropy optimum, ETF of the network's gain, fitted $\\lambda_H$"),
-        Line2D([], [], color="0.3", lw=1.2, ls="--", label=r"squared-error null $(\lambda, 1-\lambda)$"),
-        Line2D([], [], color="0.3", lw=1.2, ls=":", label="exact optimum for the network's own $W$ (same $\\lambda_H$)"),
-    ]  # fmt: skip
+    handles = curve_handles()
     figure.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
     figure.suptitle(
         f"Cell means of mixed features on the classifier rows ({stage['dataset']}, "

@@ -163,6 +163,14 @@ def triple_figure(panels, title: str, note: str = "") -> Figure:
     for ax, norm_ax, (projection, panel_title) in zip(axes, grid[1], panels):
         draw_triple(ax, projection, panel_title)
         draw_norms(norm_ax, projection)
+    add_triple_keys(figure, axes)
+    figure.suptitle(f"{title}\n{BASIS_NOTE}{note}", fontsize=11)
+    return figure
+
+
+def add_triple_keys(figure: Figure, axes) -> None:
+    """The keys of triple panels ``axes``: a lam colour bar for different-class and one for
+    same-class pairs, and a legend of the markers, boundaries and arrows below the figure."""
     norm = Normalize(0.0, 1.0)
     figure.colorbar(
         ScalarMappable(norm, LAM_CMAP),
@@ -202,8 +210,6 @@ def triple_figure(panels, title: str, note: str = "") -> Figure:
         ),
     ]
     figure.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
-    figure.suptitle(f"{title}\n{BASIS_NOTE}{note}", fontsize=11)
-    return figure
 
 
 def configuration(root: Path) -> Figure:
