@@ -23,6 +23,7 @@ SUMMARY_KEYS = (
     "nc4",
     "amplification",
     "amplification_se",
+    "amplification_se_cells",
     "amplification_theory",
     "amplification_exact_W",
     "curve_fitted_lam_H",

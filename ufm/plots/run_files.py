@@ -228,7 +228,7 @@ def run_label(folder: str | Path) -> str:
     epoch of a training run; the folder's name for a measurement folder."""
     folder = Path(folder)
     if folder_kind(folder) != "run":
-        return f"measurement {folder.resolve().name}"
+        return f"folder {folder.resolve().name}"
     config = read_json(folder / RUN_CONFIG)["config"]
     alpha = float(config.get("alpha", 0.0) or 0.0)
     training = f"mixup ($\\alpha$={alpha:g})" if alpha > 0 else "ERM"
