@@ -253,7 +253,8 @@ def test_train_preset_paper_sets_the_regime_and_flags_override_it(monkeypatch, t
     def fake(config, out, resume=False, progress=True):
         seen["config"] = config
         return {key: 0.0 for key in SUMMARY_KEYS} | {
-            "amplification_se": 0.0, "amplification_exact_W": 0.0, "curve_fitted_lam_H": 0.0,
+            "amplification_se": 0.0, "amplification_se_cells": 0.0, "amplification_exact_W": 0.0,
+            "curve_fitted_lam_H": 0.0,
             "better_fit": "noise",
         }  # fmt: skip
 
