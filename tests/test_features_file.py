@@ -148,6 +148,17 @@ def test_a_ufm_train_measurement_file_gives_back_exactly_its_numbers(tmp_path, c
     assert "already holds a complete measurement" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("every", [False, True])
+def test_the_final_measurement_always_saves_its_features_the_others_when_asked(tmp_path, every):
+    config = TrainConfig(**FAST_MEASUREMENT, epochs=2, measure_every=1,
+                         features_every_measurement=every)  # fmt: skip
+    run_training(config, tmp_path / "run", progress=False)
+    measurements = tmp_path / "run" / "measurements"
+    assert (measurements / "epoch_0002" / "mixed_features.npz").is_file()
+    assert (measurements / "epoch_0001" / "mixed_features.npz").is_file() == every
+    assert (measurements / "epoch_0001" / "cells.npz").is_file()
+
+
 def bad(arrays, **changes):
     return {**arrays, **changes}
 

@@ -144,7 +144,10 @@ class TrainConfig:
     of the amplification of a digits MLP near 0.01, well below its distance from 1);
     ``exact_classifier`` (also solve the UFM for the network's own W,
     :mod:`ufm.nets.own_classifier`); ``linearity_pairs``; ``n_bins`` for the ECE;
-    ``measure_batch_size``. With ``mixup_points >= 3`` also the 3-class mixtures
+    ``measure_batch_size``; ``max_class_pairs`` (class pairs beyond it are sampled,
+    :mod:`ufm.nets.measure_settings`); ``features_every_measurement``: the final measurement
+    always saves its mixed-pair features (``mixed_features.npz``, the file ``ufm compare``
+    reads; about 7 MB for the digits MLP), and with this every scheduled one does too. With ``mixup_points >= 3`` also the 3-class mixtures
     (:mod:`ufm.nets.mixtures`): ``mixture_grid`` points per edge of the weight simplex (all
     (i, j, k)/(n - 1) with i + j + k = n - 1; n - 1 a multiple of 3, so that the equal-weight
     mixture is on the grid), ``mixture_triples`` class triples (the figure's ``triple`` and
@@ -197,6 +200,7 @@ class TrainConfig:
     mixture_grid: int = 7
     mixture_triples: int = 4
     mixture_samples: int = 20
+    features_every_measurement: bool = False
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)

@@ -11,7 +11,8 @@ checkpoints) -> final measurement -> files. The output folder holds
   ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``, ``coefficients_vs_lam.csv``,
   ``linearity.csv``, ``activations_triple.npz``, ``cells.npz``, ``mixed_features.npz`` (the
   class-pair features in the schema of :mod:`ufm.nets.features_file`, so that ``ufm
-  compare`` can analyse the run again), and with ``mixup_points >= 3`` ``mixtures3.csv`` and
+  compare`` can analyse the run again; in the final measurement, and in every one with
+  ``features_every_measurement``), ``theory_triple.npz``, and with ``mixup_points >= 3`` ``mixtures3.csv`` and
   ``activations_mixtures3.npz`` (:mod:`ufm.nets.mixtures`);
 * ``summary.json``, written last: its presence marks the run complete. Besides the final
   measurement it holds the per-class test accuracy, the training class counts and the
@@ -157,6 +158,8 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
 
     def measure_and_write(epoch: int) -> dict[str, Any]:
         measurement = measure(model, data, config, device)
+        if epoch < config.epochs and not config.features_every_measurement:
+            del measurement.arrays["mixed_features"]  # the final measurement keeps its own
         write_measurement(out / "measurements" / f"epoch_{epoch:04d}", measurement)
         return measurement.scalars
 

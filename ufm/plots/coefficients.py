@@ -39,9 +39,13 @@ def _run_panel(ax, curves: dict[str, np.ndarray], run: dict, title: str) -> None
     ax.set_xlabel(LAM_LABEL)
     ax.set_ylabel(r"coefficient / $\bar a_{\mathrm{same}}$")
     fit = run.get("better_fit", "n/a").replace("_", " ")
+    cells_se = run.get("amplification_se_cells")
+    cells_se = float(cells_se) if isinstance(cells_se, (int, float)) else np.nan
     ax.set_title(
         f"{title}\namplification {run.get('amplification', np.nan):.3f} $\\pm$ "
-        f"{run.get('amplification_se', np.nan):.3f}\n(CE theory "
+        f"{run.get('amplification_se', np.nan):.3f} (pairs)"
+        + (f", $\\pm$ {cells_se:.3f} (class pairs)" if np.isfinite(cells_se) else "")
+        + "\n(CE theory "
         f"{run.get('amplification_theory', np.nan):.3f}; better fit: {fit})"
     )
 
