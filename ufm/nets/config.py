@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES
 from ..imbalance import check_imbalance
-from ..losses import get_loss
+from ..losses import LOSSES, get_loss
 from .measure_settings import MeasureSettings
 from .data import DATASETS, DIRECTORY_DATASETS
 from .augment import check_augmentable
@@ -154,6 +154,13 @@ class TrainConfig:
     further ones drawn with the seed; at most all C(K, 3)) and ``mixture_samples`` sample
     triples per class triple.
     """
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "dataset": tuple(DATASETS), "model": tuple(MODELS), "classifier": CLASSIFIERS,
+        "loss": tuple(LOSSES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+        "lam_per": LAM_PER, "device": DEVICE_CHOICES,
+    }  # fmt: skip
+    """Allowed values of the choice fields, listed in ``ufm train --help``."""
 
     dataset: str = "digits"
     data_dir: str | None = None
