@@ -46,7 +46,7 @@ def test_beta_drawn_lams_give_the_theory_amplification_within_one_percent(alpha)
     assert summary["amplification"] == pytest.approx(want, rel=0.01)
     assert summary["lam_grouping"].startswith("lam on 11 bins")
     assert summary["paired"] is False
-    assert summary["curve_fitted_lam_H"] == pytest.approx(LAM_H, rel=0.25)
+    assert summary["curve_fitted_lam_H"] == pytest.approx(LAM_H, rel=0.05)  # theory binned too
 
 
 def test_the_squared_error_optimum_gives_one_within_its_error():

@@ -34,7 +34,7 @@ import numpy as np
 
 from .cell_means import CellStatistics, cell_statistics, check_cells, half_index
 from .coefficient_curves import (
-    ce_curves,
+    binned_ce_curves,
     coefficient_curves,
     curve_misfit,
     fit_curve_lam_H,
@@ -157,12 +157,18 @@ def compare_cell_statistics(
     half = half_index(cells.lam)
     signal = signal_summary(cells.means, cells.scatter, cells.counts, cells.span_rank)
 
-    lam_H = fit_curve_lam_H(curves, K, gain)
+    # Binned samples: the theory averaged over each bin's lams (cell_means.CellStatistics);
+    # the exact optimum for this W at each bin's mean lam (1/2 in the middle bin, where the
+    # amplification is read).
+    theory_lams = cells.lam if cells.theory_lams is None else cells.theory_lams
+    mean_lams = theory_lams if theory_lams.ndim == 1 else theory_lams.mean(axis=1)
+    mean_lams[half] = 0.5
+    lam_H = fit_curve_lam_H(curves, K, gain, theory_lams)
     if math.isfinite(lam_H):
-        ce_a, ce_b = ce_curves(K, gain, cells.lam, lam_H)
+        ce_a, ce_b = binned_ce_curves(K, gain, theory_lams, lam_H)
     else:
         ce_a = ce_b = np.full(len(cells.lam), np.nan)
-    null_a, null_b = null_curves(cells.lam)
+    null_a, null_b = null_curves(theory_lams)
     ce_rms, ce_in_se = curve_misfit(curves, ce_a, ce_b)
     null_rms, null_in_se = curve_misfit(curves, null_a, null_b)
     points = 2 * len(cells.lam)
@@ -174,9 +180,9 @@ def compare_cell_statistics(
 
     offset = logit_offset(W, bias, np.asarray(global_mean, dtype=np.float64))
     exact = (
-        own_classifier_optimum(W, cells.lam, lam_H, offset=offset)
+        own_classifier_optimum(W, mean_lams, lam_H, offset=offset)
         if exact_classifier
-        else own_classifier_optimum(W, cells.lam, math.nan)
+        else own_classifier_optimum(W, mean_lams, math.nan)
     )
     exact_rms, _ = curve_misfit(curves, exact["a_norm"], exact["b_norm"])
     same = cells.same
@@ -212,7 +218,7 @@ def compare_cell_statistics(
     for l, lam in enumerate(cells.lam):
         rows.append(
             {
-                "lam": float(lam),
+                "lam": float(lam), "theory_lam": float(mean_lams[l]),
                 "a": float(curves.a[l]), "a_se": float(curves.a_se[l]),
                 "a_cell_sd": float(curves.a_sd[l]),
                 "b": float(curves.b[l]), "b_se": float(curves.b_se[l]),

@@ -84,7 +84,9 @@ class CellStatistics:
     over lam of the summed squared standard errors of :math:`m(\\lambda) - \\bar m`;
     ``span_rank``: the rank r of :math:`W`. Entries of a (cell, lam) with fewer samples than
     the statistics need are NaN (only binned samples have such cells:
-    :func:`binned_cell_statistics`).
+    :func:`binned_cell_statistics`). ``theory_lams`` (L, Q): the lams at which the theory is
+    evaluated and averaged for each lam (binned samples: quantiles of each bin's lams,
+    :class:`ufm.nets.features_file.LamGroups`); None: at ``lam``.
     """
 
     c: np.ndarray
@@ -101,6 +103,7 @@ class CellStatistics:
     residual: np.ndarray
     movement_noise: np.ndarray
     span_rank: int
+    theory_lams: np.ndarray | None = None
 
     @property
     def same(self) -> np.ndarray:
@@ -245,6 +248,7 @@ def binned_cell_statistics(
     lams: np.ndarray,
     weight: np.ndarray,
     global_mean: np.ndarray,
+    theory_lams: np.ndarray | None = None,
 ) -> CellStatistics:
     """Cell statistics of the module docstring for *independent* samples, each with its own
     lam, grouped into the lam bins ``lams``: every sample is its own unit, so a (cell, lam)
@@ -257,6 +261,8 @@ def binned_cell_statistics(
     c, c_prime : (N,) classes of the samples, lam the weight of class c.
     lam_index : (N,) the bin of every sample in ``lams`` (L,), which must hold 0, 1/2 and 1.
     weight : (K, d) classifier; global_mean : (d,) :math:`\\mu_G`.
+    theory_lams : (L, Q) the lams at which the theory is evaluated and averaged for each bin
+        (:class:`ufm.nets.features_file.LamGroups`); None: at the centres ``lams``.
 
     A (cell, lam) with fewer than :data:`MIN_SAMPLES_PER_CELL` samples is NaN throughout; a
     same-class cell's lam average and the movement noise are taken over the bins it has.
@@ -315,4 +321,5 @@ def binned_cell_statistics(
         residual=_residual(means, coefficients, rows, cell_c, cell_cp),
         movement_noise=movement_noise,
         span_rank=r,
+        theory_lams=None if theory_lams is None else np.asarray(theory_lams, np.float64),
     )

@@ -170,21 +170,35 @@ def ce_curves(K: int, gain: float, lams: np.ndarray, lam_H: float):
     return a / a_same, b / a_same
 
 
+def binned_ce_curves(K: int, gain: float, points: np.ndarray, lam_H: float):
+    """:func:`ce_curves` averaged over each row of ``points`` (L, Q), the lams of a bin, as
+    the cell means average the samples of a bin; ``points`` (L,) is :func:`ce_curves` itself."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim == 1:
+        return ce_curves(K, gain, points, lam_H)
+    a, b = ce_curves(K, gain, points.ravel(), lam_H)
+    return a.reshape(points.shape).mean(axis=1), b.reshape(points.shape).mean(axis=1)
+
+
 def null_curves(lams: np.ndarray):
     """The squared-error null, exact convex combinations: (lam, 1 - lam)."""
     lams = np.asarray(lams, dtype=np.float64)
+    if lams.ndim == 2:  # the lams of each bin (binned_ce_curves): the null is linear in lam
+        lams = lams.mean(axis=1)
     return lams.copy(), 1.0 - lams
 
 
-def fit_curve_lam_H(curves: Curves, K: int, gain: float) -> float:
+def fit_curve_lam_H(curves: Curves, K: int, gain: float, lams: np.ndarray | None = None) -> float:
     r"""The :math:`\lambda_H` whose cross-entropy curves fit ``a_norm`` and ``b_norm`` best:
-    least squares over all lams of both curves (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`);
-    NaN when the curves are not finite."""
+    least squares over all lams of both curves (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`),
+    the theory evaluated at ``lams`` (default the curves' own; (L, Q): averaged over each row,
+    :func:`binned_ce_curves`); NaN when the curves are not finite."""
     if not (np.isfinite(curves.a_norm).all() and np.isfinite(curves.b_norm).all()):
         return math.nan
 
     def objective(log_lam_H: float) -> float:
-        a, b = ce_curves(K, gain, curves.lam, math.exp(log_lam_H))
+        a, b = binned_ce_curves(K, gain, curves.lam if lams is None else lams,
+                                math.exp(log_lam_H))  # fmt: skip
         return float(((curves.a_norm - a) ** 2).sum() + ((curves.b_norm - b) ** 2).sum())
 
     return fit_log_lam_H(objective, points=CURVE_FIT_POINTS)

@@ -104,13 +104,14 @@ def compare_mixed(
         )  # fmt: skip
     else:
         cells = binned_cell_statistics(
-            mixed.features, groups.c, groups.c_prime, groups.lam_index, groups.lams, W, centre
-        )
+            mixed.features, groups.c, groups.c_prime, groups.lam_index, groups.lams, W, centre,
+            groups.theory_lams,
+        )  # fmt: skip
     _check_enough(cells)
     comparison = compare_cell_statistics(cells, W, centre, settings.exact_classifier, bias)
     agreement = sample_agreement(
         mixed.features, groups.c, groups.c_prime, groups.lam_index, groups.lams, W, bias,
-        centre, loss,
+        centre, loss, theory_lams=groups.theory_lams,
     )  # fmt: skip
     scalars: dict[str, Any] = {
         **agreement.scalars,

@@ -54,9 +54,13 @@ __all__ = [
 
 def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: MixupLoss):
     r"""UFM logit margin :math:`z_c - z_{c'} = g\,(a(\lambda) - b(\lambda))` for a simplex-ETF
-    classifier of gain :math:`g` (:func:`ufm.theory.optimal_coefficients`), and (a, b)."""
+    classifier of gain :math:`g` (:func:`ufm.theory.optimal_coefficients`), and (a, b);
+    ``lams`` (L, Q) gives each averaged over a row (the lams of a bin)."""
     scale = row_norm(K, gain)
-    a, b = optimal_coefficients(K, lams, lam_H, scale, loss)
+    lams = np.asarray(lams, dtype=np.float64)
+    a, b = optimal_coefficients(K, lams.ravel(), lam_H, scale, loss)
+    if lams.ndim == 2:
+        a, b = a.reshape(lams.shape).mean(axis=1), b.reshape(lams.shape).mean(axis=1)
     return gain * (a - b), a, b
 
 
@@ -214,6 +218,7 @@ def sample_agreement(
     global_mean: np.ndarray,
     loss: MixupLoss,
     logits: np.ndarray | None = None,
+    theory_lams: np.ndarray | None = None,
 ) -> Agreement:
     r""":func:`theory_agreement` for any mixed samples: ``features`` (N, d) of mixtures of
     classes ``c``, ``c_prime`` (N,) at lam ``lams[lam_index]`` (``lams`` (L,) a grid holding 0,
@@ -221,6 +226,8 @@ def sample_agreement(
     (K,) or None and the centre ``global_mean`` (d,), all float64. ``logits`` (N, K) are the
     network's; None computes them as :math:`Wh + b`. Per-lam entries are means over the samples
     at (or binned to) that lam; a lam without samples of a kind gives NaN there.
+    ``theory_lams`` (L, Q): the lams at which the theory is evaluated and averaged for each
+    lam (binned samples: quantiles of each bin's lams); None: at ``lams``.
     """
     _check_agreement_inputs(c, c_prime, lams)
     mu = np.asarray(global_mean, dtype=np.float64)
@@ -277,8 +284,9 @@ def sample_agreement(
     }
     theory_margin = theory_p_c = theory_confidence = np.full(L, np.nan)
     if has_exact_theory(loss):
-        lam_H = fit_lam_H(margin_mean, lams, K, gain, loss, count)
-        theory_margin, a, b_coef = ufm_margins(K, gain, lams, lam_H, loss)
+        at = lams[:, None] if theory_lams is None else np.asarray(theory_lams, np.float64)
+        lam_H = fit_lam_H(margin_mean, at, K, gain, loss, count)
+        theory_margin, a, b_coef = ufm_margins(K, gain, at, lam_H, loss)
         optimum = a[lam_d, None] * W[c_d] + b_coef[lam_d, None] * W[cp_d]
         theory_probabilities = _softmax(optimum @ W.T)
         theory_p_c = _group_mean(
