@@ -550,3 +550,23 @@ def test_preset_paper_refuses_other_data_before_any_work(captured_config, tmp_pa
     assert "config" not in captured_config and not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="preset 'paper' trains on"):
         TRAIN_PRESETS["paper"].fields_for("paper", "digits", None)
+
+
+def test_the_measurement_never_sees_augmented_inputs(tiny_cifar, tmp_path, monkeypatch):
+    """Augmentation crops and flips training batches only: the measurement of an augmented run
+    equals that of the same weights measured with augmentation switched off, and no crop is
+    drawn while it runs."""
+    from ufm.nets import measure
+
+    config = tiny_wrn_config(tiny_cifar, augment=True, epochs=1, lam_grid=3, **FAST_MEASUREMENT)
+    run_training(config, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    data = load_dataset("cifar10", tiny_cifar)
+    model = build_model(config, data.input_shape, data.num_classes)
+    model.load_state_dict(state["model"])
+    calls = []
+    monkeypatch.setattr(training_module, "augment_batch", lambda *a: calls.append(1))
+    plain = dataclasses.replace(config, augment=False)
+    augmented = measure(model, data, config, "cpu").summary
+    assert measure(model, data, plain, "cpu").summary["amplification"] == augmented["amplification"]
+    assert not calls
