@@ -204,7 +204,7 @@ class Pooled(nn.Module):
          "'second'"),
         (TwoHeads(), "third", "no module named 'third' for head; it has 'body.1', 'first'"),
         (TwoHeads(), "body.2", "is a ReLU; it must be a linear map"),
-        (TwoHeads(), "body.1", r"no sample of class\(es\) \[10, 11\] of K = 12"),
+        (TwoHeads(), "body.1", r"fewer than two samples of class\(es\) \[10, 11\] of K = 12"),
     ],
 )
 def test_bad_heads_are_refused_before_any_work(digits, monkeypatch, model, head, message):

@@ -28,6 +28,7 @@ pairs.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,7 +86,14 @@ def signal_summary(means: np.ndarray, scatter: np.ndarray, counts: np.ndarray, r
 
 def _same_class_split(means: np.ndarray, scatter: np.ndarray, noise: np.ndarray):
     """(lam dependence above its noise, its noise floor, within-cell scatter) of same-class cell
-    means (C, L, d), with scatter (C, L) and the movement noise (C,) of the cells."""
+    means (C, L, d), with scatter (C, L) and the movement noise (C,) of the cells; cells and
+    lams without samples (NaN) are left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: NaN, said by the value
+        return _same_class_numbers(means, scatter, noise)
+
+
+def _same_class_numbers(means, scatter, noise):
     centre = np.nanmean(means, axis=1, keepdims=True)
     size = math.sqrt(float(np.nanmean((centre**2).sum(-1))))
     moving = float(np.nanmean(((means - centre) ** 2).sum(-1)))
@@ -126,9 +134,10 @@ def compare_cells(
     ``amplification_theory`` (cross-entropy at ``curve_fitted_lam_H``, fitted on the
     normalised curves); ``amplification_null`` (1); ``ce_curve_rms`` and
     ``squared_error_curve_rms`` (rms misfit of the normalised curves) with ``*_in_se`` (the
-    same in standard errors); ``better_fit`` ("cross_entropy", "squared_error" or "noise":
-    the null unless the cross-entropy fit lowers the chi-square of the curves by more than
-    :data:`CHI2_PER_PARAMETER`; "noise" without a detected signal);
+    same in standard errors, over the finite points); ``better_fit`` ("cross_entropy",
+    "squared_error", "noise" or "undetermined": the null unless the cross-entropy fit lowers
+    the chi-square of the curves by more than :data:`CHI2_PER_PARAMETER`; "noise" without a
+    detected signal; "undetermined" when the chi-squares cannot be formed);
     ``a_same`` and ``a_same_se``; ``off_span_residual_half``; ``pairs_per_cell``; the signal
     numbers and the same-class split of the module docstring; ``amplification_exact_W``,
     ``exact_W_feature_distance``, ``exact_W_curve_distance`` (exact optimum for this W
@@ -171,10 +180,12 @@ def compare_cell_statistics(
     null_a, null_b = null_curves(theory_lams)
     ce_rms, ce_in_se = curve_misfit(curves, ce_a, ce_b)
     null_rms, null_in_se = curve_misfit(curves, null_a, null_b)
-    points = 2 * len(cells.lam)
+    points = int(np.isfinite(np.concatenate([curves.a_norm, curves.b_norm])).sum())
     improvement = points * (null_in_se**2 - ce_in_se**2)  # chi-square of the null minus CE's
     if not signal["signal_detected"]:
         better = "noise"
+    elif not math.isfinite(improvement):
+        better = "undetermined"
     else:
         better = "cross_entropy" if improvement > CHI2_PER_PARAMETER else "squared_error"
 

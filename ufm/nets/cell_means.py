@@ -171,6 +171,11 @@ def _residual(means, coefficients, rows, cell_c, cell_cp):
         return np.linalg.norm(means - fitted, axis=-1) / np.linalg.norm(means, axis=-1)
 
 
+MIN_SAMPLES_PER_CELL = 2
+"""Samples a (cell, lam bin) needs for its scatter and standard error; sparser ones are left
+out (NaN) of the statistics."""
+
+
 def cell_statistics(
     features: np.ndarray,
     c: np.ndarray,
@@ -190,7 +195,8 @@ def cell_statistics(
     c, c_prime : (P,) classes of the pairs; lam is the weight of class c.
     weight : (K, d) classifier; global_mean : (d,) :math:`\\mu_G`.
 
-    A cell needs two pairs for its scatter and standard errors (NaN otherwise).
+    A cell needs :data:`MIN_SAMPLES_PER_CELL` pairs for its scatter and standard errors; one
+    with fewer is NaN throughout (left out of the averages).
     """
     c, c_prime = np.asarray(c), np.asarray(c_prime)
     lams = np.asarray(lams, dtype=np.float64)
@@ -217,6 +223,10 @@ def cell_statistics(
     means, _, squares = _mean_and_se(H, cell, counts)
     with np.errstate(invalid="ignore", divide="ignore"):
         scatter = np.sqrt(squares.sum(-1) / (counts[:, None] - 1))
+    sparse = counts < MIN_SAMPLES_PER_CELL  # no scatter, no standard error: left out
+    for array in (coefficients, coefficient_se, pair_sum_se, means, scatter, same_lam_mean,
+                  same_lam_mean_se, movement_noise):  # fmt: skip
+        array[sparse] = np.nan
     return CellStatistics(
         c=cell_c,
         c_prime=cell_cp,
@@ -233,11 +243,6 @@ def cell_statistics(
         movement_noise=movement_noise,
         span_rank=span.shape[1],
     )
-
-
-MIN_SAMPLES_PER_CELL = 2
-"""Samples a (cell, lam bin) needs for its scatter and standard error; sparser ones are left
-out (NaN) of the binned statistics."""
 
 
 def binned_cell_statistics(

@@ -102,7 +102,7 @@ def _mean_present(values: np.ndarray) -> np.ndarray:
 
 def jackknife_ratio_se(numerators: np.ndarray, denominators: np.ndarray) -> float:
     r"""Delete-one jackknife standard error of :math:`\bar x/\bar y` over the units of two
-    independent groups, the values :math:`x_i` (``numerators``) and :math:`y_j`
+    independent groups (stratified: each group's jackknife variance, then their sum), the values :math:`x_i` (``numerators``) and :math:`y_j`
     (``denominators``); NaN entries are absent units, and fewer than two units in a group give
     NaN. The amplification is such a ratio: pair sums of different-class cells over lam-averaged
     same-class coefficients, so this covers which cells (class pairs) happen to be measured."""
@@ -111,11 +111,13 @@ def jackknife_ratio_se(numerators: np.ndarray, denominators: np.ndarray) -> floa
     if len(x) < 2 or len(y) < 2:
         return math.nan
     x_mean, y_mean = x.mean(), y.mean()
-    leave_x = ((x.sum() - x) / (len(x) - 1)) / y_mean
-    leave_y = x_mean / ((y.sum() - y) / (len(y) - 1))
-    replicates = np.concatenate([leave_x, leave_y])
-    n = len(replicates)
-    return float(np.sqrt((n - 1) / n * ((replicates - replicates.mean()) ** 2).sum()))
+    # Stratified: each group's delete-one variance with its own (n - 1)/n, then added.
+    variance = 0.0
+    for replicates in (((x.sum() - x) / (len(x) - 1)) / y_mean,
+                       x_mean / ((y.sum() - y) / (len(y) - 1))):  # fmt: skip
+        n = len(replicates)
+        variance += (n - 1) / n * float(((replicates - replicates.mean()) ** 2).sum())
+    return math.sqrt(variance)
 
 
 def coefficient_curves(cells: CellStatistics) -> Curves:
@@ -192,23 +194,28 @@ def fit_curve_lam_H(curves: Curves, K: int, gain: float, lams: np.ndarray | None
     r"""The :math:`\lambda_H` whose cross-entropy curves fit ``a_norm`` and ``b_norm`` best:
     least squares over all lams of both curves (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`),
     the theory evaluated at ``lams`` (default the curves' own; (L, Q): averaged over each row,
-    :func:`binned_ce_curves`); NaN when the curves are not finite."""
-    if not (np.isfinite(curves.a_norm).all() and np.isfinite(curves.b_norm).all()):
+    :func:`binned_ce_curves`); over the lams where both curves are finite (a lam without
+    cells is left out), NaN with fewer than two such lams."""
+    finite = np.isfinite(curves.a_norm) & np.isfinite(curves.b_norm)
+    if finite.sum() < 2:
         return math.nan
 
     def objective(log_lam_H: float) -> float:
         a, b = binned_ce_curves(K, gain, curves.lam if lams is None else lams,
                                 math.exp(log_lam_H))  # fmt: skip
-        return float(((curves.a_norm - a) ** 2).sum() + ((curves.b_norm - b) ** 2).sum())
+        return float(((curves.a_norm - a)[finite] ** 2).sum()
+                     + ((curves.b_norm - b)[finite] ** 2).sum())  # fmt: skip
 
     return fit_log_lam_H(objective, points=CURVE_FIT_POINTS)
 
 
 def curve_misfit(curves: Curves, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(rms of the differences over both curves, rms of the same in standard errors)."""
+    """(rms of the differences over both curves, rms of the same in standard errors), over the
+    points where the curve, its standard error and the prediction are finite (NaN if none)."""
     difference = np.concatenate([curves.a_norm - a, curves.b_norm - b])
     se = np.concatenate([curves.a_norm_se, curves.b_norm_se])
-    rms = float(np.sqrt((difference**2).mean()))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        in_se = float(np.sqrt(((difference / se) ** 2).mean()))
-    return rms, in_se
+    finite = np.isfinite(difference) & np.isfinite(se) & (se > 0)
+    if not finite.any():
+        return math.nan, math.nan
+    difference, se = difference[finite], se[finite]
+    return float(np.sqrt((difference**2).mean())), float(np.sqrt(((difference / se) ** 2).mean()))

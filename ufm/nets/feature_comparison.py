@@ -118,6 +118,10 @@ def compare_mixed(
         **comparison.scalars,
         "samples": len(mixed.features),
         "paired": groups.paired is not None,
+        "pairing": _pairing(mixed, groups),
+        "classes_without_samples": sorted(
+            set(range(mixed.num_classes)) - set(mixed.c.tolist()) - set(mixed.c_prime.tolist())
+        ),
         "lam_grouping": describe_lams(groups),
         "global_mean_source": source,
     }
@@ -157,6 +161,16 @@ def compare_mixed(
             W, bias, centre, triple, lam_H, groups.lams
         )
     return Measurement(scalars, tables, arrays, settings=config_to_dict(settings))
+
+
+def _pairing(mixed: MixedFeatures, groups) -> str:
+    """How the samples' standard errors were taken, in words."""
+    if groups.paired is not None:
+        return "paired: standard errors over pairs, each pair measured at every lam"
+    if mixed.pair is not None:
+        return ("independent: the pair ids do not make a complete pair-by-lam grid, so the "
+                "samples are taken as independent and standard errors may be too small")
+    return "independent samples"
 
 
 def _check_enough(cells) -> None:

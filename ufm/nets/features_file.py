@@ -42,8 +42,8 @@ each sample counted for class ``c`` with weight lam and for ``c_prime`` with wei
 
 **Lam on a grid or drawn per sample.** Each sample is first oriented so that
 :math:`c \le c'` (a pair :math:`(c, c', \lambda)` is the pair :math:`(c', c, 1-\lambda)`).
-When the lams take few distinct values (at most :data:`MAX_GRID_POINTS`, 0, 1/2 and 1 among
-them) they are the grid. Otherwise (lam drawn from a Beta distribution per sample) each
+When the lams take few distinct values (at most :data:`MAX_GRID_POINTS` and at most half the
+number of samples, 0, 1/2 and 1 among them) they are the grid. Otherwise (lam drawn from a Beta distribution per sample) each
 sample goes to the nearest of ``lam_bins`` equally spaced bin centres in [0, 1] (odd, so that
 1/2 is one), and the theory the bin's cell means are compared with is averaged over the bin's
 lams (:class:`LamGroups`). Averaging features over a bin biases curved functions of lam by
@@ -348,8 +348,8 @@ def _grid(lam: np.ndarray) -> np.ndarray | None:
         return None
     keep = np.concatenate([[True], np.diff(values) > GRID_MERGE_TOL])
     grid = values[keep]
-    if len(grid) > MAX_GRID_POINTS:
-        return None
+    if len(grid) > MAX_GRID_POINTS or 2 * len(grid) > len(lam):
+        return None  # too many values, or fewer than two samples per value: drawn lams
     for exact in (0.0, 0.5, 1.0):
         near = np.abs(grid - exact) <= GRID_MERGE_TOL
         if not near.any():

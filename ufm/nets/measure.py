@@ -263,6 +263,12 @@ def _prepare(model, x_train, y_train, x_test, y_test, head, settings: MeasureSet
     dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()),
                  torch.get_default_dtype())  # fmt: skip
     x = as_inputs("x_train", x_train, dtype)
+    if not settings.mix_at and not x.is_floating_point():
+        raise ValueError(
+            f"x_train has dtype {x.dtype}: mixing at the input needs floating-point inputs "
+            "(convert them as the model expects, e.g. images / 255), or mix inside the network "
+            "with mix_at="
+        )
     probe = NetworkProbe(
         model, x[:2], head, settings.mix_at, settings.layers, settings.batch_size
     )
@@ -278,12 +284,14 @@ def _prepare(model, x_train, y_train, x_test, y_test, head, settings: MeasureSet
                 f"{tuple(x.shape[1:])}"
             )
         test = (x_test_t, as_labels("y_test", y_test, len(x_test_t), K))
-    missing = sorted(set(range(K)) - set(y.unique().tolist()))
-    if missing:
+    counts = torch.bincount(y, minlength=K)
+    if bool((counts < 2).any()):
+        few = torch.nonzero(counts < 2).flatten().tolist()
         raise ValueError(
-            f"y_train has no sample of class(es) {missing[:8]} of K = {K} (the head's rows); "
-            "the class means and pairs need every class"
+            f"y_train has fewer than two samples of class(es) {few[:8]} of K = {K} (the head's "
+            "rows); the class means and the pairs need two of every class"
         )
+
     return probe, x, y, test
 
 

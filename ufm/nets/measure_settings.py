@@ -89,9 +89,10 @@ class MeasureSettings:
                 f"triple must be empty (drawn with the seed) or three distinct class indices, "
                 f"got {list(self.triple)}"
             )
+        # A cell's standard error needs two pairs (ufm.nets.cell_means.MIN_SAMPLES_PER_CELL).
+        self.pairs_all_classes = check_int("pairs_all_classes", self.pairs_all_classes, minimum=2)
         for name in (
             "pairs_per_class_pair",
-            "pairs_all_classes",
             "linearity_pairs",
             "n_bins",
             "batch_size",
@@ -132,7 +133,7 @@ class MeasureSettings:
         if total <= self.max_class_pairs:
             return K, total - K
         same = min(K, math.ceil(self.max_class_pairs / 5))
-        return same, self.max_class_pairs - same
+        return same, min(self.max_class_pairs - same, K * (K - 1) // 2)
 
 
 def measurement_cost(settings: MeasureSettings, num_classes: int) -> dict[str, int]:

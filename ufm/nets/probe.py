@@ -149,7 +149,7 @@ def find_head(
         if not isinstance(output, torch.Tensor):
             raise ValueError(
                 f"the model returns a {type(output).__name__}, not a tensor of logits; pass "
-                f"head= one of the linear modules it calls: {', '.join(map(repr, called))}"
+                f"head= one of the linear modules it calls: {', '.join(map(repr, dict.fromkeys(called)))}"
             )
         same_shape = [n for n, _, out in calls if isinstance(out, torch.Tensor)
                       and out.shape == output.shape]  # fmt: skip
@@ -157,7 +157,7 @@ def find_head(
             raise ValueError(
                 f"cannot tell which linear module is the classifier head: the last one called, "
                 f"{name!r}, does not produce the model's output; pass head= one of "
-                f"{', '.join(map(repr, called))}"
+                f"{', '.join(map(repr, dict.fromkeys(called)))}"
             )
     name = names[head]
     count = called.count(name)
@@ -167,7 +167,7 @@ def find_head(
             "must be the input of one call: pass head= a module called once"
             if count
             else f"the head {name!r} is not called by the model's forward pass; linear "
-            f"modules it calls: {', '.join(map(repr, called))}"
+            f"modules it calls: {', '.join(map(repr, dict.fromkeys(called)))}"
         )
     return head, name
 
@@ -206,6 +206,7 @@ class NetworkProbe:
         self.batch_size = batch_size
         if self.mix_module is not None:
             self._check_called_once(self.mix_module, mix_at, example)
+            self._check_mixing_reaches_everything(example)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -228,7 +229,7 @@ class NetworkProbe:
 
     def _check_called_once(self, module: nn.Module, name: str, example: torch.Tensor) -> None:
         calls = []
-        handle = module.register_forward_hook(lambda *_: calls.append(1))
+        handle = module.register_forward_hook(lambda _, __, output: calls.append(output))
         try:
             with self.running():
                 self.model(example)
@@ -238,6 +239,29 @@ class NetworkProbe:
             raise ValueError(
                 f"mix_at={name!r} is called {len(calls)} times in one forward pass; mixing needs "
                 "a module called exactly once"
+            )
+        if not isinstance(calls[0], torch.Tensor):
+            raise ValueError(
+                f"mix_at={name!r} returns a {type(calls[0]).__name__}; mixing needs a module "
+                "that returns one tensor"
+            )
+
+    def _check_mixing_reaches_everything(self, example: torch.Tensor) -> None:
+        """Refuse a ``mix_at`` module around which the input also flows (a skip connection
+        past it): mixing there with lam = 0 must give the clean features of the second input."""
+        if len(example) < 2:
+            return
+        mixed, _ = self.mixtures(example, np.array([[0, 1]]), np.array([[0.0, 1.0]]))
+        with self.running():
+            clean, _ = self._forward(example[1:2])
+        clean = clean.to("cpu", mixed.dtype).reshape(-1)
+        gap = float(torch.linalg.vector_norm(mixed.reshape(-1) - clean))
+        if gap > 1e-3 * (float(torch.linalg.vector_norm(clean)) + 1e-12):
+            raise ValueError(
+                f"mixing at mix_at={self.mix_at!r} with lam = 0 does not give the clean "
+                "features of the second input: the input also reaches later layers past that "
+                "module (a skip connection around it?); mix at a module whose output carries "
+                "everything forward, such as a whole residual block"
             )
 
     @contextmanager
@@ -250,10 +274,11 @@ class NetworkProbe:
         """(features, logits) of ``x``; with ``replace``, the output of ``mix_at`` is that."""
         captured = {}
 
-        def read_head(module, args, output):
-            captured["features"], captured["logits"] = args[0], output
+        def read_head(module, args, kwargs, output):
+            features = args[0] if args else next(iter(kwargs.values()))
+            captured["features"], captured["logits"] = features, output
 
-        handles = [self.head.register_forward_hook(read_head)]
+        handles = [self.head.register_forward_hook(read_head, with_kwargs=True)]
         if replace is not None:
             handles.append(self.mix_module.register_forward_hook(lambda *_: replace))
         try:
@@ -313,8 +338,10 @@ class NetworkProbe:
                     repeated = first.repeat_interleave(G, dim=0)
                     h, z = self._forward(repeated, replace=mixed)
                 n = len(hidden)
-                features.append(h.reshape(n, G, -1).cpu())
-                logits.append(z.reshape(n, G, -1).cpu())
+                # numpy and the float64 comparison take float32 or float64 (not bfloat16)
+                wide = h.dtype if h.dtype in (torch.float32, torch.float64) else torch.float32
+                features.append(h.reshape(n, G, -1).to("cpu", wide))
+                logits.append(z.reshape(n, G, -1).to("cpu", wide))
         return torch.cat(features), torch.cat(logits)
 
     def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -201,6 +201,12 @@ def theory_agreement(
     )
 
 
+def _mean_or_nan(values: np.ndarray) -> float:
+    """The mean of ``values``, NaN (without a warning) when there are none (a lam bin without
+    samples)."""
+    return float(values.mean()) if values.size else math.nan
+
+
 def _group_mean(values: np.ndarray, group: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Mean of ``values`` (N,) per group (G,) of ``group`` (N,); NaN for an empty group."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -273,14 +279,13 @@ def sample_agreement(
         "classifier_etf_distance": etf_distance(torch.as_tensor(W)),
         "logit_offset": float(np.sqrt((offset**2).mean())),
         "same_class_cosine": float(cosine_same.mean()),
-        "boundary_distance_half": float(distances[at_half].mean()),
-        "boundary_distance_half_relative": float(
-            distances[at_half].mean() / distances[at_ends].mean()
-        ),
+        "boundary_distance_half": _mean_or_nan(distances[at_half]),
+        "boundary_distance_half_relative": _mean_or_nan(distances[at_half])
+        / _mean_or_nan(distances[at_ends]),
         "fitted_lam_H": math.nan,
         "margin_fit_rms": math.nan,
         "out_of_span_fraction": float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H)),
-        "confidence_half": float(confidence[at_half].mean()),
+        "confidence_half": _mean_or_nan(confidence[at_half]),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(L, np.nan)
     if has_exact_theory(loss):
