@@ -183,6 +183,7 @@ def bad(arrays, **changes):
         (lambda a: bad(a, features=np.where(np.arange(400)[:, None] == 0, np.nan, a["features"])),
          "'features' must be finite"),
         (lambda a: bad(a, bias=np.zeros(3)), "'bias' has 3 rows but 'weight' has 10"),
+        (lambda a: bad(a, pair=np.arange(400) - 1), "'pair' must hold non-negative integer"),
     ],
 )
 def test_a_bad_file_is_refused_before_any_work_in_one_short_line(monkeypatch, change, message):

@@ -169,6 +169,13 @@ def _classes(arrays, name: str, K: int) -> np.ndarray:
     return value
 
 
+def _pair_ids(arrays) -> np.ndarray:
+    pair = _array(arrays, "pair", 1)
+    if not np.issubdtype(pair.dtype, np.integer) or (pair < 0).any():
+        raise ValueError("features file: 'pair' must hold non-negative integer pair ids")
+    return pair.astype(np.int64)
+
+
 def _same_length(name: str, value: np.ndarray, other: str, length: int) -> None:
     if len(value) != length:
         raise ValueError(
@@ -237,7 +244,7 @@ def check_features(arrays: Mapping[str, Any]) -> MixedFeatures:
         result.global_mean = _floats(arrays, "global_mean", 1).astype(np.float64)
         _check_width("global_mean", result.global_mean, d, "d")
     if "pair" in arrays:
-        result.pair = _classes(arrays, "pair", np.iinfo(np.int64).max)
+        result.pair = _pair_ids(arrays)
         _same_length("pair", result.pair, "features", N)
     _check_companions(arrays, result, "clean_features", "clean_labels", d, "d")
     _check_companions(arrays, result, "test_logits", "test_labels", K, "K")
