@@ -159,3 +159,29 @@ def test_plotting_reads_files_and_never_computes_theory_or_trains():
                     continue
                 parts = set(module.split("."))
                 assert not parts & forbidden, f"{path.name} imports {module}"
+
+
+def _texts(figure):
+    """Every title, axis label, annotation and legend entry of ``figure`` that is drawn."""
+    texts = list(figure.texts) + [t for legend in figure.legends for t in legend.get_texts()]
+    if figure._suptitle is not None:
+        texts.append(figure._suptitle)
+    for ax in figure.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        texts += list(ax.texts) + (ax.get_legend().get_texts() if ax.get_legend() else [])
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_no_text_is_cut_off_at_the_edge_of_the_canvas(tiny_reproduction, name):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = build_figure(tiny_reproduction, name)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = figure.bbox.width, figure.bbox.height
+    for text in _texts(figure):
+        box = text.get_window_extent(renderer)
+        inside = box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1
+        assert inside, f"{name}: {text.get_text()[:60]!r} reaches outside the canvas"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ..reproduce import layout
 from .files import (
@@ -146,10 +147,16 @@ def calibration(root: Path) -> Figure:
             f"accuracy = {run['test_accuracy']:.3f}\nclean test data; numbers: samples per bin",
             TRAINING_COLOURS[name.startswith("mixup")],
         )
-    bins = mixup_ax.get_legend_handles_labels()[0]
+    # The bars' swatches in each panel's own colour (the gap and the diagonal are shared).
+    bins = [
+        Patch(facecolor=TRAINING_COLOURS[mixup], alpha=0.85,
+              label=f"accuracy in the bin, {'mixup' if mixup else 'ERM'} (b, c)")
+        for mixup in (False, True)
+    ] + [handle for handle, label in zip(*mixup_ax.get_legend_handles_labels())
+         if label != "accuracy in the bin"]  # fmt: skip
     figure.legend(handles=handles + bins, loc="outside lower center", ncols=4, frameon=False)
     figure.suptitle(
-        "Calibration: the UFM's confidence follows $\\lambda$ as $\\lambda_H \\to 0$ (a); "
+        "Calibration: the UFM's confidence follows $\\lambda$ as $\\lambda_H \\to 0$ (a);\n"
         f"reliability of ERM vs mixup networks on clean test data (b, c; "
         f"{stage_summary(root, layout.NETWORKS)['dataset']}, equal-width bins)",
         fontsize=11,

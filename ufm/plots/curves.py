@@ -142,9 +142,8 @@ def margin_and_norm(root: Path) -> Figure:
                 color=colour,
                 ls=":",
                 lw=1.8,
-                label=f"theory at its fitted $\\lambda_H$: {_fitted(root, name):.2g} on the "
-                f"margins (a), {_fitted(root, name, 'curve_fitted_lam_H'):.2g} on the "
-                "coefficients (b)",
+                label=f"its theory at fitted $\\lambda_H$ = {_fitted(root, name):.2g} (margins, a), "
+                f"{_fitted(root, name, 'curve_fitted_lam_H'):.2g} (coefficients, b)",
             )
         )
     limit = read_table(theory_file, loss="ce", lam_H=lam_Hs[0])
@@ -165,11 +164,11 @@ def margin_and_norm(root: Path) -> Figure:
     norm_ax.set_xlabel(LAM_LABEL)
     norm_ax.set_ylabel(r"$\|h(\lambda)\| \,/\, \|h_{\mathrm{same\ class}}\|$ (ratio)")
     norm_ax.set_title("(b) feature norm relative to a same-class feature")
-    figure.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
     figure.suptitle(
         f"Different-class mixtures: exact theory vs UFM solver vs mixup networks "
-        f"($K$={config['K']}, simplex-ETF geometry; networks: centred margins, offset "
-        "$W\\mu_G + b$ removed; norms of cell means of the in-span part of centred features)",
+        f"($K$={config['K']}, simplex-ETF geometry)\nnetworks: centred margins, offset "
+        "$W\\mu_G + b$ removed; norms of cell means of the in-span part of centred features",
         fontsize=11,
     )
     return figure
@@ -282,7 +281,7 @@ def channels(root: Path) -> Figure:
             frameon=False,
         )
     figure.suptitle(
-        f"Channels along the decision boundary as $\\lambda_H \\to 0$: exact cross-entropy optimum, "
+        f"Channels along the decision boundary as $\\lambda_H \\to 0$: exact cross-entropy optimum,\n"
         f"different-class pairs ($K$={config['K']}, ETF row norm {config['scale']:g})",
         fontsize=11,
     )
