@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -102,14 +102,17 @@ class TheoryConfig:
     """Parameters of the exact theory table (THEORY.md sections 1-3).
 
     ``lams`` gives the grid explicitly; otherwise ``num_lams`` equally spaced values in
-    [0, 1] are used. ``d`` only has to admit a simplex ETF (``d >= K - 1``): the optimum
-    does not depend on it. ``mixup_points = m >= 3`` tabulates mixtures of the classes
+    [0, 1] are used. The table does not depend on ``d``, which only has to admit a simplex ETF
+    (``d >= K - 1``); 0, the default, takes ``d = K - 1``. ``mixup_points = m >= 3`` tabulates mixtures of the classes
     0..m-1 instead, over the grid of the weight simplex with ``simplex_points`` points per
     edge (:func:`ufm.theory.mixtures.simplex_grid`).
     """
 
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"loss": tuple(EXACT_THEORY_LOSSES)}
+    """Allowed values of the choice fields, listed in ``ufm theory --help``."""
+
     K: int = 10
-    d: int = 10
+    d: int = 0
     lam_H: float = 5e-3
     scale: float = 1.0
     loss: str = "ce"
@@ -121,7 +124,7 @@ class TheoryConfig:
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
-        self.d = check_int("d", self.d, minimum=1)
+        self.d = check_int("d", self.d, minimum=0) or self.K - 1
         if self.d < self.K - 1:
             raise ValueError(f"d must be >= K-1 = {self.K - 1} for a simplex ETF, got d={self.d}")
         self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
