@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..plots import FIGURES
 from ..reproduce import PRESETS, ReproduceConfig, reproduce
 from . import add_job_parser, job_config
 
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
         help="run the theory, the UFM solver and small networks; write every figure and report.md",
         description="Reproduce the theory figures of Fisher, Meng & Papyan (ICLR 2024) and what "
         "lies beyond them: exact theory, UFM solver runs, ERM and mixup networks with learned and "
-        "fixed-ETF classifiers, nine figures (PNG and PDF) and report.md. Stages already complete "
+        f"fixed-ETF classifiers, sweeps of learned-classifier solves, {len(FIGURES)} figures and "
+        "the sweeps' phase figures (PNG and PDF) and report.md. Stages already complete "
         "in --out are reused; after an interruption, run the same command again to continue.",
     )
 
@@ -29,7 +31,7 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset (under a minute on a 2-core CPU; digits, an MLP, smaller problems); "
+        help="the quick preset (digits, an MLP, smaller problems and sweep grids); "
         "its fields override the --config file, explicit field flags override both",
     )
     parser.add_argument(
