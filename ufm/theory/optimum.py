@@ -169,6 +169,23 @@ def optimal_features(
     lam_H : feature ridge :math:`\lambda_H > 0`.
     loss : "ce" (default), "label_smoothing" (a :class:`~ufm.losses.LabelSmoothing` instance
         for another epsilon) or "mse".
+    etf_tol : how far ``W`` may be from a simplex ETF (:func:`ufm.etf.etf_distance`, a
+        relative distance of the Gram matrices) before it is refused; the optimum is exact only
+        for an ETF.
+
+    Returns
+    -------
+    torch.Tensor
+        (..., d), the broadcast shape of ``c``, ``c_prime`` and ``lam`` followed by d, with
+        ``W``'s dtype and device: :math:`h^\star = a\,w_c + b\,w_{c'}` (same-class pairs:
+        :math:`a_\text{same} w_c`).
+
+    Examples
+    --------
+    >>> import torch, ufm
+    >>> W = ufm.simplex_etf(K=4, d=3, seed=0)
+    >>> ufm.optimal_features(W, c=0, c_prime=1, lam=torch.tensor([0.0, 0.5, 1.0]), lam_H=5e-3).shape
+    torch.Size([3, 3])
     """
     g = check_simplex_etf(W, etf_tol)
     K = W.shape[0]
