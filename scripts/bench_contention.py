@@ -1,6 +1,6 @@
 """The medium solves on an idle machine and beside one busy process, baselines in the same run.
 
-Issue 12: on 2 cores the medium fixed-ETF solve (K = 100, d = 128, 21 lam, 210,000
+The problem: on 2 cores the medium fixed-ETF solve (K = 100, d = 128, 21 lam, 210,000
 samples) took 15 s idle and 50 s beside one busy process, because torch's intra-op threads
 meet at a barrier after every operation (``parallel="kernels"``). The default now shares
 whole chunks among the threads (``parallel="chunks"``, :mod:`ufm.solver.chunk_threads`).

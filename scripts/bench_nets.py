@@ -5,11 +5,11 @@ epochs each, with measurements every 50 epochs and at the end, for ERM (alpha = 
 (alpha = 1), each with a learned and with a fixed simplex-ETF classifier. Prints a table and
 writes ``bench_nets.json`` (plus one run folder per configuration) to ``--out``.
 
-Speed targets (issue 4): digits, MLP, 200 epochs with mixup and measurements under 60 s;
+Speed targets: digits, MLP, 200 epochs with mixup and measurements under 60 s;
 mnist1d 200 epochs under 3 minutes, on the 2-core CPU. The JSON records the device, the torch
 thread count and the load average, because other jobs on a shared machine move the timings.
 
-Measurement overhead (issue 9): ``--overhead`` trains the digits mixup run twice in the same
+Measurement overhead: ``--overhead`` trains the digits mixup run twice in the same
 process, once with the measurements (every 50 epochs and at the end, the cell-mean comparison
 with the exact optimum for the network's own W included) and once as a baseline whose
 measurement is replaced by a no-op, and reports the ratio (target: at most 1.2).

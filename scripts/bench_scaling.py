@@ -13,7 +13,7 @@ float64, 21 lam values, the default chunks) and reports:
 
 Sections (``--sections``, default all): n from 10^4 to 10^7 at K = 10, d = 32 (all K^2 pairs, ``samples_per_pair`` scaled);
 K in (10, 100, 1000) at d = K and 210,000 random-pair samples (10,000 pairs); d in (16, 64, 256, 1024) at
-K = 10. Then the large problem of issue 12: K = d = 1000, 200,004 random-pair samples, fixed
+K = 10. Then the large problem: K = d = 1000, 200,004 random-pair samples, fixed
 ETF to gradient norm 1e-10 (goal: within 2 minutes on 2 cores), the same for 2 iterations in
 the SVD frame (``coordinates="row_space"``, the computation before the logit coordinates of
 :mod:`ufm.solver.tight_frame`: the baseline), and the learned classifier at that size under a

@@ -1,4 +1,4 @@
-"""The map of THEORY.md section 4 on its own: when does a learned classifier become an ETF?
+"""The map of docs/theory.md section 4 on its own: when does a learned classifier become an ETF?
 
 Runs the sweep stage of the reproduction (:mod:`ufm.reproduce.sweep_stage`) with the full
 preset's grids (K = 10, d = 32, 21 lam, tolerance 1e-9: imbalance ratio x mixup or plain x

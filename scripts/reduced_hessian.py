@@ -1,6 +1,6 @@
 """The spectrum of the reduced Hessian of a learned classifier at its optimum.
 
-With the features eliminated, F(W) = min_H L(H, W) (THEORY.md section 1). L-BFGS on F is the
+With the features eliminated, F(W) = min_H L(H, W) (docs/theory.md section 1). L-BFGS on F is the
 outer loop of a learned-classifier solve (ufm.solver.newton), and how fast it can converge
 is set by the eigenvalues of the Hessian of F at the optimum. This script solves a small
 problem to gradient 1e-11, forms that Hessian by central differences of the exact reduced

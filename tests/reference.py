@@ -1,7 +1,8 @@
 """Independent high-precision references for the tests.
 
 Kept apart from ``ufm`` on purpose: these solve the *original* reduced equations of
-THEORY.md section 2 (not the log-q form ``ufm.theory.reduced_equations`` uses) with mpmath at 40+ digits,
+docs/theory.md section 2 (not the log-q form ``ufm.theory.reduced_equations`` uses) with mpmath
+at 40+ digits,
 and solve the full per-sample problems with generic optimisers.
 """
 
@@ -16,7 +17,7 @@ from scipy.optimize import minimize
 def mp_coefficients(K, lam, lam_H, scale, start, dps=60, smoothing=0.0):
     """(a, b) solving the reduced CE equations to ``dps`` digits by Newton's method.
 
-    Equations (THEORY.md section 2, generalised to label smoothing eps with y_o = eps/K):
+    Equations (docs/theory.md section 2, generalised to label smoothing eps with y_o = eps/K):
         lam_H a = (1-eps) lam     - (e^{g a} - 1)/D
         lam_H b = (1-eps) (1-lam) - (e^{g b} - 1)/D,   D = e^{ga} + e^{gb} + K - 2.
     ``start`` is an initial guess (a0, b0); Newton's method runs until the step is below
@@ -121,7 +122,7 @@ def stationarity_residual(W: torch.Tensor, h: torch.Tensor, y: torch.Tensor, lam
 def mp_mixture_coefficients(K, weights, lam_H, scale, start, dps=60, smoothing=0.0):
     """a_1..a_m solving the m-class reduced CE equations to ``dps`` digits (Newton, mpmath).
 
-    Equations (THEORY.md section 3, label smoothing eps):
+    Equations (docs/theory.md section 3, label smoothing eps):
         lam_H a_k = (1-eps) y_k - (e^{g a_k} - 1)/D,   D = sum_j e^{g a_j} + K - m,
     written in the original unknowns a_k (not the log-q form of ``ufm``). The float weights
     are divided by their sum in mpmath, so that sum_k y_k = 1 holds exactly: at small lam_H

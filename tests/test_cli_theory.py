@@ -17,7 +17,8 @@ def test_prints_and_writes_full_precision(tmp_path, capsys):
     code = main(["theory", "--K", "10", "--lam-H", "5e-3", "--num-lams", "11", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    # 15 significant digits, THEORY.md's to within one unit of the last: the exact value
+    # 15 significant digits, those of docs/theory.md section 2 to within one unit of the last:
+    # the exact value
     # 5.3154645627440727 lies 2.3e-15 (2.6 ulps) below the point where the 15th digit would
     # round up, so the printed string itself depends on the float64 result's last ulps
     assert "same class (any lam): a = " in printed

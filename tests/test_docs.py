@@ -226,9 +226,63 @@ def test_ci_builds_the_docs_with_the_readme_commands():
 
 def test_docs_sources_exist():
     docs = ROOT / "docs"
-    for name in ("conf.py", "index.md", "model.md", "notebooks.md", "gallery.rst", "cli.rst",
-                 "cite.md", "architecture.md", "api/index.rst"):
+    for name in ("conf.py", "index.md", "model.md", "theory.md", "notebooks.md", "gallery.rst",
+                 "cli.rst", "cite.md", "architecture.md", "api/index.rst"):
         assert (docs / name).is_file(), name
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert (docs / "notebooks" / notebook.name).is_file(), notebook.name
         assert f"notebooks/{notebook.stem}" in (docs / "notebooks.md").read_text(), notebook.stem
+
+
+# -- the theory ships with the repository --------------------------------------------------------
+
+# The specification once lived in a file outside the repository, and some docstrings cited an
+# internal tracker by number: readers could follow neither. The page docs/theory.md keeps the
+# specification's section numbers, so every reference now points into the repository.
+STALE_REFERENCES = (
+    re.compile(r"THEORY\.md"),
+    re.compile(r"\bissues?\s*#?\d+", flags=re.IGNORECASE),
+)
+
+
+def _shipped_text_files():
+    paths = [ROOT / "README.md"]
+    for folder in ("ufm", "notebooks", "docs", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            parts = path.relative_to(ROOT).parts
+            if not path.is_file() or "__pycache__" in parts or ".ipynb_checkpoints" in parts:
+                continue
+            if parts[:2] in (("docs", "_build"), ("docs", "notebooks")):  # output; a link
+                continue
+            paths.append(path)
+    for path in paths:
+        try:
+            yield path, path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # images and other binary files
+            continue
+
+
+def test_no_reference_to_a_theory_file_or_tracker_outside_the_repository():
+    found = [
+        f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}: {match.group()}"
+        for path, text in _shipped_text_files()
+        for pattern in STALE_REFERENCES
+        for match in pattern.finditer(text)
+    ]
+    assert not found, "cite docs/theory.md (or say what is meant) instead of:\n" + "\n".join(found)
+    scanned = {path.relative_to(ROOT).as_posix() for path, _ in _shipped_text_files()}
+    assert {"README.md", "docs/theory.md", "ufm/__init__.py"} <= scanned
+    assert any(name.startswith("notebooks/") and name.endswith(".ipynb") for name in scanned)
+
+
+def test_theory_page_has_the_numbered_sections_the_code_cites():
+    text = (ROOT / "docs" / "theory.md").read_text()
+    headings = re.findall(r"^## (\d+)\. (.+)$", text, flags=re.MULTILINE)
+    assert [int(number) for number, _ in headings] == list(range(1, 13)), headings
+    titles = dict(headings)
+    for number, word in (("1", "Setting"), ("2", "optimum"), ("3", "losses"),
+                         ("4", "classifier"), ("5", "claims"), ("6", "Metric"),
+                         ("7", "Pitfalls"), ("8", "network"), ("9", "Mixtures"),
+                         ("10", "Asymptotics"), ("11", "imbalance"), ("12", "features file")):
+        assert word.lower() in titles[number].lower(), (number, titles[number])
+    assert re.search(r"^theory$", (ROOT / "docs" / "index.md").read_text(), flags=re.MULTILINE)

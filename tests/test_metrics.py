@@ -316,7 +316,8 @@ def test_ece_with_confidences_exactly_one_matches_torchmetrics_multiclass():
 
 
 def test_ece_puts_confidence_one_in_the_last_bin():
-    # THEORY.md: confidences 0 and 1 belong in the edge bins. torchmetrics gives exactly-1
+    # docs/theory.md section 6: confidences 0 and 1 belong in the edge bins.
+    # torchmetrics gives exactly-1
     # confidences a bin of their own, so it is compared with its own binning routine and a top
     # edge moved just above 1, which puts them in the last bin as specified.
     gen = torch.Generator().manual_seed(9)

@@ -1,4 +1,4 @@
-"""The exact theory of m-class mixtures against independent computations (THEORY.md section 3).
+"""The exact theory of m-class mixtures against independent computations (docs/theory.md section 3).
 
 Precision claims (each asserted as a bound, never as equality of two rounded numbers):
 

@@ -313,7 +313,8 @@ def test_measurement_recovers_the_exact_optimum_of_three_class_mixtures():
     amplification = theory[[r["y_1"] == r["y_2"] == r["y_3"] for r in rows[:28]]].sum() / a_same
     scalars = result.scalars
     assert abs(scalars["mixture3_amplification"] - amplification) < 1e-10
-    assert amplification > 1.5  # far beyond the mean of the class features (THEORY.md 3)
+    # far beyond the mean of the class features (docs/theory.md section 8)
+    assert amplification > 1.5
     # lam_H is recovered by the fit (Brent in log lam_H, xatol 1e-10: the flat minimum of a
     # sum of squares puts it within ~1e-7 relative); the theory columns follow it.
     assert abs(scalars["mixture3_fitted_lam_H"] / lam_H - 1) < 1e-6

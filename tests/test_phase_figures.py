@@ -1,5 +1,5 @@
 """Phase figures of sweep folders (ufm.plots.phase), ``ufm figures --from`` on a sweep, and
-the sweep stage of the reproduction with its report section (THEORY.md section 4)."""
+the sweep stage of the reproduction with its report section (docs/theory.md section 4)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ SMALL = dict(K=10, d=32)
 
 
 def _objective(H, W, b, problem, config):
-    """L(H, W, b) written out independently of the solver (THEORY.md section 1)."""
+    """L(H, W, b) written out independently of the solver (docs/theory.md section 1)."""
     z = H @ W.T + (0 if b is None else b)
     loss = problem.loss(z, problem.c, problem.c_prime, problem.lam).mean()
     value = loss + 0.5 * config.lam_H * (H * H).sum(1).mean() + 0.5 * config.lam_W * (W * W).sum()

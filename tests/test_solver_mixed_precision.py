@@ -31,7 +31,7 @@ def _phases(result):
 
 
 def _objective(result) -> float:
-    """The penalised objective of (H, W, b), formed from its definition (THEORY.md section 1)."""
+    """The penalised objective of (H, W, b), from its definition (docs/theory.md section 1)."""
     config = result.config
     problem = build_problem(config)
     z = result.H @ result.W.T + (0 if result.b is None else result.b)

@@ -46,7 +46,7 @@ def _soft_loss(loss, z, classes, weights):
 
 
 def _objective(H, W, b, problem, config):
-    """L(H, W, b) of THEORY.md section 1 for m-class samples, independent of the solver."""
+    """L(H, W, b) of docs/theory.md section 1 for m-class samples, independent of the solver."""
     z = H @ W.T + (0 if b is None else b)
     value = _soft_loss(problem.loss, z, problem.classes, problem.weights).mean()
     value = value + 0.5 * config.lam_H * (H * H).sum(1).mean() + 0.5 * config.lam_W * (W * W).sum()

@@ -1,4 +1,4 @@
-"""The exact theory against independent computations (THEORY.md sections 2-3).
+"""The exact theory against independent computations (docs/theory.md sections 2-3).
 
 Precision claims: against a 40-digit mpmath solution of the original reduced equations
 <= 1e-12 of the same-class feature norm (observed ~4e-16); against CVXPY <= 1e-6; against a
@@ -31,7 +31,7 @@ from ufm.theory import (
 
 
 def test_theory_md_test_values():
-    # THEORY.md section 2: K = 10, s = 1, lam_H = 5e-3 (15 significant digits given).
+    # docs/theory.md section 2: K = 10, s = 1, lam_H = 5e-3 (15 significant digits given).
     # Agreement to those digits: within one unit of the 15th (1e-14 for values in [1, 10)); the
     # literal is rounded (up to half a unit) and the float64 value carries a few ulps (< 5e-15).
     # (A bare rel= would let pytest's default abs=1e-12 decide instead.)

@@ -6,7 +6,7 @@ NC2, NC3, equinorm, equiangularity, bias collapse, from the class moments of
 :mod:`ufm.metrics.moments`) and :class:`NearestClassMeanAccumulator` (NC4, a second pass with
 the final class means). :func:`collapse_metrics` does both passes on tensors in memory.
 
-Notation (``THEORY.md`` section 6): :math:`K` classes, features :math:`h_i\in\mathbb R^d` with
+Notation (docs/theory.md section 6): :math:`K` classes, features :math:`h_i\in\mathbb R^d` with
 labels :math:`y_i`, :math:`n_c` samples of class :math:`c`, :math:`N=\sum_c n_c`, class means
 :math:`\mu_c`, global mean :math:`\mu_G = \frac1K\sum_c \mu_c` (the mean of the class means,
 which equals the mean of all features for balanced classes), centred class means

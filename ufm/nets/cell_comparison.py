@@ -1,4 +1,6 @@
-r"""The cell-mean comparison of a network's mixed features with the theory (THEORY.md section 8).
+r"""The cell-mean comparison of a network's mixed features with the theory.
+
+docs/theory.md sections 8 and 12 state what is compared and how.
 
 :func:`compare_cells` ties together the cell statistics (:mod:`ufm.nets.cell_means`), the
 coefficient curves and their two predictions (:mod:`ufm.nets.coefficient_curves`) and the

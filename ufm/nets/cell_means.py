@@ -3,7 +3,7 @@ r"""Cell means of mixed-pair features and their coefficients on the classifier r
 A *cell* is a class pair with a mixing weight, :math:`(c, c', \lambda)`: every training pair
 :math:`(x_i, x_j)` of classes :math:`(c, c')` mixed with weight :math:`\lambda` on
 :math:`x_i` falls into it. The UFM has one feature per cell; a network has one per pair, and
-they vary from pair to pair inside a cell. THEORY.md section 8: average first, then compare.
+they vary from pair to pair inside a cell. docs/theory.md section 8: average first, then compare.
 This module computes, from the features of :func:`ufm.nets.measure.mixed_activations`:
 
 * the centred features projected onto the row space of :math:`W`,

@@ -3,8 +3,8 @@ r"""Coefficient curves of a network against the cross-entropy optimum and the sq
 From the cell statistics of :mod:`ufm.nets.cell_means`, per :math:`\lambda`: the mean over the
 different-class cells of :math:`\hat a(\lambda)` and :math:`\hat b(\lambda)`, normalised by
 :math:`\bar a_\text{same}`, the mean same-class coefficient over all same-class cells and lams
-(:func:`coefficient_curves`). Two predictions of these normalised curves (THEORY.md sections
-2, 3 and 8), for a simplex-ETF classifier with the network's gain
+(:func:`coefficient_curves`). Two predictions of these normalised curves (docs/theory.md
+sections 2, 3 and 8), for a simplex-ETF classifier with the network's gain
 :math:`g = \operatorname{tr}(WW^\top)/(K-1)`:
 
 * **cross-entropy**: :math:`a(\lambda)/a_\text{same}` and :math:`b(\lambda)/a_\text{same}` of
@@ -160,7 +160,7 @@ def ce_curves(K: int, gain: float, lams: np.ndarray, lam_H: float):
     r"""Cross-entropy optimum for a simplex ETF of gain ``gain``: (a/a_same, b/a_same) (L,).
 
     When the grid holds lam = 1, a_same is read there (the different-class optimum at lam = 1
-    is the same-class optimum, THEORY.md section 2), which halves the work of a fit."""
+    is the same-class optimum, docs/theory.md section 2), which halves the work of a fit."""
     scale = row_norm(K, gain)
     lams = np.asarray(lams, dtype=np.float64)
     a, b = optimal_coefficients(K, lams, lam_H, scale, "ce")

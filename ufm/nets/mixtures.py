@@ -13,7 +13,7 @@ extends to m classes: with a simplex-ETF classifier and cross-entropy the optima
 :math:`h = \sum_k a_k w_{c_k}`, and equal weights put it on every boundary among the three
 classes, beyond their mean (:math:`\sum_k a_k > a_\text{same}`).
 
-Per (triple, grid point), following THEORY.md section 8 (average first, then compare): the
+Per (triple, grid point), following docs/theory.md section 8 (average first, then compare): the
 mean centred feature :math:`\bar h - \mu_G` over the sample triples is regressed by least
 squares on the classifier rows :math:`w_{c_1}, w_{c_2}, w_{c_3}`, giving
 :math:`\hat a_1, \hat a_2, \hat a_3`; :math:`\hat a_\text{same}` is the mean over the three

@@ -5,7 +5,7 @@ network :math:`\tilde x = \lambda x_i + (1-\lambda) x_j` and trains it against
 :math:`\lambda e_{y_i} + (1-\lambda) e_{y_j}` through the pair form of a loss from
 :mod:`ufm.losses`. Manifold mixup (Verma et al., ICML 2019) mixes the output of a hidden block
 instead. The *inputs* (or hidden states) are mixed: mixing only the targets of a clean batch
-is a different method (THEORY.md section 7).
+is a different method (docs/theory.md section 7).
 
 Partners come from a random permutation of the batch (from a permutation within each class
 with ``same_class``); :math:`\lambda\sim\mathrm{Beta}(\alpha,\alpha)`, one per batch or one

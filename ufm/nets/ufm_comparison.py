@@ -1,6 +1,6 @@
 r"""Comparison of a network's mixed-pair activations with the unconstrained-features model.
 
-This module holds everything that relates a trained network to the theory (THEORY.md
+This module holds everything that relates a trained network to the theory (docs/theory.md
 sections 2 and 6): the UFM logit margins :func:`ufm_margins` for a simplex-ETF classifier of
 the network's gain, the least-squares effective :math:`\lambda_H` (:func:`fit_lam_H`), and
 :func:`theory_agreement`, which compares same-class cosines and spread, margins, decision-

@@ -1,6 +1,6 @@
 r"""Phase figures of a sweep folder (``ufm sweep``), drawn from its table, never recomputed.
 
-THEORY.md section 4 asks when a learned classifier W of the mixup UFM becomes a simplex ETF.
+docs/theory.md section 4 asks when a learned classifier W of the mixup UFM becomes a simplex ETF.
 A sweep answers it point by point; these figures read the sweep's ``sweep.json`` (one row
 per point: the swept values, the status, the summary numbers) and, for the minority figure,
 each point's ``config.json``:

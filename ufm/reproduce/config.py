@@ -40,7 +40,7 @@ class ReproduceConfig:
     ``pairs_per_class_pair``, ``pairs_all_classes`` and ``linearity_pairs`` pairs,
     checkpoints every ``checkpoint_every`` epochs, ``train_subset`` (0: all), ``seed``.
 
-    **Sweep** (:mod:`ufm.reproduce.sweep_stage`, THEORY.md section 4): ``sweep_grid`` =
+    **Sweep** (:mod:`ufm.reproduce.sweep_stage`, docs/theory.md section 4): ``sweep_grid`` =
     "quick" (K = 4, three small grids) or "full" (this configuration's K, d, lam_H, lam_W,
     ``learned_tol``, ``max_iters`` and ``solver_lams``, five grids) of learned-classifier
     solves: when does W become a simplex ETF?

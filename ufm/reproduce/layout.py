@@ -25,7 +25,7 @@ module is the only contract between the writer and the readers::
     DIR/networks/mixture_projection_network.npz  3-point mixup network: mixtures of the triple
     DIR/networks/summary.json
     DIR/sweep/<sweep>/                  one ufm.sweep folder per grid of learned-classifier
-                                        solves (THEORY.md section 4): sweep.json, sweep.csv,
+                                        solves (docs/theory.md section 4): sweep.json, sweep.csv,
                                         points/<point>/ (each an ordinary ufm solve folder)
     DIR/sweep/summary.json
     DIR/figures/<name>.png, .pdf, summary.json   (the sweeps' as <sweep>_<figure>)

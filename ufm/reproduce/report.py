@@ -209,7 +209,7 @@ def _amplification_claim(s: Summaries, name: str, mixup: bool) -> str:
 
 
 def claims_section(s: Summaries) -> list[str]:
-    """The claims of Fisher et al. (THEORY.md section 5), each with its numbers and a verdict
+    """The claims of Fisher et al. (docs/theory.md section 5), each with its numbers and a verdict
     by the rule stated beside it."""
     net = s.net
     mixup = [n for n, m, _ in layout.NETWORK_RUNS if m]
@@ -217,6 +217,8 @@ def claims_section(s: Summaries) -> list[str]:
         "## The paper's claims against these networks",
         "",
         (
+            "The claims are those of section 5 of the theory (`docs/theory.md` in the ufm "
+            "repository), and the metrics are defined in its section 6. "
             "Every run is measured on mixed *training* pairs, mixed where it was trained "
             f"(layer {net('mixup_learned', 'measured_at_layer')}: 0 is the inputs), in eval mode."
         ),
@@ -367,7 +369,8 @@ def build_report(root: str | Path, seconds: dict[str, float] | None = None) -> s
         "",
         (
             f"Theory, UFM solver and networks for {PAPER}. Written by `ufm reproduce` (ufm "
-            f"{__version__}) from the result files in this folder."
+            f"{__version__}) from the result files in this folder. The theory it tests is "
+            "written out in `docs/theory.md` of the ufm repository."
         ),
         "",
     ]

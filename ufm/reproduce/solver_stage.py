@@ -1,6 +1,6 @@
 r"""Solver stage: the mixup UFM solved numerically (:func:`ufm.solve`), one folder per run.
 
-Runs (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, THEORY.md sections 2-4):
+Runs (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, docs/theory.md sections 2-4):
 
 * ``fixed_ce_lamH_<v>``: fixed simplex ETF, cross-entropy, one run per ridge of the figures,
   compared with the exact optimum (``theory_distance`` in its summary);

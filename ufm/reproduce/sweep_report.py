@@ -16,7 +16,7 @@ from ..plots.phase import SWEEP_FIGURES, cell_text, tick_label
 from ..plots.sweep_files import is_plain, point_config, read_sweep, sweep_K
 from . import layout
 
-TITLE = "## When does a learned classifier become an ETF (THEORY.md section 4)"
+TITLE = "## When does a learned classifier become an ETF (docs/theory.md, section 4)"
 # A learned W counts as a simplex ETF below this ETF distance (the quick solves stop at
 # gradient norm 1e-6, which leaves distances near 1e-5).
 ETF_THRESHOLD = 1e-3

@@ -1,4 +1,4 @@
-r"""Sweep stage: when does a learned classifier become a simplex ETF (THEORY.md section 4)?
+r"""Sweep stage: when does a learned classifier become a simplex ETF (docs/theory.md section 4)?
 
 With W free and :math:`\lambda_W > 0` the mixup UFM is non-convex in (H, W); nothing proves
 that its learned W is a simplex ETF, which the exact theory assumes. This stage maps it with

@@ -5,7 +5,7 @@ A sample of classes :math:`c_1,\dots,c_m` with weights :math:`y_1,\dots,y_m` (a 
 where the anchor :math:`a_c` is the exact optimum of the pure-target problem of class c,
 :math:`\min_h \ell(Wh + b; e_c) + \frac{\lambda_H}{2}\|h\|^2` (K small problems, solved
 first). For a simplex-ETF classifier the optimal features of a mixture lie in the span of
-its classes' classifier rows (Fisher, Meng & Papyan, ICLR 2024, THEORY.md section 2), as do
+its classes' classifier rows (Fisher, Meng & Papyan, ICLR 2024, docs/theory.md section 2), as do
 these starts; their scale comes from the anchors, where a start at zero has to be found by
 damped Newton steps. Measured on the medium learned problem (K = 100, d = 128,
 210,000 samples): 9 Newton passes to 1e-3 at the random initial classifier instead of 13,

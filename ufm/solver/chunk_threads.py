@@ -4,8 +4,8 @@ torch parallelises every operation over its intra-op threads and ends each one w
 barrier. A Newton pass over the features is a few hundred operations per chunk of a few
 thousand samples, so one iteration of a medium problem crosses tens of thousands of
 barriers. When another process takes one of the cores, each barrier waits for the thread
-that lost its core, and the solve slows down several fold (issue 12: 15 s idle, 50 s beside
-one busy process, on 2 cores).
+that lost its core, and the solve slows down several fold (the medium fixed-ETF solve of
+``scripts/bench_contention.py``: 15 s idle, 50 s beside one busy process, on 2 cores).
 
 :class:`ChunkThreads` removes the barriers instead: each of its threads takes whole chunks
 from a shared queue and runs their operations with torch's intra-op parallelism switched off.
@@ -18,12 +18,13 @@ anchor start, the products that carry the features to a new classifier and form
 ``H = X V^T``, and the distances to the theory per lam. On the calling thread, torch's
 per-operation threads made that work three times slower beside a busy process (medium
 fixed-ETF solve, alternating runs: 0.45-0.52 s idle against 1.19-1.58 s busy); on the chunk
-threads it takes 0.15-0.20 s idle and 0.31-0.50 s busy (issue 12).
+threads it takes 0.15-0.20 s idle and 0.31-0.50 s busy (``scripts/bench_contention.py``).
 
 When there is one thread per CPU the process may use (Linux), each thread keeps its own CPU.
 On the medium fixed-ETF solve, in three sets of 4, 5 and 8 alternating runs, the mean time
 beside one busy process was 2 to 14 % lower with it (9.5 to 8.1 s, 10.6 to 10.3 s, 11.8 to
-10.7 s) and the idle time the same (issue 12). It does not confine the busy process to one
+10.7 s) and the idle time the same (``scripts/bench_contention.py``). It does not confine the
+busy process to one
 core: the scheduler moves it between the CPUs, and the threads' own records (wall and CPU
 time per chunk) show each worker running 63 to 74 % of the time beside it, near the fair
 share of 2/3 that three runnable threads get on two cores, and the two taking about equal

@@ -1,6 +1,6 @@
 r"""Method ``"gd"``: gradient descent with heavy-ball momentum on all variables at once.
 
-Every variable of the UFM objective (THEORY.md section 1, Fisher, Meng & Papyan, ICLR 2024)
+Every variable of the UFM objective (docs/theory.md section 1, Fisher, Meng & Papyan, ICLR 2024)
 moves by its velocity, :math:`v \leftarrow \beta v - (\mathrm{lr}/L)\,\nabla`,
 :math:`x \leftarrow x + v`, with momentum :math:`\beta` = ``momentum`` and :math:`L` a bound
 on the curvature of that block. Each feature is stepped with its own per-sample gradient

@@ -1,6 +1,6 @@
 r"""Method ``"newton"``: exact per-sample Newton on the features, L-BFGS on the classifier.
 
-For fixed :math:`(W, b)` the UFM objective (THEORY.md section 1, Fisher, Meng & Papyan,
+For fixed :math:`(W, b)` the UFM objective (docs/theory.md section 1, Fisher, Meng & Papyan,
 ICLR 2024) separates into strictly convex per-sample problems, solved exactly by
 :class:`~ufm.solver.feature_newton.FeatureSolver`. The learned variables
 :math:`\theta = (W, b)` are then optimised by L-BFGS (:class:`~ufm.solver.lbfgs.LBFGSMemory`)

@@ -2,7 +2,7 @@ r"""The mixup-UFM problem: its configuration and the samples it is built from.
 
 :class:`UFMConfig` (validated on construction, loadable from TOML) ->
 :func:`build_problem` -> :class:`Problem` (tensors on the configured device). The objective
-(THEORY.md section 1, Fisher, Meng & Papyan, ICLR 2024) is
+(docs/theory.md section 1, Fisher, Meng & Papyan, ICLR 2024) is
 
 .. math:: L(H, W, b) = \frac1n\sum_s \ell(Wh_s + b; c_s, c'_s, \lambda_s)
           + \frac{\lambda_H}{2}\frac1n\sum_s\|h_s\|^2 + \frac{\lambda_W}{2}\|W\|_F^2

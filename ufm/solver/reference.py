@@ -2,19 +2,19 @@ r"""The exact theory a solve is measured against: distances of the solved featur
 
 For a fixed simplex-ETF classifier without bias, and a loss with an exact optimum
 (:func:`ufm.theory.has_exact_theory`), the optimal features are known in closed form
-(THEORY.md sections 2-3, Fisher, Meng & Papyan, ICLR 2024): sample :math:`s` with classes
+(docs/theory.md sections 2-3, Fisher, Meng & Papyan, ICLR 2024): sample :math:`s` with classes
 :math:`(c_s, c'_s)` and mixing weight :math:`\lambda_s` sits at
 :math:`h^*_s = a(\lambda_s)\,w_{c_s} + b(\lambda_s)\,w_{c'_s}`. :class:`TheoryReference`
 holds the coefficients :math:`a, b` of every sample and gives the relative distance
 :math:`\|H - H^*\|_F / \|H^*\|_F`, overall (a column of the history) and per value of
 lam (in the summary). :func:`learned_etf_comparison` does the same for a learned classifier
-that has converged to a simplex ETF (THEORY.md section 4), against the exact optimum for
+that has converged to a simplex ETF (docs/theory.md section 4), against the exact optimum for
 that W. Nothing here steers the iteration: the distances are reported, not stopped on.
 
 Mixtures of m > 2 classes (Chaudhry et al., 2022) are measured by
 :class:`MixtureTheoryReference` against :func:`ufm.theory.mixture_features`: sample
 :math:`s` with classes :math:`c_{s,1..m}` and weights :math:`y_{s,1..m}` sits at
-:math:`h^*_s = \sum_k a_k(y_s)\,w_{c_{s,k}}` (THEORY.md section 3).
+:math:`h^*_s = \sum_k a_k(y_s)\,w_{c_{s,k}}` (docs/theory.md section 3).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class MixtureTheoryReference(_ChunkedReference):
     r"""Exact optimal features of m-class mixtures for a fixed simplex ETF, as coefficients.
 
     ``a`` (n, m) holds :math:`a_k(y_s)` from :func:`ufm.theory.mixture_coefficients` (one
-    solve per distinct weight vector, the reduced equations of THEORY.md section 3);
+    solve per distinct weight vector, the reduced equations of docs/theory.md section 3);
     ``group`` (n,) numbers the distinct weight vectors. The frames are those of
     :class:`TheoryReference`.
     """

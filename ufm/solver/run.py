@@ -1,6 +1,6 @@
 r"""Gradient-based solver of the mixup UFM: free features, fixed or learned classifier.
 
-Minimises the objective of :mod:`ufm.solver.problem` (THEORY.md section 1, Fisher, Meng &
+Minimises the objective of :mod:`ufm.solver.problem` (docs/theory.md section 1, Fisher, Meng &
 Papyan, ICLR 2024) over all samples at once, on the configured device, with one of two
 methods:
 

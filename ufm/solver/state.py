@@ -7,7 +7,7 @@ and its configuration, which classifier variables are learned, the current class
 back; the driver (:mod:`.run`) counts iterations and records rows; :mod:`.checkpoint` saves
 and restores it. The helpers :func:`penalised_objective` and :func:`measured_iterate` turn
 the sums over samples that a method computes into the measured iterate the driver records,
-so both methods report the objective of THEORY.md section 1 (Fisher, Meng & Papyan,
+so both methods report the objective of docs/theory.md section 1 (Fisher, Meng & Papyan,
 ICLR 2024) and the scale-free gradient norm of :mod:`.run` the same way.
 """
 

@@ -3,7 +3,7 @@ r"""Feature solves in logit coordinates for a fixed classifier that is a tight f
 The feature solver (:mod:`.feature_newton`) works in the coordinates :math:`x` of the row
 space of :math:`W = U\Sigma V^\top` and pays two or three products with :math:`A = U\Sigma`
 per Newton step, :math:`O(Kr)` per sample. A simplex-ETF classifier (the theory's setting,
-THEORY.md section 2) has all its nonzero singular values equal, :math:`\Sigma = \sigma I`,
+docs/theory.md section 2) has all its nonzero singular values equal, :math:`\Sigma = \sigma I`,
 and its range is :math:`\mathbf 1^\perp`: :math:`WW^\top = \sigma^2 P` with the centring
 projector :math:`P = I - \mathbf 1\mathbf 1^\top/K`. Rows with :math:`WW^\top = \sigma^2 I`
 (an orthonormal frame, scaled) have :math:`P = I`. For such a *tight frame* the coordinates
@@ -16,7 +16,8 @@ Pg`: a subtraction of the mean, :math:`O(K)` per sample. Every formula of the fe
 holds unchanged with :math:`A = \sigma P` (kept as a K x K matrix only for the gathers of
 class rows), :math:`V = W^\top/\sigma` and :math:`\Sigma^2 = \sigma^2 I`, so the iterates, the
 gradients and the objective are those of the SVD frame, reached with far fewer operations
-(issue 12: K = d = 1000). :func:`tight_frame` decides from :math:`WW^\top`, to the rounding
+(the large problem of ``scripts/bench_scaling.py``: K = d = 1000). :func:`tight_frame` decides
+from :math:`WW^\top`, to the rounding
 level of the dtype; a classifier that is not one keeps the SVD frame.
 """
 

@@ -5,7 +5,7 @@ Notation of :mod:`ufm.theory.reduced_equations`: :math:`g = s^2K/(K-1)`, :math:`
 
 * **Same class** (:math:`t u(e^u + K - 1) = K`): :math:`u \approx W_0(K/t)`, i.e.
   :math:`a \approx W_0(gK/\lambda_H)/g` with :math:`W_0` the principal Lambert-W branch
-  (THEORY.md section 2). Relative error :math:`O(t\,u)`.
+  (docs/theory.md section 2). Relative error :math:`O(t\,u)`.
 * **Different classes, margin**: :math:`\Delta \to \log(\lambda/(1-\lambda))` (the log-odds)
   at distance :math:`O(t S)`: the feature stays at a finite, lam-dependent distance from the
   :math:`c/c'` decision boundary.

@@ -1,7 +1,7 @@
 r"""Convex certificate: the per-sample UFM problems as CVXPY programs, and duality gaps.
 
 For a fixed classifier :math:`W\in\mathbb{R}^{K\times d}` (any matrix, not only an ETF) and an
-optional fixed bias :math:`b`, the UFM objective of THEORY.md section 1 separates into one
+optional fixed bias :math:`b`, the UFM objective of docs/theory.md section 1 separates into one
 problem per mixed sample,
 
 .. math:: P(h) = \ell(Wh + b;\, c, c', \lambda) + \frac{\lambda_H}{2}\|h\|^2 ,

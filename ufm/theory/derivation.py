@@ -1,6 +1,6 @@
 r"""Symbolic derivation (SymPy) of the mixup-UFM optimum with a simplex-ETF classifier.
 
-Each function derives one step of THEORY.md sections 2-3 and returns SymPy objects; the
+Each function derives one step of docs/theory.md sections 2-3 and returns SymPy objects; the
 ``check_*`` functions return ``True`` when SymPy proves the claimed identity (the
 difference simplifies to zero). ``notebooks/01_derivation.ipynb`` walks through them and
 compares each result with :mod:`ufm.theory` numerically.
@@ -34,7 +34,7 @@ Steps
    :math:`q = 1/D` each equation involves one unknown, and their sum gives :math:`t(u+v) = Kq`.
 8. :func:`same_class_leading_order`, :func:`margin_limit` -- asymptotics as
    :math:`\lambda_H\to 0`.
-9. Mixtures of :math:`m` classes (THEORY.md section 3; Chaudhry et al. 2022 study mixup of more
+9. Mixtures of :math:`m` classes (docs/theory.md section 9; Chaudhry et al. 2022 study mixup of more
    than two points): the steps of :mod:`ufm.theory.mixture_derivation`, re-exported here, and
    :func:`check_mixture_is_pair` (for :math:`m = 2` they are the residuals above).
 """
@@ -163,7 +163,7 @@ def reduced_objective():
 
 
 def residuals():
-    r"""THEORY.md's reduced equations as residuals :math:`(R_a, R_b)`, zero at the optimum."""
+    r"""The reduced equations (docs/theory.md section 2) as residuals :math:`(R_a, R_b)`, zero there."""
     S = symbols()
     D = sp.exp(S.g * S.a) + sp.exp(S.g * S.b) + S.K - 2
     R_a = S.lam_H * S.a - S.lam + (sp.exp(S.g * S.a) - 1) / D

@@ -1,4 +1,4 @@
-r"""Symbolic derivation (SymPy) of the optimum for mixtures of m classes (THEORY.md section 3).
+r"""Symbolic derivation (SymPy) of the optimum for mixtures of m classes (docs/theory.md section 9).
 
 A sample mixing :math:`m` distinct classes (here the first :math:`m` of :math:`K`) with weights
 :math:`y_1..y_m` on the simplex has the soft target :math:`y = \sum_k y_k e_{c_k}`. For a fixed
@@ -15,7 +15,8 @@ Steps
 1. :func:`check_mixture_logits`: under :math:`h = \sum_k a_k w_{c_k}` the logits are
    :math:`z_k = g(a_k - A/K)`, :math:`A = \sum_k a_k`, and :math:`-gA/K` for every other class.
 2. :func:`check_mixture_full_gradient`: at such :math:`h` the gradient of the full problem is
-   :math:`W^\top(p - y) + \lambda_H h = \sum_k R_k w_{c_k}` with THEORY.md's residuals
+   :math:`W^\top(p - y) + \lambda_H h = \sum_k R_k w_{c_k}` with the residuals
+   (docs/theory.md section 9)
    :math:`R_k = \lambda_H a_k - (1-\varepsilon)y_k + (e^{ga_k}-1)/D`,
    :math:`D = \sum_j e^{ga_j} + K - m`
    (:func:`mixture_residuals`): :math:`R = 0` gives the unique minimiser, and for :math:`m < K`
@@ -87,9 +88,10 @@ def check_mixture_logits(K: int = 5, m: int = 3) -> bool:
 
 
 def mixture_residuals(m: int, smoothing: bool = False):
-    r"""THEORY.md's residuals :math:`R_k = \lambda_H a_k - (1-\varepsilon)y_k + (e^{ga_k}-1)/D`.
+    r"""Residuals :math:`R_k = \lambda_H a_k - (1-\varepsilon)y_k + (e^{ga_k}-1)/D`.
 
-    :math:`D = \sum_j e^{ga_j} + K - m`; :math:`\varepsilon = 0` unless ``smoothing``.
+    :math:`D = \sum_j e^{ga_j} + K - m`; :math:`\varepsilon = 0` unless ``smoothing``
+    (docs/theory.md section 9).
     """
     S = scalar_symbols()
     a, y = mixture_symbols(m)

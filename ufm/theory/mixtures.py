@@ -4,7 +4,8 @@ A mixed sample of :math:`m` distinct classes :math:`c_1,\dots,c_m` with weights
 :math:`y_1,\dots,y_m` (:math:`y_k \ge 0`, :math:`\sum_k y_k = 1`; Dirichlet or multi-point
 mixup) has the soft target :math:`y = \sum_k y_k e_{c_k}`. With a simplex ETF of row norm
 :math:`s` (gain :math:`g = s^2K/(K-1)`, :math:`\sum_k w_k = 0`) and no bias, the per-sample
-problem :math:`\min_h \ell(Wh; y) + \frac{\lambda_H}{2}\|h\|^2` (THEORY.md section 1) has a
+problem :math:`\min_h \ell(Wh; y) + \frac{\lambda_H}{2}\|h\|^2` (docs/theory.md section 1;
+this module is its section 9) has a
 unique solution, and:
 
 * **cross-entropy**: stationarity :math:`\lambda_H h = W^\top(y - \operatorname{softmax}(Wh))`

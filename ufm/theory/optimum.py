@@ -1,6 +1,6 @@
 r"""Exact optimal features of the mixup UFM with a fixed simplex-ETF classifier, no bias.
 
-With :math:`W` fixed, the UFM objective (THEORY.md section 1)
+With :math:`W` fixed, the UFM objective (docs/theory.md section 1)
 
 .. math:: \frac1n\sum_s \ell(W h_s; c_s, c'_s, \lambda_s) + \frac{\lambda_H}{2}\frac1n\sum_s\|h_s\|^2
           + \frac{\lambda_W}{2}\|W\|_F^2

@@ -228,7 +228,7 @@ def solve_reduced_mixture(
     .. math:: t x_k + q\,(e^{x_k} - 1) = \alpha_k \ (k = 1..m), \qquad
               H(\ell) = \log\bigl(y_o + tS/K\bigr) - \ell = 0,\quad S = \textstyle\sum_k x_k,
 
-    equivalent to THEORY.md's :math:`\lambda_H a_k = y_k - (e^{ga_k}-1)/D`,
+    equivalent to docs/theory.md's :math:`\lambda_H a_k = y_k - (e^{ga_k}-1)/D`,
     :math:`D = \sum_j e^{ga_j} + K - m` (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171,
     for :math:`m = 2`). :math:`H` is strictly decreasing (:math:`H' \le -1`), with its root
     inside :math:`[\ell_{lo}, -\log K]` (:math:`D \ge K`; see

@@ -99,7 +99,7 @@ MAX_TABLE_ROWS = 1_000_000
 
 @dataclass
 class TheoryConfig:
-    """Parameters of the exact theory table (THEORY.md sections 1-3).
+    """Parameters of the exact theory table (docs/theory.md sections 1-3).
 
     ``lams`` gives the grid explicitly; otherwise ``num_lams`` equally spaced values in
     [0, 1] are used. The table does not depend on ``d``, which only has to admit a simplex ETF
