@@ -21,3 +21,24 @@ def one_torch_thread():
 
 # The mixture measurement of mixup_points >= 3 runs with few sample triples per class triple.
 FAST_MIXTURES = {**FAST_MEASUREMENT, "mixture_samples": 4}
+
+
+def crash_in_epoch(config, folder, monkeypatch, epoch: int) -> None:
+    """Run ``ufm.nets.run_training`` of ``config`` into ``folder`` with a crash at the start
+    of training epoch ``epoch`` (1-based), as an interrupted run leaves its folder; the
+    training loop is restored afterwards."""
+    from ufm.nets import run as run_module
+    from ufm.nets import run_training
+
+    original, calls = run_module.train_epoch, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise RuntimeError("simulated crash")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_epoch", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(config, folder, progress=False)
+    monkeypatch.setattr(run_module, "train_epoch", original)

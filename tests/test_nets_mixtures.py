@@ -14,7 +14,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from nets_support import FAST_MEASUREMENT, FAST_MIXTURES, one_torch_thread  # noqa: F401
+from nets_support import (  # noqa: F401  (one_torch_thread: autouse fixture)
+    FAST_MEASUREMENT,
+    FAST_MIXTURES,
+    crash_in_epoch,
+    one_torch_thread,
+)
 
 from ufm.nets.probe import NetworkProbe
 from ufm import cli, mixture_coefficients, mixture_features, mixture_target
@@ -238,19 +243,7 @@ def test_pair_runs_write_no_mixture_files_or_keys(tmp_path):
 
 def test_runs_started_before_the_new_fields_resume(tmp_path, monkeypatch):
     config = TrainConfig(epochs=2, checkpoint_every=1, **FAST_MEASUREMENT)
-    original = run_module.train_epoch
-    calls = []
-
-    def crash_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("simulated crash")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "train_epoch", crash_in_epoch_two)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_training(config, tmp_path / "old", progress=False)
-    monkeypatch.setattr(run_module, "train_epoch", original)
+    crash_in_epoch(config, tmp_path / "old", monkeypatch, 2)
     saved = read_json(tmp_path / "old" / "config.json")
     for name in ("mixup_points", "mixture_grid", "mixture_triples", "mixture_samples"):
         del saved["config"][name]
@@ -409,19 +402,7 @@ def test_digits_run_with_three_points_trains_measures_and_resumes_bit_identicall
     assert arrays["theory_plane_coordinates"].shape == (28, 2)
     assert np.array_equal(arrays["classes"], straight["triple"])
 
-    original = run_module.train_epoch
-    calls = []
-
-    def crash_in_epoch_five(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise RuntimeError("simulated crash")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "train_epoch", crash_in_epoch_five)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_training(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(run_module, "train_epoch", original)
+    crash_in_epoch(config, tmp_path / "resumed", monkeypatch, 5)
     resumed = run_training(config, tmp_path / "resumed", resume=True, progress=False)
     straight.pop("seconds"), resumed.pop("seconds")
     assert resumed == straight

@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from nets_support import FAST_MEASUREMENT, one_torch_thread  # noqa: F401  (autouse fixture)
+from nets_support import FAST_MEASUREMENT, crash_in_epoch, one_torch_thread  # noqa: F401
 
 from ufm import cli
 from ufm.losses import get_loss
@@ -345,24 +345,11 @@ def test_training_epoch_augments_before_mixing_and_only_when_asked(tiny_cifar, m
 
 def test_augmented_run_is_reproducible_and_resumes_exactly(tiny_cifar, tmp_path, monkeypatch):
     """The crops and flips come from the run's generator, which the checkpoint stores."""
-    from ufm.nets import run as run_module
-
     config = TrainConfig(dataset="cifar10", data_dir=tiny_cifar, model="vit", width=8, depth=1,
                          augment=True, epochs=2, checkpoint_every=1, batch_size=16,
                          lam_grid=3, **FAST_MEASUREMENT)  # fmt: skip
     straight = run_training(config, tmp_path / "straight", progress=False)
-    original, calls = run_module.train_epoch, []
-
-    def crash_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("simulated crash")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "train_epoch", crash_in_epoch_two)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_training(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(run_module, "train_epoch", original)
+    crash_in_epoch(config, tmp_path / "resumed", monkeypatch, 2)
     resumed = run_training(config, tmp_path / "resumed", resume=True, progress=False)
     straight.pop("seconds"), resumed.pop("seconds")
     assert resumed == straight

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from nets_support import FAST_MEASUREMENT, one_torch_thread  # noqa: F401  (autouse fixture)
+from nets_support import FAST_MEASUREMENT, crash_in_epoch, one_torch_thread  # noqa: F401
 
 from ufm import cli
 from ufm.etf import simplex_etf
@@ -92,19 +92,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch)
     config = TrainConfig(epochs=4, checkpoint_every=2, **FAST_MEASUREMENT)
     straight = run_training(config, tmp_path / "straight", progress=False)
 
-    original = run_module.train_epoch
-    calls = []
-
-    def crash_in_epoch_three(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "train_epoch", crash_in_epoch_three)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_training(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(run_module, "train_epoch", original)
+    crash_in_epoch(config, tmp_path / "resumed", monkeypatch, 3)
     assert not (tmp_path / "resumed" / "summary.json").exists()
     with pytest.raises(ValueError, match="unfinished run; pass --resume"):
         run_training(config, tmp_path / "resumed", progress=False)
