@@ -4,10 +4,10 @@ A researcher who trained a network elsewhere (a WideResNet on a GPU, say) has it
 features of mixed training samples, their classes and mixing weights, and the classifier.
 This module defines the file that holds them (an ``.npz``, schema version
 :data:`SCHEMA_VERSION`), reads and checks it before any work, and puts the samples on a lam
-grid: :func:`ufm.compare_features` and ``ufm compare`` take such a file, and every
-measurement of a network (``ufm train``, :func:`ufm.measure_network`) writes one
-(``mixed_features.npz``), so any run can be analysed again by ``ufm compare`` or by anyone's
-own script.
+grid: :func:`ufm.compare_features` and ``ufm compare`` take such a file, and a measurement
+of a network writes one (``mixed_features.npz``: every :func:`ufm.measure_network` folder, the
+final measurement of every ``ufm train`` run), so any run can be analysed again by ``ufm
+compare`` or by anyone's own script.
 
 **Schema, version 1.** N mixed samples, d features, K classes:
 
