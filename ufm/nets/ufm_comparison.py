@@ -303,26 +303,25 @@ def sample_agreement(
             margin_fit_rms=float(np.sqrt(((margins - theory_margin[lam_d]) ** 2).mean())),
         )
 
-    margin_square = _group_mean(margins**2, lam_d, count)
-    rows_out = []
-    for l, lam in enumerate(lams):
-        rows_out.append(
-            {
-                "lam": float(lam),
-                "same_class_cosine": float(_group_mean(cosine_same, same_lam, same_count)[l]),
-                "same_class_norm": float(_group_mean(norms_same, same_lam, same_count)[l]),
-                "margin_mean": float(margin_mean[l]),
-                "margin_std": float(np.sqrt(max(margin_square[l] - margin_mean[l] ** 2, 0.0)))
-                if count[l] else math.nan,
-                "margin_raw_mean": float(_group_mean(raw_margins, lam_d, count)[l]),
-                "margin_theory": float(theory_margin[l]),
-                "boundary_distance": float(_group_mean(distances, lam_d, count)[l]),
-                "confidence_mean": float(_group_mean(confidence, lam_d, count)[l]),
-                "p_c_mean": float(_group_mean(p_c, lam_d, count)[l]),
-                "p_c_prime_mean": float(_group_mean(p_c_prime, lam_d, count)[l]),
-                "theory_p_c": float(theory_p_c[l]),
-                "theory_confidence": float(theory_confidence[l]),
-                "samples": int(count[l]),
-            }
-        )
+    # Per-lam means, each computed once (same-class ones over the same-class samples).
+    columns = {
+        "same_class_cosine": _group_mean(cosine_same, same_lam, same_count),
+        "same_class_norm": _group_mean(norms_same, same_lam, same_count),
+        "margin_mean": margin_mean,
+        "margin_std": np.sqrt(np.maximum(_group_mean(margins**2, lam_d, count) - margin_mean**2,
+                                         0.0)),  # fmt: skip
+        "margin_raw_mean": _group_mean(raw_margins, lam_d, count),
+        "margin_theory": theory_margin,
+        "boundary_distance": _group_mean(distances, lam_d, count),
+        "confidence_mean": _group_mean(confidence, lam_d, count),
+        "p_c_mean": _group_mean(p_c, lam_d, count),
+        "p_c_prime_mean": _group_mean(p_c_prime, lam_d, count),
+        "theory_p_c": theory_p_c,
+        "theory_confidence": theory_confidence,
+    }
+    rows_out = [
+        {"lam": float(lam), **{name: float(values[l]) for name, values in columns.items()},
+         "samples": int(count[l])}
+        for l, lam in enumerate(lams)
+    ]  # fmt: skip
     return Agreement(scalars, rows_out)
