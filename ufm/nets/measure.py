@@ -56,7 +56,7 @@ from .pairs import (
     mixed_activations,
     triple_projections,
 )
-from .probe import NetworkProbe, as_inputs, as_labels
+from .probe import NetworkProbe, as_inputs, as_labels, model_dtype
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -260,8 +260,7 @@ def _prepare(model, x_train, y_train, x_test, y_test, head, settings: MeasureSet
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")  # noqa: TRY004
     if (x_test is None) != (y_test is None):
         raise ValueError("x_test and y_test go together: give both or neither")
-    dtype = next((t.dtype for t in model.parameters() if t.is_floating_point()),
-                 torch.get_default_dtype())  # fmt: skip
+    dtype = model_dtype(model)
     x = as_inputs("x_train", x_train, dtype)
     if not settings.mix_at and not x.is_floating_point():
         raise ValueError(

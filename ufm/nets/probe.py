@@ -35,7 +35,7 @@ from torch import nn
 from .forward import batches, eval_mode
 from .models import LinearClassifier
 
-__all__ = ["HEAD_TYPES", "NetworkProbe", "as_inputs", "as_labels", "find_head"]
+__all__ = ["HEAD_TYPES", "NetworkProbe", "as_inputs", "as_labels", "find_head", "model_dtype"]
 
 HEAD_TYPES = (nn.Linear, LinearClassifier)
 """Modules that can be the classifier head: linear maps z = W h + b with ``weight`` (K, d)."""
@@ -196,7 +196,7 @@ class NetworkProbe:
     ) -> None:
         self.model = model
         self.device = _model_device(model)
-        self.dtype = _model_dtype(model)
+        self.dtype = model_dtype(model)
         example = example.to(self.device)
         self.head, self.head_name = find_head(model, example, head)
         self.mix_at = mix_at
@@ -375,7 +375,9 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter or buffer (the default dtype if
+    none): the dtype floating inputs are given."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
             return tensor.dtype
