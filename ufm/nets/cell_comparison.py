@@ -59,11 +59,16 @@ rule a fit at a huge lam_H would "win" on noise."""
 
 @dataclass
 class CellComparison:
-    """Scalars, per-lam rows and arrays of :func:`compare_cells`."""
+    """Scalars, per-lam rows and arrays of :func:`compare_cells`; ``exact_optimum``, kept in
+    memory only, is the exact optimum for the classifier's own W
+    (:func:`ufm.nets.own_classifier.own_classifier_optimum`) with the ``lams`` and ``lam_H`` it
+    was solved at, so that other consumers (the three-class figure's theory) need not solve it
+    again; None when it was not solved."""
 
     scalars: dict[str, object] = field(default_factory=dict)
     rows: list[dict[str, float]] = field(default_factory=list)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    exact_optimum: dict | None = None
 
 
 def signal_summary(means: np.ndarray, scatter: np.ndarray, counts: np.ndarray, rank: int):
@@ -172,7 +177,7 @@ def compare_cell_statistics(
     # the exact optimum for this W at each bin's mean lam (1/2 in the middle bin, where the
     # amplification is read).
     theory_lams = cells.lam if cells.theory_lams is None else cells.theory_lams
-    mean_lams = theory_lams if theory_lams.ndim == 1 else theory_lams.mean(axis=1)
+    mean_lams = np.array(theory_lams if theory_lams.ndim == 1 else theory_lams.mean(axis=1))
     mean_lams[half] = 0.5
     lam_H = fit_curve_lam_H(curves, K, gain, theory_lams)
     if math.isfinite(lam_H):
@@ -247,4 +252,5 @@ def compare_cell_statistics(
                 "exact_W_b_norm": float(exact["b_norm"][l]),
             }
         )  # fmt: skip
-    return CellComparison(scalars, rows, cells.arrays())
+    solved = None if exact["features"] is None else {**exact, "lams": mean_lams, "lam_H": lam_H}
+    return CellComparison(scalars, rows, cells.arrays(), solved)

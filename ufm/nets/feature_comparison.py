@@ -158,7 +158,7 @@ def compare_mixed(
     }
     if source:
         arrays["theory_triple"] = own_classifier_triple(
-            W, bias, centre, triple, lam_H, groups.lams
+            W, bias, centre, triple, lam_H, groups.lams, solved=comparison.exact_optimum
         )
     return Measurement(scalars, tables, arrays, settings=config_to_dict(settings))
 

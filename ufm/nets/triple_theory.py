@@ -31,10 +31,17 @@ def own_classifier_triple(
     triple,
     lam_H: float,
     lams: np.ndarray,
+    solved: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """The exact optimum of the module docstring for the classifier ``weight`` (K, d),
     ``bias`` (K,) or None and the centre ``global_mean`` (d,), on the cells c <= c' of
     ``triple`` (in its order) at ``lams``.
+
+    ``solved``: the optimum for every class pair already found for this very classifier and
+    offset (:attr:`ufm.nets.cell_comparison.CellComparison.exact_optimum`: ``features``
+    (K, K, G, d) at its ``lams`` (G,), its ``lam_H`` and ``grad_norm``); taken as it is when
+    it was solved at ``lam_H`` and holds every lam of ``lams``, else the optimum is solved
+    here.
 
     Returns ``features`` (n, d) (centred: the logits are :math:`Wh + o`), ``c``, ``c_prime``,
     ``lam`` (n,), ``triple`` (3,), ``lam_H`` and the solve's ``grad_norm``.
@@ -45,16 +52,22 @@ def own_classifier_triple(
     lams = np.asarray(lams, dtype=np.float64)
     if lams.ndim != 1 or not len(lams) or ((lams < 0) | (lams > 1)).any():
         raise ValueError(f"lams must be values in [0, 1], got {lams.tolist()[:8]}")
-    span = row_space(W)  # (d, r): the optimum h = span x, logits W h = (W span) x
-    grid = np.union1d(lams, [0.5])  # own_classifier_optimum reads its amplification at 1/2
-    offset = logit_offset(W, None if bias is None else np.asarray(bias, np.float64),
-                          np.asarray(global_mean, np.float64))  # fmt: skip
-    solved = own_classifier_optimum(W @ span, grid, lam_H, offset=offset)
-    where = np.searchsorted(grid, lams)
+    reusable = (solved is not None and solved["lam_H"] == lam_H
+                and np.isin(lams, solved["lams"]).all())  # fmt: skip
+    if reusable:
+        grid, optimum, back = np.asarray(solved["lams"]), solved, None
+    else:
+        back = row_space(W)  # (d, r): the optimum h = back x, logits W h = (W back) x
+        grid = np.union1d(lams, [0.5])  # own_classifier_optimum reads its amplification at 1/2
+        offset = logit_offset(W, None if bias is None else np.asarray(bias, np.float64),
+                              np.asarray(global_mean, np.float64))  # fmt: skip
+        optimum = own_classifier_optimum(W @ back, grid, lam_H, offset=offset)
+    where = np.array([np.flatnonzero(grid == value)[0] for value in lams])
     c, c_prime, lam, features = [], [], [], []
     for k, first in enumerate(triple):
         for second in triple[k:]:
-            features.append(solved["features"][first, second, where] @ span.T)
+            cell = optimum["features"][first, second, where]
+            features.append(cell if back is None else cell @ back.T)
             c += [first] * len(lams)
             c_prime += [second] * len(lams)
             lam.append(lams)
@@ -65,5 +78,5 @@ def own_classifier_triple(
         "lam": np.concatenate(lam),
         "triple": np.asarray(triple),
         "lam_H": np.asarray(lam_H),
-        "grad_norm": np.asarray(solved["grad_norm"]),
+        "grad_norm": np.asarray(optimum["grad_norm"]),
     }
