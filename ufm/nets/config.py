@@ -18,6 +18,8 @@ from .augment import check_augmentable
 from .models import MODELS, resolved_depth
 
 CLASSIFIERS = ("learned", "fixed_etf")
+MEASURE_DEFAULTS = MeasureSettings()
+"""The measurement settings' defaults, which TrainConfig's measurement fields take."""
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 LAM_PER = ("batch", "sample")
@@ -195,18 +197,19 @@ class TrainConfig:
     threads: int = 1
     measure_every: int = 0
     checkpoint_every: int = 0
-    lam_grid: int = 11
-    triple: tuple[int, ...] = ()
-    pairs_per_class_pair: int = 20
-    pairs_all_classes: int = 40
-    max_class_pairs: int = 55
-    exact_classifier: bool = True
-    linearity_pairs: int = 200
-    n_bins: int = 15
-    measure_batch_size: int = 2048
-    mixture_grid: int = 7
-    mixture_triples: int = 4
-    mixture_samples: int = 20
+    # The measurement's fields, with the defaults of the one place they live (MeasureSettings).
+    lam_grid: int = MEASURE_DEFAULTS.lam_grid
+    triple: tuple[int, ...] = MEASURE_DEFAULTS.triple
+    pairs_per_class_pair: int = MEASURE_DEFAULTS.pairs_per_class_pair
+    pairs_all_classes: int = MEASURE_DEFAULTS.pairs_all_classes
+    max_class_pairs: int = MEASURE_DEFAULTS.max_class_pairs
+    exact_classifier: bool = MEASURE_DEFAULTS.exact_classifier
+    linearity_pairs: int = MEASURE_DEFAULTS.linearity_pairs
+    n_bins: int = MEASURE_DEFAULTS.n_bins
+    measure_batch_size: int = MEASURE_DEFAULTS.batch_size
+    mixture_grid: int = MEASURE_DEFAULTS.mixture_grid
+    mixture_triples: int = MEASURE_DEFAULTS.mixture_triples
+    mixture_samples: int = MEASURE_DEFAULTS.mixture_samples
     features_every_measurement: bool = False
 
     def __post_init__(self) -> None:
