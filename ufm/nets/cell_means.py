@@ -206,8 +206,8 @@ def cell_statistics(
     counts = np.bincount(cell, minlength=len(cell_c))
     same_cell = cell_c == cell_cp
 
-    per_pair = np.einsum("pkr,plr->plk", _cell_pinv(rows, cell_c, cell_cp)[cell], H)  # (P, L, 2)
-    per_pair[same_cell[cell], :, 1] = np.nan
+    # (P, L, 2); b is NaN for same-class cells, whose pseudo-inverse has a NaN second row
+    per_pair = np.einsum("pkr,plr->plk", _cell_pinv(rows, cell_c, cell_cp)[cell], H)
     coefficients, coefficient_se, _ = _mean_and_se(per_pair, cell, counts)
     _, pair_sum_se, _ = _mean_and_se(per_pair.sum(-1), cell, counts)
     # How each pair moves with lam about its own lam average; the cell mean of that movement
@@ -283,7 +283,6 @@ def binned_cell_statistics(
     same_cell = cell_c == cell_cp
 
     per_sample = np.einsum("nkr,nr->nk", _cell_pinv(rows, cell_c, cell_cp)[cell], H)  # (N, 2)
-    per_sample[same_cell[cell], 1] = np.nan
     coefficients, coefficient_se, _ = _mean_and_se(per_sample, group, counts)
     _, pair_sum_se, _ = _mean_and_se(per_sample.sum(-1), group, counts)
     means, mean_se, squares = _mean_and_se(H, group, counts)

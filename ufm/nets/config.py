@@ -12,7 +12,7 @@ from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES
 from ..imbalance import check_imbalance
 from ..losses import LOSSES, get_loss
-from .measure_settings import MeasureSettings
+from .measure_settings import MeasureSettings, odd_lam_grid
 from .data import DATASETS, DIRECTORY_DATASETS
 from .augment import check_augmentable
 from .models import MODELS, resolved_depth
@@ -292,9 +292,7 @@ class TrainConfig:
 
     def lams(self) -> np.ndarray:
         """The lam grid of the measurements: ``lam_grid`` equally spaced points in [0, 1]."""
-        grid = np.linspace(0.0, 1.0, self.lam_grid)
-        grid[self.lam_grid // 2] = 0.5  # linspace misses 1/2 by an ulp for some sizes (99, ...)
-        return grid
+        return odd_lam_grid(self.lam_grid)
 
     def measure_settings(self, num_blocks: int = 0) -> MeasureSettings:
         """The measurement settings of this run (:class:`ufm.nets.MeasureSettings`): its

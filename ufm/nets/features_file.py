@@ -70,6 +70,7 @@ import numpy as np
 
 from .._checks import check_int, preview
 from ..io import write_npz
+from .measure_settings import odd_lam_grid
 
 __all__ = [
     "MAX_GRID_POINTS",
@@ -397,8 +398,7 @@ def group_lams(mixed: MixedFeatures, lam_bins: int = 11) -> LamGroups:
         if mixed.pair is not None:
             paired = _paired_order(mixed.pair, lam_index, c, c_prime, len(grid))
         return LamGroups(c, c_prime, lam, grid, lam_index, False, paired, grid[:, None])
-    centres = np.linspace(0.0, 1.0, lam_bins)
-    centres[lam_bins // 2] = 0.5
+    centres = odd_lam_grid(lam_bins)
     lam_index = np.rint(lam * (lam_bins - 1)).astype(np.int64)
     return LamGroups(c, c_prime, lam, centres, lam_index, True, None,
                      _bin_points(lam, lam_index, c != c_prime, centres))  # fmt: skip

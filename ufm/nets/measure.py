@@ -44,7 +44,7 @@ from .data import Dataset
 from .feature_comparison import calibration_scalars, collapse_scalars, compare_mixed
 from .forward import batches, eval_mode
 from .linearity import layer_linearity
-from .measure_settings import MeasureSettings, measurement_cost
+from .measure_settings import MeasureSettings, measurement_cost, odd_lam_grid
 from .measurement import Measurement
 from .mixtures import add_mixture_measurement
 from .models import MixupNet
@@ -172,8 +172,7 @@ def measure_network(
     settings = dataclasses.replace(settings or MeasureSettings(), **overrides)
     probe, x, y, test = _prepare(model, x_train, y_train, x_test, y_test, head, settings)
     K = probe.num_classes
-    lams = np.linspace(0.0, 1.0, settings.lam_grid)
-    lams[settings.lam_grid // 2] = 0.5  # linspace misses 1/2 by an ulp for some sizes (99, ...)
+    lams = odd_lam_grid(settings.lam_grid)
     rng = np.random.default_rng([settings.seed, PAIR_SEED])
     labels = y.numpy()
     weight, bias = probe.weight, probe.bias

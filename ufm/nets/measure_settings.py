@@ -26,10 +26,20 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .._checks import check_int
 from ..losses import get_loss
 
-__all__ = ["MeasureSettings", "measurement_cost"]
+__all__ = ["MeasureSettings", "measurement_cost", "odd_lam_grid"]
+
+
+def odd_lam_grid(points: int) -> np.ndarray:
+    """``points`` (odd) equally spaced lams in [0, 1], the middle one exactly 1/2 (linspace
+    misses 1/2 by an ulp for some sizes, 99 among them)."""
+    grid = np.linspace(0.0, 1.0, points)
+    grid[points // 2] = 0.5
+    return grid
 
 
 @dataclass

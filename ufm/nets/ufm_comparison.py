@@ -304,12 +304,12 @@ def sample_agreement(
         )
 
     # Per-lam means, each computed once (same-class ones over the same-class samples).
+    margin_square = _group_mean(margins**2, lam_d, count)
     columns = {
         "same_class_cosine": _group_mean(cosine_same, same_lam, same_count),
         "same_class_norm": _group_mean(norms_same, same_lam, same_count),
         "margin_mean": margin_mean,
-        "margin_std": np.sqrt(np.maximum(_group_mean(margins**2, lam_d, count) - margin_mean**2,
-                                         0.0)),  # fmt: skip
+        "margin_std": np.sqrt(np.maximum(margin_square - margin_mean**2, 0.0)),
         "margin_raw_mean": _group_mean(raw_margins, lam_d, count),
         "margin_theory": theory_margin,
         "boundary_distance": _group_mean(distances, lam_d, count),
