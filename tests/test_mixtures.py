@@ -370,7 +370,7 @@ def test_other_refusals_and_the_stated_sum_tolerance():
         lambda: certify_targets(W, [[0.5, 0.5]], 1e-2), "targets must have shape (..., K) with K=5"
     )
     _refuse(
-        lambda: certify_targets(W, [[1.0, 0, 0, 0, 0]], 1e-2, loss="focal"), "no soft-target convex"
+        lambda: certify_targets(W, [[1.0, 0, 0, 0, 0]], 1e-2, loss="focal"), "so it has no convex certificate"
     )
     # within the stated tolerance the weights are accepted and divided by their sum
     h = mixture_features(W, [0, 1], [0.3, 0.7 + 5e-10], 1e-2)

@@ -258,7 +258,6 @@ def test_loss_registry_instance_is_used():
 
 @pytest.mark.parametrize("loss", ["ce", "label_smoothing", "mse", "focal"])
 def test_feature_gradient_and_newton_model_match_finite_differences(loss):
-    from ufm.solver.fused_loss import loss_terms
 
     config = UFMConfig(K=5, d=7, classifier="fixed", num_lams=4, loss=loss, bias=True)
     problem = build_problem(config)
@@ -270,7 +269,7 @@ def test_feature_gradient_and_newton_model_match_finite_differences(loss):
     X = solver.X.clone()
     idx = torch.arange(problem.n)
     z = X @ solver.A.T + b
-    _, _, g_z = loss_terms(problem.loss, z, problem.c, problem.c_prime, problem.lam)
+    _, _, g_z = problem.loss.pair_terms(z, problem.c, problem.c_prime, problem.lam)
     gradient = g_z @ solver.A + config.lam_H * X  # per-sample gradient in x-coordinates
     direction = torch.randn(X.shape, generator=g, dtype=torch.float64)
     step = 1e-6
@@ -288,7 +287,7 @@ def test_feature_gradient_and_newton_model_match_finite_differences(loss):
 
     def grad_at(t):
         x = X + t * direction
-        _, _, gz = loss_terms(problem.loss, x @ solver.A.T + b, problem.c, problem.c_prime, problem.lam)
+        _, _, gz = problem.loss.pair_terms(x @ solver.A.T + b, problem.c, problem.c_prime, problem.lam)
         return gz @ solver.A + config.lam_H * x
 
     fd_hv = (grad_at(step) - grad_at(-step)) / (2 * step)

@@ -18,7 +18,6 @@ import torch
 import ufm
 from ufm.solver import anchor_start
 from ufm.solver.feature_newton import FeatureSolver
-from ufm.solver.fused_loss import loss_terms
 from ufm.solver.problem import build_problem
 from ufm.solver.state import RunState
 from ufm.solver.newton import newton_method
@@ -35,7 +34,7 @@ def _objective(result) -> float:
     config = result.config
     problem = build_problem(config)
     z = result.H @ result.W.T + (0 if result.b is None else result.b)
-    values, _, _ = loss_terms(problem.loss, z, problem.c, problem.c_prime,
+    values, _, _ = problem.loss.pair_terms(z, problem.c, problem.c_prime,
                                                      problem.lam, need_grad=False)
     F = values.mean() + 0.5 * config.lam_H * (result.H * result.H).sum(-1).mean()
     F = F + 0.5 * config.lam_W * (result.W * result.W).sum()
@@ -130,7 +129,7 @@ def _autograd_anchor(W, b, loss, k, lam_H):
 
     def phi(h):
         z = (W @ h + (0 if b is None else b))[None]
-        value, _, _ = loss_terms(loss, z, c, c, lam, need_grad=False)
+        value, _, _ = loss.pair_terms(z, c, c, lam, need_grad=False)
         return value.sum() + 0.5 * lam_H * h.dot(h)
 
     for _ in range(60):

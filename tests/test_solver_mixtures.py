@@ -18,7 +18,6 @@ from ufm.cli import main
 from ufm.etf import etf_distance, simplex_etf
 from ufm.losses import Focal, get_loss
 from ufm.solver import UFMConfig, build_problem, load_result, solve
-from ufm.solver.mixture_loss import mixture_loss_hvp, mixture_loss_terms
 from ufm.solver.mixture_newton import MixtureFeatureSolver
 from ufm.theory import mixture_features, mixture_target
 
@@ -189,7 +188,7 @@ def test_loss_terms_match_their_definition(name, params):
     z = 3 * torch.randn(40, 6, generator=g, dtype=torch.float64)
     classes = torch.rand(40, 6, generator=g).argsort(1)[:, :3]
     weights = torch.distributions.Dirichlet(torch.ones(3, dtype=torch.float64)).sample((40,))
-    value, p, grad = mixture_loss_terms(loss, z, classes, weights)
+    value, p, grad = loss.mixture_terms(z, classes, weights)
     zg = z.clone().requires_grad_(True)
     expected = _soft_loss(loss, zg, classes, weights)
     (expected_grad,) = torch.autograd.grad(expected.sum(), zg)
@@ -201,7 +200,7 @@ def test_loss_terms_match_their_definition(name, params):
         assert p is None
     # m = 2 with weights (lam, 1 - lam) is the registry's pair loss
     c, cp, lam = classes[:, 0], classes[:, 1], weights[:, 0] / weights[:, :2].sum(1)
-    pair_value, _, pair_grad = mixture_loss_terms(loss, z, classes[:, :2], torch.stack([lam, 1 - lam], 1))
+    pair_value, _, pair_grad = loss.mixture_terms(z, classes[:, :2], torch.stack([lam, 1 - lam], 1))
     assert torch.allclose(pair_value, loss(z, c, cp, lam), rtol=1e-13, atol=1e-13)
     assert torch.allclose(pair_grad, loss.grad(z, c, cp, lam), rtol=1e-12, atol=1e-14)
 
@@ -224,7 +223,7 @@ def test_feature_gradient_and_hessian_vector_product_match_finite_differences(lo
 
     def grad_at(x):
         z = x @ solver.A.T + b
-        _, _, gz = mixture_loss_terms(problem.loss, z, problem.classes, problem.weights)
+        _, _, gz = problem.loss.mixture_terms(z, problem.classes, problem.weights)
         return gz @ solver.A + config.lam_H * x
 
     direction = torch.randn(X.shape, generator=g, dtype=torch.float64)
@@ -319,9 +318,9 @@ def test_focal_hessian_vector_product_is_second_derivative():
     classes = torch.rand(10, 5, generator=g).argsort(1)[:, :3]
     weights = torch.distributions.Dirichlet(torch.ones(3, dtype=torch.float64)).sample((10,))
     step = 1e-6
-    grad = lambda t: mixture_loss_terms(loss, z + t * v, classes, weights)[2]
+    grad = lambda t: loss.mixture_terms(z + t * v, classes, weights)[2]
     fd = (grad(step) - grad(-step)) / (2 * step)
-    assert torch.allclose(mixture_loss_hvp(loss, z, classes, weights, v), fd, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(loss.mixture_hvp(z, classes, weights, v), fd, rtol=1e-6, atol=1e-9)
 
 
 # -- learned classifier ------------------------------------------------------------------------

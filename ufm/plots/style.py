@@ -17,6 +17,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from ..io import atomic_path
+from ..losses import LOSSES
 
 OKABE_ITO = {
     "orange": "#E69F00",
@@ -32,18 +33,23 @@ OKABE_ITO = {
 TRAINING_COLOURS = {False: OKABE_ITO["blue"], True: OKABE_ITO["vermillion"]}
 CLASSIFIER_STYLES = {"learned": "-", "fixed_etf": "--"}
 CLASSIFIER_MARKERS = {"learned": "o", "fixed_etf": "s"}
-LOSS_COLOURS = {
-    "ce": OKABE_ITO["blue"],
-    "label_smoothing": OKABE_ITO["green"],
-    "focal": OKABE_ITO["purple"],
-    "mse": OKABE_ITO["orange"],
-}
-LOSS_NAMES = {
-    "ce": "cross-entropy",
-    "label_smoothing": "label smoothing",
-    "focal": "focal",
-    "mse": "squared error",
-}
+
+
+def _loss_styles() -> tuple[dict[str, str], dict[str, str]]:
+    """Names and colours of the registered losses, as each declares them; a loss that names no
+    colour takes the first palette colour no other loss uses."""
+    names, colours = {}, {}
+    for name, cls in LOSSES.items():
+        names[name] = cls.label or name
+        colours[name] = cls.colour
+    free = [colour for colour in OKABE_ITO.values() if colour not in colours.values()]
+    for name, colour in colours.items():
+        if colour is None:
+            colours[name] = free.pop(0) if free else OKABE_ITO["black"]
+    return names, colours
+
+
+LOSS_NAMES, LOSS_COLOURS = _loss_styles()
 LAM_CMAP = colormaps["viridis"]
 # Same-class pairs: a second colour family (oranges), its white end cut off.
 SAME_CLASS_CMAP = ListedColormap(colormaps["Oranges"](np.linspace(0.35, 1.0, 256)), name="same")

@@ -6,8 +6,9 @@ The methods are :mod:`.newton` (the per-sample Newton feature solver :mod:`.feat
 and the classifier's L-BFGS memory :mod:`.lbfgs`) and :mod:`.gd`; the exact theory that
 runs are measured against is :mod:`.reference`, and ``checkpoint.pt`` is :mod:`.checkpoint`.
 Mixtures of ``mixup_points`` = m > 2 classes draw their samples in :mod:`.mixture_samples`,
-take their loss terms from :mod:`.mixture_loss` and their features from
-:mod:`.mixture_newton`; pairs (m = 2) keep :mod:`.fused_loss` and :mod:`.feature_newton`.
+and take their features from :mod:`.mixture_newton`; pairs (m = 2) keep
+:mod:`.feature_newton`. What the solver needs of a loss (its terms, Hessian structure and
+curvature) the loss declares (:mod:`ufm.losses.base`).
 """
 
 from .checkpoint import CHECKPOINT

@@ -35,10 +35,9 @@ from __future__ import annotations
 import torch
 
 from ..etf import truncated_svd
-from ..losses import MixupLoss, SquaredError, _SoftmaxFamily
+from ..losses import MixupLoss
 from .chunk_threads import ChunkThreads, row_blocks
 from .feature_totals import InnerStats, Totals
-from .fused_loss import loss_terms
 from .pair_preconditioner import pair_preconditioner
 from .pcg import Preconditioner, newton_direction
 
@@ -71,7 +70,7 @@ class FeatureSolver:
         # the sums g_s h_s^T of a learned W (a fixed classifier's method turns them off)
         self.grad_W_needed = True
         self.loss = loss
-        self._softmax = isinstance(loss, _SoftmaxFamily)
+        self._softmax = loss.hessian == "softmax"
         self.lam_H = float(lam_H)
         self.chunk_size = int(chunk_size)
         self.n = n
@@ -157,14 +156,14 @@ class FeatureSolver:
         return row_blocks(self.n, self.chunk_size)
 
     def _terms(self, z, idx, need_grad=True):
-        return loss_terms(self.loss, z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)
+        return self.loss.pair_terms(z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)
 
     def _hessian_vector(self, z, p, v, idx, Av=None):
         """The Hessian product per sample; ``Av`` the logits of ``v`` if known."""
         Av = self._to_logits(v) if Av is None else Av
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
-        elif isinstance(self.loss, SquaredError):
+        elif self.loss.hessian == "identity":
             Hv = Av
         else:
             Hv = self.loss.hvp(z, self.c[idx], self.c_prime[idx], self.lam[idx], Av)

@@ -7,11 +7,12 @@ on the curvature of that block. Each feature is stepped with its own per-sample 
 :math:`n\,\partial L/\partial h_s = W^\top\nabla\ell_s + \lambda_H h_s` (i.e. scaled by
 :math:`n`), with :math:`L_H = \kappa\|W\|_2^2 + \lambda_H`; the classifier with
 :math:`L_W = \kappa\,\frac1n\sum_s\|h_s\|^2 + \lambda_W` and :math:`L_b = \kappa + \lambda_b`,
-where :math:`\kappa` is the curvature taken for the loss in the logits (1 for the squared
-error, 1/2 for the others), and ``lr`` defaults to 1. Under class imbalance (sample weights
+where :math:`\kappa` is the loss's declared bound on its curvature in the logits (1 for the
+squared error, 1/2 for the softmax family, about 1.04 for focal loss at :math:`\gamma = 2`), and
+``lr`` defaults to 1. Under class imbalance (sample weights
 :math:`w_s`) a feature steps with the gradient of its own :math:`\phi_s`, the gradient above
 divided by :math:`w_s`, so every sample keeps its step size. Samples of m > 2 classes take their
-loss terms from :mod:`.mixture_loss`. A non-finite velocity stops the run
+loss terms from the loss's ``mixture_terms``. A non-finite velocity stops the run
 as ``"diverged"`` before it is applied, so the last finite state is kept.
 """
 
@@ -22,9 +23,6 @@ from typing import Any
 
 import torch
 
-from ..losses import SquaredError
-from .fused_loss import loss_terms
-from .mixture_loss import mixture_loss_terms
 from .state import RunState, measured_iterate, penalised_objective
 
 
@@ -63,7 +61,7 @@ class HeavyBall:
     def step(self, current: dict[str, Any]) -> str | None:
         state, config, buffers = self.state, self.state.config, self.buffers
         lr, beta = (config.lr or 1.0), config.momentum
-        curvature = 0.5 if not isinstance(state.problem.loss, SquaredError) else 1.0
+        curvature = state.problem.loss.curvature
         L_H = curvature * float(torch.linalg.matrix_norm(state.W, 2)) ** 2 + config.lam_H
         buffers["vH"].mul_(beta).add_(current["grad_H"], alpha=-lr / L_H)
         if state.learn_W:
@@ -98,9 +96,9 @@ class HeavyBall:
             if b is not None:
                 z = z + b
             if problem.classes is None:
-                value, _, g = loss_terms(problem.loss, z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
+                value, _, g = problem.loss.pair_terms(z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
             else:
-                value, _, g = mixture_loss_terms(problem.loss, z, problem.classes[idx], problem.weights[idx])
+                value, _, g = problem.loss.mixture_terms(z, problem.classes[idx], problem.weights[idx])
             penalty = 0.5 * config.lam_H * (h * h).sum(-1)
             # the per-sample gradient of phi_s (unweighted, as the Newton method reports it)
             torch.addmm(h, g, W, beta=config.lam_H, out=grad_H[idx])

@@ -3,7 +3,7 @@ r"""The per-sample Newton feature solver for m-class mixtures: a diagonal plus r
 :class:`MixtureFeatureSolver` is :class:`~ufm.solver.feature_newton.FeatureSolver` (damped
 Newton per sample in the row-space coordinates :math:`h = Vx`, :math:`A = U\Sigma`, with the
 same line search, chunks and statistics) for samples that mix m distinct classes
-:math:`c_1,\dots,c_m` with weights :math:`y_k` (the loss terms of :mod:`.mixture_loss`;
+:math:`c_1,\dots,c_m` with weights :math:`y_k` (the loss terms of the loss's ``mixture_terms``;
 Chaudhry et al., 2022; Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, for m = 2).
 
 For the softmax family the Hessian is
@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import MixupLoss, SquaredError, smoothing
+from ..losses import MixupLoss
 from .chunk_threads import ChunkThreads
 from .feature_newton import FeatureSolver
-from .mixture_loss import mixture_loss_hvp, mixture_loss_terms
+from .pair_preconditioner import diagonal_preconditioner
 from .pcg import Preconditioner
 
 
@@ -69,17 +69,17 @@ class MixtureFeatureSolver(FeatureSolver):
                     ChunkThreads(classes.device, parallel))
 
     def _terms(self, z, idx, need_grad=True):
-        return mixture_loss_terms(self.loss, z, self.classes[idx], self.weights[idx], need_grad)
+        return self.loss.mixture_terms(z, self.classes[idx], self.weights[idx], need_grad)
 
     def _hessian_vector(self, z, p, v, idx, Av=None):
         r""":math:`\nabla^2\phi\,v = A^\top\nabla^2\ell\,(Av) + \lambda_H v` per sample."""
         Av = self._to_logits(v) if Av is None else Av
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
-        elif isinstance(self.loss, SquaredError):
+        elif self.loss.hessian == "identity":
             Hv = Av
         else:
-            Hv = mixture_loss_hvp(self.loss, z, self.classes[idx], self.weights[idx], Av)
+            Hv = self.loss.mixture_hvp(z, self.classes[idx], self.weights[idx], Av)
         return self._from_logits(Hv) + self.lam_H * v
 
     def _preconditioner(self, p, idx, loss_frame=None) -> Preconditioner:
@@ -90,9 +90,8 @@ class MixtureFeatureSolver(FeatureSolver):
         label smoothing) replaces the product p A.
         """
         lam_H, sigma2 = self.lam_H, self.sigma2
-        if isinstance(self.loss, SquaredError):
-            diagonal = sigma2 + lam_H
-            return Preconditioner(lambda v: v / diagonal, True)
+        if self.loss.hessian_model == "identity":
+            return diagonal_preconditioner(self.loss, sigma2, lam_H)
         classes = self.classes[idx]
         p_mix = p.gather(1, classes)  # (c, m)
         # sums over the other classes, taken directly (differences of totals would cancel)
@@ -110,11 +109,11 @@ class MixtureFeatureSolver(FeatureSolver):
         if loss_frame is None or not self._softmax:
             frame_p = self._from_logits(p)
         else:
-            eps = smoothing(self.loss)
-            target = (1 - eps) * self.weights[idx]
+            declared = self.loss.softmax_target(p.shape[1])
+            target = declared.scale * self.weights[idx]
             frame_p = loss_frame + torch.bmm(target[:, None, :], rows).squeeze(1)
-            if eps:
-                frame_p = frame_p + (eps / p.shape[1]) * self.A.sum(0)
+            if declared.uniform:
+                frame_p = frame_p + (declared.uniform / p.shape[1]) * self.A.sum(0)
         columns = torch.cat([rows, frame_p[:, None, :]], dim=1)  # (c, m+1, r)
         omega = torch.cat([p_mix - p_bar[:, None], -torch.ones_like(p_bar)[:, None]], dim=1)
         scaled = columns / D[:, None, :]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import SquaredError, smoothing
 from .pcg import Preconditioner
 
 
@@ -25,6 +24,17 @@ def _inverse_3x3(S):
     ]
 
 
+def diagonal_preconditioner(loss, sigma2, lam_H) -> Preconditioner:
+    r"""The inverse of :math:`\kappa\Sigma^2 + \lambda_H I`: exact for a loss whose logit Hessian
+    is the identity (:math:`\kappa = 1`), and for a general loss that declares no softmax
+    structure, a model of its Hessian by its curvature bound :math:`\kappa`."""
+    if loss.hessian == "identity":
+        diagonal = sigma2 + lam_H
+        return Preconditioner(lambda v: v / diagonal, True)
+    diagonal = loss.curvature * sigma2 + lam_H
+    return Preconditioner(lambda v: v / diagonal, False)
+
+
 def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
     r"""M_0^{-1}, whether M_0 is the exact Hessian everywhere, and its deviation (:mod:`.pcg`).
 
@@ -36,9 +46,8 @@ def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
     p A (a quarter of a fixed classifier's matrix products).
     """
     lam_H, sigma2 = solver.lam_H, solver.sigma2
-    if isinstance(solver.loss, SquaredError):
-        diagonal = sigma2 + lam_H
-        return Preconditioner(lambda v: v / diagonal, True)
+    if solver.loss.hessian_model == "identity":
+        return diagonal_preconditioner(solver.loss, sigma2, lam_H)
     c, cp, same = solver.c[idx], solver.c_prime[idx], solver.same[idx]
     p_c = p.gather(1, c[:, None]).squeeze(1)
     p_cp = torch.where(same, torch.zeros_like(p_c), p.gather(1, cp[:, None]).squeeze(1))
@@ -57,12 +66,12 @@ def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
     if loss_frame is None or not solver._softmax:
         frame_p = solver._from_logits(p)
     else:
-        eps = smoothing(solver.loss)
+        declared = solver.loss.softmax_target(p.shape[1])
         lam = solver.lam[idx]
-        frame_p = torch.addcmul(loss_frame, ((1 - eps) * lam)[:, None], a_c)
-        frame_p.addcmul_(((1 - eps) * (1 - lam))[:, None], a_cp)
-        if eps:
-            frame_p += (eps / p.shape[1]) * solver.A.sum(0)
+        frame_p = torch.addcmul(loss_frame, (declared.scale * lam)[:, None], a_c)
+        frame_p.addcmul_((declared.scale * (1 - lam))[:, None], a_cp)
+        if declared.uniform:
+            frame_p += (declared.uniform / p.shape[1]) * solver.A.sum(0)
     columns = (a_c, a_cp, frame_p)  # a_c, a_c', A^T p: each (m, r)
     weights = (p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c))
     scaled = [u / D for u in columns]

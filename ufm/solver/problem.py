@@ -27,7 +27,7 @@ from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES, DTYPES, resolve_device, resolve_dtype
 from ..etf import simplex_etf
 from ..imbalance import PAIRINGS, check_imbalance, class_sizes, is_balanced, pair_weight
-from ..losses import LOSSES, Focal, MixupLoss, SquaredError, _SoftmaxFamily, get_loss
+from ..losses import LossNames, MixupLoss, get_loss
 from .chunk_threads import PARALLEL
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
 from .pair_samples import beta_sample, sample_pairs
@@ -90,7 +90,7 @@ class UFMConfig:
     """
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "pairs": PAIRS, "loss": tuple(sorted(LOSSES)), "classifier": CLASSIFIERS, "init": INITS,
+        "pairs": PAIRS, "loss": LossNames(), "classifier": CLASSIFIERS, "init": INITS,
         "method": METHODS, "dtype": tuple(DTYPES), "device": DEVICE_CHOICES, "parallel": PARALLEL,
         "pairing": PAIRINGS, "coordinates": COORDINATES,
     }
@@ -164,10 +164,11 @@ class UFMConfig:
         loss = self.make_loss()  # validates the name and the parameters
         if self.mixup_points > 2:
             check_mixture_fields(self)
-            if not isinstance(loss, (_SoftmaxFamily, SquaredError, Focal)):
+            if not loss.mixture_form:
                 raise ValueError(
                     f"loss {loss.name!r} has no m-class form; with mixup_points = "
-                    f"{self.mixup_points} > 2 the loss must be 'ce', 'label_smoothing', 'mse' or 'focal'"
+                    f"{self.mixup_points} > 2 the loss must be one of "
+                    f"{', '.join(repr(name) for name in mixture_losses())}"
                 )
         self.lam_H = check_float("lam_H", self.lam_H, 0.0, None, low_open=True)
         self.lam_W = check_float("lam_W", self.lam_W, 0.0, None)
@@ -204,7 +205,10 @@ class UFMConfig:
             raise ValueError(f"mixed_precision must be true or false, got {self.mixed_precision!r}")
 
     def make_loss(self) -> MixupLoss:
-        return get_loss(self.loss, **self.loss_params)
+        """The configured loss, bound to the class sizes of the problem (a loss that uses
+        the class frequencies, such as logit adjustment, takes them from there)."""
+        sizes = class_sizes(self.K, self.imbalance_ratio, self.minority_classes)
+        return get_loss(self.loss, **self.loss_params).for_classes(sizes)
 
     def lam_grid(self) -> torch.Tensor:
         if self.lams is not None:
@@ -390,3 +394,10 @@ def _checked_W(W: torch.Tensor, config: UFMConfig) -> torch.Tensor:
     if not bool(torch.isfinite(W).all()):
         raise ValueError("W_init contains non-finite entries")
     return W.clone()
+
+
+def mixture_losses() -> list[str]:
+    """The registered losses that have an m-class form."""
+    from ..losses import LOSSES
+
+    return [name for name, cls in sorted(LOSSES.items()) if cls.mixture_form]

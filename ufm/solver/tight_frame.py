@@ -27,7 +27,6 @@ import math
 
 import torch
 
-from ..losses import Focal, _SoftmaxFamily
 from .feature_newton import FeatureSolver
 from .mixture_newton import MixtureFeatureSolver
 from .pcg import Preconditioner
@@ -130,7 +129,7 @@ class TightFrame:
     def _shift_invariant(self) -> bool:
         """Whether the loss depends on the logits through the softmax only (its logit
         gradients sum to zero)."""
-        return isinstance(self.loss, (_SoftmaxFamily, Focal))
+        return self.loss.shift_invariant
 
     def _uses_loss_frame(self) -> bool:
         return self._frame is None and super()._uses_loss_frame()

@@ -52,15 +52,7 @@ from .._checks import (
     check_simplex_rows,
     check_tensor_range,
 )
-from ..losses import (
-    CrossEntropy,
-    LabelSmoothing,
-    MixupLoss,
-    SquaredError,
-    _SoftmaxFamily,
-    get_loss,
-    mixup_target,
-)
+from ..losses import LOSSES, MixupLoss, get_loss, mixup_target
 
 __all__ = [
     "Certificate",
@@ -95,23 +87,30 @@ class Certificate:
     solver: str
 
 
+def _certified_losses() -> str:
+    """The registered losses with a convex program, for error messages."""
+    names = []
+    for name, cls in sorted(LOSSES.items()):
+        if cls.convex and cls.cvxpy_value is not MixupLoss.cvxpy_value:
+            names.append(repr(name))
+    return ", ".join(names)
+
+
+def _check_certifiable(loss: MixupLoss) -> MixupLoss:
+    """``loss`` if it is convex and declares its convex program, else a ValueError."""
+    if not loss.convex or type(loss).cvxpy_value is MixupLoss.cvxpy_value:
+        raise ValueError(f"{loss._no_certificate()}; losses with one: {_certified_losses()}")
+    return loss
+
+
 def _soft_target(loss: MixupLoss, c, c_prime, lam, K: int) -> torch.Tensor:
-    if isinstance(loss, _SoftmaxFamily):
-        return loss.soft_target(c, c_prime, lam, K, torch.float64)
-    if isinstance(loss, SquaredError):
-        return mixup_target(c, c_prime, lam, K, torch.float64)
-    raise ValueError(
-        f"loss {loss.name!r} is not convex in the logits, so it has no convex certificate; "
-        "convex losses: 'ce', 'label_smoothing', 'mse'"
-    )
+    """The loss's own target of each pair, as its convex program takes it."""
+    return _check_certifiable(loss).certificate_target(mixup_target(c, c_prime, lam, K, torch.float64))
 
 
-def _pair_constant(loss: MixupLoss, c, c_prime, lam) -> torch.Tensor:
-    """The constant the pair form of the squared error adds to the soft form."""
-    if isinstance(loss, SquaredError) and loss.form == "pair":
-        distinct = (c != c_prime).to(torch.float64)
-        return 0.5 * lam * (1 - lam) * 2 * distinct
-    return torch.zeros_like(lam)
+def _pair_constant(loss: MixupLoss, c, c_prime, lam, K: int) -> torch.Tensor:
+    """The constant the loss adds per pair (the pair form of the squared error adds one)."""
+    return loss.certificate_constant(mixup_target(c, c_prime, lam, K, torch.float64))
 
 
 def _classifier_and_loss(W, lam_H, loss):
@@ -151,7 +150,7 @@ def duality_gap(W, h, c, c_prime, lam, lam_H, loss="ce", bias=None):
         raise ValueError(f"h has {h.shape[0]} rows but there are {c.shape[0]} samples")
     K = W.shape[0]
     target = _soft_target(loss, c, c_prime, lam, K)
-    constant = _pair_constant(loss, c, c_prime, lam)
+    constant = _pair_constant(loss, c, c_prime, lam, K)
     return _gap(W, h, target, constant, lam_H, loss, bias)
 
 
@@ -159,16 +158,7 @@ def _gap(W, h, target, constant, lam_H, loss, bias):
     """Primal, dual and gap for rows of ``h`` against soft targets (the loss's own target)."""
     z = h @ W.T + bias
     ridge = 0.5 * lam_H * (h * h).sum(-1)
-    if isinstance(loss, SquaredError):
-        mu = z - target
-        primal = 0.5 * (mu * mu).sum(-1)
-        conjugate = 0.5 * (mu * mu).sum(-1) + (mu * target).sum(-1)
-    else:
-        log_p = torch.log_softmax(z, dim=-1)
-        p = log_p.exp()
-        mu = p - target
-        primal = torch.logsumexp(z, -1) - (target * z).sum(-1)
-        conjugate = (p * log_p).sum(-1)
+    primal, mu, conjugate = loss.fenchel(z, target)
     Wt_mu = mu @ W
     dual = (mu * bias).sum(-1) - conjugate - (Wt_mu * Wt_mu).sum(-1) / (2 * lam_H)
     primal = primal + ridge + constant
@@ -192,11 +182,7 @@ def _build_problem(W: np.ndarray, bias: np.ndarray, lam_H: float, loss: MixupLos
     K, d = W.shape
     h = cp.Variable(d)
     target = cp.Parameter(K)
-    z = W @ h + bias
-    if isinstance(loss, SquaredError):
-        data_term = 0.5 * cp.sum_squares(z - target)
-    else:
-        data_term = cp.log_sum_exp(z) - target @ z
+    data_term = loss.cvxpy_value(W @ h + bias, target)
     problem = cp.Problem(cp.Minimize(data_term + 0.5 * lam_H * cp.sum_squares(h)))
     return problem, h, target
 
@@ -305,18 +291,8 @@ def _prepare_targets(W, targets, lam_H, loss, bias):
     W, lam_H, loss = _classifier_and_loss(W, lam_H, loss)
     K = W.shape[0]
     targets = _check_targets(targets, K)
-    if isinstance(loss, LabelSmoothing):
-        own = (1 - loss.eps) * targets + loss.eps / K
-    elif isinstance(loss, (CrossEntropy, SquaredError)):
-        own = targets
-    else:
-        raise ValueError(
-            f"loss {loss.name!r} has no soft-target convex certificate; "
-            "convex losses: 'ce', 'label_smoothing', 'mse'"
-        )
-    constant = torch.zeros(targets.shape[0], dtype=torch.float64)
-    if isinstance(loss, SquaredError) and loss.form == "pair":
-        constant = 0.5 * (1 - (targets * targets).sum(-1))
+    own = _check_certifiable(loss).certificate_target(targets)
+    constant = loss.certificate_constant(targets)
     bias = torch.zeros(K, dtype=torch.float64) if bias is None else bias
     bias = torch.as_tensor(bias, dtype=torch.float64).cpu()
     if bias.shape != (K,):
