@@ -154,3 +154,26 @@ def test_old_import_paths_are_the_new_modules():
 
     assert certify is new_certify and callable(duality_gap) and callable(solve_exp_linear)
     assert gain(10, 1.0) == 10 / 9 and callable(optimal_features)
+
+
+def test_the_solver_and_certificate_never_ask_which_loss_it_is():
+    """They dispatch on what a loss declares (ufm/losses/base.py), so adding a loss is one file
+    and one registry line: no module outside ufm/losses names a loss class, and none compares
+    a loss's name, except the exact theory (which has derivations for named losses)."""
+    import ufm.losses
+
+    classes = {name for name in ufm.losses.__all__
+               if isinstance(getattr(ufm.losses, name), type)
+               and issubclass(getattr(ufm.losses, name), ufm.losses.MixupLoss)}
+    classes = (classes | {"_SoftmaxFamily"}) - {"MixupLoss"}
+    places = ["solver", "theory/certificate.py", "plots", "commands", "cli.py", "config.py"]
+    offenders = []
+    for place in places:
+        for path in [PACKAGE / place] if place.endswith(".py") else sorted((PACKAGE / place).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+            names |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+            named = sorted(names & classes)
+            if named:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: {named}")
+    assert not offenders, offenders

@@ -37,23 +37,23 @@ from .softmax import CrossEntropy, LabelSmoothing, SoftmaxFamily
 from .squared_error import SquaredError
 
 __all__ = [
+    "HESSIANS",
+    "LOSSES",
+    "CrossEntropy",
+    "Focal",
+    "LabelSmoothing",
+    "LogitAdjusted",
+    "LossNames",
     "MixupLoss",
     "SoftmaxFamily",
     "SoftmaxTarget",
-    "CrossEntropy",
     "SquaredError",
-    "LabelSmoothing",
-    "Focal",
-    "LogitAdjusted",
-    "HESSIANS",
-    "LOSSES",
-    "LossNames",
-    "register_loss",
-    "loss_parameters",
     "get_loss",
-    "smoothing",
-    "mixup_target",
+    "loss_parameters",
     "mixture_target",
+    "mixup_target",
+    "register_loss",
+    "smoothing",
 ]
 
 LOSSES: dict[str, type[MixupLoss]] = {}
@@ -63,7 +63,7 @@ LOSSES: dict[str, type[MixupLoss]] = {}
 def register_loss(cls: type[MixupLoss]) -> type[MixupLoss]:
     """Add ``cls`` to :data:`LOSSES` under ``cls.name`` after checking its declarations."""
     if not (isinstance(cls, type) and issubclass(cls, MixupLoss)):
-        raise ValueError(f"a loss must be a MixupLoss subclass, got {cls!r}")
+        raise ValueError(f"a loss must be a MixupLoss subclass, got {cls!r}")  # noqa: TRY004
     if not cls.name or not cls.name.isidentifier():
         raise ValueError(f"loss class {cls.__name__} needs a name that is an identifier, got {cls.name!r}")
     if cls.hessian not in HESSIANS:
