@@ -26,14 +26,13 @@ per-sample feature gradient, which does not shrink as :math:`n` grows.
 from __future__ import annotations
 
 import math
-import signal
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._interrupts import sigterm_as_interrupt
 from ..etf import etf_distance
 from ..imbalance import classifier_imbalance
 from ._allocator import keep_freed_memory
@@ -122,7 +121,7 @@ class _Run:
         bar = _Progress(self.config.tol) if self.progress else None
         stop_reason = None
         try:
-            with _interrupt_as_exception():
+            with sigterm_as_interrupt():
                 stop_reason = self._loop(bar)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
@@ -274,17 +273,3 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-@contextmanager
-def _interrupt_as_exception():
-    """Make SIGTERM behave like Ctrl-C, so both leave a checkpoint."""
-    try:
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    except ValueError:  # not in the main thread
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
