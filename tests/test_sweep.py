@@ -63,7 +63,8 @@ def test_local_executor_end_to_end_with_a_failing_point_then_a_rerun(tmp_path):
         assert float(rows[name]["grad_norm"]) <= 1e-8
         assert float(rows[name]["etf_distance_W"]) < 1e-5  # a learned W becomes an ETF
     table = read_json(out / "sweep.json")
-    assert table["counts"] == {"done": 2, "failed": 1, "pending": 0} and table["swept"] == ["lam_H"]
+    assert table["counts"] == {"done": 2, "failed": 1, "interrupted": 0, "pending": 0}
+    assert table["swept"] == ["lam_H"]
     assert (out / "sweep.toml").read_text() == SWEEP_TOML
     # two solve processes at once on the available cores: each got cores // 2 threads
     summary = read_json(out / "points" / "lam_H=0.005" / "summary.json")
@@ -122,7 +123,7 @@ def test_debug_executor_records_a_failure_and_reruns_only_it(tmp_path, monkeypat
     assert not (tmp_path / "s/points/lam_H=0.01,loss=ce/error.txt").exists()
 
 
-def test_interrupted_point_is_pending_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+def test_interrupted_point_is_marked_so_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     calls = []
 
     def interrupted_once(config, out, resume):
@@ -138,7 +139,7 @@ def test_interrupted_point_is_pending_and_resumes_from_its_checkpoint(tmp_path, 
     monkeypatch.setattr(point_job, "_solve", interrupted_once)
     spec = _spec({"lam_H": [0.005]})
     (row,) = run_sweep(spec, tmp_path / "s", "debug", progress=False)
-    assert row["status"] == "pending" and calls == [False]
+    assert row["status"] == "interrupted" and calls == [False]
     (row,) = run_sweep(spec, tmp_path / "s", "debug", progress=False)
     assert row["status"] == "done" and row["stop_reason"] == "converged" and calls == [False, True]
 

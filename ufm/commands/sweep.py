@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from . import HelpFormatter
@@ -34,15 +36,32 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sweep import load_sweep, run_sweep
+    try:
+        from ..sweep import load_sweep, run_sweep
+        from ..sweep.table import STATUSES
 
-    spec = load_sweep(args.config)
-    rows = run_sweep(spec, args.out, args.executor, args.jobs, force=args.force,
-                     progress=not args.no_progress, sweep_text=Path(args.config).read_text())
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "pending")}
+        spec = load_sweep(args.config)
+        rows = run_sweep(spec, args.out, args.executor, args.jobs, force=args.force,
+                         progress=not args.no_progress, sweep_text=Path(args.config).read_text())
+    except KeyboardInterrupt:  # the sweep has stopped its jobs and written its table
+        print(f"ufm sweep: interrupted; resume with: {resume_command(args)}", file=sys.stderr)
+        return 130
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     for row in rows:
         if row["status"] == "failed":
             print(f"failed: {row['point']}: {row['error']}")
-    print(f"{counts['done']} done, {counts['failed']} failed, {counts['pending']} pending of "
-          f"{len(rows)} points; wrote {Path(args.out) / 'sweep.csv'}")
+    print(f"{', '.join(f'{counts[s]} {s}' for s in STATUSES)} of {len(rows)} points; wrote "
+          f"{Path(args.out) / 'sweep.csv'}")
     return 0 if counts["done"] == len(rows) else 1
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The ``ufm sweep`` call that resumes this one: the same call (``--force`` too: stopped
+    before it wrote its ``config.json``, the sweep may still need it)."""
+    words = ["ufm", "sweep", "--config", args.config, "--out", args.out,
+             "--executor", args.executor, "--jobs", str(args.jobs)]
+    if args.force:
+        words.append("--force")
+    if args.no_progress:
+        words.append("--no-progress")
+    return shlex.join(words)

@@ -7,7 +7,8 @@ each point's ``config.json``:
 
 * :func:`etf_phase`: the ETF distance of the learned W (``etf_distance_W``, as
   :func:`ufm.etf_distance`) over two swept fields as a heat map on a log colour scale, each
-  cell's value written in it; failed and pending points are blank cells marked so.
+  cell's value written in it; failed, interrupted and pending points are blank cells marked
+  so.
 * :func:`minority_phase`: the mean cosine between distinct minority classifier rows
   (``minority_cosine``) against the imbalance ratio :math:`\rho`, mixup against plain training
   (a lam grid of pure samples only), beside the balanced ETF value :math:`-1/(K-1)` and
@@ -294,8 +295,8 @@ SWEEP_FIGURES: dict[str, SweepFigureSpec] = {
         lambda table: len(table["swept"]) == 2,
         "exactly two swept fields",
         "ETF distance of the learned classifier W over two swept fields (log colour scale; "
-        "each cell's value written in it; blank cells: failed or pending points). A simplex "
-        "ETF needs d >= K - 1.",
+        "each cell's value written in it; blank cells: failed, interrupted or pending points). "
+        "A simplex ETF needs d >= K - 1.",
     ),
     "minority_phase": SweepFigureSpec(
         minority_phase,

@@ -14,11 +14,16 @@ Before any job starts: every point's configuration is validated, the executor is
 (SLURM reachable), and for ``local`` and ``debug`` each point's device must exist here.
 Complete points are reused, interrupted ones resumed from their checkpoint, failed ones rerun.
 The points to run are dealt into jobs (:func:`.executors.deal`); while a job runs, the table
-marks each of its points done as soon as the point's folder is complete.
+marks each of its points done as soon as the point's folder is complete. Ctrl-C ends the
+running jobs and their workers (:class:`StopSignals`, :meth:`.LocalSessionExecutor.stop`)
+before the sweep gives up: the points they had started are ``interrupted``, the others
+``pending``, and nothing runs on once the sweep has returned.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -30,7 +35,14 @@ from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import check_run_config, is_complete, prepare_run_dir, to_jsonable, write_json
 from . import point_job
-from .executors import at_once, check_executor, deal, make_executor, threads_per_point
+from .executors import (
+    LocalSessionExecutor,
+    at_once,
+    check_executor,
+    deal,
+    make_executor,
+    threads_per_point,
+)
 from .point_folders import clear_folder, folder_state, point_folder
 from .spec import Point, SweepSpec
 from .table import make_row, write_table
@@ -53,9 +65,11 @@ def run_sweep(
     """Run every point of ``spec`` not yet complete in ``out``; return the table's rows.
 
     ``jobs`` points run at once (``local``; the array parallelism on ``slurm``). A failed point
-    is recorded (status ``failed`` and its error) and the others go on; Ctrl-C cancels the
-    running points, which the next call resumes. ``sweep_text`` is the sweep file's text,
-    saved as ``sweep.toml``.
+    is recorded (status ``failed`` and its error) and the others go on. Ctrl-C (SIGTERM,
+    SIGHUP) stops every running job, on ``local`` with its worker processes before this
+    returns, marks the points they had started ``interrupted`` and raises KeyboardInterrupt;
+    the next call resumes them. ``sweep_text`` is the sweep file's text, saved as
+    ``sweep.toml``.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -125,50 +139,121 @@ def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, tot
                  for p, resume in share]
         return executor.submit(point_job.run_points, spec.job, items, threads)
 
-    try:
-        if window is None:  # one job array: the cluster schedules it
-            batch = list(shares)
-            shares.clear()
-            with executor.batch():
-                submitted = [submit(share) for share in batch]
-            running.update((job, [p for p, _ in share]) for job, share in zip(submitted, batch))
-        while shares or running:
-            while shares and len(running) < window:
-                share = shares.popleft()
-                running[submit(share)] = [p for p, _ in share]
-            finished = [job for job in running if job.done()]
-            for job in finished:
-                share = running.pop(job)
-                for point, (status, error) in zip(share, _outcomes(job, len(share))):
-                    if is_complete(point_folder(out, point.name)):  # whatever became of the job
-                        status, error = "done", None
-                    record(point, status, error)
-            changed = bool(finished)
-            for share in running.values():  # points a running job has already finished
-                for point in share:
-                    if point.name not in counted and is_complete(point_folder(out, point.name)):
-                        record(point, "done", None)
-                        changed = True
-            if changed:
-                write()
-            elif running:
-                time.sleep(poll)
-    except KeyboardInterrupt:
-        for job in running:
-            job.cancel(check=False)
-        raise
-    finally:
-        bar.close()
-        write()
+    stop = StopSignals(enabled=executor_name != "debug")
+    with stop:
+        try:
+            if window is None:  # one job array: the cluster schedules it
+                batch = list(shares)
+                shares.clear()
+                with executor.batch():
+                    submitted = [submit(share) for share in batch]
+                running.update((job, [p for p, _ in share]) for job, share in zip(submitted, batch))
+            while (shares or running) and not stop.requested:
+                while shares and len(running) < window:
+                    share = shares.popleft()
+                    running[submit(share)] = [p for p, _ in share]
+                finished = [job for job in running if job.done()]
+                for job in finished:
+                    share = running.pop(job)
+                    for point, (status, error) in zip(share, _outcomes(job, len(share))):
+                        if status == "pending":  # never reached: the job stopped before it
+                            status = _left_status(out, point)
+                        if is_complete(point_folder(out, point.name)):  # whatever the job said
+                            status, error = "done", None
+                        record(point, status, error)
+                changed = bool(finished)
+                for share in running.values():  # points a running job has already finished
+                    for point in share:
+                        if point.name not in counted and is_complete(point_folder(out, point.name)):
+                            record(point, "done", None)
+                            changed = True
+                if changed:
+                    write()
+                elif running:
+                    stop.wait(poll)
+        except KeyboardInterrupt:  # Ctrl-C where no handler of ours was set (debug, a thread)
+            stop.requested = True
+        finally:  # stop what still runs (a request, or an error of the sweep's own)
+            if running:
+                _stop_jobs(executor, running)
+                for share in running.values():
+                    for point in share:
+                        record(point, _left_status(out, point), None)
+            bar.close()
+            write()
+    if stop.requested:
+        raise KeyboardInterrupt("the sweep was stopped; the next call resumes it")
+
+
+def _left_status(out: Path, point: Point) -> str:
+    """A point that its job did not finish: ``done`` if its folder is complete all the same,
+    ``interrupted`` if it was started (in this call or before; the next call resumes it from
+    its checkpoint, or runs it afresh), ``pending`` if it never started."""
+    folder = point_folder(out, point.name)
+    if is_complete(folder):
+        return "done"
+    return "interrupted" if folder.is_dir() else "pending"
+
+
+def _stop_jobs(executor, running: dict[Any, list[Point]]) -> None:
+    """End the jobs that still run: locally with their workers, before the sweep returns; on
+    SLURM by cancelling them (scancel)."""
+    if isinstance(executor, LocalSessionExecutor):
+        executor.stop()
+        return
+    for job in running:
+        job.cancel(check=False)
+
+
+class StopSignals:
+    """While a sweep runs its jobs: Ctrl-C, SIGTERM and SIGHUP (the terminal closed) set
+    :attr:`requested` instead of raising KeyboardInterrupt (or ending the sweep at once).
+
+    The sweep's loop then stops the jobs it started, records their points and raises
+    KeyboardInterrupt itself, so an interrupt landing midway through a job's submission or a
+    table write leaves no worker untracked and no table half done; another Ctrl-C while the
+    jobs stop changes nothing. Not for the debug executor, whose points run in this process
+    and stop on the KeyboardInterrupt itself, and not outside the main thread (where Python
+    sets no handlers and raises no KeyboardInterrupt).
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if self.enabled:
+            for name in self.NAMES:
+                number = getattr(signal, name, None)
+                if number is not None:  # SIGHUP: not on Windows
+                    self._previous[number] = signal.signal(number, self._request)
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _request(self, number, frame) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less once a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while not self.requested and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 
 def _outcomes(job, count: int) -> list[tuple[str, str | None]]:
     """(status, error) per point of a finished job; a job that died outside the runs counts
-    its points as failed (the sweep then reads the folders of those that completed)."""
+    its points as failed (the sweep then reads the folders of those that completed), and the
+    points after an interrupted one, which the job did not start, are ``pending``."""
     try:
         results = job.result()
     except Exception as error:  # killed, timed out, lost by the scheduler: submitit raises
         lines = [line for line in str(error).splitlines() if line.strip()]
         return [("failed", f"{type(error).__name__}: {lines[0] if lines else ''}")] * count
-    return [("pending", None) if r["status"] == "interrupted" else (r["status"], r.get("error"))
-            for r in results]
+    outcomes = [(r["status"], r.get("error")) for r in results]
+    return outcomes + [("pending", None)] * (count - len(outcomes))

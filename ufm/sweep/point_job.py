@@ -4,7 +4,9 @@
 debug executor, in the sweep's own process), one point or, with :func:`run_points`, several
 one after the other. It never raises for a failed run: it returns
 ``{"status": "failed", "error": ...}`` and leaves the traceback in the point's ``error.txt``,
-so the sweep records the message the same way on every executor.
+so the sweep records the message the same way on every executor. Nor for an interrupted
+one (Ctrl-C, or the SIGTERM with which a sweep stops its workers): it returns
+``{"status": "interrupted"}``, and :func:`run_points` starts no further point.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .._interrupts import sigterm_as_interrupt
 from ..commands.solve import FINISHED
 from ..config import config_from_dict, config_to_dict
 from ..devices import torch_threads
@@ -42,6 +45,8 @@ def run_point(job: str, config: dict[str, Any], out: str, threads: int = 0,
                 stop = _train(config, folder, resume)
             else:
                 raise ValueError(f"unknown job {job!r}")
+    except KeyboardInterrupt:  # a solve returns "interrupted" itself; a train raises
+        return {"status": "interrupted", "pid": os.getpid()}
     except Exception as error:  # the sweep records it; the other points go on
         if not folder.exists():
             folder.mkdir(parents=True)
@@ -56,8 +61,23 @@ def run_point(job: str, config: dict[str, Any], out: str, threads: int = 0,
 def run_points(job: str, items: list[tuple[dict[str, Any], str, bool]],
                threads: int = 0) -> list[dict[str, Any]]:
     """:func:`run_point` for each ``(config, out, resume)`` in turn, in one process (one
-    start-up and one import for several points: a local sweep gives each worker a share)."""
-    return [run_point(job, config, out, threads, resume) for config, out, resume in items]
+    start-up and one import for several points: a local sweep gives each worker a share).
+
+    An interrupted point ends the share: the sweep is stopping this job, and a point started
+    now would run on after it. The results then stop there (the sweep counts the points
+    after it as not started). SIGTERM interrupts as Ctrl-C does (submitit's worker ignores
+    it otherwise).
+    """
+    results: list[dict[str, Any]] = []
+    with sigterm_as_interrupt():
+        try:
+            for config, out, resume in items:
+                results.append(run_point(job, config, out, threads, resume))
+                if results[-1]["status"] == "interrupted":
+                    break
+        except KeyboardInterrupt:  # between two points: the next one does not start
+            pass
+    return results
 
 
 def _solve(data: dict[str, Any], out: Path, resume: bool) -> str:

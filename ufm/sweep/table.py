@@ -1,7 +1,8 @@
 """The sweep's table: ``DIR/sweep.csv`` and ``DIR/sweep.json``, one row per point.
 
 Each row holds the point's name and folder (relative to DIR), its swept values, its status
-(``done``, ``failed`` with the error message, ``pending``) and the summary numbers of its
+(``done``, ``failed`` with the error message, ``interrupted``: started, stopped before it
+finished, resumed by the next call; ``pending``: not started) and the summary numbers of its
 run (a summary key that is also a field name gets ``final_``: ``final_loss``). ``sweep.json`` also holds the job, the swept fields and the status counts, so that
 figures can be drawn from a sweep folder without reading the points' configurations. Both
 files are written atomically, after every point that finishes.
@@ -20,7 +21,7 @@ from .spec import JOBS
 
 TABLE_JSON = "sweep.json"
 TABLE_CSV = "sweep.csv"
-STATUSES = ("done", "failed", "pending")
+STATUSES = ("done", "failed", "interrupted", "pending")
 # summary numbers per job (those a summary lacks are left empty)
 SUMMARY_COLUMNS = {
     "solve": (

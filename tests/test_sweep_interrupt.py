@@ -1,0 +1,150 @@
+"""Ctrl-C on ``ufm sweep``: every worker stops before the sweep exits, the table says which
+points were interrupted, one line says how to resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ufm
+from ufm.io import read_csv
+from ufm.sweep import point_job, run_sweep, sweep_from_dict
+
+REPO = Path(ufm.__file__).resolve().parents[1]
+# points that run until their 60 s time limit (gradient descent with a tiny step), so that
+# Ctrl-C surely finds both workers in the middle of a solve
+SLOW_SWEEP = """
+[base]
+K = 3
+d = 3
+num_lams = 5
+classifier = "learned"
+method = "gd"
+lr = 0.0001
+tol = 1e-14
+max_iters = 100000000
+time_limit = 60.0
+device = "cpu"
+
+[grid]
+lam_H = [0.005, 0.01, 0.02, 0.04]
+"""
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state) of every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (command) "
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _processes()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, (parent, _, _) in table.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int], group: int) -> set[int]:
+    """Those of ``pids``, and the members of process group ``group``, not ended (zombies have
+    ended: only their parent's bookkeeping is left)."""
+    return {pid for pid, (_, pgid, state) in _processes().items()
+            if (pid in pids or pgid == group) and state not in ("Z", "X")}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_ctrl_c_on_a_local_sweep_stops_every_worker_and_marks_their_points(tmp_path):
+    """As a terminal does: SIGINT to the foreground process group of ``ufm sweep --jobs 2``
+    while both workers solve. The sweep ends both workers (and their controllers) before it
+    exits 130 with one line, and the table marks the two started points interrupted."""
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text(SLOW_SWEEP)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "ufm.cli", "sweep", "--config", str(sweep_file), "--out", str(out),
+         "--executor", "local", "--jobs", "2", "--no-progress"],
+        cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # two busy cores: three Python start-ups with torch
+        started: list[Path] = []
+        while len(started) < 2 and time.monotonic() < deadline and sweep.poll() is None:
+            started = sorted((out / "points").glob("*/config.json"))
+            time.sleep(0.2)
+        assert len(started) == 2, f"the workers did not start: {sweep.poll()=}"
+        workers = _descendants(sweep.pid)
+        assert len(workers) >= 4  # per job a controller and its worker
+
+        os.killpg(sweep.pid, signal.SIGINT)  # the sweep leads its session, as in a terminal
+        stdout, stderr = sweep.communicate(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.wait()
+
+    assert sweep.returncode == 130
+    assert "Traceback" not in stderr and stdout == ""
+    (line,) = stderr.splitlines()
+    assert line == (f"ufm sweep: interrupted; resume with: ufm sweep --config {sweep_file} "
+                    f"--out {out} --executor local --jobs 2 --no-progress")
+    assert _alive(workers, sweep.pid) == set()  # stopped before the sweep exited
+    rows = {row["point"]: row["status"] for row in read_csv(out / "sweep.csv")}
+    started_points = {path.parent.name for path in started}
+    assert {rows[name] for name in started_points} == {"interrupted"}
+    assert {status for name, status in rows.items() if name not in started_points} == {"pending"}
+    for name in started_points:  # each worker saved its checkpoint on the way out
+        assert (out / "points" / name / "checkpoint.pt").is_file()
+    time.sleep(5)  # nothing runs on: no point becomes complete after the sweep exited
+    assert not list((out / "points").glob("*/summary.json"))
+    assert _alive(workers, sweep.pid) == set()
+
+
+def test_an_interrupted_point_ends_its_workers_share(tmp_path, monkeypatch):
+    """SIGTERM (how a sweep stops a worker) interrupts the running point like Ctrl-C; the
+    worker returns at once and does not start the next point of its share."""
+    calls = []
+
+    def stopped_midway(config, out, resume):
+        calls.append(config["lam_H"])
+        out.mkdir(parents=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # sigterm_as_interrupt: KeyboardInterrupt
+        time.sleep(30)
+        raise AssertionError("SIGTERM did not interrupt the point")
+
+    monkeypatch.setattr(point_job, "_solve", stopped_midway)
+    items = [({"lam_H": lam}, str(tmp_path / str(lam)), False) for lam in (0.005, 0.01)]
+    assert [r["status"] for r in point_job.run_points("solve", items)] == ["interrupted"]
+    assert calls == [0.005]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored afterwards
+
+
+def test_debug_sweep_marks_the_interrupted_point_and_leaves_the_rest_pending(tmp_path,
+                                                                             monkeypatch):
+    def interrupted(config, out, resume):
+        out.mkdir(parents=True)
+        raise KeyboardInterrupt  # a train job's Ctrl-C: it propagates from run_training
+
+    monkeypatch.setattr(point_job, "_solve", interrupted)
+    spec = sweep_from_dict({"base": {"K": 3, "d": 3, "num_lams": 5},
+                            "grid": {"lam_H": [0.005, 0.01]}})
+    rows = run_sweep(spec, tmp_path / "s", "debug", progress=False)
+    assert [r["status"] for r in rows] == ["interrupted", "pending"]
+
