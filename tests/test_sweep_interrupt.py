@@ -1,5 +1,5 @@
 """Ctrl-C on ``ufm sweep``: every worker stops before the sweep exits, the table says which
-points were interrupted, one line says how to resume."""
+points were interrupted, one line says how to resume; and Ctrl-C while ``ufm`` starts up."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import ufm
+from ufm import cli
 from ufm.io import read_csv
 from ufm.sweep import point_job, run_sweep, sweep_from_dict
 
@@ -148,3 +149,48 @@ def test_debug_sweep_marks_the_interrupted_point_and_leaves_the_rest_pending(tmp
     rows = run_sweep(spec, tmp_path / "s", "debug", progress=False)
     assert [r["status"] for r in rows] == ["interrupted", "pending"]
 
+
+@pytest.mark.parametrize("where", ["build_parser", "handler"])
+def test_ctrl_c_while_ufm_starts_up_prints_one_line(monkeypatch, capsys, where):
+    """Ctrl-C while the subcommands are imported (build_parser) or later: exit 130 and one
+    line, no traceback."""
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "build_parser":
+        monkeypatch.setattr(cli.importlib, "import_module", interrupt)
+        expected = "ufm: interrupted\n"
+    else:
+        monkeypatch.setattr("ufm.commands.theory.run", interrupt)
+        expected = "ufm theory: interrupted\n"
+    assert cli.main(["theory", "--num-lams", "3"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == expected and captured.out == ""
+
+
+def test_importing_the_command_line_loads_no_torch():
+    """``import ufm.cli`` is light (the package's names load on first use): the seconds of
+    torch's import fall inside ``main``, whose Ctrl-C handling they then reach."""
+    code = "import sys, ufm.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+def test_ctrl_c_while_torch_loads_prints_one_line_and_exits_130():
+    """A real SIGINT while ``python -m ufm.cli theory`` imports torch (its library is mapped,
+    the Python side still loading)."""
+    process = subprocess.Popen([sys.executable, "-m", "ufm.cli", "theory", "--num-lams", "3"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if "libtorch" in maps.read_text():
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr in ("ufm: interrupted\n", "ufm theory: interrupted\n") and stdout == ""

@@ -5,49 +5,57 @@ Exact theory, convex certificate and solver for the mixup unconstrained-features
 ICLR 2024, arXiv:2402.06171), and measurements of real networks trained with mixup.
 """
 
-from .etf import etf_distance, simplex_etf
-from .losses import LOSSES, MixupLoss, get_loss, mixup_target
-from .solver.problem import UFMConfig
-from .solver.results import UFMResult, load_result
-from .solver import solve
-from .nets.feature_comparison import compare_features
-from .nets.measure import measure_network
-from .nets.measure_settings import MeasureSettings
-from .theory import (
-    ce_coefficients,
-    mixture_coefficients,
-    mixture_features,
-    mixture_target,
-    mse_coefficients,
-    optimal_coefficients,
-    optimal_features,
-    same_class_coefficient,
-    theory_table,
-)
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+# public name -> the module that defines it. They load on first use (PEP 562), not with the
+# package: ``import ufm.cli`` then costs no torch import, so that the ``ufm`` command reaches
+# its own Ctrl-C handling (ufm.cli.main) before the seconds that torch takes to load.
+_SOURCES = {
+    "LOSSES": ".losses",
+    "MeasureSettings": ".nets.measure_settings",
+    "MixupLoss": ".losses",
+    "UFMConfig": ".solver.problem",
+    "UFMResult": ".solver.results",
+    "load_result": ".solver.results",
+    "measure_network": ".nets.measure",
+    "solve": ".solver",
+    "ce_coefficients": ".theory",
+    "compare_features": ".nets.feature_comparison",
+    "etf_distance": ".etf",
+    "get_loss": ".losses",
+    "mixture_coefficients": ".theory",
+    "mixture_features": ".theory",
+    "mixture_target": ".theory",
+    "mixup_target": ".losses",
+    "mse_coefficients": ".theory",
+    "optimal_coefficients": ".theory",
+    "optimal_features": ".theory",
+    "same_class_coefficient": ".theory",
+    "simplex_etf": ".etf",
+    "theory_table": ".theory",
+}
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LOSSES",
-    "MeasureSettings",
-    "MixupLoss",
-    "UFMConfig",
-    "UFMResult",
-    "load_result",
-    "measure_network",
-    "solve",
-    "ce_coefficients",
-    "compare_features",
-    "etf_distance",
-    "get_loss",
-    "mixture_coefficients",
-    "mixture_features",
-    "mixture_target",
-    "mixup_target",
-    "mse_coefficients",
-    "optimal_coefficients",
-    "optimal_features",
-    "same_class_coefficient",
-    "simplex_etf",
-    "theory_table",
-]
+__all__ = list(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use; a subpackage (``ufm.theory``),
+    imported on first use as the package's eager imports once made them attributes."""
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(_SOURCES[name], __name__), name)
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -34,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the subcommands' modules are imported
+        print("ufm: interrupted", file=sys.stderr)
+        return 130
     try:
         with warnings.catch_warnings():
             # a job's warnings (a user matter, such as an impossible ETF) read as one line
