@@ -6,7 +6,9 @@ dicts, TOML files and argparse flags:
 
 * :func:`load_config` reads a TOML file (optional), applies overrides, builds the dataclass;
 * :func:`add_config_arguments` adds one ``--field-name`` flag per field, defaulting to
-  "not given" so that only explicit flags override the file;
+  "not given" so that only explicit flags override the file; the dict ``loss_params`` is
+  ``--loss-param NAME=VALUE``, repeated (:func:`parse_loss_params`), other structured fields
+  come from the file only;
 * :func:`config_to_dict` gives the JSON-ready form saved beside every result.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import sys
 import types
 import typing
@@ -134,12 +137,69 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
             kwargs.update(nargs="+", type=item)
         elif tp in (int, float, str):
             kwargs["type"] = tp
-        else:  # dicts and other structured fields come from the TOML file only
+        elif field.name == "loss_params":
+            add_loss_param_argument(group)
+            continue
+        else:  # other structured fields come from the TOML file only
             continue
         group.add_argument(_flag(field.name), **kwargs)
 
 
 def overrides_from_args(args: argparse.Namespace, cls) -> dict[str, Any]:
-    """The fields given explicitly on the command line."""
+    """The fields given explicitly on the command line (``--loss-param`` as a dict)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "loss_params" in overrides:
+        overrides["loss_params"] = parse_loss_params(overrides["loss_params"])
+    return overrides
+
+
+def add_loss_param_argument(parser) -> None:
+    """``--loss-param NAME=VALUE`` (repeatable, into ``loss_params``), whose help lists the
+    parameters of every registered loss as the registry has them when the parser is built."""
+    from .losses import LOSSES, loss_parameter_defaults
+
+    def listed(params: dict[str, Any]) -> str:
+        return ", ".join(name if default is inspect.Parameter.empty else f"{name}={default!r}"
+                         for name, default in params.items()) or "none"
+
+    per_loss = "; ".join(f"{loss}: {listed(loss_parameter_defaults(loss))}" for loss in LOSSES)
+    parser.add_argument(
+        "--loss-param", action="append", dest="loss_params", metavar="NAME=VALUE",
+        help="a parameter of the loss, repeatable; a value that reads as a number is one, "
+        "a,b,c is a list; replaces the loss_params of a --config file. Parameters (default): "
+        + per_loss.replace("%", "%%"),
+    )  # fmt: skip
+
+
+def parse_loss_params(items: list[str]) -> dict[str, Any]:
+    """``--loss-param`` flags as the ``loss_params`` dict: ``eps=0.2`` -> ``{"eps": 0.2}``.
+
+    A value is an int or a float where it reads as one, else a string; a comma makes a tuple
+    of such values (``priors=0.5,0.3,0.2``, a parameter per class). Whether the loss takes
+    the names and values is for the loss to say when the configuration is built.
+    """
+    params: dict[str, Any] = {}
+    for item in items:
+        name, equals, text = (part.strip() for part in item.partition("="))
+        if not equals or not name:
+            raise ValueError(f"--loss-param {item!r}: give NAME=VALUE, e.g. eps=0.2")
+        if name in params:
+            raise ValueError(f"--loss-param {name} is given twice")
+        if "," in text:
+            values = [value.strip() for value in text.split(",")]
+            if "" in values:
+                raise ValueError(f"--loss-param {item!r}: an empty item in the list")
+            params[name] = tuple(_number_or_text(value) for value in values)
+        else:
+            params[name] = _number_or_text(text)
+    return params
+
+
+def _number_or_text(text: str) -> int | float | str:
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text

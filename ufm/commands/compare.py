@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..config import add_loss_param_argument, parse_loss_params
 from ..losses import LOSSES
 from ..nets.feature_comparison import compare_features
 from ..nets.features_file import OPTIONAL, REQUIRED, SCHEMA_VERSION
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--loss", default="ce", choices=sorted(LOSSES), help="the training loss, for the theory"
     )
+    add_loss_param_argument(parser)
     parser.add_argument(
         "--no-exact-classifier", dest="exact_classifier", action="store_false",
         help="skip the exact UFM optimum for the file's own classifier (a solve over K^2 class "
@@ -64,6 +66,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     measurement = compare_features(
         args.features, out=args.out, lam_bins=args.lam_bins, loss=args.loss,
+        loss_params=parse_loss_params(args.loss_params or []),
         exact_classifier=args.exact_classifier, n_bins=args.n_bins,
     )  # fmt: skip
     summary = measurement.summary

@@ -49,6 +49,7 @@ __all__ = [
     "SoftmaxTarget",
     "SquaredError",
     "get_loss",
+    "loss_parameter_defaults",
     "loss_parameters",
     "mixture_target",
     "mixup_target",
@@ -103,7 +104,15 @@ class LossNames:
 
 def loss_parameters(name: str) -> list[str]:
     """The parameters :func:`get_loss` accepts for the loss ``name``."""
-    return [p for p in inspect.signature(LOSSES[name].__init__).parameters if p != "self"]
+    return list(loss_parameter_defaults(name))
+
+
+def loss_parameter_defaults(name: str) -> dict[str, Any]:
+    """The parameters of the loss ``name`` with their defaults (``inspect.Parameter.empty``
+    where there is none), read from its constructor: ``{"eps": 0.1}`` for label smoothing."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in inspect.signature(LOSSES[name].__init__).parameters.values()
+            if p.name != "self" and p.kind in named}
 
 
 def smoothing(loss: MixupLoss) -> float:
