@@ -13,7 +13,7 @@ import torch
 
 from ufm.cli import main
 from ufm.io import read_csv, read_json
-from ufm.sweep import load_sweep, point_job, point_name, run_sweep, sweep_from_dict
+from ufm.sweep import load_sweep, point_job, point_name, read_table, run_sweep, sweep_from_dict
 from ufm.sweep.executors import deal, make_executor, slurm_parameters, threads_per_point
 
 BASE = {"K": 3, "d": 3, "num_lams": 5, "classifier": "learned", "tol": 1e-8}
@@ -138,7 +138,9 @@ def test_interrupted_point_is_marked_so_and_resumes_from_its_checkpoint(tmp_path
 
     monkeypatch.setattr(point_job, "_solve", interrupted_once)
     spec = _spec({"lam_H": [0.005]})
-    (row,) = run_sweep(spec, tmp_path / "s", "debug", progress=False)
+    with pytest.raises(KeyboardInterrupt):  # in this process only Ctrl-C interrupts a point
+        run_sweep(spec, tmp_path / "s", "debug", progress=False)
+    (row,) = read_table(tmp_path / "s")["points"]
     assert row["status"] == "interrupted" and calls == [False]
     (row,) = run_sweep(spec, tmp_path / "s", "debug", progress=False)
     assert row["status"] == "done" and row["stop_reason"] == "converged" and calls == [False, True]

@@ -15,7 +15,7 @@ import pytest
 import ufm
 from ufm import cli
 from ufm.io import read_csv
-from ufm.sweep import point_job, run_sweep, sweep_from_dict
+from ufm.sweep import point_job, read_table, run_sweep, sweep_from_dict
 
 REPO = Path(ufm.__file__).resolve().parents[1]
 # points that run until their 60 s time limit (gradient descent with a tiny step), so that
@@ -137,16 +137,20 @@ def test_an_interrupted_point_ends_its_workers_share(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored afterwards
 
 
-def test_debug_sweep_marks_the_interrupted_point_and_leaves_the_rest_pending(tmp_path,
-                                                                             monkeypatch):
+def test_ctrl_c_in_a_debug_sweep_marks_the_point_and_stops_the_sweep(tmp_path, monkeypatch):
+    """The debug executor runs the points in this process: Ctrl-C there interrupts the point
+    (a train job's KeyboardInterrupt propagates from run_training), the next one does not
+    start, and the sweep raises KeyboardInterrupt after writing its table."""
     def interrupted(config, out, resume):
         out.mkdir(parents=True)
-        raise KeyboardInterrupt  # a train job's Ctrl-C: it propagates from run_training
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(point_job, "_solve", interrupted)
     spec = sweep_from_dict({"base": {"K": 3, "d": 3, "num_lams": 5},
                             "grid": {"lam_H": [0.005, 0.01]}})
-    rows = run_sweep(spec, tmp_path / "s", "debug", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path / "s", "debug", progress=False)
+    rows = read_table(tmp_path / "s")["points"]
     assert [r["status"] for r in rows] == ["interrupted", "pending"]
 
 

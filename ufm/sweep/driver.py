@@ -161,6 +161,8 @@ def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, tot
                         if is_complete(point_folder(out, point.name)):  # whatever the job said
                             status, error = "done", None
                         record(point, status, error)
+                        if status == "interrupted" and executor_name == "debug":
+                            stop.requested = True  # Ctrl-C reached the point in this process
                 changed = bool(finished)
                 for share in running.values():  # points a running job has already finished
                     for point in share:
@@ -214,7 +216,8 @@ class StopSignals:
     table write leaves no worker untracked and no table half done; another Ctrl-C while the
     jobs stop changes nothing. Not for the debug executor, whose points run in this process
     and stop on the KeyboardInterrupt itself, and not outside the main thread (where Python
-    sets no handlers and raises no KeyboardInterrupt).
+    sets no handlers and raises no KeyboardInterrupt); there a point that reports itself
+    interrupted stops the sweep instead, as only a signal to this process interrupts it.
     """
 
     NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
