@@ -54,13 +54,14 @@ class FeatureSolver:
     ``X`` (n, r) are the coordinates in the row space of ``W``; :meth:`features` returns
     ``H = X V^T`` (n, d). :meth:`set_classifier` changes ``W`` (and ``b``) and carries the
     features over as a warm start; :meth:`solve` minimises every per-sample objective.
+    ``parallel`` and ``pin_cpus`` choose how the chunks run (:mod:`.chunk_threads`).
     """
 
     def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096,
-                 parallel: str = "chunks"):
+                 parallel: str = "chunks", *, pin_cpus: bool = False):
         self.c, self.c_prime, self.lam = c, c_prime, lam
         self.same = c == c_prime
-        self._setup(loss, lam_H, chunk_size, int(c.numel()), ChunkThreads(c.device, parallel))
+        self._setup(loss, lam_H, chunk_size, int(c.numel()), ChunkThreads(c.device, parallel, pin_cpus))
 
     def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int,
                threads: ChunkThreads) -> None:

@@ -71,11 +71,12 @@ class NewtonMethod:
         if problem.classes is None:
             pairs = TightFrameFeatureSolver if logit_frame else FeatureSolver
             solver = pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
-                           config.lam_H, config.chunk_rows, config.parallel)
+                           config.lam_H, config.chunk_rows, config.parallel, pin_cpus=state.pin_cpus)
         else:
             mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
             solver = mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
-                              config.lam_H, config.chunk_rows, config.parallel)
+                              config.lam_H, config.chunk_rows, config.parallel,
+                              pin_cpus=state.pin_cpus)
         weight = problem.sample_weight
         solver.sample_weight = None if weight is None else weight.to(dtype)
         return solver

@@ -36,8 +36,8 @@ import torch
 
 from ..etf import etf_distance
 from ..imbalance import classifier_imbalance
-from ._allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT, Checkpoints
+from .execution import ExecutionSettings, process_left_as_found
 from .gd import HeavyBall
 from .newton import newton_method
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
@@ -57,6 +57,7 @@ def solve(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     checkpoint_every: float = 60.0,
+    execution: ExecutionSettings | None = None,
 ) -> UFMResult:
     """Solve the mixup UFM described by ``config``; return a :class:`~ufm.solver.results.UFMResult`.
 
@@ -71,6 +72,10 @@ def solve(
     checkpoint_dir : folder for ``checkpoint.pt``, written every ``checkpoint_every``
         seconds and whenever the run stops (also on Ctrl-C).
     resume : continue from ``checkpoint_dir/checkpoint.pt``.
+    execution : how the solve may use the process
+        (:class:`~ufm.solver.execution.ExecutionSettings`; default: glibc's allocator left
+        alone and no thread pinned; the CLI turns both on). Whatever it says, torch's thread
+        count and the caller's CPU affinity are as before when ``solve`` returns or raises.
 
     Notes
     -----
@@ -84,15 +89,16 @@ def solve(
     ``etf_possible`` is False when d < K - 1 with a classifier that is not a fixed ETF: no
     classifier in d dimensions is then a simplex ETF, and a warning says so at the start.
     """
-    keep_freed_memory()
-    no_etf = etf_impossible_message(config)
-    if no_etf is not None:
-        warnings.warn(no_etf, stacklevel=2)
-    problem = build_problem(config, W_init, b_init)
-    run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every))
-    if resume:
-        run.checkpoints.resume(run.state, run.method)
-    return run.execute()
+    execution = ExecutionSettings() if execution is None else execution
+    with process_left_as_found(execution):
+        no_etf = etf_impossible_message(config)
+        if no_etf is not None:
+            warnings.warn(no_etf, stacklevel=2)
+        problem = build_problem(config, W_init, b_init)
+        run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every), execution.pin_cpus)
+        if resume:
+            run.checkpoints.resume(run.state, run.method)
+        return run.execute()
 
 
 def _method(state: RunState) -> Method:
@@ -105,13 +111,14 @@ def _method(state: RunState) -> Method:
 class _Run:
     """One solve: the run state, the method, the theory reference, checkpoints, progress."""
 
-    def __init__(self, problem: Problem, progress: bool, checkpoints: Checkpoints):
+    def __init__(self, problem: Problem, progress: bool, checkpoints: Checkpoints,
+                 pin_cpus: bool = False):
         self.problem = problem
         self.config = problem.config
         self.progress = progress
         self.checkpoints = checkpoints
-        self.state = RunState(problem)
-        self.theory = TheoryReference.build(problem)
+        self.state = RunState(problem, pin_cpus)
+        self.theory = TheoryReference.build(problem, pin_cpus)
         self.method = _method(self.state)
 
     def execute(self) -> UFMResult:

@@ -29,11 +29,14 @@ class RunState:
     ----------
     problem : the samples and the initial classifier; ``W`` and ``b`` start as copies of
         ``problem.W0`` and ``problem.b0``.
+    pin_cpus : whether the chunk threads of the solve keep one CPU each
+        (:class:`~ufm.solver.execution.ExecutionSettings`).
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, pin_cpus: bool = False):
         self.problem = problem
         self.config = problem.config
+        self.pin_cpus = pin_cpus
         self.learn_W = self.config.learns_classifier
         self.learn_b = self.config.bias
         self.W = problem.W0.clone()
