@@ -43,7 +43,7 @@ from .newton import newton_method
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
 from .reference import TheoryReference, learned_etf_comparison
 from .results import UFMResult
-from .state import Method, RunState
+from .state import Iterate, Method, RunState
 
 __all__ = ["CHECKPOINT", "solve"]
 
@@ -146,7 +146,7 @@ class _Run:
         method.start()
         while True:
             current = method.measure()
-            reason = self._limit_reason(current["grad_norm"])
+            reason = self._limit_reason(current.grad_norm)
             if reason is not None:
                 current = method.final(current)
             self._record(current, bar)
@@ -171,26 +171,25 @@ class _Run:
             return "time_limit"
         return None
 
-    def _record(self, current: dict[str, Any], bar) -> None:
+    def _record(self, current: Iterate, bar) -> None:
         """Append the history row of the current iterate and update the progress bar."""
         state = self.state
         row = {
             "iteration": state.iteration,
-            "loss": current["F"],
-            "grad_norm": current["grad_norm"],
-            "feature_grad_rms": current["feature_rms"],
-            "grad_W_norm": _norm(current["grad_W"]),
-            "grad_b_norm": _norm(current["grad_b"]),
+            "loss": current.objective,
+            "grad_norm": current.grad_norm,
+            "feature_grad_rms": current.feature_grad_rms,
+            "grad_W_norm": _norm(current.grad_W),
+            "grad_b_norm": _norm(current.grad_b),
             "etf_distance_W": etf_distance(state.W),
             "seconds": state.seconds(),
         }
         if self.theory is not None:
             row["theory_distance"] = self.theory.distance(*self.method.theory_frame())
-        stats = current.get("stats")
-        if stats is not None:
-            row["inner_newton"] = stats.newton_iterations
-        if "feature_dtype" in current:  # the phase of a mixed-precision run
-            row["feature_dtype"] = current["feature_dtype"]
+        if current.inner_stats is not None:
+            row["inner_newton"] = current.inner_stats.newton_iterations
+        if current.feature_dtype is not None:  # the phase of a mixed-precision run
+            row["feature_dtype"] = current.feature_dtype
         state.history.append(row)
         if bar is not None:
             bar.update(state.iteration, row["loss"], row["grad_norm"])
