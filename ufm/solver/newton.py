@@ -63,23 +63,27 @@ class NewtonMethod:
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
 
-    def _feature_solver(self, dtype: torch.dtype) -> FeatureSolver:
-        """The feature solver of the problem's samples, its mixing weights in ``dtype``."""
+    def _feature_solver(self, dtype: torch.dtype, coordinates=None) -> FeatureSolver:
+        """The feature solver of the problem's samples, its mixing weights in ``dtype``;
+        ``coordinates`` (X, V) the features it starts from (see :class:`FeatureSolver`)."""
         problem, config, state = self.state.problem, self.state.config, self.state
+        weight = problem.sample_weight
+        options = {
+            "sample_weight": None if weight is None else weight.to(dtype),
+            # the sums g_s h_s^T serve only the gradient of a learned W
+            "grad_W_needed": state.learn_W,
+            "pin_cpus": state.pin_cpus,
+            "coordinates": coordinates,
+        }
         # a fixed classifier that is a tight frame is solved in logit coordinates
         logit_frame = config.coordinates == "auto" and not state.learn_W
         if problem.classes is None:
             pairs = TightFrameFeatureSolver if logit_frame else FeatureSolver
-            solver = pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
-                           config.lam_H, config.chunk_rows, config.parallel, pin_cpus=state.pin_cpus)
-        else:
-            mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
-            solver = mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
-                              config.lam_H, config.chunk_rows, config.parallel,
-                              pin_cpus=state.pin_cpus)
-        weight = problem.sample_weight
-        solver.sample_weight = None if weight is None else weight.to(dtype)
-        return solver
+            return pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
+                         config.lam_H, config.chunk_rows, config.parallel, **options)
+        mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
+        return mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
+                        config.lam_H, config.chunk_rows, config.parallel, **options)
 
     def _package(self, W, b, stats: InnerStats) -> Iterate:
         """The measured iterate at (W, b) from the feature solver's totals.
@@ -222,10 +226,10 @@ class ReducedNewton(NewtonMethod):
         if not self._in_float32_phase:
             return
         dtype = self.state.problem.dtype
-        low, full = self.feature_solver, self._feature_solver(dtype)
+        low = self.feature_solver
         # the coordinates and their frame, which the next set_classifier carries over
-        full.X, full.V = low.X.to(dtype), low.V.to(dtype)
-        self.feature_solver, self.dtype = full, dtype
+        self.feature_solver = self._feature_solver(dtype, coordinates=(low.X.to(dtype), low.V.to(dtype)))
+        self.dtype = dtype
         theta_grad = self.current.theta_grad
         self.current = self._evaluate(self.state.W, self.state.b,
                                       self._inner_tol(float(torch.linalg.vector_norm(theta_grad))))
@@ -321,7 +325,6 @@ class FixedClassifierNewton(NewtonMethod):
 
     def start(self) -> None:
         self._start_features()
-        self.feature_solver.grad_W_needed = self.state.learn_W
         self.best_grad_norm = math.inf
 
     def measure(self) -> Iterate:
