@@ -2,11 +2,11 @@
 
 configuration and problem (:mod:`.problem`) -> :func:`solve` (:mod:`.run`, the driver, with
 its shared state in :mod:`.state`) -> a :class:`UFMResult` (:mod:`.results`) and its files.
-The methods are :mod:`.newton` (the per-sample Newton feature solver :mod:`.feature_newton`
-and the classifier's L-BFGS memory :mod:`.lbfgs`) and :mod:`.gd`; the exact theory that
-runs are measured against is :mod:`.reference`, and ``checkpoint.pt`` is :mod:`.checkpoint`.
-What a solve may change in its process (allocator, CPU pinning; off unless asked) is
-:mod:`.execution`.
+The methods, registered by name in :mod:`.methods`, are :mod:`.newton` (the per-sample Newton
+feature solver :mod:`.feature_newton` and the classifier's L-BFGS memory :mod:`.lbfgs`) and
+:mod:`.gd`; the exact theory that runs are measured against is :mod:`.reference`, and
+``checkpoint.pt`` is :mod:`.checkpoint`. What a solve may change in its process (allocator,
+CPU pinning; off unless asked) is :mod:`.execution`.
 Mixtures of ``mixup_points`` = m > 2 classes draw their samples in :mod:`.mixture_samples`,
 take their loss terms from :mod:`.mixture_loss` and their features from
 :mod:`.mixture_newton`; pairs (m = 2) keep :mod:`.fused_loss` and :mod:`.feature_newton`.

@@ -1,8 +1,8 @@
 r"""Gradient-based solver of the mixup UFM: free features, fixed or learned classifier.
 
 Minimises the objective of :mod:`ufm.solver.problem` (docs/theory.md section 1, Fisher, Meng &
-Papyan, ICLR 2024) over all samples at once, on the configured device, with one of two
-methods:
+Papyan, ICLR 2024) over all samples at once, on the configured device, with one of the
+methods registered in :mod:`.methods`:
 
 * ``"newton"`` (default, :mod:`.newton`): exact per-sample Newton on the features for fixed
   :math:`(W, b)`, and L-BFGS on the learned :math:`\theta = (W, b)` with the features
@@ -38,8 +38,7 @@ from ..etf import etf_distance
 from ..imbalance import classifier_imbalance
 from .checkpoint import CHECKPOINT, Checkpoints
 from .execution import ExecutionSettings, process_left_as_found
-from .gd import HeavyBall
-from .newton import newton_method
+from .methods import method_factory
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
 from .reference import TheoryReference, learned_etf_comparison
 from .results import UFMResult
@@ -102,10 +101,8 @@ def solve(
 
 
 def _method(state: RunState) -> Method:
-    """The method object of ``config.method``."""
-    if state.config.method == "gd":
-        return HeavyBall(state)
-    return newton_method(state)
+    """The method object of ``config.method``, made by its factory in :data:`.methods.METHODS`."""
+    return method_factory(state.config.method)(state)
 
 
 class _Run:

@@ -66,7 +66,8 @@ class RunState:
 
 
 class Method(Protocol):
-    """What the driver (:mod:`.run`) asks of a method (:mod:`.newton`, :mod:`.gd`).
+    """What the driver (:mod:`.run`) asks of a method (:mod:`.newton`, :mod:`.gd`; registered
+    by name in :mod:`.methods`).
 
     The driver calls :meth:`start` once, then for iterate k = 0, 1, ...: :meth:`measure`;
     if a stopping rule holds, records :meth:`final` and stops; else records the
