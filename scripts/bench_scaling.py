@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_solver import _rss_mb  # noqa: E402
 
 from ufm.io import write_json  # noqa: E402
-from ufm.solver import solve  # noqa: E402
+from ufm.solver import CLI_EXECUTION, solve  # noqa: E402
 from ufm.solver._allocator import keep_freed_memory  # noqa: E402
 from ufm.solver.problem import UFMConfig  # noqa: E402
 
@@ -54,7 +54,7 @@ def run_one(fields: dict) -> dict:
     config = UFMConfig(**fields)
     before = _rss_mb()
     start = time.perf_counter()
-    result = solve(config)
+    result = solve(config, execution=CLI_EXECUTION)  # as `ufm solve` runs it
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s = result.summary

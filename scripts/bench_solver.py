@@ -37,7 +37,7 @@ from ufm.etf import simplex_etf
 from ufm.io import write_json
 from ufm.losses import mixup_target
 from ufm.solver.problem import UFMConfig, build_problem
-from ufm.solver import solve
+from ufm.solver import CLI_EXECUTION, solve
 from ufm.theory import optimal_features
 
 SIZES = {"small": (10, 32), "medium": (100, 128)}
@@ -89,7 +89,7 @@ def ours(K, d, device, **overrides):
     config = UFMConfig(K=K, d=d, device=str(device), **overrides)
     _sync(device)
     start = time.perf_counter()
-    result = solve(config)
+    result = solve(config, execution=CLI_EXECUTION)  # as `ufm solve` runs it
     _sync(device)
     seconds = time.perf_counter() - start
     s = result.summary

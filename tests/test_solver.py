@@ -4,7 +4,7 @@ import math
 import signal
 import threading
 import _thread
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ from ufm.solver.feature_newton import FeatureSolver
 from ufm.losses import get_loss
 from ufm.solver.problem import UFMConfig, build_problem
 from ufm.solver import solve
+from ufm.solver.state import Iterate
 from ufm.theory import optimal_features
 
 SMALL = dict(K=10, d=32)
@@ -163,6 +164,43 @@ def test_resume_continues_to_the_same_answer(tmp_path):
     assert stopped.stop_reason == "max_iters"
     resumed = solve(config, checkpoint_dir=tmp_path, resume=True)
     assert resumed.stop_reason == "converged"
+    assert torch.equal(resumed.W, straight.W) and torch.equal(resumed.H, straight.H)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+
+
+def test_the_checkpoint_holds_the_measured_iterate_without_inner_statistics(tmp_path):
+    config = UFMConfig(K=5, d=6, num_lams=5, classifier="learned", mixed_precision=False,
+                       max_iters=3)
+    stopped = solve(config, checkpoint_dir=tmp_path)
+    contents = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    saved = contents["current"]
+    assert isinstance(saved, dict) and "stats" not in saved and "inner_stats" not in saved
+    current = Iterate.from_checkpoint(saved)
+    assert current.inner_stats is None and current.feature_dtype == "float64"
+    last = stopped.history[-1]
+    assert (current.objective, current.grad_norm) == (last["loss"], last["grad_norm"])
+    assert current.feature_grad_rms == last["feature_grad_rms"]
+    assert torch.equal(current.theta_grad[: 5 * 6].reshape(5, 6), current.grad_W)
+    with pytest.raises(FrozenInstanceError):
+        current.grad_norm = 0.0
+
+
+@pytest.mark.parametrize("method", ["newton", "gd"])
+def test_a_checkpoint_of_an_earlier_version_resumes_to_the_straight_run(tmp_path, method):
+    """Checkpoints written before :class:`Iterate` held the measured iterate as a dict with a
+    ``"stats"`` entry (None) and only the keys of the method; they resume bit for bit."""
+    config = UFMConfig(K=5, d=6, num_lams=5, classifier="learned", method=method, tol=1e-8,
+                       max_iters=40)
+    straight = solve(config)
+    solve(replace(config, max_iters=4), checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    contents = torch.load(path, weights_only=False)
+    old_keys = ("F", "grad_W", "grad_b", "feature_rms", "grad_norm",
+                *(("theta_grad", "feature_dtype") if method == "newton" else ("grad_H",)))
+    contents["current"] = {**{key: contents["current"][key] for key in old_keys}, "stats": None}
+    torch.save(contents, path)
+    resumed = solve(config, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.stop_reason == straight.stop_reason
     assert torch.equal(resumed.W, straight.W) and torch.equal(resumed.H, straight.H)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
 

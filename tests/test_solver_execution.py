@@ -42,11 +42,12 @@ needs_affinity = pytest.mark.skipif(chunk_threads.allowed_cpus() is None,
 
 
 @needs_affinity
-def test_chunk_threads_keep_one_cpu_each_when_there_is_one_per_cpu(two_threads, monkeypatch):
+def test_chunk_threads_keep_one_cpu_each_when_asked_and_there_is_one_per_cpu(two_threads, monkeypatch):
     # the machine's first allowed CPU twice: two workers, "two CPUs", on any machine
     first = chunk_threads.allowed_cpus()[0]
     monkeypatch.setattr(chunk_threads, "allowed_cpus", lambda: [first, first])
-    threads = ChunkThreads(torch.device("cpu"))
+    assert ChunkThreads(torch.device("cpu")).cpus is None  # not asked: nothing pinned
+    threads = ChunkThreads(torch.device("cpu"), pin_cpus=True)
     assert threads.cpus == [first, first]
     before = os.sched_getaffinity(0)
     seen = threads.map(lambda i: (threading.get_ident(), os.sched_getaffinity(0)), range(40))
@@ -58,7 +59,7 @@ def test_chunk_threads_keep_one_cpu_each_when_there_is_one_per_cpu(two_threads, 
 def test_chunk_threads_are_not_pinned_with_fewer_workers_than_cpus(two_threads, monkeypatch):
     first = chunk_threads.allowed_cpus()[0]
     monkeypatch.setattr(chunk_threads, "allowed_cpus", lambda: [first, first, first])
-    threads = ChunkThreads(torch.device("cpu"))
+    threads = ChunkThreads(torch.device("cpu"), pin_cpus=True)
     assert threads.workers == 2 and threads.cpus is None
     process = os.sched_getaffinity(0)
     assert {frozenset(c) for c in threads.map(lambda i: os.sched_getaffinity(0), range(8))} == {

@@ -10,6 +10,7 @@ from ..config import config_to_dict, load_config, overrides_from_args
 from ..devices import resolve_device
 from ..io import check_run_config, prepare_run_dir, read_json, write_json
 from ..solver import CHECKPOINT, UFMConfig, solve
+from ..solver.execution import CLI_EXECUTION
 from . import add_job_parser
 
 
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=out,
         resume=bool(args.resume),
         checkpoint_every=args.checkpoint_every,
+        execution=CLI_EXECUTION,
     )
     summary = result.summary
     if result.stop_reason == "interrupted":

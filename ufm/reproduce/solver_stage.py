@@ -11,7 +11,8 @@ Runs (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171, docs/theory.md section
 * ``learned_<loss>``: a learned classifier from a random start (does W become an ETF?).
 
 Solves run in float64 on the configured device (MPS, which has no float64, falls back to
-the CPU) with ``threads`` torch CPU threads: one thread was measured 20 to 80 times faster
+the CPU) with ``threads`` torch CPU threads and the CLI's execution settings
+(:data:`ufm.solver.execution.CLI_EXECUTION`): one thread was measured 20 to 80 times faster
 than two on these small problems when another job shared the 2-core machine. A run folder
 with ``summary.json`` is reused; one with only a checkpoint is resumed. A run interrupted
 now (Ctrl-C, SIGTERM) leaves its checkpoint and re-raises KeyboardInterrupt.
@@ -35,6 +36,7 @@ from ..devices import resolve_device
 from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
 from ..devices import torch_threads
 from ..solver import CHECKPOINT, solve
+from ..solver.execution import CLI_EXECUTION
 from ..solver.problem import UFMConfig
 from ..solver.results import load_result
 from . import layout, mixtures
@@ -157,7 +159,8 @@ def solve_run(run: SolverRun, folder: Path, progress: bool) -> None:
     if not resume:
         (folder / CHECKPOINT).unlink(missing_ok=True)
         write_json(folder / "config.json", config_to_dict(run.config))
-    result = solve(run.config, progress=progress, checkpoint_dir=folder, resume=resume)
+    result = solve(run.config, progress=progress, checkpoint_dir=folder, resume=resume,
+                   execution=CLI_EXECUTION)
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt(f"solver run {run.name} interrupted; its checkpoint is in {folder}")
     result.save(folder)

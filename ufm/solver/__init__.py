@@ -2,9 +2,11 @@
 
 configuration and problem (:mod:`.problem`) -> :func:`solve` (:mod:`.run`, the driver, with
 its shared state in :mod:`.state`) -> a :class:`UFMResult` (:mod:`.results`) and its files.
-The methods are :mod:`.newton` (the per-sample Newton feature solver :mod:`.feature_newton`
-and the classifier's L-BFGS memory :mod:`.lbfgs`) and :mod:`.gd`; the exact theory that
-runs are measured against is :mod:`.reference`, and ``checkpoint.pt`` is :mod:`.checkpoint`.
+The methods, registered by name in :mod:`.methods`, are :mod:`.newton` (the per-sample Newton
+feature solver :mod:`.feature_newton` and the classifier's L-BFGS memory :mod:`.lbfgs`) and
+:mod:`.gd`; the exact theory that runs are measured against is :mod:`.reference`, and
+``checkpoint.pt`` is :mod:`.checkpoint`. What a solve may change in its process (allocator,
+CPU pinning; off unless asked) is :mod:`.execution`.
 Mixtures of ``mixup_points`` = m > 2 classes draw their samples in :mod:`.mixture_samples`,
 and take their features from :mod:`.mixture_newton`; pairs (m = 2) keep
 :mod:`.feature_newton`. What the solver needs of a loss (its terms, Hessian structure and
@@ -12,8 +14,10 @@ curvature) the loss declares (:mod:`ufm.losses.base`).
 """
 
 from .checkpoint import CHECKPOINT
+from .execution import CLI_EXECUTION, ExecutionSettings
 from .problem import Problem, UFMConfig, build_problem
 from .results import UFMResult, load_result
 from .run import solve
 
-__all__ = ["CHECKPOINT", "Problem", "UFMConfig", "UFMResult", "build_problem", "load_result", "solve"]
+__all__ = ["CHECKPOINT", "CLI_EXECUTION", "ExecutionSettings", "Problem", "UFMConfig", "UFMResult",
+           "build_problem", "load_result", "solve"]

@@ -5,8 +5,10 @@ megabytes. By default glibc serves such blocks with ``mmap`` and returns them to
 on ``free``, so each temporary is faulted in page by page again; this made the medium
 feature solve (210,000 samples) 2.4 times slower (20.2 s instead of 8.5 s here). Raising
 the mmap and trim thresholds keeps the memory in the process's heap and reuses it. The
-setting is process-wide and harmless elsewhere: the process keeps its peak memory instead
-of returning it early. No-op on other platforms and C libraries.
+setting is process-wide and lasts as long as the process: it keeps its peak memory instead
+of returning it early. So :func:`ufm.solve` applies it only when asked
+(:class:`~ufm.solver.execution.ExecutionSettings`; the CLI asks). No-op on other platforms
+and C libraries.
 """
 
 from __future__ import annotations

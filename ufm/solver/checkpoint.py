@@ -6,8 +6,9 @@ A checkpoint is one ``torch.save`` dict with the keys ``iteration``, ``W``, ``b`
 part). It is written atomically every ``checkpoint_every`` seconds and whenever the run
 stops, Ctrl-C and SIGTERM included. Resuming restores the run state and the method's state
 exactly, so a resumed run is bit-identical to an uninterrupted one: the measured iterate is
-kept (the resumed loop records it again without recomputing it) and only the inner solver's
-statistics, which describe work already done, are stripped.
+kept (the resumed loop records it again without recomputing it), as a dict
+(:meth:`~ufm.solver.state.Iterate.to_checkpoint`), and only the inner solver's statistics,
+which describe work already done, are stripped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from ..io import prepare_run_dir, save_torch
-from .state import RunState
+from .state import Iterate, RunState
 
 CHECKPOINT = "checkpoint.pt"
 METHOD_KEYS = ("memory", "features", "current", "gd_state")
@@ -83,7 +84,8 @@ def checkpoint_contents(state: RunState, method) -> dict[str, Any]:
     }
     contents.update(dict.fromkeys(METHOD_KEYS))
     contents.update(method.state_dict())
-    contents["current"] = strip_stats(contents["current"])
+    current = contents["current"]
+    contents["current"] = None if current is None else current.to_checkpoint()
     return contents
 
 
@@ -93,13 +95,8 @@ def restore_contents(state: RunState, method, contents: dict[str, Any]) -> None:
     state.W, state.b = contents["W"], contents["b"]
     state.history = contents["history"]
     state.seconds_before = contents["seconds"]
-    method.load_state_dict(contents)
+    saved = contents["current"]
+    method.load_state_dict({**contents, "current": None if saved is None else Iterate.from_checkpoint(saved)})
     if state.history and state.history[-1]["iteration"] == state.iteration:
         state.history.pop()  # the resumed loop records this iterate again
 
-
-def strip_stats(current: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The measured iterate without its inner solver statistics (not worth saving)."""
-    if current is None:
-        return None
-    return {**current, "stats": None}

@@ -20,7 +20,8 @@ per-operation threads made that work three times slower beside a busy process (m
 fixed-ETF solve, alternating runs: 0.45-0.52 s idle against 1.19-1.58 s busy); on the chunk
 threads it takes 0.15-0.20 s idle and 0.31-0.50 s busy (``scripts/bench_contention.py``).
 
-When there is one thread per CPU the process may use (Linux), each thread keeps its own CPU.
+When asked to (``pin_cpus``, on in the CLI and off in the Python API: :mod:`.execution`) and
+there is one thread per CPU the process may use (Linux), each thread keeps its own CPU.
 On the medium fixed-ETF solve, in three sets of 4, 5 and 8 alternating runs, the mean time
 beside one busy process was 2 to 14 % lower with it (9.5 to 8.1 s, 10.6 to 10.3 s, 11.8 to
 10.7 s) and the idle time the same (``scripts/bench_contention.py``). It does not confine the
@@ -63,14 +64,19 @@ def allowed_cpus() -> list[int] | None:
     return sorted(getter(0)) if getter is not None else None
 
 
+def pin_current_thread(cpu: int) -> None:
+    """Keep the calling thread (only it: pid 0 names the caller on Linux) on ``cpu``."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:  # a container may refuse; the thread then runs anywhere
+        pass
+
+
 def _worker_setup(cpus: list[int] | None, counter) -> None:
     """A new worker: torch's intra-op parallelism off, and its own CPU if ``cpus`` is given."""
     torch.set_num_threads(1)
     if cpus is not None:
-        try:
-            os.sched_setaffinity(0, {cpus[next(counter) % len(cpus)]})  # this thread only
-        except OSError:  # a container may refuse; the thread then runs anywhere
-            pass
+        pin_current_thread(cpus[next(counter) % len(cpus)])
 
 
 class ChunkThreads:
@@ -78,15 +84,17 @@ class ChunkThreads:
 
     ``workers`` is torch's intra-op thread count at construction (so ``OMP_NUM_THREADS`` and
     :func:`torch.set_num_threads` choose it), or 1 on CUDA and for ``parallel="kernels"``;
-    ``cpus`` the CPUs its workers keep, one each (None: not pinned).
+    ``cpus`` the CPUs its workers keep, one each (None: not pinned). They are pinned only
+    when ``pin_cpus`` asks for it and there is one worker per allowed CPU; the pinned
+    threads end with each :meth:`map`, so the caller's own affinity is never changed.
     """
 
-    def __init__(self, device: torch.device, parallel: str = "chunks"):
+    def __init__(self, device: torch.device, parallel: str = "chunks", pin_cpus: bool = False):
         if parallel not in PARALLEL:
             raise ValueError(f"parallel must be one of {PARALLEL}, got {parallel!r}")
         cpu = torch.device(device).type == "cpu"
         self.workers = torch.get_num_threads() if cpu and parallel == "chunks" else 1
-        cpus = allowed_cpus() if self.workers > 1 else None
+        cpus = allowed_cpus() if pin_cpus and self.workers > 1 else None
         # the CPUs the workers keep, one each: only when there is one worker per CPU
         self.cpus = cpus if cpus is not None and len(cpus) == self.workers else None
 

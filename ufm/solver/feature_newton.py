@@ -32,6 +32,8 @@ formed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..etf import truncated_svd
@@ -47,35 +49,72 @@ _MAX_BACKTRACK = 40
 _RESIDUAL_FLOOR = 0.1
 
 
+@dataclass(slots=True)
+class _LineSearchSamples:
+    """The samples of a per-sample line search, one row each (see :meth:`FeatureSolver._line_search`).
+
+    ``t`` is each sample's step length (1, then halved until its test passes, in place), the
+    trial point is ``x - t direction`` with logits ``z - t z_direction``; ``f`` is the
+    objective at x, ``decrease`` the predicted decrease at t = 1, and ``rounding`` the level
+    below which a predicted decrease cannot be told from rounding.
+    """
+
+    t: torch.Tensor
+    x: torch.Tensor
+    z: torch.Tensor
+    direction: torch.Tensor
+    z_direction: torch.Tensor
+    ids: torch.Tensor
+    f: torch.Tensor
+    decrease: torch.Tensor
+    rounding: torch.Tensor
+
+    def subset(self, rows: torch.Tensor) -> _LineSearchSamples:
+        """The samples at positions ``rows`` (copies: the step lengths of ``self`` stay its own)."""
+        return _LineSearchSamples(self.t[rows], self.x[rows], self.z[rows], self.direction[rows],
+                                  self.z_direction[rows], self.ids[rows], self.f[rows],
+                                  self.decrease[rows], self.rounding[rows])
+
+
 class FeatureSolver:
     """Holds the features of all samples in the coordinates of the current classifier.
 
     ``X`` (n, r) are the coordinates in the row space of ``W``; :meth:`features` returns
     ``H = X V^T`` (n, d). :meth:`set_classifier` changes ``W`` (and ``b``) and carries the
     features over as a warm start; :meth:`solve` minimises every per-sample objective.
+
+    Keyword options (the same for :class:`~.mixture_newton.MixtureFeatureSolver`):
+    ``sample_weight`` (n,) weighs each sample's objective and classifier gradients (class
+    imbalance; None: all 1); ``grad_W_needed`` False skips the sums that only the gradient of
+    a learned W needs; ``pin_cpus`` keeps the chunk threads on one CPU each
+    (:mod:`.chunk_threads`, with ``parallel``); ``coordinates`` = (X, V) are features to
+    start from, coordinates X (n, r) in the frame V (d, r) of another solver, which the first
+    :meth:`set_classifier` carries over to its own frame.
     """
 
     def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096,
-                 parallel: str = "chunks"):
+                 parallel: str = "chunks", *, sample_weight: torch.Tensor | None = None,
+                 grad_W_needed: bool = True, pin_cpus: bool = False,
+                 coordinates: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.c, self.c_prime, self.lam = c, c_prime, lam
         self.same = c == c_prime
-        self._setup(loss, lam_H, chunk_size, int(c.numel()), ChunkThreads(c.device, parallel))
+        self._setup(loss, lam_H, chunk_size, int(c.numel()), ChunkThreads(c.device, parallel, pin_cpus),
+                    sample_weight, grad_W_needed, coordinates)
 
-    def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int,
-               threads: ChunkThreads) -> None:
+    def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int, threads: ChunkThreads,
+               sample_weight: torch.Tensor | None, grad_W_needed: bool,
+               coordinates: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         """The parts every sample layout shares (see :mod:`.mixture_newton` for m classes)."""
         self.threads = threads
-        # per-sample weights of the objective (class imbalance; None: all 1)
-        self.sample_weight: torch.Tensor | None = None
-        # the sums g_s h_s^T of a learned W (a fixed classifier's method turns them off)
-        self.grad_W_needed = True
+        self.sample_weight = sample_weight
+        self.grad_W_needed = grad_W_needed
         self.loss = loss
         self._softmax = loss.hessian == "softmax"
         self.lam_H = float(lam_H)
         self.chunk_size = int(chunk_size)
         self.n = n
-        self.X: torch.Tensor | None = None
-        self.W = self.b = self.A = self.V = self.sigma2 = None
+        self.W = self.b = self.A = self.sigma2 = None
+        self.X, self.V = (None, None) if coordinates is None else coordinates
 
     # -- classifier ------------------------------------------------------------------------
 
@@ -255,38 +294,40 @@ class FeatureSolver:
         with ``full`` None or, when ``measure``, (taken at t = 1 per sample, loss values,
         logit gradients there) from the loss terms of the full step.
         """
+        samples = _LineSearchSamples(torch.ones_like(f), x, z, direction, z_direction, ids, f,
+                                     decrease, rounding)
+        new_x = x
         accepted = torch.zeros_like(f, dtype=torch.bool)
-        t = torch.ones_like(f)
         pending = None  # every sample of the chunk
         full = None
         for _ in range(_MAX_BACKTRACK):
-            parts = (t, x, z, direction, z_direction, ids, f, decrease, rounding)
-            if pending is not None:
-                parts = tuple(part[pending] for part in parts)
-            t_p, x_p, z_p, d_p, zd_p, ids_p, f_p, dec_p, round_p = parts
             if pending is None:  # the full step first
-                trial, z_trial = x_p - d_p, z_p - zd_p
+                tried = samples
+                trial, z_trial = tried.x - tried.direction, tried.z - tried.z_direction
             else:
-                trial, z_trial = x_p - t_p[:, None] * d_p, z_p - t_p[:, None] * zd_p
+                tried = samples.subset(pending)
+                t = tried.t[:, None]
+                trial, z_trial = tried.x - t * tried.direction, tried.z - t * tried.z_direction
             # the gradient terms only at the full step, where they may confirm convergence
-            value, _, g_z = self._terms(z_trial, ids_p, need_grad=measure and pending is None)
+            value, _, g_z = self._terms(z_trial, tried.ids, need_grad=measure and pending is None)
             f_trial = value + 0.5 * self.lam_H * torch.linalg.vecdot(trial, trial)
-            ok = torch.isfinite(f_trial) & ((f_trial <= f_p - _ARMIJO * t_p * dec_p) | (dec_p <= round_p))
+            armijo = f_trial <= tried.f - _ARMIJO * tried.t * tried.decrease
+            ok = torch.isfinite(f_trial) & (armijo | (tried.decrease <= tried.rounding))
             if pending is None:
-                x = torch.where(ok[:, None], trial, x)
+                new_x = torch.where(ok[:, None], trial, x)
                 accepted = ok
                 if measure:
                     full = (ok, value, g_z)
                 pending = torch.nonzero(~ok).squeeze(1)
             else:
                 good = pending[ok]
-                x[good] = trial[ok]
+                new_x[good] = trial[ok]
                 accepted[good] = True
                 pending = pending[~ok]
             if pending.numel() == 0:
                 break
-            t[pending] = 0.5 * t[pending]
-        return x, accepted, full
+            samples.t[pending] = 0.5 * samples.t[pending]
+        return new_x, accepted, full
 
     def _confirm(self, todo, ids, x, full, tol, totals):
         """``todo`` less the samples whose full step ended within ``tol``, which join ``totals``.

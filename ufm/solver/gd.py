@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .state import RunState, measured_iterate, penalised_objective
+from .state import Iterate, RunState, measured_iterate, penalised_objective
 
 
 class HeavyBall:
@@ -36,7 +36,7 @@ class HeavyBall:
     def __init__(self, state: RunState):
         self.state = state
         self.buffers: dict[str, torch.Tensor] | None = None
-        self.current: dict[str, Any] | None = None
+        self.current: Iterate | None = None
 
     def start(self) -> None:
         if self.buffers is not None:
@@ -51,27 +51,27 @@ class HeavyBall:
             "vb": None if state.b is None else torch.zeros_like(state.b),
         }
 
-    def measure(self) -> dict[str, Any]:
+    def measure(self) -> Iterate:
         self.current = self._evaluate(self.buffers["H"])
         return self.current
 
-    def final(self, current: dict[str, Any]) -> dict[str, Any]:
+    def final(self, current: Iterate) -> Iterate:
         return current
 
-    def step(self, current: dict[str, Any]) -> str | None:
+    def step(self, current: Iterate) -> str | None:
         state, config, buffers = self.state, self.state.config, self.buffers
         lr, beta = (config.lr or 1.0), config.momentum
         curvature = state.problem.loss.curvature
         L_H = curvature * float(torch.linalg.matrix_norm(state.W, 2)) ** 2 + config.lam_H
-        buffers["vH"].mul_(beta).add_(current["grad_H"], alpha=-lr / L_H)
+        buffers["vH"].mul_(beta).add_(current.grad_H, alpha=-lr / L_H)
         if state.learn_W:
             # (1/n) sum_s h_s h_s^T has largest eigenvalue <= mean |h_s|^2
             mean_sq = float((buffers["H"] ** 2).sum(1).mean())
             L_W = curvature * mean_sq + config.lam_W
-            buffers["vW"].mul_(beta).add_(current["grad_W"], alpha=-lr / L_W)
+            buffers["vW"].mul_(beta).add_(current.grad_W, alpha=-lr / L_W)
         if state.learn_b:
             L_b = curvature + config.lam_b
-            buffers["vb"].mul_(beta).add_(current["grad_b"], alpha=-lr / L_b)
+            buffers["vb"].mul_(beta).add_(current.grad_b, alpha=-lr / L_b)
         if not _all_finite(buffers["vH"], buffers["vW"], buffers["vb"]):
             return "diverged"
         buffers["H"].add_(buffers["vH"])
@@ -81,7 +81,7 @@ class HeavyBall:
             state.b = state.b + buffers["vb"]
         return None
 
-    def _evaluate(self, H) -> dict[str, Any]:
+    def _evaluate(self, H) -> Iterate:
         """Objective and gradients at (H, W, b), chunk by chunk (grad_H into its buffer)."""
         state, config, problem = self.state, self.state.config, self.state.problem
         W, b, n = state.W, state.b, problem.n
@@ -117,7 +117,7 @@ class HeavyBall:
         if grad_b is not None:
             theta_sq += float((grad_b * grad_b).sum())
         feature_rms = float(grad_H.norm() / math.sqrt(n))
-        return measured_iterate(F, feature_rms, theta_sq, True, grad_W, grad_b, grad_H=grad_H, stats=None)
+        return measured_iterate(F, feature_rms, theta_sq, True, grad_W, grad_b, grad_H=grad_H)
 
     def features(self) -> torch.Tensor:
         return self.buffers["H"]

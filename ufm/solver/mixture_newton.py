@@ -57,7 +57,9 @@ class MixtureFeatureSolver(FeatureSolver):
     """
 
     def __init__(self, classes, weights, loss: MixupLoss, lam_H: float, chunk_size: int = 4096,
-                 parallel: str = "chunks"):
+                 parallel: str = "chunks", *, sample_weight: torch.Tensor | None = None,
+                 grad_W_needed: bool = True, pin_cpus: bool = False,
+                 coordinates: tuple[torch.Tensor, torch.Tensor] | None = None):
         if classes.ndim != 2 or classes.shape != weights.shape:
             raise ValueError(
                 f"classes and weights must both have shape (n, m), got {tuple(classes.shape)} "
@@ -66,7 +68,8 @@ class MixtureFeatureSolver(FeatureSolver):
         self.classes, self.weights = classes, weights
         self.m = int(classes.shape[1])
         self._setup(loss, lam_H, chunk_size, int(classes.shape[0]),
-                    ChunkThreads(classes.device, parallel))
+                    ChunkThreads(classes.device, parallel, pin_cpus), sample_weight, grad_W_needed,
+                    coordinates)
 
     def _terms(self, z, idx, need_grad=True):
         return self.loss.mixture_terms(z, self.classes[idx], self.weights[idx], need_grad)

@@ -27,7 +27,7 @@ from .anchor_start import start_at_anchors
 from .feature_newton import FeatureSolver, InnerStats
 from .lbfgs import LBFGSMemory
 from .mixture_newton import MixtureFeatureSolver
-from .state import RunState, measured_iterate, penalised_objective
+from .state import Iterate, RunState, measured_iterate, penalised_objective
 from .tight_frame import TightFrameFeatureSolver, TightFrameMixtureSolver
 
 _LBFGS_MEMORY = 20
@@ -58,29 +58,34 @@ class NewtonMethod:
         self.dtype = self._first_dtype()  # the feature solver's
         self.feature_solver = self._feature_solver(self.dtype)
         self.memory = LBFGSMemory(_LBFGS_MEMORY)
-        self.current: dict[str, Any] | None = None
+        self.current: Iterate | None = None
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
 
-    def _feature_solver(self, dtype: torch.dtype) -> FeatureSolver:
-        """The feature solver of the problem's samples, its mixing weights in ``dtype``."""
+    def _feature_solver(self, dtype: torch.dtype, coordinates=None) -> FeatureSolver:
+        """The feature solver of the problem's samples, its mixing weights in ``dtype``;
+        ``coordinates`` (X, V) the features it starts from (see :class:`FeatureSolver`)."""
         problem, config, state = self.state.problem, self.state.config, self.state
+        weight = problem.sample_weight
+        options = {
+            "sample_weight": None if weight is None else weight.to(dtype),
+            # the sums g_s h_s^T serve only the gradient of a learned W
+            "grad_W_needed": state.learn_W,
+            "pin_cpus": state.pin_cpus,
+            "coordinates": coordinates,
+        }
         # a fixed classifier that is a tight frame is solved in logit coordinates
         logit_frame = config.coordinates == "auto" and not state.learn_W
         if problem.classes is None:
             pairs = TightFrameFeatureSolver if logit_frame else FeatureSolver
-            solver = pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
-                           config.lam_H, config.chunk_rows, config.parallel)
-        else:
-            mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
-            solver = mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
-                              config.lam_H, config.chunk_rows, config.parallel)
-        weight = problem.sample_weight
-        solver.sample_weight = None if weight is None else weight.to(dtype)
-        return solver
+            return pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
+                         config.lam_H, config.chunk_rows, config.parallel, **options)
+        mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
+        return mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
+                        config.lam_H, config.chunk_rows, config.parallel, **options)
 
-    def _package(self, W, b, stats: InnerStats) -> dict[str, Any]:
+    def _package(self, W, b, stats: InnerStats) -> Iterate:
         """The measured iterate at (W, b) from the feature solver's totals.
 
         ``theta_grad`` is the flat gradient of the learned variables (W first, then b),
@@ -94,10 +99,10 @@ class NewtonMethod:
         theta_norm = 0.0 if theta_grad is None else float(torch.linalg.vector_norm(theta_grad))
         feature_rms = math.sqrt(stats.feature_grad_sq_sum / self.state.problem.n)
         return measured_iterate(F, feature_rms, theta_norm**2, stats.finite, grad_W, grad_b,
-                                theta_grad=theta_grad, stats=stats,
+                                theta_grad=theta_grad, inner_stats=stats,
                                 feature_dtype=str(self.dtype).removeprefix("torch."))
 
-    def final(self, current: dict[str, Any]) -> dict[str, Any]:
+    def final(self, current: Iterate) -> Iterate:
         return current
 
     def _start_features(self) -> None:
@@ -175,10 +180,10 @@ class ReducedNewton(NewtonMethod):
                                           set_classifier=not fresh)
         self._leave_float32_below()
 
-    def measure(self) -> dict[str, Any]:
+    def measure(self) -> Iterate:
         return self.current
 
-    def final(self, current: dict[str, Any]) -> dict[str, Any]:
+    def final(self, current: Iterate) -> Iterate:
         """The float64 measurement; a float32 phase stays in the checkpoint, so a resumed
         run goes on exactly as if it had not stopped."""
         if self._in_float32_phase:
@@ -187,9 +192,9 @@ class ReducedNewton(NewtonMethod):
             self._paused = paused
         return self.current
 
-    def step(self, current: dict[str, Any]) -> str | None:
+    def step(self, current: Iterate) -> str | None:
         theta = self._theta()
-        grad = current["theta_grad"]
+        grad = current.theta_grad
         direction = self.memory.direction(grad)
         slope = float(torch.dot(grad, direction))
         if slope >= 0:  # not a descent direction: restart from steepest descent
@@ -203,7 +208,7 @@ class ReducedNewton(NewtonMethod):
                 return None
             return "stalled"
         new_theta, new = accepted
-        self.memory.update(new_theta - theta, new["theta_grad"] - grad)
+        self.memory.update(new_theta - theta, new.theta_grad - grad)
         self.state.W, self.state.b = self._split(new_theta)
         self.current = new
         self._leave_float32_below()
@@ -212,8 +217,8 @@ class ReducedNewton(NewtonMethod):
     def _leave_float32_below(self) -> None:
         """Go on in float64 once the gradient norm is at the end of the float32 phase."""
         history = self.state.history
-        first = history[0]["grad_norm"] if history else self.current["grad_norm"]
-        if self.current["grad_norm"] <= max(self.state.config.tol, _FLOAT32_UNTIL * first):
+        first = history[0]["grad_norm"] if history else self.current.grad_norm
+        if self.current.grad_norm <= max(self.state.config.tol, _FLOAT32_UNTIL * first):
             self._to_full_precision()
 
     def _to_full_precision(self) -> None:
@@ -221,11 +226,11 @@ class ReducedNewton(NewtonMethod):
         if not self._in_float32_phase:
             return
         dtype = self.state.problem.dtype
-        low, full = self.feature_solver, self._feature_solver(dtype)
+        low = self.feature_solver
         # the coordinates and their frame, which the next set_classifier carries over
-        full.X, full.V = low.X.to(dtype), low.V.to(dtype)
-        self.feature_solver, self.dtype = full, dtype
-        theta_grad = self.current["theta_grad"]
+        self.feature_solver = self._feature_solver(dtype, coordinates=(low.X.to(dtype), low.V.to(dtype)))
+        self.dtype = dtype
+        theta_grad = self.current.theta_grad
         self.current = self._evaluate(self.state.W, self.state.b,
                                       self._inner_tol(float(torch.linalg.vector_norm(theta_grad))))
 
@@ -251,7 +256,7 @@ class ReducedNewton(NewtonMethod):
             return max(0.1 * tol, 1e-3)
         return max(0.1 * tol, min(1e-3, _INNER_FRACTION * outer_grad))
 
-    def _evaluate(self, W, b, inner_tol: float, set_classifier: bool = True) -> dict[str, Any]:
+    def _evaluate(self, W, b, inner_tol: float, set_classifier: bool = True) -> Iterate:
         """Solve every feature for the classifier (W, b); the measured iterate there.
 
         ``set_classifier=False`` when the feature solver holds (W, b) already: a second
@@ -293,17 +298,17 @@ class ReducedNewton(NewtonMethod):
         once the predicted decrease is below rounding level of F, a step that reduces the
         gradient norm is accepted instead.
         """
-        F0 = current["F"]
+        F0 = current.objective
         accepted_state = self.feature_solver.snapshot()
-        inner_tol = self._inner_tol(float(torch.linalg.vector_norm(current["theta_grad"])))
+        inner_tol = self._inner_tol(float(torch.linalg.vector_norm(current.theta_grad)))
         for _ in range(_FLOAT32_LINE_SEARCH if self._in_float32_phase else _MAX_LINE_SEARCH):
             trial = theta + step * direction
             W, b = self._split(trial)
             new = self._evaluate(W, b, inner_tol)
-            if math.isfinite(new["F"]):
-                sufficient = new["F"] <= F0 + 1e-4 * step * slope
+            if math.isfinite(new.objective):
+                sufficient = new.objective <= F0 + 1e-4 * step * slope
                 at_rounding = abs(step * slope) <= 64 * np.finfo(np.float64).eps * (abs(F0) + 1)
-                if sufficient or (at_rounding and new["grad_norm"] < current["grad_norm"]):
+                if sufficient or (at_rounding and new.grad_norm < current.grad_norm):
                     return trial, new
             step *= 0.5
             self.feature_solver.restore(accepted_state)
@@ -320,27 +325,26 @@ class FixedClassifierNewton(NewtonMethod):
 
     def start(self) -> None:
         self._start_features()
-        self.feature_solver.grad_W_needed = self.state.learn_W
         self.best_grad_norm = math.inf
 
-    def measure(self) -> dict[str, Any]:
+    def measure(self) -> Iterate:
         stats = self.feature_solver.newton_pass(0.1 * self.state.config.tol)
         self.current = self._package(self.state.W, self.state.b, stats)
         return self.current
 
-    def final(self, current: dict[str, Any]) -> dict[str, Any]:
+    def final(self, current: Iterate) -> Iterate:
         self.current = self._package(self.state.W, self.state.b, self.feature_solver.evaluate())
         return self.current
 
-    def step(self, current: dict[str, Any]) -> str | None:
+    def step(self, current: Iterate) -> str | None:
         """None: the Newton pass of measure() has stepped every feature already.
 
         ``"rounding"`` when that pass was at the rounding level of the dtype (every predicted
         decrease below it) and the gradient norm did not halve from its best so far: no
         further pass can lower it (float32 reaches about 1e-7, float64 about 1e-15).
         """
-        grad_norm = current["grad_norm"]
-        if current["stats"].at_rounding and grad_norm > 0.5 * self.best_grad_norm:
+        grad_norm = current.grad_norm
+        if current.inner_stats.at_rounding and grad_norm > 0.5 * self.best_grad_norm:
             return "rounding"
         self.best_grad_norm = min(self.best_grad_norm, grad_norm)
         return None

@@ -29,6 +29,7 @@ from ..etf import simplex_etf
 from ..imbalance import PAIRINGS, check_imbalance, class_sizes, is_balanced, pair_weight
 from ..losses import LossNames, MixupLoss, get_loss
 from .chunk_threads import PARALLEL
+from .methods import METHODS
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
 from .pair_samples import beta_sample, sample_pairs
 from .tight_frame import COORDINATES
@@ -36,7 +37,6 @@ from .tight_frame import COORDINATES
 PAIRS = ("all", "same", "different", "random")
 CLASSIFIERS = ("fixed_etf", "fixed", "learned")
 INITS = ("random", "etf")
-METHODS = ("newton", "gd")
 
 
 @dataclass
@@ -91,7 +91,7 @@ class UFMConfig:
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "pairs": PAIRS, "loss": LossNames(), "classifier": CLASSIFIERS, "init": INITS,
-        "method": METHODS, "dtype": tuple(DTYPES), "device": DEVICE_CHOICES, "parallel": PARALLEL,
+        "method": tuple(METHODS), "dtype": tuple(DTYPES), "device": DEVICE_CHOICES, "parallel": PARALLEL,
         "pairing": PAIRINGS, "coordinates": COORDINATES,
     }
 

@@ -40,11 +40,12 @@ from .problem import Problem
 class _ChunkedReference:
     """The distances to the exact features, from the per-sample squares of a subclass's
     ``_squares(features, frame, idx)``, summed chunk by chunk on the chunk threads; each
-    chunk's sums are added in chunk order, whatever thread ran it."""
+    chunk's sums are added in chunk order, whatever thread ran it (kept on one CPU each when
+    ``pin_cpus``)."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, pin_cpus: bool = False):
         self.problem = problem
-        self.threads = ChunkThreads(problem.device, problem.config.parallel)
+        self.threads = ChunkThreads(problem.device, problem.config.parallel, pin_cpus)
 
     def _chunks(self, device) -> list[torch.Tensor]:
         return [torch.arange(rows.start, rows.stop, device=device)
@@ -82,21 +83,23 @@ class TheoryReference(_ChunkedReference):
     """
 
     def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor,
-                 lam_values: list[float] | None = None, lam_group: torch.Tensor | None = None):
-        super().__init__(problem)
+                 lam_values: list[float] | None = None, lam_group: torch.Tensor | None = None,
+                 pin_cpus: bool = False):
+        super().__init__(problem, pin_cpus)
         self.a, self.b = a, b
         # the distinct lam and each sample's index among them (for distance_per_lam)
         self.lam_values, self.lam_group = lam_values, lam_group
 
     @classmethod
-    def build(cls, problem: Problem) -> TheoryReference | None:
-        """The reference of ``problem``, or None without an exact optimum to compare with."""
+    def build(cls, problem: Problem, pin_cpus: bool = False) -> TheoryReference | None:
+        """The reference of ``problem``, or None without an exact optimum to compare with;
+        ``pin_cpus`` as for :class:`~ufm.solver.chunk_threads.ChunkThreads`."""
         config = problem.config
         no_theory = problem.b0 is not None or not has_exact_theory(problem.loss)
         if config.classifier != "fixed_etf" or no_theory:
             return None
         if problem.classes is not None:
-            return MixtureTheoryReference.build(problem)
+            return MixtureTheoryReference.build(problem, pin_cpus)
         W = problem.W0
         K = W.shape[0]
         scale = row_norm(K, etf_gain(W))
@@ -109,8 +112,8 @@ class TheoryReference(_ChunkedReference):
         b = torch.where(same, 0.0, torch.from_numpy(b_u)[inverse])
         a, b = a.to(problem.device, W.dtype), b.to(problem.device, W.dtype)
         if config.alpha is not None:  # lam drawn from a Beta law: no grid to report on
-            return cls(problem, a, b)
-        return cls(problem, a, b, unique.tolist(), inverse.to(problem.device))
+            return cls(problem, a, b, pin_cpus=pin_cpus)
+        return cls(problem, a, b, unique.tolist(), inverse.to(problem.device), pin_cpus)
 
     def _squares(self, features, frame, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample of ``idx``: |f - f*|^2 and |f*|^2, where f* = a frame[c] + b frame[c']."""
@@ -142,12 +145,13 @@ class MixtureTheoryReference(_ChunkedReference):
     :class:`TheoryReference`.
     """
 
-    def __init__(self, problem: Problem, a: torch.Tensor, group: torch.Tensor, groups: int):
-        super().__init__(problem)
+    def __init__(self, problem: Problem, a: torch.Tensor, group: torch.Tensor, groups: int,
+                 pin_cpus: bool = False):
+        super().__init__(problem, pin_cpus)
         self.a, self.group, self.groups = a, group, groups
 
     @classmethod
-    def build(cls, problem: Problem) -> MixtureTheoryReference:
+    def build(cls, problem: Problem, pin_cpus: bool = False) -> MixtureTheoryReference:
         W, config = problem.W0, problem.config
         K = W.shape[0]
         scale = row_norm(K, etf_gain(W))
@@ -155,7 +159,8 @@ class MixtureTheoryReference(_ChunkedReference):
         unique, inverse = torch.unique(weights, dim=0, return_inverse=True)
         a_u = mixture_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)
         a = torch.from_numpy(a_u)[inverse]
-        return cls(problem, a.to(problem.device, W.dtype), inverse.to(problem.device), unique.shape[0])
+        return cls(problem, a.to(problem.device, W.dtype), inverse.to(problem.device), unique.shape[0],
+                   pin_cpus)
 
     def _squares(self, features, frame, idx):
         r"""Per sample :math:`\|f_s - f^*_s\|^2` and :math:`\|f^*_s\|^2`, :math:`f^*_s = \sum_k a_{s,k}` frame[c_{s,k}]."""

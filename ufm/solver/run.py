@@ -1,8 +1,8 @@
 r"""Gradient-based solver of the mixup UFM: free features, fixed or learned classifier.
 
 Minimises the objective of :mod:`ufm.solver.problem` (docs/theory.md section 1, Fisher, Meng &
-Papyan, ICLR 2024) over all samples at once, on the configured device, with one of two
-methods:
+Papyan, ICLR 2024) over all samples at once, on the configured device, with one of the
+methods registered in :mod:`.methods`:
 
 * ``"newton"`` (default, :mod:`.newton`): exact per-sample Newton on the features for fixed
   :math:`(W, b)`, and L-BFGS on the learned :math:`\theta = (W, b)` with the features
@@ -35,14 +35,13 @@ import torch
 from .._interrupts import sigterm_as_interrupt
 from ..etf import etf_distance
 from ..imbalance import classifier_imbalance
-from ._allocator import keep_freed_memory
 from .checkpoint import CHECKPOINT, Checkpoints
-from .gd import HeavyBall
-from .newton import newton_method
+from .execution import ExecutionSettings, process_left_as_found
+from .methods import method_factory
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
 from .reference import TheoryReference, learned_etf_comparison
 from .results import UFMResult
-from .state import Method, RunState
+from .state import Iterate, Method, RunState
 
 __all__ = ["CHECKPOINT", "solve"]
 
@@ -56,6 +55,7 @@ def solve(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     checkpoint_every: float = 60.0,
+    execution: ExecutionSettings | None = None,
 ) -> UFMResult:
     """Solve the mixup UFM described by ``config``; return a :class:`~ufm.solver.results.UFMResult`.
 
@@ -70,6 +70,10 @@ def solve(
     checkpoint_dir : folder for ``checkpoint.pt``, written every ``checkpoint_every``
         seconds and whenever the run stops (also on Ctrl-C).
     resume : continue from ``checkpoint_dir/checkpoint.pt``.
+    execution : how the solve may use the process
+        (:class:`~ufm.solver.execution.ExecutionSettings`; default: glibc's allocator left
+        alone and no thread pinned; the CLI turns both on). Whatever it says, torch's thread
+        count and the caller's CPU affinity are as before when ``solve`` returns or raises.
 
     Notes
     -----
@@ -83,34 +87,34 @@ def solve(
     ``etf_possible`` is False when d < K - 1 with a classifier that is not a fixed ETF: no
     classifier in d dimensions is then a simplex ETF, and a warning says so at the start.
     """
-    keep_freed_memory()
-    no_etf = etf_impossible_message(config)
-    if no_etf is not None:
-        warnings.warn(no_etf, stacklevel=2)
-    problem = build_problem(config, W_init, b_init)
-    run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every))
-    if resume:
-        run.checkpoints.resume(run.state, run.method)
-    return run.execute()
+    execution = ExecutionSettings() if execution is None else execution
+    with process_left_as_found(execution):
+        no_etf = etf_impossible_message(config)
+        if no_etf is not None:
+            warnings.warn(no_etf, stacklevel=2)
+        problem = build_problem(config, W_init, b_init)
+        run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every), execution.pin_cpus)
+        if resume:
+            run.checkpoints.resume(run.state, run.method)
+        return run.execute()
 
 
 def _method(state: RunState) -> Method:
-    """The method object of ``config.method``."""
-    if state.config.method == "gd":
-        return HeavyBall(state)
-    return newton_method(state)
+    """The method object of ``config.method``, made by its factory in :data:`.methods.METHODS`."""
+    return method_factory(state.config.method)(state)
 
 
 class _Run:
     """One solve: the run state, the method, the theory reference, checkpoints, progress."""
 
-    def __init__(self, problem: Problem, progress: bool, checkpoints: Checkpoints):
+    def __init__(self, problem: Problem, progress: bool, checkpoints: Checkpoints,
+                 pin_cpus: bool = False):
         self.problem = problem
         self.config = problem.config
         self.progress = progress
         self.checkpoints = checkpoints
-        self.state = RunState(problem)
-        self.theory = TheoryReference.build(problem)
+        self.state = RunState(problem, pin_cpus)
+        self.theory = TheoryReference.build(problem, pin_cpus)
         self.method = _method(self.state)
 
     def execute(self) -> UFMResult:
@@ -138,7 +142,7 @@ class _Run:
         method.start()
         while True:
             current = method.measure()
-            reason = self._limit_reason(current["grad_norm"])
+            reason = self._limit_reason(current.grad_norm)
             if reason is not None:
                 current = method.final(current)
             self._record(current, bar)
@@ -163,26 +167,25 @@ class _Run:
             return "time_limit"
         return None
 
-    def _record(self, current: dict[str, Any], bar) -> None:
+    def _record(self, current: Iterate, bar) -> None:
         """Append the history row of the current iterate and update the progress bar."""
         state = self.state
         row = {
             "iteration": state.iteration,
-            "loss": current["F"],
-            "grad_norm": current["grad_norm"],
-            "feature_grad_rms": current["feature_rms"],
-            "grad_W_norm": _norm(current["grad_W"]),
-            "grad_b_norm": _norm(current["grad_b"]),
+            "loss": current.objective,
+            "grad_norm": current.grad_norm,
+            "feature_grad_rms": current.feature_grad_rms,
+            "grad_W_norm": _norm(current.grad_W),
+            "grad_b_norm": _norm(current.grad_b),
             "etf_distance_W": etf_distance(state.W),
             "seconds": state.seconds(),
         }
         if self.theory is not None:
             row["theory_distance"] = self.theory.distance(*self.method.theory_frame())
-        stats = current.get("stats")
-        if stats is not None:
-            row["inner_newton"] = stats.newton_iterations
-        if "feature_dtype" in current:  # the phase of a mixed-precision run
-            row["feature_dtype"] = current["feature_dtype"]
+        if current.inner_stats is not None:
+            row["inner_newton"] = current.inner_stats.newton_iterations
+        if current.feature_dtype is not None:  # the phase of a mixed-precision run
+            row["feature_dtype"] = current.feature_dtype
         state.history.append(row)
         if bar is not None:
             bar.update(state.iteration, row["loss"], row["grad_norm"])

@@ -83,6 +83,7 @@ def run_points(job: str, items: list[tuple[dict[str, Any], str, bool]],
 def _solve(data: dict[str, Any], out: Path, resume: bool) -> str:
     """What ``ufm solve --out`` does (``--resume`` when ``resume``), without printing."""
     from ..solver import CHECKPOINT, UFMConfig, solve
+    from ..solver.execution import CLI_EXECUTION
 
     config = config_from_dict(UFMConfig, data)
     out = prepare_run_dir(out)
@@ -91,7 +92,7 @@ def _solve(data: dict[str, Any], out: Path, resume: bool) -> str:
         (out / CHECKPOINT).unlink(missing_ok=True)
     write_json(out / "config.json", config_to_dict(config))
     result = solve(config, progress=False, checkpoint_dir=out, resume=resume,
-                   checkpoint_every=CHECKPOINT_EVERY)
+                   checkpoint_every=CHECKPOINT_EVERY, execution=CLI_EXECUTION)
     if result.stop_reason == "interrupted":
         return "interrupted"
     result.save(out)

@@ -1,0 +1,49 @@
+"""The registry of solver methods: the configuration's choices, the CLI's, and what one line adds."""
+
+import pytest
+import torch
+
+from ufm.cli import build_parser
+from ufm.solver import UFMConfig, solve
+from ufm.solver.methods import METHODS, method_factory
+from ufm.solver.problem import build_problem
+from ufm.solver.state import Method, RunState
+
+SMALL = {"K": 4, "d": 5, "num_lams": 5, "classifier": "learned"}
+# what the driver calls on a method (the protocol's members)
+PROTOCOL = [name for name in vars(Method) if not name.startswith("_")]
+
+
+def test_the_choices_of_method_are_the_registry():
+    assert UFMConfig.CHOICES["method"] == tuple(METHODS) == ("newton", "gd")
+    solve_parser = build_parser()._subparsers._group_actions[0].choices["solve"]
+    (action,) = [a for a in solve_parser._actions if a.dest == "method"]
+    assert action.help.startswith("one of newton, gd;")  # the flag lists them in its help
+    with pytest.raises(ValueError, match="method must be one of 'newton', 'gd'; got 'adam'"):
+        UFMConfig(method="adam")
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_registered_factory_makes_a_method(name):
+    assert len(PROTOCOL) == 8 and "step" in PROTOCOL
+    state = RunState(build_problem(UFMConfig(**SMALL, method=name)))
+    method = method_factory(name)(state)
+    missing = [member for member in PROTOCOL if not callable(getattr(method, member, None))]
+    assert not missing, f"{name}: {missing}"
+
+
+def test_an_unknown_name_is_refused_by_the_registry():
+    with pytest.raises(ValueError, match="unknown method 'adam'; known methods: 'newton', 'gd'"):
+        method_factory("adam")
+
+
+def test_one_registry_line_adds_a_method(monkeypatch):
+    """A second name for heavy-ball momentum: accepted by the configuration, run by solve,
+    and its results those of "gd" to the bit."""
+    monkeypatch.setitem(METHODS, "heavy_ball", "ufm.solver.gd:HeavyBall")
+    fields = {**SMALL, "max_iters": 30}
+    added = solve(UFMConfig(**fields, method="heavy_ball"))
+    gd = solve(UFMConfig(**fields, method="gd"))
+    assert added.summary["method"] == "heavy_ball"
+    assert torch.equal(added.H, gd.H) and torch.equal(added.W, gd.W)
+    assert [row["loss"] for row in added.history] == [row["loss"] for row in gd.history]
