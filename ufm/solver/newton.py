@@ -11,7 +11,7 @@ with a backtracking Armijo line search on the reduced function
 Optimising :math:`(H, W)` jointly by L-BFGS crawls: each :math:`h_s` has :math:`1/n` of
 :math:`W`'s curvature. With a fixed classifier and no bias an iteration is one Newton step
 on every feature (:class:`FixedClassifierNewton`). :func:`newton_method` picks the variant.
-Samples of m > 2 classes use :class:`~ufm.solver.mixture_newton.MixtureFeatureSolver`.
+Pairs and m-class mixtures share the one feature solver (samples as classes and weights (n, m)).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import torch
 from .anchor_start import start_at_anchors
 from .feature_newton import FeatureSolver, InnerStats
 from .lbfgs import LBFGSMemory
-from .mixture_newton import MixtureFeatureSolver
 from .state import RunState, measured_iterate, penalised_objective
-from .tight_frame import TightFrameFeatureSolver, TightFrameMixtureSolver
 
 _LBFGS_MEMORY = 20
 _MAX_LINE_SEARCH = 30
@@ -63,22 +61,21 @@ class NewtonMethod:
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
 
-    def _feature_solver(self, dtype: torch.dtype) -> FeatureSolver:
-        """The feature solver of the problem's samples, its mixing weights in ``dtype``."""
+    # whether the feature passes sum the classifier gradient (a fixed classifier needs none)
+    _grad_W_needed = True
+
+    def _feature_solver(self, dtype: torch.dtype, coordinates=None) -> FeatureSolver:
+        """The feature solver of the problem's samples, its mixing weights in ``dtype``;
+        ``coordinates`` (X, V): features to start from, in another solver's frame."""
         problem, config, state = self.state.problem, self.state.config, self.state
         # a fixed classifier that is a tight frame is solved in logit coordinates
         logit_frame = config.coordinates == "auto" and not state.learn_W
-        if problem.classes is None:
-            pairs = TightFrameFeatureSolver if logit_frame else FeatureSolver
-            solver = pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
-                           config.lam_H, config.chunk_rows, config.parallel)
-        else:
-            mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
-            solver = mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
-                              config.lam_H, config.chunk_rows, config.parallel)
         weight = problem.sample_weight
-        solver.sample_weight = None if weight is None else weight.to(dtype)
-        return solver
+        return FeatureSolver(problem.classes, problem.weights.to(dtype), problem.loss,
+                             config.lam_H, config.chunk_rows, config.parallel,
+                             sample_weight=None if weight is None else weight.to(dtype),
+                             grad_W_needed=self._grad_W_needed, logit_coordinates=logit_frame,
+                             coordinates=coordinates)
 
     def _package(self, W, b, stats: InnerStats) -> dict[str, Any]:
         """The measured iterate at (W, b) from the feature solver's totals.
@@ -221,9 +218,9 @@ class ReducedNewton(NewtonMethod):
         if not self._in_float32_phase:
             return
         dtype = self.state.problem.dtype
-        low, full = self.feature_solver, self._feature_solver(dtype)
+        low = self.feature_solver
         # the coordinates and their frame, which the next set_classifier carries over
-        full.X, full.V = low.X.to(dtype), low.V.to(dtype)
+        full = self._feature_solver(dtype, coordinates=(low.X.to(dtype), low.V.to(dtype)))
         self.feature_solver, self.dtype = full, dtype
         theta_grad = self.current["theta_grad"]
         self.current = self._evaluate(self.state.W, self.state.b,
@@ -318,9 +315,10 @@ class FixedClassifierNewton(NewtonMethod):
     further, so the final state is measured once more.
     """
 
+    _grad_W_needed = False  # nothing is learned
+
     def start(self) -> None:
         self._start_features()
-        self.feature_solver.grad_W_needed = self.state.learn_W
         self.best_grad_norm = math.inf
 
     def measure(self) -> dict[str, Any]:
