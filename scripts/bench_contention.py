@@ -14,7 +14,7 @@ then weighs the two sessions equally rather than their threads. Rows:
 
 * the Newton solve of the fixed simplex ETF to gradient norm 1e-11 (float64, which puts the
   features within about 1e-15 of the exact theory), with the
-  threads sharing chunks (default, in the logit coordinates of :mod:`ufm.solver.tight_frame`,
+  threads sharing chunks (default, in the logit coordinates of :mod:`ufm.solver.frames`,
   each thread kept on its own CPU), with the threads left where the scheduler puts them
   (``unpinned``, the computation before), in the SVD frame of the row space (``coordinates="row_space"``, the computation before),
   with torch's per-operation threads (the behaviour before that), and on one thread;

@@ -16,7 +16,7 @@ K in (10, 100, 1000) at d = K and 210,000 random-pair samples (10,000 pairs); d 
 K = 10. Then the large problem: K = d = 1000, 200,004 random-pair samples, fixed
 ETF to gradient norm 1e-10 (goal: within 2 minutes on 2 cores), the same for 2 iterations in
 the SVD frame (``coordinates="row_space"``, the computation before the logit coordinates of
-:mod:`ufm.solver.tight_frame`: the baseline), and the learned classifier at that size under a
+:mod:`ufm.solver.frames`: the baseline), and the learned classifier at that size under a
 time limit. Section ``learned_K`` asks why that one is slow: the learned classifier to gradient
 1e-8 on random pairs at the same density (9.52 K pairs of classes, each class in about 19
 of them) for K = d in (50, 100, 200), and on all pairs at K = d = 100, counting the L-BFGS

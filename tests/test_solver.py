@@ -86,7 +86,7 @@ def test_reported_gradients_match_finite_differences():
     W = torch.randn(4, 5, generator=g, dtype=torch.float64)
     b = torch.randn(4, generator=g, dtype=torch.float64)
     H = torch.randn(problem.n, 5, generator=g, dtype=torch.float64)
-    solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
+    solver = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
     solver.set_classifier(W, b, H=H)
     H = solver.features()  # the solver keeps features in the row space of W
     stats = solver.evaluate()
@@ -302,13 +302,13 @@ def test_feature_gradient_and_newton_model_match_finite_differences(loss):
     g = torch.Generator().manual_seed(2)
     W = torch.randn(5, 7, generator=g, dtype=torch.float64)
     b = torch.randn(5, generator=g, dtype=torch.float64)
-    solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
+    solver = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
     solver.set_classifier(W, b, H=torch.randn(problem.n, 7, generator=g, dtype=torch.float64))
     X = solver.X.clone()
     idx = torch.arange(problem.n)
-    z = X @ solver.A.T + b
+    z = X @ solver.frame.A.T + b
     _, _, g_z = problem.loss.pair_terms(z, problem.c, problem.c_prime, problem.lam)
-    gradient = g_z @ solver.A + config.lam_H * X  # per-sample gradient in x-coordinates
+    gradient = g_z @ solver.frame.A + config.lam_H * X  # per-sample gradient in x-coordinates
     direction = torch.randn(X.shape, generator=g, dtype=torch.float64)
     step = 1e-6
 
@@ -325,8 +325,8 @@ def test_feature_gradient_and_newton_model_match_finite_differences(loss):
 
     def grad_at(t):
         x = X + t * direction
-        _, _, gz = problem.loss.pair_terms(x @ solver.A.T + b, problem.c, problem.c_prime, problem.lam)
-        return gz @ solver.A + config.lam_H * x
+        _, _, gz = problem.loss.pair_terms(x @ solver.frame.A.T + b, problem.c, problem.c_prime, problem.lam)
+        return gz @ solver.frame.A + config.lam_H * x
 
     fd_hv = (grad_at(step) - grad_at(-step)) / (2 * step)
     assert torch.allclose(hv, fd_hv, rtol=1e-6, atol=1e-8)

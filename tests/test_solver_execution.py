@@ -238,7 +238,7 @@ def test_the_work_between_newton_passes_runs_on_the_chunk_threads(two_threads, m
     monkeypatch.setattr(ChunkThreads, "map", recording)
     config = UFMConfig(K=6, d=8, num_lams=5, chunk_size=16)
     problem = build_problem(config)  # 180 samples: 12 blocks
-    solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, 16)
+    solver = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, 16)
 
     def on_the_threads():
         assert maps and len(maps[-1]) == 12 and caller not in maps[-1]

@@ -15,7 +15,7 @@ def _problem(**fields):
 
 
 def _solver(problem, config, **options) -> FeatureSolver:
-    return FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, 16,
+    return FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H, 16,
                          **options)
 
 

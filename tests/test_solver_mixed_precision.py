@@ -192,7 +192,7 @@ def test_start_at_anchors_fills_every_chunk():
     config = ufm.UFMConfig(K=4, d=5, classifier="learned", num_lams=7, chunk_size=5)
     state, solver = _solver(config)
     anchor_start.start_at_anchors(solver)
-    reference = FeatureSolver(solver.c, solver.c_prime, solver.lam, solver.loss, config.lam_H, 10**6)
+    reference = FeatureSolver(solver.classes, solver.weights, solver.loss, config.lam_H, 10**6)
     reference.set_classifier(state.W, None)
     anchor_start.start_at_anchors(reference)
     # the same elementwise formula row by row, whatever the chunks

@@ -18,7 +18,7 @@ from ufm.cli import main
 from ufm.etf import etf_distance, simplex_etf
 from ufm.losses import Focal, get_loss
 from ufm.solver import UFMConfig, build_problem, load_result, solve
-from ufm.solver.mixture_newton import MixtureFeatureSolver
+from ufm.solver.feature_newton import FeatureSolver
 from ufm.theory import mixture_features, mixture_target
 
 LAM_H = 5e-3
@@ -61,7 +61,9 @@ def test_grid_samples_are_every_tuple_and_every_lattice_point():
     config = UFMConfig(K=5, d=4, mixup_points=3, num_lams=4, samples_per_pair=2)
     problem = build_problem(config)
     lattice = {p for p in itertools.product(range(4), repeat=3) if sum(p) == 3}  # i+j+k = N = 3
-    assert problem.n == math.comb(5, 3) * len(lattice) * 2 and problem.c is None
+    assert problem.n == math.comb(5, 3) * len(lattice) * 2 and not problem.mixes_pairs
+    with pytest.raises(ValueError, match="c exists for pairs only; this problem mixes m = 3"):
+        problem.c  # noqa: B018
     classes, weights = problem.classes, problem.weights
     assert torch.equal(classes.unique(dim=0), torch.tensor(list(itertools.combinations(range(5), 3))))
     seen = {tuple(round(3 * float(w)) for w in row) for row in weights}
@@ -212,7 +214,7 @@ def test_feature_gradient_and_hessian_vector_product_match_finite_differences(lo
     g = torch.Generator().manual_seed(2)
     W = torch.randn(6, 7, generator=g, dtype=torch.float64)
     b = torch.randn(6, generator=g, dtype=torch.float64)
-    solver = MixtureFeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
+    solver = FeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
     solver.set_classifier(W, b, H=torch.randn(problem.n, 7, generator=g, dtype=torch.float64))
     X = solver.X.clone()
     H = solver.features()
@@ -222,9 +224,9 @@ def test_feature_gradient_and_hessian_vector_product_match_finite_differences(lo
         float(_objective(H, W, b, problem, config)), rel=1e-13)
 
     def grad_at(x):
-        z = x @ solver.A.T + b
+        z = x @ solver.frame.A.T + b
         _, _, gz = problem.loss.mixture_terms(z, problem.classes, problem.weights)
-        return gz @ solver.A + config.lam_H * x
+        return gz @ solver.frame.A + config.lam_H * x
 
     direction = torch.randn(X.shape, generator=g, dtype=torch.float64)
     step = 1e-6
@@ -240,7 +242,7 @@ def test_feature_gradient_and_hessian_vector_product_match_finite_differences(lo
     noise = 10 * np.finfo(np.float64).eps * abs(total(0.0)) / step
     assert float((grad_at(X) * direction).sum()) == pytest.approx(fd, rel=1e-7, abs=noise)
     solver.X = X
-    z = X @ solver.A.T + b
+    z = X @ solver.frame.A.T + b
     hv = solver._hessian_vector(z, torch.softmax(z, -1), direction, torch.arange(n))
     fd_hv = (grad_at(X + step * direction) - grad_at(X - step * direction)) / (2 * step)
     assert torch.allclose(hv, fd_hv, rtol=1e-6, atol=1e-8)
@@ -257,17 +259,17 @@ def test_preconditioner_is_the_exact_hessian_for_a_simplex_etf(m):
     K, d = 8, 9
     config = UFMConfig(K=K, d=d, mixup_points=m, pairs="random", num_pairs=30, alpha=1.0, samples_per_pair=2)
     problem = build_problem(config)
-    solver = MixtureFeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
+    solver = FeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
     solver.set_classifier(problem.W0, None)
     # any feature in the span of its own classes' vectors gives the other classes equal logits
     g = torch.Generator().manual_seed(4)
     coefficients = 5 * torch.randn(problem.n, m, generator=g, dtype=torch.float64)
-    solver.X = F.embedding_bag(problem.classes, solver.A, per_sample_weights=coefficients, mode="sum")
+    solver.X = F.embedding_bag(problem.classes, solver.frame.A, per_sample_weights=coefficients, mode="sum")
     idx = torch.arange(problem.n)
     _, z, _, p, _, grad = solver._measure(idx)
     apply, exact, _ = solver._preconditioner(p, idx)
     assert exact
-    newton = torch.linalg.solve(_dense_hessians(solver.A, p, config.lam_H), grad[:, :, None]).squeeze(-1)
+    newton = torch.linalg.solve(_dense_hessians(solver.frame.A, p, config.lam_H), grad[:, :, None]).squeeze(-1)
     assert float((apply(grad) - newton).norm() / newton.norm()) <= 1e-10
     direction, _, cg_iterations = solver._newton_direction(z, p, grad, idx, torch.full((problem.n,), 1e-3))
     # Per sample, relative to its step: the dense reference forms diag(p) - p p^T with
@@ -284,7 +286,7 @@ def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier():
     problem = build_problem(config)
     g = torch.Generator().manual_seed(8)
     W = torch.randn(K, d, generator=g, dtype=torch.float64)
-    solver = MixtureFeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
+    solver = FeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
     solver.set_classifier(W, None, H=torch.randn(problem.n, d, generator=g, dtype=torch.float64))
     idx = torch.arange(problem.n)
     _, z, _, p, _, grad = solver._measure(idx)
@@ -295,7 +297,7 @@ def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier():
     p_other = torch.where(inside, 0.0, p)
     p_bar = (p_other**2).sum(1) / p_other.sum(1)
     p_tilde = torch.where(inside, p, p_bar[:, None])
-    A = solver.A
+    A = solver.frame.A
     M0 = A.T @ (torch.diag_embed(p_tilde) - p[:, :, None] * p[:, None, :]) @ A
     M0 = M0 + config.lam_H * torch.eye(A.shape[1], dtype=A.dtype)
     assert bool((torch.linalg.eigvalsh(M0)[:, 0] >= config.lam_H * (1 - 1e-9)).all())  # positive definite
@@ -344,7 +346,7 @@ def test_reported_classifier_gradient_matches_finite_differences():
     g = torch.Generator().manual_seed(1)
     W = torch.randn(5, 6, generator=g, dtype=torch.float64)
     b = torch.randn(5, generator=g, dtype=torch.float64)
-    solver = MixtureFeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
+    solver = FeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
     solver.set_classifier(W, b, H=torch.randn(problem.n, 6, generator=g, dtype=torch.float64))
     H = solver.features()
     stats = solver.evaluate()

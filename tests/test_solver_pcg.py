@@ -13,7 +13,6 @@ import torch
 from ufm.etf import simplex_etf
 from ufm.solver import UFMConfig, build_problem
 from ufm.solver.feature_newton import FeatureSolver
-from ufm.solver.mixture_newton import MixtureFeatureSolver
 
 
 def _dense_hessians(A, p, lam_H):
@@ -29,9 +28,9 @@ def _solver(m: int, W: torch.Tensor, loss: str = "ce", seed: int = 0):
                        alpha=1.0, samples_per_pair=2, loss=loss, seed=seed)
     problem = build_problem(config, W_init=W)
     if m == 2:
-        solver = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
+        solver = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, config.lam_H)
     else:
-        solver = MixtureFeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
+        solver = FeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H)
     g = torch.Generator().manual_seed(seed)
     solver.set_classifier(W, None, H=torch.randn(problem.n, d, generator=g, dtype=torch.float64))
     return solver
@@ -54,8 +53,8 @@ def test_the_residual_bound_holds_against_dense_hessians(m, offset, loss):
     preconditioner = solver._preconditioner(p, idx, torch.add(grad, x, alpha=-solver.lam_H))
     assert not preconditioner.exact and preconditioner.deviation is not None
     d0 = preconditioner.apply(grad)
-    true = ((_dense_hessians(solver.A, p, solver.lam_H) @ d0[:, :, None]).squeeze(-1) - grad).norm(dim=1)
-    bound = solver.sigma2.max().sqrt() * (preconditioner.deviation * solver._to_logits(d0)).norm(dim=1)
+    true = ((_dense_hessians(solver.frame.A, p, solver.lam_H) @ d0[:, :, None]).squeeze(-1) - grad).norm(dim=1)
+    bound = solver.frame.sigma2.max().sqrt() * (preconditioner.deviation * solver._to_logits(d0)).norm(dim=1)
     # an upper bound (to rounding of the dense residual), and not a vacuous one
     assert bool((true <= bound * (1 + 1e-9) + 1e-14 * grad.norm(dim=1)).all())
     assert float((true / bound).max()) >= 0.05
@@ -75,7 +74,7 @@ def test_a_near_etf_classifier_takes_the_certified_step_without_hessian_products
     direction, z_direction, cg = solver._newton_direction(z, p, grad, idx, forcing, frame)
     assert cg == 0 and z_direction is not None
     assert float((z_direction - solver._to_logits(direction)).norm() / z_direction.norm()) <= 1e-14
-    residual = (_dense_hessians(solver.A, p, solver.lam_H) @ direction[:, :, None]).squeeze(-1) - grad
+    residual = (_dense_hessians(solver.frame.A, p, solver.lam_H) @ direction[:, :, None]).squeeze(-1) - grad
     assert bool((residual.norm(dim=1) <= 1e-3 * grad.norm(dim=1)).all())
 
 
@@ -85,7 +84,7 @@ def test_samples_that_fail_the_bound_go_on_by_cg_to_their_target(m):
     idx = torch.arange(solver.n)
     x, z, _, p, _, grad = solver._measure(idx)
     frame = torch.add(grad, x, alpha=-solver.lam_H)
-    hessians = _dense_hessians(solver.A, p, solver.lam_H)
+    hessians = _dense_hessians(solver.frame.A, p, solver.lam_H)
     for forcing, floor in [(1e-8, 0.0), (1e-12, 1e-3)]:
         targets = (forcing * grad.norm(dim=1)).clamp_min(floor)
         direction, z_direction, cg = solver._newton_direction(

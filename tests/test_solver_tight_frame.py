@@ -1,4 +1,4 @@
-"""Feature solves in logit coordinates for a tight-frame classifier (ufm.solver.tight_frame).
+"""Feature solves in logit coordinates for a tight-frame classifier (ufm.solver.frames).
 
 Each result is checked against the SVD frame (``coordinates="row_space"``), an independent
 path through the same objective, and the Sherman-Morrison inverse against a dense solve.
@@ -15,7 +15,7 @@ import ufm
 from ufm.solver.feature_newton import FeatureSolver
 from ufm.solver.problem import build_problem
 from ufm.solver.reference import TheoryReference
-from ufm.solver.tight_frame import TightFrameFeatureSolver, tight_frame
+from ufm.solver.frames import tight_frame
 
 
 def _orthonormal_rows(K, d, scale, seed=0):
@@ -81,7 +81,7 @@ def test_a_full_tight_frame_with_unequal_probabilities():
 def test_sherman_morrison_inverts_the_hessian():
     K, sigma, lam_H = 7, 1.3, 5e-3
     problem = build_problem(ufm.UFMConfig(K=K, d=9, classifier="fixed"), W_init=_orthonormal_rows(K, 9, sigma))
-    solver = TightFrameFeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, lam_H)
+    solver = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, lam_H, logit_coordinates=True)
     solver.set_classifier(problem.W0, None)
     generator = torch.Generator().manual_seed(1)
     p = torch.softmax(3 * torch.randn(4, K, generator=generator, dtype=torch.float64), dim=-1)
@@ -111,12 +111,12 @@ def test_theory_distance_in_logit_coordinates():
 
 def test_a_checkpoint_in_the_svd_frame_is_carried_over():
     problem = build_problem(ufm.UFMConfig(K=6, d=8))
-    svd = FeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, 5e-3)
+    svd = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, 5e-3)
     svd.set_classifier(problem.W0, None)
     svd.newton_pass(1e-12)
-    logit = TightFrameFeatureSolver(problem.c, problem.c_prime, problem.lam, problem.loss, 5e-3)
+    logit = FeatureSolver.pairs(problem.c, problem.c_prime, problem.lam, problem.loss, 5e-3, logit_coordinates=True)
     logit.load_state_dict(svd.state_dict())  # no "frame": saved in the SVD frame
-    assert logit._frame[0] == "centred"
+    assert logit.frame.kind == "centred"
     assert float((logit.features() - svd.features()).norm() / svd.features().norm()) < 1e-13
 
 

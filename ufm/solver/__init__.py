@@ -7,9 +7,9 @@ feature solver :mod:`.feature_newton` and the classifier's L-BFGS memory :mod:`.
 :mod:`.gd`; the exact theory that runs are measured against is :mod:`.reference`, and
 ``checkpoint.pt`` is :mod:`.checkpoint`. What a solve may change in its process (allocator,
 CPU pinning; off unless asked) is :mod:`.execution`.
-Mixtures of ``mixup_points`` = m > 2 classes draw their samples in :mod:`.mixture_samples`,
-and take their features from :mod:`.mixture_newton`; pairs (m = 2) keep
-:mod:`.feature_newton`. What the solver needs of a loss (its terms, Hessian structure and
+Samples are classes and weights (n, m), pairs being m = 2 (:mod:`.pair_samples`) and
+mixtures of ``mixup_points`` = m > 2 classes drawn in :mod:`.mixture_samples`; one feature
+solver serves both, in the coordinate frame of :mod:`.frames`. What the solver needs of a loss (its terms, Hessian structure and
 curvature) the loss declares (:mod:`ufm.losses.base`).
 """
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from .feature_newton import FeatureSolver
-from .mixture_newton import MixtureFeatureSolver
 
 
 def anchor_coordinates(solver: FeatureSolver) -> torch.Tensor:
@@ -27,8 +26,8 @@ def anchor_coordinates(solver: FeatureSolver) -> torch.Tensor:
     W, b = solver.W, solver.b
     K = W.shape[0]
     classes = torch.arange(K, device=W.device)
-    anchors = FeatureSolver(classes, classes, torch.ones(K, dtype=W.dtype, device=W.device),
-                            solver.loss, solver.lam_H, K, "kernels")
+    anchors = FeatureSolver.pairs(classes, classes, torch.ones(K, dtype=W.dtype, device=W.device),
+                                  solver.loss, solver.lam_H, K, "kernels")
     anchors.set_classifier(W, b)
     anchors.solve(tol=0.0)  # each anchor stops at the rounding level of the dtype
     return anchors.features() @ solver.V
@@ -42,16 +41,17 @@ def start_at_anchors(solver: FeatureSolver) -> None:
     """
     anchors = anchor_coordinates(solver)
     X = solver.X
+    pairs = solver.pair_columns
 
     def fill(rows: slice) -> None:
-        if isinstance(solver, MixtureFeatureSolver):
+        if pairs is not None:  # 1 - lam as the pair fast path forms it
+            lam = pairs.lam[rows, None]
+            x = lam * anchors[pairs.c[rows]] + (1 - lam) * anchors[pairs.c_prime[rows]]
+        else:
             classes, weights = solver.classes[rows], solver.weights[rows]
             x = weights[:, 0, None] * anchors[classes[:, 0]]
             for k in range(1, classes.shape[1]):
                 x += weights[:, k, None] * anchors[classes[:, k]]
-        else:
-            lam = solver.lam[rows, None]
-            x = lam * anchors[solver.c[rows]] + (1 - lam) * anchors[solver.c_prime[rows]]
         X[rows] = x
 
     solver.threads.map(fill, solver.row_blocks())

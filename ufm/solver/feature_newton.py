@@ -1,5 +1,14 @@
 r"""Exact per-sample feature solves for a fixed classifier: damped Newton with structured PCG.
 
+One solver for every sample layout: a sample mixes the classes of a row of ``classes`` (n, m)
+with the weights of the same row of ``weights`` (n, m); mixup pairs are m = 2 (classes
+:math:`c, c'`, weights :math:`\lambda, 1-\lambda`), and m > 2 are the mixtures of m classes
+(Chaudhry et al., 2022). The coordinate frame is a strategy object (:mod:`.frames`): the SVD
+frame of any classifier, or the logit coordinates of a tight frame. Fast paths stay as
+internal branches: pairs take the loss's fused pair terms and the diagonal plus rank-3
+preconditioner of :mod:`.pair_preconditioner` (3x3 adjugates), m > 2 the rank-(m+1) one of
+:mod:`.mixture_preconditioner`; the logit frame inverts the softmax Newton system exactly.
+
 For fixed :math:`(W, b)` the UFM objective separates into one strictly convex problem per
 sample, :math:`\phi_s(h) = \ell(Wh + b; c_s, c'_s, \lambda_s) + \frac{\lambda_H}{2}\|h\|^2`.
 Its minimiser lies in the row space of :math:`W` (stationarity gives
@@ -36,11 +45,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..etf import truncated_svd
 from ..losses import MixupLoss
 from .chunk_threads import ChunkThreads, row_blocks
 from .feature_totals import InnerStats, Totals
-from .pair_preconditioner import pair_preconditioner
+from .frames import RowSpaceFrame, frame_for, tight_frame
+from .mixture_preconditioner import mixture_preconditioner
+from .pair_preconditioner import diagonal_preconditioner, pair_preconditioner
 from .pcg import Preconditioner, newton_direction
 
 _ARMIJO = 1e-4
@@ -76,55 +86,88 @@ class _LineSearchSamples:
                                   self.decrease[rows], self.rounding[rows])
 
 
-class FeatureSolver:
-    """Holds the features of all samples in the coordinates of the current classifier.
+@dataclass(frozen=True)
+class PairColumns:
+    """The classes ``c``, ``c_prime`` and the weight ``lam`` of class c of pair samples
+    (m = 2), contiguous, and which pairs are of the same class: what the pair fast path reads."""
 
-    ``X`` (n, r) are the coordinates in the row space of ``W``; :meth:`features` returns
+    c: torch.Tensor
+    c_prime: torch.Tensor
+    lam: torch.Tensor
+    same: torch.Tensor
+
+    @classmethod
+    def of(cls, classes: torch.Tensor, weights: torch.Tensor) -> PairColumns:
+        c, c_prime = classes[:, 0].contiguous(), classes[:, 1].contiguous()
+        return cls(c, c_prime, weights[:, 0].contiguous(), c == c_prime)
+
+
+class FeatureSolver:
+    r"""Holds the features of all samples in the coordinates of the current classifier.
+
+    ``X`` (n, r) are the coordinates in the solver's frame; :meth:`features` returns
     ``H = X V^T`` (n, d). :meth:`set_classifier` changes ``W`` (and ``b``) and carries the
     features over as a warm start; :meth:`solve` minimises every per-sample objective.
 
-    Keyword options (the same for :class:`~.mixture_newton.MixtureFeatureSolver`):
-    ``sample_weight`` (n,) weighs each sample's objective and classifier gradients (class
-    imbalance; None: all 1); ``grad_W_needed`` False skips the sums that only the gradient of
-    a learned W needs; ``pin_cpus`` keeps the chunk threads on one CPU each
-    (:mod:`.chunk_threads`, with ``parallel``); ``coordinates`` = (X, V) are features to
-    start from, coordinates X (n, r) in the frame V (d, r) of another solver, which the first
-    :meth:`set_classifier` carries over to its own frame.
+    Parameters
+    ----------
+    classes, weights : (n, m) classes and weights of every sample (m = 2: pairs, where the
+        first weight is lam; use :meth:`pairs` to build from ``c``, ``c_prime``, ``lam``).
+    loss, lam_H : the per-sample objective :math:`\ell(Wh + b) + \frac{\lambda_H}2\|h\|^2`.
+    chunk_size, parallel : samples per chunk, and how chunks share the CPU threads
+        (:mod:`.chunk_threads`).
+    sample_weight : (n,) weights of each sample's objective and classifier gradients (class
+        imbalance); None for all 1.
+    grad_W_needed : False skips the sums :math:`\sum_s g_s h_s^\top` that only a learned W needs.
+    pin_cpus : keep the chunk threads on one CPU each (:mod:`.chunk_threads`, with ``parallel``).
+    logit_coordinates : solve in the logit coordinates of a classifier that is a tight frame
+        (:class:`~.frames.LogitFrame`); any other classifier keeps its SVD frame.
+    coordinates : (X, V), features to start from: coordinates X (n, r) in the frame V (d, r)
+        of another solver, which the first :meth:`set_classifier` carries over.
     """
 
-    def __init__(self, c, c_prime, lam, loss: MixupLoss, lam_H: float, chunk_size: int = 4096,
-                 parallel: str = "chunks", *, sample_weight: torch.Tensor | None = None,
-                 grad_W_needed: bool = True, pin_cpus: bool = False,
+    def __init__(self, classes: torch.Tensor, weights: torch.Tensor, loss: MixupLoss,
+                 lam_H: float, chunk_size: int = 4096, parallel: str = "chunks", *,
+                 sample_weight: torch.Tensor | None = None, grad_W_needed: bool = True,
+                 pin_cpus: bool = False, logit_coordinates: bool = False,
                  coordinates: tuple[torch.Tensor, torch.Tensor] | None = None):
-        self.c, self.c_prime, self.lam = c, c_prime, lam
-        self.same = c == c_prime
-        self._setup(loss, lam_H, chunk_size, int(c.numel()), ChunkThreads(c.device, parallel, pin_cpus),
-                    sample_weight, grad_W_needed, coordinates)
-
-    def _setup(self, loss: MixupLoss, lam_H: float, chunk_size: int, n: int, threads: ChunkThreads,
-               sample_weight: torch.Tensor | None, grad_W_needed: bool,
-               coordinates: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-        """The parts every sample layout shares (see :mod:`.mixture_newton` for m classes)."""
-        self.threads = threads
-        self.sample_weight = sample_weight
-        self.grad_W_needed = grad_W_needed
+        if classes.ndim != 2 or classes.shape != weights.shape or classes.shape[1] < 2:
+            raise ValueError(
+                f"classes and weights must both have shape (n, m) with m >= 2, got "
+                f"{tuple(classes.shape)} and {tuple(weights.shape)}"
+            )
+        self.classes, self.weights = classes, weights
+        self.n, self.m = int(classes.shape[0]), int(classes.shape[1])
+        self.pair_columns = PairColumns.of(classes, weights) if self.m == 2 else None
         self.loss = loss
-        self._softmax = loss.hessian == "softmax"
         self.lam_H = float(lam_H)
         self.chunk_size = int(chunk_size)
-        self.n = n
-        self.W = self.b = self.A = self.sigma2 = None
-        self.X, self.V = (None, None) if coordinates is None else coordinates
+        self.threads = ChunkThreads(classes.device, parallel, pin_cpus)
+        self.sample_weight = sample_weight
+        self.grad_W_needed = bool(grad_W_needed)
+        self.logit_coordinates = bool(logit_coordinates)
+        self._softmax = loss.hessian == "softmax"
+        self.W = self.b = self.frame = None
+        self.X, self._carried_V = (None, None) if coordinates is None else coordinates
+
+    @classmethod
+    def pairs(cls, c, c_prime, lam, loss: MixupLoss, lam_H: float, *args, **options) -> FeatureSolver:
+        """The solver of mixup pairs (c, c', lam): classes (c, c'), weights (lam, 1 - lam)."""
+        return cls(torch.stack([c, c_prime], 1), torch.stack([lam, 1 - lam], 1), loss, lam_H,
+                   *args, **options)
 
     # -- classifier ------------------------------------------------------------------------
 
+    @property
+    def V(self) -> torch.Tensor:
+        """(d, r): features are ``H = X V^T``."""
+        return self.frame.V
+
     def set_classifier(self, W: torch.Tensor, b: torch.Tensor | None, H: torch.Tensor | None = None):
         """Factor ``W`` and express the warm start (``H`` if given, else the old features)."""
-        U, S, V = truncated_svd(W)
-        X = self._warm_start(V, H)
-        self.W, self.b = W, b
-        self.A, self.V, self.sigma2 = U * S, V, S * S
-        self.X = X
+        frame = frame_for(W, self.logit_coordinates)
+        X = self._warm_start(frame.V, H)
+        self.W, self.b, self.frame, self.X, self._carried_V = W, b, frame, X, None
 
     def _warm_start(self, V: torch.Tensor, H: torch.Tensor | None) -> torch.Tensor:
         """Coordinates in the new frame V (h = x V^T): of ``H`` if given, else of the current
@@ -132,12 +175,13 @@ class FeatureSolver:
         if H is not None:
             return self._rows_times(H, V)
         if self.X is not None:
-            return self._rows_times(self.X, self.V.T @ V)
+            old_V = self._carried_V if self.frame is None else self.frame.V
+            return self._rows_times(self.X, old_V.T @ V)
         return torch.zeros(self.n, V.shape[1], dtype=V.dtype, device=V.device)
 
     def features(self) -> torch.Tensor:
         """``H = X V^T`` (n, d)."""
-        return self._rows_times(self.X, self.V.T)
+        return self._rows_times(self.X, self.frame.V.T)
 
     def _rows_times(self, M: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         """``M @ R`` for M of n rows, block by block on the chunk threads: beside a busy
@@ -148,32 +192,44 @@ class FeatureSolver:
 
     def snapshot(self) -> tuple:
         """Everything :meth:`restore` needs to return to this classifier and these features."""
-        return (self.X.clone(), self.W, self.b, self.A, self.V, self.sigma2)
+        return (self.X.clone(), self.W, self.b, self.frame)
 
     def restore(self, snapshot: tuple) -> None:
-        X, self.W, self.b, self.A, self.V, self.sigma2 = snapshot
+        X, self.W, self.b, self.frame = snapshot
         self.X = X.clone()
 
     def theory_frame(self):
-        """The coordinates X and the frame A = U Sigma (see :mod:`.reference`)."""
-        return self.X, self.A
+        """The coordinates X and the frame the theory reference measures them in
+        (:mod:`.reference`): ``A``, or for pairs in centred logit coordinates a
+        :class:`~.frames.CentredFrame`."""
+        return self.X, (self.frame.theory_frame() if self.m == 2 else self.frame.A)
 
     def state_dict(self) -> dict:
-        return {"X": self.X, "W": self.W, "b": self.b}
+        return {"X": self.X, "W": self.W, "b": self.b, "frame": self.frame.key}
 
     def load_state_dict(self, state: dict) -> None:
-        self.set_classifier(state["W"], state["b"])
+        """Restore; coordinates saved in the SVD frame (no ``"frame"``: a checkpoint of an
+        older version, or a run without logit coordinates) are carried over to the logit
+        frame through the features when this solver uses one."""
+        W, b = state["W"], state["b"]
+        if state.get("frame") is None and self.logit_coordinates and tight_frame(W) is not None:
+            self.W, self.b, self.frame, self.X = W, b, RowSpaceFrame(W), state["X"]
+            H = self.features()
+            self.X = None
+            self.set_classifier(W, b, H)
+            return
+        self.set_classifier(W, b)
         self.X = state["X"]
 
     # -- per-sample pieces -------------------------------------------------------------------
 
     def _to_logits(self, v):
         """:math:`Av` per sample (rows of ``v``): coordinates to logits, without the bias."""
-        return v @ self.A.T
+        return self.frame.to_logits(v)
 
     def _from_logits(self, g):
         r""":math:`A^\top g` per sample: logit gradients to coordinates."""
-        return g @ self.A
+        return self.frame.from_logits(g, self.loss.shift_invariant)
 
     def _logits(self, x):
         z = self._to_logits(x)
@@ -195,26 +251,47 @@ class FeatureSolver:
         return row_blocks(self.n, self.chunk_size)
 
     def _terms(self, z, idx, need_grad=True):
-        return self.loss.pair_terms(z, self.c[idx], self.c_prime[idx], self.lam[idx], need_grad)
+        pairs = self.pair_columns
+        if pairs is not None:
+            return self.loss.pair_terms(z, pairs.c[idx], pairs.c_prime[idx], pairs.lam[idx], need_grad)
+        return self.loss.mixture_terms(z, self.classes[idx], self.weights[idx], need_grad)
 
     def _hessian_vector(self, z, p, v, idx, Av=None):
-        """The Hessian product per sample; ``Av`` the logits of ``v`` if known."""
+        r""":math:`\nabla^2\phi\,v = A^\top\nabla^2\ell\,(Av) + \lambda_H v` per sample;
+        ``Av`` the logits of ``v`` if known."""
         Av = self._to_logits(v) if Av is None else Av
         if self._softmax:
             Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
         elif self.loss.hessian == "identity":
             Hv = Av
+        elif self.pair_columns is not None:
+            pairs = self.pair_columns
+            Hv = self.loss.hvp(z, pairs.c[idx], pairs.c_prime[idx], pairs.lam[idx], Av)
         else:
-            Hv = self.loss.hvp(z, self.c[idx], self.c_prime[idx], self.lam[idx], Av)
+            Hv = self.loss.mixture_hvp(z, self.classes[idx], self.weights[idx], Av)
         return self._from_logits(Hv) + self.lam_H * v
 
     def _preconditioner(self, p, idx, loss_frame=None) -> Preconditioner:
-        """M_0^{-1}, whether it is exact, and its deviation (:mod:`.pair_preconditioner`)."""
-        return pair_preconditioner(self, p, idx, loss_frame)
+        """M_0^{-1}, whether it is exact, and its deviation: the exact Sherman-Morrison inverse
+        of the logit frame for the softmax family, else the model of the loss's Hessian
+        (:mod:`.pair_preconditioner`, :mod:`.mixture_preconditioner`)."""
+        if self._softmax:
+            exact = self.frame.softmax_preconditioner(p, self.lam_H)
+            if exact is not None:
+                return exact
+        if self.loss.hessian_model == "identity":
+            return diagonal_preconditioner(self.loss, self.frame.sigma2, self.lam_H)
+        if self.pair_columns is not None:
+            pairs = self.pair_columns
+            return pair_preconditioner(self.frame, self.loss, self.lam_H, p, pairs.c[idx],
+                                       pairs.c_prime[idx], pairs.same[idx], pairs.lam[idx], loss_frame)
+        return mixture_preconditioner(self.frame, self.loss, self.lam_H, p, self.classes[idx],
+                                      self.weights[idx], loss_frame)
 
     def _uses_loss_frame(self) -> bool:
-        """Whether :meth:`_preconditioner` takes ``loss_frame`` (it saves it a product)."""
-        return self._softmax
+        """Whether :meth:`_preconditioner` takes ``loss_frame`` (it saves it a product): the
+        softmax family in the SVD frame."""
+        return self._softmax and isinstance(self.frame, RowSpaceFrame)
 
     def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None, floor=0.0):
         """(direction, its logits or None, CG iterations) with residual at most
@@ -222,7 +299,14 @@ class FeatureSolver:
         return newton_direction(
             self._preconditioner(p, idx, loss_frame),
             lambda v, Av: self._hessian_vector(z, p, v, idx, Av),
-            self._to_logits, self.sigma2, grad, (forcing * grad.norm(dim=-1)).clamp_min(floor))
+            self._to_logits, self.frame.sigma2, grad, (forcing * grad.norm(dim=-1)).clamp_min(floor))
+
+    def _new_totals(self) -> Totals:
+        K, r = self.frame.A.shape
+        return Totals(K, r, self.X.dtype, self.X.device, self.lam_H, self.grad_W_needed)
+
+    def _combine(self, parts: list[Totals]) -> Totals:
+        return Totals.combine(self._new_totals(), parts)
 
     # -- the solve -------------------------------------------------------------------------
 
@@ -250,7 +334,7 @@ class FeatureSolver:
         leftover = torch.nonzero(active).squeeze(1)
         if leftover.numel():
             parts.append(self._accumulate(leftover))
-        return Totals.combine(self, parts).stats(newton, cg_total)
+        return self._combine(parts).stats(newton, cg_total, self.frame.V)
 
     def newton_pass(self, tol: float) -> InnerStats:
         """One Newton step on every sample with |grad phi_s| > tol.
@@ -261,16 +345,16 @@ class FeatureSolver:
         self._rounding = torch.zeros_like(self._finish)
         results = self._map_newton(list(self._chunks()), tol, True)
         cg_total = sum(cg for _, cg, _ in results)
-        return Totals.combine(self, [part for _, _, part in results]).stats(1, cg_total)
+        return self._combine([part for _, _, part in results]).stats(1, cg_total, self.frame.V)
 
     def evaluate(self) -> InnerStats:
         """Objective, classifier gradients and feature-gradient norms at the current X."""
-        return Totals.combine(self, self.threads.map(self._accumulate, self._chunks())).stats(0, 0)
+        return self._combine(self.threads.map(self._accumulate, self._chunks())).stats(0, 0, self.frame.V)
 
     def _map_newton(self, chunks, tol, before_step):
         """(still to do, CG iterations, totals) of one Newton step on each chunk, in order."""
         def step(idx):
-            part = Totals(self)
+            part = self._new_totals()
             todo, cg = self._newton_chunk(idx, tol, part, before_step)
             return todo, cg, part
 
@@ -278,7 +362,7 @@ class FeatureSolver:
 
     def _accumulate(self, idx):
         x, _, value, _, g_z, grad = self._measure(idx)
-        part = Totals(self)
+        part = self._new_totals()
         part.add(value, g_z, x, grad, self._weight(idx))
         return part
 

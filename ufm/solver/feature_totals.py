@@ -27,14 +27,12 @@ class InnerStats:
 class Totals:
     """Running sums over samples of the objective, classifier gradients and feature gradients."""
 
-    def __init__(self, solver):
-        K, r = solver.A.shape
-        dtype, device = solver.X.dtype, solver.X.device
-        self.solver = solver
+    def __init__(self, K: int, r: int, dtype: torch.dtype, device, lam_H: float, grad_W_needed: bool):
+        self.lam_H = lam_H
         self.objective = torch.zeros((), dtype=torch.float64, device=device)
         # (K, r) sums only where the classifier gradient is wanted: a K x r zero fill per chunk
         # would cost a fixed classifier with K = r = 1000 more than its Newton steps
-        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device) if solver.grad_W_needed else None
+        self.grad_W_x = torch.zeros(K, r, dtype=dtype, device=device) if grad_W_needed else None
         self.grad_b = torch.zeros(K, dtype=dtype, device=device)
         self.grad_sq = torch.zeros((), dtype=torch.float64, device=device)
         self.grad_max = torch.zeros((), dtype=torch.float64, device=device)
@@ -49,7 +47,7 @@ class Totals:
         """
         if value.numel() == 0:
             return
-        values = value + 0.5 * self.solver.lam_H * torch.linalg.vecdot(x, x)
+        values = value + 0.5 * self.lam_H * torch.linalg.vecdot(x, x)
         self.finite = self.finite and bool(torch.isfinite(values).all())
         if weight is not None:
             values = values * weight
@@ -62,10 +60,9 @@ class Totals:
         self.grad_sq += (norms * norms).sum()
         self.grad_max = torch.maximum(self.grad_max, norms.max())
 
-    @classmethod
-    def combine(cls, solver, parts: list[Totals]) -> Totals:
-        """The totals of ``parts`` (per chunk), summed in their order."""
-        total = cls(solver)
+    @staticmethod
+    def combine(total: Totals, parts: list[Totals]) -> Totals:
+        """``total`` (empty) plus the totals of ``parts`` (per chunk), summed in their order."""
         for part in parts:
             total.objective += part.objective
             if total.grad_W_x is not None:
@@ -77,16 +74,17 @@ class Totals:
             total.at_rounding = total.at_rounding and part.at_rounding
         return total
 
-    def _grad_W(self) -> torch.Tensor:
-        V = self.solver.V
+    def _grad_W(self, V: torch.Tensor) -> torch.Tensor:
         if self.grad_W_x is None:
             return torch.zeros(self.grad_b.shape[0], V.shape[0], dtype=V.dtype, device=V.device)
         return self.grad_W_x @ V.T
 
-    def stats(self, newton: int, cg: int) -> InnerStats:
+    def stats(self, newton: int, cg: int, V: torch.Tensor) -> InnerStats:
+        """The totals as :class:`InnerStats`; ``V`` (d, r) maps the classifier gradient's
+        coordinates back to features (grad_W = grad_W_x V^T)."""
         return InnerStats(
             objective_sum=self.objective.item(),
-            grad_W=self._grad_W(),
+            grad_W=self._grad_W(V),
             grad_b=self.grad_b,
             feature_grad_sq_sum=self.grad_sq.item(),
             feature_grad_max=self.grad_max.item(),

@@ -95,7 +95,7 @@ class HeavyBall:
             z = h @ W.T
             if b is not None:
                 z = z + b
-            if problem.classes is None:
+            if problem.mixes_pairs:
                 value, _, g = problem.loss.pair_terms(z, problem.c[idx], problem.c_prime[idx], problem.lam[idx])
             else:
                 value, _, g = problem.loss.mixture_terms(z, problem.classes[idx], problem.weights[idx])

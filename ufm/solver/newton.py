@@ -11,7 +11,7 @@ with a backtracking Armijo line search on the reduced function
 Optimising :math:`(H, W)` jointly by L-BFGS crawls: each :math:`h_s` has :math:`1/n` of
 :math:`W`'s curvature. With a fixed classifier and no bias an iteration is one Newton step
 on every feature (:class:`FixedClassifierNewton`). :func:`newton_method` picks the variant.
-Samples of m > 2 classes use :class:`~ufm.solver.mixture_newton.MixtureFeatureSolver`.
+Pairs and m-class mixtures share the one feature solver (samples as classes and weights (n, m)).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import torch
 from .anchor_start import start_at_anchors
 from .feature_newton import FeatureSolver, InnerStats
 from .lbfgs import LBFGSMemory
-from .mixture_newton import MixtureFeatureSolver
 from .state import Iterate, RunState, measured_iterate, penalised_objective
-from .tight_frame import TightFrameFeatureSolver, TightFrameMixtureSolver
 
 _LBFGS_MEMORY = 20
 _MAX_LINE_SEARCH = 30
@@ -77,13 +75,9 @@ class NewtonMethod:
         }
         # a fixed classifier that is a tight frame is solved in logit coordinates
         logit_frame = config.coordinates == "auto" and not state.learn_W
-        if problem.classes is None:
-            pairs = TightFrameFeatureSolver if logit_frame else FeatureSolver
-            return pairs(problem.c, problem.c_prime, problem.lam.to(dtype), problem.loss,
-                         config.lam_H, config.chunk_rows, config.parallel, **options)
-        mixtures = TightFrameMixtureSolver if logit_frame else MixtureFeatureSolver
-        return mixtures(problem.classes, problem.weights.to(dtype), problem.loss,
-                        config.lam_H, config.chunk_rows, config.parallel, **options)
+        return FeatureSolver(problem.classes, problem.weights.to(dtype), problem.loss,
+                             config.lam_H, config.chunk_rows, config.parallel,
+                             logit_coordinates=logit_frame, **options)
 
     def _package(self, W, b, stats: InnerStats) -> Iterate:
         """The measured iterate at (W, b) from the feature solver's totals.

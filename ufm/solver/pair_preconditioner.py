@@ -35,24 +35,26 @@ def diagonal_preconditioner(loss, sigma2, lam_H) -> Preconditioner:
     return Preconditioner(lambda v: v / diagonal, False)
 
 
-def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
+def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
+                        loss_frame=None) -> Preconditioner:
     r"""M_0^{-1}, whether M_0 is the exact Hessian everywhere, and its deviation (:mod:`.pcg`).
 
-    M_0 is exact for the squared error, and for the softmax family when the classes other
-    than c, c' have equal probabilities (a simplex-ETF classifier, or K = 2).
-    ``loss_frame`` (optional) is :math:`A^\top\nabla\ell` per sample: for the softmax
-    family :math:`A^\top p = A^\top\nabla\ell + A^\top t` with the target t, whose
-    frame needs only the rows a_c, a_c' gathered here anyway, which saves the product
-    p A (a quarter of a fixed classifier's matrix products).
+    For pair samples (classes ``c``, ``c_prime``, weight ``lam`` of c, ``same`` where they
+    are one class) in the coordinates of ``frame`` (:mod:`.frames`), with probabilities ``p``.
+    M_0 is exact for the softmax family when the classes other than c, c' have equal
+    probabilities (a simplex-ETF classifier, or K = 2); a general loss whose declared model
+    is the softmax (focal) takes this M_0 as an approximation. ``loss_frame`` (optional) is
+    :math:`A^\top\nabla\ell` per sample: for the softmax family
+    :math:`A^\top p = A^\top\nabla\ell + A^\top t` with the target t, whose frame needs only
+    the rows a_c, a_c' gathered here anyway, which saves the product p A (a quarter of a
+    fixed classifier's matrix products).
     """
-    lam_H, sigma2 = solver.lam_H, solver.sigma2
-    if solver.loss.hessian_model == "identity":
-        return diagonal_preconditioner(solver.loss, sigma2, lam_H)
-    c, cp, same = solver.c[idx], solver.c_prime[idx], solver.same[idx]
+    softmax = loss.hessian == "softmax"
+    sigma2 = frame.sigma2
     p_c = p.gather(1, c[:, None]).squeeze(1)
-    p_cp = torch.where(same, torch.zeros_like(p_c), p.gather(1, cp[:, None]).squeeze(1))
+    p_cp = torch.where(same, torch.zeros_like(p_c), p.gather(1, c_prime[:, None]).squeeze(1))
     # sums over the other classes, taken directly (differences of totals would cancel)
-    p_other = p.scatter(1, c[:, None], 0.0).scatter_(1, cp[:, None], 0.0)
+    p_other = p.scatter(1, c[:, None], 0.0).scatter_(1, c_prime[:, None], 0.0)
     mass = p_other.sum(-1)
     mass_sq = torch.linalg.vecdot(p_other, p_other)
     tiny = torch.finfo(p.dtype).tiny
@@ -60,18 +62,17 @@ def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
     n_other = (p.shape[1] - 2 + same.to(p.dtype)).clamp_min(1)
     # p_bar >= the plain mean of the other p_o, with equality iff they are all equal
     spread = p_bar - mass / n_other
-    exact = solver._softmax and bool((spread <= 64 * torch.finfo(p.dtype).eps * p_bar).all())
+    exact = softmax and bool((spread <= 64 * torch.finfo(p.dtype).eps * p_bar).all())
     D = torch.addcmul(sigma2.new_tensor(lam_H), p_bar[:, None], sigma2)  # (m, r)
-    a_c, a_cp = solver.A[c], solver.A[cp]
-    if loss_frame is None or not solver._softmax:
-        frame_p = solver._from_logits(p)
+    a_c, a_cp = frame.A[c], frame.A[c_prime]
+    if loss_frame is None or not softmax:
+        frame_p = frame.from_logits(p, loss.shift_invariant)
     else:
-        declared = solver.loss.softmax_target(p.shape[1])
-        lam = solver.lam[idx]
+        declared = loss.softmax_target(p.shape[1])
         frame_p = torch.addcmul(loss_frame, (declared.scale * lam)[:, None], a_c)
         frame_p.addcmul_((declared.scale * (1 - lam))[:, None], a_cp)
         if declared.uniform:
-            frame_p += (declared.uniform / p.shape[1]) * solver.A.sum(0)
+            frame_p += (declared.uniform / p.shape[1]) * frame.A.sum(0)
     columns = (a_c, a_cp, frame_p)  # a_c, a_c', A^T p: each (m, r)
     weights = (p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c))
     scaled = [u / D for u in columns]
@@ -91,8 +92,8 @@ def pair_preconditioner(solver, p, idx, loss_frame=None) -> Preconditioner:
             y.addcmul_(s_i[:, None], scaled[i], value=-1.0)
         return y
 
-    if exact or not solver._softmax:
+    if exact or not softmax:
         return Preconditioner(apply, exact)
     deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0)
-    deviation.scatter_(1, cp[:, None], 0.0)
+    deviation.scatter_(1, c_prime[:, None], 0.0)
     return Preconditioner(apply, exact, deviation)

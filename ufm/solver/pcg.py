@@ -2,7 +2,7 @@ r"""Newton directions of the feature solvers: the preconditioned step, certified
 
 Each sample's Newton system :math:`\nabla^2\phi\, d = \nabla\phi` is solved to the forcing
 target :math:`|\nabla^2\phi\, d - \nabla\phi| \le \eta|\nabla\phi|`. The preconditioners of
-:mod:`.feature_newton` and :mod:`.mixture_newton` are the Hessian with the probabilities of
+:mod:`.pair_preconditioner` and :mod:`.mixture_preconditioner` are the Hessian with the probabilities of
 the classes outside the sample's mixture replaced by their mean :math:`\bar p`:
 :math:`\nabla^2\phi - M_0 = A^\top \operatorname{diag}(\delta) A` with
 :math:`\delta_o = p_o - \bar p` outside the mixture and 0 inside. The residual of the

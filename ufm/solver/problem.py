@@ -8,15 +8,16 @@ r"""The mixup-UFM problem: its configuration and the samples it is built from.
           + \frac{\lambda_H}{2}\frac1n\sum_s\|h_s\|^2 + \frac{\lambda_W}{2}\|W\|_F^2
           + \frac{\lambda_b}{2}\|b\|^2 .
 
-With ``mixup_points`` = m > 2 a sample mixes m distinct classes :math:`c_{s,1..m}` with
-weights :math:`y_{s,1..m}` on the simplex and :math:`\ell` takes the soft target
-:math:`\sum_k y_{s,k} e_{c_{s,k}}` (Chaudhry et al., 2022); the samples are drawn by
-:mod:`.mixture_samples` and the problem holds ``classes`` and ``weights`` (n, m) instead of
-``c``, ``c_prime``, ``lam``.
+Every sample mixes the classes :math:`c_{s,1..m}` with weights :math:`y_{s,1..m}` on the
+simplex and :math:`\ell` takes the soft target :math:`\sum_k y_{s,k} e_{c_{s,k}}`: mixup pairs
+are ``mixup_points`` = m = 2 (classes :math:`c, c'`, weights :math:`\lambda, 1-\lambda`,
+drawn by :mod:`.pair_samples`), m > 2 the mixtures of Chaudhry et al. (2022), drawn by
+:mod:`.mixture_samples`. The problem holds ``classes`` and ``weights`` (n, m) either way.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ from .chunk_threads import PARALLEL
 from .methods import METHODS
 from .mixture_samples import check_mixture_fields, check_mixup_points, sample_mixtures
 from .pair_samples import beta_sample, sample_pairs
-from .tight_frame import COORDINATES
+from .frames import COORDINATES
 
 PAIRS = ("all", "same", "different", "random")
 CLASSIFIERS = ("fixed_etf", "fixed", "learned")
@@ -84,7 +85,7 @@ class UFMConfig:
     threads whole chunks in turn, "kernels" lets torch spread every operation over its
     threads (:mod:`.chunk_threads`). With a fixed classifier that is a tight frame (a simplex
     ETF, say) ``coordinates`` = "auto" solves in logit coordinates, O(K) per sample instead
-    of O(Kd) (:mod:`.tight_frame`); "row_space" keeps the SVD frame of any classifier. A learned
+    of O(Kd) (:mod:`.frames`); "row_space" keeps the SVD frame of any classifier. A learned
     classifier in float64 solves its features in float32 until the gradient norm is a
     thousandth of its first value, then in float64 (``mixed_precision``, :mod:`.newton`).
     """
@@ -253,29 +254,25 @@ def etf_impossible_message(config: UFMConfig) -> str | None:
 class Problem:
     """Samples and initial variables of a solve, on ``device`` in ``dtype``.
 
-    Pairs (``mixup_points`` = 2) have ``c``, ``c_prime`` (int64) and ``lam`` (n,), and
-    ``classes = weights = None``; m-class mixtures have ``classes`` (n, m) int64 and
-    ``weights`` (n, m) in ``dtype``, and ``c = c_prime = lam = None``. ``sample_weight``
-    (n,) in ``dtype``, mean 1, weighs each sample's loss and feature penalty under class
-    imbalance (None when balanced: every weight 1).
+    Every sample is a row of ``classes`` (n, m) int64 and ``weights`` (n, m) in ``dtype``;
+    pairs (m = 2) also read as ``c``, ``c_prime`` and ``lam`` (the first weight).
+    ``sample_weight`` (n,) in ``dtype``, mean 1, weighs each sample's loss and feature penalty
+    under class imbalance (None when balanced: every weight 1).
     """
 
     config: UFMConfig
     loss: MixupLoss
-    c: torch.Tensor | None
-    c_prime: torch.Tensor | None
-    lam: torch.Tensor | None
+    classes: torch.Tensor
+    weights: torch.Tensor
     W0: torch.Tensor
     b0: torch.Tensor | None
     device: torch.device
     dtype: torch.dtype
-    classes: torch.Tensor | None = None
-    weights: torch.Tensor | None = None
     sample_weight: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
-        return int(self.c.numel()) if self.classes is None else int(self.classes.shape[0])
+        return int(self.classes.shape[0])
 
     @property
     def K(self) -> int:
@@ -284,6 +281,32 @@ class Problem:
     @property
     def d(self) -> int:
         return self.config.d
+
+    @property
+    def mixes_pairs(self) -> bool:
+        """Whether the samples are pairs (m = 2)."""
+        return self.classes.shape[1] == 2
+
+    def _pair_column(self, name: str, column: int, of: torch.Tensor) -> torch.Tensor:
+        if not self.mixes_pairs:
+            raise ValueError(f"{name} exists for pairs only; this problem mixes "
+                             f"m = {self.classes.shape[1]} classes (read classes and weights)")
+        return of[:, column].contiguous()
+
+    @functools.cached_property
+    def c(self) -> torch.Tensor:
+        """(n,) the first class of each pair (a contiguous copy, made once)."""
+        return self._pair_column("c", 0, self.classes)
+
+    @functools.cached_property
+    def c_prime(self) -> torch.Tensor:
+        """(n,) the second class of each pair."""
+        return self._pair_column("c_prime", 1, self.classes)
+
+    @functools.cached_property
+    def lam(self) -> torch.Tensor:
+        """(n,) the weight of the first class of each pair."""
+        return self._pair_column("lam", 0, self.weights)
 
 
 def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
@@ -318,13 +341,12 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
 
     W0 = _initial_classifier(config, generator) if W_init is None else _checked_W(W_init, config)
     b0 = _initial_bias(config, b_init)
-    loss = config.make_loss()
+    lam = lam.to(dtype)
     return Problem(
         config=config,
-        loss=loss,
-        c=c.to(device),
-        c_prime=c_prime.to(device),
-        lam=lam.to(device=device, dtype=dtype),
+        loss=config.make_loss(),
+        classes=torch.stack([c, c_prime], 1).to(device),
+        weights=torch.stack([lam, 1 - lam], 1).to(device),
         W0=W0.to(device=device, dtype=dtype),
         b0=None if b0 is None else b0.to(device=device, dtype=dtype),
         device=device,
@@ -341,15 +363,12 @@ def _mixture_problem(config: UFMConfig, W_init, b_init, generator, device, dtype
     return Problem(
         config=config,
         loss=config.make_loss(),
-        c=None,
-        c_prime=None,
-        lam=None,
+        classes=classes.to(device),
+        weights=weights.to(device=device, dtype=dtype),
         W0=W0.to(device=device, dtype=dtype),
         b0=None if b0 is None else b0.to(device=device, dtype=dtype),
         device=device,
         dtype=dtype,
-        classes=classes.to(device),
-        weights=weights.to(device=device, dtype=dtype),
         sample_weight=_sample_weight(config, device, dtype, classes),
     )
 

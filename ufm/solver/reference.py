@@ -79,7 +79,7 @@ class TheoryReference(_ChunkedReference):
     distances take the features in one of three frames: ``(H, W)``, the coordinates
     ``X`` and ``A = U Sigma`` of :class:`~ufm.solver.feature_newton.FeatureSolver` (with
     ``W = A V^T`` and ``H = X V^T``, so the distances agree and no H is formed), or the
-    logit coordinates of a tight frame with their :class:`~ufm.solver.tight_frame.CentredFrame`.
+    logit coordinates of a tight frame with their :class:`~ufm.solver.frames.CentredFrame`.
     """
 
     def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor,
@@ -98,7 +98,7 @@ class TheoryReference(_ChunkedReference):
         no_theory = problem.b0 is not None or not has_exact_theory(problem.loss)
         if config.classifier != "fixed_etf" or no_theory:
             return None
-        if problem.classes is not None:
+        if not problem.mixes_pairs:
             return MixtureTheoryReference.build(problem, pin_cpus)
         W = problem.W0
         K = W.shape[0]
@@ -118,7 +118,7 @@ class TheoryReference(_ChunkedReference):
     def _squares(self, features, frame, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample of ``idx``: |f - f*|^2 and |f*|^2, where f* = a frame[c] + b frame[c']."""
         c, cp = self.problem.c[idx], self.problem.c_prime[idx]
-        if hasattr(frame, "pair_squares"):  # the logit frame of a tight frame (.tight_frame)
+        if hasattr(frame, "pair_squares"):  # the logit frame of a tight frame (.frames)
             return frame.pair_squares(features[idx], c, cp, self.a[idx], self.b[idx])
         exact = self.a[idx, None] * frame[c] + self.b[idx, None] * frame[cp]
         return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
@@ -193,7 +193,7 @@ def learned_etf_comparison(problem: Problem, H, W, b) -> dict[str, Any]:
     distance = etf_distance(W)
     if distance > 1e-3:
         return {"theory_distance_learned_W": None}
-    if problem.classes is not None:
+    if not problem.mixes_pairs:
         exact = mixture_features(W, problem.classes, _float64_weights(problem),
                                  config.lam_H, loss=problem.loss, etf_tol=1e-3).to(H.dtype)
     else:

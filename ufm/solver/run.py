@@ -220,26 +220,28 @@ class _Run:
             frame = self.method.theory_frame()
             summary["theory_distance"] = self.theory.distance(*frame)
             summary["theory_distance_per_lam"] = self.theory.distance_per_lam(*frame)
-            if problem.classes is not None:
+            if not problem.mixes_pairs:
                 summary["theory_distance_worst_weights"] = self.theory.worst_weights_distance(*frame)
         summary.update(learned_etf_comparison(problem, H, state.W, state.b))
-        if problem.classes is not None:
+        pairs = problem.mixes_pairs
+        if not problem.mixes_pairs:
             summary["mixup_points"] = config.mixup_points
         return UFMResult(
             config=config,
             H=H,
             W=state.W,
             b=state.b,
-            c=problem.c,
-            c_prime=problem.c_prime,
-            lam=problem.lam,
+            # the result files keep (c, c', lam) for pairs and (classes, weights) for mixtures
+            c=problem.c if pairs else None,
+            c_prime=problem.c_prime if pairs else None,
+            lam=problem.lam if pairs else None,
             history=state.history,
             stop_reason=stop_reason,
             seconds=seconds,
             device=str(problem.device),
             summary=summary,
-            classes=problem.classes,
-            weights=problem.weights,
+            classes=None if pairs else problem.classes,
+            weights=None if pairs else problem.weights,
         )
 
 
