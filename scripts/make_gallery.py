@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a folder written by ufm reproduce")
     parser.add_argument("--out", default="docs/gallery", help="gallery folder")
-    parser.add_argument("--dpi", type=int, default=72, help="resolution (30..300)")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution (30..300)")
     parser.add_argument("--colours", type=int, default=128, help="palette size (16..256)")
     args = parser.parse_args(argv)
     if not 30 <= args.dpi <= 300:
