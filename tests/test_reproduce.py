@@ -111,7 +111,7 @@ def test_a_second_run_reuses_every_stage(tiny_reproduction, tmp_path, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("a complete stage was redone")
 
-    monkeypatch.setattr(solver_stage, "solve", refuse)
+    monkeypatch.setattr(solver_stage, "run_to_folder", refuse)
     monkeypatch.setattr(network_stage, "run_training", refuse)
     monkeypatch.setattr("ufm.solver.solve", refuse)  # the sweep stage's points
     log = []
@@ -151,7 +151,7 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(tmp_path, monkeypa
         return real_training(config, folder, resume=resume, progress=progress)
 
     monkeypatch.setattr(network_stage, "run_training", record)
-    monkeypatch.setattr(solver_stage, "solve", lambda *a, **k: pytest.fail("solver rerun"))
+    monkeypatch.setattr(solver_stage, "run_to_folder", lambda *a, **k: pytest.fail("solver rerun"))
     run_tiny(out)
     assert calls == [
         ("mixup_learned", True),
@@ -344,7 +344,7 @@ def test_a_folder_from_before_the_mixture_runs_gains_them_and_keeps_its_other_ru
     shutil.rmtree(layout.network_run(root, layout.MIXTURE_NETWORK_RUN))
     (layout.stage_dir(root, layout.FIGURES) / "mixtures.png").unlink()
     trained, solved = [], []
-    real_training, real_solve = network_stage.run_training, solver_stage.solve
+    real_training, real_solve = network_stage.run_training, solver_stage.run_to_folder
 
     def record_training(config, folder, resume=False, progress=True):
         trained.append(Path(folder).name)
@@ -355,7 +355,7 @@ def test_a_folder_from_before_the_mixture_runs_gains_them_and_keeps_its_other_ru
         return real_solve(config, *args, **kwargs)
 
     monkeypatch.setattr(network_stage, "run_training", record_training)
-    monkeypatch.setattr(solver_stage, "solve", record_solve)
+    monkeypatch.setattr(solver_stage, "run_to_folder", record_solve)
     run_tiny(root)
     assert trained == [layout.MIXTURE_NETWORK_RUN] and solved == [3]
     for stage in (layout.THEORY, layout.SOLVER, layout.NETWORKS):

@@ -49,13 +49,15 @@ def run_sweep(
     force: bool = False,
     progress: bool = True,
     sweep_text: str | None = None,
+    check_memory: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every point of ``spec`` not yet complete in ``out``; return the table's rows.
 
     ``jobs`` points run at once (``local``; the array parallelism on ``slurm``). A failed point
     is recorded (status ``failed`` and its error) and the others go on; Ctrl-C cancels the
     running points, which the next call resumes. ``sweep_text`` is the sweep file's text,
-    saved as ``sweep.toml``.
+    saved as ``sweep.toml``. ``check_memory``: each point refuses to start where its memory
+    estimate exceeds the memory available (a failed point that says so); False runs it anyway.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -88,7 +90,8 @@ def run_sweep(
 
     write()
     if todo:
-        _run_points(spec, out, executor, jobs, todo, rows, write, progress, len(points))
+        _run_points(spec, out, executor, jobs, todo, rows, write, progress, len(points),
+                    check_memory)
     return [rows[p.name] for p in points]
 
 
@@ -101,7 +104,8 @@ def _check_devices(points: list[Point]) -> None:
             raise ValueError(f"grid point {names[0]}: {error}") from None
 
 
-def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, total) -> None:
+def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, total,
+                check_memory) -> None:
     executor = make_executor(executor_name, out / SUBMITIT, spec.executor, jobs)
     threads = threads_per_point(executor_name, spec.executor, jobs) if spec.job == "solve" else 0
     window = at_once(executor_name, jobs, spec.executor)
@@ -123,7 +127,7 @@ def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, tot
     def submit(share: list[tuple[Point, bool]]):
         items = [(to_jsonable(config_to_dict(p.config)), str(point_folder(out, p.name)), resume)
                  for p, resume in share]
-        return executor.submit(point_job.run_points, spec.job, items, threads)
+        return executor.submit(point_job.run_points, spec.job, items, threads, check_memory)
 
     try:
         if window is None:  # one job array: the cluster schedules it
