@@ -33,7 +33,7 @@ from .models import build_model
 
 FLOAT_BYTES = 4  # the networks train in float32
 BATCH_FEATURE_COPIES = 4  # forward, mixup partner, backward, logit gradient
-WHAT_TO_LOWER = "lower feature_dim, width, depth or batch_size"
+WHAT_TO_LOWER = "lower feature_dim, width, depth, batch_size or pairs_all_classes"
 
 
 def training_memory(config: TrainConfig, input_shape: Sequence[int], num_classes: int) -> MemoryEstimate:
