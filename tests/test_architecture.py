@@ -125,6 +125,21 @@ def test_parts_import_only_downstream():
                 assert not bad, f"{module} imports {bad}"
 
 
+def test_only_the_command_line_imports_the_commands():
+    """The commands are the top of the graph: the sweep, the reproduction and the library
+    take what they share with a command (the solve's execution fields, its checkpoint
+    interval) from the library, never from ``ufm.commands``."""
+    graph = import_graph()
+    outside = {
+        module: sorted(t for t in targets if t == "ufm.commands" or t.startswith("ufm.commands."))
+        for module, targets in graph.items()
+        if module != "ufm.cli" and module != "ufm.commands" and not module.startswith("ufm.commands.")
+    }
+    importers = {module: targets for module, targets in outside.items() if targets}
+    assert not importers, f"modules outside the command line import ufm.commands: {importers}"
+    assert "ufm.commands" in graph["ufm.commands.solve"]  # the graph does see such imports
+
+
 def test_architecture_page_names_every_module():
     text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     missing = [

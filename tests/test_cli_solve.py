@@ -74,7 +74,7 @@ def test_bad_configuration_is_refused_before_any_work(tmp_path, capsys, argv, me
 
 def test_resume_refusals(tmp_path, capsys):
     assert main(["solve", "--resume", str(tmp_path)]) == 2
-    assert "no checkpoint.pt and config.json there" in capsys.readouterr().err
+    assert "holds no solve (no config.json there)" in capsys.readouterr().err
     out = tmp_path / "run"
     assert main(["solve", "--out", str(out), "--K", "3", "--d", "3", "--no-progress", "--max-iters", "1"]) == 0
     assert main(["solve", "--resume", str(out), "--K", "5"]) == 2

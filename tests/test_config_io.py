@@ -1,5 +1,7 @@
+import errno
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -8,7 +10,17 @@ import torch
 
 from ufm.config import config_from_dict, config_to_dict, load_config
 from ufm.devices import resolve_device, resolve_dtype
-from ufm.io import atomic_path, is_complete, to_jsonable, write_json
+from ufm.io import (
+    WriteError,
+    atomic_path,
+    check_run_config,
+    check_writable,
+    is_complete,
+    os_error_text,
+    removed_on_failure,
+    to_jsonable,
+    write_json,
+)
 
 
 @dataclass
@@ -68,3 +80,79 @@ def test_devices_and_dtypes():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="dtype must be one of 'float32', 'float64'; got 'half'"):
         resolve_dtype("half")
+
+
+def test_a_failed_write_names_the_file_and_leaves_no_temporary(tmp_path, full_disk):
+    full_disk("summary.json")
+    with pytest.raises(WriteError) as caught:
+        write_json(tmp_path / "summary.json", {"x": 1})
+    assert str(caught.value) == f"cannot write {str(tmp_path / 'summary.json')!r}: No space left on device"
+    assert os_error_text(caught.value) == str(caught.value) and list(tmp_path.iterdir()) == []
+    plain = PermissionError(errno.EACCES, "Permission denied", "/x/y")
+    assert os_error_text(plain) == "Permission denied: '/x/y'"
+
+
+def test_a_folder_that_cannot_be_written_is_refused_up_front(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    assert check_writable(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(ValueError, match="cannot write into .*: Read-only file system"):
+        check_writable(tmp_path / "new")
+    with pytest.raises(ValueError, match="cannot write into"):
+        check_run_config(tmp_path / "new", {"K": 3}, "a solve", force=True)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot make the folder .*file' is not a directory"):
+        check_writable(tmp_path / "file" / "run")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match="cannot write into .*Permission denied"):
+            check_writable(locked / "run")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_folder_without_results_or_of_another_kind(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"K": 1000, "d": 1000}))
+    # no result file: a run that stopped before its first result, free for any configuration
+    check_run_config(tmp_path, {"K": 3, "d": 3}, "a solve", results=("summary.json",))
+    (tmp_path / "summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds a solve with another configuration .*K, d"):
+        check_run_config(tmp_path, {"K": 3, "d": 3}, "a solve", results=("summary.json",))
+    with pytest.raises(ValueError, match="holds another kind of run"):
+        check_run_config(tmp_path, {"K": 3, "lam_H": 1.0, "num_lams": 3}, "a theory table",
+                         results=("summary.json",))
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(ValueError, match="holds another kind of run"):  # no results named:
+        check_run_config(tmp_path, {"grid": {}}, "a sweep")  # config.json always counts
+
+
+def test_what_a_failed_block_added_is_removed(tmp_path):
+    new = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt), removed_on_failure(new):
+        new.mkdir()
+        (new / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+    assert not new.exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "mine.txt").write_text("keep")
+    with pytest.raises(RuntimeError), removed_on_failure(old):
+        (old / "sub").mkdir()
+        (old / "sub" / "a.csv").write_text("x")
+        raise RuntimeError
+    assert [p.name for p in old.iterdir()] == ["mine.txt"]
+    with pytest.raises(RuntimeError), removed_on_failure(old, keep_if=lambda: True):
+        (old / "checkpoint.pt").write_text("x")
+        raise RuntimeError
+    assert (old / "checkpoint.pt").is_file()

@@ -238,7 +238,7 @@ def test_lam_grid_holds_zero_one_half_and_one_exactly(size):
 def test_train_preset_paper_sets_the_regime_and_flags_override_it(monkeypatch, tmp_path):
     seen = {}
 
-    def fake(config, out, resume=False, progress=True):
+    def fake(config, out, resume=False, progress=True, check_memory=True):
         seen["config"] = config
         return {key: 0.0 for key in SUMMARY_KEYS} | {
             "amplification_se": 0.0, "amplification_se_cells": 0.0, "amplification_exact_W": 0.0,

@@ -111,7 +111,7 @@ def test_a_second_run_reuses_every_stage(tiny_reproduction, tmp_path, monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("a complete stage was redone")
 
-    monkeypatch.setattr(solver_stage, "solve", refuse)
+    monkeypatch.setattr(solver_stage, "run_to_folder", refuse)
     monkeypatch.setattr(network_stage, "run_training", refuse)
     monkeypatch.setattr("ufm.solver.solve", refuse)  # the sweep stage's points
     log = []
@@ -151,7 +151,7 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(tmp_path, monkeypa
         return real_training(config, folder, resume=resume, progress=progress)
 
     monkeypatch.setattr(network_stage, "run_training", record)
-    monkeypatch.setattr(solver_stage, "solve", lambda *a, **k: pytest.fail("solver rerun"))
+    monkeypatch.setattr(solver_stage, "run_to_folder", lambda *a, **k: pytest.fail("solver rerun"))
     run_tiny(out)
     assert calls == [
         ("mixup_learned", True),
@@ -284,11 +284,15 @@ def test_readme_quick_start_runs_the_quick_reproduction_and_its_gallery_exists()
     text = (ROOT / "README.md").read_text()
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "ufm reproduce --quick --out results/quick" in section
+    # the README shows a few figures; the docs gallery has every one (its directive draws
+    # docs/gallery/<name>.png for each registered figure)
     images = re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", text)
-    assert len(images) == len(FIGURES)
+    assert images and "docs/gallery.rst" in text
     for image in images:
         assert (ROOT / image).is_file(), image
-    assert sum((ROOT / image).stat().st_size for image in images) < 800_000
+    gallery = [ROOT / "docs" / "gallery" / f"{name}.png" for name in FIGURES]
+    assert all(path.is_file() for path in gallery)
+    assert sum(path.stat().st_size for path in gallery) < 1_600_000
 
 
 def test_mixture_files_hold_the_exact_and_solved_three_class_optimum(tiny_reproduction):
@@ -344,7 +348,7 @@ def test_a_folder_from_before_the_mixture_runs_gains_them_and_keeps_its_other_ru
     shutil.rmtree(layout.network_run(root, layout.MIXTURE_NETWORK_RUN))
     (layout.stage_dir(root, layout.FIGURES) / "mixtures.png").unlink()
     trained, solved = [], []
-    real_training, real_solve = network_stage.run_training, solver_stage.solve
+    real_training, real_solve = network_stage.run_training, solver_stage.run_to_folder
 
     def record_training(config, folder, resume=False, progress=True):
         trained.append(Path(folder).name)
@@ -355,7 +359,7 @@ def test_a_folder_from_before_the_mixture_runs_gains_them_and_keeps_its_other_ru
         return real_solve(config, *args, **kwargs)
 
     monkeypatch.setattr(network_stage, "run_training", record_training)
-    monkeypatch.setattr(solver_stage, "solve", record_solve)
+    monkeypatch.setattr(solver_stage, "run_to_folder", record_solve)
     run_tiny(root)
     assert trained == [layout.MIXTURE_NETWORK_RUN] and solved == [3]
     for stage in (layout.THEORY, layout.SOLVER, layout.NETWORKS):

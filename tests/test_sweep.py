@@ -101,11 +101,11 @@ def test_debug_executor_records_a_failure_and_reruns_only_it(tmp_path, monkeypat
     calls = []
     real = point_job._solve
 
-    def flaky(config, out, resume):
+    def flaky(config, out, resume, **options):
         calls.append(config["lam_H"])
         if config["lam_H"] == 0.01 and calls.count(0.01) == 1:
             raise RuntimeError("boom in the run")
-        return real(config, out, resume)
+        return real(config, out, resume, **options)
 
     monkeypatch.setattr(point_job, "_solve", flaky)
     spec = _spec({"lam_H": [0.005, 0.01], "loss": ["ce", "mse"]})
@@ -126,7 +126,7 @@ def test_debug_executor_records_a_failure_and_reruns_only_it(tmp_path, monkeypat
 def test_interrupted_point_is_marked_so_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     calls = []
 
-    def interrupted_once(config, out, resume):
+    def interrupted_once(config, out, resume, **options):
         calls.append(resume)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:  # as solve leaves it after Ctrl-C: configuration and checkpoint
@@ -150,7 +150,7 @@ def test_a_different_sweep_into_the_same_folder_is_refused_unless_forced(tmp_pat
     calls = []
     real = point_job._solve
     monkeypatch.setattr(point_job, "_solve",
-                        lambda c, o, r: calls.append(c["lam_H"]) or real(c, o, r))
+                        lambda c, o, r, **k: calls.append(c["lam_H"]) or real(c, o, r, **k))
     run_sweep(_spec({"lam_H": [0.005]}), tmp_path / "s", "debug", progress=False)
     bigger = _spec({"lam_H": [0.005, 0.01]})
     with pytest.raises(ValueError, match="another configuration.*grid.*--force"):

@@ -1,7 +1,9 @@
 """The ``ufm`` command: parses arguments and delegates to one module per subcommand.
 
 Each module listed in :data:`COMMAND_MODULES` has ``register(subparsers)``, which adds its
-parser and sets ``handler`` to a function taking the parsed arguments.
+parser and sets ``handler`` to a function taking the parsed arguments. A bad input
+(ValueError) or an OS error while reading or writing files (a read-only folder, a full disk)
+ends the command with one line ``ufm COMMAND: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import importlib
 import sys
 import warnings
+
+from .io import os_error_text
 
 COMMAND_MODULES = (
     "ufm.commands.theory",
@@ -47,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.handler(args) or 0)
     except ValueError as error:
         print(f"ufm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only folder, a full disk, no permission: one line too
+        print(f"ufm {args.command}: error: {os_error_text(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ufm {args.command}: interrupted", file=sys.stderr)

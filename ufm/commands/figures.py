@@ -4,7 +4,9 @@ its result files."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from ..io import check_writable
 from ..plots import FIGURES, RUN_FIGURES, SWEEP_FIGURES, draw_from
 
 
@@ -51,6 +53,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # an output folder that cannot be written is refused before any figure is drawn
+    check_writable(args.out or Path(args.source) / "figures")
     written = draw_from(args.source, args.only, out=args.out, dpi=args.dpi, log=print)
     print(f"wrote {len(written)} files")
     return 0

@@ -6,18 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import config_to_dict, load_config, overrides_from_args
-from ..devices import resolve_device
-from ..io import check_run_config, prepare_run_dir, read_json, write_json
-from ..solver import CHECKPOINT, UFMConfig, solve
+from ..config import load_config, overrides_from_args
+from ..solver import UFMConfig, run_to_folder
 from ..solver.execution import CLI_EXECUTION
+from ..solver.run_folder import CHECKPOINT_EVERY, RESUME_FIELDS, check_resumable
 from . import add_job_parser
 
-
-# how a solve runs, not what it computes: rerunning into the same folder may change these
-EXECUTION_FIELDS = ("device", "parallel", "chunk_size")
-# stop reasons after which the checkpoint has nothing left to continue
-FINISHED = ("converged", "rounding", "stalled", "diverged")
+# stop reasons after which ``ufm solve`` exits 0 (the others, stalled and diverged, exit 1)
+SUCCESS_STOPS = ("converged", "rounding", "max_iters", "time_limit")
 
 
 def register(subparsers) -> None:
@@ -30,7 +26,8 @@ def register(subparsers) -> None:
         help="optimise free features and a fixed or learned classifier under the mixup loss",
         description="Solve the mixup unconstrained-features model. Writes config.json, "
         "arrays.npz, history.csv and (last) summary.json into --out; a checkpoint.pt lets "
-        "--resume continue after Ctrl-C or a time limit.",
+        "--resume continue after Ctrl-C or a time limit. The folder (writable, free or "
+        "holding the same configuration) and the memory the solve needs are checked first.",
     )
 
 
@@ -45,44 +42,40 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep checkpoint.pt when the run finishes (it is always kept when "
                         "the run is interrupted or stops at a limit, for --resume)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
-                        help="seconds between checkpoints")
+    parser.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY,
+                        metavar="SECONDS", help="seconds between checkpoints")
+    parser.add_argument("--ignore-memory-check", action="store_true",
+                        help="run even if the estimated memory of the solve exceeds the memory "
+                        "available")
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = overrides_from_args(args, UFMConfig)
     if args.resume:
         out = Path(args.resume)
-        if not (out / CHECKPOINT).is_file() or not (out / "config.json").is_file():
-            raise ValueError(f"--resume {str(out)!r}: no checkpoint.pt and config.json there")
+        stored = check_resumable(out)
         if args.config:
             raise ValueError("--resume takes the configuration of the run; do not give --config")
-        stored = read_json(out / "config.json")
-        allowed = {"max_iters", "time_limit", "device"}
-        changed = sorted(set(overrides) - allowed)
+        changed = sorted(set(overrides) - set(RESUME_FIELDS))
         if changed:
             raise ValueError(
-                f"--resume can only change {', '.join(sorted(allowed))}; got {', '.join(changed)}"
+                f"--resume can only change {', '.join(sorted(RESUME_FIELDS))}; got {', '.join(changed)}"
             )
-        stored.update(overrides)
-        config = load_config(UFMConfig, None, stored)
+        config = load_config(UFMConfig, None, {**stored, **overrides})
     else:
         if not args.out:
             raise ValueError("--out DIR is required (or --resume DIR)")
+        out = Path(args.out)
         config = load_config(UFMConfig, args.config, overrides)
-        resolve_device(config.device)  # an unavailable device is refused before any output
-        check_run_config(args.out, config_to_dict(config), "a solve",
-                         ignore=EXECUTION_FIELDS, force=args.force)
-        out = prepare_run_dir(args.out)
-        (out / "summary.json").unlink(missing_ok=True)
-        (out / CHECKPOINT).unlink(missing_ok=True)
-    write_json(out / "config.json", config_to_dict(config))
-    result = solve(
+    result = run_to_folder(
         config,
-        progress=not args.no_progress,
-        checkpoint_dir=out,
+        out,
         resume=bool(args.resume),
+        force=args.force,
+        progress=not args.no_progress,
         checkpoint_every=args.checkpoint_every,
+        keep_checkpoint=args.keep_checkpoint,
+        check_memory=not args.ignore_memory_check,
         execution=CLI_EXECUTION,
     )
     summary = result.summary
@@ -90,12 +83,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted after {summary['iterations']} iterations; checkpoint in {out}. "
               f"Continue with: ufm solve --resume {out}", file=sys.stderr)
         return 130
-    result.save(out)
-    if result.stop_reason in FINISHED and not args.keep_checkpoint:
-        (out / CHECKPOINT).unlink(missing_ok=True)  # the results hold everything it had
     print(_report(result))
     print(f"wrote {out}")
-    return 0 if result.stop_reason in ("converged", "rounding", "max_iters", "time_limit") else 1
+    return 0 if result.stop_reason in SUCCESS_STOPS else 1
 
 
 def _report(result) -> str:

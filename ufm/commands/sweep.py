@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--force", action="store_true",
                         help="run into DIR even if it holds a sweep of another grid or base")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--ignore-memory-check", action="store_true",
+                        help="run every point even if its estimated memory exceeds the memory "
+                        "available where it runs (otherwise such a point fails at once)")
     parser.set_defaults(handler=run)
 
 
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
         spec = load_sweep(args.config)
         rows = run_sweep(spec, args.out, args.executor, args.jobs, force=args.force,
-                         progress=not args.no_progress, sweep_text=Path(args.config).read_text())
+                         progress=not args.no_progress, sweep_text=Path(args.config).read_text(),
+                         check_memory=not args.ignore_memory_check)
     except KeyboardInterrupt:  # the sweep has stopped its jobs and written its table
         print(f"ufm sweep: interrupted; resume with: {resume_command(args)}", file=sys.stderr)
         return 130

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..io import check_run_dir
+from ..config import config_to_dict
+from ..io import check_run_config, removed_on_failure
 from . import add_job_parser, job_config
 from ..theory.table import TheoryConfig, compute, format_table, write
+
+# the file of a theory folder that holds its results (written last)
+RESULT_FILES = ("theory.json",)
 
 
 def register(subparsers) -> None:
@@ -25,15 +29,20 @@ def register(subparsers) -> None:
 
 def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="folder for config.json, theory.csv, theory.json")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even if it holds another run or other files")
 
 
 def run(args: argparse.Namespace) -> int:
     config = job_config(args, TheoryConfig)
     if args.out:
-        check_run_dir(args.out)  # a bad --out is refused before the table is computed
+        # a folder that is not writable, or holds another run, is refused before the table
+        check_run_config(args.out, config_to_dict(config), "a theory table",
+                         results=RESULT_FILES, force=args.force)
     table = compute(config)
     print(format_table(table))
     if args.out:
-        out = write(table, config, args.out)
+        with removed_on_failure(args.out):
+            out = write(table, config, args.out)
         print(f"\nwrote {out / 'config.json'}, {out / 'theory.csv'}, {out / 'theory.json'}")
     return 0

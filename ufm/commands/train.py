@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
+from ..config import config_from_dict, overrides_from_args
 from ..io import read_json
 from ..nets import TrainConfig, run_training
 from ..nets.config import TRAIN_PRESETS, TrainPreset
+from ..nets.run import LAST_CHECKPOINT, holds_training_run
 from . import add_job_parser, job_config
 
 SUMMARY_KEYS = (
@@ -58,7 +61,8 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the unfinished run in --out from its last checkpoint",
+        help="continue the unfinished run in --out from its last checkpoint (with no "
+        "configuration given, the run's own)",
     )
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
@@ -68,6 +72,11 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete the run already in --out (a folder with a training run's config.json) "
         "and start again",
+    )
+    parser.add_argument(
+        "--ignore-memory-check",
+        action="store_true",
+        help="train even if the estimated memory of the run exceeds the memory available",
     )
     parser.add_argument(
         "--preset",
@@ -90,7 +99,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     A preset's fields may depend on the data set and model (:class:`TrainPreset`), which the
     file or the flags choose: a first pass with the preset's general fields learns them, the
     second applies the preset's fields for them. Both are checked before any data is read.
+    ``--resume`` with no configuration given takes the configuration stored in ``--out``.
     """
+    configured = args.config or args.preset or overrides_from_args(args, TrainConfig)
+    if args.resume and not configured and holds_training_run(Path(args.out)):
+        return config_from_dict(TrainConfig, read_json(Path(args.out) / "config.json")["config"])
     if not args.preset:
         return job_config(args, TrainConfig)
     preset: TrainPreset = TRAIN_PRESETS[args.preset]
@@ -105,7 +118,12 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             raise ValueError("--force starts the run again; it cannot be combined with --resume")
         _remove_previous_run(Path(args.out))
-    summary = run_training(config, args.out, resume=args.resume, progress=args.progress)
+    try:
+        summary = run_training(config, args.out, resume=args.resume, progress=args.progress,
+                               check_memory=not args.ignore_memory_check)
+    except KeyboardInterrupt:
+        print(_interrupted_message(Path(args.out)), file=sys.stderr)
+        return 130
     keys = SUMMARY_KEYS + tuple(key for key in MIXTURE_KEYS if key in summary)
     if config.minority_classes:
         keys += IMBALANCE_KEYS
@@ -116,6 +134,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'better_fit':<{width}}  {summary['better_fit']}")
     print(f"wrote {args.out}/summary.json")
     return 0
+
+
+def _interrupted_message(out: Path) -> str:
+    """What an interrupted run left: the command that continues it, or that nothing was kept."""
+    checkpoint = out / LAST_CHECKPOINT
+    if checkpoint.is_file():
+        return (f"ufm train: interrupted; the last checkpoint is {checkpoint}. "
+                f"Continue with: ufm train --resume --out {out}")
+    return ("ufm train: interrupted before the first checkpoint (checkpoint_every = 0 saves only "
+            "the last epoch), so nothing was kept; run the same command again to start over")
 
 
 def _remove_previous_run(out: Path) -> None:

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from ..io import SUMMARY, write_csv, write_json, write_npz
+from ..io import (
+    SUMMARY,
+    check_writable,
+    prepare_run_dir,
+    removed_on_failure,
+    write_csv,
+    write_json,
+    write_npz,
+)
 
 __all__ = ["SETTINGS", "Measurement"]
 
@@ -54,19 +62,23 @@ class Measurement:
     def save(self, folder: str | Path) -> Path:
         """Write the measurement folder of the module docstring.
 
-        Refuses, before writing anything, a path that is a file or a folder that is not empty
-        (another run's results are never overwritten); ``summary.json`` is written last.
+        Refuses, before writing anything, a path that is a file, a folder that is not empty
+        (another run's results are never overwritten) or one that cannot be written;
+        ``summary.json`` is written last. A write that fails removes what was written, so the
+        same folder can be given again.
         """
         folder = Path(folder)
         check_new_folder(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.settings:
-            write_json(folder / SETTINGS, self.settings)
-        return self.write_files(folder, SUMMARY)
+        with removed_on_failure(folder):
+            prepare_run_dir(folder)
+            if self.settings:
+                write_json(folder / SETTINGS, self.settings)
+            return self.write_files(folder, SUMMARY)
 
 
 def check_new_folder(folder: str | Path) -> None:
-    """Refuse a path that exists as a file, or as a folder with anything in it."""
+    """Refuse a path that exists as a file, a folder with anything in it, or a folder that
+    cannot be written (:func:`ufm.io.check_writable`)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output path {str(folder)!r} exists and is not a folder")
@@ -77,3 +89,4 @@ def check_new_folder(folder: str | Path) -> None:
             + ("a complete measurement (summary.json)" if complete else "files")
             + "; choose a new folder (results are never overwritten)"
         )
+    check_writable(folder)

@@ -24,6 +24,7 @@ and checked (:mod:`ufm.nets.imbalanced_data`); the test split stays balanced.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,21 @@ from ..config import config_to_dict
 from ..devices import resolve_device, torch_threads
 from ..io import (
     SUMMARY,
+    check_writable,
     is_complete,
     prepare_run_dir,
     read_json,
+    removed_on_failure,
     write_csv,
     write_json,
 )
 from ..losses import get_loss
+from ..memory import check_memory as check_memory_against
 from .config import TrainConfig
 from .data import load_dataset
 from .imbalanced_data import imbalance_summary, imbalanced_dataset
 from .measure import Measurement, calibration_measurement, measure
+from .memory_estimate import WHAT_TO_LOWER, training_memory
 from .mixup import Mixup
 from .models import build_model
 from .training import (
@@ -77,19 +82,34 @@ def _scalar_columns(scalars: dict[str, Any]) -> dict[str, Any]:
     return columns
 
 
+# what a training run writes besides config.json and summary.json (replaced by a fresh run)
+RUN_OUTPUTS = ("metrics.csv", "measurements", "checkpoints")
+
+
 def _check_output_folder(out: Path, config: TrainConfig, resume: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
+    """Refuse, before any work, a folder this run must not write into (see :func:`run_training`)."""
+    check_writable(out)
     if is_complete(out):
         raise ValueError(
             f"{str(out)!r} already holds a complete run ({SUMMARY}); choose a new --out"
         )
     has_checkpoint = (out / LAST_CHECKPOINT).is_file()
     if resume and not has_checkpoint:
+        if holds_training_run(out):
+            raise ValueError(
+                f"cannot resume {str(out)!r}: the run there stopped before its first checkpoint "
+                f"(no {LAST_CHECKPOINT.as_posix()}; checkpoint_every = 0 saves only the last "
+                "epoch), so there is nothing to continue; start it again without --resume"
+            )
         raise ValueError(f"cannot resume: {str(out / LAST_CHECKPOINT)!r} does not exist")
-    if not resume and (has_checkpoint or (out / "metrics.csv").exists()):
+    if not resume and has_checkpoint:
         raise ValueError(
             f"{str(out)!r} holds an unfinished run; pass --resume to continue it or choose a new --out"
+        )
+    if not resume and out.is_dir() and any(out.iterdir()) and not holds_training_run(out):
+        raise ValueError(
+            f"{str(out)!r} is a non-empty folder without the config.json of a training run; "
+            "choose another --out or delete that folder"
         )
     if resume:
         # A field added after the run was started takes its default, which is what the run had.
@@ -103,25 +123,62 @@ def _check_output_folder(out: Path, config: TrainConfig, resume: bool) -> None:
             )
 
 
+def holds_training_run(folder: Path) -> bool:
+    """Whether ``folder/config.json`` is that of a training run (it holds a ``config`` table)."""
+    path = folder / "config.json"
+    try:
+        return path.is_file() and "config" in read_json(path)
+    except (ValueError, TypeError):  # not JSON, or JSON that is not a table
+        return False
+
+
+def _clear_outputs(out: Path) -> None:
+    """Remove the files of a run that stopped before its first checkpoint, before a fresh
+    run writes its own (a folder this run was allowed into holds no others)."""
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def run_training(
-    config: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = True
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    check_memory: bool = True,
 ) -> dict[str, Any]:
     """Train, measure and write the files listed in the module docstring; return the summary.
 
-    Everything that can be refused (configuration, output folder, data files, class indices,
-    d against K, the mixup layer) is checked before the first training step.
+    Everything that can be refused is checked before the first training step: the
+    configuration, the output folder (writable; a complete run is refused, an unfinished one
+    needs ``resume``, a non-empty folder must hold a training run, and one whose run stopped
+    before its first checkpoint is started again), the data files, class indices, d against
+    K, the mixup layer and, with ``check_memory``, the memory the run needs
+    (:func:`ufm.nets.memory_estimate.training_memory`) against the memory available. A fresh
+    run that fails (Ctrl-C included) before its first checkpoint removes what it wrote.
     """
     with torch_threads(config.threads):
-        return _run(config, out_dir, resume, progress)
+        if resume:
+            return _run(config, out_dir, resume, progress, check_memory)
+        out = Path(out_dir)
+        with removed_on_failure(out, keep_if=lambda: (out / LAST_CHECKPOINT).is_file()):
+            return _run(config, out, resume, progress, check_memory)
 
 
-def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool) -> dict[str, Any]:
+def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
+         check_memory: bool) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(out_dir)
     _check_output_folder(out, config, resume)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_dir, config.train_subset)
     config.check_against_data(data.num_classes, data.input_shape)
+    if check_memory:
+        estimate = training_memory(config, data.input_shape, data.num_classes)
+        check_memory_against(estimate, device, "the training run", WHAT_TO_LOWER)
     data = imbalanced_dataset(data, config.imbalance_ratio, config.minority_classes, config.seed)
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss = get_loss(config.loss, **config.loss_params)
@@ -135,6 +192,8 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     rng = np.random.default_rng(config.seed)
+    if not resume:
+        _clear_outputs(out)
     prepare_run_dir(out)  # only now: a refused run leaves no folder behind
 
     state = TrainingState()

@@ -35,8 +35,9 @@ from ..config import config_to_dict
 from ..devices import resolve_device
 from ..io import is_complete, prepare_run_dir, read_json, write_csv, write_json
 from ..devices import torch_threads
-from ..solver import CHECKPOINT, solve
+from ..solver import CHECKPOINT, run_to_folder
 from ..solver.execution import CLI_EXECUTION
+from ..solver.run_folder import CHECKPOINT_EVERY
 from ..solver.problem import UFMConfig
 from ..solver.results import load_result
 from . import layout, mixtures
@@ -149,21 +150,21 @@ def planned_runs(config: ReproduceConfig) -> list[SolverRun]:
 
 
 def solve_run(run: SolverRun, folder: Path, progress: bool) -> None:
-    """Solve (or resume) one run into ``folder``; reuse it when complete."""
+    """Solve (or resume) one run into ``folder``; reuse it when complete.
+
+    A checkpoint of the same configuration is resumed; anything else in the folder (a
+    checkpoint of another configuration, a run stopped before its first checkpoint) is
+    replaced by a fresh run.
+    """
     if is_complete(folder):
         return
     resume = (folder / CHECKPOINT).is_file() and (folder / "config.json").is_file()
     if resume and read_json(folder / "config.json") != config_to_dict(run.config):
         resume = False  # a checkpoint of another configuration: start again
-    prepare_run_dir(folder)
-    if not resume:
-        (folder / CHECKPOINT).unlink(missing_ok=True)
-        write_json(folder / "config.json", config_to_dict(run.config))
-    result = solve(run.config, progress=progress, checkpoint_dir=folder, resume=resume,
-                   execution=CLI_EXECUTION)
+    result = run_to_folder(run.config, folder, resume=resume, force=True, progress=progress,
+                           checkpoint_every=CHECKPOINT_EVERY, execution=CLI_EXECUTION)
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt(f"solver run {run.name} interrupted; its checkpoint is in {folder}")
-    result.save(folder)
 
 
 def _different_class_curves(H, W, c, c_prime, lam) -> list[dict[str, float]]:

@@ -61,6 +61,7 @@ def run_sweep(
     force: bool = False,
     progress: bool = True,
     sweep_text: str | None = None,
+    check_memory: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every point of ``spec`` not yet complete in ``out``; return the table's rows.
 
@@ -69,7 +70,8 @@ def run_sweep(
     SIGHUP) stops every running job, on ``local`` with its worker processes before this
     returns, marks the points they had started ``interrupted`` and raises KeyboardInterrupt;
     the next call resumes them. ``sweep_text`` is the sweep file's text, saved as
-    ``sweep.toml``.
+    ``sweep.toml``. ``check_memory``: each point refuses to start where its memory estimate
+    exceeds the memory available (a failed point that says so); False runs it anyway.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
@@ -102,7 +104,8 @@ def run_sweep(
 
     write()
     if todo:
-        _run_points(spec, out, executor, jobs, todo, rows, write, progress, len(points))
+        _run_points(spec, out, executor, jobs, todo, rows, write, progress, len(points),
+                    check_memory)
     return [rows[p.name] for p in points]
 
 
@@ -115,7 +118,8 @@ def _check_devices(points: list[Point]) -> None:
             raise ValueError(f"grid point {names[0]}: {error}") from None
 
 
-def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, total) -> None:
+def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, total,
+                check_memory) -> None:
     executor = make_executor(executor_name, out / SUBMITIT, spec.executor, jobs)
     threads = threads_per_point(executor_name, spec.executor, jobs) if spec.job == "solve" else 0
     window = at_once(executor_name, jobs, spec.executor)
@@ -137,7 +141,7 @@ def _run_points(spec, out, executor_name, jobs, todo, rows, write, progress, tot
     def submit(share: list[tuple[Point, bool]]):
         items = [(to_jsonable(config_to_dict(p.config)), str(point_folder(out, p.name)), resume)
                  for p, resume in share]
-        return executor.submit(point_job.run_points, spec.job, items, threads)
+        return executor.submit(point_job.run_points, spec.job, items, threads, check_memory)
 
     stop = StopSignals(enabled=executor_name != "debug")
     with stop:

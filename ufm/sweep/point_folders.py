@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..commands.solve import EXECUTION_FIELDS
 from ..config import config_to_dict
 from ..io import is_complete, read_json
+from ..solver.run_folder import EXECUTION_FIELDS
 from .point_job import ERROR_FILE
 
 POINTS = "points"

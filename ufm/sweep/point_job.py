@@ -19,47 +19,52 @@ from typing import Any
 import torch
 
 from .._interrupts import sigterm_as_interrupt
-from ..commands.solve import FINISHED
-from ..config import config_from_dict, config_to_dict
+from ..config import config_from_dict
 from ..devices import torch_threads
-from ..io import prepare_run_dir, write_json
 
 ERROR_FILE = "error.txt"
-CHECKPOINT_EVERY = 60.0  # seconds, as ``ufm solve``
 
 
 def run_point(job: str, config: dict[str, Any], out: str, threads: int = 0,
-              resume: bool = False) -> dict[str, Any]:
+              resume: bool = False, check_memory: bool = True) -> dict[str, Any]:
     """Run one point into the folder ``out``; ``{"status": "done" | "failed" | "interrupted"}``.
 
     ``config`` is the JSON form of the point's configuration; ``threads`` the torch CPU
     threads of a solve (a train job has its own ``threads`` field); ``resume`` continues
-    from the checkpoint an interrupted attempt left.
+    from the checkpoint an interrupted attempt left; ``check_memory`` refuses a point whose
+    memory estimate exceeds the memory available where it runs.
     """
     folder = Path(out)
     try:
         with torch_threads(threads):
             if job == "solve":
-                stop = _solve(config, folder, resume)
+                stop = _solve(config, folder, resume, check_memory=check_memory)
             elif job == "train":
-                stop = _train(config, folder, resume)
+                stop = _train(config, folder, resume, check_memory=check_memory)
             else:
                 raise ValueError(f"unknown job {job!r}")
     except KeyboardInterrupt:  # a solve returns "interrupted" itself; a train raises
         return {"status": "interrupted", "pid": os.getpid()}
     except Exception as error:  # the sweep records it; the other points go on
-        if not folder.exists():
-            folder.mkdir(parents=True)
-        if folder.is_dir():
-            (folder / ERROR_FILE).write_text(traceback.format_exc())
+        _write_error(folder)
         message = str(error).strip().splitlines()
         return {"status": "failed", "error": f"{type(error).__name__}: {message[0] if message else ''}",
                 "pid": os.getpid()}
     return {"status": "interrupted" if stop == "interrupted" else "done", "pid": os.getpid()}
 
 
+def _write_error(folder: Path) -> None:
+    """Leave the traceback of the failure being handled in ``folder/error.txt``, if the folder
+    can be written (the error returned to the sweep says what failed either way)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(traceback.format_exc())
+    except OSError:
+        pass
+
+
 def run_points(job: str, items: list[tuple[dict[str, Any], str, bool]],
-               threads: int = 0) -> list[dict[str, Any]]:
+               threads: int = 0, check_memory: bool = True) -> list[dict[str, Any]]:
     """:func:`run_point` for each ``(config, out, resume)`` in turn, in one process (one
     start-up and one import for several points: a local sweep gives each worker a share).
 
@@ -72,7 +77,7 @@ def run_points(job: str, items: list[tuple[dict[str, Any], str, bool]],
     with sigterm_as_interrupt():
         try:
             for config, out, resume in items:
-                results.append(run_point(job, config, out, threads, resume))
+                results.append(run_point(job, config, out, threads, resume, check_memory))
                 if results[-1]["status"] == "interrupted":
                     break
         except KeyboardInterrupt:  # between two points: the next one does not start
@@ -80,30 +85,24 @@ def run_points(job: str, items: list[tuple[dict[str, Any], str, bool]],
     return results
 
 
-def _solve(data: dict[str, Any], out: Path, resume: bool) -> str:
-    """What ``ufm solve --out`` does (``--resume`` when ``resume``), without printing."""
-    from ..solver import CHECKPOINT, UFMConfig, solve
-    from ..solver.execution import CLI_EXECUTION
+def _solve(data: dict[str, Any], out: Path, resume: bool, check_memory: bool = True) -> str:
+    """What ``ufm solve --out`` does (``--resume`` when ``resume``), without printing.
+
+    The folder is the point's own: another configuration in it is replaced (the sweep
+    cleared what it could not reuse).
+    """
+    from ..solver import CLI_EXECUTION, UFMConfig, run_to_folder
 
     config = config_from_dict(UFMConfig, data)
-    out = prepare_run_dir(out)
-    if not resume:
-        (out / "summary.json").unlink(missing_ok=True)
-        (out / CHECKPOINT).unlink(missing_ok=True)
-    write_json(out / "config.json", config_to_dict(config))
-    result = solve(config, progress=False, checkpoint_dir=out, resume=resume,
-                   checkpoint_every=CHECKPOINT_EVERY, execution=CLI_EXECUTION)
-    if result.stop_reason == "interrupted":
-        return "interrupted"
-    result.save(out)
-    if result.stop_reason in FINISHED:
-        (out / CHECKPOINT).unlink(missing_ok=True)  # the results hold everything it had
+    result = run_to_folder(config, out, resume=resume, force=True, check_memory=check_memory,
+                           execution=CLI_EXECUTION)
     return result.stop_reason
 
 
-def _train(data: dict[str, Any], out: Path, resume: bool) -> str:
+def _train(data: dict[str, Any], out: Path, resume: bool, check_memory: bool = True) -> str:
     """What ``ufm train --out`` does (``--resume`` when ``resume``), without a progress bar."""
     from ..nets import TrainConfig, run_training
 
-    summary = run_training(config_from_dict(TrainConfig, data), out, resume=resume, progress=False)
+    summary = run_training(config_from_dict(TrainConfig, data), out, resume=resume,
+                           progress=False, check_memory=check_memory)
     return "done" if summary else "interrupted"
