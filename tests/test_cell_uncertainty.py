@@ -32,7 +32,7 @@ from ufm.nets.coefficient_curves import (
     curve_fit_status,
 )
 from ufm.nets.measure_settings import odd_lam_grid
-from ufm.nets.triple_choice import LAM_H_RANGE
+from ufm.nets.triple_choice import LAM_H_RANGE, theory_lam_H
 
 K, D, SCALE = 10, 12, 1.0
 LAMS = odd_lam_grid(11)
@@ -316,3 +316,15 @@ def test_the_three_same_class_numbers_are_computed_apart():
     off = np.linalg.norm(H - H @ projection) / np.linalg.norm(H)
     assert agreement["same_class_out_of_span_fraction"] == pytest.approx(off, abs=1e-12)
     assert agreement["same_class_cosine"] < 0.5 < off
+
+
+def test_the_three_class_theory_takes_the_curve_lam_H_only_when_it_was_fitted():
+    """A curve fit marked at its bound is not used for the theory even where its value lies
+    inside the range by more than BOUND_SLACK (a grid step from the end); the margins' fit is."""
+    near_end = LAM_H_RANGE[1] / 2
+    at_bound = {"curve_fitted_lam_H": near_end, "curve_fitted_lam_H_status": "at_bound",
+                "fitted_lam_H": 0.2}  # fmt: skip
+    assert theory_lam_H(at_bound) == (0.2, "fitted_lam_H")
+    fitted = {**at_bound, "curve_fitted_lam_H_status": "fitted"}
+    assert theory_lam_H(fitted) == (near_end, "curve_fitted_lam_H")
+    assert theory_lam_H({"curve_fitted_lam_H": near_end}) == (near_end, "curve_fitted_lam_H")

@@ -6,8 +6,8 @@ which must agree on them and compute nothing:
 
 * :func:`choose_triple`: the three classes with the most mixed samples among them, for a
   features file that names none;
-* :func:`theory_lam_H`: ``curve_fitted_lam_H`` unless it is not finite or at its search
-  bound, else ``fitted_lam_H`` (the margins' fit);
+* :func:`theory_lam_H`: ``curve_fitted_lam_H`` when it was fitted (not at its search bound),
+  else ``fitted_lam_H`` (the margins' fit);
 * :func:`theory_lams`: the lam grid of the theory.
 """
 
@@ -92,10 +92,15 @@ def _number(value: Any) -> float:
 
 def theory_lam_H(summary: Mapping[str, Any]) -> tuple[float, str]:
     """The lam_H of the theory and the key it comes from: ``curve_fitted_lam_H`` (fitted on
-    the coefficient curves) when finite and not at an end of its search range, else
-    ``fitted_lam_H`` (fitted on the margins) when finite and positive, else (NaN, "")."""
+    the coefficient curves) when its ``curve_fitted_lam_H_status`` is "fitted" (a summary
+    from before that key: when finite and not within :data:`BOUND_SLACK` of an end of its
+    search range), else ``fitted_lam_H`` (fitted on the margins) when finite and positive,
+    else (NaN, "")."""
     curve = _number(summary.get("curve_fitted_lam_H"))
-    if LAM_H_RANGE[0] * BOUND_SLACK < curve < LAM_H_RANGE[1] / BOUND_SLACK:
+    status = summary.get("curve_fitted_lam_H_status")
+    inside = LAM_H_RANGE[0] * BOUND_SLACK < curve < LAM_H_RANGE[1] / BOUND_SLACK
+    fitted = inside if status is None else status == "fitted"
+    if fitted:
         return curve, "curve_fitted_lam_H"
     margin = _number(summary.get("fitted_lam_H"))
     if math.isfinite(margin) and margin > 0:
