@@ -25,14 +25,17 @@ from ufm.etf import simplex_etf
 from ufm.nets.cell_comparison import FIT_SIGNIFICANCE, compare_cells, fit_verdicts
 from ufm.nets.cell_means import cell_statistics
 from ufm.nets.coefficient_curves import (
-    CURVE_FIT_POINTS,
-    FIT_AT_BOUND_STEPS,
     ChiSquare,
     coefficient_curves,
-    curve_fit_status,
 )
 from ufm.nets.measure_settings import odd_lam_grid
-from ufm.nets.triple_choice import LAM_H_RANGE, theory_lam_H
+from ufm.nets.triple_choice import (
+    CURVE_FIT_POINTS,
+    FIT_AT_BOUND_STEPS,
+    LAM_H_RANGE,
+    curve_fit_status,
+    theory_lam_H,
+)
 
 K, D, SCALE = 10, 12, 1.0
 LAMS = odd_lam_grid(11)
@@ -319,12 +322,16 @@ def test_the_three_same_class_numbers_are_computed_apart():
 
 
 def test_the_three_class_theory_takes_the_curve_lam_H_only_when_it_was_fitted():
-    """A curve fit marked at its bound is not used for the theory even where its value lies
-    inside the range by more than BOUND_SLACK (a grid step from the end); the margins' fit is."""
+    """A curve fit marked at its bound is not used for the theory, whatever its value; one
+    marked fitted is. A summary from before the status gets the status of its value."""
     near_end = LAM_H_RANGE[1] / 2
     at_bound = {"curve_fitted_lam_H": near_end, "curve_fitted_lam_H_status": "at_bound",
                 "fitted_lam_H": 0.2}  # fmt: skip
     assert theory_lam_H(at_bound) == (0.2, "fitted_lam_H")
     fitted = {**at_bound, "curve_fitted_lam_H_status": "fitted"}
     assert theory_lam_H(fitted) == (near_end, "curve_fitted_lam_H")
-    assert theory_lam_H({"curve_fitted_lam_H": near_end}) == (near_end, "curve_fitted_lam_H")
+    assert theory_lam_H({"curve_fitted_lam_H": near_end, "fitted_lam_H": 0.2}) == (
+        0.2,
+        "fitted_lam_H",
+    )
+    assert theory_lam_H({"curve_fitted_lam_H": 0.01}) == (0.01, "curve_fitted_lam_H")

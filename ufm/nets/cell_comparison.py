@@ -54,12 +54,12 @@ from .coefficient_curves import (
     binned_ce_curves,
     coefficient_curves,
     curve_chi_square,
-    curve_fit_status,
     curve_misfit,
     fit_curve_lam_H,
     null_curves,
 )
 from .own_classifier import own_classifier_optimum
+from .triple_choice import curve_fit_status
 from .ufm_comparison import logit_offset
 
 __all__ = [
@@ -228,7 +228,7 @@ def compare_cells(
     (the largest such change over all lams of the grid);
     ``amplification_theory`` (cross-entropy at ``curve_fitted_lam_H``, fitted on the
     normalised curves, with ``curve_fitted_lam_H_status`` "fitted", "at_bound" or
-    "not_fitted", :func:`ufm.nets.coefficient_curves.curve_fit_status`);
+    "not_fitted", :func:`ufm.nets.triple_choice.curve_fit_status`);
     ``amplification_null`` (1); ``ce_curve_rms`` and ``squared_error_curve_rms`` (rms misfit
     of the normalised curves) with ``*_in_se`` (the same in quoted errors, over the finite
     points); per prediction (``ce_``, ``squared_error_``) ``chi2``, ``dof``,

@@ -30,7 +30,7 @@ quoted, ``*_error``, is the larger of the two.
 **Goodness of fit** (:func:`curve_chi_square`): each prediction's chi-square over the finite
 curve points in the quoted errors, its degrees of freedom and p-value; a fit of
 :math:`\lambda_H` that ends within a grid step of an end of its search range
-(:func:`curve_fit_status`) has determined nothing and counts no fitted parameter.
+(:func:`ufm.nets.triple_choice.curve_fit_status`) has determined nothing and counts no fitted parameter.
 """
 
 from __future__ import annotations
@@ -44,15 +44,8 @@ from scipy.stats import chi2
 from ..etf import row_norm
 from ..theory import optimal_coefficients
 from .cell_means import CellStatistics, half_index
-from .triple_choice import LAM_H_RANGE
+from .triple_choice import CURVE_FIT_POINTS
 from .ufm_comparison import fit_log_lam_H
-
-CURVE_FIT_POINTS = 31
-"""Grid points in log lam_H (over 12 decades) that bracket the curve fit before Brent."""
-
-FIT_AT_BOUND_STEPS = 1.0
-"""A curve fit of lam_H within this many grid steps (in log lam_H, :data:`CURVE_FIT_POINTS`
-over :data:`LAM_H_RANGE`) of an end of the range is reported as at the bound, not fitted."""
 
 __all__ = [
     "ChiSquare",
@@ -60,7 +53,6 @@ __all__ = [
     "ce_curves",
     "coefficient_curves",
     "curve_chi_square",
-    "curve_fit_status",
     "fit_curve_lam_H",
     "jackknife_curve_se",
     "jackknife_mean_se",
@@ -305,20 +297,6 @@ def fit_curve_lam_H(curves: Curves, K: int, gain: float, lams: np.ndarray | None
                      + ((curves.b_norm - b)[finite] ** 2).sum())  # fmt: skip
 
     return fit_log_lam_H(objective, points=CURVE_FIT_POINTS)
-
-
-def curve_fit_status(lam_H: float) -> str:
-    """How far a curve fit of lam_H (:func:`fit_curve_lam_H`) determined it: "fitted" when
-    it lies inside :data:`LAM_H_RANGE` by more than :data:`FIT_AT_BOUND_STEPS` grid steps of
-    the fit's search grid, "at_bound" when within that of either end (the data then push
-    lam_H against the range, and at the upper end the cross-entropy curves are the null's),
-    "not_fitted" when there was no fit (NaN: fewer than two lams with both curves)."""
-    if not math.isfinite(lam_H):
-        return "not_fitted"
-    low, high = math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1])
-    margin = FIT_AT_BOUND_STEPS * (high - low) / (CURVE_FIT_POINTS - 1)
-    inside = low + margin < math.log(lam_H) < high - margin
-    return "fitted" if inside else "at_bound"
 
 
 @dataclass
