@@ -19,12 +19,25 @@ pure noise). ``signal_detected`` holds when
 :math:`R` is 1 with standard deviation about :math:`\sqrt{2/(N r)}`. Without a detected
 signal ``better_fit`` is ``"noise"``.
 
+**Goodness of fit.** Each prediction of the normalised curves gets a chi-square in the
+quoted errors (:func:`ufm.nets.coefficient_curves.curve_chi_square`), its degrees of freedom
+and p-value, and a verdict (:func:`fit_verdicts`) at the significance
+:data:`FIT_SIGNIFICANCE`: ``"fits"``, ``"closer_but_rejected"`` or ``"rejected"``.
+``better_fit`` names a prediction only when that prediction fits; ``"neither"`` says that
+the data reject the one they prefer. A cross-entropy fit whose lam_H ends at its search
+bound (``curve_fitted_lam_H_status`` ``"at_bound"``) determined no parameter and is never
+the better fit.
+
 **Same-class cells** (theory: :math:`\tilde h = a_\text{same} w_c` at every lam), two
 separate numbers, each relative to the rms norm of the cells' lam-averaged means:
 ``same_class_lam_dependence``, the rms movement of a cell mean with lam above its noise (the
 root of the mean squared movement minus its expected noise, ``same_class_lam_dependence_noise``
 squared, 0 when negative), and ``same_class_scatter``, the rms within-cell scatter of single
-pairs.
+pairs. Beside them, ``same_class_cell_cosine``: the mean cosine of the same-class cell
+means, in the row space of :math:`W`, with their own row :math:`w_c` (theory 1); it differs
+from ``same_class_cosine`` of :func:`ufm.nets.ufm_comparison.sample_agreement`, the mean
+cosine of single samples in the full feature space, which the scatter of the pairs and the
+part of the features outside the row space (``same_class_out_of_span_fraction``) lower.
 """
 
 from __future__ import annotations
@@ -37,16 +50,25 @@ import numpy as np
 
 from .cell_means import CellStatistics, cell_statistics, check_cells, half_index
 from .coefficient_curves import (
+    ChiSquare,
     binned_ce_curves,
     coefficient_curves,
+    curve_chi_square,
     curve_misfit,
     fit_curve_lam_H,
     null_curves,
 )
 from .own_classifier import own_classifier_optimum
+from .triple_choice import curve_fit_status
 from .ufm_comparison import logit_offset
 
-__all__ = ["CellComparison", "compare_cell_statistics", "compare_cells", "signal_summary"]
+__all__ = [
+    "CellComparison",
+    "compare_cell_statistics",
+    "compare_cells",
+    "fit_verdicts",
+    "signal_summary",
+]
 
 NULL_SD = 6.0
 """Standard deviations above the pure-noise value of R that count as a signal."""
@@ -55,6 +77,8 @@ CHI2_PER_PARAMETER = 9.0
 the normalised curves below the null's (no parameter) to count as the better fit: 3 standard
 errors' worth. The cross-entropy curves tend to the null's as lam_H grows, so without this
 rule a fit at a huge lam_H would "win" on noise."""
+FIT_SIGNIFICANCE = 0.01
+"""A prediction whose chi-square p-value is below this is rejected by the curves."""
 
 
 @dataclass
@@ -91,6 +115,55 @@ def signal_summary(means: np.ndarray, scatter: np.ndarray, counts: np.ndarray, r
     }
 
 
+def fit_verdicts(ce: ChiSquare, null: ChiSquare, ce_status: str, signal_detected: bool):
+    """(``better_fit``, verdict of the cross-entropy fit, verdict of the null) from their
+    chi-squares over the curves (module docstring).
+
+    A prediction *fits* when its p-value is at least :data:`FIT_SIGNIFICANCE`. Of two that
+    do not, the one the :data:`CHI2_PER_PARAMETER` rule prefers (cross-entropy when it lowers
+    the null's chi-square by more than that, else the null) is ``"closer_but_rejected"``, the
+    other (or either, when one chi-square is missing) ``"rejected"``; a verdict is
+    ``"undetermined"`` without a p-value. ``better_fit``: ``"noise"`` without a detected
+    signal; ``"undetermined"`` when either p-value is missing; ``"cross_entropy"`` when its
+    lam_H was fitted inside the range (``ce_status`` "fitted"), it fits and it is the closer
+    or the null is rejected; ``"squared_error"`` when the null fits and the cross-entropy fit
+    is not the closer; else ``"neither"`` (both rejected, or the preferred prediction
+    rejected or at its bound)."""
+    comparable = math.isfinite(ce.chi2) and math.isfinite(null.chi2)
+    ce_closer = comparable and null.chi2 - ce.chi2 > CHI2_PER_PARAMETER
+
+    def verdict(fit: ChiSquare, closer: bool) -> str:
+        if not math.isfinite(fit.p_value):
+            return "undetermined"
+        if fit.p_value >= FIT_SIGNIFICANCE:
+            return "fits"
+        return "closer_but_rejected" if closer else "rejected"
+
+    ce_verdict, null_verdict = verdict(ce, ce_closer), verdict(null, comparable and not ce_closer)
+    if not signal_detected:
+        better = "noise"
+    elif "undetermined" in (ce_verdict, null_verdict):
+        better = "undetermined"
+    elif ce_status == "fitted" and ce_verdict == "fits" and (ce_closer or null_verdict != "fits"):
+        better = "cross_entropy"
+    elif null_verdict == "fits" and not ce_closer:
+        better = "squared_error"
+    else:
+        better = "neither"
+    return better, ce_verdict, null_verdict
+
+
+def _same_class_cell_cosine(means: np.ndarray, rows: np.ndarray) -> float:
+    """Mean cosine of same-class cell means (C, L, d), already in the row space, with their
+    own classifier rows (C, d), over the cells and lams with samples (NaN: left out)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = (means * rows[:, None, :]).sum(-1) / (
+            np.linalg.norm(means, axis=-1) * np.linalg.norm(rows, axis=-1)[:, None]
+        )
+    present = np.isfinite(cosine)
+    return float(cosine[present].mean()) if present.any() else math.nan
+
+
 def _same_class_split(means: np.ndarray, scatter: np.ndarray, noise: np.ndarray):
     """(lam dependence above its noise, its noise floor, within-cell scatter) of same-class cell
     means (C, L, d), with scatter (C, L) and the movement noise (C,) of the cells; cells and
@@ -110,6 +183,17 @@ def _same_class_numbers(means, scatter, noise):
         math.sqrt(floor) / size,
         math.sqrt(float(np.nanmean(scatter**2))) / size,
     )
+
+
+def _chi_square_scalars(name: str, fit: ChiSquare, verdict: str) -> dict[str, object]:
+    """The summary keys of one prediction's goodness of fit, prefixed by ``name``."""
+    return {
+        f"{name}_chi2": fit.chi2,
+        f"{name}_dof": fit.dof,
+        f"{name}_chi2_per_dof": fit.per_dof,
+        f"{name}_p_value": fit.p_value,
+        f"{name}_verdict": verdict,
+    }
 
 
 def compare_cells(
@@ -136,17 +220,24 @@ def compare_cells(
 
     Returns
     -------
-    :class:`CellComparison`. Scalars: ``amplification`` and ``amplification_se`` (pairs inside
-    the cells), ``amplification_se_cells`` (jackknife over the cells: also which class pairs);
+    :class:`CellComparison`. Scalars: ``amplification`` with ``amplification_se`` (pairs inside
+    the cells), ``amplification_se_cells`` (jackknife over the cells: also which class pairs)
+    and ``amplification_error`` (the larger, the one quoted); ``amplification_same_half``,
+    ``amplification_same_0``, ``amplification_same_1`` (normalised by the same-class
+    coefficient at lam = 1/2, 0, 1 instead of its lam mean) and ``amplification_systematic``
+    (the largest such change over all lams of the grid);
     ``amplification_theory`` (cross-entropy at ``curve_fitted_lam_H``, fitted on the
-    normalised curves); ``amplification_null`` (1); ``ce_curve_rms`` and
-    ``squared_error_curve_rms`` (rms misfit of the normalised curves) with ``*_in_se`` (the
-    same in standard errors, over the finite points); ``better_fit`` ("cross_entropy",
-    "squared_error", "noise" or "undetermined": the null unless the cross-entropy fit lowers
-    the chi-square of the curves by more than :data:`CHI2_PER_PARAMETER`; "noise" without a
-    detected signal; "undetermined" when the chi-squares cannot be formed);
-    ``a_same`` and ``a_same_se``; ``off_span_residual_half``; ``pairs_per_cell``; the signal
-    numbers and the same-class split of the module docstring; ``amplification_exact_W``,
+    normalised curves, with ``curve_fitted_lam_H_status`` "fitted", "at_bound" or
+    "not_fitted", :func:`ufm.nets.triple_choice.curve_fit_status`);
+    ``amplification_null`` (1); ``ce_curve_rms`` and ``squared_error_curve_rms`` (rms misfit
+    of the normalised curves) with ``*_in_se`` (the same in quoted errors, over the finite
+    points); per prediction (``ce_``, ``squared_error_``) ``chi2``, ``dof``,
+    ``chi2_per_dof``, ``p_value`` and ``verdict`` ("fits", "closer_but_rejected",
+    "rejected", "undetermined") at ``fit_significance``; ``better_fit`` ("cross_entropy",
+    "squared_error", "neither", "noise" or "undetermined", :func:`fit_verdicts`);
+    ``a_same`` with ``a_same_se``, ``a_same_se_cells``, ``a_same_error``;
+    ``off_span_residual_half``; ``pairs_per_cell``; the signal numbers, the same-class split
+    and ``same_class_cell_cosine`` of the module docstring; ``amplification_exact_W``,
     ``exact_W_feature_distance``, ``exact_W_curve_distance`` (exact optimum for this W
     against the ETF approximation) and ``exact_W_curve_rms`` (the network's curves against
     the exact-W curves).
@@ -187,14 +278,12 @@ def compare_cell_statistics(
     null_a, null_b = null_curves(theory_lams)
     ce_rms, ce_in_se = curve_misfit(curves, ce_a, ce_b)
     null_rms, null_in_se = curve_misfit(curves, null_a, null_b)
-    points = int(np.isfinite(np.concatenate([curves.a_norm, curves.b_norm])).sum())
-    improvement = points * (null_in_se**2 - ce_in_se**2)  # chi-square of the null minus CE's
-    if not signal["signal_detected"]:
-        better = "noise"
-    elif not math.isfinite(improvement):
-        better = "undetermined"
-    else:
-        better = "cross_entropy" if improvement > CHI2_PER_PARAMETER else "squared_error"
+    lam_H_status = curve_fit_status(lam_H)
+    ce_fit = curve_chi_square(curves, ce_a, ce_b, parameters=int(lam_H_status == "fitted"))
+    null_fit = curve_chi_square(curves, null_a, null_b, parameters=0)
+    better, ce_verdict, null_verdict = fit_verdicts(
+        ce_fit, null_fit, lam_H_status, signal["signal_detected"]
+    )
 
     offset = logit_offset(W, bias, np.asarray(global_mean, dtype=np.float64))
     exact = (
@@ -207,26 +296,39 @@ def compare_cell_statistics(
     lam_dependence, lam_noise, same_scatter = _same_class_split(
         cells.means[same], cells.scatter[same], cells.movement_noise[same]
     )
+    by_lam = dict(zip(cells.lam.tolist(), curves.amplification_by_lam.tolist()))
     scalars = {
         "amplification": curves.amplification,
         "amplification_se": curves.amplification_se,
         "amplification_se_cells": curves.amplification_se_cells,
+        "amplification_error": curves.amplification_error,
+        "amplification_same_half": by_lam[0.5],
+        "amplification_same_0": by_lam[0.0],
+        "amplification_same_1": by_lam[1.0],
+        "amplification_systematic": curves.amplification_systematic,
         "amplification_theory": float(ce_a[half] + ce_b[half]),
         "amplification_null": 1.0,
         "curve_fitted_lam_H": lam_H,
+        "curve_fitted_lam_H_status": lam_H_status,
         "ce_curve_rms": ce_rms,
         "ce_curve_rms_in_se": ce_in_se,
         "squared_error_curve_rms": null_rms,
         "squared_error_curve_rms_in_se": null_in_se,
+        **_chi_square_scalars("ce", ce_fit, ce_verdict),
+        **_chi_square_scalars("squared_error", null_fit, null_verdict),
+        "fit_significance": FIT_SIGNIFICANCE,
         "better_fit": better,
         "a_same": curves.same_mean,
         "a_same_se": curves.same_mean_se,
+        "a_same_se_cells": curves.same_mean_se_cells,
+        "a_same_error": curves.same_mean_error,
         "off_span_residual_half": float(curves.residual[half]),
         "pairs_per_cell": int(cells.counts[~np.isnan(cells.scatter)].min()),
         **signal,
         "same_class_lam_dependence": lam_dependence,
         "same_class_lam_dependence_noise": lam_noise,
         "same_class_scatter": same_scatter,
+        "same_class_cell_cosine": _same_class_cell_cosine(cells.means[same], W[cells.c[same]]),
         "amplification_exact_W": exact["amplification"],
         "exact_W_feature_distance": exact["feature_distance"],
         "exact_W_curve_distance": exact["curve_distance"],
@@ -242,8 +344,14 @@ def compare_cell_statistics(
                 "b": float(curves.b[l]), "b_se": float(curves.b_se[l]),
                 "b_cell_sd": float(curves.b_sd[l]),
                 "a_same": float(curves.a_same[l]), "a_same_se": float(curves.a_same_se[l]),
+                "a_same_norm": float(curves.a_same[l] / curves.same_mean),
+                "amplification_same_at_lam": float(curves.amplification_by_lam[l]),
                 "a_norm": float(curves.a_norm[l]), "a_norm_se": float(curves.a_norm_se[l]),
+                "a_norm_se_cells": float(curves.a_norm_se_cells[l]),
+                "a_norm_error": float(curves.a_norm_error[l]),
                 "b_norm": float(curves.b_norm[l]), "b_norm_se": float(curves.b_norm_se[l]),
+                "b_norm_se_cells": float(curves.b_norm_se_cells[l]),
+                "b_norm_error": float(curves.b_norm_error[l]),
                 "residual": float(curves.residual[l]),
                 "same_class_residual": float(curves.same_residual[l]),
                 "ce_a_norm": float(ce_a[l]), "ce_b_norm": float(ce_b[l]),

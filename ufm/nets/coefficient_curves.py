@@ -20,6 +20,17 @@ sections 2, 3 and 8), for a simplex-ETF classifier with the network's gain
 Amplification :math:`(\hat a + \hat b)(1/2)/\bar a_\text{same}`: the cross-entropy optimum
 makes it greater than 1 (about 1.6 at K = 10, :math:`\lambda_H/g = 4.5\cdot10^{-3}`), the
 null exactly 1.
+
+**Two sources of error** (docs/theory.md section 12). Every curve point and scalar has a
+standard error from the pairs inside the cells (``*_se``: the noise of re-drawing training
+pairs for the same class pairs) and a stratified delete-one-cell jackknife (``*_se_cells``:
+it also covers how the class pairs differ, which the pairs' error does not see). The error
+quoted, ``*_error``, is the larger of the two.
+
+**Goodness of fit** (:func:`curve_chi_square`): each prediction's chi-square over the finite
+curve points in the quoted errors, its degrees of freedom and p-value; a fit of
+:math:`\lambda_H` that ends within a grid step of an end of its search range
+(:func:`ufm.nets.triple_choice.curve_fit_status`) has determined nothing and counts no fitted parameter.
 """
 
 from __future__ import annotations
@@ -28,16 +39,27 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import chi2
 
 from ..etf import row_norm
 from ..theory import optimal_coefficients
 from .cell_means import CellStatistics, half_index
+from .triple_choice import CURVE_FIT_POINTS
 from .ufm_comparison import fit_log_lam_H
 
-CURVE_FIT_POINTS = 31
-"""Grid points in log lam_H (over 12 decades) that bracket the curve fit before Brent."""
-
-__all__ = ["Curves", "ce_curves", "coefficient_curves", "fit_curve_lam_H", "null_curves"]
+__all__ = [
+    "ChiSquare",
+    "Curves",
+    "ce_curves",
+    "coefficient_curves",
+    "curve_chi_square",
+    "fit_curve_lam_H",
+    "jackknife_curve_se",
+    "jackknife_mean_se",
+    "jackknife_ratio_se",
+    "null_curves",
+    "quoted_error",
+]
 
 
 def _ratio_se(num, num_se, den, den_se):
@@ -51,12 +73,21 @@ class Curves:
 
     ``a``, ``b`` (different-class cells) and ``a_same`` (same-class cells) with standard
     errors ``*_se`` and the spread across cells ``*_sd``; ``same_mean`` :math:`\bar a_\text{same}`
-    and its ``same_mean_se``; ``a_norm``, ``b_norm`` and their ``*_norm_se``: the curves over
-    :math:`\bar a_\text{same}`; ``residual`` and ``same_residual``: mean relative residual of the
-    cell means off their span; ``amplification`` and ``amplification_se`` (from the pairs'
-    scatter inside the cells); ``amplification_se_cells``: the delete-one-cell jackknife over
-    all cells, which also covers which class pairs were measured (NaN with fewer than two
-    cells of a kind).
+    (the mean over the same-class cells of their lam-averaged coefficient) with its
+    ``same_mean_se`` (pairs), ``same_mean_se_cells`` (jackknife over the same-class cells)
+    and ``same_mean_error`` (the larger); ``a_norm``, ``b_norm``: the curves over
+    :math:`\bar a_\text{same}`, with ``*_norm_se`` (pairs), ``*_norm_se_cells`` (stratified
+    delete-one-cell jackknife over the different-class cells and the same-class cells of the
+    normaliser) and ``*_norm_error`` (the larger: the error quoted and used in the
+    chi-squares); ``residual`` and ``same_residual``: mean relative residual of the cell means
+    off their span; ``amplification`` with ``amplification_se`` (pairs),
+    ``amplification_se_cells`` (jackknife over the cells, NaN with fewer than two cells of a
+    kind) and ``amplification_error`` (the larger); ``amplification_by_lam`` (L,): the
+    amplification normalised instead by the same-class coefficient at each lam,
+    :math:`(\hat a + \hat b)(\tfrac12)/\hat a_\text{same}(\lambda)`, and
+    ``amplification_systematic``: its largest distance from ``amplification`` over the lams
+    (the sensitivity to the choice of normaliser, a systematic error beside the statistical
+    one).
     """
 
     lam: np.ndarray
@@ -70,15 +101,24 @@ class Curves:
     a_same_se: np.ndarray
     same_mean: float
     same_mean_se: float
+    same_mean_se_cells: float
+    same_mean_error: float
     a_norm: np.ndarray
     a_norm_se: np.ndarray
+    a_norm_se_cells: np.ndarray
+    a_norm_error: np.ndarray
     b_norm: np.ndarray
     b_norm_se: np.ndarray
+    b_norm_se_cells: np.ndarray
+    b_norm_error: np.ndarray
     residual: np.ndarray
     same_residual: np.ndarray
     amplification: float
     amplification_se: float
     amplification_se_cells: float
+    amplification_error: float
+    amplification_by_lam: np.ndarray
+    amplification_systematic: float
 
 
 def _average(values: np.ndarray, se: np.ndarray):
@@ -102,10 +142,11 @@ def _mean_present(values: np.ndarray) -> np.ndarray:
 
 def jackknife_ratio_se(numerators: np.ndarray, denominators: np.ndarray) -> float:
     r"""Delete-one jackknife standard error of :math:`\bar x/\bar y` over the units of two
-    independent groups (stratified: each group's jackknife variance, then their sum), the values :math:`x_i` (``numerators``) and :math:`y_j`
-    (``denominators``); NaN entries are absent units, and fewer than two units in a group give
-    NaN. The amplification is such a ratio: pair sums of different-class cells over lam-averaged
-    same-class coefficients, so this covers which cells (class pairs) happen to be measured."""
+    independent groups (stratified: each group's jackknife variance, then their sum), the
+    values :math:`x_i` (``numerators``) and :math:`y_j` (``denominators``); NaN entries are
+    absent units, and fewer than two units in a group give NaN. The amplification is such a
+    ratio: pair sums of different-class cells over lam-averaged same-class coefficients, so
+    this covers which cells (class pairs) happen to be measured."""
     x = numerators[~np.isnan(numerators)]
     y = denominators[~np.isnan(denominators)]
     if len(x) < 2 or len(y) < 2:
@@ -120,6 +161,32 @@ def jackknife_ratio_se(numerators: np.ndarray, denominators: np.ndarray) -> floa
     return math.sqrt(variance)
 
 
+def jackknife_curve_se(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+    r""":func:`jackknife_ratio_se` at every lam: ``numerators`` (C, L), one row per
+    different-class cell (NaN where a cell has no samples at a lam), over the common
+    ``denominators`` (C',), the same-class cells' lam-averaged coefficients; (L,)."""
+    return np.array([jackknife_ratio_se(numerators[:, l], denominators)
+                     for l in range(numerators.shape[1])])  # fmt: skip
+
+
+def jackknife_mean_se(values: np.ndarray) -> float:
+    """Delete-one jackknife standard error of the mean of the values that are not NaN; for a
+    mean it equals the sample standard deviation over the root of the count. NaN with fewer
+    than two values."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return math.nan
+    return float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def quoted_error(se, se_cells):
+    """The error quoted for an estimate: the larger of its pair standard error ``se`` and
+    its class-pair (cell jackknife) standard error ``se_cells``; where one of them is NaN
+    (the jackknife needs two cells of each kind), the other. Arrays elementwise."""
+    quoted = np.fmax(np.asarray(se, dtype=np.float64), np.asarray(se_cells, dtype=np.float64))
+    return float(quoted) if quoted.ndim == 0 else quoted
+
+
 def coefficient_curves(cells: CellStatistics) -> Curves:
     """The curves of :class:`Curves` from the cell statistics."""
     same = cells.same
@@ -129,9 +196,21 @@ def coefficient_curves(cells: CellStatistics) -> Curves:
     a_same, a_same_se, _ = _average(
         cells.coefficients[same, :, 0], cells.coefficient_se[same, :, 0]
     )
-    same_mean, same_mean_se, _ = _average(cells.same_lam_mean[same], cells.same_lam_mean_se[same])
+    same_lam_means = cells.same_lam_mean[same]
+    same_mean, same_mean_se, _ = _average(same_lam_means, cells.same_lam_mean_se[same])
+    same_mean_se_cells = jackknife_mean_se(same_lam_means)
     pair_sum = cells.coefficients[~same, half].sum(-1)
     total, total_se, _ = _average(pair_sum, cells.pair_sum_se[~same, half])
+    a_norm_se = _ratio_se(a, a_se, same_mean, same_mean_se)
+    b_norm_se = _ratio_se(b, b_se, same_mean, same_mean_se)
+    a_norm_se_cells = jackknife_curve_se(cells.coefficients[~same, :, 0], same_lam_means)
+    b_norm_se_cells = jackknife_curve_se(cells.coefficients[~same, :, 1], same_lam_means)
+    amplification = float(total / same_mean)
+    amplification_se = float(_ratio_se(total, total_se, same_mean, same_mean_se))
+    amplification_se_cells = jackknife_ratio_se(pair_sum, same_lam_means)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        by_lam = total / a_same
+    deviations = np.abs(by_lam - amplification)
     return Curves(
         lam=cells.lam,
         a=a,
@@ -144,15 +223,26 @@ def coefficient_curves(cells: CellStatistics) -> Curves:
         a_same_se=a_same_se,
         same_mean=float(same_mean),
         same_mean_se=float(same_mean_se),
+        same_mean_se_cells=same_mean_se_cells,
+        same_mean_error=quoted_error(same_mean_se, same_mean_se_cells),
         a_norm=a / same_mean,
-        a_norm_se=_ratio_se(a, a_se, same_mean, same_mean_se),
+        a_norm_se=a_norm_se,
+        a_norm_se_cells=a_norm_se_cells,
+        a_norm_error=quoted_error(a_norm_se, a_norm_se_cells),
         b_norm=b / same_mean,
-        b_norm_se=_ratio_se(b, b_se, same_mean, same_mean_se),
+        b_norm_se=b_norm_se,
+        b_norm_se_cells=b_norm_se_cells,
+        b_norm_error=quoted_error(b_norm_se, b_norm_se_cells),
         residual=_mean_present(cells.residual[~same]),
         same_residual=_mean_present(cells.residual[same]),
-        amplification=float(total / same_mean),
-        amplification_se=float(_ratio_se(total, total_se, same_mean, same_mean_se)),
-        amplification_se_cells=jackknife_ratio_se(pair_sum, cells.same_lam_mean[same]),
+        amplification=amplification,
+        amplification_se=amplification_se,
+        amplification_se_cells=amplification_se_cells,
+        amplification_error=quoted_error(amplification_se, amplification_se_cells),
+        amplification_by_lam=by_lam,
+        amplification_systematic=(
+            float(np.nanmax(deviations)) if np.isfinite(deviations).any() else math.nan
+        ),
     )
 
 
@@ -209,13 +299,53 @@ def fit_curve_lam_H(curves: Curves, K: int, gain: float, lams: np.ndarray | None
     return fit_log_lam_H(objective, points=CURVE_FIT_POINTS)
 
 
-def curve_misfit(curves: Curves, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(rms of the differences over both curves, rms of the same in standard errors), over the
-    points where the curve, its standard error and the prediction are finite (NaN if none)."""
+@dataclass
+class ChiSquare:
+    """Goodness of fit of a prediction to the normalised curves (:func:`curve_chi_square`):
+    ``chi2`` over ``points`` finite curve points, ``dof`` = points minus fitted
+    ``parameters``, ``per_dof`` = chi2/dof and ``p_value`` (NaN without degrees of freedom)."""
+
+    chi2: float
+    points: int
+    parameters: int
+    dof: int
+    per_dof: float
+    p_value: float
+
+
+def _curve_residuals(curves: Curves, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Differences of both curves from a prediction in units of the quoted errors, over the
+    points where curve, error and prediction are finite and the error positive."""
     difference = np.concatenate([curves.a_norm - a, curves.b_norm - b])
-    se = np.concatenate([curves.a_norm_se, curves.b_norm_se])
-    finite = np.isfinite(difference) & np.isfinite(se) & (se > 0)
+    error = np.concatenate([curves.a_norm_error, curves.b_norm_error])
+    finite = np.isfinite(difference) & np.isfinite(error) & (error > 0)
+    return difference[finite] / error[finite]
+
+
+def curve_chi_square(curves: Curves, a: np.ndarray, b: np.ndarray, parameters: int) -> ChiSquare:
+    r""":class:`ChiSquare` of the prediction (``a``, ``b``) (L,) of the normalised curves:
+    :math:`\chi^2 = \sum (\text{curve} - \text{prediction})^2/\sigma^2` over the finite
+    points of both curves, :math:`\sigma` the quoted error (the larger of the pairs' and the
+    class pairs' standard errors), ``parameters`` the number fitted on these curves (1 for the
+    cross-entropy optimum with its fitted lam_H, 0 for the null or a fit at its bound). The
+    points share cells and the normaliser, and their correlations are ignored, so the
+    chi-square distribution and its p-value are approximate (docs/theory.md section 12)."""
+    residuals = _curve_residuals(curves, a, b)
+    points = len(residuals)
+    value = float((residuals**2).sum()) if points else math.nan
+    dof = points - parameters
+    if dof < 1:
+        return ChiSquare(value, points, parameters, dof, math.nan, math.nan)
+    return ChiSquare(value, points, parameters, dof, value / dof, float(chi2.sf(value, dof)))
+
+
+def curve_misfit(curves: Curves, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(rms of the differences over both curves, rms of the same in quoted errors), over the
+    points where the curve, its quoted error and the prediction are finite (NaN if none)."""
+    difference = np.concatenate([curves.a_norm - a, curves.b_norm - b])
+    error = np.concatenate([curves.a_norm_error, curves.b_norm_error])
+    finite = np.isfinite(difference) & np.isfinite(error) & (error > 0)
     if not finite.any():
         return math.nan, math.nan
-    difference, se = difference[finite], se[finite]
-    return float(np.sqrt((difference**2).mean())), float(np.sqrt(((difference / se) ** 2).mean()))
+    residuals = _curve_residuals(curves, a, b)
+    return float(np.sqrt((difference[finite] ** 2).mean())), float(np.sqrt((residuals**2).mean()))

@@ -9,11 +9,12 @@ checkpoints) -> final measurement -> files. The output folder holds
   ``checkpoints/epoch_NNNN.pt`` (kept);
 * ``measurements/epoch_NNNN/``: a measurement folder (:mod:`ufm.nets.measurement`) with
   ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``, ``coefficients_vs_lam.csv``,
-  ``linearity.csv``, ``activations_triple.npz``, ``cells.npz``, ``mixed_features.npz`` (the
-  class-pair features in the schema of :mod:`ufm.nets.features_file`, so that ``ufm
-  compare`` can analyse the run again; in the final measurement, and in every one with
-  ``features_every_measurement``), ``theory_triple.npz``, and with ``mixup_points >= 3`` ``mixtures3.csv`` and
-  ``activations_mixtures3.npz`` (:mod:`ufm.nets.mixtures`);
+  ``linearity.csv``, ``activations_triple.npz``, ``cells.npz``, ``theory_triple.npz``, with
+  ``mixup_points >= 3`` ``mixtures3.csv`` and ``activations_mixtures3.npz``
+  (:mod:`ufm.nets.mixtures`), and in the final measurement (in every one with
+  ``features_every_measurement``) ``mixed_features.npz``: the measured pairs' features, a
+  plain numpy file in the schema of :mod:`ufm.nets.features_file` (readable with
+  ``numpy.load`` alone), which ``ufm compare`` analyses again;
 * ``summary.json``, written last: its presence marks the run complete. Besides the final
   measurement it holds the per-class test accuracy, the training class counts and the
   classifier's geometry under class imbalance (:func:`ufm.nets.imbalanced_data.imbalance_summary`).

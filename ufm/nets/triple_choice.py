@@ -6,8 +6,10 @@ which must agree on them and compute nothing:
 
 * :func:`choose_triple`: the three classes with the most mixed samples among them, for a
   features file that names none;
-* :func:`theory_lam_H`: ``curve_fitted_lam_H`` unless it is not finite or at its search
-  bound, else ``fitted_lam_H`` (the margins' fit);
+* :func:`curve_fit_status`: whether a curve fit of lam_H found its optimum inside the search
+  range ("fitted") or ran to an end of it ("at_bound");
+* :func:`theory_lam_H`: ``curve_fitted_lam_H`` when it was fitted, else ``fitted_lam_H`` (the
+  margins' fit);
 * :func:`theory_lams`: the lam grid of the theory.
 """
 
@@ -21,11 +23,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BOUND_SLACK",
+    "CURVE_FIT_POINTS",
+    "FIT_AT_BOUND_STEPS",
     "LAM_H_RANGE",
     "check_lam_H",
     "check_triple",
     "choose_triple",
+    "curve_fit_status",
     "theory_lam_H",
     "theory_lams",
 ]
@@ -36,8 +40,12 @@ MAX_THEORY_LAMS = 41
 """The theory is solved at the samples' own lam values when they are at most this many (a
 grid); lam drawn per sample gives :data:`FALLBACK_LAMS` equally spaced values instead."""
 FALLBACK_LAMS = 21
-BOUND_SLACK = 1.01
-"""A fitted lam_H within this factor of an end of its search range is taken as at the bound."""
+CURVE_FIT_POINTS = 31
+"""Grid points in log lam_H over :data:`LAM_H_RANGE` that bracket the fit of lam_H on the
+coefficient curves before Brent (:func:`ufm.nets.coefficient_curves.fit_curve_lam_H`)."""
+FIT_AT_BOUND_STEPS = 1.0
+"""A curve fit of lam_H within this many steps of that grid (in log lam_H) of an end of the
+range is reported as at the bound, not fitted."""
 
 
 def choose_triple(c: np.ndarray, c_prime: np.ndarray, num_classes: int) -> tuple[int, int, int]:
@@ -90,12 +98,26 @@ def _number(value: Any) -> float:
         return math.nan
 
 
+def curve_fit_status(lam_H: float) -> str:
+    """How far a curve fit of lam_H determined it: "fitted" when it lies inside
+    :data:`LAM_H_RANGE` by more than :data:`FIT_AT_BOUND_STEPS` steps of the fit's search grid
+    (:data:`CURVE_FIT_POINTS`), "at_bound" when within that of either end (the data push lam_H
+    against the range; at the upper end the cross-entropy curves are the squared-error
+    null's), "not_fitted" when there was no fit (NaN)."""
+    if not math.isfinite(lam_H):
+        return "not_fitted"
+    low, high = math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1])
+    margin = FIT_AT_BOUND_STEPS * (high - low) / (CURVE_FIT_POINTS - 1)
+    return "fitted" if low + margin < math.log(lam_H) < high - margin else "at_bound"
+
+
 def theory_lam_H(summary: Mapping[str, Any]) -> tuple[float, str]:
     """The lam_H of the theory and the key it comes from: ``curve_fitted_lam_H`` (fitted on
-    the coefficient curves) when finite and not at an end of its search range, else
-    ``fitted_lam_H`` (fitted on the margins) when finite and positive, else (NaN, "")."""
+    the coefficient curves) when its ``curve_fitted_lam_H_status`` is "fitted" (a summary from
+    before that key: its :func:`curve_fit_status`), else ``fitted_lam_H`` (fitted on the
+    margins) when finite and positive, else (NaN, "")."""
     curve = _number(summary.get("curve_fitted_lam_H"))
-    if LAM_H_RANGE[0] * BOUND_SLACK < curve < LAM_H_RANGE[1] / BOUND_SLACK:
+    if (summary.get("curve_fitted_lam_H_status") or curve_fit_status(curve)) == "fitted":
         return curve, "curve_fitted_lam_H"
     margin = _number(summary.get("fitted_lam_H"))
     if math.isfinite(margin) and margin > 0:

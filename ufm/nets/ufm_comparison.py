@@ -172,7 +172,11 @@ def theory_agreement(
       mean distance of the clean endpoints (:math:`\lambda\in\{0,1\}`) from that boundary.
     * ``out_of_span_fraction`` :math:`=\|\tilde H - P\tilde H\|_F/\|\tilde H\|_F` with
       :math:`P` the projection onto the row space of :math:`W`: the part of the centred
-      features the classifier cannot see.
+      features the classifier cannot see; ``same_class_out_of_span_fraction`` the same over
+      the same-class samples only. With the scatter of single samples it is why
+      ``same_class_cosine`` (single samples, full space) falls below the cosine of the
+      same-class cell means in the row space (``same_class_cell_cosine`` of
+      :func:`ufm.nets.cell_comparison.compare_cells`).
     * Confidence (top softmax probability of the network's logits) per lam over the
       different-class pairs, and :math:`p_c`, :math:`p_{c'}`, beside the softmax of
       :math:`Wh^\star` (theory, no offset); ``confidence_half`` is the mean confidence of the
@@ -211,6 +215,12 @@ def _group_mean(values: np.ndarray, group: np.ndarray, count: np.ndarray) -> np.
     """Mean of ``values`` (N,) per group (G,) of ``group`` (N,); NaN for an empty group."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.bincount(group, weights=values, minlength=len(count)) / count
+
+
+def _out_of_span(H: np.ndarray, span: np.ndarray) -> float:
+    r""":math:`\|H - HSS^\top\|_F/\|H\|_F` for rows H (N, d) and an orthonormal basis S
+    (``span``, (d, r)) of the row space: the fraction of the features' length outside it."""
+    return float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H))
 
 
 def sample_agreement(
@@ -284,7 +294,8 @@ def sample_agreement(
         / _mean_or_nan(distances[at_ends]),
         "fitted_lam_H": math.nan,
         "margin_fit_rms": math.nan,
-        "out_of_span_fraction": float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H)),
+        "out_of_span_fraction": _out_of_span(H, span),
+        "same_class_out_of_span_fraction": _out_of_span(H_same, span),
         "confidence_half": _mean_or_nan(confidence[at_half]),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(L, np.nan)

@@ -125,10 +125,13 @@ FIGURES: dict[str, FigureSpec] = {
         coefficients.coefficient_curves,
         (layout.NETWORKS,),
         "Coefficients of the cell means of mixed features on the two classes' classifier rows, "
-        "over the mean same-class coefficient, with 2-standard-error bars, for ERM and mixup "
-        "networks with a learned and a fixed-ETF classifier, beside the cross-entropy optimum "
-        "(fitted lam_H), the squared-error null and the exact optimum for the network's own W and logit offset; "
-        "the amplification against epochs; the misfit of each prediction.",
+        "over the mean same-class coefficient, with bars of two quoted errors (the larger of "
+        "the pairs' and the class pairs' standard errors), for ERM and mixup networks with a "
+        "learned and a fixed-ETF classifier, beside the cross-entropy optimum (at the lam_H "
+        "fitted on the curves, or at the end of its search range where the fit ran there, "
+        "which is no fit), the squared-error null and the exact optimum for the network's own "
+        "W and logit offset; the amplification against epochs; each prediction's chi-square "
+        "per degree of freedom with its 1% rejection level.",
     ),
 }
 

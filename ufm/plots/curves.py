@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..reproduce import layout
+from .coefficients import lam_H_words
 from .files import (
     network_label,
     read_table,
@@ -52,10 +53,16 @@ def _solver_curves(root: Path) -> dict[float, dict[str, np.ndarray]]:
     }
 
 
-def _fitted(root: Path, name: str, key: str = "fitted_lam_H") -> float:
-    """A run's effective lam_H: fitted on the margins, or (``curve_fitted_lam_H``) on the
-    coefficient curves of its cell means; each panel uses the one fitted on what it shows."""
-    return stage_summary(root, layout.NETWORKS)["runs"][name].get(key, float("nan"))
+def _run(root: Path, name: str) -> dict:
+    """The summary of the network run ``name`` in the networks stage."""
+    return stage_summary(root, layout.NETWORKS)["runs"][name]
+
+
+def _fitted(root: Path, name: str) -> float:
+    """A run's effective lam_H fitted on the margins (panel a); panel b uses the lam_H of the
+    coefficient curves of its cell means (:func:`.coefficients.lam_H_words` says whether it
+    was fitted): each panel uses the one found on what it shows."""
+    return _run(root, name).get("fitted_lam_H", float("nan"))
 
 
 def margin_and_norm(root: Path) -> Figure:
@@ -142,8 +149,8 @@ def margin_and_norm(root: Path) -> Figure:
                 color=colour,
                 ls=":",
                 lw=1.8,
-                label=f"its theory at fitted $\\lambda_H$ = {_fitted(root, name):.2g} (margins, a), "
-                f"{_fitted(root, name, 'curve_fitted_lam_H'):.2g} (coefficients, b)",
+                label=f"its theory at fitted $\\lambda_H$ = {_fitted(root, name):.2g} "
+                f"(margins, a); at {lam_H_words(_run(root, name))} (coefficients, b)",
             )
         )
     limit = read_table(theory_file, loss="ce", lam_H=lam_Hs[0])

@@ -198,17 +198,22 @@ def _summary(source, summary) -> dict[str, Any]:
 def plot_coefficient_curves(ax, source, summary: Mapping | None = None, title: str | None = None,
                             legend: bool = True) -> None:  # fmt: skip
     """Draw :math:`\\hat a/\\bar a_\\text{same}` and :math:`\\hat b/\\bar a_\\text{same}`
-    against lam with 2-standard-error bars, the cross-entropy optimum at the fitted lam_H,
-    the squared-error null and the exact optimum for the network's own W; the amplification
-    in the title.
+    against lam with bars of two quoted errors (``*_norm_error``, the larger of the pairs' and
+    the class pairs' standard errors; ``*_norm_se`` for a table from before them), the
+    cross-entropy optimum at the lam_H of the curves (the title says whether it was fitted or
+    ran to its search bound), the squared-error null and the exact optimum for the network's
+    own W; the amplification, its errors and each prediction's goodness of fit in the title.
 
     Parameters
     ----------
     ax : matplotlib Axes to draw on.
     source : a run or measurement folder, a ``coefficients_vs_lam.csv`` path, or a mapping of
         its columns (:data:`COEFFICIENT_COLUMNS` at least).
-    summary : ``amplification``, ``amplification_se``, ``amplification_theory``,
-        ``better_fit``; default the folder's (none for other sources: shown as nan).
+    summary : ``amplification`` with ``amplification_error``, ``amplification_se``,
+        ``amplification_se_cells``, ``amplification_systematic``; ``amplification_theory``,
+        ``curve_fitted_lam_H`` and its status; ``ce_`` and ``squared_error_chi2_per_dof`` and
+        ``_verdict``; ``better_fit``; default the folder's (none for other sources: shown as
+        nan).
     title : first line of the title.
     legend : add the legend of the curves to ``ax``.
     """

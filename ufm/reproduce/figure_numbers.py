@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import layout
 from ..io import read_csv
+from ..plots.coefficients import quoted
+from . import layout
 
 
 def _g(value: Any, digits: int = 3) -> str:
@@ -50,6 +51,12 @@ class Summaries:
         return float(values[0]) if values else None
 
 
+def _words(s: Summaries, key: str) -> str:
+    """A text entry (a status or a verdict) of every network run, with the run's name."""
+    names = [name for name, _, _ in layout.NETWORK_RUNS]
+    return ", ".join(f"{s.net(name, key) or 'n/a'} ({name.replace('_', ' ')})" for name in names)
+
+
 def _pairs(s: Summaries, key: str, names=None) -> str:
     names = names or [name for name, _, _ in layout.NETWORK_RUNS]
     return ", ".join(f"{_g(s.net(name, key))} ({name.replace('_', ' ')})" for name in names)
@@ -64,17 +71,26 @@ def configuration(s: Summaries) -> str:
         f"as a same-class feature. Solver with a learned W: ETF distance of W "
         f"{_g(learned['etf_distance_W'])}. Networks, distance of lam = 1/2 mixtures from the "
         f"boundary relative to clean samples (theory 0): "
-        f"{_pairs(s, 'boundary_distance_half_relative')}; mean cosine of same-class mixtures "
-        f"with w_c (theory 1): {_pairs(s, 'same_class_cosine')}."
+        f"{_pairs(s, 'boundary_distance_half_relative')}; cosine of same-class mixtures with "
+        f"w_c (theory 1), of the cell means in the row space of W: "
+        f"{_pairs(s, 'same_class_cell_cosine')}, of single pairs in the full feature space: "
+        f"{_pairs(s, 'same_class_cosine')} (fraction of their length outside the row space: "
+        f"{_pairs(s, 'same_class_out_of_span_fraction')})."
     )
 
 
 def margin_and_norm(s: Summaries) -> str:
+    curve_lam_H = ", ".join(
+        f"{_g(s.net(n, 'curve_fitted_lam_H'))} {s.net(n, 'curve_fitted_lam_H_status') or ''} "
+        f"({n.replace('_', ' ')})"
+        for n, _, _ in layout.NETWORK_RUNS
+    )
     return (
         f"Solver vs exact theory: relative distance at most {_g(s.solver['max_theory_distance'])}. "
         f"Fitted effective lam_H on the centred margins: {_pairs(s, 'fitted_lam_H')}; rms "
-        f"misfit of the margins (logits): {_pairs(s, 'margin_fit_rms')}. Fitted on the "
-        f"coefficient curves (the norms of panel b use it): {_pairs(s, 'curve_fitted_lam_H')}."
+        f"misfit of the margins (logits): {_pairs(s, 'margin_fit_rms')}. On the coefficient "
+        f"curves (the norms of panel b use it): {curve_lam_H} (at_bound: the fit ran to the "
+        "end of its search range and fitted nothing)."
     )
 
 
@@ -167,19 +183,26 @@ def mixtures(s: Summaries) -> str:
 
 
 def coefficient_curves(s: Summaries) -> str:
+    names = [n for n, _, _ in layout.NETWORK_RUNS]
     amplification = ", ".join(
-        f"{_g(s.net(n, 'amplification'))} +- {_g(s.net(n, 'amplification_se'), 2)} "
-        f"({n.replace('_', ' ')})"
-        for n, _, _ in layout.NETWORK_RUNS
+        f"{_g(s.net(n, 'amplification'))} +- {_g(quoted(s.networks['runs'][n], 'amplification'), 2)}"
+        f" +- {_g(s.net(n, 'amplification_systematic'), 2)} ({n.replace('_', ' ')})"
+        for n in names
     )
-    fits = ", ".join(
-        f"{s.net(n, 'better_fit')} ({n.replace('_', ' ')})" for n, _, _ in layout.NETWORK_RUNS
+    chi2 = ", ".join(
+        f"{_g(s.net(n, 'ce_chi2_per_dof'))} and {_g(s.net(n, 'squared_error_chi2_per_dof'))} "
+        f"({n.replace('_', ' ')})"
+        for n in names
     )
     return (
-        f"Amplification (a + b)(1/2) / a_same of the cell means: {amplification}; cross-entropy "
-        f"theory at each run's fitted lam_H: {_pairs(s, 'amplification_theory')}; exact optimum "
-        f"for the run's own W: {_pairs(s, 'amplification_exact_W')}; squared-error null: 1. "
-        f"Better fit: {fits}. "
+        f"Amplification (a + b)(1/2) / a_same of the cell means +- quoted error (the larger of "
+        f"the pairs' and the class pairs') +- the normaliser's systematic error: "
+        f"{amplification}; cross-entropy theory at each run's lam_H of the curves "
+        f"({_words(s, 'curve_fitted_lam_H_status')}): {_pairs(s, 'amplification_theory')}; "
+        f"exact optimum for the run's own W: {_pairs(s, 'amplification_exact_W')}; "
+        f"squared-error null: 1. Chi-square per degree of freedom, cross-entropy and null: "
+        f"{chi2}; verdicts {_words(s, 'ce_verdict')} and {_words(s, 'squared_error_verdict')}; "
+        f"better fit: {_words(s, 'better_fit')}. "
         f"Pairs per cell: {_pairs(s, 'pairs_per_cell')}; scatter of single pairs over the "
         f"signal: {_pairs(s, 'scatter_to_signal')}."
     )

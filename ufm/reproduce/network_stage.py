@@ -12,9 +12,9 @@ measurement (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171):
   :math:`P_W(h - \mu_G)` (different-class over same-class, :mod:`ufm.nets.cell_means`) beside
   the UFM's :math:`\|h(\lambda)\|/\|h_\text{same}\|` at the :math:`\lambda_H` fitted on the
   coefficient curves; mean :math:`p_c` beside the UFM's; and the coefficient curves
-  :math:`\hat a/\bar a_\text{same}`, :math:`\hat b/\bar a_\text{same}` with their standard
-  errors beside the cross-entropy optimum, the squared-error null and the exact optimum for
-  the run's own W (the run's ``coefficients_vs_lam.csv``, :mod:`ufm.nets.cell_comparison`);
+  :math:`\hat a/\bar a_\text{same}`, :math:`\hat b/\bar a_\text{same}` with their pair,
+  class-pair and quoted errors beside the cross-entropy optimum, the squared-error null and
+  the exact optimum for the run's own W (the run's ``coefficients_vs_lam.csv``, :mod:`ufm.nets.cell_comparison`);
 * ``projection_<run>.npz``: the triple's mixed activations in the classifier plane.
 
 Then one more run, :data:`ufm.reproduce.layout.MIXTURE_NETWORK_RUN`: 3-point mixup
@@ -71,6 +71,9 @@ COEFFICIENT_COLUMNS = (
     "a_norm", "a_norm_se", "b_norm", "b_norm_se", "ce_a_norm", "ce_b_norm", "null_a_norm",
     "null_b_norm", "exact_W_a_norm", "exact_W_b_norm", "residual",
 )  # fmt: skip
+ERROR_COLUMNS = ("a_norm_se_cells", "a_norm_error", "b_norm_se_cells", "b_norm_error")
+"""Class-pair and quoted errors of the curves, copied when the measurement has them (a run
+measured before they existed has not: its figure falls back to the pairs' errors)."""
 
 
 def curve_rows(measurement: Path, summary: dict[str, Any]) -> list[dict[str, float]]:
@@ -102,6 +105,7 @@ def curve_rows(measurement: Path, summary: dict[str, Any]) -> list[dict[str, flo
                 "p_c_theory": float(row["theory_p_c"]),
                 "confidence_mean": float(row["confidence_mean"]),
                 **{key: float(coefficient[key]) for key in COEFFICIENT_COLUMNS},
+                **{key: float(coefficient[key]) for key in ERROR_COLUMNS if key in coefficient},
             }
         )
     return rows
