@@ -180,7 +180,7 @@ def test_cli_train_writes_every_file(tmp_path, capsys):
         (["--model", "vgg"], "model must be one of 'mlp', 'cnn', 'resnet18', 'wrn', 'vit'; got 'vgg'"),
         (
             ["--loss", "hinge"],
-            "unknown loss 'hinge'; known losses: ce, focal, label_smoothing, mse",
+            "unknown loss 'hinge'; known losses: ce, focal, label_smoothing, logit_adjusted, mse",
         ),
         (["--alpha", "-0.5"], r"alpha must lie in \[0, inf\), got -0.5"),
         (["--classifier", "frozen"], "classifier must be one of 'learned', 'fixed_etf'"),

@@ -8,6 +8,7 @@ flag, ``--config FILE.toml`` gives a file of fields, and flags override the file
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Callable
 
 from ..config import add_config_arguments, load_config, overrides_from_args
@@ -54,3 +55,13 @@ def job_config(args: argparse.Namespace, config_cls: type, preset: dict | None =
     """``config_cls`` from the ``--config`` file, then ``preset``, then explicit flags."""
     overrides = {**(preset or {}), **overrides_from_args(args, config_cls)}
     return load_config(config_cls, args.config, overrides)
+
+
+def summary_text(value) -> str:
+    """A summary value as a command prints it: numbers to 6 digits, "-" for none or NaN,
+    anything else (a verdict, a status) as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, ".6g")
+    return str(value)

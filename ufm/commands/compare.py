@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from ..config import add_loss_param_argument, parse_loss_params
 from ..losses import LOSSES
 from ..nets.feature_comparison import compare_features
 from ..nets.features_file import OPTIONAL, REQUIRED, SCHEMA_VERSION
-from . import HelpFormatter
+from . import HelpFormatter, summary_text
 
 PRINTED = (
     "samples",
     "amplification",
+    "amplification_error",
+    "amplification_systematic",
     "amplification_se",
     "amplification_se_cells",
     "amplification_theory",
     "curve_fitted_lam_H",
+    "curve_fitted_lam_H_status",
+    "ce_chi2_per_dof",
+    "squared_error_chi2_per_dof",
     "fitted_lam_H",
     "a_same",
     "nc1",
@@ -73,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
     keys = [key for key in PRINTED if key in summary]
     width = max(map(len, [*keys, "better_fit", "lam_grouping", "global_mean_source"]))
     for key in keys:
-        value = summary[key]
-        text = "-" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-            format(value, ".6g"))  # fmt: skip
-        print(f"{key:<{width}}  {text}")
+        print(f"{key:<{width}}  {summary_text(summary[key])}")
     for key in ("better_fit", "lam_grouping", "global_mean_source"):
         print(f"{key:<{width}}  {summary[key]}")
     if args.out:

@@ -12,7 +12,7 @@ from ..io import read_json
 from ..nets import TrainConfig, run_training
 from ..nets.config import TRAIN_PRESETS, TrainPreset
 from ..nets.run import LAST_CHECKPOINT, holds_training_run
-from . import add_job_parser, job_config
+from . import add_job_parser, job_config, summary_text
 
 SUMMARY_KEYS = (
     "train_accuracy",
@@ -25,11 +25,16 @@ SUMMARY_KEYS = (
     "nc3",
     "nc4",
     "amplification",
+    "amplification_error",
+    "amplification_systematic",
     "amplification_se",
     "amplification_se_cells",
     "amplification_theory",
     "amplification_exact_W",
     "curve_fitted_lam_H",
+    "curve_fitted_lam_H_status",
+    "ce_chi2_per_dof",
+    "squared_error_chi2_per_dof",
     "fitted_lam_H",
     "seconds",
 )
@@ -127,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
     keys = SUMMARY_KEYS + tuple(key for key in MIXTURE_KEYS if key in summary)
     if config.minority_classes:
         keys += IMBALANCE_KEYS
+    keys = tuple(key for key in keys if key in summary)
     width = max(map(len, keys + ("better_fit",)))
     for key in keys:
-        value = summary[key]
-        print(f"{key:<{width}}  {'-' if value is None else format(value, '.6g')}")
+        print(f"{key:<{width}}  {summary_text(summary[key])}")
     print(f"{'better_fit':<{width}}  {summary['better_fit']}")
     print(f"wrote {args.out}/summary.json")
     return 0
