@@ -123,7 +123,7 @@ def test_an_interrupted_point_ends_its_workers_share(tmp_path, monkeypatch):
     worker returns at once and does not start the next point of its share."""
     calls = []
 
-    def stopped_midway(config, out, resume):
+    def stopped_midway(config, out, resume, **options):
         calls.append(config["lam_H"])
         out.mkdir(parents=True)
         os.kill(os.getpid(), signal.SIGTERM)  # sigterm_as_interrupt: KeyboardInterrupt
@@ -141,7 +141,7 @@ def test_ctrl_c_in_a_debug_sweep_marks_the_point_and_stops_the_sweep(tmp_path, m
     """The debug executor runs the points in this process: Ctrl-C there interrupts the point
     (a train job's KeyboardInterrupt propagates from run_training), the next one does not
     start, and the sweep raises KeyboardInterrupt after writing its table."""
-    def interrupted(config, out, resume):
+    def interrupted(config, out, resume, **options):
         out.mkdir(parents=True)
         raise KeyboardInterrupt
 

@@ -13,7 +13,6 @@ import importlib
 import sys
 import warnings
 
-from .io import os_error_text
 
 COMMAND_MODULES = (
     "ufm.commands.theory",
@@ -53,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ufm {args.command}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a read-only folder, a full disk, no permission: one line too
+        from .io import os_error_text  # here: ufm.io imports torch, which start-up avoids
+
         print(f"ufm {args.command}: error: {os_error_text(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
