@@ -202,7 +202,7 @@ def mse_coefficients(K: int, lam, lam_H: float, scale: float = 1.0):
 def optimal_coefficients(
     K: int, lam, lam_H: float, scale: float = 1.0, loss="ce", same_class: bool = False
 ):
-    """Coefficients (a, b) for the named loss ("ce", "label_smoothing", "mse").
+    r"""Coefficients (a, b) for the named loss ("ce", "label_smoothing", "mse").
 
     With ``same_class=True`` the pair is (c, c): b is 0 and a is the lam-independent
     same-class coefficient (for "mse", a = 1/(g + lam_H)). One entry point for every loss
