@@ -66,7 +66,8 @@ def mixup_target(
     Examples
     --------
     >>> import torch, ufm
-    >>> y = ufm.mixup_target(torch.tensor([0, 2]), torch.tensor([1, 2]), torch.tensor([0.25, 0.5]), K=3)
+    >>> c, c_prime = torch.tensor([0, 2]), torch.tensor([1, 2])
+    >>> y = ufm.mixup_target(c, c_prime, torch.tensor([0.25, 0.5]), K=3)
     >>> tuple(y.shape)
     (2, 3)
     >>> y.tolist()

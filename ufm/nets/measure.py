@@ -185,7 +185,8 @@ def measure_network(
     >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     >>> x = torch.randn(12, 4, dtype=torch.float64)
     >>> y = torch.arange(12) % 3
-    >>> m = ufm.measure_network(model, x, y, lam_grid=3, pairs_all_classes=2, pairs_per_class_pair=2)
+    >>> m = ufm.measure_network(model, x, y, lam_grid=3, pairs_all_classes=2,
+    ...                         pairs_per_class_pair=2)
     >>> m.summary["head"], m.summary["measured_at"], m.summary["n"]
     ('2', 'input', 12)
     >>> m.summary["class_pairs_measured"], m.summary["samples"]
