@@ -53,6 +53,24 @@ def simplex_etf(
     d : feature dimension, ``d >= K - 1``.
     scale : row norm :math:`s > 0`.
     seed : ``None`` for the canonical orientation, or an integer.
+    dtype, device : of the result (it is built in float64 on the CPU, then converted).
+
+    Returns
+    -------
+    torch.Tensor
+        (K, d): rows :math:`w_k` of norm ``scale``, summing to zero, with pairwise cosines
+        :math:`-1/(K-1)`.
+
+    Examples
+    --------
+    >>> import torch, ufm
+    >>> W = ufm.simplex_etf(K=3, d=5, seed=0)
+    >>> tuple(W.shape), W.dtype
+    ((3, 5), torch.float64)
+    >>> [round(x, 6) for x in W.norm(dim=1).tolist()]
+    [1.0, 1.0, 1.0]
+    >>> bool(ufm.etf_distance(W) < 1e-12)
+    True
     """
     K = check_int("K", K, minimum=2)
     d = check_int("d", d, minimum=1)
@@ -130,6 +148,31 @@ def etf_distance(W: torch.Tensor, center: bool = False) -> float:
     is) or :math:`\tilde W = W - \mathbf 1 \bar w^\top` (``center=True``, as for class means
     :math:`M`). Zero exactly for a simplex ETF (with ``center=False`` this includes
     :math:`\sum_k w_k = 0`). Papyan et al. (2020), NC2.
+
+    Parameters
+    ----------
+    W : (K, d) rows to compare (classifier rows or class means), any dtype and device; the
+        distance is computed in float64.
+    center : subtract the mean row first (for class means, whose centre is arbitrary).
+
+    Returns
+    -------
+    float
+        The distance above, in [0, 2]; it does not depend on the scale of ``W``.
+
+    Examples
+    --------
+    >>> import torch, ufm
+    >>> d = ufm.etf_distance(ufm.simplex_etf(K=4, d=6, seed=1))
+    >>> bool(d < 1e-12)
+    True
+
+    Orthonormal rows are not an ETF as they are, but are one once centred:
+
+    >>> round(ufm.etf_distance(torch.eye(3)), 4)
+    0.6058
+    >>> bool(ufm.etf_distance(torch.eye(3), center=True) < 1e-12)
+    True
     """
     if W.ndim != 2:
         raise ValueError(f"W must be a (K, d) matrix, got shape {tuple(W.shape)}")

@@ -58,7 +58,22 @@ __all__ = [
 ]
 
 LOSSES: dict[str, type[MixupLoss]] = {}
-"""The registered losses by name, in registration order."""
+"""The registered losses: name -> :class:`MixupLoss` subclass, in registration order.
+
+The one list of losses that the configuration, the command line, the solver and the figures
+read, so a loss added with :func:`register_loss` is a choice everywhere. :func:`get_loss`
+makes an instance from a name.
+
+Examples
+--------
+>>> import ufm
+>>> "ce" in ufm.LOSSES, "mse" in ufm.LOSSES, "label_smoothing" in ufm.LOSSES
+(True, True, True)
+>>> ufm.LOSSES["ce"].name
+'ce'
+>>> all(issubclass(cls, ufm.MixupLoss) for cls in ufm.LOSSES.values())
+True
+"""
 
 
 def register_loss(cls: type[MixupLoss]) -> type[MixupLoss]:
@@ -123,10 +138,46 @@ def smoothing(loss: MixupLoss) -> float:
 
 
 def get_loss(name: str | MixupLoss, **params: Any) -> MixupLoss:
-    """Return the loss registered as ``name`` with ``params`` (see :data:`LOSSES`).
+    r"""Return the loss registered as ``name`` with ``params`` (see :data:`LOSSES`).
 
-    ``name`` may already be a :class:`MixupLoss`, which is returned as is. Unknown names
-    and unknown parameters raise ``ValueError`` listing what is allowed.
+    ``name`` may already be a :class:`MixupLoss`, which is returned as is, so functions that
+    take a loss accept either. Unknown names and unknown parameters raise ``ValueError``
+    listing what is allowed.
+
+    Parameters
+    ----------
+    name : a key of :data:`LOSSES` ("ce", "mse", "label_smoothing", ...) or a
+        :class:`MixupLoss` instance.
+    **params : the loss's own parameters (:func:`loss_parameters`), ``eps`` for label
+        smoothing, say; none with an instance.
+
+    Returns
+    -------
+    MixupLoss
+        An instance, callable as ``loss(z, c, c_prime, lam)`` on logits ``z`` (..., K) with
+        ``c``, ``c_prime``, ``lam`` broadcastable to (...), giving per-sample values (...).
+
+    Examples
+    --------
+    >>> import torch, ufm
+    >>> smoothed = ufm.get_loss("label_smoothing", eps=0.2)
+    >>> smoothed.name, smoothed.params
+    ('label_smoothing', {'eps': 0.2})
+    >>> ufm.get_loss(smoothed) is smoothed
+    True
+
+    At zero logits every class has probability 1/K, so cross-entropy is :math:`\log K`
+    whatever the target:
+
+    >>> z = torch.zeros(2, 3, dtype=torch.float64)
+    >>> values = ufm.get_loss("ce")(z, torch.tensor([0, 1]), torch.tensor([1, 1]),
+    ...                             torch.tensor([0.5, 1.0], dtype=torch.float64))
+    >>> tuple(values.shape), [round(v, 6) for v in values.tolist()]
+    ((2,), [1.098612, 1.098612])
+    >>> ufm.get_loss("hinge")
+    Traceback (most recent call last):
+        ...
+    ValueError: unknown loss 'hinge'; known losses: ...
     """
     if isinstance(name, MixupLoss):
         if params:

@@ -44,7 +44,35 @@ HESSIANS = ("softmax", "identity", "general")
 def mixup_target(
     c: torch.Tensor, c_prime: torch.Tensor, lam: torch.Tensor, K: int, dtype=None
 ) -> torch.Tensor:
-    r"""Soft target :math:`y = \lambda e_c + (1-\lambda) e_{c'}`, shape (..., K)."""
+    r"""Soft target :math:`y = \lambda e_c + (1-\lambda) e_{c'}`, shape (..., K).
+
+    The target of a mixup pair, as the soft-target form of a loss sees it; same-class pairs
+    (c = c') get :math:`e_c`.
+
+    Parameters
+    ----------
+    c, c_prime : classes in [0, K-1], tensors (or numbers) broadcastable together with ``lam``.
+    lam : weight of class ``c``, in [0, 1].
+    K : number of classes.
+    dtype : of the result; None takes ``lam``'s floating dtype, or torch's default dtype for
+        an integer ``lam``.
+
+    Returns
+    -------
+    torch.Tensor
+        (..., K) on ``lam``'s device, (...) the broadcast shape of ``c``, ``c_prime`` and
+        ``lam``.
+
+    Examples
+    --------
+    >>> import torch, ufm
+    >>> c, c_prime = torch.tensor([0, 2]), torch.tensor([1, 2])
+    >>> y = ufm.mixup_target(c, c_prime, torch.tensor([0.25, 0.5]), K=3)
+    >>> tuple(y.shape)
+    (2, 3)
+    >>> y.tolist()
+    [[0.25, 0.75, 0.0], [0.0, 0.0, 1.0]]
+    """
     c, c_prime, lam = torch.broadcast_tensors(
         torch.as_tensor(c), torch.as_tensor(c_prime), torch.as_tensor(lam)
     )
@@ -96,6 +124,40 @@ class MixupLoss:
 
     Subclasses set ``name`` (the registry key), ``label``, the declarations, and implement
     :meth:`mixture_value`; ``loss(z, c, c_prime, lam)`` evaluates pairs.
+
+    Parameters
+    ----------
+    form : which of the loss's ``forms`` it takes, "soft" (the soft target) or "pair"
+        (the weighted sum of the two one-class losses), where the subclass offers both.
+
+    Examples
+    --------
+    The built-in losses come from the registry (:func:`ufm.get_loss`):
+
+    >>> import torch, ufm
+    >>> ce = ufm.get_loss("ce")
+    >>> isinstance(ce, ufm.MixupLoss), ce.hessian, ce.convex
+    (True, 'softmax', True)
+
+    A new loss writes only :meth:`mixture_value`; the pair evaluation, the gradient and the
+    Hessian-vector products follow from it. Here the halved squared error, which equals
+    the built-in "mse":
+
+    >>> class HalfSquare(ufm.MixupLoss):
+    ...     name = "half_square"
+    ...     hessian = "identity"
+    ...     def mixture_value(self, z, classes, weights):
+    ...         y = torch.zeros_like(z).scatter_add(-1, classes, weights)
+    ...         return 0.5 * ((z - y) ** 2).sum(-1)
+    >>> z = torch.zeros(2, 3, dtype=torch.float64)
+    >>> c, c_prime = torch.tensor([0, 1]), torch.tensor([1, 1])
+    >>> lam = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    >>> HalfSquare()(z, c, c_prime, lam).tolist()
+    [0.25, 0.5]
+    >>> bool(torch.equal(HalfSquare()(z, c, c_prime, lam), ufm.get_loss("mse")(z, c, c_prime, lam)))
+    True
+    >>> tuple(HalfSquare().grad(z, c, c_prime, lam).shape)
+    (2, 3)
     """
 
     name: ClassVar[str] = ""

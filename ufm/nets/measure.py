@@ -159,14 +159,40 @@ def measure_network(
 
     Returns
     -------
-    :class:`ufm.nets.measurement.Measurement` with ``.summary`` (NC1-NC4, bias collapse,
-    accuracy, the cell-mean comparison with ``amplification`` and its standard errors,
-    margins, ECE and NLL with test data, ``class_pairs_measured``, ...), ``.tables``,
-    ``.arrays`` and ``.save(folder)``.
+    ufm.nets.measurement.Measurement
+        ``.summary``, a dict of numbers and names (NC1-NC4, bias collapse, accuracy, the
+        cell-mean comparison with ``amplification`` and its standard errors, margins, ECE
+        and NLL with test data, ``n`` clean training samples, ``samples`` mixed ones,
+        ``class_pairs_measured``, ...); ``.tables`` (rows per lam); ``.arrays``, groups of
+        arrays, among them ``mixed_features`` (the features file of
+        :mod:`ufm.nets.features_file`: ``features`` (``samples``, d) with their classes and
+        lams) and ``cells`` (the cell means (cells, lams, d)); and ``.save(folder)``.
 
+    Notes
+    -----
     Pairs are drawn from a generator seeded with (``seed``, 2024), so every measurement with
     the same settings and data uses the same pairs. Everything that can be refused (settings,
     head, labels, shapes) is checked before the network runs on the data.
+
+    Examples
+    --------
+    A tiny untrained network on 12 random inputs of 3 classes, mixed at the input on the
+    lams 0, 1/2 and 1, two pairs per class pair (a trained network would show collapse):
+
+    >>> import torch, ufm
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    >>> x = torch.randn(12, 4, dtype=torch.float64)
+    >>> y = torch.arange(12) % 3
+    >>> m = ufm.measure_network(model, x, y, lam_grid=3, pairs_all_classes=2,
+    ...                         pairs_per_class_pair=2)
+    >>> m.summary["head"], m.summary["measured_at"], m.summary["n"]
+    ('2', 'input', 12)
+    >>> m.summary["class_pairs_measured"], m.summary["samples"]
+    (6, 36)
+    >>> 0.0 <= m.summary["train_accuracy"] <= 1.0
+    True
     """
     started = time.perf_counter()
     settings = dataclasses.replace(settings or MeasureSettings(), **overrides)

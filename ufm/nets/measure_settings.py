@@ -64,6 +64,25 @@ class MeasureSettings:
     at once); ``mixture_points`` (3 or more: also the 3-class mixtures,
     :mod:`ufm.nets.mixtures`, with ``mixture_grid``, ``mixture_triples``,
     ``mixture_samples``).
+
+    Every field is checked on construction, so a bad setting is refused before a network
+    runs.
+
+    Examples
+    --------
+    >>> import dataclasses, ufm
+    >>> settings = ufm.MeasureSettings(lam_grid=5, pairs_all_classes=4)
+    >>> settings.lam_grid, settings.loss, settings.mix_at == ""
+    (5, 'ce', True)
+    >>> dataclasses.replace(settings, seed=1).seed
+    1
+    >>> ufm.MeasureSettings(lam_grid=4)
+    Traceback (most recent call last):
+        ...
+    ValueError: lam_grid must be odd so that 1/2 is among its points, got 4
+
+    :func:`ufm.measure_network` and :func:`ufm.compare_features` take the same fields as
+    keyword arguments.
     """
 
     lam_grid: int = 11

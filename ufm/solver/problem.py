@@ -88,6 +88,22 @@ class UFMConfig:
     of O(Kd) (:mod:`.frames`); "row_space" keeps the SVD frame of any classifier. A learned
     classifier in float64 solves its features in float32 until the gradient norm is a
     thousandth of its first value, then in float64 (``mixed_precision``, :mod:`.newton`).
+
+    Examples
+    --------
+    The problem of the paper's theory figures, small: three classes in three dimensions,
+    every ordered class pair at lam = 0, 1/2 and 1, a fixed simplex-ETF classifier:
+
+    >>> import ufm
+    >>> config = ufm.UFMConfig(K=3, d=3, num_lams=3)
+    >>> config.pairs, config.classifier, config.loss, config.lam_H
+    ('all', 'fixed_etf', 'ce', 0.005)
+    >>> ufm.UFMConfig(K=3, d=1)
+    Traceback (most recent call last):
+        ...
+    ValueError: d must be >= K-1 = 2 for a simplex-ETF classifier, got d=1
+
+    :func:`ufm.solve` solves it.
     """
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {

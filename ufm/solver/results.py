@@ -32,7 +32,20 @@ class UFMResult:
     pairs (``mixup_points`` = 2), or ``classes`` (n, m) and ``weights`` (n, m) for m-class
     mixtures (then ``c``, ``c_prime`` and ``lam`` are None); ``history`` holds one dict per
     iteration; ``stop_reason`` is one of :data:`STOP_REASONS`; ``summary`` holds the final
-    numbers (see :func:`ufm.solve`).
+    numbers (see :func:`ufm.solve`). ``config`` is the problem solved, ``seconds`` the time
+    the solve took and ``device`` where it ran. :meth:`save` writes the result folder that
+    :func:`load_result` reads.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> result = ufm.solve(ufm.UFMConfig(K=3, d=3, num_lams=3, device="cpu"))
+    >>> tuple(result.H.shape), tuple(result.c.shape), result.b is None, result.classes is None
+    ((27, 3), (27,), True, True)
+    >>> result.converged, result.stop_reason in ufm.solver.results.STOP_REASONS
+    (True, True)
+    >>> result.summary["n"], result.summary["method"]
+    (27, 'newton')
     """
 
     config: UFMConfig
@@ -71,7 +84,38 @@ class UFMResult:
 
 
 def load_result(folder: str | Path) -> UFMResult:
-    """Read a complete result folder written by :meth:`UFMResult.save`."""
+    """Read a complete result folder written by :meth:`UFMResult.save`.
+
+    A folder without ``summary.json`` (written last) is an interrupted save and is refused,
+    so what is loaded is always a whole result.
+
+    Parameters
+    ----------
+    folder : the result folder (``config.json``, ``arrays.npz``, ``history.csv``,
+        ``summary.json``), as ``ufm solve --out`` or :meth:`UFMResult.save` write it.
+
+    Returns
+    -------
+    UFMResult
+        The saved result: the same config, the arrays as CPU tensors of their saved
+        dtype (``H`` (n, d), ``W`` (K, d), ...), the history (numbers as int or float) and
+        the summary.
+
+    Examples
+    --------
+    >>> import tempfile, torch, ufm
+    >>> result = ufm.solve(ufm.UFMConfig(K=3, d=3, num_lams=3, device="cpu"))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     folder = result.save(f"{tmp}/run")
+    ...     loaded = ufm.load_result(folder)
+    >>> loaded.config == result.config, torch.equal(loaded.H, result.H), loaded.stop_reason
+    (True, True, 'converged')
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ufm.load_result(tmp)
+    Traceback (most recent call last):
+        ...
+    ValueError: ... holds no complete UFM result (expected summary.json, ...)
+    """
     folder = Path(folder)
     if not is_complete(folder):
         raise ValueError(

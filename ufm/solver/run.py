@@ -70,10 +70,20 @@ def solve(
     checkpoint_dir : folder for ``checkpoint.pt``, written every ``checkpoint_every``
         seconds and whenever the run stops (also on Ctrl-C).
     resume : continue from ``checkpoint_dir/checkpoint.pt``.
+    checkpoint_every : seconds between checkpoints (with ``checkpoint_dir``).
     execution : how the solve may use the process
         (:class:`~ufm.solver.execution.ExecutionSettings`; default: glibc's allocator left
         alone and no thread pinned; the CLI turns both on). Whatever it says, torch's thread
         count and the caller's CPU affinity are as before when ``solve`` returns or raises.
+
+    Returns
+    -------
+    UFMResult
+        The features ``H`` (n, d), the classifier ``W`` (K, d), the bias ``b`` (K,) or None,
+        the samples (``c``, ``c_prime``, ``lam``, each (n,), or ``classes`` and ``weights``,
+        (n, m), for m-class mixtures), ``history``, ``stop_reason`` and ``summary``. For
+        pairs n is the number of class pairs times the lams (or draws) times
+        ``samples_per_pair``.
 
     Notes
     -----
@@ -86,6 +96,20 @@ def solve(
     relative distance over the groups of samples that share a weight vector.
     ``etf_possible`` is False when d < K - 1 with a classifier that is not a fixed ETF: no
     classifier in d dimensions is then a simplex ETF, and a warning says so at the start.
+
+    Examples
+    --------
+    Three classes, all 9 ordered class pairs at lam = 0, 1/2 and 1, a fixed simplex-ETF
+    classifier: the solver's features agree with the exact optimum.
+
+    >>> import ufm
+    >>> result = ufm.solve(ufm.UFMConfig(K=3, d=3, num_lams=3, device="cpu"))
+    >>> result.stop_reason, tuple(result.H.shape), tuple(result.W.shape)
+    ('converged', (27, 3), (3, 3))
+    >>> sorted(set(result.lam.tolist()))
+    [0.0, 0.5, 1.0]
+    >>> bool(result.summary["theory_distance"] < 1e-8)
+    True
     """
     execution = ExecutionSettings() if execution is None else execution
     with process_left_as_found(execution):

@@ -168,8 +168,26 @@ def mixture_coefficients(K: int, weights, lam_H: float, scale: float = 1.0, loss
 
     Returns
     -------
-    (..., m) float64 array. For ``m = K`` the solution of the system above (all
-    :math:`a_k \ge 0`); other representatives differ by a common shift.
+    numpy.ndarray
+        (..., m) float64, the shape of ``weights``: :math:`a_k` for the k-th weight. For
+        ``m = K`` the solution of the system above (all :math:`a_k \ge 0`); other
+        representatives differ by a common shift.
+
+    Examples
+    --------
+    The centroid of three classes weighs them alike; a pair given as two weights has the
+    coefficients of :func:`ufm.ce_coefficients`:
+
+    >>> import ufm
+    >>> a = ufm.mixture_coefficients(K=3, weights=[[1/3, 1/3, 1/3], [0.5, 0.5, 0.0]], lam_H=5e-3)
+    >>> a.shape
+    (2, 3)
+    >>> [[round(x, 4) for x in row] for row in a.tolist()]
+    [[2.2571, 2.2571, 2.2571], [2.6778, 2.6778, 0.0]]
+    >>> pair = ufm.mixture_coefficients(K=3, weights=[0.5, 0.5], lam_H=5e-3)
+    >>> a_half, _ = ufm.ce_coefficients(K=3, lam=0.5, lam_H=5e-3)
+    >>> bool(abs(pair[0] - a_half) < 1e-12)
+    True
     """
     K = check_int("K", K, minimum=2)
     lam_H = check_float("lam_H", lam_H, 0.0, None, low_open=True)
@@ -200,7 +218,25 @@ def mixture_features(W: torch.Tensor, classes, weights, lam_H: float, loss="ce",
 
     Returns
     -------
-    (..., d) tensor.
+    torch.Tensor
+        (..., d), the broadcast leading shape of ``classes`` and ``weights`` followed by d,
+        with ``W``'s dtype and device.
+
+    Examples
+    --------
+    The centroid of all K classes of an ETF is the origin, since the rows sum to zero; a
+    mixture leaning to class 0 lies towards :math:`w_0`:
+
+    >>> import ufm
+    >>> W = ufm.simplex_etf(K=3, d=2)
+    >>> H = ufm.mixture_features(W, classes=[[0, 1, 2], [0, 1, 2]],
+    ...                          weights=[[1/3, 1/3, 1/3], [0.6, 0.2, 0.2]], lam_H=5e-3)
+    >>> tuple(H.shape)
+    (2, 2)
+    >>> [round(x, 4) for x in H.norm(dim=-1).tolist()]
+    [0.0, 0.7257]
+    >>> bool(H[1] @ W[0] > 0)
+    True
     """
     g = check_simplex_etf(W, etf_tol)
     K, d = W.shape
@@ -222,7 +258,30 @@ def mixture_features(W: torch.Tensor, classes, weights, lam_H: float, loss="ce",
 def mixture_target(classes, weights, K: int, dtype=torch.float64) -> torch.Tensor:
     r"""Soft target :math:`y = \sum_k y_k e_{c_k}`, shape (..., K); repeated classes add up.
 
-    The input checks are those of :func:`mixture_features`.
+    The target that the loss of an m-class mixture is taken against. The input checks are
+    those of :func:`mixture_features`.
+
+    Parameters
+    ----------
+    classes : (..., m) integer classes in [0, K-1].
+    weights : (..., m) weights :math:`\ge 0` summing to 1 (to within
+        :data:`WEIGHT_SUM_TOL`); leading axes broadcast against those of ``classes``.
+    K : number of classes, ``K >= 2``.
+    dtype : of the result (it is summed in float64).
+
+    Returns
+    -------
+    torch.Tensor
+        (..., K), each row a probability vector.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> y = ufm.mixture_target(classes=[[0, 1], [2, 2]], weights=[[0.25, 0.75], [0.5, 0.5]], K=3)
+    >>> tuple(y.shape)
+    (2, 3)
+    >>> y.tolist()
+    [[0.25, 0.75, 0.0], [0.0, 0.0, 1.0]]
     """
     K = check_int("K", K, minimum=2)
     weights = _check_weights(weights, K)

@@ -93,8 +93,37 @@ def ce_coefficients(K: int, lam, lam_H: float, scale: float = 1.0, smoothing: fl
     Cross-entropy (``smoothing = 0``) or label smoothing :math:`\varepsilon` = ``smoothing``,
     simplex ETF with row norm ``scale``, ridge :math:`\lambda_H` = ``lam_H``. ``lam`` may be a
     scalar or an array; one small system is solved per distinct value. Accurate to a few
-    units in the last place (see :mod:`ufm.theory.reduced_equations`). Returns two float64 arrays of the
-    shape of ``lam``. Swap symmetry: :math:`b(\lambda) = a(1-\lambda)`.
+    units in the last place (see :mod:`ufm.theory.reduced_equations`). Swap symmetry:
+    :math:`b(\lambda) = a(1-\lambda)`.
+
+    Parameters
+    ----------
+    K : number of classes, ``K >= 2``.
+    lam : mixing coefficient(s) in [0, 1], the weight of class :math:`c`: a scalar, a
+        sequence, an array or a tensor.
+    lam_H : feature ridge :math:`\lambda_H > 0`.
+    scale : row norm :math:`s > 0` of the simplex ETF (gain :math:`g = s^2K/(K-1)`).
+    smoothing : label smoothing :math:`\varepsilon \in [0, 1)`; 0 is cross-entropy.
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        Two float64 arrays of the shape of ``lam`` (0-d for a scalar): the weights of
+        :math:`w_c` and :math:`w_{c'}` in the optimal feature.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> a, b = ufm.ce_coefficients(K=4, lam=[0.0, 0.5, 1.0], lam_H=5e-3)
+    >>> a.shape
+    (3,)
+    >>> [round(x, 4) for x in a.tolist()], [round(x, 4) for x in b.tolist()]
+    ([0.0, 3.1108, 3.9684], [3.9684, 3.1108, 0.0])
+
+    At :math:`\lambda = 1/2` both classes weigh the same, and :math:`b(\lambda) = a(1-\lambda)`:
+
+    >>> bool(a[1] == b[1]), bool((a == b[::-1]).all())
+    (True, True)
     """
     K, lam_H, scale = _check_common(K, lam_H, scale)
     smoothing = check_float("smoothing", smoothing, 0.0, 1.0, high_open=True)
@@ -108,14 +137,62 @@ def same_class_coefficient(K: int, lam_H: float, scale: float = 1.0, smoothing: 
     r"""Coefficient :math:`a` of the optimal same-class feature :math:`a\,w_c` (cross-entropy).
 
     Root of :math:`\lambda_H a\,(e^{ga} + K - 1) = K` for ``smoothing = 0``; it does not
-    depend on :math:`\lambda`.
+    depend on :math:`\lambda`. It is :func:`ce_coefficients` at :math:`\lambda = 1`: a
+    pair of one class is the clean sample.
+
+    Parameters
+    ----------
+    K : number of classes, ``K >= 2``.
+    lam_H : feature ridge :math:`\lambda_H > 0`.
+    scale : row norm :math:`s > 0` of the simplex ETF.
+    smoothing : label smoothing :math:`\varepsilon \in [0, 1)`; 0 is cross-entropy.
+
+    Returns
+    -------
+    float
+        :math:`a_\text{same}`, so that the optimal feature of every pair :math:`(c, c)` is
+        :math:`a_\text{same}\,w_c`.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> a_same = ufm.same_class_coefficient(K=4, lam_H=5e-3)
+    >>> round(a_same, 4)
+    3.9684
+    >>> a, _ = ufm.ce_coefficients(K=4, lam=1.0, lam_H=5e-3)
+    >>> bool(a_same == a)
+    True
     """
     a, _ = ce_coefficients(K, 1.0, lam_H, scale, smoothing)
     return float(a)
 
 
 def mse_coefficients(K: int, lam, lam_H: float, scale: float = 1.0):
-    r"""Squared-error optimum :math:`a = \lambda/(g+\lambda_H)`, :math:`b = (1-\lambda)/(g+\lambda_H)`."""
+    r"""Squared-error optimum :math:`a = \lambda/(g+\lambda_H)`, :math:`b = (1-\lambda)/(g+\lambda_H)`.
+
+    The optimal feature :math:`a\,w_c + b\,w_{c'}` is the convex combination of the two
+    class features, scaled by :math:`1/(g+\lambda_H)`: mixup is linear for this loss, the
+    null against which cross-entropy's amplification is measured.
+
+    Parameters
+    ----------
+    K : number of classes, ``K >= 2``.
+    lam : mixing coefficient(s) in [0, 1], the weight of class :math:`c`.
+    lam_H : feature ridge :math:`\lambda_H > 0`.
+    scale : row norm :math:`s > 0` of the simplex ETF (gain :math:`g = s^2K/(K-1)`).
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        Two float64 arrays of the shape of ``lam``.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> a, b = ufm.mse_coefficients(K=4, lam=[0.0, 0.5, 1.0], lam_H=0.5)
+    >>> [round(x, 6) for x in a.tolist()], [round(x, 6) for x in b.tolist()]
+    ([0.0, 0.272727, 0.545455], [0.545455, 0.272727, 0.0])
+    """
     K, lam_H, scale = _check_common(K, lam_H, scale)
     lam = _lam_array(lam)
     denominator = gain(K, scale) + lam_H
@@ -125,10 +202,37 @@ def mse_coefficients(K: int, lam, lam_H: float, scale: float = 1.0):
 def optimal_coefficients(
     K: int, lam, lam_H: float, scale: float = 1.0, loss="ce", same_class: bool = False
 ):
-    """Coefficients (a, b) for the named loss ("ce", "label_smoothing", "mse").
+    r"""Coefficients (a, b) for the named loss ("ce", "label_smoothing", "mse").
 
     With ``same_class=True`` the pair is (c, c): b is 0 and a is the lam-independent
-    same-class coefficient (for "mse", a = 1/(g + lam_H)).
+    same-class coefficient (for "mse", a = 1/(g + lam_H)). One entry point for every loss
+    with an exact theory (:data:`EXACT_THEORY_LOSSES`), so callers need not branch on it.
+
+    Parameters
+    ----------
+    K : number of classes, ``K >= 2``.
+    lam : mixing coefficient(s) in [0, 1], the weight of class :math:`c`.
+    lam_H : feature ridge :math:`\lambda_H > 0`.
+    scale : row norm :math:`s > 0` of the simplex ETF.
+    loss : "ce", "label_smoothing", "mse", or such a :class:`~ufm.losses.MixupLoss`
+        instance (:func:`ufm.get_loss`; label smoothing with another ``eps``, say). Other
+        losses raise ``ValueError``.
+    same_class : the pair (c, c) instead of two different classes.
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        Two float64 arrays of the shape of ``lam``; ``b`` is zero for ``same_class``.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> a, b = ufm.optimal_coefficients(K=4, lam=[0.25, 0.75], lam_H=5e-3, loss="label_smoothing")
+    >>> [round(x, 4) for x in a.tolist()], [round(x, 4) for x in b.tolist()]
+    ([1.5831, 2.3569], [2.3569, 1.5831])
+    >>> a, b = ufm.optimal_coefficients(K=4, lam=[0.25, 0.75], lam_H=5e-3, same_class=True)
+    >>> [round(x, 4) for x in a.tolist()], b.tolist()
+    ([3.9684, 3.9684], [0.0, 0.0])
     """
     loss = get_loss(loss)
     lam = _lam_array(lam)

@@ -76,9 +76,39 @@ def theory_table(
 ) -> dict[str, object]:
     r"""Coefficients, feature norms, logit margins and confidences over a lam grid.
 
-    Returns a dict with the inputs, ``g``, the same-class row and one row per lam
-    (different-class pairs). ``margin`` is :math:`z_c - z_{c'} = g(a-b)`; ``margin_vs_other``
-    is :math:`z_c - z_o = ga` for any third class :math:`o`.
+    What the exact optimum (:func:`ufm.optimal_coefficients`) means for the network's
+    outputs, one row per lam: the numbers ``ufm theory`` prints and writes.
+
+    Parameters
+    ----------
+    K : number of classes, ``K >= 2``.
+    lam_H : feature ridge :math:`\lambda_H > 0`.
+    scale : row norm :math:`s > 0` of the simplex ETF.
+    loss : "ce", "label_smoothing" or "mse" (or such a :class:`~ufm.losses.MixupLoss`).
+    lams : the grid, values in [0, 1] (flattened); None takes 21 equally spaced values.
+
+    Returns
+    -------
+    dict
+        The inputs (``K``, ``lam_H``, ``scale``, ``loss`` as a dict of its name and
+        parameters), the gain ``g``, ``same_class`` (the row of the pairs (c, c)) and
+        ``rows``, a list of one row per lam (different-class pairs), in the order of
+        ``lams``. Each row has ``lam``, the coefficients ``a`` and ``b``, ``feature_norm``,
+        ``margin`` :math:`z_c - z_{c'} = g(a-b)`, ``margin_vs_other``
+        :math:`z_c - z_o = ga` for any third class :math:`o`, the softmax probabilities
+        ``p_c`` and ``p_c_prime``, and ``confidence``, the largest probability.
+
+    Examples
+    --------
+    >>> import ufm
+    >>> table = ufm.theory_table(K=4, lam_H=5e-3, lams=[0.0, 0.5, 1.0])
+    >>> round(table["g"], 6), len(table["rows"])
+    (1.333333, 3)
+    >>> half = table["rows"][1]
+    >>> half.lam, round(half.margin, 6), round(half.confidence, 4)
+    (0.5, 0.0, 0.4922)
+    >>> round(table["same_class"].a, 4)
+    3.9684
     """
     K, lam_H, scale = _check_common(K, lam_H, scale)
     loss = get_loss(loss)
