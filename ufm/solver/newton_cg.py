@@ -56,7 +56,7 @@ def newton_cg_method(state: RunState) -> NewtonMethod:
 
 
 class NewtonCG(ReducedNewton):
-    """Trust-region Newton-CG on the reduced function (see the module docstring).
+    r"""Trust-region Newton-CG on the reduced function (see the module docstring).
 
     ``forcing_max`` and ``forcing_power`` set the forcing term
     :math:`\eta_k = \min(\eta_{\max}, \|\nabla F\|^{p})` of the inner CG (0.5 and 1/2:
