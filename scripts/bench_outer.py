@@ -1,0 +1,118 @@
+"""The outer methods of a learned classifier compared by their work, not their seconds.
+
+L-BFGS (method ``"newton"``, :mod:`ufm.solver.newton`) against trust-region Newton-CG with
+exact reduced Hessian products (``"newton_cg"``, :mod:`ufm.solver.newton_cg`), each to
+gradient norm 1e-8 (float64, ``mixed_precision`` off, lam_H = lam_W = 5e-3, cross-entropy,
+21 lam values), on: K = d = 50 and K = d = 100 with random pairs at round(9.524 K) pairs of
+classes (the density of ``bench_scaling.py``'s K = d = 1000 problem), and K = 20, d = 32 with
+all K^2 pairs. Wall-clock time depends on whatever else runs on the machine; these counts
+do not:
+
+* ``outer``: outer iterations (accepted steps);
+* ``evals``: feature solves to tolerance, each the gradient of the reduced function at one
+  classifier (L-BFGS: one per line-search trial; Newton-CG: one per trust-region trial);
+* ``passes``: the feature solves' Newton passes, each counted as 1 however few samples it
+  still had to step (a pass that finds every sample done counts too: it evaluates them all);
+* ``visits``: the samples those passes visited, over n (the passes weighted by the share of
+  samples each touched: what the time follows, since converged samples are skipped);
+* ``hvp``: reduced Hessian-vector products, i.e. outer CG steps, each one pass over every
+  sample (its per-sample Newton systems solved by PCG; ``inner cg`` sums their CG steps);
+* ``total``: ``visits + hvp``, the sample passes of the run, and ``ratio``: that over
+  L-BFGS's on the same problem, the predicted time ratio (an HVP pass costs about a Newton
+  pass: per sample, one set of loss terms and a preconditioned CG solve).
+
+Newton-CG runs with Nocedal & Wright's forcing min(0.5, sqrt|g|) (the default) and with a
+constant forcing 0.1 (CG stopped early: fewer HVPs per step, more steps).
+
+    python scripts/bench_outer.py [--out results/bench_outer.json] [--quick] [--time-limit 110]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+import torch
+
+from ufm.io import write_json
+from ufm.solver.checkpoint import Checkpoints
+from ufm.solver.newton_cg import NewtonCG
+from ufm.solver.problem import UFMConfig, build_problem
+from ufm.solver.run import _Run
+
+PAIR_DENSITY = 9.524  # pairs of classes per class, as bench_scaling.py
+# (label, method, forcing_max, forcing_power)
+METHODS = (("lbfgs", "newton", None, None),
+           ("newton_cg", "newton_cg", 0.5, 0.5),
+           ("newton_cg eta=0.1", "newton_cg", 0.1, 0.0))
+
+
+def problems(quick: bool) -> list[tuple[str, dict]]:
+    sizes = (20,) if quick else (50, 100)
+    rows = [(f"K=d={K}, {round(PAIR_DENSITY * K)} random pairs",
+             dict(K=K, d=K, pairs="random", num_pairs=round(PAIR_DENSITY * K))) for K in sizes]
+    rows.append(("K=20, d=32, all pairs", dict(K=20, d=32)))
+    return rows
+
+
+def run_one(fields: dict, method: str, forcing_max, forcing_power, time_limit: float) -> dict:
+    """Solve once; the counts of the method's work (see the module docstring)."""
+    config = UFMConfig(**fields, classifier="learned", tol=1e-8, mixed_precision=False,
+                       lam_H=5e-3, lam_W=5e-3, method=method, time_limit=time_limit)
+    saved = NewtonCG.forcing_max, NewtonCG.forcing_power
+    if forcing_max is not None:
+        NewtonCG.forcing_max, NewtonCG.forcing_power = forcing_max, forcing_power
+    try:
+        run = _Run(build_problem(config), False, Checkpoints(None, 60.0))
+        result = run.execute()
+    finally:
+        NewtonCG.forcing_max, NewtonCG.forcing_power = saved
+    work, n = run.method.work, result.summary["n"]
+    visits = work["sample_visits"] / n
+    return {"n": n, "stop_reason": result.summary["stop_reason"],
+            "grad_norm": result.summary["grad_norm"], "loss": result.summary["loss"],
+            "outer": result.summary["iterations"], "evals": work["evaluations"],
+            "passes": work["feature_passes"], "visits": visits,
+            "hvp": work["hessian_products"], "inner_cg": work["hessian_cg"],
+            "total": visits + work["hessian_products"],
+            "passes_plus_hvp": work["feature_passes"] + work["hessian_products"],
+            "gram": (result.W @ result.W.T)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/bench_outer.json")
+    parser.add_argument("--quick", action="store_true", help="K = 20 random pairs instead of 50 and 100")
+    parser.add_argument("--time-limit", type=float, default=110.0, help="seconds per solve at most")
+    args = parser.parse_args()
+    report: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "cores": os.cpu_count(), "problems": []}
+    header = (f"{'method':18s} {'stop':>9s} {'grad':>8s} {'outer':>5s} {'evals':>5s} {'passes':>6s} "
+              f"{'visits':>7s} {'hvp':>5s} {'inner cg':>8s} {'total':>7s} {'ratio':>6s}")
+    for title, fields in problems(args.quick):
+        print(f"\n{title}\n{header}", flush=True)
+        rows = []
+        for label, method, forcing_max, forcing_power in METHODS:
+            row = run_one(fields, method, forcing_max, forcing_power, args.time_limit)
+            gram = row.pop("gram")
+            if rows:
+                row["ratio"] = row["total"] / rows[0]["total"]
+                row["loss_difference"] = abs(row["loss"] - rows[0]["loss"])
+                row["gram_difference"] = float((gram - rows[0]["gram_matrix"]).abs().max())
+            else:
+                row["ratio"] = 1.0
+                row["gram_matrix"] = gram
+            row["method"] = label
+            rows.append(row)
+            print(f"{label:18s} {row['stop_reason']:>9s} {row['grad_norm']:8.1e} {row['outer']:5d} "
+                  f"{row['evals']:5d} {row['passes']:6d} {row['visits']:7.1f} {row['hvp']:5d} "
+                  f"{row['inner_cg']:8d} {row['total']:7.1f} {row['ratio']:6.2f}", flush=True)
+        rows[0].pop("gram_matrix")
+        report["problems"].append({"title": title, "fields": fields, "rows": rows})
+        write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
