@@ -121,3 +121,18 @@ def test_newton_cg_reaches_the_optimum_of_lbfgs(K, d, loss, pairs):
     # F is invariant under rotations of feature space: compare W W^T
     assert float((newton_cg.W @ newton_cg.W.T - lbfgs.W @ lbfgs.W.T).abs().max()) <= 1e-8
     assert _autograd_gradient_norm(config, newton_cg) <= 1e-9
+
+
+def test_the_diagonal_preconditioner_reaches_the_same_optimum(monkeypatch):
+    from ufm.solver.newton_cg import NewtonCG
+
+    fields = dict(K=5, d=6, num_lams=5, classifier="learned", tol=1e-11, mixed_precision=False,
+                  pairs="random", num_pairs=12, bias=True, lam_b=1e-2)
+    plain = solve(UFMConfig(**fields, method="newton_cg"))
+    monkeypatch.setattr(NewtonCG, "preconditioned", True)
+    config = UFMConfig(**fields, method="newton_cg")
+    scaled = solve(config)
+    assert scaled.summary["stop_reason"] == "converged" and scaled.summary["grad_norm"] <= 1e-9
+    assert abs(scaled.summary["loss"] - plain.summary["loss"]) <= 1e-8
+    assert float((scaled.W @ scaled.W.T - plain.W @ plain.W.T).abs().max()) <= 1e-8
+    assert float((scaled.b - plain.b).abs().max()) <= 1e-8

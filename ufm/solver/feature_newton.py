@@ -574,3 +574,29 @@ class FeatureSolver:
         if off_range:
             sum_W = sum_W - (sum(part[1] for part in parts) @ D_perp) / self.lam_H
         return sum_W, sum(part[2] for part in parts), sum(part[3] for part in parts)
+
+    def curvature_diagonal(self):
+        r"""Sums over samples of the logit curvature times the squared coordinates,
+        :math:`\sum_s w_s\,[\nabla^2\ell_s]_{cc}\,x_{s,k}^2` (K, r), and of the logit
+        curvature, :math:`\sum_s w_s[\nabla^2\ell_s]_{cc}` (K,): the diagonal of the
+        classifier block :math:`\partial^2L/\partial W^2` in the solver's frame (times n), a
+        preconditioner of the reduced Hessian (:mod:`.newton_cg`). The softmax model's
+        diagonal is :math:`p_c(1 - p_c)`; the identity model's is 1. One pass over the
+        samples."""
+
+        def chunk(idx):
+            x = self.X[idx]
+            z = self._logits(x)
+            if self.loss.hessian_model == "identity":
+                diagonal = torch.ones_like(z)
+            else:
+                _, p, _ = self._terms(z, idx, need_grad=True)
+                p = torch.softmax(z, dim=-1) if p is None else p
+                diagonal = p * (1 - p)
+            weight = self._weight(idx)
+            if weight is not None:
+                diagonal = diagonal * weight[:, None]
+            return diagonal.T @ (x * x), diagonal.sum(0)
+
+        parts = self.threads.map(chunk, list(self._chunks()))
+        return sum(part[0] for part in parts), sum(part[1] for part in parts)

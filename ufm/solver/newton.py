@@ -61,7 +61,7 @@ class NewtonMethod:
         # feature solves (each a gradient of the reduced function), their passes over the
         # samples and the samples those visited, and (Newton-CG) reduced Hessian products
         self.work = {"evaluations": 0, "feature_passes": 0, "sample_visits": 0,
-                     "hessian_products": 0, "hessian_cg": 0}
+                     "hessian_products": 0, "hessian_cg": 0, "preconditioner_passes": 0}
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype

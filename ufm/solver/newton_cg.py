@@ -76,6 +76,7 @@ class NewtonCG(ReducedNewton):
 
     forcing_max = 0.5
     forcing_power = 0.5
+    preconditioned = False
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
@@ -110,24 +111,28 @@ class NewtonCG(ReducedNewton):
             parts.append(sum_b / n + config.lam_b * db)
         return torch.cat(parts)
 
-    def steihaug(self, grad: torch.Tensor, radius: float) -> _CGPath:
+    def steihaug(self, grad: torch.Tensor, radius: float, scale=None) -> _CGPath:
         r"""The Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Algorithm 7.2) on
         :math:`\min_p g^\top p + \frac12 p^\top P\nabla^2F P\,p` from p = 0: it stops at the
         forcing residual :math:`\eta\|g\|`, :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at
         the first direction of non-positive curvature (followed to the boundary) or where it
         leaves the trust region of ``radius``. The path is kept so that a smaller radius
-        finds its point without new Hessian products (:meth:`_CGPath.point`)."""
+        finds its point without new Hessian products (:meth:`_CGPath.point`). With
+        ``preconditioned`` the path is that of :math:`S^{-1}P\nabla^2F PS^{-1}` in
+        :math:`\hat p = Sp` (:meth:`_scaling`: an ellipsoidal trust region, Nocedal & Wright
+        section 4.5); :meth:`_to_step` maps its points to steps."""
         project = self._rotation_projector()
-        g = project(grad)
+        scale = self._scaling() if scale is None else scale
+        g = scale(project(grad))
         grad_norm = float(torch.linalg.vector_norm(grad))
-        target = min(self.forcing_max, grad_norm**self.forcing_power) * grad_norm
+        target = min(self.forcing_max, grad_norm**self.forcing_power) * float(torch.linalg.vector_norm(g))
         path = _CGPath(g)
         step, H_step = torch.zeros_like(g), torch.zeros_like(g)
         residual = g.clone()  # P(H p + g)
         direction = -residual
         rr = float(torch.dot(residual, residual))
         for _ in range(_MAX_CG):
-            Hd = project(self.hessian_vector(direction))
+            Hd = scale(project(self.hessian_vector(project(scale(direction)))))
             curvature = float(torch.dot(direction, Hd))
             path.segments.append((step, H_step, direction, Hd))
             if curvature <= 0:
@@ -145,6 +150,46 @@ class NewtonCG(ReducedNewton):
             direction = -residual + (rr_new / rr) * direction
             rr = rr_new
         return path
+
+    def _scaling(self):
+        r""":math:`v \mapsto S^{-1}v`: the identity, or with ``preconditioned`` the inverse
+        square root of the diagonal of the classifier block of the objective's Hessian,
+        :math:`\frac1n\sum_s w_s[\nabla^2\ell_s]_{cc}x_{s,k}^2 + \lambda_W` in the feature
+        solver's frame (:meth:`~.feature_newton.FeatureSolver.curvature_diagonal`, one pass
+        over the samples), :math:`\lambda_W` off the row space of W and
+        :math:`\frac1n\sum_s w_s[\nabla^2\ell_s]_{cc} + \lambda_b` for the bias. It ignores
+        the features' response (the Schur complement that makes the soft directions), so it
+        evens out the stiff directions only; ``scripts/bench_outer.py`` measures it."""
+        self._scale_parts = None
+        if not self.preconditioned:
+            return lambda v: v
+        state, config, n = self.state, self.state.config, self.state.problem.n
+        rows, bias = self.feature_solver.curvature_diagonal()
+        self.work["preconditioner_passes"] += 1
+        V = self.feature_solver.frame.V
+        range_scale = (rows / n + config.lam_W).rsqrt()
+        perp_scale = config.lam_W ** -0.5
+        bias_scale = (bias / n + config.lam_b).clamp_min(1e-12).rsqrt()
+
+        def scale(v, power=1.0):
+            D, db = self._split(v)
+            parts = []
+            if state.learn_W:
+                D_V = D @ V
+                D_perp = D - D_V @ V.T
+                parts.append(((range_scale**power * D_V) @ V.T + perp_scale**power * D_perp).reshape(-1))
+            if state.learn_b:
+                parts.append(bias_scale**power * db)
+            return torch.cat(parts)
+
+        self._scale_parts = scale
+        return scale
+
+    def _to_step(self, point):
+        r"""The step :math:`PS^{-1}\hat p` of a point of the Steihaug path."""
+        if self._scale_parts is None:
+            return point
+        return self._rotation_projector()(self._scale_parts(point))
 
     def _rotation_projector(self):
         r"""The orthogonal projection of flat directions onto the complement of the rotations
@@ -180,12 +225,7 @@ class NewtonCG(ReducedNewton):
 
         return project
 
-    def start(self) -> None:
-        super().start()
-        if self.radius is None:
-            self.radius = max(float(torch.linalg.vector_norm(self._theta())), 1.0)
-
-    radius: float | None = None  # the trust region's, set at the start
+    radius: float | None = None  # the trust region's, set at the first step
 
     def step(self, current: Iterate) -> str | None:
         r"""One trust-region step (Nocedal & Wright, Algorithm 4.1, with their constants):
@@ -195,12 +235,17 @@ class NewtonCG(ReducedNewton):
         after one above 3/4 at the boundary. A rejected point is followed by the path's
         point at the smaller radius, so only a new feature solve is paid for it."""
         theta, grad, F0 = self._theta(), current.theta_grad, current.objective
-        path = self.steihaug(grad, self.radius)
+        scale = self._scaling()
+        if self.radius is None:  # |theta| in the norm of the trust region
+            scaled = theta if self._scale_parts is None else self._scale_parts(theta, -1.0)
+            self.radius = max(float(torch.linalg.vector_norm(scaled)), 1e-3)
+        path = self.steihaug(grad, self.radius, scale)
         accepted_state = self.feature_solver.snapshot()
         inner_tol = self._inner_tol(float(torch.linalg.vector_norm(grad)))
         for _ in range(_MAX_TRIALS):
-            p, predicted = path.point(self.radius)
-            length = float(torch.linalg.vector_norm(p))
+            point, predicted = path.point(self.radius)
+            length = float(torch.linalg.vector_norm(point))
+            p = self._to_step(point)
             new = self._evaluate(*self._split(theta + p), inner_tol)
             actual = F0 - new.objective
             ratio = actual / predicted if predicted > 0 else -math.inf
