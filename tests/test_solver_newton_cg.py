@@ -136,3 +136,21 @@ def test_the_diagonal_preconditioner_reaches_the_same_optimum(monkeypatch):
     assert abs(scaled.summary["loss"] - plain.summary["loss"]) <= 1e-8
     assert float((scaled.W @ scaled.W.T - plain.W @ plain.W.T).abs().max()) <= 1e-8
     assert float((scaled.b - plain.b).abs().max()) <= 1e-8
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_bias_block_in_the_logit_frame_of_a_fixed_etf(loss):
+    """A fixed simplex ETF with a learned bias: the features live in logit coordinates
+    (a frame whose V is not orthonormal); only the bias block is learned."""
+    config = UFMConfig(K=5, d=6, num_lams=5, classifier="fixed_etf", loss=loss, bias=True,
+                       lam_b=1e-2, mixed_precision=False)
+    method = _reduced(config)
+    W = method.state.W
+    generator = torch.Generator().manual_seed(11)
+    b, db = (torch.randn(5, generator=generator, dtype=W.dtype) for _ in range(2))
+    differences = (_gradient(method, W, b + EPS * db) - _gradient(method, W, b - EPS * db)) / (2 * EPS)
+    _gradient(method, W, b)
+    assert type(method.feature_solver.frame).__name__ == "LogitFrame"
+    _, sum_b, _ = method.feature_solver.reduced_hessian_vector(torch.zeros_like(W), db)
+    product = sum_b / method.state.problem.n + config.lam_b * db
+    assert float((product - differences).norm() / differences.norm()) < 1e-6
