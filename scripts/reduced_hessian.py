@@ -42,7 +42,7 @@ def reduced_hessian(config: UFMConfig, W: torch.Tensor, eps: float) -> torch.Ten
     method = newton_method(state)
 
     def gradient(at: torch.Tensor) -> torch.Tensor:
-        return method._evaluate(at, None, 1e-13)["theta_grad"].clone()
+        return method._evaluate(at, None, 1e-13).theta_grad.clone()
 
     gradient(W)  # features at W, the warm start of every perturbed solve
     n = W.numel()

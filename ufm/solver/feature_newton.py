@@ -260,16 +260,19 @@ class FeatureSolver:
         r""":math:`\nabla^2\phi\,v = A^\top\nabla^2\ell\,(Av) + \lambda_H v` per sample;
         ``Av`` the logits of ``v`` if known."""
         Av = self._to_logits(v) if Av is None else Av
+        return self._from_logits(self._logit_hessian(z, p, Av, idx)) + self.lam_H * v
+
+    def _logit_hessian(self, z, p, u, idx):
+        r""":math:`\nabla^2\ell\,u` per sample: the loss's Hessian in the logits ``z`` (with
+        probabilities ``p`` for the softmax family) applied to the logit vectors ``u``."""
         if self._softmax:
-            Hv = p * Av - p * (p * Av).sum(-1, keepdim=True)
-        elif self.loss.hessian == "identity":
-            Hv = Av
-        elif self.pair_columns is not None:
+            return p * u - p * (p * u).sum(-1, keepdim=True)
+        if self.loss.hessian == "identity":
+            return u
+        if self.pair_columns is not None:
             pairs = self.pair_columns
-            Hv = self.loss.hvp(z, pairs.c[idx], pairs.c_prime[idx], pairs.lam[idx], Av)
-        else:
-            Hv = self.loss.mixture_hvp(z, self.classes[idx], self.weights[idx], Av)
-        return self._from_logits(Hv) + self.lam_H * v
+            return self.loss.hvp(z, pairs.c[idx], pairs.c_prime[idx], pairs.lam[idx], u)
+        return self.loss.mixture_hvp(z, self.classes[idx], self.weights[idx], u)
 
     def _preconditioner(self, p, idx, loss_frame=None) -> Preconditioner:
         """M_0^{-1}, whether it is exact, and its deviation: the exact Sherman-Morrison inverse
@@ -320,11 +323,13 @@ class FeatureSolver:
         active = torch.ones(self.n, dtype=torch.bool, device=self.X.device)
         self._finish = torch.zeros_like(active)
         self._rounding = torch.zeros_like(active)
-        newton = cg_total = 0
+        newton = cg_total = passes = visits = 0
         for newton in range(1, max_newton + 1):
             idx_all = torch.nonzero(active).squeeze(1)
             if idx_all.numel() == 0:
                 break
+            passes += 1
+            visits += idx_all.numel()
             chunks = [idx_all[start : start + self.chunk_size]
                       for start in range(0, idx_all.numel(), self.chunk_size)]
             for idx, (still, cg, part) in zip(chunks, self._map_newton(chunks, tol, False)):
@@ -334,7 +339,7 @@ class FeatureSolver:
         leftover = torch.nonzero(active).squeeze(1)
         if leftover.numel():
             parts.append(self._accumulate(leftover))
-        return self._combine(parts).stats(newton, cg_total, self.frame.V)
+        return self._combine(parts).stats(newton, cg_total, self.frame.V, passes, visits)
 
     def newton_pass(self, tol: float) -> InnerStats:
         """One Newton step on every sample with |grad phi_s| > tol.
@@ -345,11 +350,12 @@ class FeatureSolver:
         self._rounding = torch.zeros_like(self._finish)
         results = self._map_newton(list(self._chunks()), tol, True)
         cg_total = sum(cg for _, cg, _ in results)
-        return self._combine([part for _, _, part in results]).stats(1, cg_total, self.frame.V)
+        return self._combine([part for _, _, part in results]).stats(1, cg_total, self.frame.V, 1, self.n)
 
     def evaluate(self) -> InnerStats:
         """Objective, classifier gradients and feature-gradient norms at the current X."""
-        return self._combine(self.threads.map(self._accumulate, self._chunks())).stats(0, 0, self.frame.V)
+        return self._combine(self.threads.map(self._accumulate, self._chunks())).stats(
+            0, 0, self.frame.V, 1, self.n)
 
     def _map_newton(self, chunks, tol, before_step):
         """(still to do, CG iterations, totals) of one Newton step on each chunk, in order."""
@@ -473,3 +479,124 @@ class FeatureSolver:
         if full is not None:
             todo = self._confirm(todo, ids, x_s, full, tol, totals)
         return todo, cg
+
+    # -- the reduced Hessian ------------------------------------------------------------------
+
+    def newton_systems(self, z, p, g_z, rhs, idx, rtol: float = 1e-12):
+        r"""(:math:`M_s^{-1}r_s` per row, CG iterations): the per-sample Newton systems
+        :math:`M_s = A^\top\nabla^2\ell_s A + \lambda_H I` at logits ``z`` (probabilities
+        ``p``, logit gradients ``g_z``) solved for the rows of ``rhs`` to the residual
+        ``rtol`` :math:`|r_s|`, by the preconditioned CG of :func:`.pcg.newton_direction`
+        with the preconditioner of the feature solve; rows that CG leaves above it (its
+        iteration cap) are refined on their true residual, up to five times."""
+        if p is None:
+            p = torch.softmax(z, dim=-1)
+        loss_frame = self._from_logits(g_z) if self._uses_loss_frame() else None
+        preconditioner = self._preconditioner(p, idx, loss_frame)
+
+        def hessian_vector(v, Av=None):
+            return self._hessian_vector(z, p, v, idx, Av)
+
+        target = rtol * rhs.norm(dim=-1)
+        solution = torch.zeros_like(rhs)
+        residual, cg_total = rhs, 0
+        for _ in range(5):
+            step, _, cg = newton_direction(preconditioner, hessian_vector, self._to_logits,
+                                           self.frame.sigma2, residual, target)
+            solution = solution + step
+            cg_total += cg
+            residual = rhs - hessian_vector(solution)
+            if not bool((residual.norm(dim=-1) > target).any()):
+                break
+        return solution, cg_total
+
+    def reduced_hessian_vector(self, D: torch.Tensor, db: torch.Tensor | None = None,
+                               rtol: float = 1e-12):
+        r"""Sums over samples of the reduced Hessian applied to the direction (D, db).
+
+        With the features at their optimum for the classifier (W, b) (stationarity
+        :math:`W^\top g_s + \lambda_H h_s = 0`, :math:`g_s = \nabla\ell_s`), implicit
+        differentiation of it along :math:`(\dot W, \dot b) = (D, db)` gives
+
+        .. math:: \dot h_s = -M_s^{-1}\big(D^\top g_s + W^\top\nabla^2\ell_s\,(Dh_s + db)\big),
+                  \qquad M_s = W^\top\nabla^2\ell_s W + \lambda_H I,
+
+        :math:`\dot z_s = Dh_s + db + W\dot h_s`, :math:`\dot g_s = \nabla^2\ell_s\dot z_s`, and
+        the derivative of the envelope gradient
+        :math:`\nabla F = \frac1n\sum_s w_s(g_s h_s^\top, g_s) + (\lambda_W W, \lambda_b b)`:
+
+        .. math:: \nabla^2F\,(D, db) = \frac1n\sum_s w_s\big(\dot g_s h_s^\top
+                  + g_s\dot h_s^\top,\ \dot g_s\big) + (\lambda_W D, \lambda_b\,db)
+
+        (the Hessian of a function defined by a minimisation: e.g. Nocedal & Wright,
+        Numerical Optimization, 2nd ed., section 7.1, for its use by Newton-CG). In the
+        solver's frame :math:`h_s = Vx_s`, :math:`W = AV^\top`; with :math:`D_V = DV` and
+        :math:`D_\perp = D(I - VV^\top)` the system splits: on range(V) it is the feature
+        Newton system :math:`(A^\top\nabla^2\ell A + \lambda_H I)\dot x = -(D_V^\top g_s +
+        A^\top\nabla^2\ell(D_Vx_s + db))`, solved by :meth:`newton_systems`; off it
+        :math:`\dot h_\perp = -D_\perp^\top g_s/\lambda_H`. Hence
+
+        .. math:: \sum_s w_s(\dot g_s h_s^\top + g_s\dot h_s^\top) =
+                  \Big(\sum_s w_s(\dot g_s x_s^\top + g_s\dot x_s^\top)\Big)V^\top
+                  - \frac1{\lambda_H}\Big(\sum_s w_s g_s g_s^\top\Big)D_\perp .
+
+        Returns ``(sum_W (K, d), sum_b (K,), CG iterations)``: the sums over samples, not
+        divided by n and without the penalties (as :class:`InnerStats` holds the gradient).
+        One call is one pass over the samples. Exact only at solved features: elsewhere it
+        is the Hessian of the features' own stationary point.
+        """
+        frame = self.frame
+        D_V = D @ frame.V  # (K, r)
+        D_perp = D - D_V @ frame.V.T
+        off_range = bool(D_perp.abs().max() > 0)
+
+        def chunk(idx):
+            x = self.X[idx]
+            z = self._logits(x)
+            _, p, g_z = self._terms(z, idx)
+            if p is None:
+                p = torch.softmax(z, dim=-1)
+            move = x @ D_V.T if db is None else torch.addmm(db, x, D_V.T)  # D h_s + db
+            rhs = g_z @ D_V + self._from_logits(self._logit_hessian(z, p, move, idx))
+            dx, cg = self.newton_systems(z, p, g_z, rhs, idx, rtol)
+            dx = -dx
+            dg = self._logit_hessian(z, p, move + self._to_logits(dx), idx)
+            weight = self._weight(idx)
+            g_w = g_z if weight is None else g_z * weight[:, None]
+            if weight is not None:
+                dg = dg * weight[:, None]
+            gram = g_w.T @ g_z if off_range else None
+            return dg.T @ x + g_w.T @ dx, gram, dg.sum(0), cg
+
+        parts = self.threads.map(chunk, list(self._chunks()))
+        sum_x = sum(part[0] for part in parts)
+        sum_W = sum_x @ frame.V.T
+        if off_range:
+            sum_W = sum_W - (sum(part[1] for part in parts) @ D_perp) / self.lam_H
+        return sum_W, sum(part[2] for part in parts), sum(part[3] for part in parts)
+
+    def curvature_diagonal(self):
+        r"""Sums over samples of the logit curvature times the squared coordinates,
+        :math:`\sum_s w_s\,[\nabla^2\ell_s]_{cc}\,x_{s,k}^2` (K, r), and of the logit
+        curvature, :math:`\sum_s w_s[\nabla^2\ell_s]_{cc}` (K,): the diagonal of the
+        classifier block :math:`\partial^2L/\partial W^2` in the solver's frame (times n), a
+        preconditioner of the reduced Hessian (:mod:`.newton_cg`). The softmax model's
+        diagonal is :math:`p_c(1 - p_c)`; the identity model's is 1. One pass over the
+        samples."""
+
+        def chunk(idx):
+            x = self.X[idx]
+            z = self._logits(x)
+            if self.loss.hessian_model == "identity":
+                diagonal = torch.ones_like(z)
+            else:
+                _, p, _ = self._terms(z, idx, need_grad=True)
+                p = torch.softmax(z, dim=-1) if p is None else p
+                diagonal = p * (1 - p)
+            weight = self._weight(idx)
+            if weight is not None:
+                diagonal = diagonal * weight[:, None]
+            return diagonal.T @ (x * x), diagonal.sum(0)
+
+        parts = self.threads.map(chunk, list(self._chunks()))
+        return sum(part[0] for part in parts), sum(part[1] for part in parts)

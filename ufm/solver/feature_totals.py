@@ -22,6 +22,10 @@ class InnerStats:
     finite: bool
     # every step of the pass predicted a decrease below the rounding level of the objective
     at_rounding: bool = False
+    # passes over the samples that needed one (a pass that only finds every sample done counts
+    # too: it evaluates them all), and the samples visited by them, summed
+    passes: int = 0
+    sample_visits: int = 0
 
 
 class Totals:
@@ -79,7 +83,8 @@ class Totals:
             return torch.zeros(self.grad_b.shape[0], V.shape[0], dtype=V.dtype, device=V.device)
         return self.grad_W_x @ V.T
 
-    def stats(self, newton: int, cg: int, V: torch.Tensor) -> InnerStats:
+    def stats(self, newton: int, cg: int, V: torch.Tensor, passes: int = 0,
+              sample_visits: int = 0) -> InnerStats:
         """The totals as :class:`InnerStats`; ``V`` (d, r) maps the classifier gradient's
         coordinates back to features (grad_W = grad_W_x V^T)."""
         return InnerStats(
@@ -92,4 +97,6 @@ class Totals:
             cg_iterations=cg,
             finite=self.finite,
             at_rounding=self.at_rounding,
+            passes=passes,
+            sample_visits=sample_visits,
         )

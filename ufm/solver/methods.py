@@ -18,6 +18,8 @@ from typing import Any
 METHODS: dict[str, str] = {
     # exact per-sample Newton on the features, L-BFGS on the learned classifier
     "newton": "ufm.solver.newton:newton_method",
+    # the same features, truncated Newton (Newton-CG, exact reduced Hessian products) on the classifier
+    "newton_cg": "ufm.solver.newton_cg:newton_cg_method",
     # heavy-ball gradient descent on all variables
     "gd": "ufm.solver.gd:HeavyBall",
 }

@@ -57,6 +57,11 @@ class NewtonMethod:
         self.feature_solver = self._feature_solver(self.dtype)
         self.memory = LBFGSMemory(_LBFGS_MEMORY)
         self.current: Iterate | None = None
+        # the work of this process's run, in units that do not depend on the machine's load:
+        # feature solves (each a gradient of the reduced function), their passes over the
+        # samples and the samples those visited, and (Newton-CG) reduced Hessian products
+        self.work = {"evaluations": 0, "feature_passes": 0, "sample_visits": 0,
+                     "hessian_products": 0, "hessian_cg": 0, "preconditioner_passes": 0}
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
@@ -259,6 +264,9 @@ class ReducedNewton(NewtonMethod):
         if set_classifier:
             self._set_classifier(W, b)
         stats = self.feature_solver.solve(inner_tol)
+        self.work["evaluations"] += 1
+        self.work["feature_passes"] += stats.passes
+        self.work["sample_visits"] += stats.sample_visits
         if self._in_float32_phase:
             stats = replace(stats, grad_W=stats.grad_W.to(W.dtype), grad_b=stats.grad_b.to(W.dtype))
         return self._package(W, b, stats)

@@ -1,0 +1,164 @@
+"""The outer methods of a learned classifier compared by their work, not their seconds.
+
+L-BFGS (method ``"newton"``, :mod:`ufm.solver.newton`) against trust-region Newton-CG with
+exact reduced Hessian products (``"newton_cg"``, :mod:`ufm.solver.newton_cg`), each to
+gradient norm 1e-8 (float64, ``mixed_precision`` off, lam_H = lam_W = 5e-3, cross-entropy,
+21 lam values), on: K = d = 50 and K = d = 100 with random pairs at round(9.524 K) pairs of
+classes (the density of ``bench_scaling.py``'s K = d = 1000 problem), and K = 20, d = 32 with
+all K^2 pairs. Wall-clock time depends on whatever else runs on the machine; these counts
+do not:
+
+* ``outer``: outer iterations (accepted steps);
+* ``evals``: feature solves to tolerance, each the gradient of the reduced function at one
+  classifier (L-BFGS: one per line-search trial; Newton-CG: one per trust-region trial);
+* ``passes``: the feature solves' Newton passes, each counted as 1 however few samples it
+  still had to step (a pass that finds every sample done counts too: it evaluates them all);
+* ``visits``: the samples those passes visited, over n (the passes weighted by the share of
+  samples each touched: what the time follows, since converged samples are skipped);
+* ``hvp``: reduced Hessian-vector products, i.e. outer CG steps, each one pass over every
+  sample (its per-sample Newton systems solved by PCG; ``inner cg`` sums their CG steps);
+* ``total``: ``visits + hvp``, the sample passes of the run, and ``ratio``: that over
+  L-BFGS's on the same problem, the predicted time ratio (an HVP pass costs about a Newton
+  pass: per sample, one set of loss terms and a preconditioned CG solve);
+* ``to 1e-4`` ...: the total at the first iterate with gradient norm at most that level
+  (so a run stopped by ``--time-limit`` still compares where it got).
+
+Newton-CG runs with Nocedal & Wright's forcing min(0.5, sqrt|g|) (the default), with a
+constant forcing 0.1 (CG stopped early: fewer HVPs per step, more steps), and with the
+diagonal preconditioner of ``NewtonCG._scaling`` (its curvature sums, one pass per step,
+are counted in ``visits``).
+
+    python scripts/bench_outer.py [--out results/bench_outer.json] [--quick] [--time-limit 110]
+        [--sizes 50 100] [--methods lbfgs newton_cg ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+
+import torch
+
+from ufm.io import write_json
+from ufm.solver.checkpoint import Checkpoints
+from ufm.solver.newton_cg import NewtonCG
+from ufm.solver.problem import UFMConfig, build_problem
+from ufm.solver.run import _Run
+
+PAIR_DENSITY = 9.524  # pairs of classes per class, as bench_scaling.py
+# gradient levels at which the runs' total passes are compared as well
+LEVELS = (1e-4, 1e-6, 1e-8)
+# (label, method, forcing_max, forcing_power, preconditioned)
+METHODS = (("lbfgs", "newton", None, None, False),
+           ("newton_cg", "newton_cg", 0.5, 0.5, False),
+           ("newton_cg eta=0.1", "newton_cg", 0.1, 0.0, False),
+           ("newton_cg diagonal", "newton_cg", 0.5, 0.5, True))
+
+
+def problems(sizes) -> list[tuple[str, dict]]:
+    rows = [(f"K=d={K}, {round(PAIR_DENSITY * K)} random pairs",
+             dict(K=K, d=K, pairs="random", num_pairs=round(PAIR_DENSITY * K))) for K in sizes]
+    rows.append(("K=20, d=32, all pairs", dict(K=20, d=32)))
+    return rows
+
+
+def run_one(fields: dict, method: str, forcing_max, forcing_power, preconditioned: bool,
+            time_limit: float) -> dict:
+    """Solve once; the counts of the method's work (see the module docstring)."""
+    config = UFMConfig(**fields, classifier="learned", tol=1e-8, mixed_precision=False,
+                       lam_H=5e-3, lam_W=5e-3, method=method, time_limit=time_limit)
+    saved = NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioned
+    if forcing_max is not None:
+        NewtonCG.forcing_max, NewtonCG.forcing_power = forcing_max, forcing_power
+    NewtonCG.preconditioned = preconditioned
+    try:
+        run = _Run(build_problem(config), False, Checkpoints(None, 60.0))
+        trace = _trace(run)
+        result = run.execute()
+    finally:
+        NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioned = saved
+    work, n = run.method.work, result.summary["n"]
+    # a preconditioner's curvature sums are one pass each
+    visits = work["sample_visits"] / n + work["preconditioner_passes"]
+    return {"n": n, "stop_reason": result.summary["stop_reason"],
+            "grad_norm": result.summary["grad_norm"], "loss": result.summary["loss"],
+            "outer": result.summary["iterations"], "evals": work["evaluations"],
+            "passes": work["feature_passes"], "visits": visits,
+            "preconditioner_passes": work["preconditioner_passes"],
+            "hvp": work["hessian_products"], "inner_cg": work["hessian_cg"],
+            "total": visits + work["hessian_products"],
+            "passes_plus_hvp": work["feature_passes"] + work["hessian_products"],
+            "gram": (result.W @ result.W.T), "trace": trace,
+            "total_to": {f"{level:.0e}": _total_to(trace, level) for level in LEVELS}}
+
+
+def _trace(run) -> list[tuple[float, float]]:
+    """(gradient norm, total sample passes so far) at every measured iterate, filled in as
+    the run goes (so that a run stopped by its time limit still compares at the levels it
+    reached)."""
+    trace: list[tuple[float, float]] = []
+    method, measure = run.method, run.method.measure
+    n = run.problem.n
+
+    def measured():
+        current = measure()
+        work = method.work
+        trace.append((current.grad_norm, work["sample_visits"] / n + work["preconditioner_passes"]
+                      + work["hessian_products"]))
+        return current
+
+    method.measure = measured
+    return trace
+
+
+def _total_to(trace, level: float) -> float | None:
+    """The total passes at the first iterate with gradient norm <= ``level``, if any."""
+    return next((total for grad, total in trace if grad <= level), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/bench_outer.json")
+    parser.add_argument("--quick", action="store_true", help="K = 20 random pairs instead of 50 and 100")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="K = d of the random-pair problems (default 50 100)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=[m[0] for m in METHODS],
+                        help="which methods (default: all; the ratio is to the first)")
+    parser.add_argument("--time-limit", type=float, default=110.0, help="seconds per solve at most")
+    args = parser.parse_args()
+    report: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "cores": os.cpu_count(), "problems": []}
+    header = (f"{'method':18s} {'stop':>9s} {'grad':>8s} {'outer':>5s} {'evals':>5s} {'passes':>6s} "
+              f"{'visits':>7s} {'hvp':>5s} {'inner cg':>8s} {'total':>7s} {'ratio':>6s}  "
+              + " ".join(f"{'to ' + format(level, '.0e'):>9s}" for level in LEVELS))
+    sizes = args.sizes or ((20,) if args.quick else (50, 100))
+    methods = [m for m in METHODS if args.methods is None or m[0] in args.methods]
+    for title, fields in problems(sizes):
+        print(f"\n{title}\n{header}", flush=True)
+        rows = []
+        for label, method, forcing_max, forcing_power, preconditioned in methods:
+            row = run_one(fields, method, forcing_max, forcing_power, preconditioned, args.time_limit)
+            gram = row.pop("gram")
+            if rows:
+                row["ratio"] = row["total"] / rows[0]["total"]
+                row["loss_difference"] = abs(row["loss"] - rows[0]["loss"])
+                row["gram_difference"] = float((gram - rows[0]["gram_matrix"]).abs().max())
+            else:
+                row["ratio"] = 1.0
+                row["gram_matrix"] = gram
+            row["method"] = label
+            rows.append(row)
+            print(f"{label:18s} {row['stop_reason']:>9s} {row['grad_norm']:8.1e} {row['outer']:5d} "
+                  f"{row['evals']:5d} {row['passes']:6d} {row['visits']:7.1f} {row['hvp']:5d} "
+                  f"{row['inner_cg']:8d} {row['total']:7.1f} {row['ratio']:6.2f}  "
+                  + " ".join(f"{'-' if t is None else format(t, '.1f'):>9s}"
+                             for t in row["total_to"].values()), flush=True)
+        rows[0].pop("gram_matrix")
+        report["problems"].append({"title": title, "fields": fields, "rows": rows})
+        write_json(args.out, report)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

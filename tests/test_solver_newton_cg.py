@@ -1,0 +1,156 @@
+"""The exact reduced Hessian-vector product and the Newton-CG method that uses it.
+
+The product (:meth:`FeatureSolver.reduced_hessian_vector`, implicit differentiation of the
+feature optimum) is checked against central differences of the exact reduced gradient, every
+feature re-solved at each perturbed classifier (as ``scripts/reduced_hessian.py`` forms the
+Hessian), and for symmetry. Newton-CG is checked against L-BFGS (``"newton"``) and against
+the full gradient of the objective in (H, W) by autograd in float64.
+"""
+
+import pytest
+import torch
+
+from ufm.solver import UFMConfig, solve
+from ufm.solver.newton import newton_method
+from ufm.solver.problem import build_problem
+from ufm.solver.state import RunState
+
+EPS = 1e-5  # central differences: error about EPS^2 times the third derivative
+
+
+def _reduced(config):
+    """The L-BFGS method object (its exact reduced gradient) of ``config``."""
+    method = newton_method(RunState(build_problem(config)))
+    method._start_features()
+    return method
+
+
+def _gradient(method, W, b):
+    return method._evaluate(W, b, 1e-13).theta_grad.clone()
+
+
+def _product(method, D, db):
+    """The flat reduced Hessian times (D, db), at the features of the last evaluation."""
+    state, config, n = method.state, method.state.config, method.state.problem.n
+    sum_W, sum_b, _ = method.feature_solver.reduced_hessian_vector(D, db)
+    parts = [(sum_W / n + config.lam_W * D).reshape(-1)]
+    if db is not None:
+        parts.append(sum_b / n + config.lam_b * db)
+    return torch.cat(parts)
+
+
+def _point(config, where):
+    """A classifier far from the optimum (the random start) or near it (the solved one,
+    moved by 1e-2 in a random direction), and a bias if one is learned."""
+    problem = build_problem(config)
+    W, b = problem.W0.clone(), None if problem.b0 is None else problem.b0.clone()
+    if where == "near":
+        result = solve(UFMConfig(**{**vars(config), "tol": 1e-10}))
+        generator = torch.Generator().manual_seed(7)
+        W = result.W + 1e-2 * torch.randn(W.shape, generator=generator, dtype=W.dtype)
+        b = None if result.b is None else result.b + 1e-2 * torch.randn(b.shape, generator=generator,
+                                                                        dtype=b.dtype)
+    return W, b
+
+
+def _config(loss, bias, **fields):
+    return UFMConfig(K=5, d=6, num_lams=5, classifier="learned", loss=loss, bias=bias,
+                     lam_b=1e-2 if bias else 0.0, mixed_precision=False, **fields)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+@pytest.mark.parametrize("where", ["far", "near"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_hessian_vector_product_is_the_derivative_of_the_reduced_gradient(loss, where, bias):
+    config = _config(loss, bias)
+    method = _reduced(config)
+    W, b = _point(config, where)
+    generator = torch.Generator().manual_seed(3)
+    D = torch.randn(W.shape, generator=generator, dtype=W.dtype)
+    db = torch.randn(b.shape, generator=generator, dtype=b.dtype) if bias else None
+    plus = _gradient(method, W + EPS * D, None if b is None else b + EPS * db)
+    minus = _gradient(method, W - EPS * D, None if b is None else b - EPS * db)
+    differences = (plus - minus) / (2 * EPS)
+    _gradient(method, W, b)  # the features at (W, b)
+    product = _product(method, D, db)
+    assert float((product - differences).norm() / differences.norm()) < 1e-6
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_hessian_vector_product_is_symmetric(loss):
+    config = _config(loss, True, pairs="random", num_pairs=12)
+    method = _reduced(config)
+    W, b = _point(config, "far")
+    _gradient(method, W, b)
+    generator = torch.Generator().manual_seed(5)
+    D1, D2 = (torch.randn(W.shape, generator=generator, dtype=W.dtype) for _ in range(2))
+    b1, b2 = (torch.randn(b.shape, generator=generator, dtype=b.dtype) for _ in range(2))
+    v1, v2 = torch.cat([D1.reshape(-1), b1]), torch.cat([D2.reshape(-1), b2])
+    first, second = float(v1 @ _product(method, D2, b2)), float(v2 @ _product(method, D1, b1))
+    assert abs(first - second) <= 1e-10 * max(abs(first), 1.0)
+
+
+def _autograd_gradient_norm(config, result) -> float:
+    """The driver's scale-free gradient norm of the objective in (H, W) by autograd, float64:
+    sqrt(mean_s |n dL/dh_s|^2 + |dL/dW|^2)."""
+    problem = build_problem(config)
+    H = result.H.clone().requires_grad_(True)
+    W = result.W.clone().requires_grad_(True)
+    n = problem.n
+    values = problem.loss.mixture_value(H @ W.T, problem.classes, problem.weights)
+    objective = (values.sum() + 0.5 * config.lam_H * (H * H).sum()) / n + 0.5 * config.lam_W * (W * W).sum()
+    grad_H, grad_W = torch.autograd.grad(objective, (H, W))
+    feature_rms = ((n * grad_H).pow(2).sum(-1).mean()).sqrt()
+    return float((feature_rms**2 + grad_W.pow(2).sum()).sqrt())
+
+
+@pytest.mark.parametrize("K, d, loss, pairs", [
+    (4, 5, "ce", {}),
+    (5, 6, "mse", {}),
+    (6, 6, "ce", {"pairs": "random", "num_pairs": 14}),
+])
+def test_newton_cg_reaches_the_optimum_of_lbfgs(K, d, loss, pairs):
+    fields = dict(K=K, d=d, num_lams=5, classifier="learned", loss=loss, tol=1e-11,
+                  mixed_precision=False, **pairs)
+    lbfgs = solve(UFMConfig(**fields))
+    config = UFMConfig(**fields, method="newton_cg")
+    newton_cg = solve(config)
+    assert newton_cg.summary["stop_reason"] == "converged"
+    assert newton_cg.summary["grad_norm"] <= 1e-9
+    assert abs(newton_cg.summary["loss"] - lbfgs.summary["loss"]) <= 1e-8
+    # F is invariant under rotations of feature space: compare W W^T
+    assert float((newton_cg.W @ newton_cg.W.T - lbfgs.W @ lbfgs.W.T).abs().max()) <= 1e-8
+    assert _autograd_gradient_norm(config, newton_cg) <= 1e-9
+
+
+def test_the_diagonal_preconditioner_reaches_the_same_optimum(monkeypatch):
+    from ufm.solver.newton_cg import NewtonCG
+
+    fields = dict(K=5, d=6, num_lams=5, classifier="learned", tol=1e-11, mixed_precision=False,
+                  pairs="random", num_pairs=12, bias=True, lam_b=1e-2)
+    plain = solve(UFMConfig(**fields, method="newton_cg"))
+    monkeypatch.setattr(NewtonCG, "preconditioned", True)
+    config = UFMConfig(**fields, method="newton_cg")
+    scaled = solve(config)
+    assert scaled.summary["stop_reason"] == "converged" and scaled.summary["grad_norm"] <= 1e-9
+    assert abs(scaled.summary["loss"] - plain.summary["loss"]) <= 1e-8
+    assert float((scaled.W @ scaled.W.T - plain.W @ plain.W.T).abs().max()) <= 1e-8
+    assert float((scaled.b - plain.b).abs().max()) <= 1e-8
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_bias_block_in_the_logit_frame_of_a_fixed_etf(loss):
+    """A fixed simplex ETF with a learned bias: the features live in logit coordinates
+    (a frame whose V is not orthonormal); only the bias block is learned."""
+    config = UFMConfig(K=5, d=6, num_lams=5, classifier="fixed_etf", loss=loss, bias=True,
+                       lam_b=1e-2, mixed_precision=False)
+    method = _reduced(config)
+    W = method.state.W
+    generator = torch.Generator().manual_seed(11)
+    b, db = (torch.randn(5, generator=generator, dtype=W.dtype) for _ in range(2))
+    differences = (_gradient(method, W, b + EPS * db) - _gradient(method, W, b - EPS * db)) / (2 * EPS)
+    _gradient(method, W, b)
+    assert type(method.feature_solver.frame).__name__ == "LogitFrame"
+    _, sum_b, _ = method.feature_solver.reduced_hessian_vector(torch.zeros_like(W), db)
+    product = sum_b / method.state.problem.n + config.lam_b * db
+    assert float((product - differences).norm() / differences.norm()) < 1e-6

@@ -1,0 +1,305 @@
+r"""Method ``"newton_cg"``: exact features, truncated Newton on the learned classifier.
+
+As :mod:`.newton` (:class:`~.newton.ReducedNewton`), the features are eliminated,
+:math:`F(\theta) = \min_H L(H, \theta)` with :math:`\theta = (W, b)`, and solved exactly per
+sample by :class:`~.feature_newton.FeatureSolver`; the outer step is not L-BFGS's but a
+truncated Newton step, :math:`\nabla^2F\,p \approx -\nabla F` solved by conjugate gradients
+with the exact Hessian-vector products of
+:meth:`~.feature_newton.FeatureSolver.reduced_hessian_vector` (implicit differentiation of the
+feature optimum: one pass over the samples each). This is trust-region Newton-CG: the
+Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Numerical Optimization, 2nd ed.,
+Algorithm 7.2) stops at the forcing residual :math:`\|\nabla^2F\,p + \nabla F\| \le
+\eta_k\|\nabla F\|` with :math:`\eta_k = \min(0.5, \sqrt{\|\nabla F\|})` (their (7.3):
+superlinear convergence), at the first direction of non-positive curvature (F is not convex
+far from its optimum), followed to the boundary, or where it leaves the trust region; the
+radius follows their Algorithm 4.1. A first version with a line search instead (their
+Algorithm 7.1) met nearly flat directions far from the optimum, took a step of norm 144 at
+K = d = 50 and paid 7 feature solves to cut it back; a rejected trust-region point costs one.
+
+Why: on sparse random class pairs the reduced Hessian has soft directions (condition about
+65 at K = d = 50, ``scripts/reduced_hessian.py --num-pairs``) and L-BFGS needs about
+14 sqrt(condition) iterations, each a feature solve of several passes over the samples;
+``scripts/bench_outer.py`` counts both methods' passes. F is invariant under rotations of
+feature space, :math:`W \mapsto WQ^\top`, so its Hessian is singular along
+:math:`W\Omega` (:math:`\Omega` skew). The exact gradient is orthogonal to those
+directions, but with features solved only to a tolerance the Hessian products give them
+eigenvalues of either sign near zero, along which CG stepped far (at K = 20, d = 32 the
+line-search version took 79 iterations and 383 feature solves with them, 8 and 12 without
+them, to gradient 1e-8): CG runs on the projected
+Hessian (:meth:`NewtonCG._rotation_projector`). Measured at K = d = 50 on random pairs at
+gradient 7.6e-7, the projected Newton step (CG to 1e-8) is 1.2e4 times as long as the
+gradient, so the reduced Hessian has eigenvalues of 1e-4 or below (lam_W / 50) besides the
+rotations (``scripts/reduced_hessian.py`` counts eigenvalues below 1e-4 as zero), and the
+step cut the gradient only 4.4 times where its linear model promised 500: F is far from
+quadratic along them at that distance.
+
+The features are solved in the problem's dtype throughout (no float32 phase: a Hessian
+product of float32 features would be exact only to float32 rounding), and tighter than
+L-BFGS's (:meth:`NewtonCG._inner_tol`). Checkpoints save what
+:class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty); the trust radius is
+not saved, so a resumed run starts again from its first radius.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
+from .state import Iterate, RunState
+
+# the inner tolerance is this fraction of |grad F|^{3/2} (see NewtonCG._inner_tol)
+_INNER_FRACTION = 0.1
+# conjugate-gradient iterations per Newton step at most
+_MAX_CG = 500
+# a trust-region point is accepted when F falls by this fraction of the model's decrease
+_ETA = 1e-4
+# trust-region points tried per step at most
+_MAX_TRIALS = 30
+# Hessian products solve the features' Newton systems to this relative residual
+_SYSTEM_RTOL = 1e-12
+
+
+def newton_cg_method(state: RunState) -> NewtonMethod:
+    """Truncated Newton if W or b is learned; a fixed classifier has nothing to step but the
+    features, which :class:`~.newton.FixedClassifierNewton` does as ``"newton"`` does."""
+    return NewtonCG(state) if state.learns_W_or_b else FixedClassifierNewton(state)
+
+
+class NewtonCG(ReducedNewton):
+    r"""Trust-region Newton-CG on the reduced function (see the module docstring).
+
+    ``forcing_max`` and ``forcing_power`` set the forcing term
+    :math:`\eta_k = \min(\eta_{\max}, \|\nabla F\|^{p})` of the inner CG (0.5 and 1/2:
+    Nocedal & Wright's (7.3)); ``scripts/bench_outer.py`` compares other choices.
+    """
+
+    forcing_max = 0.5
+    forcing_power = 0.5
+    preconditioned = False
+
+    def _first_dtype(self) -> torch.dtype:
+        return self.state.problem.dtype
+
+    def _inner_tol(self, outer_grad: float | None) -> float:
+        r"""Tighter than L-BFGS's :math:`0.1\|\nabla F\|`: the features' error sets the
+        floor of the next gradient, which would hold Newton's convergence to a linear rate of
+        about 0.1; :math:`0.1\|\nabla F\|^{3/2}` keeps it superlinear (the forcing
+        :math:`\eta_k = \sqrt{\|\nabla F\|}`), at the price of about one more feature pass
+        per solve (their Newton steps converge quadratically)."""
+        tol = self.state.config.tol
+        if outer_grad is None:
+            return max(0.1 * tol, 1e-3)
+        return max(0.1 * tol, min(1e-3, _INNER_FRACTION * outer_grad * min(1.0, math.sqrt(outer_grad))))
+
+    def hessian_vector(self, v: torch.Tensor) -> torch.Tensor:
+        """The reduced Hessian at the current features applied to the flat direction ``v``
+        (W first, then b, as the flat gradient); one pass over the samples."""
+        state, config, n = self.state, self.state.config, self.state.problem.n
+        D, db = self._split(v)
+        if not state.learn_W:
+            D = torch.zeros_like(state.W)
+        if not state.learn_b:
+            db = None
+        sum_W, sum_b, cg = self.feature_solver.reduced_hessian_vector(D, db, _SYSTEM_RTOL)
+        self.work["hessian_products"] += 1
+        self.work["hessian_cg"] += int(cg)
+        parts = []
+        if state.learn_W:
+            parts.append((sum_W / n + config.lam_W * D).reshape(-1))
+        if state.learn_b:
+            parts.append(sum_b / n + config.lam_b * db)
+        return torch.cat(parts)
+
+    def steihaug(self, grad: torch.Tensor, radius: float, scale=None) -> _CGPath:
+        r"""The Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Algorithm 7.2) on
+        :math:`\min_p g^\top p + \frac12 p^\top P\nabla^2F P\,p` from p = 0: it stops at the
+        forcing residual :math:`\eta\|g\|`, :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at
+        the first direction of non-positive curvature (followed to the boundary) or where it
+        leaves the trust region of ``radius``. The path is kept so that a smaller radius
+        finds its point without new Hessian products (:meth:`_CGPath.point`). With
+        ``preconditioned`` the path is that of :math:`S^{-1}P\nabla^2F PS^{-1}` in
+        :math:`\hat p = Sp` (:meth:`_scaling`: an ellipsoidal trust region, Nocedal & Wright
+        section 4.5); :meth:`_to_step` maps its points to steps."""
+        project = self._rotation_projector()
+        scale = self._scaling() if scale is None else scale
+        g = scale(project(grad))
+        grad_norm = float(torch.linalg.vector_norm(grad))
+        target = min(self.forcing_max, grad_norm**self.forcing_power) * float(torch.linalg.vector_norm(g))
+        path = _CGPath(g)
+        step, H_step = torch.zeros_like(g), torch.zeros_like(g)
+        residual = g.clone()  # P(H p + g)
+        direction = -residual
+        rr = float(torch.dot(residual, residual))
+        for _ in range(_MAX_CG):
+            Hd = scale(project(self.hessian_vector(project(scale(direction)))))
+            curvature = float(torch.dot(direction, Hd))
+            path.segments.append((step, H_step, direction, Hd))
+            if curvature <= 0:
+                path.unbounded = True  # the last segment goes on to the boundary
+                return path
+            alpha = rr / curvature
+            step, H_step = step + alpha * direction, H_step + alpha * Hd
+            path.ends.append(alpha)
+            if float(torch.linalg.vector_norm(step)) >= radius:
+                return path
+            residual = residual + alpha * Hd
+            rr_new = float(torch.dot(residual, residual))
+            if math.sqrt(rr_new) <= target:
+                break
+            direction = -residual + (rr_new / rr) * direction
+            rr = rr_new
+        return path
+
+    def _scaling(self):
+        r""":math:`v \mapsto S^{-1}v`: the identity, or with ``preconditioned`` the inverse
+        square root of the diagonal of the classifier block of the objective's Hessian,
+        :math:`\frac1n\sum_s w_s[\nabla^2\ell_s]_{cc}x_{s,k}^2 + \lambda_W` in the feature
+        solver's frame (:meth:`~.feature_newton.FeatureSolver.curvature_diagonal`, one pass
+        over the samples), :math:`\lambda_W` off the row space of W and
+        :math:`\frac1n\sum_s w_s[\nabla^2\ell_s]_{cc} + \lambda_b` for the bias. It ignores
+        the features' response (the Schur complement that makes the soft directions), so it
+        evens out the stiff directions only; ``scripts/bench_outer.py`` measures it."""
+        self._scale_parts = None
+        if not self.preconditioned:
+            return lambda v: v
+        state, config, n = self.state, self.state.config, self.state.problem.n
+        rows, bias = self.feature_solver.curvature_diagonal()
+        self.work["preconditioner_passes"] += 1
+        V = self.feature_solver.frame.V
+        range_scale = (rows / n + config.lam_W).rsqrt()
+        perp_scale = config.lam_W ** -0.5
+        bias_scale = (bias / n + config.lam_b).clamp_min(1e-12).rsqrt()
+
+        def scale(v, power=1.0):
+            D, db = self._split(v)
+            parts = []
+            if state.learn_W:
+                D_V = D @ V
+                D_perp = D - D_V @ V.T
+                parts.append(((range_scale**power * D_V) @ V.T + perp_scale**power * D_perp).reshape(-1))
+            if state.learn_b:
+                parts.append(bias_scale**power * db)
+            return torch.cat(parts)
+
+        self._scale_parts = scale
+        return scale
+
+    def _to_step(self, point):
+        r"""The step :math:`PS^{-1}\hat p` of a point of the Steihaug path."""
+        if self._scale_parts is None:
+            return point
+        return self._rotation_projector()(self._scale_parts(point))
+
+    def _rotation_projector(self):
+        r"""The orthogonal projection of flat directions onto the complement of the rotations
+        :math:`\{W\Omega : \Omega^\top = -\Omega\}` (the identity when W is not learned).
+
+        F is invariant under :math:`W \mapsto WQ`, so at the optimum its Hessian vanishes on
+        those directions, and with features solved only to the inner tolerance the Hessian
+        products give them eigenvalues of either sign near zero: CG then takes huge steps
+        along them, which the line search cuts back by many feature solves. Away from the
+        optimum :math:`\nabla^2F\,W\Omega = \nabla F\,\Omega` (the gradient is
+        equivariant), small near it. CG runs on :math:`P\nabla^2F P` with right-hand side
+        :math:`P\nabla F`. The skew :math:`\Omega` nearest to D solves
+        :math:`(G\Omega + \Omega G)/2 = \operatorname{skew}(W^\top D)` with
+        :math:`G = W^\top W = Q\operatorname{diag}(\mu)Q^\top`: in that basis
+        :math:`\Omega'_{ij} = 2A'_{ij}/(\mu_i + \mu_j)` (0 where both are 0: such a
+        rotation does not move W)."""
+        state = self.state
+        if not state.learn_W:
+            return lambda v: v
+        W = state.W
+        mu, Q = torch.linalg.eigh(W.T @ W)
+        total = mu[:, None] + mu[None, :]
+        keep = total > 1e-12 * float(mu.max().clamp_min(1e-300))
+        scale = torch.where(keep, 2.0 / torch.where(keep, total, 1.0), 0.0)
+
+        def project(v):
+            D, db = self._split(v)
+            WD = W.T @ D
+            skew = Q.T @ (0.5 * (WD - WD.T)) @ Q
+            D = D - W @ (Q @ (scale * skew) @ Q.T)
+            parts = [D.reshape(-1)] + ([db] if state.learn_b else [])
+            return torch.cat(parts)
+
+        return project
+
+    radius: float | None = None  # the trust region's, set at the first step
+
+    def step(self, current: Iterate) -> str | None:
+        r"""One trust-region step (Nocedal & Wright, Algorithm 4.1, with their constants):
+        the Steihaug point at the current radius, accepted when the actual decrease of F is
+        at least :math:`10^{-4}` of the model's (or, below the rounding level of F, when the
+        gradient norm falls); the radius is quartered after a ratio below 1/4 and doubled
+        after one above 3/4 at the boundary. A rejected point is followed by the path's
+        point at the smaller radius, so only a new feature solve is paid for it."""
+        theta, grad, F0 = self._theta(), current.theta_grad, current.objective
+        scale = self._scaling()
+        if self.radius is None:  # |theta| in the norm of the trust region
+            scaled = theta if self._scale_parts is None else self._scale_parts(theta, -1.0)
+            self.radius = max(float(torch.linalg.vector_norm(scaled)), 1e-3)
+        path = self.steihaug(grad, self.radius, scale)
+        accepted_state = self.feature_solver.snapshot()
+        inner_tol = self._inner_tol(float(torch.linalg.vector_norm(grad)))
+        for _ in range(_MAX_TRIALS):
+            point, predicted = path.point(self.radius)
+            length = float(torch.linalg.vector_norm(point))
+            p = self._to_step(point)
+            new = self._evaluate(*self._split(theta + p), inner_tol)
+            actual = F0 - new.objective
+            ratio = actual / predicted if predicted > 0 else -math.inf
+            at_rounding = predicted <= 64 * np.finfo(np.float64).eps * (abs(F0) + 1)
+            if ratio < 0.25:
+                self.radius = 0.25 * length
+            elif ratio > 0.75 and length >= 0.99 * self.radius:
+                self.radius = 2.0 * self.radius
+            if math.isfinite(new.objective) and (
+                    ratio > _ETA or (at_rounding and new.grad_norm < current.grad_norm)):
+                self.state.W, self.state.b = self._split(theta + p)
+                self.current = new
+                return None
+            self.feature_solver.restore(accepted_state)
+            if self.radius <= 1e-14 * max(1.0, float(torch.linalg.vector_norm(theta))):
+                break
+        return "stalled"
+
+
+class _CGPath:
+    """The Steihaug path: its segments (start point, H times it, direction, H times it), the
+    step length that ends each segment (none for the last when CG stopped there at negative
+    curvature, ``unbounded``), and the gradient, for the model value."""
+
+    def __init__(self, grad: torch.Tensor):
+        self.grad = grad
+        self.segments: list[tuple] = []
+        self.ends: list[float] = []
+        self.unbounded = False
+
+    def point(self, radius: float) -> tuple[torch.Tensor, float]:
+        """(p, predicted decrease -m(p)): where the path leaves the ball of ``radius``, or
+        its end inside it; steepest descent to the boundary if it has no segment."""
+        if not self.segments:
+            p = -self.grad * (radius / max(float(torch.linalg.vector_norm(self.grad)), 1e-300))
+            return p, float(torch.dot(self.grad, -p))
+        for index, (start, H_start, direction, H_direction) in enumerate(self.segments):
+            last = index == len(self.segments) - 1
+            end = None if (last and self.unbounded) else self.ends[index]
+            tau = self._to_boundary(start, direction, radius)
+            if end is not None and tau >= end:
+                if not last:
+                    continue
+                tau = end  # the end of CG, inside the ball
+            p, Hp = start + tau * direction, H_start + tau * H_direction
+            return p, -float(torch.dot(self.grad, p) + 0.5 * torch.dot(p, Hp))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _to_boundary(start, direction, radius: float) -> float:
+        """The tau >= 0 with |start + tau direction| = radius (start inside the ball)."""
+        a = float(torch.dot(direction, direction))
+        b = float(torch.dot(start, direction))
+        c = float(torch.dot(start, start)) - radius * radius
+        return (-b + math.sqrt(max(b * b - a * c, 0.0))) / a
