@@ -257,3 +257,27 @@ def test_sweep_points_check_their_memory_unless_told(tmp_path, capsys, monkeypat
     assert main(argv) == 1
     assert "failed: lam_H=0.005: ValueError: the solve needs about" in capsys.readouterr().out
     assert main([*argv, "--ignore-memory-check"]) == 0
+
+
+def test_reproduce_checks_the_memory_of_every_run_unless_told(tmp_path, capsys, monkeypatch):
+    """With 1000 bytes available the reproduction's first solve is refused before it allocates;
+    --ignore-memory-check hands check_memory=False to the solver, network and sweep stages."""
+    _available_memory(monkeypatch, 1000)
+    argv = ["reproduce", "--quick", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(argv) == 2
+    assert "the solve needs about" in capsys.readouterr().err
+    from ufm.reproduce import network_stage, solver_stage, sweep_stage
+
+    seen = {}
+
+    def recorder(stage):
+        def run(config, root, progress=True, log=print, check_memory=True):
+            seen[stage] = check_memory
+            raise KeyboardInterrupt  # stop after the first stage that is asked to run
+
+        return run
+
+    for stage in (solver_stage, network_stage, sweep_stage):
+        monkeypatch.setattr(stage, "run", recorder(stage.__name__))
+    assert main([*argv, "--ignore-memory-check"]) == 130
+    assert seen == {"ufm.reproduce.solver_stage": False}

@@ -146,7 +146,7 @@ def test_an_interrupted_reproduction_resumes_where_it_stopped(tmp_path, monkeypa
     calls = []
     real_training = network_stage.run_training
 
-    def record(config, folder, resume=False, progress=True):
+    def record(config, folder, resume=False, progress=True, check_memory=True):
         calls.append((Path(folder).name, resume))
         return real_training(config, folder, resume=resume, progress=progress)
 
@@ -266,7 +266,7 @@ def test_cli_refuses_a_file_as_output_and_explains(tmp_path, capsys):
 def test_cli_quick_preset_under_explicit_flags(tmp_path, monkeypatch):
     seen = {}
 
-    def fake(config, out, progress=True):
+    def fake(config, out, progress=True, check_memory=True):
         seen.update(config=config, out=out, progress=progress)
 
     monkeypatch.setattr("ufm.commands.reproduce.reproduce", fake)
@@ -350,7 +350,7 @@ def test_a_folder_from_before_the_mixture_runs_gains_them_and_keeps_its_other_ru
     trained, solved = [], []
     real_training, real_solve = network_stage.run_training, solver_stage.run_to_folder
 
-    def record_training(config, folder, resume=False, progress=True):
+    def record_training(config, folder, resume=False, progress=True, check_memory=True):
         trained.append(Path(folder).name)
         return real_training(config, folder, resume=resume, progress=progress)
 

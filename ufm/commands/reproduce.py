@@ -37,12 +37,18 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bars"
     )
+    parser.add_argument(
+        "--ignore-memory-check", action="store_true",
+        help="run every solve, network and sweep point even where its memory estimate exceeds "
+        "the memory available (by default such a run is refused before it allocates)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     config = job_config(args, ReproduceConfig, PRESETS["quick"] if args.quick else None)
     try:
-        reproduce(config, args.out, progress=args.progress)
+        reproduce(config, args.out, progress=args.progress,
+                  check_memory=not args.ignore_memory_check)
     except KeyboardInterrupt:
         flag = " --quick" if args.quick else ""
         print(

@@ -41,7 +41,7 @@ from .config import ReproduceConfig
 from .projection import project_triple, write_projection
 
 
-def train_run(train_config, folder: Path, progress: bool) -> None:
+def train_run(train_config, folder: Path, progress: bool, check_memory: bool = True) -> None:
     """Train one network run into ``folder``: reuse it when complete, resume it from its
     last checkpoint, or start again when it stopped before the first checkpoint."""
     if is_complete(folder):
@@ -49,7 +49,7 @@ def train_run(train_config, folder: Path, progress: bool) -> None:
     resume = (folder / LAST_CHECKPOINT).is_file()
     if not resume and folder.exists():
         shutil.rmtree(folder)  # interrupted before its first checkpoint: nothing to keep
-    run_training(train_config, folder, resume=resume, progress=progress)
+    run_training(train_config, folder, resume=resume, progress=progress, check_memory=check_memory)
 
 
 def relative_norms(cells: dict[str, np.ndarray]) -> np.ndarray:
@@ -132,7 +132,8 @@ def _state(run_folder: Path) -> str:
     return "resuming" if (run_folder / LAST_CHECKPOINT).is_file() else "training"
 
 
-def _mixture_run(config: ReproduceConfig, root, progress: bool, log) -> dict[str, Any]:
+def _mixture_run(config: ReproduceConfig, root, progress: bool, log,
+                 check_memory: bool = True) -> dict[str, Any]:
     """The network trained with 3-point mixup (fixed simplex ETF): its mixture projection
     and the scalars of its 3-class mixture measurements."""
     name = layout.MIXTURE_NETWORK_RUN
@@ -141,7 +142,8 @@ def _mixture_run(config: ReproduceConfig, root, progress: bool, log) -> dict[str
         f"  network run {name} (3-point mixup, alpha={config.alpha:g}, fixed_etf): "
         f"{_state(run_folder)}"
     )
-    train_run(config.train_config(config.alpha, "fixed_etf", mixup_points=3), run_folder, progress)
+    train_run(config.train_config(config.alpha, "fixed_etf", mixup_points=3), run_folder, progress,
+              check_memory)
     summary = read_json(run_folder / layout.SUMMARY)
     measurement = layout.final_measurement(run_folder, config.epochs)
     write_projection(
@@ -159,6 +161,7 @@ def run(
     root: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    check_memory: bool = True,
 ) -> dict[str, Any]:
     """Train every network run, then write curves, projections and summary.json (last)."""
     folder = prepare_run_dir(layout.stage_dir(root, layout.NETWORKS))
@@ -171,7 +174,7 @@ def run(
             f"  network run {k}/{len(layout.NETWORK_RUNS)} {name} "
             f"(alpha={alpha:g}, {classifier}): {state}"
         )
-        train_run(config.train_config(alpha, classifier), run_folder, progress)
+        train_run(config.train_config(alpha, classifier), run_folder, progress, check_memory)
         summary = read_json(run_folder / layout.SUMMARY)
         measurement = layout.final_measurement(run_folder, config.epochs)
         write_csv(layout.network_curves(root, name), curve_rows(measurement, summary))
@@ -188,7 +191,7 @@ def run(
         "model": config.model,
         "epochs": config.epochs,
         "runs": runs,
-        "mixture_run": _mixture_run(config, root, progress, log),
+        "mixture_run": _mixture_run(config, root, progress, log, check_memory),
     }
     write_json(folder / layout.SUMMARY, stage)
     return stage

@@ -97,30 +97,33 @@ def reproduce(
     out: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    check_memory: bool = True,
 ) -> dict[str, Any]:
     """Run (or continue) the reproduction of ``config`` into ``out``; return its summary.
 
     ``progress`` shows the solver's and the trainer's progress bars; ``log`` receives one
-    line per stage and per run. KeyboardInterrupt propagates after the interrupted run has
+    line per stage and per run; ``check_memory`` refuses a solve, a network or a sweep point
+    whose memory estimate exceeds the memory available (False runs them anyway). KeyboardInterrupt propagates after the interrupted run has
     saved its checkpoint: call again with the same arguments to continue.
     """
     out = check_output(out, config)
     resolve_device(config.device)  # an unavailable device is refused before any folder is made
     prepare_run_dir(out)
     with folder_lock(out):
-        return _run_stages(config, out, progress, log)
+        return _run_stages(config, out, progress, log, check_memory)
 
 
-def _run_stages(config: ReproduceConfig, out: Path, progress: bool, log) -> dict[str, Any]:
+def _run_stages(config: ReproduceConfig, out: Path, progress: bool, log,
+                check_memory: bool = True) -> dict[str, Any]:
     stored = config_to_dict(config)
     if (out / layout.CONFIG).is_file():
         stored = {**read_json(out / layout.CONFIG), **{k: stored[k] for k in EXECUTION_FIELDS}}
     write_json(out / layout.CONFIG, stored)
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("theory", lambda: theory_stage.run(config, out)),
-        ("solver", lambda: solver_stage.run(config, out, progress, log)),
-        ("networks", lambda: network_stage.run(config, out, progress, log)),
-        ("sweep", lambda: sweep_stage.run(config, out, progress, log)),
+        ("solver", lambda: solver_stage.run(config, out, progress, log, check_memory)),
+        ("networks", lambda: network_stage.run(config, out, progress, log, check_memory)),
+        ("sweep", lambda: sweep_stage.run(config, out, progress, log, check_memory)),
         ("figures", lambda: _figures(config, out, log)),
     ]
     seconds: dict[str, float] = {}

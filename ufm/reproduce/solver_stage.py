@@ -149,7 +149,7 @@ def planned_runs(config: ReproduceConfig) -> list[SolverRun]:
     return runs
 
 
-def solve_run(run: SolverRun, folder: Path, progress: bool) -> None:
+def solve_run(run: SolverRun, folder: Path, progress: bool, check_memory: bool = True) -> None:
     """Solve (or resume) one run into ``folder``; reuse it when complete.
 
     A checkpoint of the same configuration is resumed; anything else in the folder (a
@@ -162,6 +162,7 @@ def solve_run(run: SolverRun, folder: Path, progress: bool) -> None:
     if resume and read_json(folder / "config.json") != config_to_dict(run.config):
         resume = False  # a checkpoint of another configuration: start again
     result = run_to_folder(run.config, folder, resume=resume, force=True, progress=progress,
+                           check_memory=check_memory,
                            checkpoint_every=CHECKPOINT_EVERY, execution=CLI_EXECUTION)
     if result.stop_reason == "interrupted":
         raise KeyboardInterrupt(f"solver run {run.name} interrupted; its checkpoint is in {folder}")
@@ -203,6 +204,7 @@ def run(
     root: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    check_memory: bool = True,
 ) -> dict[str, Any]:
     """Solve every planned run, then write curves, projections and summary.json (last)."""
     folder = prepare_run_dir(layout.stage_dir(root, layout.SOLVER))
@@ -214,7 +216,7 @@ def run(
         state = "reused" if is_complete(run_folder) else "solving"
         log(f"  solver run {k}/{len(runs)} {planned.name}: {state}")
         with torch_threads(config.threads):
-            solve_run(planned, run_folder, progress)
+            solve_run(planned, run_folder, progress, check_memory)
         result = load_result(run_folder)
         rows.append(_summary_row(planned, result.summary))
         H, W = result.H.numpy(), result.W.numpy()

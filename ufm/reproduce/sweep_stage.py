@@ -118,6 +118,7 @@ def run(
     root: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    check_memory: bool = True,
 ) -> dict[str, Any]:
     """Run (or reuse) every grid, then write the stage's summary.json (last)."""
     folder = prepare_run_dir(layout.stage_dir(root, layout.SWEEP))
@@ -133,7 +134,8 @@ def run(
         with torch_threads(config.threads), warnings.catch_warnings():
             # the d grid crosses K - 1 on purpose: each such point would warn
             warnings.filterwarnings("ignore", message=r"d = \d+ < K - 1")
-            rows = run_sweep(planned.spec, out, EXECUTOR, progress=progress)
+            rows = run_sweep(planned.spec, out, EXECUTOR, progress=progress,
+                             check_memory=check_memory)
         summary["sweeps"][planned.name] = {
             "question": planned.question,
             "swept": list(planned.spec.grid),
