@@ -495,7 +495,7 @@ def test_wrn_and_vit_train_and_are_measured_on_cifar_files(tmp_path, dataset, st
 def captured_config(monkeypatch):
     seen = {}
 
-    def fake(config, out, resume=False, progress=True, check_memory=True):
+    def fake(config, out, resume=False, progress=True, check_memory=True, force=False):
         seen["config"] = config
         raise SystemExit(0)  # stop before any output is printed
 

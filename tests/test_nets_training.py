@@ -238,7 +238,7 @@ def test_lam_grid_holds_zero_one_half_and_one_exactly(size):
 def test_train_preset_paper_sets_the_regime_and_flags_override_it(monkeypatch, tmp_path):
     seen = {}
 
-    def fake(config, out, resume=False, progress=True, check_memory=True):
+    def fake(config, out, resume=False, progress=True, check_memory=True, force=False):
         seen["config"] = config
         return {key: 0.0 for key in SUMMARY_KEYS} | {
             "amplification_se": 0.0, "amplification_se_cells": 0.0, "amplification_exact_W": 0.0,
@@ -277,3 +277,21 @@ def test_cli_train_force_replaces_a_finished_run_and_nothing_else(tmp_path, caps
     assert cli.main(["train", "--out", str(notes), "--force", "--epochs", "1"]) == 2
     assert "holds no training run's config.json" in capsys.readouterr().err
     assert (notes / "mine.txt").read_text() == "keep"
+
+
+def test_a_forced_run_that_is_refused_keeps_the_previous_run(tmp_path, capsys, monkeypatch):
+    """--force deletes the previous run only after every check has passed: a forced run
+    refused for its memory leaves the finished run as it was."""
+    import ufm.memory
+
+    out = tmp_path / "out"
+    base = ["train", "--out", str(out), "--epochs", "1", "--pairs-all-classes", "2",
+            "--pairs-per-class-pair", "3", "--linearity-pairs", "10", "--no-progress"]
+    assert cli.main(base) == 0
+    before = read_json(out / "summary.json")
+    monkeypatch.setattr(ufm.memory, "available_memory", lambda device: 1000)
+    capsys.readouterr()
+    assert cli.main(base + ["--alpha", "0.5", "--force"]) == 2
+    assert "the training run needs about" in capsys.readouterr().err
+    assert read_json(out / "summary.json") == before
+    assert read_json(out / "config.json")["config"]["alpha"] == 1.0

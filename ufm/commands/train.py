@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -119,13 +118,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = train_config(args)
-    if args.force:
-        if args.resume:
-            raise ValueError("--force starts the run again; it cannot be combined with --resume")
-        _remove_previous_run(Path(args.out))
     try:
         summary = run_training(config, args.out, resume=args.resume, progress=args.progress,
-                               check_memory=not args.ignore_memory_check)
+                               check_memory=not args.ignore_memory_check, force=args.force)
     except KeyboardInterrupt:
         print(_interrupted_message(Path(args.out)), file=sys.stderr)
         return 130
@@ -149,19 +144,3 @@ def _interrupted_message(out: Path) -> str:
                 f"Continue with: ufm train --resume --out {out}")
     return ("ufm train: interrupted before the first checkpoint (checkpoint_every = 0 saves only "
             "the last epoch), so nothing was kept; run the same command again to start over")
-
-
-def _remove_previous_run(out: Path) -> None:
-    """Delete the training run in ``out``; refuse a folder that holds anything else."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
-    if not any(out.iterdir()):
-        return
-    if not (out / "config.json").is_file() or "config" not in read_json(out / "config.json"):
-        raise ValueError(
-            f"--force deletes only a training run, and {str(out)!r} holds no training run's "
-            f"config.json; choose another --out"
-        )
-    shutil.rmtree(out)

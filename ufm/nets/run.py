@@ -150,8 +150,12 @@ def run_training(
     resume: bool = False,
     progress: bool = True,
     check_memory: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train, measure and write the files listed in the module docstring; return the summary.
+
+    ``force`` starts again in a folder that holds a training run (complete or not): that run
+    is deleted only once every check below has passed, so a refused run keeps it.
 
     Everything that can be refused is checked before the first training step: the
     configuration, the output folder (writable; a complete run is refused, an unfinished one
@@ -161,19 +165,37 @@ def run_training(
     (:func:`ufm.nets.memory_estimate.training_memory`) against the memory available. A fresh
     run that fails (Ctrl-C included) before its first checkpoint removes what it wrote.
     """
+    if force and resume:
+        raise ValueError("--force starts the run again; it cannot be combined with --resume")
     with torch_threads(config.threads):
         if resume:
             return _run(config, out_dir, resume, progress, check_memory)
         out = Path(out_dir)
+        if force:
+            _check_forced_folder(out)
+            return _run(config, out, resume, progress, check_memory, force=True)
         with removed_on_failure(out, keep_if=lambda: (out / LAST_CHECKPOINT).is_file()):
             return _run(config, out, resume, progress, check_memory)
 
 
+def _check_forced_folder(out: Path) -> None:
+    """A folder that ``force`` may empty: none, an empty one, or one holding a training run."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {str(out)!r} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not holds_training_run(out):
+        raise ValueError(
+            f"--force deletes only a training run, and {str(out)!r} holds no training run's "
+            f"config.json; choose another --out"
+        )
+    check_writable(out)
+
+
 def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
-         check_memory: bool) -> dict[str, Any]:
+         check_memory: bool, force: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(out_dir)
-    _check_output_folder(out, config, resume)
+    if not force:
+        _check_output_folder(out, config, resume)
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_dir, config.train_subset)
     config.check_against_data(data.num_classes, data.input_shape)
@@ -193,6 +215,8 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     rng = np.random.default_rng(config.seed)
+    if force and out.is_dir():
+        shutil.rmtree(out)  # every check has passed: the previous run goes only now
     if not resume:
         _clear_outputs(out)
     prepare_run_dir(out)  # only now: a refused run leaves no folder behind
