@@ -11,9 +11,9 @@ lam (in the summary). :func:`learned_etf_comparison` does the same for a learned
 that has converged to a simplex ETF (docs/theory.md section 4), against the exact optimum for
 that W. Nothing here steers the iteration: the distances are reported, not stopped on.
 
-Mixtures of m > 2 classes (Chaudhry et al., 2022) are measured by
-:class:`MixtureTheoryReference` against :func:`ufm.theory.mixture_features`: sample
-:math:`s` with classes :math:`c_{s,1..m}` and weights :math:`y_{s,1..m}` sits at
+Mixtures of m > 2 classes (Chaudhry et al., 2022) are measured by the same reference
+against :func:`ufm.theory.mixture_features`: sample :math:`s` with classes
+:math:`c_{s,1..m}` and weights :math:`y_{s,1..m}` sits at
 :math:`h^*_s = \sum_k a_k(y_s)\,w_{c_{s,k}}` (docs/theory.md section 3).
 """
 
@@ -73,22 +73,28 @@ class _ChunkedReference:
 
 
 class TheoryReference(_ChunkedReference):
-    """Exact optimal features for a fixed simplex-ETF classifier, as per-sample coefficients.
+    r"""Exact optimal features for a fixed simplex-ETF classifier, as per-sample coefficients.
+
+    One reference for every sample layout: sample :math:`s` with classes :math:`c_{s,1..m}`
+    (pairs: m = 2) sits at :math:`h^*_s = \sum_k a_{s,k}\,w_{c_{s,k}}`, with ``a`` (n, m)
+    from :func:`ufm.theory.optimal_coefficients` for pairs (:math:`a(\lambda), b(\lambda)`;
+    a same-class pair :math:`a_\text{same}, 0`) and from
+    :func:`ufm.theory.mixture_coefficients` for mixtures, one solve per distinct weight
+    vector. ``group`` (n,) numbers each sample's distinct weight vector (for pairs on a lam
+    grid: its lam, ``lam_values``); it gives the distances per lam and the worst group.
 
     Built by :meth:`build`, which returns None when the problem has no exact theory. The
-    distances take the features in one of three frames: ``(H, W)``, the coordinates
-    ``X`` and ``A = U Sigma`` of :class:`~ufm.solver.feature_newton.FeatureSolver` (with
-    ``W = A V^T`` and ``H = X V^T``, so the distances agree and no H is formed), or the
-    logit coordinates of a tight frame with their :class:`~ufm.solver.frames.CentredFrame`.
+    distances take the features in one of three frames: ``(H, W)``, the coordinates ``X``
+    and ``A`` of :class:`~ufm.solver.feature_newton.FeatureSolver` (``W = A V^T``,
+    ``H = X V^T``, so the distances agree and no H is formed), or, for pairs, the logit
+    coordinates of a tight frame with their :class:`~ufm.solver.frames.CentredFrame`.
     """
 
-    def __init__(self, problem: Problem, a: torch.Tensor, b: torch.Tensor,
-                 lam_values: list[float] | None = None, lam_group: torch.Tensor | None = None,
+    def __init__(self, problem: Problem, a: torch.Tensor, group: torch.Tensor | None = None,
+                 groups: int = 0, lam_values: list[float] | None = None,
                  pin_cpus: bool = False):
         super().__init__(problem, pin_cpus)
-        self.a, self.b = a, b
-        # the distinct lam and each sample's index among them (for distance_per_lam)
-        self.lam_values, self.lam_group = lam_values, lam_group
+        self.a, self.group, self.groups, self.lam_values = a, group, groups, lam_values
 
     @classmethod
     def build(cls, problem: Problem, pin_cpus: bool = False) -> TheoryReference | None:
@@ -98,77 +104,55 @@ class TheoryReference(_ChunkedReference):
         no_theory = problem.b0 is not None or not has_exact_theory(problem.loss)
         if config.classifier != "fixed_etf" or no_theory:
             return None
-        if not problem.mixes_pairs:
-            return MixtureTheoryReference.build(problem, pin_cpus)
         W = problem.W0
         K = W.shape[0]
         scale = row_norm(K, etf_gain(W))
-        lam = problem.lam.detach().cpu().to(torch.float64)
-        unique, inverse = torch.unique(lam, return_inverse=True)
-        a_u, b_u = optimal_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)
-        (a_same,), _ = optimal_coefficients(K, [1.0], config.lam_H, scale, problem.loss, same_class=True)
-        same = (problem.c == problem.c_prime).cpu()
-        a = torch.where(same, a_same, torch.from_numpy(a_u)[inverse])
-        b = torch.where(same, 0.0, torch.from_numpy(b_u)[inverse])
-        a, b = a.to(problem.device, W.dtype), b.to(problem.device, W.dtype)
-        if config.alpha is not None:  # lam drawn from a Beta law: no grid to report on
-            return cls(problem, a, b, pin_cpus=pin_cpus)
-        return cls(problem, a, b, unique.tolist(), inverse.to(problem.device), pin_cpus)
+        if problem.mixes_pairs:
+            lam = problem.lam.detach().cpu().to(torch.float64)
+            unique, inverse = torch.unique(lam, return_inverse=True)
+            a_u, b_u = optimal_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)
+            (a_same,), _ = optimal_coefficients(K, [1.0], config.lam_H, scale, problem.loss,
+                                                same_class=True)
+            same = (problem.c == problem.c_prime).cpu()
+            a = torch.stack([torch.where(same, a_same, torch.from_numpy(a_u)[inverse]),
+                             torch.where(same, 0.0, torch.from_numpy(b_u)[inverse])], 1)
+            # lam drawn from a Beta law: no grid to report on
+            values = unique.tolist() if config.alpha is None else None
+        else:
+            weights = _float64_weights(problem).cpu()
+            unique, inverse = torch.unique(weights, dim=0, return_inverse=True)
+            a = torch.from_numpy(mixture_coefficients(K, unique.numpy(), config.lam_H, scale,
+                                                      problem.loss))[inverse]
+            values = None
+        return cls(problem, a.to(problem.device, W.dtype), inverse.to(problem.device),
+                   unique.shape[0], values, pin_cpus)
 
     def _squares(self, features, frame, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample of ``idx``: |f - f*|^2 and |f*|^2, where f* = a frame[c] + b frame[c']."""
-        c, cp = self.problem.c[idx], self.problem.c_prime[idx]
-        if hasattr(frame, "pair_squares"):  # the logit frame of a tight frame (.frames)
-            return frame.pair_squares(features[idx], c, cp, self.a[idx], self.b[idx])
-        exact = self.a[idx, None] * frame[c] + self.b[idx, None] * frame[cp]
+        """Per sample of ``idx``: |f - f*|^2 and |f*|^2, f* = sum_k a_k frame[c_k]."""
+        a = self.a[idx]
+        if self.problem.mixes_pairs:  # two gathered rows, or the logit frame's scatter
+            c, cp = self.problem.c[idx], self.problem.c_prime[idx]
+            if hasattr(frame, "pair_squares"):  # the logit frame of a tight frame (.frames)
+                return frame.pair_squares(features[idx], c, cp, a[:, 0], a[:, 1])
+            exact = a[:, 0, None] * frame[c] + a[:, 1, None] * frame[cp]
+        else:
+            exact = F.embedding_bag(self.problem.classes[idx], frame, per_sample_weights=a,
+                                    mode="sum")
         return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
 
     def distance_per_lam(self, features, frame) -> dict[str, float] | None:
-        """Relative distance per distinct lam, keyed by lam to 6 digits (grid problems only).
+        """Relative distance per distinct lam, keyed by lam to 6 digits (pairs on a lam grid
+        only; None otherwise: m-class samples have no single lam, see
+        :meth:`worst_weights_distance`).
 
         One pass over the chunks on the chunk threads; each chunk's sums per lam are added
         in chunk order, so the result does not depend on the threads.
         """
         if self.lam_values is None:
             return None
-        num, den = self._group_sums(features, frame, self.lam_group, len(self.lam_values))
+        num, den = self._group_sums(features, frame, self.group, self.groups)
         return {f"{value:.6g}": _relative(a, b)
                 for value, a, b in zip(self.lam_values, num.tolist(), den.tolist())}
-
-
-class MixtureTheoryReference(_ChunkedReference):
-    r"""Exact optimal features of m-class mixtures for a fixed simplex ETF, as coefficients.
-
-    ``a`` (n, m) holds :math:`a_k(y_s)` from :func:`ufm.theory.mixture_coefficients` (one
-    solve per distinct weight vector, the reduced equations of docs/theory.md section 3);
-    ``group`` (n,) numbers the distinct weight vectors. The frames are those of
-    :class:`TheoryReference`.
-    """
-
-    def __init__(self, problem: Problem, a: torch.Tensor, group: torch.Tensor, groups: int,
-                 pin_cpus: bool = False):
-        super().__init__(problem, pin_cpus)
-        self.a, self.group, self.groups = a, group, groups
-
-    @classmethod
-    def build(cls, problem: Problem, pin_cpus: bool = False) -> MixtureTheoryReference:
-        W, config = problem.W0, problem.config
-        K = W.shape[0]
-        scale = row_norm(K, etf_gain(W))
-        weights = _float64_weights(problem).cpu()
-        unique, inverse = torch.unique(weights, dim=0, return_inverse=True)
-        a_u = mixture_coefficients(K, unique.numpy(), config.lam_H, scale, problem.loss)
-        a = torch.from_numpy(a_u)[inverse]
-        return cls(problem, a.to(problem.device, W.dtype), inverse.to(problem.device), unique.shape[0],
-                   pin_cpus)
-
-    def _squares(self, features, frame, idx):
-        r"""Per sample :math:`\|f_s - f^*_s\|^2` and :math:`\|f^*_s\|^2`, :math:`f^*_s = \sum_k a_{s,k}` frame[c_{s,k}]."""
-        exact = F.embedding_bag(self.problem.classes[idx], frame, per_sample_weights=self.a[idx], mode="sum")
-        return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
-
-    def distance_per_lam(self, features, frame) -> None:
-        """None: m-class samples have no single lam (see :meth:`worst_weights_distance`)."""
 
     def worst_weights_distance(self, features, frame) -> float:
         """The largest relative distance over the groups of samples sharing a weight vector.
