@@ -35,6 +35,8 @@ class LogitAdjusted(SoftmaxFamily):
         super().__init__("soft")
         self.tau = check_float("tau", tau, 0.0, None)
         self.priors = None if priors is None else _checked_priors(priors)
+        # the shift tau log(priors) per (dtype, device): every chunk of a solve asks for it
+        self._shifts: dict[tuple, torch.Tensor] = {}
 
     @property
     def params(self) -> dict[str, Any]:
@@ -56,9 +58,11 @@ class LogitAdjusted(SoftmaxFamily):
         if len(self.priors) != K:
             raise ValueError(f"priors of loss 'logit_adjusted' must have K = {K} entries, "
                              f"got {len(self.priors)}")
-        shift = torch.tensor([self.tau * math.log(p) for p in self.priors],
-                             dtype=dtype or torch.get_default_dtype(), device=device)
-        return SoftmaxTarget(shift=shift)
+        key = (dtype or torch.get_default_dtype(), torch.device(device or "cpu"))
+        if key not in self._shifts:
+            self._shifts[key] = torch.tensor([self.tau * math.log(p) for p in self.priors],
+                                             dtype=key[0], device=key[1])
+        return SoftmaxTarget(shift=self._shifts[key])
 
 
 def _checked_priors(priors) -> tuple[float, ...]:

@@ -29,6 +29,28 @@ def exp_parts(z: torch.Tensor):
     return p, total, top.squeeze(1) + torch.log(total)
 
 
+def _fused(target: SoftmaxTarget, z, target_dot, subtract_target, need_grad: bool):
+    """What both sample layouts share: the shift, one exponential, the uniform part of the
+    target, the value and the gradient p - t. ``target_dot(z)`` gives the weighted logits of
+    the mixed classes, ``subtract_target(grad)`` takes their target weights off in place."""
+    if target.shift is not None:
+        z = z + target.shift
+    uniform = target.uniform / z.shape[1]
+    p, total, lse = exp_parts(z)
+    dot = target_dot(z)
+    if uniform:
+        dot = dot + uniform * z.sum(-1)
+    value = lse - dot
+    if not need_grad:
+        return value, None, None
+    p /= total[:, None]
+    grad = p.clone()
+    subtract_target(grad)
+    if uniform:
+        grad -= uniform
+    return value, p, grad
+
+
 def fused_terms(target: SoftmaxTarget, z, classes, class_weights, need_grad: bool = True):
     r"""Per-sample values, probabilities and logit gradients of a softmax-family loss.
 
@@ -36,47 +58,26 @@ def fused_terms(target: SoftmaxTarget, z, classes, class_weights, need_grad: boo
     pair path passes (c, c') and (lam, 1 - lam) without stacking them); the target weight of
     class :math:`c_k` is scale times its weight, plus uniform/K on every class.
     """
-    if target.shift is not None:
-        z = z + target.shift
-    uniform = target.uniform / z.shape[1]
     weights = [target.scale * w for w in class_weights]
-    p, total, lse = exp_parts(z)
-    target_dot = weights[0] * z.gather(1, classes[0][:, None]).squeeze(1)
-    for k in range(1, len(weights)):
-        target_dot = target_dot + weights[k] * z.gather(1, classes[k][:, None]).squeeze(1)
-    if uniform:
-        target_dot = target_dot + uniform * z.sum(-1)
-    value = lse - target_dot
-    if not need_grad:
-        return value, None, None
-    p /= total[:, None]
-    grad = p.clone()
-    for c, w in zip(classes, weights):
-        grad.scatter_add_(1, c[:, None], -w[:, None])
-    if uniform:
-        grad -= uniform
-    return value, p, grad
+
+    def target_dot(z):
+        dot = weights[0] * z.gather(1, classes[0][:, None]).squeeze(1)
+        for k in range(1, len(weights)):
+            dot = dot + weights[k] * z.gather(1, classes[k][:, None]).squeeze(1)
+        return dot
+
+    def subtract_target(grad):
+        for c, w in zip(classes, weights):
+            grad.scatter_add_(1, c[:, None], -w[:, None])
+
+    return _fused(target, z, target_dot, subtract_target, need_grad)
 
 
 def fused_mixture_terms(target: SoftmaxTarget, z, classes, weights, need_grad: bool = True):
     """:func:`fused_terms` for classes and weights (n, m): one gather and one scatter."""
-    if target.shift is not None:
-        z = z + target.shift
     scaled = target.scale * weights
-    uniform = target.uniform / z.shape[1]
-    p, total, lse = exp_parts(z)
-    target_dot = (scaled * z.gather(1, classes)).sum(-1)
-    if uniform:
-        target_dot = target_dot + uniform * z.sum(-1)
-    value = lse - target_dot
-    if not need_grad:
-        return value, None, None
-    p /= total[:, None]
-    grad = p.clone()
-    grad.scatter_add_(1, classes, -scaled)
-    if uniform:
-        grad -= uniform
-    return value, p, grad
+    return _fused(target, z, lambda z: (scaled * z.gather(1, classes)).sum(-1),
+                  lambda grad: grad.scatter_add_(1, classes, -scaled), need_grad)
 
 
 class SoftmaxFamily(MixupLoss):

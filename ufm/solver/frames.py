@@ -157,9 +157,6 @@ class CentredFrame:
     def __init__(self, sigma: float, K: int):
         self.sigma, self.K = sigma, K
 
-    def to(self, dtype) -> CentredFrame:
-        return self
-
     def pair_squares(self, x, c, c_prime, a, b) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row of x: |x - x*|^2 and |x*|^2, x* = sigma(a e_c + b e_c' - (a+b)1/K)."""
         sigma, K = self.sigma, self.K
