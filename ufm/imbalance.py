@@ -11,6 +11,10 @@ partners are drawn from the imbalanced training set, so a mixture of classes
 minority rows (:math:`-1/(K-1)` for a simplex ETF, 1 once they have collapsed onto one
 direction), the row norms, and the ETF distance of the majority and the minority rows to the
 matching block of a simplex ETF.
+
+:func:`label_mass_ratio` says how much of that imbalance a mixup run's *targets* keep: with
+class pairing (the partner's class drawn uniformly) the minority classes get far more label
+mass than their share of the samples.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from typing import Any
 
 import torch
 
-from ._checks import check_float, check_int
+from ._checks import check_choice, check_float, check_int
 
 PAIRINGS = ("sample", "class")
+"""How the partner of a mixup pair is drawn: "sample", from the (imbalanced) training set
+like the first partner; "class", its class uniform over the K classes."""
 
 
 def check_imbalance(ratio, minority, K: int) -> tuple[float, int]:
@@ -124,3 +130,64 @@ def pair_weight(sizes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     if not math.isfinite(total) or total <= 0:
         raise ValueError("the class sizes give no positive total weight")
     return weight * (weight.numel() / total)
+
+
+def label_masses(sizes, pairing: str) -> torch.Tensor:
+    r"""The share of the label mass of a mixup run that falls on each class, (K,) float64.
+
+    ``sizes`` (K,) are the class sizes :math:`n_k` (counts, or relative sizes such as
+    :func:`class_sizes`; positive), ``pairing`` one of :data:`PAIRINGS`. A pair's target is
+    :math:`\lambda e_c + (1-\lambda) e_{c'}`, with the first partner's class :math:`c` drawn
+    with the class frequencies :math:`p_k = n_k/N` and :math:`\lambda` independent of the
+    classes. For a symmetric distribution of :math:`\lambda` (Beta(alpha, alpha), so
+    :math:`E[\lambda] = 1/2`) the expected mass of class :math:`k` in one target is
+
+    .. math:: E[\lambda]\, p_k + E[1-\lambda]\, q_k = \frac{p_k + q_k}{2},
+
+    with :math:`q_k` the distribution of the partner's class: :math:`q_k = p_k` under sample
+    pairing (the partner is another training sample, so the mass is :math:`p_k`, as without
+    mixup) and :math:`q_k = 1/K` under class pairing. The masses sum to 1.
+    """
+    pairing = check_choice("pairing", pairing, PAIRINGS)
+    sizes = torch.as_tensor(sizes, dtype=torch.float64)
+    if sizes.ndim != 1 or sizes.numel() < 2:
+        raise ValueError(f"sizes must hold one size per class, K >= 2, got shape {tuple(sizes.shape)}")
+    if not bool(torch.isfinite(sizes).all()) or bool((sizes <= 0).any()):
+        raise ValueError(f"sizes must be finite and positive, got {sizes.tolist()}")
+    p = sizes / sizes.sum()
+    q = p if pairing == "sample" else torch.full_like(p, 1.0 / p.numel())
+    return (p + q) / 2
+
+
+def label_mass_ratio(K: int, minority_classes: int, imbalance_ratio: float, pairing: str) -> float:
+    r"""Majority-to-minority ratio of the label mass per class in a mixup run.
+
+    Under step imbalance (:func:`class_sizes`: ``minority_classes`` = k of the K classes
+    with 1/``imbalance_ratio`` = :math:`1/\rho` of the samples of the others) the class
+    frequencies are :math:`p_A = 1/Z` for a majority class and :math:`p_B = 1/(\rho Z)` for
+    a minority class, :math:`Z = K - k + k/\rho`. Per class, the label mass of a run whose
+    :math:`\lambda` has a symmetric distribution is :math:`(p_k + q_k)/2`
+    (:func:`label_masses`), so the ratio is
+
+    * :math:`\rho` under sample pairing (:math:`q = p`): both partners carry the imbalance,
+      as plain training does (this is also the ratio of a run without mixup);
+    * :math:`(p_A + 1/K)/(p_B + 1/K)` under class pairing (:math:`q_k = 1/K`), which stays
+      below :math:`1 + K/(K - k)` however large :math:`\rho` grows: for K = 10, k = 5,
+      :math:`\rho = 64` it is 2.8806.
+
+    The minority classes' share of the classifier's gradient, and so their collapse (Fang et
+    al., PNAS 2021, minority collapse), follows this mass rather than the sample count; a run
+    with sample pairing at :math:`\rho` equal to the class-pairing ratio is the control that
+    separates the label mass from the rest of what class pairing changes.
+
+    Raises
+    ------
+    ValueError
+        For K < 2, ``imbalance_ratio`` < 1, ``minority_classes`` outside [1, K - 1] (no
+        minority class, or none left as a majority) or an unknown ``pairing``.
+    """
+    K = check_int("K", K, minimum=2)
+    minority = check_int("minority_classes", minority_classes, 1, K - 1)
+    ratio = check_float("imbalance_ratio", imbalance_ratio, 1.0, None)
+    masses = label_masses(class_sizes(K, ratio, minority), pairing)
+    return float(masses[0] / masses[-1])

@@ -94,7 +94,8 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-IMBALANCE_KEYS = ("majority_test_accuracy", "minority_test_accuracy", "minority_cosine")
+IMBALANCE_KEYS = ("majority_test_accuracy", "minority_test_accuracy", "minority_cosine",
+                  "label_mass_ratio")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

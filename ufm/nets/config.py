@@ -10,11 +10,12 @@ import numpy as np
 
 from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES
-from ..imbalance import check_imbalance
+from ..imbalance import PAIRINGS, check_imbalance
 from ..losses import LOSSES, get_loss
 from .measure_settings import MeasureSettings, odd_lam_grid
 from .data import DATASETS, DIRECTORY_DATASETS
 from .augment import check_augmentable
+from .mixup import check_pairing
 from .models import MODELS, resolved_depth
 
 CLASSIFIERS = ("learned", "fixed_etf")
@@ -102,8 +103,13 @@ class TrainConfig:
     otherwise a fixed seeded subset of that size), ``imbalance_ratio`` rho >= 1 and
     ``minority_classes`` k in [0, K - 1]: step imbalance, the last k classes keep
     round(n_c / rho) of their training samples, drawn with the seed (1 or 0: balanced; the
-    test set is never reduced; :mod:`ufm.nets.imbalanced_data`). Mixup partners come from
-    the shuffled imbalanced batch, so the pairing is sample-proportional. ``augment``: the
+    test set is never reduced; :mod:`ufm.nets.imbalanced_data`). ``pairing``: "sample"
+    (default) takes mixup partners from the shuffled imbalanced batch, so a pair of classes
+    occurs in proportion to n_c n_c'; "class" draws each partner's class uniformly among the
+    K classes and then a random training sample of it (pairs only, not with ``same_class``;
+    :mod:`ufm.nets.mixup`), which gives the minority classes far more label mass
+    (:func:`ufm.imbalance.label_mass_ratio`; minority collapse, Fang et al., PNAS 2021); it
+    changes nothing without mixup (``alpha`` = 0). ``augment``: the
     standard CIFAR augmentation of training batches, a random crop of the image padded by 4
     zeros and a horizontal flip, drawn from the run's generator before mixing
     (:mod:`ufm.nets.augment`); images (C, 32, 32) only (cifar10, cifar100), refused
@@ -160,7 +166,7 @@ class TrainConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "dataset": tuple(DATASETS), "model": tuple(MODELS), "classifier": CLASSIFIERS,
         "loss": tuple(LOSSES), "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-        "lam_per": LAM_PER, "device": DEVICE_CHOICES,
+        "lam_per": LAM_PER, "pairing": PAIRINGS, "device": DEVICE_CHOICES,
     }  # fmt: skip
     """Allowed values of the choice fields, listed in ``ufm train --help``."""
 
@@ -183,6 +189,7 @@ class TrainConfig:
     same_class: bool = False
     mixup_layer: int = 0
     mixup_points: int = 2
+    pairing: str = "sample"
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
@@ -251,6 +258,7 @@ class TrainConfig:
                 f"mixup_points must lie in [2, {most}] (2 to max(2, batch_size): a batch is "
                 f"mixed with mixup_points - 1 permutations of itself), got {self.mixup_points}"
             )
+        check_pairing(self.pairing, self.mixup_points, self.same_class)
         self.seed = check_int("seed", self.seed, minimum=0)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
         self.threads = check_int("threads", self.threads, minimum=0)

@@ -11,10 +11,16 @@ standardisation of :mod:`ufm.nets.data`, so the kept samples are bit-identical t
 balanced run's and only their number differs; :math:`\rho = 1` or :math:`k = 0` returns the
 data set itself.
 
-Mixup pairing stays sample-proportional: :func:`ufm.nets.training.train_epoch` shuffles the
-imbalanced training set and :class:`ufm.nets.mixup.Mixup` draws each sample's partner from
-the same batch, so a mixture of classes :math:`(c, c')` occurs with frequency proportional
-to :math:`n_c n_{c'}` and minority-minority mixtures are rare (:math:`1/\rho^2`).
+By default mixup pairing stays sample-proportional (``pairing = "sample"``):
+:func:`ufm.nets.training.train_epoch` shuffles the imbalanced training set and
+:class:`ufm.nets.mixup.Mixup` draws each sample's partner from the same batch, so a mixture of
+classes :math:`(c, c')` occurs with frequency proportional to :math:`n_c n_{c'}` and
+minority-minority mixtures are rare (:math:`1/\rho^2`). With ``pairing = "class"`` the
+partner's class is uniform over the K classes (:class:`ufm.nets.mixup.ClassPool`), so a
+mixture occurs in proportion to :math:`n_c` and the minority classes get much more of the
+label mass; the summary records the pairing and that ratio of label mass
+(:func:`ufm.imbalance.label_mass_ratio`), the quantity a study of minority collapse against
+the imbalance plots its results against.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ import numpy as np
 import torch
 
 from .._checks import preview
-from ..imbalance import class_sizes, classifier_imbalance, is_balanced
+from ..imbalance import (
+    class_sizes,
+    classifier_imbalance,
+    is_balanced,
+    label_mass_ratio,
+    label_masses,
+)
 from .data import Dataset
 from .measure import clean_outputs
 
@@ -117,15 +129,48 @@ def per_class_accuracy(
     return accuracy, correct, total
 
 
-def imbalance_summary(
-    model: torch.nn.Module, data: Dataset, minority: int, batch_size: int, device
+def label_mass_entries(
+    counts, ratio: float, minority: int, pairing: str, mixes: bool
 ) -> dict[str, Any]:
-    """The summary entries of a run under step imbalance (``minority`` = k last classes).
+    """``pairing`` and the majority-to-minority label mass of a run (None for k = 0).
+
+    ``label_mass_ratio`` is :func:`ufm.imbalance.label_mass_ratio` of the configured step
+    imbalance; ``label_mass_ratio_train`` the same from the training set's class ``counts``
+    (:func:`ufm.imbalance.label_masses`, the mean over the majority classes over the mean
+    over the minority classes), which differs by the rounding of the kept counts and the
+    data set's own unequal classes. Without mixup (``mixes`` false) there is no partner, and
+    the label mass is the class frequency, as under sample pairing.
+    """
+    effective = pairing if mixes else "sample"
+    if not minority:
+        return {"pairing": pairing, "label_mass_ratio": None, "label_mass_ratio_train": None}
+    K = len(counts)
+    masses = label_masses(torch.as_tensor(counts, dtype=torch.float64), effective)
+    return {
+        "pairing": pairing,
+        "label_mass_ratio": label_mass_ratio(K, minority, ratio, effective),
+        "label_mass_ratio_train": float(masses[: K - minority].mean() / masses[K - minority :].mean()),
+    }
+
+
+def imbalance_summary(
+    model: torch.nn.Module,
+    data: Dataset,
+    minority: int,
+    batch_size: int,
+    device,
+    ratio: float = 1.0,
+    pairing: str = "sample",
+    mixes: bool = True,
+) -> dict[str, Any]:
+    """The summary entries of a run under step imbalance (``minority`` = k last classes,
+    ``ratio`` rho, mixup ``pairing``, ``mixes``: whether the run mixes at all).
 
     ``per_class_test_accuracy`` (K), ``majority_test_accuracy`` and
     ``minority_test_accuracy`` (pooled over the test samples of the first K - k and the last
     k classes; the latter None for k = 0), ``train_class_counts`` (K, of the training set
-    the network saw) and :func:`ufm.imbalance.classifier_imbalance` of the last layer's W.
+    the network saw), the pairing and label mass ratios of :func:`label_mass_entries`, and
+    :func:`ufm.imbalance.classifier_imbalance` of the last layer's W.
     """
     K = data.num_classes
     accuracy, correct, total = per_class_accuracy(
@@ -137,10 +182,12 @@ def imbalance_summary(
         return float(correct[classes].sum() / n) if n else None
 
     weight = model.classifier.weight.detach()
+    counts = torch.bincount(data.y_train, minlength=K).tolist()
     return {
         "per_class_test_accuracy": accuracy,
         "majority_test_accuracy": pooled(slice(0, K - minority)),
         "minority_test_accuracy": pooled(slice(K - minority, K)) if minority else None,
-        "train_class_counts": torch.bincount(data.y_train, minlength=K).tolist(),
+        "train_class_counts": counts,
+        **label_mass_entries(counts, ratio, minority, pairing, mixes),
         **classifier_imbalance(weight, minority),
     }

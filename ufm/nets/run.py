@@ -17,7 +17,8 @@ checkpoints) -> final measurement -> files. The output folder holds
   ``numpy.load`` alone), which ``ufm compare`` analyses again;
 * ``summary.json``, written last: its presence marks the run complete. Besides the final
   measurement it holds the per-class test accuracy, the training class counts and the
-  classifier's geometry under class imbalance (:func:`ufm.nets.imbalanced_data.imbalance_summary`).
+  classifier's geometry under class imbalance, with the mixup pairing and the label mass
+  ratio it gives (:func:`ufm.nets.imbalanced_data.imbalance_summary`).
 
 The training split is subsampled to the configured step imbalance right after it is loaded
 and checked (:mod:`ufm.nets.imbalanced_data`); the test split stays balanced.
@@ -53,7 +54,7 @@ from .data import load_dataset
 from .imbalanced_data import imbalance_summary, imbalanced_dataset
 from .measure import Measurement, calibration_measurement, measure
 from .memory_estimate import WHAT_TO_LOWER, training_memory
-from .mixup import Mixup
+from .mixup import ClassPool, Mixup
 from .models import build_model
 from .training import (
     TrainingState,
@@ -205,12 +206,15 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
     data = imbalanced_dataset(data, config.imbalance_ratio, config.minority_classes, config.seed)
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss = get_loss(config.loss, **config.loss_params)
+    class_pairs = config.pairing == "class" and config.alpha > 0
     mixup = Mixup(
         config.alpha,
         config.lam_per == "sample",
         config.same_class,
         config.mixup_layer,
         config.mixup_points,
+        config.pairing,
+        ClassPool(data.y_train, data.num_classes) if class_pairs else None,
     )
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
@@ -304,7 +308,8 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
     summary = {
         **final,
         **imbalance_summary(
-            model, data, config.minority_classes, config.measure_batch_size, device
+            model, data, config.minority_classes, config.measure_batch_size, device,
+            config.imbalance_ratio, config.pairing, config.alpha > 0,
         ),
         "epochs": config.epochs,
         "seconds": elapsed(),

@@ -4,7 +4,9 @@ An epoch visits the training set in an order drawn from a ``numpy.random.Generat
 same generator draws the augmentation of a batch (with ``augment``: crops and flips,
 :mod:`ufm.nets.augment`) and then its mixup partners and coefficients, so (seed, data,
 configuration) fix a run on the CPU, and a run resumed from a checkpoint (which stores the
-generator's state) continues exactly as if it had not stopped.
+generator's state) continues exactly as if it had not stopped. With class pairing the same
+generator draws the partners from the whole training set (:class:`ufm.nets.mixup.ClassPool`)
+and then their augmentation.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..io import save_torch
 from ..losses import MixupLoss
 from .augment import augment_batch, check_augmentable
 from .data import Dataset
-from .mixup import MixturePlan, Mixup, mixed_forward, mixture_loss
+from .mixup import MixturePlan, Mixup, MixupPlan, mixed_forward, mixture_loss
 from .models import MixupNet
 
 if TYPE_CHECKING:
@@ -83,6 +85,11 @@ def train_epoch(
     so the measurements, which read it, see the clean images. Without it nothing is drawn
     for augmentation and the epoch is what it always was.
 
+    With class pairing (:class:`ufm.nets.mixup.Mixup` ``pairing = "class"``) each partner is
+    a training sample the plan names (``plan.extra``), read from ``data``, augmented like the
+    batch, and run after the batch (:func:`_with_partners`); the loss's first class is the
+    batch sample's, its second the partner's.
+
     A last batch of a single sample is skipped (BatchNorm cannot normalise it).
     """
     if augment:
@@ -100,18 +107,34 @@ def train_epoch(
         if augment:
             x = augment_batch(x, rng)
         plan = mixup.plan(y, rng)
-        logits = mixed_forward(model, x, plan, mixup.layer) if mixup.mixes else model(x)
+        mixed_x, mixed_y = x, y  # the rows the plan's partners index
+        if isinstance(plan, MixupPlan) and plan.extra is not None:
+            mixed_x, mixed_y = _with_partners(data, plan.extra, x, y, rng, augment, device)
+        logits = mixed_forward(model, mixed_x, plan, mixup.layer) if mixup.mixes else model(x)
         if isinstance(plan, MixturePlan):
             value = mixture_loss(loss, logits, y[plan.members.to(device)], plan.weights).mean()
         else:
             lam = plan.lam.to(device=device, dtype=logits.dtype)
-            value = loss.mean(logits, y, y[plan.partner.to(device)], lam)
+            value = loss.mean(logits, y, mixed_y[plan.partner.to(device)], lam)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
         total += value.detach() * len(rows)
         seen += len(rows)
     return float(total) / seen
+
+
+def _with_partners(
+    data: Dataset, extra: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+    rng: np.random.Generator, augment: bool, device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch followed by the partners' training rows ``extra`` (inputs and labels), the
+    partners cropped and flipped with ``augment`` (drawn from ``rng`` after the plan)."""
+    partner_x = data.x_train[extra].to(device, non_blocking=True)
+    if augment:
+        partner_x = augment_batch(partner_x, rng)
+    partner_y = data.y_train[extra].to(device, non_blocking=True)
+    return torch.cat([x, partner_x]), torch.cat([y, partner_y])
 
 
 @dataclass

@@ -31,7 +31,8 @@ SUMMARY_COLUMNS = {
     ),
     "train": (
         "test_accuracy", "train_accuracy", "ece", "nll", "nc1", "nc2_W", "nc2_M", "nc3", "nc4",
-        "etf_distance_W", "minority_cosine", "amplification", "amplification_error",
+        "etf_distance_W", "minority_cosine", "minority_test_accuracy", "majority_test_accuracy",
+        "label_mass_ratio", "amplification", "amplification_error",
         "amplification_systematic", "amplification_theory", "fitted_lam_H", "better_fit", "seconds",
     ),
 }
