@@ -26,12 +26,16 @@ then weighs the two sessions equally rather than their threads. Rows:
   (default, ``mixed_precision``) and in float64 throughout (the computation before).
 
 Every row but Adam's runs ``--repeats`` times in each condition, the conditions alternating,
-and keeps the fastest (the spread is in the JSON). Prints a table with the slowdown beside the busy process and the speed-up over Adam, and
-writes JSON. Measure on an otherwise idle machine: the busy process is the only load meant
-to be there.
+and keeps the fastest (every run's time and the median are in the JSON). Prints a table with the slowdown beside the busy process and the speed-up over Adam, and
+writes JSON with the command line and the host's steal time over the run. Measure on an
+otherwise idle machine: the busy process is the only load meant to be there.
 
     python scripts/bench_contention.py [--out results/bench_contention.json] [--skip-adam]
         [--repeats 2] [--rows ...] [--seed 0] [--other-session]
+
+docs/performance.md quotes several runs of this script, each a file in ``benchmarks/`` that
+records its command (``python scripts/make_performance_page.py --commands`` lists them): rerun
+one with ``--out benchmarks/NAME.json``, then ``python scripts/make_performance_page.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -47,7 +52,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_solver import adam_baseline, ours  # noqa: E402
+from bench_solver import adam_baseline, command_line, ours  # noqa: E402
 
 from ufm.io import write_json  # noqa: E402
 from ufm.solver import chunk_threads  # noqa: E402
@@ -124,6 +129,25 @@ def autogroup() -> str | None:
         return None
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters from /proc/stat: user, nice, system, idle, iowait, irq,
+    softirq and steal (the time a virtual machine's host gave to others)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    return [int(v) for v in fields[1:9]]
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time the host stole between two readings of :func:`cpu_times`."""
+    if before is None or after is None:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    return 100 * delta[7] / sum(delta) if sum(delta) else None
+
+
 def _result(r: dict) -> str:
     if "theory_distance" in r and r.get("theory_distance") is not None:
         return f"theory {r['theory_distance']:.1e} ({r['stop_reason']})"
@@ -155,6 +179,7 @@ def main() -> None:
           f"torch={torch.__version__}  load average before: {os.getloadavg()[0]:.2f}")
     conditions = [c for c in CONDITIONS if args.other_session or c != "busy_other_session"]
     results = {}
+    times_before = cpu_times()
     for name in rows:
         spec = {**ROWS[name], "max_seconds": args.adam_max_seconds}
         if spec["kind"] == "ours":
@@ -168,6 +193,8 @@ def main() -> None:
         for c in conditions[1:]:  # "slowdown" beside the busy process of this session
             r["slowdown" if c == "busy" else f"{c}_slowdown"] = r[c]["seconds"] / r["idle"]["seconds"]
         r.update({f"{c}_seconds_all": [run["seconds"] for run in runs[c]] for c in conditions})
+        r.update({f"{c}_seconds_median": statistics.median(run["seconds"] for run in runs[c])
+                  for c in conditions})
         results[name] = r
         print(f"  {name}: " + ", ".join(f"{c} {r[c]['seconds']:.1f} s" for c in conditions), flush=True)
     other = "busy_other_session" in conditions
@@ -186,8 +213,10 @@ def main() -> None:
                   f"{r['busy_other_session_slowdown']:9.2f}x " if other else "")
         print(f"{LABELS[name]:44s} {r['idle']['seconds']:8.1f} {r['busy']['seconds']:8.1f} "
               f"{r['slowdown']:8.2f}x {others}{ratio[0]:>14s} {ratio[1]:>14s}  {_result(r['idle'])}")
-    report = {"K": K, "d": D, "n": K * K * 21, "seed": args.seed, "cores": os.cpu_count(),
-              "threads": threads, "sched_autogroup_enabled": autogroup(),
+    report = {"command": command_line(), "K": K, "d": D, "n": K * K * 21, "seed": args.seed,
+              "cores": os.cpu_count(), "threads": threads,
+              "steal_percent": steal_percent(times_before, cpu_times()),
+              "sched_autogroup_enabled": autogroup(),
               "torch": torch.__version__, "python": platform.python_version(),
               "machine": platform.processor() or platform.machine(), "rows": results}
     write_json(args.out, report)

@@ -25,6 +25,11 @@ measured).
 
     python scripts/bench_scaling.py [--out results/bench_scaling.json] [--quick]
         [--learned-seconds 300] [--sections K large_fixed ...]
+
+The JSON records the command line and the time limit. docs/performance.md quotes several runs
+of this script, each a file in ``benchmarks/`` (``python scripts/make_performance_page.py
+--commands`` lists them): rerun one with ``--out benchmarks/NAME.json``, then
+``python scripts/make_performance_page.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_solver import _rss_mb  # noqa: E402
+from bench_solver import _rss_mb, command_line  # noqa: E402
 
 from ufm.io import write_json  # noqa: E402
 from ufm.solver import CLI_EXECUTION, solve  # noqa: E402
@@ -111,8 +116,9 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}")
     timed = dict(tol=1e-10, max_iters=2)  # time per iteration: a few passes suffice
     ns = (1, 10) if args.quick else (5, 48, 477, 4762)  # samples_per_pair: n = 2100 x this
-    report: dict = {"cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()}
+    report: dict = {"command": command_line(), "cores": os.cpu_count(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "learned_seconds": args.learned_seconds}
     if "n" in sections:
         report["n"] = [spawn(dict(K=10, d=32, samples_per_pair=m, **timed)) for m in ns]
         _table("against n (K = 10, d = 32, all pairs)", report["n"])

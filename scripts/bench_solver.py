@@ -14,9 +14,12 @@ Each run happens in its own process, so times do not interfere and the peak memo
 (resident set size above the process's size just before the run) can be compared with the
 size of H plus the logits. All runs, the baseline included, use the same allocator setting
 (:func:`ufm.solver._allocator.keep_freed_memory`). Prints a table and writes JSON. Records the
-device and thread count; runs on CUDA unchanged.
+device, the thread count and the command line; runs on CUDA unchanged.
 
     python scripts/bench_solver.py [--sizes small medium] [--out results/bench_solver.json]
+
+docs/performance.md quotes runs of it from the files in ``benchmarks/``
+(``python scripts/make_performance_page.py --commands`` lists them).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import argparse
 import json
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -97,6 +102,11 @@ def ours(K, d, device, **overrides):
             "grad_norm": s["grad_norm"], "theory_distance": s.get("theory_distance"),
             "etf_distance_W": s["etf_distance_W"],
             "theory_distance_learned_W": s.get("theory_distance_learned_W")}
+
+
+def command_line() -> str:
+    """How this benchmark was started, for its JSON (the files of docs/performance.md show it)."""
+    return shlex.join(["python", f"scripts/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
 def _rss_mb() -> float:
@@ -186,7 +196,8 @@ def main() -> None:
             print(f"{label:34s} {r['seconds']:9.2f} {r['iterations']:7d} {text:>26s} {ratio:7.1f}x "
                   f"{r['peak_mb_above_start']:8.0f} {memory:12.2f}")
         entry["speedup_newton_vs_adam"] = base / entry["newton_fixed"]["seconds"]
-    report = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    report = {"command": command_line(), "device": str(device), "threads": torch.get_num_threads(),
+              "torch": torch.__version__,
               "python": platform.python_version(), "adam_lr": best_lr, "adam_lr_grid": trials,
               "rows": rows}
     write_json(args.out, report)

@@ -20,11 +20,17 @@ rotations that move W) and the smallest nonzero ones.
 
     python scripts/reduced_hessian.py [--K 10] [--d 16] [--num-pairs N] [--eps 1e-5]
         [--out results/reduced_hessian.json]
+
+The JSON records the command line. docs/performance.md quotes four runs, each a file in
+``benchmarks/`` (``python scripts/make_performance_page.py --commands`` lists them): rerun one
+with ``--out benchmarks/NAME.json``, then ``python scripts/make_performance_page.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 import numpy as np
 import torch
@@ -86,7 +92,8 @@ def main() -> None:
           f"rotations move it); smallest nonzero / lam_W: "
           + ", ".join(f"{v / config.lam_W:.3f}" for v in positive[:5]))
     print(f"condition number on the nonzero eigenvalues: {condition:.2f}")
-    write_json(args.out, {"K": args.K, "d": args.d, "num_pairs": args.num_pairs,
+    command = shlex.join(["python", "scripts/reduced_hessian.py", *sys.argv[1:]])
+    write_json(args.out, {"command": command, "K": args.K, "d": args.d, "num_pairs": args.num_pairs,
                           "lam_W": config.lam_W, "lam_H": config.lam_H,
                           "eps": args.eps, "grad_norm": result.summary["grad_norm"],
                           "iterations": result.summary["iterations"], "eigenvalues": rows,

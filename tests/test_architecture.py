@@ -151,6 +151,13 @@ def test_architecture_page_names_every_module():
     assert not missing, f"docs/architecture.md does not describe {missing}"
 
 
+def test_architecture_page_names_every_script():
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
+    missing = [f"scripts/{p.name}" for p in scripts if f"`scripts/{p.name}`" not in text]
+    assert scripts and not missing, f"docs/architecture.md does not describe {missing}"
+
+
 def test_old_import_paths_are_the_new_modules():
     import importlib
 
