@@ -27,6 +27,8 @@ _SOURCES = {
     "compare_features": ".nets.feature_comparison",
     "etf_distance": ".etf",
     "get_loss": ".losses",
+    "imbalance_theory": ".theory",
+    "minority_collapse_threshold": ".theory",
     "mixture_coefficients": ".theory",
     "mixture_features": ".theory",
     "mixture_target": ".theory",

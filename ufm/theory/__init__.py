@@ -5,6 +5,8 @@ arXiv:2402.06171. One module each:
 
 * :mod:`.optimum`: the exact optimal features and their coefficients (``optimal_features``).
 * :mod:`.mixtures`: the exact optimum for mixtures of m classes (``mixture_features``).
+* :mod:`.minority`: the exact optimum of the learned classifier under step class imbalance,
+  reduced to three eigenvalues (``imbalance_theory``, ``minority_collapse_threshold``).
 * :mod:`.reduced_equations`: the root-finder for the reduced cross-entropy equations
   (pairs, and all m-class mixtures at once).
 * :mod:`.table`: the optimum over a lam grid as a table, and the ``ufm theory`` job.
@@ -28,6 +30,7 @@ from .optimum import (
     optimal_features,
     same_class_coefficient,
 )
+from .minority import ImbalanceTheory, MinorityThreshold, imbalance_theory, minority_collapse_threshold
 from .mixtures import WEIGHT_SUM_TOL, mixture_coefficients, mixture_features, mixture_target
 from .reduced_equations import solve_exp_linear, solve_reduced
 from .table import TheoryConfig, TheoryRow, theory_table
@@ -35,6 +38,8 @@ from .table import TheoryConfig, TheoryRow, theory_table
 __all__ = [
     "EXACT_THEORY_LOSSES",
     "Asymptotic",
+    "ImbalanceTheory",
+    "MinorityThreshold",
     "TheoryConfig",
     "TheoryRow",
     "WEIGHT_SUM_TOL",
@@ -42,7 +47,9 @@ __all__ = [
     "channel_asymptotic",
     "gain",
     "has_exact_theory",
+    "imbalance_theory",
     "margin_asymptotic",
+    "minority_collapse_threshold",
     "mixture_coefficients",
     "mixture_features",
     "mixture_target",

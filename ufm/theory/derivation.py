@@ -37,6 +37,8 @@ Steps
 9. Mixtures of :math:`m` classes (docs/theory.md section 9; Chaudhry et al. 2022 study mixup of more
    than two points): the steps of :mod:`ufm.theory.mixture_derivation`, re-exported here, and
    :func:`check_mixture_is_pair` (for :math:`m = 2` they are the residuals above).
+10. Minority collapse with a learned classifier (docs/theory.md section 13): the steps of
+    :mod:`ufm.theory.minority_derivation`, re-exported here.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ from types import SimpleNamespace
 
 import sympy as sp
 
-from . import mixture_derivation
+from . import minority_derivation, mixture_derivation
 from ._sympy_common import is_zero, scalar_symbols
+from .minority_derivation import *  # noqa: F403 - step 10, listed in its own __all__
 from .mixture_derivation import *  # noqa: F403 - step 9, listed in its own __all__
 
 __all__ = [
@@ -72,6 +75,7 @@ __all__ = [
     "margin_limit",
     "check_mixture_is_pair",
     *mixture_derivation.__all__,
+    *minority_derivation.__all__,
 ]
 
 

@@ -1,0 +1,233 @@
+"""The exact reduced theory of minority collapse (ufm.theory.minority) against independent
+computations: the full learned solver, a joint L-BFGS on (H, W) written here, the objective of
+perturbed classifiers, and the values stated in the issue that asked for the theory."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ufm
+from ufm.imbalance import class_sizes, pair_weight
+from ufm.theory.minority import imbalance_theory, minority_collapse_threshold
+
+LAMS11 = tuple(i / 10 for i in range(11))
+
+
+def _learned(K, k_B, rho, lams, pairing="sample", d=None, seed=0, loss="ce", W_init=None,
+             classifier="learned"):
+    config = ufm.UFMConfig(K=K, d=d or K, classifier=classifier, imbalance_ratio=rho,
+                           minority_classes=k_B, lam_H=5e-3, lam_W=5e-3, lams=tuple(lams),
+                           pairing=pairing, loss=loss, tol=1e-12, max_iters=20000,
+                           dtype="float64", seed=seed)
+    return ufm.solve(config, W_init=W_init)
+
+
+@pytest.mark.parametrize("rho, expected", [(1.0, -1 / 3), (10.0, 0.2329), (100.0, 0.7568)])
+def test_minority_cosine_at_the_stated_values(rho, expected):
+    # The values an independent L-BFGS reference gave to four digits (K = 4, two minority
+    # classes, lam_H = lam_W = 5e-3, 11 lams, sample pairing).
+    theory = imbalance_theory(4, 2, rho, 5e-3, 5e-3, LAMS11)
+    assert abs(theory.minority_cosine - expected) < 5e-5
+
+
+@pytest.mark.parametrize("K, k_B, rho, lams, pairing, d", [
+    (4, 2, 10.0, LAMS11, "sample", 4),
+    (4, 2, 100.0, LAMS11, "sample", 3),  # d = K - 1 suffices: G has rank K - 1
+    (6, 2, 16.0, LAMS11, "class", 6),
+    (5, 3, 8.0, (1.0,), "sample", 5),  # plain training
+    (6, 1, 20.0, (0.0, 0.3, 0.5, 1.0), "sample", 6),  # one minority class
+    (4, 2, 1e5, LAMS11, "sample", 4),  # beyond exact collapse: mu_B = 0, cosine 1
+])
+def test_gram_matrix_equals_the_full_learned_solver(K, k_B, rho, lams, pairing, d):
+    theory = imbalance_theory(K, k_B, rho, 5e-3, 5e-3, lams, pairing=pairing)
+    result = _learned(K, k_B, rho, lams, pairing, d=d, seed=3)
+    G = (result.W @ result.W.T).to(torch.float64)
+    assert result.summary["grad_norm"] < 1e-10
+    assert float((G - theory.gram()).abs().max()) < 1e-8
+    assert abs(result.summary["loss"] - theory.objective) < 1e-11
+
+
+def test_exact_collapse_beyond_a_finite_ratio():
+    collapsed = imbalance_theory(4, 2, 1e5, 5e-3, 5e-3, LAMS11)
+    assert collapsed.eigenvalues["minority"] == 0.0
+    assert collapsed.minority_cosine == 1.0
+    below = imbalance_theory(4, 2, 1e3, 5e-3, 5e-3, LAMS11)
+    assert 0 < below.eigenvalues["minority"] and below.minority_cosine < 1.0
+
+
+def _joint_objective(H, W, c, cp, lam, weight, lam_H, lam_W):
+    z = H @ W.T
+    target = lam[:, None] * F.one_hot(c, W.shape[0]) + (1 - lam)[:, None] * F.one_hot(cp, W.shape[0])
+    per_sample = -(target * torch.log_softmax(z, dim=1)).sum(1) + 0.5 * lam_H * (H * H).sum(1)
+    return (weight * per_sample).mean() + 0.5 * lam_W * (W * W).sum()
+
+
+def test_against_an_independent_joint_minimisation():
+    """Every (c, c', lam) sample with its own feature, (H, W) minimised jointly from a random
+    start by torch's L-BFGS and then Newton's method on the exact autograd Hessian (its
+    pseudo-inverse: rotations W U leave the objective unchanged): nothing of ufm's solver or
+    theory is used."""
+    K, k_B, rho, d = 4, 2, 10.0, 4
+    c = torch.arange(K).repeat_interleave(K).repeat_interleave(len(LAMS11))
+    cp = torch.arange(K).repeat(K).repeat_interleave(len(LAMS11))
+    lam = torch.tensor(LAMS11, dtype=torch.float64).repeat(K * K)
+    weight = pair_weight(class_sizes(K, rho, k_B), torch.stack([c, cp], 1))
+    n = len(c)
+
+    def objective(x):
+        return _joint_objective(x[: n * d].reshape(n, d), x[n * d:].reshape(K, d), c, cp, lam,
+                                weight, 5e-3, 5e-3)
+
+    generator = torch.Generator().manual_seed(0)
+    x = (0.1 * torch.randn(n * d + K * d, generator=generator, dtype=torch.float64)).requires_grad_()
+    optimiser = torch.optim.LBFGS([x], lr=1, max_iter=400, history_size=50,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        value = objective(x)
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    x = x.detach()
+    for _ in range(30):
+        grad = torch.func.grad(objective)(x)
+        if float(grad.norm()) < 1e-14:
+            break
+        x = x - torch.linalg.pinv(torch.func.hessian(objective)(x), hermitian=True,
+                                  rtol=1e-12) @ grad
+    theory = imbalance_theory(K, k_B, rho, 5e-3, 5e-3, LAMS11)
+    W = x[n * d:].reshape(K, d)
+    assert float(torch.func.grad(objective)(x).norm()) < 1e-12
+    assert abs(float(objective(x)) - theory.objective) < 1e-13
+    assert float((W @ W.T - theory.gram()).abs().max()) < 1e-10
+
+
+def test_no_nearby_classifier_does_better():
+    """The objective at the theory's W, and at W with each eigenvalue moved by 1%, each
+    with the features solved exactly by the fixed-classifier solver: the theory's is lowest
+    and equals its reported objective."""
+    K, k_B, rho = 5, 2, 30.0
+    theory = imbalance_theory(K, k_B, rho, 5e-3, 5e-3, LAMS11)
+    W = theory.classifier()
+    best = _learned(K, k_B, rho, LAMS11, W_init=W, classifier="fixed").summary["loss"]
+    assert abs(best - theory.objective) < 1e-12
+    values, vectors = torch.linalg.eigh(W @ W.T)
+    for k in range(K):
+        for factor in (0.99, 1.01):
+            scaled = values.clone()
+            scaled[k] *= factor
+            if scaled[k] < 1e-9:
+                continue
+            G = (vectors * scaled) @ vectors.T
+            e, V = torch.linalg.eigh(G)
+            W_moved = V * e.clamp(min=0).sqrt()
+            moved = _learned(K, k_B, rho, LAMS11, W_init=W_moved, classifier="fixed")
+            assert moved.summary["loss"] > best
+
+
+def test_balanced_is_a_simplex_etf_for_either_pairing():
+    for pairing in ("sample", "class"):
+        theory = imbalance_theory(6, 2, 1.0, 5e-3, 5e-3, LAMS11, pairing=pairing)
+        mu = list(theory.eigenvalues.values())
+        assert max(mu) - min(mu) < 1e-12 * max(mu)
+        assert abs(theory.minority_cosine + 1 / 5) < 1e-13
+        assert abs(theory.cross_cosine + 1 / 5) < 1e-13
+
+
+def test_class_pairing_keeps_the_minority_rows_apart():
+    sample = imbalance_theory(10, 5, 64.0, 5e-3, 5e-3, LAMS11)
+    plain = imbalance_theory(10, 5, 64.0, 5e-3, 5e-3, (1.0,))
+    paired = imbalance_theory(10, 5, 64.0, 5e-3, 5e-3, LAMS11, pairing="class")
+    assert sample.minority_cosine > plain.minority_cosine > 0 > paired.minority_cosine
+
+
+@pytest.mark.parametrize("loss, params", [("label_smoothing", {"eps": 0.1}), ("logit_adjusted", {})])
+def test_other_softmax_losses_against_the_solver(loss, params):
+    theory = imbalance_theory(4, 2, 10.0, 5e-3, 5e-3, LAMS11, loss=loss, loss_params=params)
+    config = ufm.UFMConfig(K=4, d=4, classifier="learned", imbalance_ratio=10.0,
+                           minority_classes=2, lams=LAMS11, loss=loss, loss_params=params,
+                           tol=1e-12, max_iters=20000, dtype="float64")
+    result = ufm.solve(config)
+    G = (result.W @ result.W.T).to(torch.float64)
+    assert float((G - theory.gram()).abs().max()) < 1e-8
+
+
+def test_threshold_is_where_the_cosine_crosses_zero():
+    found = minority_collapse_threshold(4, 2, 5e-3, 5e-3, LAMS11)
+    assert found.limit_cosine == 1.0 and abs(found.balanced_cosine + 1 / 3) < 1e-13
+    assert 1.0 < found.threshold < 10.0
+    at = imbalance_theory(4, 2, found.threshold, 5e-3, 5e-3, LAMS11).minority_cosine
+    assert abs(at) < 1e-10
+    assert imbalance_theory(4, 2, found.threshold * 1.01, 5e-3, 5e-3, LAMS11).minority_cosine > 0
+    never = minority_collapse_threshold(10, 5, 5e-3, 5e-3, LAMS11, pairing="class")
+    assert never.threshold is None and never.limit_cosine < 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"imbalance_ratio": 0.5}, "imbalance_ratio must lie in [1, inf), got 0.5"),
+    ({"minority_classes": 0}, "minority_classes must be >= 1"),
+    ({"minority_classes": 4}, "minority_classes must be <= 3"),
+    ({"pairing": "both"}, "pairing must be one of sample, class"),
+    ({"lams": [0.5, 1.5]}, "lams must be a non-empty list of numbers in [0, 1]"),
+    ({"loss": "mse"}, "needs a softmax-family loss"),
+    ({"lam_H": 0.0}, "lam_H must lie in (0, inf), got 0.0"),
+])
+def test_bad_input_is_refused(kwargs, message):
+    arguments = {"K": 4, "minority_classes": 2, "imbalance_ratio": 10.0, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        imbalance_theory(**arguments)
+
+
+def test_public_name_and_realisation():
+    theory = ufm.imbalance_theory(5, 2, 4.0, lams=LAMS11)
+    W = theory.classifier(d=7)
+    assert W.shape == (5, 7)
+    assert float((W @ W.T - theory.gram()).abs().max()) < 1e-12
+    assert float(W.sum(0).abs().max()) < 1e-12  # the rows sum to zero
+
+
+# -- the SymPy derivation (ufm.symbolic, step 10) -----------------------------------------------
+
+
+@pytest.mark.parametrize("k_A, k_B", [(3, 2), (2, 3), (4, 1), (1, 3)])
+def test_symbolic_minority_steps_are_proven(k_A, k_B):
+    from ufm import symbolic as sym
+
+    assert sym.check_gram_spectrum(k_A, k_B) is True
+    assert sym.check_gram_entries(k_A, k_B) is True
+    assert sym.check_feature_norm(k_A, k_B) is True
+    assert sym.check_cell_forms(k_A, k_B) is True
+
+
+def test_symbolic_envelope_is_proven_and_a_wrong_one_is_not():
+    import sympy as sp
+
+    from ufm import symbolic as sym
+
+    assert sym.check_envelope() is True
+    # The Gram matrix with the between-group direction taken as 1_A - 1_B (not normalised
+    # by the group sizes) is not an eigenvector: G e != mu_0 e for unequal groups.
+    G = sym.minority_gram(3, 2)
+    wrong = sp.Matrix([1, 1, 1, -1, -1])
+    mu_0 = sp.Symbol("mu_0", positive=True)
+    assert any(sp.simplify(entry) != 0 for entry in G * wrong - mu_0 * wrong)
+
+
+def test_the_numbers_follow_the_symbolic_gram():
+    import sympy as sp
+
+    from ufm import symbolic as sym
+
+    theory = imbalance_theory(5, 2, 7.0, 5e-3, 5e-3, LAMS11)
+    mu = theory.eigenvalues
+    G = sym.minority_gram(3, 2).subs({sp.Symbol("mu_A", positive=True): mu["majority"],
+                                      sp.Symbol("mu_B", positive=True): mu["minority"],
+                                      sp.Symbol("mu_0", positive=True): mu["between"]})
+    G = torch.tensor([[float(v) for v in row] for row in G.tolist()], dtype=torch.float64)
+    assert float((G - theory.gram()).abs().max()) < 1e-14
