@@ -21,6 +21,13 @@ The last three are not imported here, so ``import ufm.theory`` stays light.
 
 from ..etf import gain, row_norm
 from .asymptotics import Asymptotic, channel_asymptotic, margin_asymptotic, same_class_asymptotic
+from .minority import (
+    ImbalanceTheory,
+    MinorityThreshold,
+    imbalance_theory,
+    minority_collapse_threshold,
+)
+from .mixtures import WEIGHT_SUM_TOL, mixture_coefficients, mixture_features, mixture_target
 from .optimum import (
     EXACT_THEORY_LOSSES,
     ce_coefficients,
@@ -30,8 +37,6 @@ from .optimum import (
     optimal_features,
     same_class_coefficient,
 )
-from .minority import ImbalanceTheory, MinorityThreshold, imbalance_theory, minority_collapse_threshold
-from .mixtures import WEIGHT_SUM_TOL, mixture_coefficients, mixture_features, mixture_target
 from .reduced_equations import solve_exp_linear, solve_reduced
 from .table import TheoryConfig, TheoryRow, theory_table
 
