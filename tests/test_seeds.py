@@ -1,6 +1,6 @@
-"""Seeds: the ``seeds`` setting of a sweep, the seed mean and spread of a sweep's table
-(checked against numpy), the rule that resolves a difference, and the refusal of a bad
-setting before any work."""
+"""Seeds: the ``seeds`` setting of a sweep and of ``ufm reproduce``, the seed mean and spread
+of a sweep's table (checked against numpy), the rule that resolves a difference, and the
+refusal of a bad setting before any work."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reproduce_support import run_tiny
 
 from ufm import cli
 from ufm.io import read_csv, read_json, write_json
-from ufm.plots import sweep_files
+from ufm.plots import minority_phase, sweep_files
+from ufm.reproduce import layout, preset, sweep_stage
+from ufm.reproduce.report import _fmt
+from ufm.reproduce.sweep_report import sweep_section
 from ufm.seeds import resolved, seed_list, spread
 from ufm.sweep import load_sweep, point_job, run_sweep, sweep_from_dict, table
 from ufm.sweep.point_folders import point_folder
@@ -220,8 +224,111 @@ def test_a_real_sweep_with_seeds_runs_each_configuration_once_per_seed(tmp_path,
     assert mean_row["etf_distance_W"] == saved["configurations"][0]["etf_distance_W_mean"]
 
 
-def test_sweep_help_names_the_seeds(capsys):
+def _imbalance_sweep(root: Path, cosines: dict[str, list[float]], seeds: list[int]) -> None:
+    """A reproduction's sweep stage holding one imbalance sweep written by hand: at rho = 4,
+    per kind ("mixup", "plain") the minority cosine of each seed."""
+    folder = root / "sweep" / "imbalance"
+    rows = []
+    for kind, lams in (("plain", [1.0]), ("mixup", [0.0, 0.5, 1.0])):
+        for seed, cosine in zip(seeds, cosines[kind]):
+            values = {"imbalance_ratio": 4.0, "lams": lams, "seed": seed}
+            name = f"{kind},seed={seed}"
+            run = point_folder(folder, name)
+            run.mkdir(parents=True)
+            write_json(run / "config.json", {"K": 4, "lams": lams, "alpha": None,
+                                             "imbalance_ratio": 4.0, "seed": seed})
+            write_json(run / "summary.json", {"minority_cosine": cosine, "etf_distance_W": 0.5})
+            rows.append(table.make_row("solve", name, values, "done", None, run))
+    table.write_table(folder, "solve", ["imbalance_ratio", "lams"], rows, seeds=seeds)
+    write_json(folder / "config.json", {"job": "solve", "base": {"K": 4}, "grid": {},
+                                        "executor": {}, "seeds": seeds})
+    write_json(root / "sweep" / "summary.json", {"sweep_grid": "quick", "sweeps": {
+        "imbalance": {"question": "Minority collapse?"}}})  # fmt: skip
+
+
+def test_the_report_resolves_mixup_against_plain_only_beyond_the_seed_spread(tmp_path):
+    spaced = {"mixup": [0.50, 0.52, 0.54], "plain": [0.30, 0.31, 0.32]}
+    _imbalance_sweep(tmp_path / "apart", spaced, [0, 1, 2])
+    text = "\n".join(sweep_section(tmp_path / "apart"))
+    mix, plain = spread(spaced["mixup"]), spread(spaced["plain"])
+    assert "minority cosine is 0.52 +- 0.02 (3 seeds) for mixup and 0.31 +- 0.01 (3 seeds)" in text
+    assert "| 4 | 0.52 +- 0.02 | 0.31 +- 0.01 |" in text
+    assert (f"stronger under mixup (higher cosine): the difference 0.21 exceeds 2 combined "
+            f"standard errors ({math.hypot(mix.se, plain.se):.2g})") in text
+    assert "sweep/imbalance/sweep_mean.csv" in text
+    overlapping = {"mixup": [0.2, 0.6, 0.4], "plain": [0.3, 0.5, 0.25]}
+    _imbalance_sweep(tmp_path / "close", overlapping, [0, 1, 2])
+    text = "\n".join(sweep_section(tmp_path / "close"))
+    assert "not resolved: the difference 0.05 is within 2 combined standard errors" in text
+    _imbalance_sweep(tmp_path / "one", {"mixup": [0.5], "plain": [0.3]}, [0])
+    text = "\n".join(sweep_section(tmp_path / "one"))
+    assert "one seed, no seed spread" in text and "(higher cosine) (one seed, no seed spread)" in text
+    figure = minority_phase(tmp_path / "apart" / "sweep" / "imbalance")
+    labels = [c.get_label() for c in figure.axes[0].containers]
+    assert "mixup (mean +- sd of 3 seeds)" in labels
+
+
+def test_the_reproduction_seeds(tmp_path, capsys):
+    quick, full = preset("quick"), preset("full")
+    assert quick.seeds == 1 and full.seeds == 3 and full.seed_values == [0, 1, 2]
+    assert preset("full", seed=4, seeds=2).seed_values == [4, 5]
+    assert full.train_config(1.0, "learned", seed=2).seed == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="seeds must be"):
+            preset("quick", seeds=bad)
+    assert cli.main(["reproduce", "--quick", "--seeds", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "seeds must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    # the imbalance sweep runs once per seed, the other sweeps once
+    imbalance, *others = sweep_stage.planned_sweeps(preset("quick", seeds=3, seed=1))
+    assert imbalance.spec.seeds == [1, 2, 3] and "seed" not in imbalance.spec.base
+    assert all(s.spec.seeds is None and s.spec.base["seed"] == 1 for s in others)
+    one = sweep_stage.planned_sweeps(preset("quick"))[0].spec
+    assert one.seeds is None and one.base["seed"] == 0  # as before seeds: the same folders
+
+
+def test_help_lists_the_seeds_and_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    seeds_help = text.split("--seeds SEEDS ")[-1].split(" --sweep-grid")[0]
+    assert seeds_help.startswith("networks per run") and seeds_help.endswith("default: 3")
+    assert "--quick: 1 (one seed, no seed spread)" in seeds_help
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "[base] seeds = N" in text and "sweep_mean.csv" in text
+
+
+def test_a_reproduction_with_two_seeds_trains_each_run_twice_and_reports_the_spread(tmp_path):
+    root = tmp_path / "r"
+    run_tiny(root, seeds=2)
+    networks = read_json(layout.stage_dir(root, layout.NETWORKS) / layout.SUMMARY)
+    assert networks["seeds"] == [0, 1]
+    for name, _, _ in layout.NETWORK_RUNS:
+        runs = networks["seed_runs"][name]
+        assert [(r["seed"], r["folder"]) for r in runs] == [(0, name), (1, f"{name}_seed1")]
+        saved = read_json(layout.network_seed_run(root, name, 1, 0) / "config.json")
+        assert saved["config"]["seed"] == 1
+        assert networks["runs"][name]["ece"] == runs[0]["ece"]  # the tables: the first seed
+    assert not (layout.stage_dir(root, layout.NETWORKS) / "mixup3_fixed_etf_seed1").exists()
+    imbalance = table.read_table(layout.sweep_dir(root, "imbalance"))
+    assert imbalance["seeds"] == [0, 1] and len(imbalance["points"]) == 12
+    assert "seeds" not in table.read_table(layout.sweep_dir(root, "d_lamW"))
+    report = (root / layout.REPORT).read_text()
+    assert "Each of the four runs trained with 2 seeds (0, 1)" in report
+    assert "### Runs per seed" in report and "networks/erm_learned_seed1/config.json" in report
+    # claim 5 against numpy: mean +- sd of the ECE and the verdict by the stated rule
+    erm, mix = (np.array([r["ece"] for r in networks["seed_runs"][n]])
+                for n in ("erm_learned", "mixup_learned"))  # fmt: skip
+    line = next(x for x in report.splitlines() if x.startswith("5. *Mixup improves calibration"))
+    assert (f"ERM {_fmt(erm.mean())} +- {_fmt(erm.std(ddof=1))} (2 seeds), mixup "
+            f"{_fmt(mix.mean())} +- {_fmt(mix.std(ddof=1))} (2 seeds)") in line
+    error = math.hypot(erm.std(ddof=1), mix.std(ddof=1)) / math.sqrt(2)
+    if abs(mix.mean() - erm.mean()) > 2 * error:
+        verdict = "**agrees**" if mix.mean() < erm.mean() else "**does not agree**"
+    else:
+        verdict = "**undecided** (the seeds do not resolve the difference)"
+    assert f"{_fmt(error)} (combined standard error)" in line and verdict in line
+    assert "one seed, no seed spread" not in report.split("## The paper's claims")[1].split(
+        "## When does")[0]

@@ -1,8 +1,9 @@
 r"""Several seeds of one configuration: the list of seeds, their mean and spread, and the rule
 that says whether two configurations differ beyond it.
 
-A ``seeds`` setting (a sweep's ``[base] seeds``, :mod:`ufm.sweep.spec`) runs one
-configuration once per seed, the runs differing in nothing but ``seed``. :func:`seed_list` reads the setting: an integer N
+A ``seeds`` setting (a sweep's ``[base] seeds``, :mod:`ufm.sweep.spec`; the networks and the
+imbalance sweep of ``ufm reproduce --seeds N``) runs one configuration once per seed, the
+runs differing in nothing but ``seed``. :func:`seed_list` reads the setting: an integer N
 means the seeds 0, 1, ..., N - 1 (``first`` onwards), a list names them.
 
 :func:`spread` summarises one number over the seeds: its mean, the seed standard deviation
