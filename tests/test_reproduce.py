@@ -16,7 +16,7 @@ from reproduce_support import TINY, build_tiny, copy_of, run_tiny, tiny_config
 
 from ufm import cli
 from ufm.reproduce import layout
-from ufm.io import read_csv, read_json
+from ufm.io import read_csv, read_json, write_json
 from ufm.nets import run as nets_run
 from ufm.plots import FIGURES
 from ufm.reproduce import (
@@ -64,6 +64,10 @@ def test_every_stage_is_complete_and_the_report_links_only_to_files_that_exist(t
     for name, _, _ in layout.NETWORK_RUNS:
         assert f"networks/{name}/config.json" in links
         assert f"`{name}`" in report
+    # the quick preset trains one seed per run, and the claims say what that leaves out
+    claims = report.split("## The paper's claims", 1)[1].split("\n## ", 1)[0]
+    assert "One seed per run (seed 0): one seed, no seed spread" in claims
+    assert claims.count("(one seed, no seed spread)") >= 4  # claims 2, 4, 5, 6
 
 
 def test_stage_files_hold_what_the_figures_read(tiny_reproduction):
@@ -216,6 +220,18 @@ def test_another_configuration_or_a_foreign_folder_is_refused(tiny_reproduction,
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="non-empty folder"):
         run_tiny(foreign)
+
+
+def test_a_folder_from_before_seeds_holds_one_seed(tiny_reproduction, tmp_path):
+    root = copy_of(tiny_reproduction, tmp_path / "before_seeds")
+    config = read_json(root / layout.CONFIG)
+    assert config.pop("seeds") == 1
+    write_json(root / layout.CONFIG, config)
+    log = []
+    run_tiny(root, log)  # one seed, as that folder trained: every stage reused
+    assert sum("reused" in line for line in log) == len(STAGE_NAMES), log
+    with pytest.raises(ValueError, match="another configuration.*seeds"):
+        run_tiny(root, seeds=2)
 
 
 @pytest.mark.parametrize(

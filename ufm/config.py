@@ -114,10 +114,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
 
     A class attribute ``CHOICES`` (field name -> allowed values) lists a field's values in
     its help; the dataclass itself still validates them, with the same message for a flag
-    and a TOML file.
+    and a TOML file. A class attribute ``HELP`` (field name -> text) puts a field's text
+    before its default.
     """
     hints = _field_types(cls)
     choices = getattr(cls, "CHOICES", {})
+    helps = getattr(cls, "HELP", {})
     group = parser.add_argument_group(f"{cls.__name__} fields (override the --config file)")
     for field in dataclasses.fields(cls):
         if field.name in skip:
@@ -129,6 +131,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
         help_text = f"default: {default!r}"
         if field.name in choices:
             help_text = f"one of {', '.join(map(str, choices[field.name]))}; {help_text}"
+        if field.name in helps:
+            help_text = f"{helps[field.name]}; {help_text}"
         kwargs: dict[str, Any] = {"default": None, "dest": field.name, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

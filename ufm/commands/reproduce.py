@@ -31,7 +31,7 @@ def _own_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset (digits, an MLP, smaller problems and sweep grids); "
+        help="the quick preset (digits, an MLP, smaller problems and sweep grids, --seeds 1); "
         "its fields override the --config file, explicit field flags override both",
     )
     parser.add_argument(

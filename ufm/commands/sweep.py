@@ -18,8 +18,11 @@ def register(subparsers) -> None:
         description="Run one job over a grid: [base] holds the fields of one job (job = "
         "'solve' or 'train'), [grid] field = [values], [executor] the SLURM settings. Each "
         "point is a run folder under DIR/points/; DIR/sweep.csv and sweep.json list every "
-        "point with its status and summary numbers. A second call reuses complete points and "
-        "reruns failed or interrupted ones.",
+        "point with its status and summary numbers. [base] seeds = N (the seeds 0..N-1) or "
+        "a list of seeds runs every configuration once per seed (default: once, with "
+        "[base]'s seed); DIR/sweep_mean.csv then gives per configuration the seed mean, "
+        "standard deviation, standard error and count of every summary number. A second "
+        "call reuses complete points and reruns failed or interrupted ones.",
     )
     parser.add_argument("--config", required=True, metavar="FILE.toml", help="the sweep file")
     parser.add_argument("--out", required=True, metavar="DIR", help="the sweep folder")
@@ -54,8 +57,13 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         if row["status"] == "failed":
             print(f"failed: {row['point']}: {row['error']}")
+    wrote = str(Path(args.out) / "sweep.csv")
+    if spec.seeds is not None:
+        configurations = len(rows) // len(spec.seeds)
+        wrote += (f" and {Path(args.out) / 'sweep_mean.csv'} ({configurations} configurations "
+                  f"x {len(spec.seeds)} seeds)")
     print(f"{', '.join(f'{counts[s]} {s}' for s in STATUSES)} of {len(rows)} points; wrote "
-          f"{Path(args.out) / 'sweep.csv'}")
+          f"{wrote}")
     return 0 if counts["done"] == len(rows) else 1
 
 

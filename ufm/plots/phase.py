@@ -2,8 +2,9 @@ r"""Phase figures of a sweep folder (``ufm sweep``), drawn from its table, never
 
 docs/theory.md section 4 asks when a learned classifier W of the mixup UFM becomes a simplex ETF.
 A sweep answers it point by point; these figures read the sweep's ``sweep.json`` (one row
-per point: the swept values, the status, the summary numbers) and, for the minority figure,
-each point's ``config.json``:
+per point: the swept values, the status, the summary numbers; for a sweep with seeds one row
+per configuration, its seed mean, :func:`.sweep_files.mean_rows`) and, for the minority
+figure, each point's ``config.json``:
 
 * :func:`etf_phase`: the ETF distance of the learned W (``etf_distance_W``, as
   :func:`ufm.etf_distance`) over two swept fields as a heat map on a log colour scale, each
@@ -12,7 +13,8 @@ each point's ``config.json``:
 * :func:`minority_phase`: the mean cosine between distinct minority classifier rows
   (``minority_cosine``) against the imbalance ratio :math:`\rho`, mixup against plain training
   (a lam grid of pure samples only), beside the balanced ETF value :math:`-1/(K-1)` and
-  collapse (1). Minority collapse: Fang, He, Long & Su, PNAS 2021.
+  collapse (1); with seeds the mean over them, with bars of one seed standard deviation.
+  Minority collapse: Fang, He, Long & Su, PNAS 2021.
 
 :data:`SWEEP_FIGURES` lists them with the sweeps they apply to; :func:`draw_sweep_figures`
 writes ``<name>.png`` and ``<name>.pdf``.
@@ -40,9 +42,11 @@ from .style import LIMIT_STYLE, OKABE_ITO, RC, TRAINING_COLOURS, new_figure, sav
 from .sweep_files import (
     FIGURES_FOLDER,
     is_plain,
+    mean_rows,
     point_config,
     read_sweep,
     reproduction_sweeps,
+    seed_count,
     sweep_K,
 )
 
@@ -146,10 +150,11 @@ def _axes_of(table: dict[str, Any], folder, x, y) -> tuple[str, str]:
 def etf_phase(sweep_dir: str | Path, x: str | None = None, y: str | None = None) -> Figure:
     """The ETF distance of the learned W over the swept fields ``x`` (columns) and ``y``
     (rows), by default the sweep's two swept fields. With more swept fields, one panel per
-    combination of the others (at most 12)."""
+    combination of the others (at most 12). With seeds each cell is the mean over them (a
+    cell whose seeds are not all done is blank, marked with the first failing status)."""
     table = read_sweep(sweep_dir)
     x, y = _axes_of(table, sweep_dir, x, y)
-    rows = table["points"]
+    rows = mean_rows(table)
     others = [f for f in table["swept"] if f not in (x, y)]
     panels = _levels([{"_": [r.get(f) for f in others]} for r in rows], "_")
     if len(panels) > MAX_PANELS:
@@ -204,7 +209,9 @@ def etf_phase(sweep_dir: str | Path, x: str | None = None, y: str | None = None)
             ax.set_title(", ".join(f"{f} = {tick_label(f, v)}" for f, v in zip(others, panel)))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.colorbar(image, ax=axes, label="ETF distance of W (log scale)")
+    seeds = seed_count(table)
+    over = f", mean of {seeds} seeds" if seeds > 1 else ""
+    figure.colorbar(image, ax=axes, label=f"ETF distance of W (log scale{over})")
     figure.suptitle(f"When is the learned W a simplex ETF? ({Path(sweep_dir).name})")
     return figure
 
@@ -216,9 +223,10 @@ def _imbalance_ratio(row: dict[str, Any], config: dict[str, Any], swept: list[st
 
 def minority_phase(sweep_dir: str | Path) -> Figure:
     """The minority cosine against the imbalance ratio (log scale), one line for mixup points
-    and one for plain training (:func:`is_plain`), per combination of the other swept fields."""
+    and one for plain training (:func:`is_plain`), per combination of the other swept fields;
+    with seeds the mean over them, with bars of one seed standard deviation."""
     table = read_sweep(sweep_dir)
-    swept, rows = list(table["swept"]), table["points"]
+    swept, rows = list(table["swept"]), mean_rows(table)
     listing = ", ".join(swept) or "none"
     configs = {r["point"]: point_config(sweep_dir, r) for r in rows}
     ratios = [_imbalance_ratio(r, configs[r["point"]] or {}, swept) for r in rows]
@@ -229,14 +237,15 @@ def minority_phase(sweep_dir: str | Path) -> Figure:
             "in the sweep's [grid]"
         )
     others = [f for f in swept if f not in ("imbalance_ratio", *KIND_FIELDS)]
-    lines: dict[tuple, list[tuple[float, float]]] = {}
+    lines: dict[tuple, list[tuple[float, float, float]]] = {}
     for row, ratio in zip(rows, ratios):
         config, cosine = configs[row["point"]], _number(row.get("minority_cosine"))
         if row["status"] != "done" or config is None or not math.isfinite(cosine):
             continue
         kind = "plain" if is_plain(config) else "mixup"
         label = tuple(tick_label(f, row.get(f)) for f in others)
-        lines.setdefault((kind, label), []).append((ratio, cosine))
+        spread = _number(row.get("minority_cosine_sd"))
+        lines.setdefault((kind, label), []).append((ratio, cosine, spread))
     if not lines:
         counts = ", ".join(f"{v} {k}" for k, v in table.get("counts", {}).items())
         raise ValueError(
@@ -244,6 +253,7 @@ def minority_phase(sweep_dir: str | Path) -> Figure:
             "finished solves with minority_classes >= 2"
         )
     K = sweep_K(sweep_dir, rows)
+    seeds = seed_count(table)
     etf = [_number(r.get("etf_cosine")) for r in rows]
     etf = [v for v in etf if math.isfinite(v)] or ([-1.0 / (K - 1)] if K else [])
     figure = new_figure(6.4, 4.2)
@@ -257,9 +267,15 @@ def minority_phase(sweep_dir: str | Path) -> Figure:
         name = "mixup" if kind == "mixup" else plain
         if label:
             name += ": " + ", ".join(f"{f} = {v}" for f, v in zip(others, label))
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                ls=styles[labels.index(label) % len(styles)],
-                color=TRAINING_COLOURS[kind == "mixup"], label=name)
+        style = {"marker": "o", "ls": styles[labels.index(label) % len(styles)],
+                 "color": TRAINING_COLOURS[kind == "mixup"]}
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        if seeds > 1:
+            bars = [p[2] if math.isfinite(p[2]) else 0.0 for p in points]
+            ax.errorbar(xs, ys, yerr=bars, capsize=2, **style,
+                        label=f"{name} (mean +- sd of {seeds} seeds)")
+        else:
+            ax.plot(xs, ys, **style, label=name)
     for value in sorted(set(etf)):
         ax.axhline(value, **{**LIMIT_STYLE, "lw": 1.0},
                    label=f"balanced simplex ETF, -1/(K-1) = {value:.3g}")

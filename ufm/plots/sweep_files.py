@@ -1,7 +1,8 @@
 """Reading a sweep folder (``ufm sweep``) for the phase figures: its table and its points.
 
 A sweep folder holds ``sweep.json`` (:mod:`ufm.sweep.table`: job, swept fields, status
-counts, one row per point), its own ``config.json`` (job, base, grid, executor) and one run
+counts, one row per point; with seeds also the ``seeds`` and one row per configuration over
+them, ``configurations``), its own ``config.json`` (job, base, grid, executor) and one run
 folder per point (``row["folder"]``, with the point's ``config.json``). Plotting does not
 import the sweep engine (it imports the solver); a test holds these names equal to its own.
 """
@@ -17,6 +18,7 @@ from ..reproduce import layout
 TABLE = "sweep.json"  # ufm.sweep.table.TABLE_JSON
 SWEEP_CONFIG = "config.json"
 POINT_CONFIG = "config.json"
+MEAN = "_mean"  # a column's seed mean, ufm.sweep.table.seed_rows
 FIGURES_FOLDER = "figures"  # where draw_sweep_figures writes by default
 
 
@@ -33,6 +35,25 @@ def read_sweep(folder: str | Path) -> dict[str, Any]:
             "FILE --out DIR)"
         )
     return read_json(Path(folder) / TABLE)
+
+
+def seed_count(table: dict[str, Any]) -> int:
+    """How many seeds each configuration of the sweep runs with (1 without seeds)."""
+    return len(table.get("seeds") or [None])
+
+
+def mean_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows a figure or a report draws, one per configuration: a sweep's points, or for
+    a sweep with seeds its configurations, each with its seed mean under the column's own
+    name (``etf_distance_W`` for ``etf_distance_W_mean``, beside ``etf_distance_W_sd``),
+    named ``point`` after the configuration and with the first seed's ``folder``."""
+    if not table.get("seeds"):
+        return list(table["points"])
+    rows = []
+    for row in table.get("configurations", []):
+        means = {key[: -len(MEAN)]: value for key, value in row.items() if key.endswith(MEAN)}
+        rows.append({**row, **means, "point": row["configuration"], "folder": row["folders"][0]})
+    return rows
 
 
 def point_config(folder: str | Path, row: dict[str, Any]) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .._checks import check_choice, check_float, check_int
 from ..devices import DEVICE_CHOICES
@@ -39,6 +39,16 @@ class ReproduceConfig:
     measurements every ``measure_every`` epochs on a ``net_lams``-point lam grid with
     ``pairs_per_class_pair``, ``pairs_all_classes`` and ``linearity_pairs`` pairs,
     checkpoints every ``checkpoint_every`` epochs, ``train_subset`` (0: all), ``seed``.
+
+    **Seeds**: ``seeds`` networks per run of the four above (seeds ``seed``, ``seed`` + 1,
+    ...), whose claims compare two runs (mixup against ERM, a fixed against a learned
+    classifier), and ``seeds`` solves per point of the imbalance sweep (mixup against plain
+    training); the report states each compared number as the mean +- the seed standard
+    deviation and counts a difference only beyond twice its combined standard error
+    (:mod:`ufm.seeds`). The first seed's runs keep their folders and draw the figures; the
+    3-point mixup network and the other sweeps run once. The full preset runs 3; the quick
+    one 1 (three would more than double its network stage), for which the report says one
+    seed, no seed spread.
 
     **Sweep** (:mod:`ufm.reproduce.sweep_stage`, docs/theory.md section 4): ``sweep_grid`` =
     "quick" (K = 4, three small grids) or "full" (this configuration's K, d, lam_H, lam_W,
@@ -83,10 +93,19 @@ class ReproduceConfig:
     linearity_pairs: int = 200
     train_subset: int = 0
     seed: int = 0
+    seeds: int = 3
     sweep_grid: str = "full"
     device: str = "auto"
     threads: int = 1
     dpi: int = 150
+
+    # a field's help beside its default (ufm.config.add_config_arguments)
+    HELP: ClassVar[dict[str, str]] = {
+        "seeds": "networks per run of the four ERM/mixup runs, and solves per point of the "
+        "imbalance sweep, seeds SEED, SEED + 1, ...: the report gives each compared number as "
+        "mean +- seed sd and resolves a difference beyond 2 combined standard errors; "
+        "--quick: 1 (one seed, no seed spread)",
+    }
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=3)
@@ -143,6 +162,7 @@ class ReproduceConfig:
             setattr(self, name, check_int(name, getattr(self, name), minimum=1))
         self.train_subset = check_int("train_subset", self.train_subset, minimum=0)
         self.seed = check_int("seed", self.seed, minimum=0)
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
         self.sweep_grid = check_choice("sweep_grid", self.sweep_grid, SWEEP_GRIDS)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
         self.threads = check_int("threads", self.threads, minimum=0)
@@ -156,8 +176,15 @@ class ReproduceConfig:
         """``lam_Hs`` and ``lam_H``, largest first."""
         return tuple(sorted(set(self.lam_Hs) | {self.lam_H}, reverse=True))
 
-    def train_config(self, alpha: float, classifier: str, mixup_points: int = 2) -> TrainConfig:
-        """The :class:`~ufm.nets.TrainConfig` of one network run (``mixup_points``-point mixup)."""
+    @property
+    def seed_values(self) -> list[int]:
+        """The seeds of the runs that compare: ``seed``, ..., ``seed + seeds - 1``."""
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def train_config(self, alpha: float, classifier: str, mixup_points: int = 2,
+                     seed: int | None = None) -> TrainConfig:
+        """The :class:`~ufm.nets.TrainConfig` of one network run (``mixup_points``-point mixup;
+        ``seed``: the reproduction's own by default)."""
         return TrainConfig(
             mixup_points=mixup_points,
             dataset=self.dataset,
@@ -173,7 +200,7 @@ class ReproduceConfig:
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             schedule="cosine",
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             device=self.device,
             threads=self.threads,
             measure_every=self.measure_every,
@@ -201,6 +228,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "measure_every": 15,
         "net_lams": 11,
+        "seeds": 1,
         "sweep_grid": "quick",
         "dpi": 110,
     },

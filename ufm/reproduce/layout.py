@@ -18,7 +18,8 @@ module is the only contract between the writer and the readers::
     DIR/solver/projection_<run>.npz     the triple's solved features in the classifier plane
     DIR/solver/mixture_projection_solver.npz   the 3-class run's mixtures of the triple
     DIR/solver/summary.json
-    DIR/networks/<run>/                 one training run (ufm.nets.run layout)
+    DIR/networks/<run>/                 one training run (ufm.nets.run layout), the first seed
+    DIR/networks/<run>_seed<s>/         the same run with seed s (--seeds N > 1: s = seed + 1, ...)
     DIR/networks/curves_<run>.csv       per lam: network and fitted-theory margins, norms, p_c,
                                         coefficient curves beside CE theory, null and exact W
     DIR/networks/projection_<run>.npz   the triple's mixed activations in the classifier plane
@@ -126,6 +127,14 @@ def phase_figure(sweep: str, figure: str) -> str:
 
 def network_run(root: str | Path, name: str) -> Path:
     return stage_dir(root, NETWORKS) / name
+
+
+def network_seed_run(root: str | Path, name: str, seed: int, first: int) -> Path:
+    """The folder of network run ``name`` trained with ``seed``: the run's own folder for the
+    ``first`` seed (the one the figures draw), ``<name>_seed<seed>`` for the others."""
+    if seed == first:
+        return network_run(root, name)
+    return stage_dir(root, NETWORKS) / f"{name}_seed{seed}"
 
 
 def network_curves(root: str | Path, name: str) -> Path:

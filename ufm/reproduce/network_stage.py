@@ -17,9 +17,15 @@ measurement (Fisher, Meng & Papyan, ICLR 2024, arXiv:2402.06171):
   the exact optimum for the run's own W (the run's ``coefficients_vs_lam.csv``, :mod:`ufm.nets.cell_comparison`);
 * ``projection_<run>.npz``: the triple's mixed activations in the classifier plane.
 
+With ``seeds`` > 1 every run also trains with the seeds after the first
+(:func:`ufm.reproduce.layout.network_seed_run`: ``<run>_seed<s>``); the files above and the
+summary's ``runs`` come from the first seed, and ``seed_runs`` holds each run's summary per
+seed (the first included) for the report, which compares the runs over their seeds.
+
 Then one more run, :data:`ufm.reproduce.layout.MIXTURE_NETWORK_RUN`: 3-point mixup
 (Dirichlet weights) with a fixed simplex ETF, whose 3-class mixture measurements give the
-mixture projection of the figure and the ``mixture_run`` entry of the stage summary.
+mixture projection of the figure and the ``mixture_run`` entry of the stage summary; it
+runs with the first seed only (no claim compares it with another run).
 """
 
 from __future__ import annotations
@@ -163,19 +169,28 @@ def run(
     log: Callable[[str], None] = print,
     check_memory: bool = True,
 ) -> dict[str, Any]:
-    """Train every network run, then write curves, projections and summary.json (last)."""
+    """Train every network run (each seed), then write curves, projections and summary.json
+    (last)."""
     folder = prepare_run_dir(layout.stage_dir(root, layout.NETWORKS))
-    runs = {}
-    for k, (name, mixup, classifier) in enumerate(layout.NETWORK_RUNS, 1):
+    seeds = config.seed_values
+    runs, seed_runs = {}, {}
+    total = len(layout.NETWORK_RUNS) * len(seeds)
+    for k, (name, mixup, classifier, seed) in enumerate(
+            ((*run, seed) for run in layout.NETWORK_RUNS for seed in seeds), 1):
         alpha = config.alpha if mixup else 0.0
-        run_folder = layout.network_run(root, name)
+        run_folder = layout.network_seed_run(root, name, seed, config.seed)
         state = _state(run_folder)
+        seed_words = f", seed {seed}" if len(seeds) > 1 else ""
         log(
-            f"  network run {k}/{len(layout.NETWORK_RUNS)} {name} "
-            f"(alpha={alpha:g}, {classifier}): {state}"
+            f"  network run {k}/{total} {run_folder.name} "
+            f"(alpha={alpha:g}, {classifier}{seed_words}): {state}"
         )
-        train_run(config.train_config(alpha, classifier), run_folder, progress, check_memory)
+        train_run(config.train_config(alpha, classifier, seed=seed), run_folder, progress,
+                  check_memory)
         summary = read_json(run_folder / layout.SUMMARY)
+        seed_runs.setdefault(name, []).append({**summary, "seed": seed, "folder": run_folder.name})
+        if seed != config.seed:
+            continue
         measurement = layout.final_measurement(run_folder, config.epochs)
         write_csv(layout.network_curves(root, name), curve_rows(measurement, summary))
         write_projection(
@@ -190,7 +205,9 @@ def run(
         "dataset": config.dataset,
         "model": config.model,
         "epochs": config.epochs,
+        "seeds": seeds,
         "runs": runs,
+        "seed_runs": seed_runs,
         "mixture_run": _mixture_run(config, root, progress, log, check_memory),
     }
     write_json(folder / layout.SUMMARY, stage)

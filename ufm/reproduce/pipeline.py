@@ -34,9 +34,20 @@ STAGE_NAMES = ("theory", "solver", "networks", "sweep", "figures", "report")
 
 
 def check_output(out: str | Path, config: ReproduceConfig) -> Path:
-    """Refuse a path that is a file, or a folder holding another configuration's results."""
+    """Refuse a path that is a file, or a folder holding another configuration's results.
+
+    A folder written before the ``seeds`` field existed trained one seed: it holds the same
+    configuration as ``seeds = 1``."""
+    stored = Path(out) / layout.CONFIG
+    ignore = EXECUTION_FIELDS
+    if config.seeds == 1 and stored.is_file():
+        try:
+            before_seeds = "seeds" not in read_json(stored)
+        except ValueError:  # not JSON: check_run_config says what is wrong with it
+            before_seeds = False
+        ignore = (*ignore, "seeds") if before_seeds else ignore
     return check_run_config(out, config_to_dict(config), "a reproduction",
-                            ignore=EXECUTION_FIELDS, allowed_names=(LOCK,))
+                            ignore=ignore, allowed_names=(LOCK,))
 
 
 def _process_alive(pid: int) -> bool:
@@ -160,6 +171,7 @@ def _summary(root: Path, seconds: dict[str, float]) -> dict[str, Any]:
     networks = read_json(layout.stage_dir(root, layout.NETWORKS) / layout.SUMMARY)
     learned = {r["name"]: r["etf_distance_W"] for r in solver["runs"] if r["kind"] == "learned"}
     return {
+        "network_seeds": networks.get("seeds"),
         "max_theory_distance": solver["max_theory_distance"],
         "learned_etf_distance_W": learned,
         "networks": {

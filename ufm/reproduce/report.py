@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..io import read_json
 from ..nets.triple_choice import LAM_H_RANGE, curve_fit_status
 from ..plots import FIGURES
 from ..plots.coefficients import quoted
+from ..seeds import RESOLUTION, Spread, combined_se, resolved, spread
 from . import layout
 from .figure_numbers import NUMBERS, Summaries
 from .sweep_report import sweep_section
@@ -79,6 +81,14 @@ SAME_CLASS_COLUMNS = (
     ("per-pair cos, full space", "same_class_cosine"),
     ("same-class out-of-span fraction", "same_class_out_of_span_fraction"),
     ("out-of-span fraction (all)", "out_of_span_fraction"),
+)  # fmt: skip
+SEED_COLUMNS = (
+    ("seed", "seed"), ("test acc.", "test_accuracy"), ("ECE", "ece"),
+    ("amplification", "amplification"), ("quoted error", "amplification_error"),
+    ("better fit", "better_fit"), ("CE misfit (rms)", "ce_curve_rms"),
+    ("boundary dist. at 1/2 (rel.)", "boundary_distance_half_relative"),
+    ("same-class lam dependence", "same_class_lam_dependence"),
+    ("non-linearity per block", "linearity"),
 )  # fmt: skip
 SOLVER_CONFIG_COLUMNS = (
     ("loss", "loss"), ("loss params", "loss_params"), ("classifier", "classifier"), ("K", "K"),
@@ -225,7 +235,31 @@ def _network_section(networks: dict[str, Any]) -> list[str]:
     ]
     lines += _table("run", runs, SAME_CLASS_COLUMNS)
     lines += ["Layer-wise non-linearity along input segments (block 1 nearest the input):", ""]
-    return lines + _table("run", runs, (("non-linearity per block", "linearity"),))
+    lines += _table("run", runs, (("non-linearity per block", "linearity"),))
+    return lines + _seed_table(networks)
+
+
+def _seed_table(networks: dict[str, Any]) -> list[str]:
+    """The numbers the claims compare, for every run and seed (none with one seed)."""
+    seeds = networks.get("seeds") or []
+    if len(seeds) < 2:
+        return []
+    rows = {
+        f"`{run['folder']}`": run
+        for runs in networks.get("seed_runs", {}).values() for run in runs
+    }  # fmt: skip
+    lines = [
+        "### Runs per seed",
+        "",
+        (
+            f"Every run trained with {len(seeds)} seeds ({', '.join(map(str, seeds))}); the "
+            "tables above show the first, the claims take the mean over all of them. Each "
+            "seed's folder is `networks/<run>` for the first seed and `networks/<run>_seed<s>` "
+            "for the others."
+        ),
+        "",
+    ]
+    return lines + _table("run", rows, SEED_COLUMNS)
 
 
 def _verdict(yes: bool, no: bool) -> str:
@@ -264,8 +298,78 @@ def _fit_words(run: dict[str, Any], name: str) -> str:
     )
 
 
+def _runs_of(s: Summaries, name: str) -> list[dict[str, Any]]:
+    """The run ``name`` per seed (the stage's ``seed_runs``; in a folder from before seeds,
+    its one run)."""
+    return s.networks.get("seed_runs", {}).get(name) or [s.networks["runs"][name]]
+
+
+def _over(s: Summaries, name: str, key: str | Callable[[dict[str, Any]], Any]) -> Spread:
+    """``key`` of the run ``name`` over its seeds (``key`` may be a function of a run)."""
+    get = key if callable(key) else (lambda run: run.get(key))
+    return spread([get(run) for run in _runs_of(s, name)])
+
+
+def _mean(value: Spread) -> float:
+    """The mean, NaN where nothing was measured (so that every comparison with it fails)."""
+    return math.nan if value.mean is None else value.mean
+
+
+def _mean_text(value: Spread) -> str:
+    """'0.123 +- 0.004 (3 seeds)': mean +- seed standard deviation; one seed: its value."""
+    if value.n < 2:
+        return _fmt(value.mean)
+    return f"{_fmt(value.mean)} +- {_fmt(value.sd)} ({value.n} seeds)"
+
+
+def _difference(a: Spread, b: Spread) -> str:
+    """The difference of the means a - b and whether the seeds resolve it (with one seed the
+    verdict beside it says that there is no spread)."""
+    if a.mean is None or b.mean is None:
+        return "difference n/a"
+    text = f"difference {_fmt(a.mean - b.mean)}"
+    split = resolved(a, b)
+    if split is None:
+        return text
+    word = "resolved" if split else f"not resolved (within {RESOLUTION:g} of them)"
+    return f"{text} +- {_fmt(combined_se(a, b))} (combined standard error): {word}"
+
+
+def _compared(yes: bool, no: bool, a: Spread, b: Spread) -> str:
+    """The verdict of a claim that compares the numbers ``a`` and ``b`` of two runs by the
+    rule ``yes`` / ``no`` on their means: with seeds, only where their difference is
+    resolved (else undecided); with one seed by the rule alone, which says so."""
+    if a.n == 0 or b.n == 0:
+        return "**undecided** (not measured)"
+    split = resolved(a, b)
+    if split is None:
+        return f"{_verdict(yes, no)} (one seed, no seed spread)"
+    if not split:
+        return "**undecided** (the seeds do not resolve the difference)"
+    return _verdict(yes, no)
+
+
+def _amplification_verdict(above: bool, below: bool, fit: Any, mixup: bool) -> str:
+    if not mixup:
+        side = "above" if above else ("below" if below else "within 3 errors of")
+        return f"control (never trained on mixtures): {side} 1"
+    if above and fit == "cross_entropy":
+        return "**agrees**"
+    if below or fit == "squared_error":
+        return "**does not agree**"
+    if above and fit == "neither":
+        return (
+            "**agrees in part**: amplified beyond its errors, but the cross-entropy optimum "
+            "does not fit the curves either"
+        )
+    return "**undecided**"
+
+
 def _amplification_claim(s: Summaries, name: str, mixup: bool) -> str:
-    r = s.networks["runs"][name]
+    runs = _runs_of(s, name)
+    if len(runs) > 1:
+        return _amplification_over_seeds(runs, name, mixup)
+    r = runs[0]
     amp, fit = r.get("amplification"), r.get("better_fit")
     error = quoted(r, "amplification")
     if amp is None or not math.isfinite(error):
@@ -273,20 +377,7 @@ def _amplification_claim(s: Summaries, name: str, mixup: bool) -> str:
     systematic = _finite(r.get("amplification_systematic"))
     margin = 3 * error + systematic
     above, below = amp - 1 > margin, 1 - amp > margin
-    if not mixup:
-        side = "above" if above else ("below" if below else "within 3 errors of")
-        verdict = f"control (never trained on mixtures): {side} 1"
-    elif above and fit == "cross_entropy":
-        verdict = "**agrees**"
-    elif below or fit == "squared_error":
-        verdict = "**does not agree**"
-    elif above and fit == "neither":
-        verdict = (
-            "**agrees in part**: amplified beyond its errors, but the cross-entropy optimum "
-            "does not fit the curves either"
-        )
-    else:
-        verdict = "**undecided**"
+    verdict = _amplification_verdict(above, below, fit, mixup)
     return (
         f"`{name}`: amplification {_fmt(amp)} +- {_fmt(error)} (quoted: the larger of "
         f"{_fmt(r.get('amplification_se'))} over pairs and {_fmt(r.get('amplification_se_cells'))}"
@@ -300,35 +391,108 @@ def _amplification_claim(s: Summaries, name: str, mixup: bool) -> str:
     )
 
 
+def _amplification_over_seeds(runs: list[dict[str, Any]], name: str, mixup: bool) -> str:
+    """Claim 1 for a run of several seeds: the mean amplification, whose error is the larger
+    of the seed standard error and the runs' quoted errors combined (the error of a mean of
+    independent runs), the largest systematic error of the seeds, and the better fit only
+    where every seed names the same one."""
+    amp = spread([r.get("amplification") for r in runs])
+    errors = [quoted(r, "amplification") for r in runs]
+    if amp.n < len(runs) or not all(math.isfinite(e) for e in errors):
+        return f"`{name}`: not measured on every seed"
+    within = math.sqrt(math.fsum(e * e for e in errors)) / len(runs)
+    error = max(amp.se, within)
+    systematic = max(_finite(r.get("amplification_systematic")) for r in runs)
+    margin = 3 * error + systematic
+    above, below = amp.mean - 1 > margin, 1 - amp.mean > margin
+    fits = [r.get("better_fit") for r in runs]
+    fit = fits[0] if len({str(f) for f in fits}) == 1 else "mixed"
+    theory = spread([r.get("amplification_theory") for r in runs])
+    exact = spread([r.get("amplification_exact_W") for r in runs])
+    return (
+        f"`{name}`: amplification {_mean_text(amp)}: {_fmt(list(amp.values))}; error of the "
+        f"mean {_fmt(error)} (the larger of the seed standard error {_fmt(amp.se)} and the "
+        f"runs' quoted errors combined, {_fmt(within)}) +- {_fmt(systematic)} from the "
+        f"normaliser (the largest of the seeds'); cross-entropy theory {_mean_text(theory)}, "
+        f"exact optimum for the run's own W {_mean_text(exact)}. Better fit per seed: "
+        f"{', '.join(map(str, fits))}: {_amplification_verdict(above, below, fit, mixup)}"
+    )
+
+
+def _mixup_against_erm(s: Summaries, classifier: str) -> str:
+    """Mixup's amplification against its ERM control with the same classifier."""
+    mix, erm = (_over(s, f"{kind}_{classifier}", "amplification") for kind in ("mixup", "erm"))
+    one_seed = " (one seed, no seed spread)" if resolved(mix, erm) is None else ""
+    return (
+        f"Mixup against ERM ({classifier.replace('_', ' ')} classifier): amplification "
+        f"{_mean_text(mix)} against {_mean_text(erm)}, {_difference(mix, erm)}{one_seed}"
+    )
+
+
 def _same_class_claim(s: Summaries, mixup: list[str]) -> str:
     """Claim 3: its verdict rests on the lam dependence of the same-class cell means; the two
     cosines and the out-of-span fraction beside it, each named."""
-    net = s.net
-    dependence = {n: net(n, "same_class_lam_dependence") for n in mixup}
+
+    def over(n: str, key: str) -> str:
+        return _mean_text(_over(s, n, key))
+
+    dependence = {n: _over(s, n, "same_class_lam_dependence") for n in mixup}
     numbers = "; ".join(
-        f"`{n}`: lam dependence {_fmt(dependence[n])} (noise floor "
-        f"{_fmt(net(n, 'same_class_lam_dependence_noise'))}), scatter of single pairs "
-        f"{_fmt(net(n, 'same_class_scatter'))}, cosine with w_c of the cell means in the row "
-        f"space {_fmt(net(n, 'same_class_cell_cosine'))}, of single pairs in the full space "
-        f"{_fmt(net(n, 'same_class_cosine'))}, fraction of the same-class features outside the "
-        f"row space {_fmt(net(n, 'same_class_out_of_span_fraction'))}"
+        f"`{n}`: lam dependence {_mean_text(dependence[n])} (noise floor "
+        f"{over(n, 'same_class_lam_dependence_noise')}), scatter of single pairs "
+        f"{over(n, 'same_class_scatter')}, cosine with w_c of the cell means in the row "
+        f"space {over(n, 'same_class_cell_cosine')}, of single pairs in the full space "
+        f"{over(n, 'same_class_cosine')}, fraction of the same-class features outside the "
+        f"row space {over(n, 'same_class_out_of_span_fraction')}"
         for n in mixup
     )
-    largest = max(dependence.values())
+    largest = max(_mean(d) for d in dependence.values())
     return (
         "3. *Same-class mixtures align with their class's classifier vector for every lam.* "
         "The verdict rests on the movement of the same-class cell means with lam above its "
         "noise floor, relative to their size (theory 0; rule: under 0.1 agrees, over 0.3 does "
-        f"not). {numbers}: {_verdict(largest < 0.1, largest > 0.3)}. The cell-mean cosine in "
+        f"not; with seeds, on their means). {numbers}: "
+        f"{_verdict(largest < 0.1, largest > 0.3)}. The cell-mean cosine in "
         "the row space of W is the one the theory predicts to be 1; the per-pair cosine in "
         "the full space is lowered by the scatter of the pairs and by the part of the "
         "features outside the row space, which no logit sees."
     )
 
 
+def _seeds_paragraph(s: Summaries) -> str:
+    """What the seeds are, and the rule every comparison of two runs follows."""
+    seeds = s.networks.get("seeds") or [s.config.get("seed", 0)]
+    if len(seeds) < 2:
+        return (
+            f"**Seeds.** One seed per run (seed {seeds[0]}): one seed, no seed spread. A "
+            "verdict that compares two runs rests on a single pair of networks and cannot tell "
+            "their difference from the variation between seeds (`ufm reproduce --seeds N` "
+            "trains N)."
+        )
+    return (
+        f"**Seeds.** Each of the four runs trained with {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}). A number that a claim compares between two runs is "
+        "the mean +- the seed standard deviation over the seeds (n seeds); a difference of "
+        f"two means counts as resolved only when it exceeds {RESOLUTION:g} combined standard "
+        "errors sqrt(se_a^2 + se_b^2), se = sd / sqrt(n) (`ufm.seeds`), and a claim whose rule "
+        "holds on the means but whose difference is not resolved is **undecided**. The tables "
+        f"under *All numbers* and the figures show the first seed's runs (seed {seeds[0]}); "
+        "every seed's are under *Runs per seed*."
+    )
+
+
+def _inner_linearity(run: dict[str, Any]) -> float | None:
+    """The summed non-linearity after block 1 (of every block where there is only one)."""
+    blocks = run.get("linearity")
+    if not isinstance(blocks, list) or not blocks:
+        return None
+    return math.fsum(blocks[1:] if len(blocks) > 1 else blocks)
+
+
 def claims_section(s: Summaries) -> list[str]:
     """The claims of Fisher et al. (docs/theory.md section 5), each with its numbers and a verdict
-    by the rule stated beside it."""
+    by the rule stated beside it; a claim that compares two runs weighs their difference
+    against the seed spread (:mod:`ufm.seeds`)."""
     net = s.net
     mixup = [n for n, m, _ in layout.NETWORK_RUNS if m]
     lines = [
@@ -341,6 +505,8 @@ def claims_section(s: Summaries) -> list[str]:
             f"(layer {net('mixup_learned', 'measured_at_layer')}: 0 is the inputs), in eval mode."
         ),
         "",
+        _seeds_paragraph(s),
+        "",
         (
             "1. *Different-class mixtures lie beyond the segment between the class features, "
             "along the decision boundary (amplification > 1, cross-entropy optimum), not on it "
@@ -352,54 +518,78 @@ def claims_section(s: Summaries) -> list[str]:
             "the null is the better fit; ERM runs are the control. The error quoted is the "
             "larger of the pairs' and the class pairs' (a jackknife over the cells); the "
             "p-values ignore the correlations of the points, which share cells and the "
-            "normaliser."
+            "normaliser. With seeds the amplification is their mean, its error the larger of "
+            "the seed standard error and the runs' quoted errors combined (sqrt of the sum of "
+            "their squares over n), the systematic error the largest of the seeds', and the "
+            "better fit counts only where every seed names it."
         ),
     ]
     lines += [f"   - {_amplification_claim(s, n, m)}" for n, m, _ in layout.NETWORK_RUNS]
-    erm_bd = net("erm_learned", "boundary_distance_half_relative")
-    mix_bd = net("mixup_learned", "boundary_distance_half_relative")
+    lines += [f"   - {_mixup_against_erm(s, c)}." for c in ("learned", "fixed_etf")]
+    erm_bd, mix_bd = (_over(s, n, "boundary_distance_half_relative")
+                      for n in ("erm_learned", "mixup_learned"))  # fmt: skip
+    on_boundary = _mean(mix_bd) < 0.5 * _mean(erm_bd)
+    off_boundary = _mean(mix_bd) >= _mean(erm_bd)
     lines += [
         (
             "2. *A lam = 1/2 mixture lies on the c/c' boundary.* Distance from the boundary "
-            f"relative to clean samples (theory 0): mixup {_fmt(mix_bd)}, ERM {_fmt(erm_bd)}: "
-            f"{_verdict(mix_bd < 0.5 * erm_bd, mix_bd >= erm_bd)} "
+            f"relative to clean samples (theory 0): mixup {_mean_text(mix_bd)}, ERM "
+            f"{_mean_text(erm_bd)}, {_difference(mix_bd, erm_bd)}: "
+            f"{_compared(on_boundary, off_boundary, mix_bd, erm_bd)} "
             "(rule: mixup under half of ERM's)."
         ),
     ]
     lines += [_same_class_claim(s, mixup)]
-    learned, fixed = (net(n, "ce_curve_rms") for n in mixup)
-    acc_l, acc_f = (net(n, "test_accuracy") for n in mixup)
-    closer = fixed < learned and acc_f > acc_l - 0.01
+    learned, fixed = (_over(s, n, "ce_curve_rms") for n in mixup)
+    acc_l, acc_f = (_over(s, n, "test_accuracy") for n in mixup)
+    closer = _mean(fixed) < _mean(learned)
+    accurate = _mean(acc_f) > _mean(acc_l) - 0.01
+    if resolved(learned, fixed) is None:
+        verdict = _compared(closer and accurate, not (closer and accurate), fixed, learned)
+    elif resolved(fixed, learned) and closer and accurate:
+        verdict = "**agrees**"
+    elif (resolved(fixed, learned) and not closer) or (not accurate and resolved(acc_f, acc_l)):
+        verdict = "**does not agree**"
+    else:
+        verdict = "**undecided** (the seeds do not resolve the differences)"
     lines += [
         (
             "4. *A fixed simplex-ETF classifier brings the features closer to the UFM optimum "
             "without hurting accuracy.* Misfit (rms) of the mixup curves to the cross-entropy "
-            f"optimum: learned {_fmt(learned)}, fixed ETF {_fmt(fixed)}; test accuracy "
-            f"{_fmt(acc_l)} and {_fmt(acc_f)}: {_verdict(closer, not closer)} (rule: smaller "
-            "misfit, accuracy within 1 point). It says closer, not that the optimum fits: "
+            f"optimum: learned {_mean_text(learned)}, fixed ETF {_mean_text(fixed)}, "
+            f"{_difference(fixed, learned)}; test accuracy {_mean_text(acc_l)} and "
+            f"{_mean_text(acc_f)}, {_difference(acc_f, acc_l)}: {verdict} (rule: smaller "
+            "misfit, accuracy within 1 point; with seeds agrees only when the smaller misfit is "
+            "resolved, does not agree when the larger one is or the accuracy is lower by more "
+            "than 1 point and resolved). It says closer, not that the optimum fits: "
             + "; ".join(f"`{n}` {_fit_words(s.networks['runs'][n], 'ce')}" for n in mixup)
             + "."
         ),
     ]
-    ece = {n: net(n, "ece") for n in ("erm_learned", "mixup_learned")}
-    conf = {n: net(n, "confidence_half") for n in ("erm_learned", "mixup_learned")}
-    better = ece["mixup_learned"] < ece["erm_learned"]
+    ece = {n: _over(s, n, "ece") for n in ("erm_learned", "mixup_learned")}
+    conf = {n: _over(s, n, "confidence_half") for n in ("erm_learned", "mixup_learned")}
+    erm, mix = ece["erm_learned"], ece["mixup_learned"]
     lines += [
         (
-            f"5. *Mixup improves calibration.* Clean test ECE: ERM {_fmt(ece['erm_learned'])}, "
-            f"mixup {_fmt(ece['mixup_learned'])}: {_verdict(better, not better)}. Confidence of "
-            f"lam = 1/2 mixtures (theory about 1/2): ERM {_fmt(conf['erm_learned'])}, mixup "
-            f"{_fmt(conf['mixup_learned'])}."
+            f"5. *Mixup improves calibration.* Clean test ECE: ERM {_mean_text(erm)}, mixup "
+            f"{_mean_text(mix)}, {_difference(mix, erm)}: "
+            f"{_compared(_mean(mix) < _mean(erm), _mean(mix) >= _mean(erm), mix, erm)}. "
+            "Confidence of lam = 1/2 mixtures (theory about 1/2): ERM "
+            f"{_mean_text(conf['erm_learned'])}, mixup {_mean_text(conf['mixup_learned'])}."
         ),
     ]
-    erm_lin, mix_lin = net("erm_learned", "linearity"), net("mixup_learned", "linearity")
-    inner = slice(1, None) if len(erm_lin) > 1 else slice(None)
-    less = sum(mix_lin[inner]) > sum(erm_lin[inner])
+    erm_lin, mix_lin = (_over(s, n, _inner_linearity) for n in ("erm_learned", "mixup_learned"))
+    less = _mean(mix_lin) > _mean(erm_lin)
     lines += [
         (
             "6. *Supervised mixup makes intermediate layers less linear (Chaudhry et al. 2022).* "
-            f"Non-linearity per block, ERM {_fmt(erm_lin)}, mixup {_fmt(mix_lin)}: "
-            f"{_verdict(less, not less)} (rule: larger summed non-linearity after block 1)."
+            f"Non-linearity per block, ERM {_fmt(net('erm_learned', 'linearity'))}, mixup "
+            f"{_fmt(net('mixup_learned', 'linearity'))}"
+            + (f" (seed {_runs_of(s, 'erm_learned')[0].get('seed')})" if erm_lin.n > 1 else "")
+            + f"; summed after block 1, ERM {_mean_text(erm_lin)}, mixup {_mean_text(mix_lin)}, "
+            f"{_difference(mix_lin, erm_lin)}: "
+            f"{_compared(less, not less, mix_lin, erm_lin)} (rule: larger summed "
+            "non-linearity after block 1)."
         ),
         "",
     ]
@@ -439,6 +629,14 @@ def _run_configs(root: Path, stage: str, names) -> dict[str, dict[str, Any]]:
     return configs
 
 
+def _network_folders(networks: dict[str, Any]) -> list[str]:
+    """The folders of the network runs, every seed's (the runs' own without seeds)."""
+    seed_runs = networks.get("seed_runs")
+    if not seed_runs:
+        return list(networks["runs"])
+    return [run["folder"] for runs in seed_runs.values() for run in runs]
+
+
 def _configuration_section(root: Path, config: dict[str, Any], solver, networks) -> list[str]:
     solver_runs = [r["name"] for r in solver["runs"]]
     return [
@@ -458,9 +656,8 @@ def _configuration_section(root: Path, config: dict[str, Any], solver, networks)
             "`checkpoints/`, `summary.json`):"
         ),
         "",
-        *_table(
-            "run", _run_configs(root, layout.NETWORKS, networks["runs"]), NETWORK_CONFIG_COLUMNS
-        ),
+        *_table("run", _run_configs(root, layout.NETWORKS, _network_folders(networks)),
+                NETWORK_CONFIG_COLUMNS),
     ]
 
 

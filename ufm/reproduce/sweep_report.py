@@ -3,6 +3,11 @@
 Every number is read from the sweeps' tables (``sweep/<name>/sweep.json``, one row per
 point) and, for mixup against plain training, the points' ``config.json``
 (:mod:`ufm.plots.sweep_files`); each claim is stated with its numbers, whatever they are.
+A sweep with seeds is read per configuration, as the mean over its seeds
+(:func:`ufm.plots.sweep_files.mean_rows`); where the imbalance sweep compares mixup with
+plain training, each side is its mean +- seed standard deviation, and a difference counts
+only beyond twice its combined standard error (:func:`ufm.seeds.resolved`). With one seed
+the comparison says so: one seed, no seed spread.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from typing import Any
 
 from ..io import read_json
 from ..plots.phase import SWEEP_FIGURES, cell_text, tick_label
-from ..plots.sweep_files import is_plain, point_config, read_sweep, sweep_K
+from ..plots.sweep_files import is_plain, mean_rows, point_config, read_sweep, sweep_K
+from ..seeds import RESOLUTION, Spread, combined_se, resolved, spread
 from . import layout
 
 TITLE = "## When does a learned classifier become an ETF (docs/theory.md, section 4)"
 # A learned W counts as a simplex ETF below this ETF distance (the quick solves stop at
 # gradient norm 1e-6, which leaves distances near 1e-5).
 ETF_THRESHOLD = 1e-3
+# Two minority cosines this close are alike, however small their seed spread.
+ALIKE = 1e-3
 
 
 def _value(row: dict[str, Any], key: str) -> float | None:
@@ -92,7 +100,7 @@ def _etf_claim(field: str, value: Any, rows, x: str) -> str:
 
 def _two_axis(root: Path, name: str, table: dict[str, Any], K: int | None) -> list[str]:
     x, y = table["swept"]
-    rows = table["points"]
+    rows = mean_rows(table)
     xs, ys = _levels(rows, x), _levels(rows, y)
     header = [f"{y} \\ {x}"] + [tick_label(x, v) for v in xs]
     lines = ["ETF distance of the learned W:", "",
@@ -118,15 +126,77 @@ def _two_axis(root: Path, name: str, table: dict[str, Any], K: int | None) -> li
     return lines + [""]
 
 
+def _seed_values(table: dict[str, Any], row: dict[str, Any] | None, key: str) -> Spread:
+    """``key`` of a (configuration) row over its done seeds (one value without seeds)."""
+    if row is None:
+        return spread([])
+    if not table.get("seeds"):
+        return spread([_value(row, key)])
+    points = {r["point"]: r for r in table["points"]}
+    return spread([_value(points[p], key) for p in row["points"] if p in points])
+
+
+def _spread_cell(table: dict[str, Any], row: dict[str, Any] | None, key: str) -> str:
+    """A table cell: the value, or with seeds its mean +- seed standard deviation."""
+    if row is None or row["status"] != "done" or not table.get("seeds"):
+        return _cell(row, key)
+    result = _seed_values(table, row, key)
+    if result.sd is None:
+        return cell_text(result.mean)
+    return f"{cell_text(result.mean)} +- {cell_text(result.sd)}"
+
+
+def _spread_words(result: Spread) -> str:
+    """'0.12 +- 0.01 (3 seeds)', or '0.12' (one seed: the verdict says so)."""
+    if result.n < 2:
+        return cell_text(result.mean)
+    return f"{cell_text(result.mean)} +- {cell_text(result.sd)} ({result.n} seeds)"
+
+
+def _minority_verdict(mix: Spread, plain: Spread) -> str:
+    """Mixup against plain training (the rule of :func:`_imbalance`)."""
+    difference = mix.mean - plain.mean
+    stronger = ("minority collapse is stronger under mixup (higher cosine)" if difference > 0
+                else "minority collapse is weaker under mixup (lower cosine)")
+    if abs(difference) < ALIKE:
+        return f"alike (within {ALIKE:g})"
+    split = resolved(mix, plain)
+    if split is None:  # one seed on a side: no seed spread to weigh the difference against
+        return f"{stronger} (one seed, no seed spread)"
+    error = combined_se(mix, plain)
+    if split:
+        return (f"{stronger}: the difference {cell_text(difference)} exceeds {RESOLUTION:g} "
+                f"combined standard errors ({cell_text(error)})")
+    return (f"not resolved: the difference {cell_text(difference)} is within {RESOLUTION:g} "
+            f"combined standard errors ({cell_text(error)})")
+
+
 def _imbalance(root: Path, name: str, table: dict[str, Any], K: int | None) -> list[str]:
-    rows = list(table["points"])
+    """Mixup against plain training at each imbalance ratio. Rule: alike within 1e-3; else,
+    with seeds, stronger or weaker collapse only where the difference of the means exceeds
+    twice its combined standard error (else not resolved); with one seed, by the sign of the
+    difference, said to rest on one seed."""
+    rows = mean_rows(table)
     folder = layout.sweep_dir(root, name)
     kinds = {r["point"]: ("plain" if is_plain(c) else "mixup")
              for r in rows if (c := point_config(folder, r)) is not None}
     etf = -1.0 / (K - 1) if K else None
     groups = [f for f in table["swept"] if f not in ("imbalance_ratio", "lams")]
     combos = _levels([{"_": [r.get(f) for f in groups]} for r in rows], "_")
+    seeds = table.get("seeds")
     lines = []
+    if seeds:
+        lines += [(f"Each configuration ran with {len(seeds)} seeds ({', '.join(map(str, seeds))});"
+                   " a cell is the mean +- the seed standard deviation "
+                   f"([`sweep/{name}/sweep_mean.csv`](sweep/{name}/sweep_mean.csv)). Rule: "
+                   f"mixup and plain training are alike within {ALIKE:g}; otherwise the "
+                   f"difference of their means counts only beyond {RESOLUTION:g} combined "
+                   "standard errors sqrt(se_a^2 + se_b^2), se = sd / sqrt(n)."), ""]
+    else:
+        lines += [(f"One seed per configuration: one seed, no seed spread (`ufm reproduce "
+                   f"--seeds N` runs N). Rule: alike within {ALIKE:g}, otherwise by the sign "
+                   "of the difference, which one seed cannot tell from seed-to-seed "
+                   "variation."), ""]
     for combo in combos:
         chosen = [r for r in rows if [r.get(f) for f in groups] == combo]
         label = ", ".join(f"{f} = {tick_label(f, v)}" for f, v in zip(groups, combo))
@@ -141,25 +211,21 @@ def _imbalance(root: Path, name: str, table: dict[str, Any], K: int | None) -> l
             by = {k: next((r for r in at if kinds.get(r["point"]) == k), None)
                   for k in ("mixup", "plain")}
             lines.append(f"| {tick_label('imbalance_ratio', rho)} | "
-                         f"{_cell(by['mixup'], 'minority_cosine')} | "
-                         f"{_cell(by['plain'], 'minority_cosine')} | {_cell(by['mixup'])} | "
-                         f"{_cell(by['plain'])} |")
-            mix, plain = (_value(by[k], "minority_cosine") if by[k] else None
+                         f"{_spread_cell(table, by['mixup'], 'minority_cosine')} | "
+                         f"{_spread_cell(table, by['plain'], 'minority_cosine')} | "
+                         f"{_spread_cell(table, by['mixup'], 'etf_distance_W')} | "
+                         f"{_spread_cell(table, by['plain'], 'etf_distance_W')} |")
+            mix, plain = (_seed_values(table, by[k], "minority_cosine")
+                          if by[k] is not None and by[k]["status"] == "done" else spread([])
                           for k in ("mixup", "plain"))
-            if mix is None or plain is None:
+            if mix.mean is None or plain.mean is None:
                 claims.append(f"at rho = {tick_label('imbalance_ratio', rho)} a point is missing "
                               "or unfinished")
                 continue
-            if abs(mix - plain) < 1e-3:
-                verdict = "alike (within 1e-3)"
-            elif mix > plain:
-                verdict = "minority collapse is stronger under mixup (higher cosine)"
-            else:
-                verdict = "minority collapse is weaker under mixup (lower cosine)"
             claims.append(
                 f"at rho = {tick_label('imbalance_ratio', rho)} the minority cosine is "
-                f"{cell_text(mix)} for mixup and {cell_text(plain)} for plain training, against "
-                f"-1/(K-1) = {cell_text(etf)}: {verdict}")
+                f"{_spread_words(mix)} for mixup and {_spread_words(plain)} for plain training, "
+                f"against -1/(K-1) = {cell_text(etf)}: {_minority_verdict(mix, plain)}")
         lines += [""] + [f"- {c[0].upper()}{c[1:]}." for c in claims] + [""]
     return lines
 

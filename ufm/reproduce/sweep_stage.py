@@ -9,6 +9,8 @@ grids of small learned-classifier solves, each grid one :mod:`ufm.sweep` folder 
 * ``imbalance``: step imbalance (the last K // 2 classes have 1/rho of the samples)
   over ``imbalance_ratio`` rho, mixup (a lam grid) against plain training (``lams`` = [1.0]),
   and in the full grid both ``pairing`` rules: minority collapse (Fang et al., PNAS 2021);
+  with ``seeds`` > 1 each point once per seed (the sweep's ``seeds``: ``seed``, ``seed`` +
+  1, ...), as the report compares mixup with plain training over them;
 * ``d_lamW``: the feature dimension d on both sides of K - 1 against the classifier ridge;
 * ``loss_lamH``: the loss (each with its default parameters: label smoothing 0.1, focal
   gamma 2) against the feature ridge;
@@ -77,9 +79,11 @@ def planned_sweeps(config: ReproduceConfig) -> list[PhaseSweep]:
     base = {**sizes, "classifier": "learned", "device": solver_device(config.device),
             "seed": config.seed}  # fmt: skip
 
-    def sweep(name: str, question: str, grid: dict[str, list], **fixed: Any) -> PhaseSweep:
-        shared = {k: v for k, v in {**base, **fixed}.items() if k not in grid}
-        return PhaseSweep(name, question, SweepSpec("solve", shared, grid))
+    def sweep(name: str, question: str, grid: dict[str, list], seeds: list[int] | None = None,
+              **fixed: Any) -> PhaseSweep:
+        shared = {k: v for k, v in {**base, **fixed}.items()
+                  if k not in grid and not (seeds and k == "seed")}
+        return PhaseSweep(name, question, SweepSpec("solve", shared, grid, seeds=seeds))
 
     imbalance = {"imbalance_ratio": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0] if full
                  else [1.0, 4.0, 16.0],
@@ -90,7 +94,8 @@ def planned_sweeps(config: ReproduceConfig) -> list[PhaseSweep]:
                   else {K - 2, K - 1, 2 * K - 2})
     sweeps = [
         sweep("imbalance", "Does the learned W keep its minority rows apart under class "
-              "imbalance, with mixup and without it?", imbalance, minority_classes=K // 2),
+              "imbalance, with mixup and without it?", imbalance,
+              config.seed_values if config.seeds > 1 else None, minority_classes=K // 2),
         sweep("d_lamW", "Does the learned W become a simplex ETF on both sides of d = K - 1, "
               "whatever the classifier ridge?",
               {"d": dims, "lam_W": list(RIDGES) if full else [1e-3, 1e-2, 1e-1]}),
@@ -128,8 +133,10 @@ def run(
     for k, planned in enumerate(sweeps, 1):
         out = layout.sweep_dir(root, planned.name)
         points = planned.spec.points()
+        seeds = planned.spec.seeds
+        axes = [*planned.spec.grid, *([f"{len(seeds)} seeds"] if seeds else [])]
         log(f"  sweep {k}/{len(sweeps)} {planned.name}: {len(points)} points "
-            f"({' x '.join(planned.spec.grid)})")  # fmt: skip
+            f"({' x '.join(axes)})")  # fmt: skip
         started = time.perf_counter()
         with torch_threads(config.threads), warnings.catch_warnings():
             # the d grid crosses K - 1 on purpose: each such point would warn
@@ -139,6 +146,7 @@ def run(
         summary["sweeps"][planned.name] = {
             "question": planned.question,
             "swept": list(planned.spec.grid),
+            **({"seeds": seeds} if seeds else {}),
             "points": len(rows),
             "counts": {s: sum(r["status"] == s for r in rows)
                        for s in ("done", "failed", "pending")},

@@ -7,7 +7,10 @@
 
 The engine is submitit (:mod:`.executors`); each point is an ordinary run folder
 (:mod:`.point_job`, :mod:`.point_folders`); the table of all points is ``sweep.csv`` and
-``sweep.json`` (:mod:`.table`).
+``sweep.json`` (:mod:`.table`). ``[base] seeds = N`` (or a list of seeds) runs every
+configuration of the grid once per seed (:mod:`.spec`), and ``sweep_mean.csv`` then gives
+per configuration the seed mean, standard deviation, standard error and count of every
+summary number, beside the per-seed rows of ``sweep.csv``.
 """
 
 from .driver import run_sweep

@@ -8,6 +8,7 @@ The sweep folder ``DIR`` holds
   from;
 * ``points/<name>/``: one ordinary run folder per point (:mod:`.point_folders`);
 * ``sweep.csv`` and ``sweep.json``: the table (:mod:`.table`), rewritten after every point;
+  with ``seeds`` also ``sweep_mean.csv``, one row per configuration over its seeds;
 * ``submitit/``: submitit's pickles and the logs of each job.
 
 Before any job starts: every point's configuration is validated, the executor is checked
@@ -86,7 +87,7 @@ def run_sweep(
     if sweep_text is not None:
         (out / SWEEP_FILE).write_text(sweep_text)
 
-    fields = list(spec.grid)
+    fields = spec.swept
     rows: dict[str, dict[str, Any]] = {}
     todo: deque[tuple[Point, bool]] = deque()
     for point in points:
@@ -100,7 +101,7 @@ def run_sweep(
                                     "done" if state == "done" else "pending", None, folder)
 
     def write() -> None:
-        write_table(out, spec.job, fields, [rows[p.name] for p in points])
+        write_table(out, spec.job, fields, [rows[p.name] for p in points], spec.seeds)
 
     write()
     if todo:

@@ -6,6 +6,7 @@ A sweep file (TOML) reads::
     job = "solve"
     K = 3
     classifier = "learned"
+    seeds = 3              # optional: every point once per seed (here 0, 1, 2; or a list)
 
     [grid]                 # field = [values]; the sweep is their Cartesian product
     lam_H = [1e-3, 5e-3]
@@ -19,6 +20,16 @@ A sweep file (TOML) reads::
 :func:`load_sweep` reads and checks the file; :meth:`SweepSpec.points` builds and validates
 the configuration of every point (:class:`ufm.UFMConfig` or :class:`ufm.nets.TrainConfig`)
 before anything runs, and names each point after its swept values (``lam_H=0.001,loss=ce``).
+
+``seeds`` (beside ``job``, a setting of the sweep rather than a field of one job) runs every
+configuration of the grid once per seed: N (an integer >= 1) means the seeds 0, ..., N - 1,
+a list names them (distinct integers >= 0; :func:`ufm.seeds.seed_list`). The points of one
+configuration differ only in their ``seed`` and follow each other (the seed varies
+fastest), each named with it (``lam_H=0.001,loss=ce,seed=2``); the field ``seed`` may then
+be neither in ``[base]`` nor in ``[grid]``. The table gives the points one row each and,
+per configuration, the seed mean, standard deviation, standard error and count of every
+summary number (:mod:`.table`). A sweep without ``seeds`` is what it always was: its points
+carry ``[base]``'s seed (or the field's default) and their names no seed.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from typing import Any
 
 from ..config import config_from_dict
 from ..nets.config import TrainConfig
+from ..seeds import seed_list
 from ..solver.problem import UFMConfig
 
 if sys.version_info >= (3, 11):
@@ -72,14 +84,23 @@ class Point:
 
 @dataclass
 class SweepSpec:
-    """A sweep: the ``job`` kind, the fields shared by all points, the grid, executor settings."""
+    """A sweep: the ``job`` kind, the fields shared by all points, the grid, executor settings,
+    and the ``seeds`` each configuration of the grid runs with (None: one run per
+    configuration, no seed added; else N or a list, kept as the list of seeds)."""
 
     job: str = "solve"
     base: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
     executor: dict[str, Any] = field(default_factory=dict)
+    seeds: Any = None
 
     def __post_init__(self) -> None:
+        if self.seeds is not None:
+            self.seeds = seed_list(self.seeds, "[base] seeds")
+            for where, fields in (("[base]", self.base), ("[grid]", self.grid)):
+                if "seed" in fields:
+                    raise ValueError(f"seed is in {where} and [base] seeds is given: the seeds "
+                                     "setting gives every point its seed; keep one of the two")
         if self.job not in JOBS:
             raise ValueError(f"[base] job must be one of {', '.join(map(repr, JOBS))}, got {self.job!r}")
         cls = JOBS[self.job]
@@ -93,8 +114,9 @@ class SweepSpec:
         if not self.grid:
             raise ValueError("[grid] is empty: give at least one field = [values]")
         for name, values in self.grid.items():
-            if name == "job":
-                raise ValueError("job cannot be swept: one sweep runs one kind of job")
+            if name in ("job", "seeds"):
+                raise ValueError(f"{name} cannot be swept: it is a setting of the whole sweep "
+                                 "([base])")
             if name not in known:
                 raise ValueError(
                     f"[grid]: unknown field {name!r} for a {self.job} job ({cls.__name__}); "
@@ -116,20 +138,33 @@ class SweepSpec:
     def config_class(self) -> type:
         return JOBS[self.job]
 
+    @property
+    def swept(self) -> list[str]:
+        """The fields that tell the configurations apart: the grid's (``seed`` is not one)."""
+        return list(self.grid)
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form saved as the sweep folder's ``config.json`` (it pins the folder)."""
-        return {"job": self.job, "base": dict(self.base), "grid": dict(self.grid),
+        """The JSON form saved as the sweep folder's ``config.json`` (it pins the folder);
+        ``seeds`` only where the sweep has them."""
+        data = {"job": self.job, "base": dict(self.base), "grid": dict(self.grid),
                 "executor": dict(self.executor)}
+        if self.seeds is not None:
+            data["seeds"] = list(self.seeds)
+        return data
 
     def points(self) -> list[Point]:
-        """Every point in grid order (the last field varies fastest), each validated.
+        """Every point in grid order (the last field varies fastest, then the seed), each
+        validated.
 
         A value that its configuration refuses is reported with the point's values, before
         anything runs.
         """
-        fields = list(self.grid)
+        grid = dict(self.grid)
+        if self.seeds is not None:
+            grid["seed"] = self.seeds
+        fields = list(grid)
         points, names = [], set()
-        for combination in itertools.product(*(self.grid[f] for f in fields)):
+        for combination in itertools.product(*(grid[f] for f in fields)):
             values = dict(zip(fields, combination))
             label = point_name(values)
             try:
@@ -175,7 +210,9 @@ def sweep_from_dict(data: dict[str, Any]) -> SweepSpec:
             raise ValueError(f"[{section}] must be a table")
     base = dict(data.get("base", {}))
     job = base.pop("job", "solve")
-    return SweepSpec(job, base, dict(data.get("grid", {})), dict(data.get("executor", {})))
+    seeds = base.pop("seeds", None)
+    return SweepSpec(job, base, dict(data.get("grid", {})), dict(data.get("executor", {})),
+                     seeds)
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
