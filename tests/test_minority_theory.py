@@ -231,3 +231,51 @@ def test_the_numbers_follow_the_symbolic_gram():
                                       sp.Symbol("mu_0", positive=True): mu["between"]})
     G = torch.tensor([[float(v) for v in row] for row in G.tolist()], dtype=torch.float64)
     assert float((G - theory.gram()).abs().max()) < 1e-14
+
+
+def test_theory_command_prints_and_writes_the_imbalance_table(tmp_path, capsys):
+    from ufm.cli import main
+    from ufm.io import read_json
+
+    out = tmp_path / "imbalance"
+    code = main(["theory", "--K", "6", "--minority-classes", "2", "--imbalance-ratio", "8",
+                 "--lams", "0", "0.25", "0.5", "0.75", "1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mixup, class pairing" in printed and "plain training" in printed
+    rows = {row["kind"]: row for row in read_json(out / "theory.json")["rows"]}
+    lams = (0.0, 0.25, 0.5, 0.75, 1.0)
+    for kind, pairing, grid in (("mixup, sample pairing", "sample", lams),
+                                ("mixup, class pairing", "class", lams),
+                                ("plain training", "sample", (1.0,))):
+        expected = imbalance_theory(6, 2, 8.0, 5e-3, 5e-3, grid, pairing=pairing)
+        assert abs(rows[kind]["minority_cosine"] - expected.minority_cosine) < 1e-14
+        assert abs(rows[kind]["objective"] - expected.objective) < 1e-14
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--minority-classes", "6"], "minority_classes must be <= 5"),
+    (["--minority-classes", "2", "--imbalance-ratio", "0.5"], "imbalance_ratio must lie in"),
+    (["--minority-classes", "2", "--mixup-points", "3"], "mixup_points must be 2"),
+    (["--minority-classes", "2", "--loss", "mse"], "needs a softmax-family loss"),
+])
+def test_theory_command_refuses_bad_imbalance_input(arguments, message, capsys):
+    from ufm.cli import main
+
+    assert main(["theory", "--K", "6", *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_exact_collapse_ratio_in_closed_form_against_the_solver():
+    from ufm.theory.minority import exact_collapse_ratio
+
+    # plain training: rho_c = (1/(lam_H lam_W) - k_B)/k_A, here (40000 - 5)/5
+    assert abs(exact_collapse_ratio(10, 5, 5e-3, 5e-3, [1.0]) / 7999.0 - 1) < 1e-12
+    assert abs(exact_collapse_ratio(10, 5, 1e-2, 5e-3, [1.0]) / 3999.0 - 1) < 1e-12
+    assert exact_collapse_ratio(10, 5, 5e-3, 5e-3, LAMS11, pairing="class") is None
+    rho_c = exact_collapse_ratio(4, 2, 5e-3, 5e-3, LAMS11)
+    below = imbalance_theory(4, 2, rho_c * 0.999, 5e-3, 5e-3, LAMS11)
+    above = imbalance_theory(4, 2, rho_c * 1.001, 5e-3, 5e-3, LAMS11)
+    assert below.eigenvalues["minority"] > 0 and below.minority_cosine < 1
+    assert above.eigenvalues["minority"] == 0 and above.minority_cosine == 1.0
+    assert minority_collapse_threshold(4, 2, 5e-3, 5e-3, LAMS11).exact_collapse == rho_c

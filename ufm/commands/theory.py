@@ -23,7 +23,10 @@ def register(subparsers) -> None:
         help="exact optimal features of the mixup UFM (simplex-ETF classifier) over a lam grid",
         description="Coefficients (a, b) of h = a w_c + b w_c', feature norms, logit margins "
         "and probabilities of the exact optimum, for different-class pairs over a lam grid "
-        "and for same-class pairs.",
+        "and for same-class pairs. With --minority-classes k >= 1 instead: the exact optimum "
+        "of a learned classifier when the last k classes have 1/--imbalance-ratio of the "
+        "samples (mixup with sample pairing, mixup with class pairing, plain training), "
+        "and the ratio at which the minority rows' cosine crosses 0.",
     )
 
 

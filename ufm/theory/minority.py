@@ -71,17 +71,26 @@ from .._checks import check_float, check_int
 from ..imbalance import PAIRINGS
 
 __all__ = [
+    "KINDS",
     "ImbalanceTheory",
     "MinorityThreshold",
+    "check_imbalance_problem",
+    "exact_collapse_ratio",
     "imbalance_theory",
     "minority_collapse_threshold",
 ]
 
+KINDS = {"mixup, sample pairing": "sample", "mixup, class pairing": "class",
+         "plain training": "plain"}
+"""The three ways of training the theory compares: the label of each and its ``kind``."""
+
 _NEWTON_STEPS = 200
 _FEATURE_TOL = 1e-13
 _OUTER_TOL = 1e-13
-_ROUNDING_FLOOR = 1e-10
-_BIND_BELOW = 1e-3
+_ROUNDING_FLOOR = 1e-8
+_TRUST_NEWTON = 1e-12
+_LARGEST_RATIO = 1e30
+_SNAP = 1e-12
 _OUTER_STEPS = 100
 
 
@@ -101,11 +110,13 @@ class ImbalanceTheory:
     majority_cosine, minority_cosine, cross_cosine : float or None
         Cosines between two distinct majority rows, two distinct minority rows (None with
         one minority class), a majority and a minority row; None where a row is zero (the
-        minority rows vanish when their samples weigh too little).
+        minority rows vanish when their samples weigh too little, and all rows when the
+        penalties are too large for any class to be worth separating).
     objective : float
         The minimum of the objective (loss and penalties, weights of mean 1).
     gradient_norm : float
-        Norm of the reduced gradient in the eigenvalues at the returned point.
+        How far the returned eigenvalues are from optimal: the norm of the reduced gradient,
+        with a non-negative derivative counted as 0 for an eigenvalue at 0.
     iterations : int
         Newton steps on the eigenvalues.
     """
@@ -242,8 +253,11 @@ def _cells(X: str, Y: str, same: bool, lam: float, k_A: int, k_B: int):
     return sizes, groups, mass
 
 
-def _check_problem(K, minority_classes, imbalance_ratio, lam_H, lam_W, lams, pairing, loss,
-                   loss_params):
+def check_imbalance_problem(K, minority_classes, imbalance_ratio, lam_H, lam_W, lams, pairing,
+                            loss, loss_params):
+    """The inputs of :func:`imbalance_theory` validated (a ValueError naming the value and
+    its allowed range otherwise), with the loss's target scale, uniform mass and per-group
+    logit shifts."""
     K = check_int("K", K, 2)
     k_B = check_int("minority_classes", minority_classes, 1, K - 1)
     if isinstance(imbalance_ratio, (int, float)) and imbalance_ratio == math.inf:
@@ -333,7 +347,7 @@ def imbalance_theory(K: int, minority_classes: int, imbalance_ratio: float,
     >>> ufm.imbalance_theory(4, 2, 100.0, lams=[i / 10 for i in range(11)]).minority_cosine > 0.7
     True
     """
-    K, k_B, ratio, lam_H, lam_W, lam_grid, scale, uniform, shifts = _check_problem(
+    K, k_B, ratio, lam_H, lam_W, lam_grid, scale, uniform, shifts = check_imbalance_problem(
         K, minority_classes, imbalance_ratio, lam_H, lam_W, lams, pairing, loss, loss_params)
     k_A = K - k_B
     types = _sample_types(k_A, k_B, ratio, lam_grid, pairing, scale, uniform, shifts)
@@ -355,9 +369,9 @@ def imbalance_theory(K: int, minority_classes: int, imbalance_ratio: float,
         eigenvalues={"majority": mu_A if k_A > 1 else None, "minority": mu_B if k_B > 1 else None,
                      "between": mu_0},
         norm2_majority=norm2_A, norm2_minority=norm2_B,
-        majority_cosine=off_A / norm2_A if k_A > 1 else None,
+        majority_cosine=off_A / norm2_A if k_A > 1 and norm2_A > 0 else None,
         minority_cosine=off_B / norm2_B if k_B > 1 and norm2_B > 0 else None,
-        cross_cosine=cross / math.sqrt(norm2_A * norm2_B) if norm2_B > 0 else None,
+        cross_cosine=cross / math.sqrt(norm2_A * norm2_B) if norm2_A * norm2_B > 0 else None,
         objective=objective, gradient_norm=grad, iterations=iterations,
         loss_params=dict(loss_params or {}),
     )
@@ -447,14 +461,6 @@ def _energies(types: _SampleTypes, zeta: np.ndarray) -> np.ndarray:
     return np.einsum("n,nj,injl,nl->i", types.weight, zeta, types.Q, zeta)
 
 
-def _gradient_energies(types: _SampleTypes, zeta: np.ndarray) -> np.ndarray:
-    r""":math:`\sum_s \bar\omega_s \|\Pi_i \nabla_z \ell_s\|^2` for the three eigenspaces:
-    the per-class gradient is constant on a cell, (p_j - T_j)/n_j."""
-    _, grad, _ = _loss_terms(types, zeta)
-    per_class = np.divide(grad, types.sizes, out=np.zeros_like(grad), where=types.sizes > 0)
-    return np.einsum("n,nj,injl,nl->i", types.weight, per_class, types.Q, per_class)
-
-
 def _objective(types, zeta, mu, free, lam_H) -> float:
     value, _, _ = _loss_terms(types, zeta)
     penalty = 0.5 * lam_H * np.einsum("nj,njl,nl->n", zeta, _penalty_form(types, mu, free), zeta)
@@ -462,112 +468,117 @@ def _objective(types, zeta, mu, free, lam_H) -> float:
 
 
 class _EigenvalueProblem:
-    """The reduced objective in the three eigenvalues, with the eigenspaces of eigenvalue
-    0 (an exactly collapsed group) handled as constraints on the logits."""
+    """The reduced objective in the three eigenvalues, convex on :math:`\\mu \\ge 0`; an
+    eigenvalue of 0 (an exactly collapsed group) constrains the logits to the range of G."""
 
     def __init__(self, types: _SampleTypes, dims: np.ndarray, active: np.ndarray,
                  lam_H: float, lam_W: float):
         self.types, self.dims, self.active = types, dims, active
         self.lam_H, self.lam_W = lam_H, lam_W
+        sizes = np.where(types.sizes > 0, types.sizes, 1.0)
+        self.inverse_sizes = 1.0 / sizes
 
-    def evaluate(self, mu: np.ndarray, free: np.ndarray, zeta=None) -> dict[str, Any]:
-        r"""Objective, feature optima, and the gradient in every active eigenvalue (the
-        right derivative at 0 for a bound one: :math:`\frac{\lambda_W}2 d_i -
-        \frac{1}{2\lambda_H}\sum_s \bar\omega_s\|\Pi_i\nabla\ell_s\|^2`)."""
-        bound = self.active & ~free
-        zeta, H, R = _feature_optima(self.types, mu, free, bound, self.lam_H, zeta)
-        F = _objective(self.types, zeta, mu, free, self.lam_H) + 0.5 * self.lam_W * float(
+    def evaluate(self, mu: np.ndarray, zeta=None) -> dict[str, Any]:
+        r"""Objective, feature optima, gradient and Hessian in the active eigenvalues.
+
+        Both come from the per-class logit gradient :math:`\nabla\ell` at the feature
+        optima, with no :math:`1/\mu` in them, so they hold at :math:`\mu_i = 0` too:
+        :math:`\partial F/\partial\mu_i = \frac{\lambda_W}2 d_i - \frac{1}{2\lambda_H}
+        \sum_s \bar\omega_s \|\Pi_i\nabla\ell_s\|^2` (at an interior optimum of the
+        features :math:`\Pi_i z = -\mu_i\Pi_i\nabla\ell/\lambda_H`, so this is the
+        envelope derivative, and at 0 its right derivative), and differentiating
+        :math:`z = -G\nabla\ell(z)/\lambda_H` gives :math:`dz/d\mu_j =
+        -(\lambda_H I + G\nabla^2\ell)^{-1}\Pi_j\nabla\ell`, hence the Hessian
+        :math:`\frac{1}{\lambda_H}\sum_s\bar\omega_s (\Pi_i\nabla\ell)^\top
+        \nabla^2\ell\,(\lambda_H I + G\nabla^2\ell)^{-1}\Pi_j\nabla\ell`, all in the
+        four cell coordinates (a class of cell j carries :math:`1/n_j` of its cell's
+        gradient)."""
+        types, lam_H, index = self.types, self.lam_H, np.flatnonzero(self.active)
+        free = self.active & (mu > 0)
+        zeta, _, _ = _feature_optima(types, mu, free, self.active & ~free, lam_H, zeta)
+        F = _objective(types, zeta, mu, free, lam_H) + 0.5 * self.lam_W * float(
             self.dims[free] @ mu[free])
-        grad = np.zeros(3)
-        E = _energies(self.types, zeta)
-        grad[free] = 0.5 * self.lam_W * self.dims[free] - 0.5 * self.lam_H * E[free] / mu[free] ** 2
-        if bound.any():
-            E_grad = _gradient_energies(self.types, zeta)
-            grad[bound] = 0.5 * self.lam_W * self.dims[bound] - 0.5 * E_grad[bound] / self.lam_H
-        return {"F": F, "zeta": zeta, "H": H, "R": R, "E": E, "grad": grad}
-
-    def log_hessian(self, mu, free, state) -> np.ndarray:
-        """Hessian in log mu of the free eigenvalues (implicit differentiation of the
-        feature optima within the range of G)."""
-        index = np.flatnonzero(free)
-        lam_H, E = self.lam_H, state["E"]
-        q = np.einsum("injl,nl->inj", self.types.Q[index], state["zeta"])
-        q = np.einsum("njl,inl->inj", state["R"], q)
-        solved = np.linalg.solve(state["H"][None], q[..., None])[..., 0]
-        cross = np.einsum("n,inj,knj->ik", self.types.weight, q, solved)
-        hess = np.diag(lam_H * E[index] / mu[index] ** 3) - lam_H ** 2 * cross / np.outer(
-            mu[index] ** 2, mu[index] ** 2)
-        return hess * np.outer(mu[index], mu[index]) + np.diag(state["grad"][index] * mu[index])
+        _, residual, cell_hessian = _loss_terms(types, zeta)
+        per_class = residual * self.inverse_sizes  # (p_j - T_j) / n_j: 0 in an absent cell
+        # Pi_i grad in cell coordinates, N^-1 Q_i gamma, and the energies |Pi_i grad|^2
+        projected = np.einsum("nj,injl,nl->inj", self.inverse_sizes, types.Q[index], per_class)
+        energies = np.einsum("n,nj,injl,nl->i", types.weight, per_class, types.Q[index], per_class)
+        grad = 0.5 * self.lam_W * self.dims[index] - 0.5 * energies / lam_H
+        # Where mu_i > 0 the same derivative from the logits themselves, lam_H E_i / mu_i^2,
+        # is the more precise: p - T loses digits where p is close to its target.
+        positive = mu[index] > 1e-6 * mu.max()
+        logit_energies = _energies(types, zeta)[index]
+        grad[positive] = 0.5 * self.lam_W * self.dims[index][positive] - 0.5 * lam_H * (
+            logit_energies[positive] / mu[index][positive] ** 2)
+        gram = sum((mu[i] * self.inverse_sizes[:, :, None] * types.Q[i] for i in index
+                    if mu[i] > 0), np.zeros_like(types.Q[0]))
+        system = lam_H * np.eye(4) + gram @ (self.inverse_sizes[:, :, None] * cell_hessian)
+        response = np.linalg.solve(system[None], projected[..., None])[..., 0]
+        hess = np.einsum("n,inj,njl,knl->ik", types.weight, projected, cell_hessian,
+                         response) / lam_H
+        return {"F": F, "zeta": zeta, "grad": grad, "hess": 0.5 * (hess + hess.T)}
 
 
 def _solve_eigenvalues(types, dims, active, lam_H, lam_W):
-    """Newton's method in log mu on the positive eigenvalues, started from the balance
-    fixed point of the simplex ETF, with an eigenvalue set to 0 (and released again) where
-    the optimality conditions ask: exact gradient and Hessian (module docstring)."""
+    """Projected Newton's method on the active eigenvalues over :math:`\\mu \\ge 0` (the
+    reduced objective is convex there), started from the balance fixed point of the simplex
+    ETF; exact gradient and Hessian (:meth:`_EigenvalueProblem.evaluate`)."""
     problem = _EigenvalueProblem(types, dims, active, lam_H, lam_W)
-    mu, free = np.where(active, 1.0, 0.0), active.copy()
+    index = np.flatnonzero(active)
+    mu = np.where(active, 1.0, 0.0)
     zeta = None
     for _ in range(3):  # balance steps mu_i = sqrt(lam_H E_i / (lam_W d_i)) to start
-        zeta, _, _ = _feature_optima(types, mu, free, active & ~free, lam_H, zeta)
+        zeta, _, _ = _feature_optima(types, mu, active, active & False, lam_H, zeta)
         E = _energies(types, zeta)
-        mu[free] = np.sqrt(np.maximum(lam_H * E[free] / (lam_W * dims[free]), 1e-300))
-    state = problem.evaluate(mu, free, zeta)
-    grad_norm = math.inf
+        mu[active] = np.sqrt(np.maximum(lam_H * E[active] / (lam_W * dims[active]), 1e-300))
+    state = problem.evaluate(mu, zeta)
+    scale = 0.5 * lam_W * float(dims[index].max())  # the size of the gradient's two terms
+    violation = math.inf
     for iterations in range(1, _OUTER_STEPS + 1):
-        scale = 0.5 * lam_W * float(dims[active] @ np.maximum(mu[active], 0)) or 1.0
-        bound = active & ~free
-        # Optimality: zero gradient (in log mu) on the free eigenvalues, a non-negative
-        # right derivative on the bound ones.
-        violation = np.zeros(3)
-        violation[free] = state["grad"][free] * mu[free]
-        violation[bound] = np.minimum(state["grad"][bound], 0.0) * max(mu.max(), 1.0)
-        grad_norm = float(np.linalg.norm(violation))
-        if grad_norm <= _OUTER_TOL * scale:
+        x, g = mu[index], state["grad"]
+        at_zero = (x == 0) & (g >= -_OUTER_TOL * scale)  # optimal at the bound: stays there
+        previous, violation = violation, float(np.linalg.norm(np.where(x > 0, g, np.minimum(g, 0.0))))
+        if violation <= _OUTER_TOL * scale:
             break
-        release = bound & (state["grad"] < -_OUTER_TOL * scale)
-        if release.any():
-            free = free | release
-            mu[release] = 1e-6 * mu.max()
-            state = problem.evaluate(mu, free, state["zeta"])
-            continue
-        # A free eigenvalue far below the others: is 0 optimal for it?
-        small = free & (mu < _BIND_BELOW * mu.max())
-        if small.any():
-            trial_free, trial_mu = free & ~small, np.where(small, 0.0, mu)
-            trial = problem.evaluate(trial_mu, trial_free, state["zeta"])
-            if np.all(trial["grad"][small] >= 0) and trial["F"] <= state["F"] + 1e-12 * abs(state["F"]):
-                mu, free, state = trial_mu, trial_free, trial
-                continue
-        index = np.flatnonzero(free)
-        grad_log = state["grad"][index] * mu[index]
-        step = _descent_step(problem.log_hessian(mu, free, state), grad_log)
+        if violation <= _ROUNDING_FLOOR * scale and violation > 0.5 * previous:
+            break  # Newton no longer gains: the gradient is at its rounding floor
+        move = ~at_zero
+        step = np.zeros_like(x)
+        step[move] = _descent_step(state["hess"][np.ix_(move, move)], g[move])
+        predicted = -float(g @ step)
         t = 1.0
         while True:
-            trial_mu = mu.copy()
-            trial_mu[index] = mu[index] * np.exp(t * step)
-            trial = problem.evaluate(trial_mu, free, state["zeta"])
-            if trial["F"] <= state["F"] + 1e-4 * t * float(grad_log @ step) + 8 * np.finfo(
-                    float).eps * abs(state["F"]):
+            trial = mu.copy()
+            moved = x + t * step
+            # an eigenvalue this far below the largest is 0 to working precision (its 1/mu
+            # would swamp the feature problems): set it to 0, where the bound handles it
+            trial[index] = np.where(moved > _SNAP * moved.max(), moved, 0.0)
+            if predicted < _TRUST_NEWTON * max(abs(state["F"]), scale):
+                # below what F can resolve: in the region of quadratic convergence, the full
+                # (projected) step is taken without a line search
+                state, mu = problem.evaluate(trial, state["zeta"]), trial
                 break
-            if t < 1e-10:
+            candidate = problem.evaluate(trial, state["zeta"])
+            decrease = float(g @ (trial[index] - x))
+            if candidate["F"] <= state["F"] + 1e-4 * decrease + 8 * np.finfo(float).eps * abs(
+                    state["F"]):
+                state, mu = candidate, trial
                 break
+            if t < 1e-12:
+                if violation <= _ROUNDING_FLOOR * scale:
+                    return mu, state, iterations, violation
+                raise RuntimeError("the imbalance theory's Newton iteration stalled at "
+                                   f"eigenvalues {mu.tolist()} (optimality {violation:.3g})")
             t /= 2
-        if t < 1e-10:
-            if grad_norm <= _ROUNDING_FLOOR * scale:
-                break  # no decrease left to measure: at the rounding floor of F
-            raise RuntimeError("the imbalance theory's Newton iteration stalled at "
-                               f"eigenvalues {mu.tolist()} (gradient {grad_norm:.3g})")
-        mu, state = trial_mu, trial
     else:
-        raise RuntimeError(f"the imbalance theory's Newton iteration did not converge in "
-                           f"{_OUTER_STEPS} steps (gradient {grad_norm:.3g})")
-    mu[~free] = 0.0
-    return mu, state, iterations, grad_norm
+        if violation > _ROUNDING_FLOOR * scale:
+            raise RuntimeError(f"the imbalance theory's Newton iteration did not converge in "
+                               f"{_OUTER_STEPS} steps (optimality {violation:.3g})")
+    return mu, state, iterations, violation
 
 
 def _descent_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    """The Newton step, with the Hessian shifted until positive definite, at most 2 long
-    (a factor e^2 in any eigenvalue)."""
+    """The Newton step, with the Hessian shifted until positive definite."""
     shift = 0.0
     scale = float(np.abs(np.diag(hess)).max()) or 1.0
     while True:
@@ -575,21 +586,21 @@ def _descent_step(hess: np.ndarray, grad: np.ndarray) -> np.ndarray:
             factor = np.linalg.cholesky(hess + shift * np.eye(len(grad)))
             break
         except np.linalg.LinAlgError:
-            shift = max(2 * shift, 1e-8 * scale)
-    step = -np.linalg.solve(factor.T, np.linalg.solve(factor, grad))
-    longest = float(np.abs(step).max())
-    return step * min(1.0, 2.0 / longest) if longest > 0 else step
+            shift = max(2 * shift, 1e-12 * scale)
+    return -np.linalg.solve(factor.T, np.linalg.solve(factor, grad))
 
 
 @dataclass(frozen=True)
 class MinorityThreshold:
     """Where the minority rows start to align: the imbalance ratio at which the minority
-    cosine crosses 0 (None if it stays below 0 up to the limit) and its limit as
-    :math:`\\rho \\to \\infty`."""
+    cosine crosses 0 (None if it stays below 0 up to the limit), its limit as
+    :math:`\\rho \\to \\infty`, and the ratio from which the minority rows are exactly equal
+    (eigenvalue :math:`\\mu_B = 0`; None if they never are)."""
 
     threshold: float | None
     limit_cosine: float | None
     balanced_cosine: float
+    exact_collapse: float | None = None
 
 
 def minority_collapse_threshold(K: int, minority_classes: int, lam_H: float = 5e-3,
@@ -615,8 +626,9 @@ def minority_collapse_threshold(K: int, minority_classes: int, lam_H: float = 5e
     -------
     MinorityThreshold
         ``threshold`` (None when the cosine stays <= 0 up to the limit), ``limit_cosine``
-        (at ``imbalance_ratio = inf``; None if the minority rows vanish there) and
-        ``balanced_cosine``.
+        (at ``imbalance_ratio = inf``; None if the minority rows vanish there),
+        ``balanced_cosine``, and ``exact_collapse``: the ratio from which the minority rows
+        are exactly equal (None if they never are), to relative precision ``xtol``.
 
     Examples
     --------
@@ -639,12 +651,69 @@ def minority_collapse_threshold(K: int, minority_classes: int, lam_H: float = 5e
         return 1.0 if value is None else value
 
     start, limit = cosine(1.0), cosine(math.inf)
+    exact = exact_collapse_ratio(K, minority_classes, lam_H, lam_W, lams, pairing, loss,
+                                 loss_params)
     if limit is not None and limit <= 0:
-        return MinorityThreshold(None, limit, start)
+        return MinorityThreshold(None, limit, start, exact)
     high = 2.0
     while aligned(high) <= 0:
         high *= 4
-        if high > 1e30:
-            return MinorityThreshold(None, limit, start)
+        if high > _LARGEST_RATIO:
+            return MinorityThreshold(None, limit, start, exact)
     root = brentq(lambda t: aligned(math.exp(t)), 0.0, math.log(high), xtol=xtol, rtol=1e-14)
-    return MinorityThreshold(math.exp(root), limit, start)
+    return MinorityThreshold(math.exp(root), limit, start, exact)
+
+
+def exact_collapse_ratio(K: int, minority_classes: int, lam_H: float = 5e-3,
+                         lam_W: float = 5e-3, lams=None, pairing: str = "sample",
+                         loss: str = "ce", loss_params: dict[str, Any] | None = None,
+                         ) -> float | None:
+    r"""The imbalance ratio from which the optimal minority rows are exactly equal, in
+    closed form (docs/theory.md section 13).
+
+    At :math:`\mu_B = 0` every minority class has the same logit, so the softmax puts equal
+    mass on them and :math:`\Pi_B\nabla\ell_s = -s\,\Pi_B y_s` (s the loss's target scale)
+    whatever the other eigenvalues: the right derivative of the objective in :math:`\mu_B`
+    there is :math:`\frac{\lambda_W}{2}(k_B - 1) - \frac{s^2}{2\lambda_H}\sum_s
+    \bar\omega_s \|\Pi_B y_s\|^2`, with :math:`\|\Pi_B y\|^2 = \|y_B\|^2 -
+    (\mathbf 1^\top y_B)^2/k_B` for the target's minority part :math:`y_B`. The rows are equal
+    exactly when it is >= 0,
+
+    .. math:: \lambda_H\lambda_W (k_B - 1) \ge s^2 \sum_s \bar\omega_s(\rho)
+              \|\Pi_B y_s\|^2 ,
+
+    and the right side falls with :math:`\rho` as the minority samples lose weight; this
+    returns the ratio where the two sides meet (1.0 if they already do at balance, None if
+    they never do, as with class pairing, whose minority partners keep their weight). For
+    plain training it is :math:`\rho_c = (1/(\lambda_H\lambda_W) - k_B)/k_A`.
+
+    Examples
+    --------
+    >>> import ufm.theory.minority as minority
+    >>> round(minority.exact_collapse_ratio(10, 5, 5e-3, 5e-3, lams=[1.0]), 9)  # (40000 - 5)/5
+    7999.0
+    """
+    from scipy.optimize import brentq
+
+    K, k_B, _, lam_H, lam_W, lam_grid, scale, _, _ = check_imbalance_problem(
+        K, minority_classes, 1.0, lam_H, lam_W, lams, pairing, loss, loss_params)
+    if k_B < 2:
+        return None
+    left = lam_H * lam_W * (k_B - 1)
+
+    def excess(log_ratio):  # right side minus left side: > 0 while the rows stay apart
+        ratio = math.inf if log_ratio == math.inf else math.exp(log_ratio)
+        types = _sample_types(K - k_B, k_B, ratio, lam_grid, pairing, scale, 0.0, (0.0, 0.0))
+        minority_mass = types.target * (1.0 - types.in_A)  # y_B per cell (cells of B classes)
+        spread = (minority_mass ** 2 / np.where(types.sizes > 0, types.sizes, 1.0)).sum(1) - (
+            minority_mass.sum(1) ** 2 / k_B)
+        return float(types.weight @ spread) - left
+
+    if excess(0.0) <= 0:
+        return 1.0
+    if excess(math.inf) > 0:
+        return None
+    high = math.log(2.0)
+    while excess(high) > 0:
+        high += math.log(4.0)
+    return math.exp(brentq(excess, 0.0, high, xtol=1e-14, rtol=1e-15))

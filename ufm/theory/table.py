@@ -17,6 +17,7 @@ from .._checks import check_float, check_int
 from ..config import config_to_dict
 from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss
+from .minority import KINDS, check_imbalance_problem, imbalance_theory, minority_collapse_threshold
 from .mixtures import mixture_coefficients, simplex_grid
 from .optimum import (
     EXACT_THEORY_LOSSES,
@@ -151,6 +152,9 @@ class TheoryConfig:
     lams: tuple[float, ...] | None = None
     mixup_points: int = 2
     simplex_points: int = 5
+    minority_classes: int = 0
+    imbalance_ratio: float = 1.0
+    lam_W: float = 5e-3
 
     def __post_init__(self) -> None:
         self.K = check_int("K", self.K, minimum=2)
@@ -173,7 +177,19 @@ class TheoryConfig:
                 f"the weight grid of mixup_points={self.mixup_points}, simplex_points="
                 f"{self.simplex_points} has {rows:,} rows; at most {MAX_TABLE_ROWS:,} are allowed"
             )
-        if not has_exact_theory(get_loss(self.loss, **self.loss_params)):
+        self.minority_classes = check_int("minority_classes", self.minority_classes, 0,
+                                          self.K - 1)
+        self.imbalance_ratio = check_float("imbalance_ratio", self.imbalance_ratio, 1.0, None)
+        self.lam_W = check_float("lam_W", self.lam_W, 0.0, None, low_open=True)
+        if self.minority_classes:
+            if self.mixup_points != 2:
+                raise ValueError(f"the imbalance table is for pairs: mixup_points must be 2 "
+                                 f"with minority_classes = {self.minority_classes}, got "
+                                 f"{self.mixup_points}")
+            check_imbalance_problem(self.K, self.minority_classes, self.imbalance_ratio,
+                                    self.lam_H, self.lam_W, self.lams, "sample", self.loss,
+                                    self.loss_params)
+        elif not has_exact_theory(get_loss(self.loss, **self.loss_params)):
             raise ValueError(
                 f"loss must be one of {', '.join(map(repr, EXACT_THEORY_LOSSES))} for the exact "
                 f"theory, got {self.loss!r}"
@@ -195,6 +211,8 @@ COLUMNS = ("lam", "a", "b", "feature_norm", "margin", "margin_vs_other", "p_c", 
 
 def compute(config: TheoryConfig) -> dict[str, Any]:
     """The theory table for ``config`` (:func:`theory_table`, or :func:`mixture_table`)."""
+    if config.minority_classes:
+        return imbalance_table(config)
     loss = get_loss(config.loss, **config.loss_params)
     if config.mixup_points > 2:
         weights = simplex_grid(config.mixup_points, config.simplex_points)
@@ -221,6 +239,8 @@ def format_table(table: dict[str, Any]) -> str:
     """Fixed-width text of the table, full double precision for the coefficients."""
     if "mixup_points" in table:
         return format_mixture_table(table)
+    if "minority_classes" in table:
+        return format_imbalance_table(table)
     head = _head(table)
     same = table["same_class"]
     lines = [head, f"same class (any lam): a = {same.a:.15g}, |h| = {same.feature_norm:.15g}", ""]
@@ -240,7 +260,7 @@ def write(table: dict[str, Any], config: TheoryConfig, out: str | Path) -> Path:
     """Write config.json, theory.csv and theory.json (last) into ``out``."""
     out = prepare_run_dir(out)
     write_json(out / "config.json", config_to_dict(config))
-    if "mixup_points" in table:
+    if "mixup_points" in table or "minority_classes" in table:
         rows = table["rows"]
     else:
         rows = [{k: getattr(r, k) for k in COLUMNS} for r in table["rows"]]
@@ -317,4 +337,69 @@ def format_mixture_table(table: dict[str, Any]) -> str:
             + f" {row['feature_norm']:12.6g} "
             + " ".join(f"{row[f'p_{k + 1}']:10.6f}" for k in range(m))
         )
+    return "\n".join(lines)
+
+
+IMBALANCE_COLUMNS = ("kind", "mu_majority", "mu_minority", "mu_between", "norm_majority",
+                     "norm_minority", "majority_cosine", "minority_cosine", "cross_cosine",
+                     "objective", "collapse_ratio")
+
+
+def imbalance_table(config: TheoryConfig) -> dict[str, Any]:
+    """The learned classifier under step imbalance (:func:`ufm.imbalance_theory`) for mixup
+    with sample pairing, mixup with class pairing (over ``config``'s lam grid) and plain
+    training (lam = 1), with the ratio at which each minority cosine crosses 0
+    (:func:`ufm.minority_collapse_threshold`, None if it never does; only with two minority
+    classes or more)."""
+    rows = []
+    for label, kind in KINDS.items():
+        lams = (1.0,) if kind == "plain" else tuple(float(v) for v in config.grid())
+        pairing = "sample" if kind == "plain" else kind
+        arguments = dict(lam_H=config.lam_H, lam_W=config.lam_W, lams=lams, pairing=pairing,
+                         loss=config.loss, loss_params=config.loss_params)
+        theory = imbalance_theory(config.K, config.minority_classes, config.imbalance_ratio,
+                                  **arguments)
+        threshold = (minority_collapse_threshold(config.K, config.minority_classes, **arguments)
+                     if config.minority_classes >= 2 else None)
+        mu = theory.eigenvalues
+        rows.append({
+            "kind": label, "mu_majority": mu["majority"], "mu_minority": mu["minority"],
+            "mu_between": mu["between"], "norm_majority": math.sqrt(theory.norm2_majority),
+            "norm_minority": math.sqrt(theory.norm2_minority),
+            "majority_cosine": theory.majority_cosine, "minority_cosine": theory.minority_cosine,
+            "cross_cosine": theory.cross_cosine, "objective": theory.objective,
+            "collapse_ratio": None if threshold is None else threshold.threshold,
+        })
+    return {
+        "K": config.K, "minority_classes": config.minority_classes,
+        "imbalance_ratio": config.imbalance_ratio, "lam_H": config.lam_H,
+        "lam_W": config.lam_W, "loss": {"name": config.loss, **config.loss_params},
+        "lams": [float(v) for v in config.grid()], "rows": rows,
+    }
+
+
+def format_imbalance_table(table: dict[str, Any]) -> str:
+    """Fixed-width text of an :func:`imbalance_table`."""
+
+    def number(value, width, digits=6):
+        return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}g}"
+
+    lines = [
+        f"K={table['K']}  minority classes={table['minority_classes']}  "
+        f"imbalance ratio={table['imbalance_ratio']:g}  lam_H={table['lam_H']:g}  "
+        f"lam_W={table['lam_W']:g}  loss={_loss_text(table['loss'])}  "
+        f"{len(table['lams'])} lams",
+        "learned classifier, exact optimum: W W^T = mu_A P_A + mu_B P_B + mu_0 e e^T "
+        "(docs/theory.md section 13)",
+        "",
+        f"{'':24} {'mu_A':>10} {'mu_B':>10} {'mu_0':>10} {'|w_A|':>9} {'|w_B|':>9} "
+        f"{'cos A':>9} {'cos B':>9} {'cos AB':>9} {'objective':>12} {'cos B = 0 at rho':>16}",
+    ]
+    for row in table["rows"]:
+        lines.append(
+            f"{row['kind']:24} {number(row['mu_majority'], 10)} {number(row['mu_minority'], 10)} "
+            f"{number(row['mu_between'], 10)} {number(row['norm_majority'], 9, 5)} "
+            f"{number(row['norm_minority'], 9, 5)} {number(row['majority_cosine'], 9, 4)} "
+            f"{number(row['minority_cosine'], 9, 4)} {number(row['cross_cosine'], 9, 4)} "
+            f"{number(row['objective'], 12, 9)} {number(row['collapse_ratio'], 16, 6)}")
     return "\n".join(lines)
