@@ -355,8 +355,8 @@ def imbalance_table(config: TheoryConfig) -> dict[str, Any]:
     for label, kind in KINDS.items():
         lams = (1.0,) if kind == "plain" else tuple(float(v) for v in config.grid())
         pairing = "sample" if kind == "plain" else kind
-        arguments = dict(lam_H=config.lam_H, lam_W=config.lam_W, lams=lams, pairing=pairing,
-                         loss=config.loss, loss_params=config.loss_params)
+        arguments = {"lam_H": config.lam_H, "lam_W": config.lam_W, "lams": lams,
+                     "pairing": pairing, "loss": config.loss, "loss_params": config.loss_params}
         theory = imbalance_theory(config.K, config.minority_classes, config.imbalance_ratio,
                                   **arguments)
         threshold = (minority_collapse_threshold(config.K, config.minority_classes, **arguments)
@@ -385,15 +385,15 @@ def format_imbalance_table(table: dict[str, Any]) -> str:
         return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}g}"
 
     lines = [
-        f"K={table['K']}  minority classes={table['minority_classes']}  "
-        f"imbalance ratio={table['imbalance_ratio']:g}  lam_H={table['lam_H']:g}  "
-        f"lam_W={table['lam_W']:g}  loss={_loss_text(table['loss'])}  "
-        f"{len(table['lams'])} lams",
-        "learned classifier, exact optimum: W W^T = mu_A P_A + mu_B P_B + mu_0 e e^T "
-        "(docs/theory.md section 13)",
+        (f"K={table['K']}  minority classes={table['minority_classes']}  "
+         f"imbalance ratio={table['imbalance_ratio']:g}  lam_H={table['lam_H']:g}  "
+         f"lam_W={table['lam_W']:g}  loss={_loss_text(table['loss'])}  "
+         f"{len(table['lams'])} lams"),
+        ("learned classifier, exact optimum: W W^T = mu_A P_A + mu_B P_B + mu_0 e e^T "
+         "(docs/theory.md section 13)"),
         "",
-        f"{'':24} {'mu_A':>10} {'mu_B':>10} {'mu_0':>10} {'|w_A|':>9} {'|w_B|':>9} "
-        f"{'cos A':>9} {'cos B':>9} {'cos AB':>9} {'objective':>12} {'cos B = 0 at rho':>16}",
+        (f"{'':24} {'mu_A':>10} {'mu_B':>10} {'mu_0':>10} {'|w_A|':>9} {'|w_B|':>9} "
+         f"{'cos A':>9} {'cos B':>9} {'cos AB':>9} {'objective':>12} {'cos B = 0 at rho':>16}"),
     ]
     for row in table["rows"]:
         lines.append(
