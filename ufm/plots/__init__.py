@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from ..reproduce import layout
 from .._checks import check_int
 from ..io import prepare_run_dir
-from . import calibration, coefficients, curves, geometry, mixtures, training
+from . import calibration, coefficients, curves, geometry, minority, mixtures, training
 from .phase import (
     SWEEP_FIGURES,
     SweepFigureSpec,
@@ -132,6 +132,16 @@ FIGURES: dict[str, FigureSpec] = {
         "which is no fit), the squared-error null and the exact optimum for the network's own "
         "W and logit offset; the amplification against epochs; each prediction's chi-square "
         "per degree of freedom with its 1% rejection level.",
+    ),
+    "minority_collapse": FigureSpec(
+        minority.minority_collapse,
+        (layout.THEORY,),
+        "Minority collapse of a learned classifier under step imbalance, exact UFM optimum: the "
+        "cosine between minority rows of W against the imbalance ratio for mixup with sample "
+        "pairing, mixup with class pairing and plain training; (a) at the reproduction's K "
+        "with K // 2 minority classes, (b) at the imbalance sweep's sizes with the sweep's "
+        "solver points. Dotted verticals: the ratio from which the minority rows are exactly "
+        "equal (closed form).",
     ),
 }
 

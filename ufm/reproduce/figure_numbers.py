@@ -208,6 +208,23 @@ def coefficient_curves(s: Summaries) -> str:
     )
 
 
+def minority_collapse(s: Summaries) -> str:
+    given = s.theory["minority_collapse"]["reproduction"]
+    parts = []
+    for kind in ("sample", "class", "plain"):
+        entry = given[kind]
+        zero = ("never crosses 0" if entry["threshold"] is None
+                else f"crosses 0 at rho = {_g(entry['threshold'], 4)}")
+        equal = ("never equal" if entry["exact_collapse"] is None
+                 else f"equal from rho = {_g(entry['exact_collapse'], 5)}")
+        limit = "undefined (rows vanish)" if entry["limit_cosine"] is None else _g(
+            entry["limit_cosine"])
+        parts.append(f"{entry['label']}: the cosine {zero}, the rows are {equal}, its "
+                     f"limit is {limit}")
+    return (f"K = {given['K']}, {given['minority_classes']} minority classes: "
+            + "; ".join(parts) + ".")
+
+
 NUMBERS = {
     "mixup_configuration": configuration,
     "margin_and_norm": margin_and_norm,
@@ -218,5 +235,6 @@ NUMBERS = {
     "learned_classifier": learned_classifier,
     "layer_linearity": layer_linearity,
     "mixtures": mixtures,
+    "minority_collapse": minority_collapse,
     "coefficient_curves": coefficient_curves,
 }

@@ -12,6 +12,8 @@ module is the only contract between the writer and the readers::
         projection_<loss>.npz           the triple's exact features in the classifier plane
         mixture_amplification.csv       per (lam_H, m): amplification of equal-weight mixtures
         mixture_projection_theory.npz   exact mixtures of the triple over the weight simplex
+        minority_collapse.csv           per (setting, kind, rho): the exact learned classifier
+                                        under step imbalance (docs/theory.md section 13)
         summary.json                    written last
     DIR/solver/<run>/                   one UFM solve (ufm.solver.results layout)
     DIR/solver/curves.csv               per (run, lam): margin and relative norm of the solver
@@ -69,6 +71,8 @@ NETWORK_RUNS = (
 MIXTURE_NETWORK_RUN = "mixup3_fixed_etf"
 THEORY_LOSSES = ("ce", "mse", "label_smoothing")
 MIXTURE_AMPLIFICATION = "mixture_amplification.csv"
+MINORITY_COLLAPSE = "minority_collapse.csv"
+IMBALANCE_SWEEP = "imbalance"
 
 
 def stage_dir(root: str | Path, stage: str) -> Path:
@@ -79,7 +83,8 @@ def stage_files(root: str | Path, stage: str) -> list[Path]:
     """Files a complete stage must hold besides its summary: those added after the first
     release, so that a folder written before them is not taken as complete."""
     if stage == THEORY:
-        return [theory_file(root, MIXTURE_AMPLIFICATION), mixture_projection(root, THEORY, "theory")]
+        return [theory_file(root, MIXTURE_AMPLIFICATION), mixture_projection(root, THEORY, "theory"),
+                theory_file(root, MINORITY_COLLAPSE)]
     if stage == SOLVER:
         return [mixture_projection(root, SOLVER, "solver")]
     if stage == NETWORKS:

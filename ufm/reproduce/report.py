@@ -17,6 +17,7 @@ from ..io import read_json
 from ..nets.triple_choice import LAM_H_RANGE, curve_fit_status
 from ..plots import FIGURES
 from ..plots.coefficients import quoted
+from ..plots.minority import collapse_numbers
 from ..seeds import RESOLUTION, Spread, combined_se, resolved, spread
 from . import layout
 from .figure_numbers import NUMBERS, Summaries
@@ -165,7 +166,32 @@ def _theory_section(theory: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
-    return lines + _table("lam_H", theory["per_loss"]["ce"], THEORY_COLUMNS)
+    return lines + _table("lam_H", theory["per_loss"]["ce"], THEORY_COLUMNS) + _minority_section(
+        theory)
+
+
+def _minority_section(theory: dict[str, Any]) -> list[str]:
+    """The exact minority-collapse numbers of the theory stage (docs/theory.md section 13)."""
+    numbers = theory.get("minority_collapse")
+    if not numbers:
+        return []
+    given = numbers["reproduction"]
+    lines = [
+        "",
+        "### Minority collapse of a learned classifier (exact theory)",
+        "",
+        (f"K = {given['K']}, the last {given['minority_classes']} classes with 1/rho of the "
+         f"samples, lam_H = {_fmt(given['lam_H'])}, lam_W = {_fmt(given['lam_W'])}, "
+         f"{given['num_lams']} lams, every class pair: the exact optimum of the learned "
+         "classifier (three eigenvalues of W W^T, docs/theory.md section 13). The minority "
+         "cosine is -1/(K-1) at rho = 1; the table gives the ratio at which it crosses 0 and "
+         "the ratio from which the minority rows are exactly equal (closed form)."),
+        "",
+        "| training | cosine crosses 0 at rho | rows exactly equal from rho |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {label} | {zero} | {equal} |" for label, zero, equal in collapse_numbers(given)]
+    return [*lines, ""]
 
 
 def _network_section(networks: dict[str, Any]) -> list[str]:

@@ -58,12 +58,19 @@ class PhaseSweep:
     spec: SweepSpec
 
 
-def _sizes(config: ReproduceConfig) -> dict[str, Any]:
+def sweep_sizes(config: ReproduceConfig) -> dict[str, Any]:
     if config.sweep_grid == "quick":
         return dict(QUICK)
     return {"K": config.K, "d": config.d, "num_lams": config.solver_lams,
             "tol": config.learned_tol, "max_iters": config.max_iters, "lam_H": config.lam_H,
             "lam_W": config.lam_W}  # fmt: skip
+
+
+def imbalance_ratios(config: ReproduceConfig) -> list[float]:
+    """The imbalance ratios of the imbalance sweep."""
+    if config.sweep_grid == "full":
+        return [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    return [1.0, 4.0, 16.0]
 
 
 def mixup_lams(count: int) -> list[float]:
@@ -73,7 +80,7 @@ def mixup_lams(count: int) -> list[float]:
 
 def planned_sweeps(config: ReproduceConfig) -> list[PhaseSweep]:
     """The grids of the stage, in order (module docstring)."""
-    sizes = _sizes(config)
+    sizes = sweep_sizes(config)
     K, lams = sizes["K"], sizes["num_lams"]
     full = config.sweep_grid == "full"
     base = {**sizes, "classifier": "learned", "device": solver_device(config.device),
@@ -85,8 +92,7 @@ def planned_sweeps(config: ReproduceConfig) -> list[PhaseSweep]:
                   if k not in grid and not (seeds and k == "seed")}
         return PhaseSweep(name, question, SweepSpec("solve", shared, grid, seeds=seeds))
 
-    imbalance = {"imbalance_ratio": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0] if full
-                 else [1.0, 4.0, 16.0],
+    imbalance = {"imbalance_ratio": imbalance_ratios(config),
                  "lams": [[1.0], mixup_lams(lams)]}  # fmt: skip
     if full:
         imbalance["pairing"] = ["sample", "class"]

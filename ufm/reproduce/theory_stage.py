@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from . import layout
-from ..theory.asymptotics import channel_asymptotic, margin_asymptotic
 from ..etf import simplex_etf
 from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss
 from ..theory import gain, optimal_features, theory_table
-from . import mixtures
+from ..theory.asymptotics import channel_asymptotic, margin_asymptotic
+from ..theory.minority import KINDS, imbalance_theory, minority_collapse_threshold
+from . import layout, mixtures, sweep_stage
 from .config import ReproduceConfig
 from .projection import project_triple, triple_pairs, write_projection
 
@@ -198,6 +198,58 @@ def _channel_numbers(config: ReproduceConfig, rows: list[dict[str, Any]]) -> dic
     return numbers
 
 
+def minority_settings(config: ReproduceConfig) -> dict[str, dict[str, Any]]:
+    """The two settings of the minority-collapse curves: the reproduction's K with K // 2
+    minority classes, and the sizes of the sweep stage's imbalance sweep (its solver points
+    are drawn on these curves)."""
+    sizes = sweep_stage.sweep_sizes(config)
+    return {
+        "reproduction": {"K": config.K, "lam_H": config.lam_H, "lam_W": config.lam_W,
+                         "lams": sweep_stage.mixup_lams(config.solver_lams), "rhos": []},
+        "sweep": {"K": sizes["K"], "lam_H": sizes["lam_H"], "lam_W": sizes["lam_W"],
+                  "lams": sweep_stage.mixup_lams(sizes["num_lams"]),
+                  "rhos": sweep_stage.imbalance_ratios(config)},
+    }
+
+
+def minority_rows(config: ReproduceConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The exact learned classifier under step imbalance (:func:`ufm.imbalance_theory`) over
+    a log grid of rho from 1 to 10^4 (and the sweep's ratios), for mixup with sample pairing,
+    mixup with class pairing and plain training; and per setting and kind the ratio at which
+    the minority cosine crosses 0 and the ratio of exact collapse."""
+    rows, numbers, done = [], {}, {}
+    for setting, values in minority_settings(config).items():
+        K, minority = values["K"], values["K"] // 2
+        key = repr(sorted(values.items()))
+        if key in done:  # the same setting twice (the full sweep uses the reproduction's)
+            rows += [{**row, "setting": setting} for row in rows if row["setting"] == done[key]]
+            numbers[setting] = numbers[done[key]]
+            continue
+        done[key] = setting
+        ratios = sorted({*np.geomspace(1.0, 1e4, 17).tolist(), *values["rhos"]})
+        numbers[setting] = {"K": K, "minority_classes": minority, "lam_H": values["lam_H"],
+                            "lam_W": values["lam_W"], "num_lams": len(values["lams"])}
+        for label, kind in KINDS.items():
+            lams = [1.0] if kind == "plain" else values["lams"]
+            pairing = "sample" if kind == "plain" else kind
+            arguments = {"lam_H": values["lam_H"], "lam_W": values["lam_W"], "lams": lams,
+                         "pairing": pairing}
+            for ratio in ratios:
+                theory = imbalance_theory(K, minority, ratio, **arguments)
+                rows.append({"setting": setting, "kind": kind, "imbalance_ratio": ratio,
+                             "K": K, "minority_classes": minority,
+                             "minority_cosine": theory.minority_cosine,
+                             "majority_cosine": theory.majority_cosine,
+                             "norm_ratio": math.sqrt(theory.norm2_minority / theory.norm2_majority)
+                             if theory.norm2_majority > 0 else None,
+                             "mu_minority": theory.eigenvalues["minority"]})
+            found = minority_collapse_threshold(K, minority, **arguments)
+            numbers[setting][kind] = {"label": label, "threshold": found.threshold,
+                                      "exact_collapse": found.exact_collapse,
+                                      "limit_cosine": found.limit_cosine}
+    return rows, numbers
+
+
 def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
     """Compute and write the theory stage into ``root/theory`` (summary.json last)."""
     folder = prepare_run_dir(layout.stage_dir(root, layout.THEORY))
@@ -208,6 +260,8 @@ def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
     write_csv(folder / "channel_growth.csv", growth_rows(config))
     for name, projection in projections(config).items():
         write_projection(layout.theory_projection(root, name), projection)
+    minority, minority_numbers = minority_rows(config)
+    write_csv(layout.theory_file(root, layout.MINORITY_COLLAPSE), minority)
     amplification = mixtures.amplification_rows(config)
     write_csv(layout.theory_file(root, layout.MIXTURE_AMPLIFICATION), amplification)
     write_projection(layout.mixture_projection(root, layout.THEORY, "theory"),
@@ -223,6 +277,7 @@ def run(config: ReproduceConfig, root: str | Path) -> dict[str, Any]:
         "triple": list(config.triple),
         "per_loss": _key_numbers(config, curves),
         "channels": _channel_numbers(config, channels),
+        "minority_collapse": minority_numbers,
         "mixtures": {
             f"{row['lam_H']:g}": row["amplification"]
             for row in amplification
