@@ -209,12 +209,12 @@ def test_label_mass_ratio_matches_the_mass_of_drawn_plans(pairing):
 def test_label_mass_entries_of_a_run():
     counts = [60, 60, 60, 6, 6]
     mixing = label_mass_entries(counts, 10.0, 2, "class", mixes=True)
-    assert mixing["pairing"] == "class"
+    assert mixing["mixup_pairing"] == "class"
     assert mixing["label_mass_ratio"] == pytest.approx(label_mass_ratio(5, 2, 10.0, "class"))
     assert mixing["label_mass_ratio_train"] == pytest.approx(mixing["label_mass_ratio"], rel=1e-12)
     # Without mixup there is no partner: the mass is the class frequency, whatever the pairing.
     plain = label_mass_entries(counts, 10.0, 2, "class", mixes=False)
-    assert plain["label_mass_ratio"] == pytest.approx(10.0) and plain["pairing"] == "class"
+    assert plain["label_mass_ratio"] == pytest.approx(10.0) and plain["mixup_pairing"] == "class"
     assert label_mass_entries(counts, 1.0, 0, "sample", True)["label_mass_ratio"] is None
 
 
@@ -285,7 +285,7 @@ def test_one_epoch_class_pairing_run_from_the_command_line(tmp_path, capsys):
     assert read_json(out / "config.json")["config"]["pairing"] == "class"
     summary = read_json(out / "summary.json")
     assert summary_numbers("train", out)["label_mass_ratio"] == summary["label_mass_ratio"]
-    assert summary["pairing"] == "class"
+    assert summary["mixup_pairing"] == "class"
     assert summary["label_mass_ratio"] == pytest.approx(label_mass_ratio(10, 5, 8.0, "class"))
     # digits' classes are nearly equal, so the kept counts give almost the nominal ratio
     assert summary["label_mass_ratio_train"] == pytest.approx(summary["label_mass_ratio"], rel=0.05)
@@ -313,5 +313,5 @@ def test_class_pairing_resumes_exactly_and_old_runs_resume_as_sample(tmp_path, m
     del saved["config"]["pairing"]
     write_json(tmp_path / "old" / "config.json", saved)
     summary = run_training(old, tmp_path / "old", resume=True, progress=False)
-    assert summary["pairing"] == "sample"
+    assert summary["mixup_pairing"] == "sample"
     assert summary["label_mass_ratio"] == pytest.approx(4.0)

@@ -132,7 +132,10 @@ def per_class_accuracy(
 def label_mass_entries(
     counts, ratio: float, minority: int, pairing: str, mixes: bool
 ) -> dict[str, Any]:
-    """``pairing`` and the majority-to-minority label mass of a run (None for k = 0).
+    """``mixup_pairing`` and the majority-to-minority label mass of a run (None for k = 0).
+
+    (Named ``mixup_pairing`` because a measurement's summary already has a ``pairing``: how
+    its standard errors pair the samples.)
 
     ``label_mass_ratio`` is :func:`ufm.imbalance.label_mass_ratio` of the configured step
     imbalance; ``label_mass_ratio_train`` the same from the training set's class ``counts``
@@ -143,11 +146,11 @@ def label_mass_entries(
     """
     effective = pairing if mixes else "sample"
     if not minority:
-        return {"pairing": pairing, "label_mass_ratio": None, "label_mass_ratio_train": None}
+        return {"mixup_pairing": pairing, "label_mass_ratio": None, "label_mass_ratio_train": None}
     K = len(counts)
     masses = label_masses(torch.as_tensor(counts, dtype=torch.float64), effective)
     return {
-        "pairing": pairing,
+        "mixup_pairing": pairing,
         "label_mass_ratio": label_mass_ratio(K, minority, ratio, effective),
         "label_mass_ratio_train": float(masses[: K - minority].mean() / masses[K - minority :].mean()),
     }
