@@ -9,6 +9,7 @@ them, so an example that no longer runs, or prints something else, fails this fi
 from __future__ import annotations
 
 import ast
+import dataclasses
 import doctest
 import importlib
 import inspect
@@ -99,6 +100,49 @@ def test_public_function_documents_parameters_and_returns(name):
     text = _docstring(name)
     for section in ("Parameters", "Returns"):
         assert _has_section(text, section), f"ufm.{name} has no {section} section"
+
+
+DATACLASSES = [name for name in ufm.__all__ if dataclasses.is_dataclass(getattr(ufm, name))]
+FIELD_SECTIONS = ("Parameters", "Attributes")
+
+
+def _section_names(text: str, title: str) -> set[str]:
+    """The names a numpydoc section lists: the section runs from ``title`` over its line of
+    dashes to the next such header; each entry starts a line (at the section's indentation)
+    as ``name : type``, and ``K, d : int`` names both K and d."""
+    lines = text.splitlines()
+    names: set[str] = set()
+    for i, line in enumerate(lines[:-1]):
+        if line.strip() != title or lines[i + 1].strip() != "-" * len(title):
+            continue
+        indent = len(line) - len(line.lstrip())
+        for j in range(i + 2, len(lines)):
+            entry = lines[j]
+            if j + 1 < len(lines) and re.fullmatch(r"\s*-{3,}", lines[j + 1]) and entry.strip():
+                break  # the next section's header
+            if entry.strip() and len(entry) - len(entry.lstrip()) == indent:
+                head = re.match(r"\s*([\w\s,*]+?)\s*:(\s|$)", entry)
+                if head:
+                    names.update(n.strip().lstrip("*") for n in head.group(1).split(","))
+    return names
+
+
+def test_section_names_reads_headers_and_combined_entries():
+    text = "Intro.\n\nParameters\n----------\nK, d : int\n    Sizes.\nloss : str\n" \
+           "    A name: with a colon.\n\nExamples\n--------\nx : not a field\n"
+    assert _section_names(text, "Parameters") == {"K", "d", "loss"}
+    assert _section_names(text, "Attributes") == set()
+
+
+@pytest.mark.parametrize("name", DATACLASSES)
+def test_public_dataclass_documents_every_field(name):
+    cls = getattr(ufm, name)
+    text = _docstring(name)
+    assert any(_has_section(text, title) for title in FIELD_SECTIONS), (
+        f"ufm.{name} has no Parameters or Attributes section")
+    documented = set().union(*(_section_names(text, title) for title in FIELD_SECTIONS))
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in documented]
+    assert not missing, f"ufm.{name} does not document the fields {missing}"
 
 
 def test_every_public_name_has_a_docstring_of_its_own():

@@ -68,6 +68,50 @@ class MeasureSettings:
     Every field is checked on construction, so a bad setting is refused before a network
     runs.
 
+    Parameters
+    ----------
+    lam_grid : int, default 11
+        Points of the lam grid in [0, 1]; odd (1/2 among them), >= 3.
+    triple : tuple of int, default ()
+        Three distinct class indices (>= 0, < K) for the figures; empty: three drawn with
+        the seed.
+    pairs_per_class_pair : int, default 20
+        Training pairs per class pair of the triple, >= 1.
+    pairs_all_classes : int, default 40
+        Pairs per class pair (per cell (c, c', lam)) for the comparison with the theory,
+        >= 2 (a cell's standard error needs two).
+    max_class_pairs : int, default 55
+        Class pairs measured at most (beyond, drawn with the seed), >= 4.
+    seed : int, default 0
+        Seed of every pair drawn, >= 0.
+    mix_at : str, default ""
+        Name of the module whose output is mixed; empty: the inputs.
+    layers : tuple of str, default ()
+        Names of modules whose outputs the layer-wise linearity measures; empty: none.
+    loss : {"ce", "mse", "label_smoothing", "focal", "logit_adjusted"}, default "ce"
+        The training loss, for the theory (a name of :data:`ufm.LOSSES`).
+    loss_params : dict, default {}
+        Keyword parameters of the loss, checked by :func:`ufm.get_loss`.
+    exact_classifier : bool, default True
+        Whether to also solve the UFM for the network's own W.
+    lam_bins : int, default 11
+        Bins of the lams of features files drawn per sample; odd, >= 3.
+    linearity_pairs : int, default 200
+        Pairs of the layer-wise linearity, >= 1.
+    n_bins : int, default 15
+        Bins of the expected calibration error (ECE), >= 1.
+    batch_size : int, default 2048
+        Network evaluations at once, >= 1.
+    mixture_points : int, default 2
+        >= 2; 3 or more also measures the 3-class mixtures (:mod:`ufm.nets.mixtures`).
+    mixture_grid : int, default 7
+        Points per edge of the weight simplex of the 3-class mixtures, >= 4, with
+        ``mixture_grid`` - 1 a multiple of 3 (the equal-weight mixture on the grid).
+    mixture_triples : int, default 4
+        Class triples of the 3-class mixtures, >= 1.
+    mixture_samples : int, default 20
+        Sample triples per class triple, >= 1.
+
     Examples
     --------
     >>> import dataclasses, ufm

@@ -89,6 +89,92 @@ class UFMConfig:
     classifier in float64 solves its features in float32 until the gradient norm is a
     thousandth of its first value, then in float64 (``mixed_precision``, :mod:`.newton`).
 
+    Parameters
+    ----------
+    K : int, default 10
+        Number of classes, >= 2.
+    d : int, default 32
+        Feature dimension, >= 1; >= K - 1 when the classifier is a simplex ETF
+        (``classifier = "fixed_etf"``, or ``init = "etf"`` with a learned classifier).
+    mixup_points : int, default 2
+        Classes m per mixed sample, in [2, K]: 2 for mixup pairs, more for m-class mixtures.
+    pairs : {"all", "same", "different", "random"}, default "all"
+        The ordered class pairs sampled; for m > 2 only "all" (at most 10^7 class tuples)
+        or "random".
+    num_pairs : int or None, default None
+        Pairs (m > 2: class tuples) drawn when ``pairs = "random"``, required there and
+        refused otherwise; in [1, K^2] for pairs, [1, 10^7] for m > 2.
+    samples_per_pair : int, default 1
+        Samples per pair and lam grid value, or draws per pair when ``alpha`` is set; >= 1.
+    lams : tuple of float or None, default None
+        The lam grid, non-empty, every value in [0, 1]; None: ``num_lams`` equally spaced
+        values. Refused with ``alpha`` and for m > 2.
+    num_lams : int, default 21
+        Points of the equally spaced lam grid in [0, 1], >= 1; for m > 2 points per edge of
+        the simplex lattice, >= 2 (at most 10^6 lattice points).
+    alpha : float or None, default None
+        Beta(alpha, alpha) draws of lam (m > 2: Dirichlet(alpha 1_m) weights) instead of the
+        grid, > 0; None: the grid.
+    imbalance_ratio : float, default 1.0
+        Samples of a majority class per sample of a minority class, >= 1 (1: balanced).
+    minority_classes : int, default 0
+        Number k of minority classes (the last k), in [0, K - 1].
+    pairing : {"sample", "class"}, default "sample"
+        Whether both partners of a mixture come from the imbalanced set ("sample") or only
+        the first ("class", pairs only).
+    loss : {"ce", "mse", "label_smoothing", "focal", "logit_adjusted"}, default "ce"
+        The loss, a name of :data:`ufm.LOSSES`; for m > 2 one with an m-class form.
+    loss_params : dict, default {}
+        Keyword parameters of the loss (``ufm.get_loss(loss, **loss_params)``), checked by it.
+    lam_H : float, default 5e-3
+        Feature penalty lambda_H, > 0.
+    lam_W : float, default 5e-3
+        Classifier penalty lambda_W, >= 0 (> 0 for a learned classifier).
+    lam_b : float, default 0.0
+        Bias penalty lambda_b, >= 0.
+    classifier : {"fixed_etf", "fixed", "learned"}, default "fixed_etf"
+        A fixed simplex ETF, the initial W held fixed, or a learned W.
+    etf_scale : float, default 1.0
+        Row norm of the simplex-ETF classifier, > 0.
+    etf_seed : int or None, default 0
+        Seed of the simplex ETF's orientation, >= 0; None: the canonical orientation.
+    init : {"random", "etf"}, default "random"
+        Initial W of a learned classifier: random or a simplex ETF.
+    init_scale : float, default 1.0
+        Random initial W has entries of standard deviation ``init_scale``/sqrt(d); > 0.
+    bias : bool, default False
+        Whether a bias b is learned.
+    method : {"newton", "newton_cg", "gd"}, default "newton"
+        The solver method (:data:`ufm.solver.methods.METHODS`): per-sample Newton on the
+        features with L-BFGS ("newton") or truncated Newton ("newton_cg") on the classifier,
+        or gradient descent with momentum on all variables ("gd").
+    lr : float or None, default None
+        Step size of "gd" relative to its curvature bounds, > 0; None: 1.
+    momentum : float, default 0.9
+        Heavy-ball momentum of "gd", in [0, 1).
+    dtype : {"float32", "float64"}, default "float64"
+        Floating-point type of the solve.
+    device : {"auto", "cpu", "cuda", "mps"}, default "auto"
+        Where to solve, optionally with an index ("cuda:1"); "auto": CUDA, then MPS, then CPU.
+    seed : int, default 0
+        Seed of the samples and the random initial classifier, >= 0.
+    tol : float, default 1e-10
+        Stop at gradient norm <= ``tol``; > 0.
+    max_iters : int, default 1000
+        Stop after this many iterations, >= 1.
+    time_limit : float or None, default None
+        Stop after this many seconds, > 0; None: no limit.
+    chunk_size : int or None, default None
+        Samples per chunk of the Newton feature solves, >= 1; None: :attr:`chunk_rows`.
+    parallel : {"chunks", "kernels"}, default "chunks"
+        On a CPU, threads take whole chunks ("chunks") or torch spreads every operation
+        ("kernels").
+    coordinates : {"auto", "row_space"}, default "auto"
+        "auto": logit coordinates for a fixed tight-frame classifier; "row_space": always the
+        SVD frame of the classifier.
+    mixed_precision : bool, default True
+        Whether a learned classifier in float64 solves its features in float32 first.
+
     Examples
     --------
     The problem of the paper's theory figures, small: three classes in three dimensions,

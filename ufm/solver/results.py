@@ -28,13 +28,43 @@ STOP_REASONS = (
 class UFMResult:
     """Solved features and classifier, the samples, the history and a summary.
 
-    ``H`` (n, d), ``W`` (K, d), ``b`` (K,) or None, ``c``/``c_prime``/``lam`` (n,) for
-    pairs (``mixup_points`` = 2), or ``classes`` (n, m) and ``weights`` (n, m) for m-class
-    mixtures (then ``c``, ``c_prime`` and ``lam`` are None); ``history`` holds one dict per
-    iteration; ``stop_reason`` is one of :data:`STOP_REASONS`; ``summary`` holds the final
-    numbers (see :func:`ufm.solve`). ``config`` is the problem solved, ``seconds`` the time
-    the solve took and ``device`` where it ran. :meth:`save` writes the result folder that
-    :func:`load_result` reads.
+    The samples are ``c``/``c_prime``/``lam`` for pairs (``mixup_points`` = 2), or
+    ``classes`` and ``weights`` for m-class mixtures (then ``c``, ``c_prime`` and ``lam`` are
+    None). :meth:`save` writes the result folder that :func:`load_result` reads.
+
+    Attributes
+    ----------
+    config : UFMConfig
+        The problem solved.
+    H : torch.Tensor
+        (n, d) the features, one row per sample.
+    W : torch.Tensor
+        (K, d) the classifier.
+    b : torch.Tensor or None
+        (K,) the bias, or None without one.
+    c : torch.Tensor or None
+        (n,) the first class of each pair; None for m-class mixtures.
+    c_prime : torch.Tensor or None
+        (n,) the second class of each pair; None for m-class mixtures.
+    lam : torch.Tensor or None
+        (n,) the weight of the first class of each pair, in [0, 1]; None for m-class mixtures.
+    history : list of dict
+        One dict per iteration.
+    stop_reason : str
+        Why the solve stopped, one of :data:`STOP_REASONS` ("converged", "rounding",
+        "max_iters", "time_limit", "diverged", "stalled", "interrupted").
+    seconds : float
+        The time the solve took.
+    device : str
+        Where the solve ran.
+    summary : dict, default {}
+        The final numbers (see :func:`ufm.solve`).
+    classes : torch.Tensor or None, default None
+        (n, m) the classes of each m-class mixture; None for pairs.
+    weights : torch.Tensor or None, default None
+        (n, m) the weights of those classes, on the simplex; None for pairs.
+    converged : bool
+        Property: whether ``stop_reason`` is "converged".
 
     Examples
     --------
@@ -65,6 +95,7 @@ class UFMResult:
 
     @property
     def converged(self) -> bool:
+        """Whether the solve stopped at gradient norm <= ``tol`` (``stop_reason`` "converged")."""
         return self.stop_reason == "converged"
 
     def save(self, out: str | Path) -> Path:
