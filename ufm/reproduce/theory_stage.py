@@ -28,7 +28,7 @@ from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss
 from ..theory import gain, optimal_features, theory_table
 from ..theory.asymptotics import channel_asymptotic, margin_asymptotic
-from ..theory.minority import KINDS, imbalance_theory, minority_collapse_threshold
+from ..theory.minority import KINDS, imbalance_theory, kind_arguments, minority_collapse_threshold
 from . import layout, mixtures, sweep_stage
 from .config import ReproduceConfig
 from .projection import project_triple, triple_pairs, write_projection
@@ -230,10 +230,8 @@ def minority_rows(config: ReproduceConfig) -> tuple[list[dict[str, Any]], dict[s
         numbers[setting] = {"K": K, "minority_classes": minority, "lam_H": values["lam_H"],
                             "lam_W": values["lam_W"], "num_lams": len(values["lams"])}
         for label, kind in KINDS.items():
-            lams = [1.0] if kind == "plain" else values["lams"]
-            pairing = "sample" if kind == "plain" else kind
-            arguments = {"lam_H": values["lam_H"], "lam_W": values["lam_W"], "lams": lams,
-                         "pairing": pairing}
+            arguments = {"lam_H": values["lam_H"], "lam_W": values["lam_W"],
+                         **kind_arguments(kind, values["lams"])}
             for ratio in ratios:
                 theory = imbalance_theory(K, minority, ratio, **arguments)
                 rows.append({"setting": setting, "kind": kind, "imbalance_ratio": ratio,

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from .._checks import check_float, check_int
-from ..imbalance import PAIRINGS
+from ..imbalance import PAIRINGS, class_sizes
 
 __all__ = [
     "KINDS",
@@ -77,12 +77,21 @@ __all__ = [
     "check_imbalance_problem",
     "exact_collapse_ratio",
     "imbalance_theory",
+    "kind_arguments",
     "minority_collapse_threshold",
 ]
 
 KINDS = {"mixup, sample pairing": "sample", "mixup, class pairing": "class",
          "plain training": "plain"}
 """The three ways of training the theory compares: the label of each and its ``kind``."""
+
+
+def kind_arguments(kind: str, lams) -> dict[str, Any]:
+    """The ``lams`` and ``pairing`` of :func:`imbalance_theory` for a kind of :data:`KINDS`:
+    plain training is the grid {1} (the partner then carries no weight), mixup the given grid."""
+    if kind == "plain":
+        return {"lams": [1.0], "pairing": "sample"}
+    return {"lams": list(lams), "pairing": kind}
 
 _NEWTON_STEPS = 200
 _FEATURE_TOL = 1e-13
@@ -142,7 +151,7 @@ class ImbalanceTheory:
 
     def gram(self) -> torch.Tensor:
         """The optimal Gram matrix :math:`G = WW^\\top` (K, K), float64."""
-        _, proj = _projectors(self.K - self.minority_classes, self.minority_classes)
+        proj = _projectors(self.K - self.minority_classes, self.minority_classes)
         mu = [v for v in (self.eigenvalues["majority"], self.eigenvalues["minority"],
                           self.eigenvalues["between"])]
         G = sum((m or 0.0) * P for m, P in zip(mu, proj))
@@ -166,15 +175,15 @@ class ImbalanceTheory:
         return out
 
 
-def _projectors(k_A: int, k_B: int) -> tuple[list[int], list[np.ndarray]]:
-    """The dimensions and the (K, K) projectors of the three eigenspaces (for :meth:`gram`)."""
+def _projectors(k_A: int, k_B: int) -> list[np.ndarray]:
+    """The (K, K) projectors of the three eigenspaces (for :meth:`gram`)."""
     K = k_A + k_B
     in_A = np.r_[np.ones(k_A), np.zeros(k_B)]
     in_B = 1.0 - in_A
     P_A = np.diag(in_A) - np.outer(in_A, in_A) / k_A
     P_B = np.diag(in_B) - np.outer(in_B, in_B) / k_B
     e = (k_B * in_A - k_A * in_B) / math.sqrt(k_A * k_B * K)
-    return [k_A - 1, k_B - 1, 1], [P_A, P_B, np.outer(e, e)]
+    return [P_A, P_B, np.outer(e, e)]
 
 
 @dataclass(frozen=True)
@@ -274,15 +283,11 @@ def check_imbalance_problem(K, minority_classes, imbalance_ratio, lam_H, lam_W, 
         raise ValueError(f"lams must be a non-empty list of numbers in [0, 1], got {lams.tolist()}")
     from ..losses import get_loss
 
-    sizes = torch.ones(K, dtype=torch.float64)
-    sizes[K - k_B:] = 0.0 if math.isinf(ratio) else 1.0 / ratio
-    made = get_loss(loss, **dict(loss_params or {}))
-    if not made.shift_invariant or not hasattr(made, "softmax_target"):
-        raise ValueError(f"the imbalance theory needs a softmax-family loss; loss {loss!r} is not")
-    if math.isinf(ratio):
-        sizes[K - k_B:] = 1e-300
-    target = made.for_classes(sizes).softmax_target(K, torch.float64)
-    if target is None:
+    # the class sizes a loss may read its priors from; vanishing minorities as a tiny size
+    sizes = class_sizes(K, min(ratio, 1e300), k_B)
+    made = get_loss(loss, **dict(loss_params or {})).for_classes(sizes)
+    target = made.softmax_target(K, torch.float64)
+    if not made.shift_invariant or target is None:
         raise ValueError(f"the imbalance theory needs a softmax-family loss; loss {loss!r} is not")
     shifts = (0.0, 0.0)
     if target.shift is not None:
@@ -416,7 +421,7 @@ def _feature_optima(types: _SampleTypes, mu: np.ndarray, free: np.ndarray, bound
                     lam_H: float, zeta: np.ndarray | None = None):
     """Each sample's optimal cell logits by Newton's method with backtracking, within the
     range of G (the problem is strictly convex there once the common shift and absent cells
-    are pinned). Returns the logits, the (projected) Hessian and the projector."""
+    are pinned)."""
     M = lam_H * _penalty_form(types, mu, free)
     # A common shift of the logits changes neither the loss nor the penalty; pin it (and
     # each absent cell) with a term that leaves the optimum's value unchanged.
@@ -452,19 +457,12 @@ def _feature_optima(types: _SampleTypes, mu: np.ndarray, free: np.ndarray, bound
                 break
             t = np.where(bad, t / 2, t)
         zeta = zeta + t[:, None] * step
-    _, _, hess = _loss_terms(types, zeta)
-    return zeta, projected_hessian(hess), R
+    return zeta
 
 
 def _energies(types: _SampleTypes, zeta: np.ndarray) -> np.ndarray:
     r""":math:`E_i = \sum_s \bar\omega_s \zeta_s^\top Q_i \zeta_s` for the three eigenspaces."""
     return np.einsum("n,nj,injl,nl->i", types.weight, zeta, types.Q, zeta)
-
-
-def _objective(types, zeta, mu, free, lam_H) -> float:
-    value, _, _ = _loss_terms(types, zeta)
-    penalty = 0.5 * lam_H * np.einsum("nj,njl,nl->n", zeta, _penalty_form(types, mu, free), zeta)
-    return float(types.weight @ (value + penalty))
 
 
 class _EigenvalueProblem:
@@ -495,10 +493,12 @@ class _EigenvalueProblem:
         gradient)."""
         types, lam_H, index = self.types, self.lam_H, np.flatnonzero(self.active)
         free = self.active & (mu > 0)
-        zeta, _, _ = _feature_optima(types, mu, free, self.active & ~free, lam_H, zeta)
-        F = _objective(types, zeta, mu, free, lam_H) + 0.5 * self.lam_W * float(
+        zeta = _feature_optima(types, mu, free, self.active & ~free, lam_H, zeta)
+        value, residual, cell_hessian = _loss_terms(types, zeta)
+        penalty = 0.5 * lam_H * np.einsum("nj,njl,nl->n", zeta, _penalty_form(types, mu, free),
+                                          zeta)
+        F = float(types.weight @ (value + penalty)) + 0.5 * self.lam_W * float(
             self.dims[free] @ mu[free])
-        _, residual, cell_hessian = _loss_terms(types, zeta)
         per_class = residual * self.inverse_sizes  # (p_j - T_j) / n_j: 0 in an absent cell
         # Pi_i grad in cell coordinates, N^-1 Q_i gamma, and the energies |Pi_i grad|^2
         projected = np.einsum("nj,injl,nl->inj", self.inverse_sizes, types.Q[index], per_class)
@@ -528,7 +528,7 @@ def _solve_eigenvalues(types, dims, active, lam_H, lam_W):
     mu = np.where(active, 1.0, 0.0)
     zeta = None
     for _ in range(3):  # balance steps mu_i = sqrt(lam_H E_i / (lam_W d_i)) to start
-        zeta, _, _ = _feature_optima(types, mu, active, active & False, lam_H, zeta)
+        zeta = _feature_optima(types, mu, active, active & False, lam_H, zeta)
         E = _energies(types, zeta)
         mu[active] = np.sqrt(np.maximum(lam_H * E[active] / (lam_W * dims[active]), 1e-300))
     state = problem.evaluate(mu, zeta)

@@ -17,7 +17,13 @@ from .._checks import check_float, check_int
 from ..config import config_to_dict
 from ..io import prepare_run_dir, write_csv, write_json
 from ..losses import get_loss
-from .minority import KINDS, check_imbalance_problem, imbalance_theory, minority_collapse_threshold
+from .minority import (
+    KINDS,
+    check_imbalance_problem,
+    imbalance_theory,
+    kind_arguments,
+    minority_collapse_threshold,
+)
 from .mixtures import mixture_coefficients, simplex_grid
 from .optimum import (
     EXACT_THEORY_LOSSES,
@@ -353,10 +359,9 @@ def imbalance_table(config: TheoryConfig) -> dict[str, Any]:
     classes or more)."""
     rows = []
     for label, kind in KINDS.items():
-        lams = (1.0,) if kind == "plain" else tuple(float(v) for v in config.grid())
-        pairing = "sample" if kind == "plain" else kind
-        arguments = {"lam_H": config.lam_H, "lam_W": config.lam_W, "lams": lams,
-                     "pairing": pairing, "loss": config.loss, "loss_params": config.loss_params}
+        arguments = {"lam_H": config.lam_H, "lam_W": config.lam_W, "loss": config.loss,
+                     "loss_params": config.loss_params,
+                     **kind_arguments(kind, (float(v) for v in config.grid()))}
         theory = imbalance_theory(config.K, config.minority_classes, config.imbalance_ratio,
                                   **arguments)
         threshold = (minority_collapse_threshold(config.K, config.minority_classes, **arguments)
