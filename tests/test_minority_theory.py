@@ -177,6 +177,7 @@ def test_threshold_is_where_the_cosine_crosses_zero():
     ({"lams": [0.5, 1.5]}, "lams must be a non-empty list of numbers in [0, 1]"),
     ({"loss": "mse"}, "needs a softmax-family loss"),
     ({"lam_H": 0.0}, "lam_H must lie in (0, inf), got 0.0"),
+    ({"imbalance_ratio": float("inf"), "loss": "logit_adjusted"}, "give a finite imbalance_ratio"),
 ])
 def test_bad_input_is_refused(kwargs, message):
     arguments = {"K": 4, "minority_classes": 2, "imbalance_ratio": 10.0, **kwargs}

@@ -297,8 +297,10 @@ def check_imbalance_problem(K, minority_classes, imbalance_ratio, lam_H, lam_W, 
             raise ValueError(f"loss {loss!r} shifts the logits of one group unequally; the "
                              "imbalance theory needs a shift constant within each group")
         shifts = (first_A, first_B)
-        if not math.isfinite(first_B):
-            raise ValueError(f"loss {loss!r} has no finite logit shift at imbalance_ratio = inf")
+        if math.isinf(ratio) and first_A != first_B:
+            raise ValueError(f"loss {loss!r} shifts the logits by the class frequencies, and a "
+                             "minority frequency of 0 has no finite shift: give a finite "
+                             "imbalance_ratio")
     return K, k_B, ratio, lam_H, lam_W, lams, float(target.scale), float(target.uniform), shifts
 
 
