@@ -234,6 +234,18 @@ def test_a_folder_from_before_seeds_holds_one_seed(tiny_reproduction, tmp_path):
         run_tiny(root, seeds=2)
 
 
+def test_a_folder_from_before_starts_solved_one_start_per_point(tiny_reproduction, tmp_path):
+    root = copy_of(tiny_reproduction, tmp_path / "before_starts")
+    config = read_json(root / layout.CONFIG)
+    assert config.pop("starts") == 4
+    write_json(root / layout.CONFIG, config)
+    with pytest.raises(ValueError, match="another configuration.*starts"):
+        run_tiny(root)  # four starts below d = K - 1: not what that folder solved
+    log = []
+    run_tiny(root, log, starts=1)  # one start, as that folder solved: every stage reused
+    assert sum("reused" in line for line in log) == len(STAGE_NAMES), log
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -12,8 +12,14 @@ grids of small learned-classifier solves, each grid one :mod:`ufm.sweep` folder 
   with ``seeds`` > 1 each point once per seed (the sweep's ``seeds``: ``seed``, ``seed`` +
   1, ...), as the report compares mixup with plain training over them;
 * ``d_lamW``: the feature dimension d on both sides of K - 1 against the classifier ridge;
+  each point below K - 1, where the problem has several stationary points, is solved from
+  ``starts`` random initial classifiers, keeping the lowest objective (the solver's
+  ``starts``, :mod:`ufm.solver.random_starts`; at and above K - 1 it makes one start);
 * ``loss_lamH``: the loss (each with its default parameters: label smoothing 0.1, focal
   gamma 2) against the feature ridge;
+* ``mse_bias``: the squared error with and without a learned bias against the feature
+  ridge: is the common row offset of its W (its centred W is an ETF, W is not) the bias the
+  model lacks?
 * full grid only: ``lamW_lamH`` (the two ridges), and ``sampling``: Beta(alpha, alpha) draws
   of lam (None: the lam grid, each value as often as there are draws) against the number of
   random class pairs.
@@ -47,6 +53,7 @@ EXECUTOR = "debug"  # submitit's in-process executor (module docstring)
 QUICK = {"K": 4, "d": 6, "num_lams": 5, "tol": 1e-6, "max_iters": 200, "lam_H": 5e-3,
          "lam_W": 5e-3}  # fmt: skip
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1)
+MSE_BIAS = "mse_bias"  # the grid of the squared error with and without a bias
 
 
 @dataclass(frozen=True)
@@ -104,12 +111,17 @@ def planned_sweeps(config: ReproduceConfig) -> list[PhaseSweep]:
               config.seed_values if config.seeds > 1 else None, minority_classes=K // 2),
         sweep("d_lamW", "Does the learned W become a simplex ETF on both sides of d = K - 1, "
               "whatever the classifier ridge?",
-              {"d": dims, "lam_W": list(RIDGES) if full else [1e-3, 1e-2, 1e-1]}),
+              {"d": dims, "lam_W": list(RIDGES) if full else [1e-3, 1e-2, 1e-1]},
+              starts=config.starts),
         sweep("loss_lamH", "Does the learned W become a simplex ETF for every loss and feature "
               "ridge?",
               {"loss": ["ce", "label_smoothing", "focal", "mse"] if full
                else ["ce", "label_smoothing", "mse"],
                "lam_H": list(RIDGES) if full else [1e-3, 1e-2]}),
+        sweep(MSE_BIAS, "With the squared error, is the common row offset of W the bias the "
+              "model lacks?",
+              {"lam_H": list(RIDGES) if full else [1e-3, 1e-2], "bias": [False, True]},
+              loss="mse"),
     ]  # fmt: skip
     if full:
         sweeps += [
