@@ -79,8 +79,9 @@ def _links(root: Path, name: str) -> list[str]:
     return lines
 
 
-def _etf_claim(field: str, value: Any, rows, x: str) -> str:
-    """Where, along ``x``, the learned W is an ETF for ``field = value``."""
+def _etf_claim(field: str, value: Any, rows, x: str, bias_below: bool = False) -> str:
+    """Where, along ``x``, the learned W is an ETF for ``field = value`` (``bias_below``: the
+    grid sweeps the bias, and a claim below says what the common row offset is)."""
     done = [r for r in rows if _value(r, "etf_distance_W") is not None]
     failed = [r for r in rows if r["status"] != "done"]
     etf = [r for r in done if r["etf_distance_W"] < ETF_THRESHOLD]
@@ -103,7 +104,9 @@ def _etf_claim(field: str, value: Any, rows, x: str) -> str:
     if centred:
         text += ("; where it is not, the centred W is one (centred distance at most "
                  f"{cell_text(max(r['etf_distance_W_centred'] for r in centred))}: W carries a "
-                 "common row offset, which a learned bias takes over: the `mse_bias` grid)")
+                 "common row offset" + ("" if bias_below else
+                                        ", which a learned bias takes over: the `mse_bias` grid")
+                 + ")")
     if failed:
         text += f"; {len(failed)} point(s) {', '.join(sorted({r['status'] for r in failed}))}"
     return f"{head}: {text}."
@@ -208,7 +211,8 @@ def _two_axis(root: Path, name: str, table: dict[str, Any], K: int | None) -> li
         cells = [_start_cell(folder, table, _find(rows, **{x: vx, y: vy})) for vx in xs]
         lines.append("| " + " | ".join([tick_label(y, vy), *cells]) + " |")
     lines += [""]
-    lines += [f"- {_etf_claim(x, vx, [r for r in rows if r.get(x) == vx], y)}" for vx in xs]
+    lines += [f"- {_etf_claim(x, vx, [r for r in rows if r.get(x) == vx], y, 'bias' in (x, y))}"
+              for vx in xs]
     if "d" in (x, y) and K is not None:
         low = [r for r in rows if _value(r, "etf_distance_W") is not None and r["d"] < K - 1]
         high = [r for r in rows if _value(r, "etf_distance_W") is not None and r["d"] >= K - 1]
