@@ -51,8 +51,8 @@ class ReproduceConfig:
     seed, no seed spread.
 
     **Sweep** (:mod:`ufm.reproduce.sweep_stage`, docs/theory.md section 4): ``sweep_grid`` =
-    "quick" (K = 4, three small grids) or "full" (this configuration's K, d, lam_H, lam_W,
-    ``learned_tol``, ``max_iters`` and ``solver_lams``, five grids) of learned-classifier
+    "quick" (K = 4, four small grids) or "full" (this configuration's K, d, lam_H, lam_W,
+    ``learned_tol``, ``max_iters`` and ``solver_lams``, six grids) of learned-classifier
     solves: when does W become a simplex ETF? ``starts``: the random starts of each point of
     the d x lam_W grid below d = K - 1, where the learned problem has several stationary
     points; the lowest objective is kept and the report says how many starts reached it

@@ -24,8 +24,9 @@ grids of small learned-classifier solves, each grid one :mod:`ufm.sweep` folder 
   of lam (None: the lam grid, each value as often as there are draws) against the number of
   random class pairs.
 
-``sweep_grid`` = "quick" solves K = 4 problems with 5 lams to a loose tolerance (21 points,
-a few seconds); "full" uses the reproduction's K, d, ridges, lam grid and tolerance.
+``sweep_grid`` = "quick" solves K = 4 problems with 5 lams to a loose tolerance (25 points
+with one seed, 9 more starts below d = K - 1; seconds); "full" uses the reproduction's K,
+d, ridges, lam grid and tolerance.
 The points run through :func:`ufm.sweep.run_sweep` on submitit's debug executor, that is in
 this process, one after the other with ``threads`` torch threads: a local executor's worker
 process costs its start and imports (about 6 s per sweep measured on 2 busy cores), more than
