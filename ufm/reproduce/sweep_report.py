@@ -8,6 +8,14 @@ A sweep with seeds is read per configuration, as the mean over its seeds
 plain training, each side is its mean +- seed standard deviation, and a difference counts
 only beyond twice its combined standard error (:func:`ufm.seeds.resolved`). With one seed
 the comparison says so: one seed, no seed spread.
+
+Two claims read the points' ``summary.json``: a point solved from several random starts
+(:mod:`ufm.solver.random_starts`, the d x lam_W grid below d = K - 1) shows the lowest
+objective's ETF distance with "k/N starts", the starts that reached it, and a line lists
+where fewer than all did, with the starts' ETF distances and objective spread; a grid that
+sweeps ``bias`` (``mse_bias``) gets the claim that the common row offset of W is the missing
+bias, with the ETF distances with and without it, the common logit shift and its spread
+over the samples, and the bias's values, judged by the rule it states.
 """
 
 from __future__ import annotations
