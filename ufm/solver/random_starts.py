@@ -14,7 +14,7 @@ Optim. 2010); at d = K - 1 exactly a full-rank stationary point is not ruled out
 but none has been seen: the 756 starts of ``scripts/minority_theory_check.py`` at
 d >= K - 1 agree to 7.5e-16 in objective. Below the bound the problem is rank-constrained
 and has several stationary points: at K = 10, d = 8, lam_W = 1e-2 (21 lams) seed 0 ends at
-ETF distance 0.3626, seeds 1 to 3 at 0.3432 with a lower objective (issue 23).
+ETF distance 0.3626, seeds 1 to 3 at 0.3432 with a lower objective (docs/phase_map.md).
 
 :func:`start_count` is the number of starts a solve makes: ``config.starts`` below
 :func:`rank_bound` (a learned classifier from a random start), one elsewhere, where more
