@@ -363,8 +363,9 @@ def sweep_section(root: str | Path) -> list[str]:
          "collapsed onto one direction. Evidence: each number is one deterministic solve to "
          "the grid's gradient tolerance, with no sampling error; where the learned problem has "
          "several stationary points (d < K - 1), the lowest objective of several random starts "
-         "(`starts`), with the number that reached it; where seeds compare two settings, "
-         "their spread."),
+         "(`starts`), with the number that reached it; where seeds compare two settings "
+         "(the imbalance grid), their spread, which with every class pair on the lam grid "
+         "comes from the initial classifier alone, that is from where each solve stopped."),
         "",
     ]
     for name, info in summary["sweeps"].items():
