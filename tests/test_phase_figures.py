@@ -226,9 +226,14 @@ def test_the_sweep_grids_of_the_reproduction(tmp_path):
 
     quick = sweep_stage.planned_sweeps(preset("quick"))
     full = sweep_stage.planned_sweeps(preset("full"))
-    assert [s.name for s in quick] == ["imbalance", "d_lamW", "loss_lamH"]
-    assert [s.name for s in full] == ["imbalance", "d_lamW", "loss_lamH", "lamW_lamH", "sampling"]
-    assert sum(len(s.spec.points()) for s in quick) <= 24
+    assert [s.name for s in quick] == ["imbalance", "d_lamW", "loss_lamH", "mse_bias"]
+    assert [s.name for s in full] == ["imbalance", "d_lamW", "loss_lamH", "mse_bias",
+                                      "lamW_lamH", "sampling"]  # fmt: skip
+    assert sum(len(s.spec.points()) for s in quick) <= 25
+    for sweeps in (quick, full):  # the points below d = K - 1 are solved from several starts
+        d_lamW, mse_bias = sweeps[1].spec, sweeps[3].spec
+        assert d_lamW.base["starts"] == preset("full").starts == 4
+        assert mse_bias.base["loss"] == "mse" and mse_bias.grid["bias"] == [False, True]
     imbalance = quick[0].spec
     assert imbalance.grid["lams"][0] == [1.0] and imbalance.base["minority_classes"] == 2
     K = preset("full").K
@@ -241,7 +246,7 @@ def test_the_sweep_grids_of_the_reproduction(tmp_path):
 def test_the_reproduction_sweeps_draws_and_reports(tiny_reproduction, tmp_path):
     root = tiny_reproduction
     summary = read_json(layout.stage_dir(root, layout.SWEEP) / layout.SUMMARY)
-    assert list(summary["sweeps"]) == ["imbalance", "d_lamW", "loss_lamH"]
+    assert list(summary["sweeps"]) == ["imbalance", "d_lamW", "loss_lamH", "mse_bias"]
     figures = read_json(layout.stage_dir(root, layout.FIGURES) / layout.SUMMARY)
     report = (root / layout.REPORT).read_text()
     section = report.split(TITLE, 1)[1].split("\n## ", 1)[0]
@@ -251,7 +256,7 @@ def test_the_reproduction_sweeps_draws_and_reports(tiny_reproduction, tmp_path):
         assert f"sweep/{name}/sweep.csv" in section
     assert figures["phase_figures"] == [
         "imbalance_etf_phase", "imbalance_minority_phase", "d_lamW_etf_phase",
-        "loss_lamH_etf_phase"]  # fmt: skip
+        "loss_lamH_etf_phase", "mse_bias_etf_phase"]  # fmt: skip
     for name in figures["phase_figures"]:
         assert f"figures/{name}.png" in section
         assert (layout.stage_dir(root, layout.FIGURES) / f"{name}.pdf").is_file()
@@ -264,8 +269,30 @@ def test_the_reproduction_sweeps_draws_and_reports(tiny_reproduction, tmp_path):
     assert (f"At rho = {top:g} the minority cosine is {phase.cell_text(at['mixup'])} for mixup and "
             f"{phase.cell_text(at['plain'])} for plain training, against -1/(K-1) = "
             f"{phase.cell_text(-1 / 3)}") in section
-    for row in table.read_table(layout.sweep_dir(root, "d_lamW"))["points"]:
+    d_lamW = layout.sweep_dir(root, "d_lamW")
+    K = sweep_files.sweep_K(d_lamW, [])
+    for row in table.read_table(d_lamW)["points"]:
         assert f" {phase.cell_text(row['etf_distance_W'])} " in section
+        # below d = K - 1 the lowest of several starts, and how many reached it; above, one
+        record = sweep_files.point_summary(d_lamW, row)
+        if row["d"] < K - 1:
+            assert record["starts"] == 4 and record["loss"] == min(record["start_objectives"])
+            assert f"({record['starts_reached']}/4 starts)" in section
+        else:
+            assert record["starts"] == 1
+    assert "each was solved from 4 random starts (`starts`)" in section
+    # the squared error's offset against a learned bias, with this run's numbers
+    mse_bias = layout.sweep_dir(root, "mse_bias")
+    records = [(row["bias"], sweep_files.point_summary(mse_bias, row))
+               for row in table.read_table(mse_bias)["points"]]
+    shifts = sorted(r["common_logit_shift"] for bias, r in records if not bias)
+    assert ": the common row offset of W is the missing bias.**" in section
+    assert f"u.h = {shifts[0]:.4g} to {shifts[-1]:.4g}" in section  # two lam_H
+    for bias, record in records:
+        if bias:  # the squared error's bias is 1/K, the mean target, to the solves' tolerance
+            assert abs(record["bias_mean"] - 1 / K) < 1e-4
+        else:
+            assert record["common_logit_shift_sd"] < 1e-6 * record["common_logit_shift"]
     out = tmp_path / "redrawn"
     assert cli.main(["figures", "--from", str(root), "--only", "d_lamW_etf_phase", "channels",
                      "--out", str(out), "--dpi", "40"]) == 0

@@ -330,5 +330,6 @@ def test_a_reproduction_with_two_seeds_trains_each_run_twice_and_reports_the_spr
     else:
         verdict = "**undecided** (the seeds do not resolve the difference)"
     assert f"{_fmt(error)} (combined standard error)" in line and verdict in line
+    assert "Evidence: 2 seeds per run; no error within a run is measured" in line
     assert "one seed, no seed spread" not in report.split("## The paper's claims")[1].split(
         "## When does")[0]

@@ -9,7 +9,9 @@ figure, each point's ``config.json``:
 * :func:`etf_phase`: the ETF distance of the learned W (``etf_distance_W``, as
   :func:`ufm.etf_distance`) over two swept fields as a heat map on a log colour scale, each
   cell's value written in it; failed, interrupted and pending points are blank cells marked
-  so.
+  so. A point solved from several random starts (its ``summary.json``,
+  :mod:`ufm.solver.random_starts`) shows the lowest objective's value and "k/N starts", the
+  starts that reached it.
 * :func:`minority_phase`: the mean cosine between distinct minority classifier rows
   (``minority_cosine``) against the imbalance ratio :math:`\rho`, mixup against plain training
   (a lam grid of pure samples only), beside the balanced ETF value :math:`-1/(K-1)` and
@@ -47,6 +49,7 @@ from .sweep_files import (
     read_sweep,
     reproduction_sweeps,
     seed_count,
+    start_counts,
     sweep_K,
 )
 
@@ -191,6 +194,9 @@ def etf_phase(sweep_dir: str | Path, x: str | None = None, y: str | None = None)
             elif math.isfinite(value):
                 grid[i, j] = max(value, low)
                 marks[i][j] = cell_text(value)
+                counts = start_counts(sweep_dir, row)
+                if counts is not None:  # the lowest of several starts, and how many reached it
+                    marks[i][j] += "\n{}/{} starts".format(*counts)
             else:
                 marks[i][j] = "n/a"
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto",
@@ -312,7 +318,9 @@ SWEEP_FIGURES: dict[str, SweepFigureSpec] = {
         "exactly two swept fields",
         "ETF distance of the learned classifier W over two swept fields (log colour scale; "
         "each cell's value written in it; blank cells: failed, interrupted or pending points). "
-        "A simplex ETF needs d >= K - 1.",
+        "A simplex ETF needs d >= K - 1. 'k/N starts' under a value: the point was solved from "
+        "N random starts (below the rank a minimum can need, where the problem has several "
+        "stationary points) and the value is the lowest objective's, which k of them reached.",
     ),
     "minority_phase": SweepFigureSpec(
         minority_phase,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..io import read_json
+from ..io import SUMMARY, read_json
 from ..reproduce import layout
 
 TABLE = "sweep.json"  # ufm.sweep.table.TABLE_JSON
@@ -60,6 +60,22 @@ def point_config(folder: str | Path, row: dict[str, Any]) -> dict[str, Any] | No
     """The ``config.json`` of a row's point folder, or None where it has none yet."""
     path = Path(folder) / row["folder"] / POINT_CONFIG
     return read_json(path) if path.is_file() else None
+
+
+def point_summary(folder: str | Path, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``summary.json`` of a row's point folder, or None where it has none (yet)."""
+    path = Path(folder) / row["folder"] / SUMMARY
+    return read_json(path) if path.is_file() else None
+
+
+def start_counts(folder: str | Path, row: dict[str, Any]) -> tuple[int, int] | None:
+    """(starts that reached the lowest objective, starts) of a point solved from several
+    random starts (``ufm.solver.random_starts``: its summary's ``starts_reached`` and
+    ``starts``), else None (one start, or no summary)."""
+    summary = point_summary(folder, row) if row.get("status") == "done" else None
+    if not summary or not isinstance(summary.get("starts"), int) or summary["starts"] < 2:
+        return None
+    return int(summary["starts_reached"]), int(summary["starts"])
 
 
 def is_plain(config: dict[str, Any]) -> bool:

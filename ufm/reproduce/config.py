@@ -51,9 +51,13 @@ class ReproduceConfig:
     seed, no seed spread.
 
     **Sweep** (:mod:`ufm.reproduce.sweep_stage`, docs/theory.md section 4): ``sweep_grid`` =
-    "quick" (K = 4, three small grids) or "full" (this configuration's K, d, lam_H, lam_W,
-    ``learned_tol``, ``max_iters`` and ``solver_lams``, five grids) of learned-classifier
-    solves: when does W become a simplex ETF?
+    "quick" (K = 4, four small grids) or "full" (this configuration's K, d, lam_H, lam_W,
+    ``learned_tol``, ``max_iters`` and ``solver_lams``, six grids) of learned-classifier
+    solves: when does W become a simplex ETF? ``starts``: the random starts of each point of
+    the d x lam_W grid below d = K - 1, where the learned problem has several stationary
+    points; the lowest objective is kept and the report says how many starts reached it
+    (:mod:`ufm.solver.random_starts`; at and above K - 1 one start, which reaches the one
+    minimum value there).
 
     **Execution**: ``device`` ("auto" picks CUDA, then MPS, then CPU) and ``threads`` (torch
     CPU threads of the solver and network runs, 0: torch's own setting; see
@@ -95,6 +99,7 @@ class ReproduceConfig:
     seed: int = 0
     seeds: int = 3
     sweep_grid: str = "full"
+    starts: int = 4
     device: str = "auto"
     threads: int = 1
     dpi: int = 150
@@ -105,6 +110,9 @@ class ReproduceConfig:
         "imbalance sweep, seeds SEED, SEED + 1, ...: the report gives each compared number as "
         "mean +- seed sd and resolves a difference beyond 2 combined standard errors; "
         "--quick: 1 (one seed, no seed spread)",
+        "starts": "random starts of each sweep point below d = K - 1 (the d x lam_W grid), "
+        "where the learned problem has several stationary points: the lowest objective is "
+        "kept, and the report says how many starts reached it",
     }
 
     def __post_init__(self) -> None:
@@ -164,6 +172,7 @@ class ReproduceConfig:
         self.seed = check_int("seed", self.seed, minimum=0)
         self.seeds = check_int("seeds", self.seeds, minimum=1)
         self.sweep_grid = check_choice("sweep_grid", self.sweep_grid, SWEEP_GRIDS)
+        self.starts = check_int("starts", self.starts, minimum=1)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
         self.threads = check_int("threads", self.threads, minimum=0)
         self.dpi = check_int("dpi", self.dpi, 30, 600)

@@ -33,19 +33,26 @@ LOCK = ".reproduce.lock"
 STAGE_NAMES = ("theory", "solver", "networks", "sweep", "figures", "report")
 
 
+# fields added after folders were written, with the value such a folder was computed with
+LATER_FIELDS = {"seeds": 1, "starts": 1}
+
+
 def check_output(out: str | Path, config: ReproduceConfig) -> Path:
     """Refuse a path that is a file, or a folder holding another configuration's results.
 
-    A folder written before the ``seeds`` field existed trained one seed: it holds the same
-    configuration as ``seeds = 1``."""
+    A folder written before a field of :data:`LATER_FIELDS` existed was computed with the
+    value given there (one seed; one start per sweep point): it holds the same configuration
+    as that value."""
     stored = Path(out) / layout.CONFIG
     ignore = EXECUTION_FIELDS
-    if config.seeds == 1 and stored.is_file():
+    if stored.is_file() and any(getattr(config, k) == v for k, v in LATER_FIELDS.items()):
         try:
-            before_seeds = "seeds" not in read_json(stored)
+            saved = read_json(stored)
         except ValueError:  # not JSON: check_run_config says what is wrong with it
-            before_seeds = False
-        ignore = (*ignore, "seeds") if before_seeds else ignore
+            saved = None
+        if isinstance(saved, dict):
+            ignore = (*ignore, *(k for k, v in LATER_FIELDS.items()
+                                 if k not in saved and getattr(config, k) == v))
     return check_run_config(out, config_to_dict(config), "a reproduction",
                             ignore=ignore, allowed_names=(LOCK,))
 

@@ -361,6 +361,17 @@ def _difference(a: Spread, b: Spread) -> str:
     return f"{text} +- {_fmt(combined_se(a, b))} (combined standard error): {word}"
 
 
+def _evidence(*values: Spread) -> str:
+    """What a verdict on a number without an error of its own rests on (the boundary
+    distance, a misfit, the ECE, the non-linearity: one value per network)."""
+    n = min(v.n for v in values)
+    if n < 2:
+        return ("Evidence: one network per run; no error within a run is measured for these "
+                "numbers, so nothing weighs their difference.")
+    return (f"Evidence: {n} seeds per run; no error within a run is measured for these "
+            "numbers, so the seed spread is their only error.")
+
+
 def _compared(yes: bool, no: bool, a: Spread, b: Spread) -> str:
     """The verdict of a claim that compares the numbers ``a`` and ``b`` of two runs by the
     rule ``yes`` / ``no`` on their means: with seeds, only where their difference is
@@ -562,7 +573,7 @@ def claims_section(s: Summaries) -> list[str]:
             f"relative to clean samples (theory 0): mixup {_mean_text(mix_bd)}, ERM "
             f"{_mean_text(erm_bd)}, {_difference(mix_bd, erm_bd)}: "
             f"{_compared(on_boundary, off_boundary, mix_bd, erm_bd)} "
-            "(rule: mixup under half of ERM's)."
+            f"(rule: mixup under half of ERM's). {_evidence(mix_bd, erm_bd)}"
         ),
     ]
     lines += [_same_class_claim(s, mixup)]
@@ -589,7 +600,7 @@ def claims_section(s: Summaries) -> list[str]:
             "resolved, does not agree when the larger one is or the accuracy is lower by more "
             "than 1 point and resolved). It says closer, not that the optimum fits: "
             + "; ".join(f"`{n}` {_fit_words(s.networks['runs'][n], 'ce')}" for n in mixup)
-            + "."
+            + f". {_evidence(learned, fixed, acc_l, acc_f)}"
         ),
     ]
     ece = {n: _over(s, n, "ece") for n in ("erm_learned", "mixup_learned")}
@@ -601,7 +612,8 @@ def claims_section(s: Summaries) -> list[str]:
             f"{_mean_text(mix)}, {_difference(mix, erm)}: "
             f"{_compared(_mean(mix) < _mean(erm), _mean(mix) >= _mean(erm), mix, erm)}. "
             "Confidence of lam = 1/2 mixtures (theory about 1/2): ERM "
-            f"{_mean_text(conf['erm_learned'])}, mixup {_mean_text(conf['mixup_learned'])}."
+            f"{_mean_text(conf['erm_learned'])}, mixup {_mean_text(conf['mixup_learned'])}. "
+            f"{_evidence(mix, erm)}"
         ),
     ]
     erm_lin, mix_lin = (_over(s, n, _inner_linearity) for n in ("erm_learned", "mixup_learned"))
@@ -615,7 +627,7 @@ def claims_section(s: Summaries) -> list[str]:
             + f"; summed after block 1, ERM {_mean_text(erm_lin)}, mixup {_mean_text(mix_lin)}, "
             f"{_difference(mix_lin, erm_lin)}: "
             f"{_compared(less, not less, mix_lin, erm_lin)} (rule: larger summed "
-            "non-linearity after block 1)."
+            f"non-linearity after block 1). {_evidence(mix_lin, erm_lin)}"
         ),
         "",
     ]

@@ -8,6 +8,14 @@ A sweep with seeds is read per configuration, as the mean over its seeds
 plain training, each side is its mean +- seed standard deviation, and a difference counts
 only beyond twice its combined standard error (:func:`ufm.seeds.resolved`). With one seed
 the comparison says so: one seed, no seed spread.
+
+Two claims read the points' ``summary.json``: a point solved from several random starts
+(:mod:`ufm.solver.random_starts`, the d x lam_W grid below d = K - 1) shows the lowest
+objective's ETF distance with "k/N starts", the starts that reached it, and a line lists
+where fewer than all did, with the starts' ETF distances and objective spread; a grid that
+sweeps ``bias`` (``mse_bias``) gets the claim that the common row offset of W is the missing
+bias, with the ETF distances with and without it, the common logit shift and its spread
+over the samples, and the bias's values, judged by the rule it states.
 """
 
 from __future__ import annotations
@@ -18,7 +26,15 @@ from typing import Any
 
 from ..io import read_json
 from ..plots.phase import SWEEP_FIGURES, cell_text, tick_label
-from ..plots.sweep_files import is_plain, mean_rows, point_config, read_sweep, sweep_K
+from ..plots.sweep_files import (
+    is_plain,
+    mean_rows,
+    point_config,
+    point_summary,
+    read_sweep,
+    start_counts,
+    sweep_K,
+)
 from ..seeds import RESOLUTION, Spread, combined_se, resolved, spread
 from . import layout
 
@@ -28,6 +44,9 @@ TITLE = "## When does a learned classifier become an ETF (docs/theory.md, sectio
 ETF_THRESHOLD = 1e-3
 # Two minority cosines this close are alike, however small their seed spread.
 ALIKE = 1e-3
+# A logit shift counts as the same for every sample when its standard deviation over the
+# samples is at most this fraction of its size (the solves leave about 1e-10).
+SHIFT_SPREAD = 1e-6
 
 
 def _value(row: dict[str, Any], key: str) -> float | None:
@@ -68,8 +87,9 @@ def _links(root: Path, name: str) -> list[str]:
     return lines
 
 
-def _etf_claim(field: str, value: Any, rows, x: str) -> str:
-    """Where, along ``x``, the learned W is an ETF for ``field = value``."""
+def _etf_claim(field: str, value: Any, rows, x: str, bias_below: bool = False) -> str:
+    """Where, along ``x``, the learned W is an ETF for ``field = value`` (``bias_below``: the
+    grid sweeps the bias, and a claim below says what the common row offset is)."""
     done = [r for r in rows if _value(r, "etf_distance_W") is not None]
     failed = [r for r in rows if r["status"] != "done"]
     etf = [r for r in done if r["etf_distance_W"] < ETF_THRESHOLD]
@@ -92,24 +112,115 @@ def _etf_claim(field: str, value: Any, rows, x: str) -> str:
     if centred:
         text += ("; where it is not, the centred W is one (centred distance at most "
                  f"{cell_text(max(r['etf_distance_W_centred'] for r in centred))}: W carries a "
-                 "common row offset)")
+                 "common row offset" + ("" if bias_below else
+                                        ", which a learned bias takes over: the `mse_bias` grid")
+                 + ")")
     if failed:
         text += f"; {len(failed)} point(s) {', '.join(sorted({r['status'] for r in failed}))}"
     return f"{head}: {text}."
 
 
+def _starts(folder: Path, table: dict[str, Any], row: dict[str, Any] | None) -> dict | None:
+    """The summary of a point solved from several random starts, else None (one start; a
+    sweep with seeds, whose rows are means, is read per seed elsewhere)."""
+    if row is None or table.get("seeds") or start_counts(folder, row) is None:
+        return None
+    return point_summary(folder, row)
+
+
+def _start_cell(folder: Path, table: dict[str, Any], row: dict[str, Any] | None) -> str:
+    """A cell of the ETF table: the value, and 'k/N starts' where several were made."""
+    record = _starts(folder, table, row)
+    if record is None:
+        return _cell(row)
+    return f"{_cell(row)} ({record['starts_reached']}/{record['starts']} starts)"
+
+
+def _starts_claim(folder: Path, table: dict[str, Any], rows, x: str, y: str) -> str | None:
+    """What the points solved from several random starts reached (None without any)."""
+    several = [(r, record) for r in rows if (record := _starts(folder, table, r)) is not None]
+    if not several:
+        return None
+    counts = sorted({record["starts"] for _, record in several})
+    rtol = several[0][1]["starts_rtol"]
+    text = (f"Points below the rank a minimum can need (d < K - 1 here) have several stationary "
+            f"points; each was solved from {' or '.join(map(str, counts))} random starts "
+            f"(`starts`), and its cell is the start with the lowest objective, which a start "
+            f"reached when its objective is within {rtol:g} relative of it: ")
+    fewer = [(r, record) for r, record in several if record["starts_reached"] < record["starts"]]
+    if not fewer:
+        return text + f"every start reached it at all {len(several)} such points."
+    parts = []
+    for r, record in fewer:
+        distances = [v for v in record["start_etf_distances"] if isinstance(v, (int, float))]
+        parts.append(
+            f"{x} = {tick_label(x, r.get(x))}, {y} = {tick_label(y, r.get(y))}: "
+            f"{record['starts_reached']} of {record['starts']} (the starts' ETF distances "
+            f"{_span(distances, '.4g')}, the lowest objective's {r['etf_distance_W']:.4g}; "
+            f"objectives {record['start_objective_spread']:.2g} apart, relative)")
+    return (text + f"all starts reached it at {len(several) - len(fewer)} of {len(several)} "
+            "points, fewer at " + "; ".join(parts) + ".")
+
+
+def _span(values, spec: str = ".3g") -> str:
+    """'a' or 'a to b', the lowest and highest of ``values`` in format ``spec``."""
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low} to {high}"
+
+
+def _bias_claim(folder: Path, rows, K: int | None) -> str:
+    """Is the common row offset of W the bias the model lacks? (a grid that sweeps bias)"""
+    done = [(r, point_summary(folder, r)) for r in rows if _value(r, "etf_distance_W") is not None]
+    without = [(r, s) for r, s in done if r.get("bias") is False and s is not None]
+    with_bias = [(r, s) for r, s in done if r.get("bias") is True and s is not None]
+    if not without or not with_bias or not all(
+            _recorded(s, "common_logit_shift", "common_logit_shift_sd") for _, s in without) \
+            or not all(_recorded(s, "bias_mean", "bias_spread") for _, s in with_bias):
+        return ("- The bias grid lacks a finished point with and without a bias, or their "
+                "summaries lack the common logit shift (solved before it was recorded).")
+    shift = [s["common_logit_shift"] for _, s in without]
+    shift_sd = [s["common_logit_shift_sd"] for _, s in without]
+    bias = [s["bias_mean"] for _, s in with_bias]
+    spread_b = [s["bias_spread"] for _, s in with_bias]
+    plain_W = [r["etf_distance_W"] for r, _ in without]
+    centred = [r["etf_distance_W_centred"] for r, _ in without]
+    biased_W = [r["etf_distance_W"] for r, _ in with_bias]
+    holds = (min(plain_W) >= ETF_THRESHOLD and max(centred) < ETF_THRESHOLD
+             and max(biased_W) < ETF_THRESHOLD
+             and all(sd <= SHIFT_SPREAD * abs(v) for sd, v in zip(shift_sd, shift)))
+    over_K = f"; 1/K = {1 / K:.4g}" if K else ""
+    return (
+        f"- **{'Holds' if holds else 'Not borne out'}: the common row offset of W is the "
+        f"missing bias.** Without a bias W is not an ETF (ETF distance {_span(plain_W, '.2g')}) "
+        f"but its centred W is (at most {max(centred):.2g}); the offset, W's mean row u, gives "
+        f"every logit of a sample the same shift u.h = {_span(shift, '.4g')}, and it is the "
+        f"same for every sample (standard deviation over the samples at most "
+        f"{max(shift_sd):.2g}), which is what a bias would add. With a learned bias "
+        f"(`bias = true`) W itself is an ETF (ETF distance at most {max(biased_W):.2g}) and "
+        f"the bias takes it over: {_span(bias, '.4g')} in every entry (entries within "
+        f"{max(spread_b):.2g} of each other{over_K}). Rule: holds when W without a bias is "
+        f"no ETF while its centred W and W with a bias are (distance {ETF_THRESHOLD:g}), and "
+        f"the shift's spread over samples is at most {SHIFT_SPREAD:g} of its size.")
+
+
+def _recorded(summary: dict[str, Any], *keys: str) -> bool:
+    return all(isinstance(summary.get(k), (int, float)) for k in keys)
+
+
 def _two_axis(root: Path, name: str, table: dict[str, Any], K: int | None) -> list[str]:
     x, y = table["swept"]
     rows = mean_rows(table)
+    folder = layout.sweep_dir(root, name)
     xs, ys = _levels(rows, x), _levels(rows, y)
     header = [f"{y} \\ {x}"] + [tick_label(x, v) for v in xs]
     lines = ["ETF distance of the learned W:", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for vy in ys:
-        cells = [_cell(_find(rows, **{x: vx, y: vy})) for vx in xs]
+        cells = [_start_cell(folder, table, _find(rows, **{x: vx, y: vy})) for vx in xs]
         lines.append("| " + " | ".join([tick_label(y, vy), *cells]) + " |")
     lines += [""]
-    lines += [f"- {_etf_claim(x, vx, [r for r in rows if r.get(x) == vx], y)}" for vx in xs]
+    lines += [f"- {_etf_claim(x, vx, [r for r in rows if r.get(x) == vx], y, 'bias' in (x, y))}"
+              for vx in xs]
     if "d" in (x, y) and K is not None:
         low = [r for r in rows if _value(r, "etf_distance_W") is not None and r["d"] < K - 1]
         high = [r for r in rows if _value(r, "etf_distance_W") is not None and r["d"] >= K - 1]
@@ -123,6 +234,11 @@ def _two_axis(root: Path, name: str, table: dict[str, Any], K: int | None) -> li
             parts.append(f"with d < K - 1 it cannot be one, and its distance is at least "
                          f"{cell_text(min(r['etf_distance_W'] for r in low))}")
         lines.append(f"- {'; '.join(parts)[0].upper()}{'; '.join(parts)[1:]}.")
+    starts = _starts_claim(folder, table, rows, x, y)
+    if starts is not None:
+        lines.append(f"- {starts}")
+    if "bias" in (x, y):
+        lines.append(_bias_claim(folder, rows, K))
     return lines + [""]
 
 
@@ -244,7 +360,12 @@ def sweep_section(root: str | Path) -> list[str]:
          f"`sweep/<name>/points/`. A learned W counts as a simplex ETF when its ETF distance "
          f"(`ufm.etf_distance`) is under {ETF_THRESHOLD:g}. Minority cosine: the mean cosine "
          "between distinct minority rows of W, -1/(K-1) for a simplex ETF, 1 once they have "
-         "collapsed onto one direction."),
+         "collapsed onto one direction. Evidence: each number is one deterministic solve to "
+         "the grid's gradient tolerance, with no sampling error; where the learned problem has "
+         "several stationary points (d < K - 1), the lowest objective of several random starts "
+         "(`starts`), with the number that reached it; where seeds compare two settings "
+         "(the imbalance grid), their spread, which with every class pair on the lam grid "
+         "comes from the initial classifier alone, that is from where each solve stopped."),
         "",
     ]
     for name, info in summary["sweeps"].items():

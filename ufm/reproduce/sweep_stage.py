@@ -12,14 +12,21 @@ grids of small learned-classifier solves, each grid one :mod:`ufm.sweep` folder 
   with ``seeds`` > 1 each point once per seed (the sweep's ``seeds``: ``seed``, ``seed`` +
   1, ...), as the report compares mixup with plain training over them;
 * ``d_lamW``: the feature dimension d on both sides of K - 1 against the classifier ridge;
+  each point below K - 1, where the problem has several stationary points, is solved from
+  ``starts`` random initial classifiers, keeping the lowest objective (the solver's
+  ``starts``, :mod:`ufm.solver.random_starts`; at and above K - 1 it makes one start);
 * ``loss_lamH``: the loss (each with its default parameters: label smoothing 0.1, focal
   gamma 2) against the feature ridge;
+* ``mse_bias``: the squared error with and without a learned bias against the feature
+  ridge: is the common row offset of its W (its centred W is an ETF, W is not) the bias the
+  model lacks?
 * full grid only: ``lamW_lamH`` (the two ridges), and ``sampling``: Beta(alpha, alpha) draws
   of lam (None: the lam grid, each value as often as there are draws) against the number of
   random class pairs.
 
-``sweep_grid`` = "quick" solves K = 4 problems with 5 lams to a loose tolerance (21 points,
-a few seconds); "full" uses the reproduction's K, d, ridges, lam grid and tolerance.
+``sweep_grid`` = "quick" solves K = 4 problems with 5 lams to a loose tolerance (25 points
+with one seed, 9 more starts below d = K - 1; seconds); "full" uses the reproduction's K,
+d, ridges, lam grid and tolerance.
 The points run through :func:`ufm.sweep.run_sweep` on submitit's debug executor, that is in
 this process, one after the other with ``threads`` torch threads: a local executor's worker
 process costs its start and imports (about 6 s per sweep measured on 2 busy cores), more than
@@ -47,6 +54,7 @@ EXECUTOR = "debug"  # submitit's in-process executor (module docstring)
 QUICK = {"K": 4, "d": 6, "num_lams": 5, "tol": 1e-6, "max_iters": 200, "lam_H": 5e-3,
          "lam_W": 5e-3}  # fmt: skip
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1)
+MSE_BIAS = "mse_bias"  # the grid of the squared error with and without a bias
 
 
 @dataclass(frozen=True)
@@ -104,12 +112,17 @@ def planned_sweeps(config: ReproduceConfig) -> list[PhaseSweep]:
               config.seed_values if config.seeds > 1 else None, minority_classes=K // 2),
         sweep("d_lamW", "Does the learned W become a simplex ETF on both sides of d = K - 1, "
               "whatever the classifier ridge?",
-              {"d": dims, "lam_W": list(RIDGES) if full else [1e-3, 1e-2, 1e-1]}),
+              {"d": dims, "lam_W": list(RIDGES) if full else [1e-3, 1e-2, 1e-1]},
+              starts=config.starts),
         sweep("loss_lamH", "Does the learned W become a simplex ETF for every loss and feature "
               "ridge?",
               {"loss": ["ce", "label_smoothing", "focal", "mse"] if full
                else ["ce", "label_smoothing", "mse"],
                "lam_H": list(RIDGES) if full else [1e-3, 1e-2]}),
+        sweep(MSE_BIAS, "With the squared error, is the common row offset of W the bias the "
+              "model lacks?",
+              {"lam_H": list(RIDGES) if full else [1e-3, 1e-2], "bias": [False, True]},
+              loss="mse"),
     ]  # fmt: skip
     if full:
         sweeps += [

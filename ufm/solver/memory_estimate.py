@@ -15,7 +15,9 @@ logit coordinates, :mod:`.frames`):
 * the chunk temporaries: logits and Newton vectors, (K + r) values per row, for a chunk of
   :attr:`~.problem.UFMConfig.chunk_rows` rows on each thread at once;
 * the classifier: W and its copies (L-BFGS keeps 2 x 20 for a learned one) and the Haar
-  rotation of a seeded simplex ETF (three d x d float64 matrices).
+  rotation of a seeded simplex ETF (three d x d float64 matrices);
+* with several random starts (:mod:`.random_starts`), the H and W of the lowest start so far,
+  kept while the next one runs.
 
 Small things (the history, the classifier's SVD for small K, d, Python objects) are left out,
 so the estimate is the size the run reaches, not a bound on it (``tests/test_run_folder.py``
@@ -34,6 +36,7 @@ from ..memory import MemoryEstimate, check_memory
 from .mixture_samples import lattice_size
 from .newton import _LBFGS_MEMORY
 from .problem import UFMConfig
+from .random_starts import start_count
 
 INDEX_BYTES = 8  # int64 class indices
 TEMPORARIES_PER_ROW = 8  # logits, probabilities, gradients and Newton vectors of a chunk row
@@ -93,6 +96,8 @@ def solve_memory(config: UFMConfig, threads: int | None = None) -> MemoryEstimat
     parts["classifier W and its copies"] = W_copies * K * d * size
     if config.etf_seed is not None and (config.classifier == "fixed_etf" or config.init == "etf"):
         parts["rotation of the simplex ETF (3 d x d)"] = 3 * d * d * 8
+    if start_count(config) > 1:  # several random starts keep the lowest so far beside the next
+        parts["H and W of the lowest start so far"] = (n + K) * d * size
     return MemoryEstimate(parts)
 
 

@@ -158,6 +158,12 @@ class UFMConfig:
         Where to solve, optionally with an index ("cuda:1"); "auto": CUDA, then MPS, then CPU.
     seed : int, default 0
         Seed of the samples and the random initial classifier, >= 0.
+    starts : int, default 1
+        Random starts of a learned classifier (``init = "random"``; > 1 is refused
+        otherwise), >= 1: where d is below the rank a minimum can need (K - 1 for a loss
+        unchanged by a common logit shift, K otherwise) the problem has several stationary
+        points, and the solve keeps the start with the lowest objective; elsewhere it makes
+        one (:mod:`.random_starts`).
     tol : float, default 1e-10
         Stop at gradient norm <= ``tol``; > 0.
     max_iters : int, default 1000
@@ -227,6 +233,7 @@ class UFMConfig:
     dtype: str = "float64"
     device: str = "auto"
     seed: int = 0
+    starts: int = 1
     tol: float = 1e-10
     max_iters: int = 1000
     time_limit: float | None = None
@@ -296,6 +303,12 @@ class UFMConfig:
         resolve_dtype(self.dtype)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
         self.seed = check_int("seed", self.seed, minimum=0)
+        self.starts = check_int("starts", self.starts, minimum=1)
+        if self.starts > 1 and (self.classifier != "learned" or self.init != "random"):
+            raise ValueError(
+                f"starts = {self.starts} > 1 needs a learned classifier with init = 'random' "
+                f"(got classifier = {self.classifier!r}, init = {self.init!r}): every start "
+                "would be the same")
         self.tol = check_float("tol", self.tol, 0.0, None, low_open=True)
         self.max_iters = check_int("max_iters", self.max_iters, minimum=1)
         if self.time_limit is not None:

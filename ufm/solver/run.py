@@ -39,6 +39,7 @@ from .checkpoint import CHECKPOINT, Checkpoints
 from .execution import ExecutionSettings, process_left_as_found
 from .methods import method_factory
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
+from .random_starts import STARTS_RTOL, lowest_start, start_classifier, start_count
 from .reference import TheoryReference, learned_etf_comparison
 from .results import UFMResult
 from .state import Iterate, Method, RunState
@@ -96,6 +97,21 @@ def solve(
     relative distance over the groups of samples that share a weight vector.
     ``etf_possible`` is False when d < K - 1 with a classifier that is not a fixed ETF: no
     classifier in d dimensions is then a simplex ETF, and a warning says so at the start.
+    ``common_logit_shift`` is the mean over samples of :math:`u^\top h`, with :math:`u` the
+    mean row of W: the shift that W's common row offset gives every logit of a sample
+    alike, and ``common_logit_shift_sd`` its standard deviation over the samples (0 for a
+    shift that is the same for every sample, which is what a bias would give);
+    ``bias_mean`` and ``bias_spread`` are the mean and the range (max - min) of the bias
+    (None without one).
+
+    With ``config.starts`` > 1 where d is below the rank a minimum can need
+    (:mod:`.random_starts`) the solve starts from that many random classifiers, writes no
+    checkpoint (``W_init`` and ``resume`` are refused), and returns the start with the
+    lowest final objective; its summary adds ``starts``, ``best_start``,
+    ``starts_reached`` (the starts within ``starts_rtol`` relative of the lowest
+    objective), ``start_objective_spread`` (highest minus lowest, relative) and each start's
+    objective, ETF distance of W and stop reason; ``seconds`` counts all starts. Where one
+    start is made although more were asked for, the summary says ``starts`` = 1.
 
     Examples
     --------
@@ -112,15 +128,55 @@ def solve(
     True
     """
     execution = ExecutionSettings() if execution is None else execution
+    starts = start_count(config)
+    if starts > 1 and (W_init is not None or resume):
+        raise ValueError(
+            f"a solve from {starts} random starts draws its own initial classifiers and keeps "
+            "no checkpoint: give neither W_init nor resume (or set starts = 1)")
     with process_left_as_found(execution):
         no_etf = etf_impossible_message(config)
         if no_etf is not None:
             warnings.warn(no_etf, stacklevel=2)
+        if starts > 1:
+            return _solve_from_starts(config, starts, b_init, progress, execution.pin_cpus)
         problem = build_problem(config, W_init, b_init)
         run = _Run(problem, progress, Checkpoints(checkpoint_dir, checkpoint_every), execution.pin_cpus)
         if resume:
             run.checkpoints.resume(run.state, run.method)
-        return run.execute()
+        result = run.execute()
+        if config.starts > 1:  # asked for several, made one: say so (random_starts)
+            result.summary["starts"] = 1
+        return result
+
+
+def _solve_from_starts(config: UFMConfig, starts: int, b_init, progress: bool,
+                       pin_cpus: bool) -> UFMResult:
+    """Solve from ``starts`` random initial classifiers (:mod:`.random_starts`), without
+    checkpoints; return the start with the lowest final objective, its summary extended by
+    what every start reached. An interrupted start ends the solve (its result is returned);
+    ``seconds`` are those of all starts together."""
+    best: UFMResult | None = None
+    record: dict[str, list] = {"start_objectives": [], "start_etf_distances": [],
+                               "start_stop_reasons": []}  # fmt: skip
+    seconds = 0.0
+    for start in range(starts):
+        W0 = None if start == 0 else start_classifier(config, start)
+        run = _Run(build_problem(config, W0, b_init), progress, Checkpoints(None, 60.0), pin_cpus)
+        result = run.execute()
+        seconds += result.seconds
+        if result.stop_reason == "interrupted":
+            return result
+        record["start_objectives"].append(result.summary["loss"])
+        record["start_etf_distances"].append(result.summary["etf_distance_W"])
+        record["start_stop_reasons"].append(result.stop_reason)
+        if lowest_start(record["start_objectives"])["best_start"] == start:
+            best = result  # only the lowest so far is kept: two results in memory at most
+    chosen = lowest_start(record["start_objectives"])
+    assert best is not None  # start 0 is the lowest of one
+    best.seconds = seconds
+    best.summary.update(seconds=seconds, starts=starts, **chosen, **record,
+                        starts_rtol=STARTS_RTOL)
+    return best
 
 
 def _method(state: RunState) -> Method:
@@ -237,6 +293,7 @@ class _Run:
             "etf_distance_W_centred": etf_distance(state.W, center=True),
             "W_row_norm_mean": float(state.W.norm(dim=1).mean()),
             "bias_norm": None if state.b is None else float(state.b.norm()),
+            **common_logit_shift(H, state.W, state.b),
             "etf_possible": etf_impossible_message(config) is None,
             **classifier_imbalance(state.W, config.minority_classes),
         }
@@ -267,6 +324,21 @@ class _Run:
             classes=None if pairs else problem.classes,
             weights=None if pairs else problem.weights,
         )
+
+
+def common_logit_shift(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> dict[str, Any]:
+    """What the classifier adds to every logit of a sample alike (see :func:`solve`, Notes):
+    ``common_logit_shift`` and ``common_logit_shift_sd``, the mean and standard deviation
+    over the samples of u . h with u the mean row of W, and the bias's ``bias_mean`` and
+    ``bias_spread`` (None without a bias)."""
+    shift = H.detach().to(torch.float64) @ W.detach().to(torch.float64).mean(0)
+    bias = None if b is None else b.detach().to(torch.float64)
+    return {
+        "common_logit_shift": float(shift.mean()),
+        "common_logit_shift_sd": float(shift.std()) if shift.numel() > 1 else 0.0,
+        "bias_mean": None if bias is None else float(bias.mean()),
+        "bias_spread": None if bias is None else float(bias.max() - bias.min()),
+    }
 
 
 def _norm(tensor) -> float | None:
