@@ -16,7 +16,10 @@ run; steps that would start after ``--budget`` seconds are skipped and reported 
    the CIFAR-10 python format to a temporary folder and read by ``--dataset cifar10``, then
    the final measurement with the default settings; timed as a whole and per part;
 8. the roofline: the time of one Newton iteration of the medium solve against one product of
-   the same shapes as its logits, (n x r) @ (r x K), measured in the same run.
+   the same shapes as its logits, (n x r) @ (r x K), measured in the same run;
+9. the large problem with a learned classifier (the default outer method, L-BFGS, features in
+   float32 first) to gradient 1e-8, stopped after 90 s: its iterations and gradient norm say
+   how far a GPU takes the case that needs hours on 2 CPU cores.
 
 Prints a table and writes JSON (default ``results/gpu_check.json``). Meant to finish within
 8 minutes on one recent GPU; it needs no network and no data beyond scikit-learn's digits
@@ -200,6 +203,10 @@ def steps() -> list:
         ("WRN-16-4, 1 epoch on CIFAR-size data", wrn_cifar_run),
         ("roofline float64", lambda: roofline("float64")),
         ("roofline float32", lambda: roofline("float32")),
+        # last: the longest, so that --budget skips it rather than the steps above
+        ("K = d = 1000 learned W float64 (float32 first), 90 s at most",
+         lambda: timed_solve(**large, classifier="learned", tol=1e-8, time_limit=90,
+                             chunk_size=16384)),
     ]
 
 
