@@ -34,12 +34,13 @@ training's Beta(alpha, alpha) (:func:`theory_lams`). The theory at lam_W = the t
 weight decay (the literal penalty on the last layer, which the fit does not reproduce) is
 kept beside it as a sensitivity check.
 
-**Verdicts** (:func:`compare`): per rho > 1, the difference of the seed means (prediction's
-direction positive) resolved only beyond twice its combined standard error
-(:func:`ufm.seeds.resolved`); the prediction *holds* when resolved in its direction at the
-largest rho and nowhere against it, is *contradicted* when resolved against it at the
-largest rho and nowhere for it, *mixed* when resolved both ways at different rhos, and *not
-resolved* otherwise.
+**Verdicts** (:func:`compare`): per rho > 1 (the theory predicts the sign at every one),
+the difference of the seed means, resolved only beyond twice its combined standard error
+(the rule of :func:`ufm.seeds.resolved`); the prediction *holds* when it is resolved in the
+predicted direction at some rho and against it at none, is *contradicted* when resolved
+against it at some rho and for it at none, *mixed* when resolved both ways, and *not
+resolved* when nowhere. Six rhos are judged, each at about 2 standard errors: a single
+resolved rho can be chance, so the verdict always comes with the list of rhos.
 """
 
 from __future__ import annotations
@@ -413,14 +414,14 @@ def _combined(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
 
 
 def _verdict(points: list[Mapping[str, Any]]) -> str:
-    outcomes = [p["outcome"] for p in points]
-    if not outcomes or outcomes[-1] == "no_spread":
+    outcomes = {p["outcome"] for p in points}
+    if not outcomes or outcomes == {"no_spread"}:
         return "no_spread"
-    if "as_predicted" in outcomes and "against" in outcomes:
+    if {"as_predicted", "against"} <= outcomes:
         return "mixed"
-    if outcomes[-1] == "as_predicted":
+    if "as_predicted" in outcomes:
         return "holds"
-    if outcomes[-1] == "against":
+    if "against" in outcomes:
         return "contradicted"
     return "not_resolved"
 
