@@ -37,15 +37,21 @@ def check_output(out: str | Path, config: ReproduceConfig) -> Path:
     """Refuse a path that is a file, or a folder holding another configuration's results.
 
     A folder written before the ``seeds`` field existed trained one seed: it holds the same
-    configuration as ``seeds = 1``."""
+    configuration as ``seeds = 1``; one written before the minority study of networks
+    (``minority_dataset``, ``minority_epochs``) trained none: the same as
+    ``minority_epochs = 0``."""
     stored = Path(out) / layout.CONFIG
     ignore = EXECUTION_FIELDS
-    if config.seeds == 1 and stored.is_file():
+    if stored.is_file():
         try:
-            before_seeds = "seeds" not in read_json(stored)
+            fields = read_json(stored)
         except ValueError:  # not JSON: check_run_config says what is wrong with it
-            before_seeds = False
-        ignore = (*ignore, "seeds") if before_seeds else ignore
+            fields = {}
+        fields = fields if isinstance(fields, dict) else {}
+        if config.seeds == 1 and fields and "seeds" not in fields:
+            ignore = (*ignore, "seeds")
+        if config.minority_epochs == 0 and fields and "minority_epochs" not in fields:
+            ignore = (*ignore, "minority_dataset", "minority_epochs")
     return check_run_config(out, config_to_dict(config), "a reproduction",
                             ignore=ignore, allowed_names=(LOCK,))
 
