@@ -585,7 +585,9 @@ def fit_text(result: Mapping[str, Any]) -> str:
                     f"{_g(fit['high'])}" if fit["log10_sd"] is not None else ", one seed")
     return (f"lam_H = {_g(fit['lam_H'])} {words} of the rho = 1 {LABELS[fit['kind']]} runs "
             f"(geometric mean over {seeds} seeds{spread_words}); classifier gain "
-            f"{_g(fit['gain'])}; lam_W = {_g(lam_W['value'])}, {lam_W['why']} (the training's "
+            f"{_g(fit['gain'])}"
+            + (f" +- {_g(fit['gain_sd'], 2)} (seed sd)" if fit["gain_sd"] is not None else "")
+            + f"; lam_W = {_g(lam_W['value'])}, {lam_W['why']} (the training's "
             f"weight decay, {_g(lam_W['weight_decay'])}, is kept as a sensitivity check).")
 
 
