@@ -14,6 +14,8 @@ from ..nets.models import MODELS
 
 LEARNED_LOSSES = ("ce", "label_smoothing", "focal")
 SWEEP_GRIDS = ("quick", "full")
+MINORITY_DATASETS = ("digits", "mnist1d")
+"""The bundled data sets of ten classes the minority study of networks can use."""
 
 
 @dataclass
@@ -49,6 +51,16 @@ class ReproduceConfig:
     3-point mixup network and the other sweeps run once. The full preset runs 3; the quick
     one 1 (three would more than double its network stage), for which the report says one
     seed, no seed spread.
+
+    **Minority collapse of networks** (:mod:`ufm.nets.minority_study`): with
+    ``minority_epochs`` > 0 the network stage also trains the bundled data set
+    ``minority_dataset`` (digits or mnist1d, the MLP of ``ufm train``) with its last five
+    classes at 1/rho of their samples, rho = 1, 2, ..., 64, for ERM, mixup with sample and
+    with class pairing and the equal-label-mass control, each with the ``seeds`` seeds and
+    ``minority_epochs`` epochs, and holds the minority cosine of the last layer against the
+    exact theory at a lam_H fitted on its rho = 1 mixup runs. The full preset trains digits
+    for 100 epochs (84 short runs); the quick one skips it (``minority_epochs`` = 0), as it
+    would take several times its whole run.
 
     **Sweep** (:mod:`ufm.reproduce.sweep_stage`, docs/theory.md section 4): ``sweep_grid`` =
     "quick" (K = 4, four small grids) or "full" (this configuration's K, d, lam_H, lam_W,
@@ -98,6 +110,8 @@ class ReproduceConfig:
     train_subset: int = 0
     seed: int = 0
     seeds: int = 3
+    minority_dataset: str = "digits"
+    minority_epochs: int = 100
     sweep_grid: str = "full"
     starts: int = 4
     device: str = "auto"
@@ -113,6 +127,8 @@ class ReproduceConfig:
         "starts": "random starts of each sweep point below d = K - 1 (the d x lam_W grid), "
         "where the learned problem has several stationary points: the lowest objective is "
         "kept, and the report says how many starts reached it",
+        "minority_epochs": "epochs of each network of the minority-collapse study of the "
+        "network stage (84 runs of the MLP on minority_dataset); 0 skips it (--quick)",
     }
 
     def __post_init__(self) -> None:
@@ -171,6 +187,8 @@ class ReproduceConfig:
         self.train_subset = check_int("train_subset", self.train_subset, minimum=0)
         self.seed = check_int("seed", self.seed, minimum=0)
         self.seeds = check_int("seeds", self.seeds, minimum=1)
+        check_choice("minority_dataset", self.minority_dataset, MINORITY_DATASETS)
+        self.minority_epochs = check_int("minority_epochs", self.minority_epochs, minimum=0)
         self.sweep_grid = check_choice("sweep_grid", self.sweep_grid, SWEEP_GRIDS)
         self.starts = check_int("starts", self.starts, minimum=1)
         check_choice("device", str(self.device).split(":")[0], DEVICE_CHOICES)
@@ -238,6 +256,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "measure_every": 15,
         "net_lams": 11,
         "seeds": 1,
+        "minority_epochs": 0,
         "sweep_grid": "quick",
         "dpi": 110,
     },

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import read_csv
+from ..io import read_csv, read_json
 from ..plots.coefficients import quoted
 from . import layout
 
@@ -221,8 +221,20 @@ def minority_collapse(s: Summaries) -> str:
             entry["limit_cosine"])
         parts.append(f"{entry['label']}: the cosine {zero}, the rows are {equal}, its "
                      f"limit is {limit}")
-    return (f"K = {given['K']}, {given['minority_classes']} minority classes: "
+    text = (f"K = {given['K']}, {given['minority_classes']} minority classes: "
             + "; ".join(parts) + ".")
+    path = layout.minority_networks(s.root)
+    study = read_json(path) if path.is_file() else {}
+    if study.get("complete"):
+        verdicts = "; ".join(f"{p['name'].replace('_', ' ')}: {p['verdict'].replace('_', ' ')}"
+                             for p in study["predictions"])
+        fit = study["lam_H_fit"]
+        text += (f" Networks (panel c; {study['dataset']}, {study['epochs']} epochs, "
+                 f"{len(study['seeds'])} seeds): lam_H {fit['status']}"
+                 + (f" = {_g(fit['lam_H'])} ({fit['source']}), lam_W = "
+                    f"{_g(study['lam_W']['value'])} (gain-matched)" if fit["lam_H"] else "")
+                 + f"; verdicts: {verdicts}.")
+    return text
 
 
 NUMBERS = {

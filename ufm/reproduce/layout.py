@@ -26,6 +26,9 @@ module is the only contract between the writer and the readers::
                                         coefficient curves beside CE theory, null and exact W
     DIR/networks/projection_<run>.npz   the triple's mixed activations in the classifier plane
     DIR/networks/mixture_projection_network.npz  3-point mixup network: mixtures of the triple
+    DIR/networks/minority_networks.json the minority-collapse study of networks beside the
+                                        exact theory (ufm.nets.minority_study; the full preset,
+                                        minority_epochs > 0)
     DIR/networks/summary.json
     DIR/sweep/<sweep>/                  one ufm.sweep folder per grid of learned-classifier
                                         solves (docs/theory.md section 4): sweep.json, sweep.csv,
@@ -48,6 +51,7 @@ and the same ``classes``, ``classifier`` and ``offsets``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 SUMMARY = "summary.json"
@@ -73,6 +77,7 @@ THEORY_LOSSES = ("ce", "mse", "label_smoothing")
 MIXTURE_AMPLIFICATION = "mixture_amplification.csv"
 MINORITY_COLLAPSE = "minority_collapse.csv"
 IMBALANCE_SWEEP = "imbalance"
+MINORITY_NETWORKS = "minority_networks.json"
 
 
 def stage_dir(root: str | Path, stage: str) -> Path:
@@ -88,8 +93,27 @@ def stage_files(root: str | Path, stage: str) -> list[Path]:
     if stage == SOLVER:
         return [mixture_projection(root, SOLVER, "solver")]
     if stage == NETWORKS:
-        return [mixture_projection(root, NETWORKS, "network")]
+        files = [mixture_projection(root, NETWORKS, "network")]
+        return files + ([minority_networks(root)] if minority_study_planned(root) else [])
     return []
+
+
+def minority_study_planned(root: str | Path) -> bool:
+    """Whether the reproduction in ``root`` trains the minority study of networks: its
+    ``config.json`` gives ``minority_epochs`` > 0 (a folder from before the field has none)."""
+    path = Path(root) / CONFIG
+    if not path.is_file():
+        return False
+    try:
+        epochs = json.loads(path.read_text()).get("minority_epochs", 0)
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(epochs, int) and epochs > 0
+
+
+def minority_networks(root: str | Path) -> Path:
+    """The minority-collapse study of networks of the network stage (a JSON file)."""
+    return stage_dir(root, NETWORKS) / MINORITY_NETWORKS
 
 
 def stage_complete(root: str | Path, stage: str) -> bool:

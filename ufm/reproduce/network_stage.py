@@ -26,6 +26,12 @@ Then one more run, :data:`ufm.reproduce.layout.MIXTURE_NETWORK_RUN`: 3-point mix
 (Dirichlet weights) with a fixed simplex ETF, whose 3-class mixture measurements give the
 mixture projection of the figure and the ``mixture_run`` entry of the stage summary; it
 runs with the first seed only (no claim compares it with another run).
+
+Last, when ``minority_epochs`` > 0 (the full preset), the minority-collapse study of networks
+(:mod:`ufm.nets.minority_study`, :func:`minority_settings`): ``minority_networks.json``,
+written after every one of its runs and continued from there after an interruption (its
+runs train in temporary folders, which it deletes), and its lam_H fit and verdicts in the
+summary's ``minority_networks``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import numpy as np
 
 from ..etf import row_norm
 from ..io import is_complete, prepare_run_dir, read_csv, read_json, write_csv, write_json
+from ..nets.minority_study import StudySettings, run_study
 from ..nets.run import LAST_CHECKPOINT, run_training
 from ..theory import theory_table
 from . import layout, mixtures
@@ -210,5 +217,30 @@ def run(
         "seed_runs": seed_runs,
         "mixture_run": _mixture_run(config, root, progress, log, check_memory),
     }
+    if config.minority_epochs > 0:
+        stage["minority_networks"] = minority_study(config, root, log)
     write_json(folder / layout.SUMMARY, stage)
     return stage
+
+
+def minority_settings(config: ReproduceConfig) -> StudySettings:
+    """The minority study of a reproduction: ``minority_dataset`` for ``minority_epochs``
+    epochs with the reproduction's seeds, mixup alpha, device and threads, every rho and
+    kind of :mod:`ufm.nets.minority_study`."""
+    return StudySettings(dataset=config.minority_dataset, epochs=config.minority_epochs,
+                         seeds=config.seed_values, alpha=config.alpha, device=config.device,
+                         threads=config.threads)
+
+
+def minority_study(config: ReproduceConfig, root, log: Callable[[str], None] = print,
+                   ) -> dict[str, Any]:
+    """Run (or continue) the minority study into ``networks/minority_networks.json``; its
+    fit, lam_W and verdicts for the stage summary."""
+    settings = minority_settings(config)
+    path = layout.minority_networks(root)
+    log(f"  minority study: {settings.dataset}, {settings.epochs} epochs, "
+        f"{len(settings.seeds)} seed(s), {path}")
+    study = run_study(settings, path, resume=True, log=lambda line: log(f"    {line}"))
+    return {"dataset": study["dataset"], "epochs": study["epochs"], "seeds": study["seeds"],
+            "file": path.name, "lam_H_fit": study["lam_H_fit"], "lam_W": study["lam_W"],
+            "verdicts": {p["name"]: p["verdict"] for p in study["predictions"]}}

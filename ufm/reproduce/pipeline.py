@@ -34,15 +34,15 @@ STAGE_NAMES = ("theory", "solver", "networks", "sweep", "figures", "report")
 
 
 # fields added after folders were written, with the value such a folder was computed with
-LATER_FIELDS = {"seeds": 1, "starts": 1}
+LATER_FIELDS = {"seeds": 1, "starts": 1, "minority_epochs": 0}
 
 
 def check_output(out: str | Path, config: ReproduceConfig) -> Path:
     """Refuse a path that is a file, or a folder holding another configuration's results.
 
     A folder written before a field of :data:`LATER_FIELDS` existed was computed with the
-    value given there (one seed; one start per sweep point): it holds the same configuration
-    as that value."""
+    value given there (one seed; one start per sweep point; no minority study of networks,
+    whose data set then does not matter): it holds the same configuration as that value."""
     stored = Path(out) / layout.CONFIG
     ignore = EXECUTION_FIELDS
     if stored.is_file() and any(getattr(config, k) == v for k, v in LATER_FIELDS.items()):
@@ -53,6 +53,8 @@ def check_output(out: str | Path, config: ReproduceConfig) -> Path:
         if isinstance(saved, dict):
             ignore = (*ignore, *(k for k, v in LATER_FIELDS.items()
                                  if k not in saved and getattr(config, k) == v))
+            if "minority_epochs" in ignore:
+                ignore = (*ignore, "minority_dataset")
     return check_run_config(out, config_to_dict(config), "a reproduction",
                             ignore=ignore, allowed_names=(LOCK,))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..io import read_json
+from ..nets.minority_study import fit_text, markdown_tables, verdict_texts
 from ..nets.triple_choice import LAM_H_RANGE, curve_fit_status
 from ..plots import FIGURES
 from ..plots.coefficients import quoted
@@ -634,6 +635,32 @@ def claims_section(s: Summaries) -> list[str]:
     return lines
 
 
+def minority_networks_section(root: Path) -> list[str]:
+    """The network stage's minority study (:mod:`ufm.nets.minority_study`), when it ran: the
+    networks' minority cosines beside the exact theory, the lam_H fit, one verdict per
+    prediction."""
+    path = layout.minority_networks(root)
+    if not path.is_file():
+        return []
+    study = read_json(path)
+    lines = ["## Minority collapse of networks", ""]
+    if not study.get("complete"):
+        return [*lines, (f"The study stopped after {len(study['runs'])} runs; run again to "
+                        "continue it."), ""]
+    lines += [
+        (f"{study['dataset']}, the {study['config']['model']} of `ufm train`, {study['epochs']} "
+         f"epochs; the last "
+         f"{study['minority_classes']} of {study['K']} classes keep 1/rho of their training "
+         f"samples ([`{path.relative_to(root).as_posix()}`]"
+         f"({path.relative_to(root).as_posix()})). A difference counts only beyond "
+         f"{RESOLUTION:g} combined standard errors of the seed means."), "",
+        *markdown_tables(study), "", fit_text(study), "",
+    ]
+    for text in verdict_texts(study):
+        lines += [f"- {text}"]
+    return [*lines, ""]
+
+
 def _figures_section(summaries: Summaries) -> list[str]:
     lines = ["## Figures and their key numbers", ""]
     for k, (name, spec) in enumerate(FIGURES.items(), 1):
@@ -723,6 +750,7 @@ def build_report(root: str | Path, seconds: dict[str, float] | None = None) -> s
     summaries = Summaries(root, config, theory, solver, networks)
     lines += claims_section(summaries)
     lines += sweep_section(root)
+    lines += minority_networks_section(root)
     lines += _figures_section(summaries)
     lines += ["## All numbers", ""]
     lines += _solver_section(solver) + _theory_section(theory) + _network_section(networks)
