@@ -38,6 +38,7 @@ from .._checks import preview
 from ..etf import etf_distance, etf_gain, row_norm, row_space
 from ..losses import MixupLoss
 from ..theory import has_exact_theory, optimal_coefficients
+from ..theory.optimum import optimal_coefficients_over_lam_H
 from .triple_choice import LAM_H_RANGE
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "sample_agreement",
     "theory_agreement",
     "ufm_margins",
+    "ufm_margins_over_lam_H",
 ]
 
 
@@ -59,17 +61,37 @@ def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: Mixup
     scale = row_norm(K, gain)
     lams = np.asarray(lams, dtype=np.float64)
     a, b = optimal_coefficients(K, lams.ravel(), lam_H, scale, loss)
+    return _margins_from(gain, lams, a, b)
+
+
+def _margins_from(gain: float, lams: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """(margins, a, b) of :func:`ufm_margins` from the coefficients at ``lams.ravel()``."""
     if lams.ndim == 2:
         a, b = a.reshape(lams.shape).mean(axis=1), b.reshape(lams.shape).mean(axis=1)
     return gain * (a - b), a, b
 
 
-def fit_log_lam_H(objective, points: int = 61) -> float:
+def ufm_margins_over_lam_H(K: int, gain: float, lams: np.ndarray, lam_H_values, loss: MixupLoss):
+    """:func:`ufm_margins` for each of the ridges ``lam_H_values``, the theory solved for all of
+    them at once (:func:`ufm.theory.optimum.optimal_coefficients_over_lam_H`); a list of its
+    (margins, a, b), entry k bit for bit ``ufm_margins(K, gain, lams, lam_H_values[k], loss)``."""
+    scale = row_norm(K, gain)
+    lams = np.asarray(lams, dtype=np.float64)
+    a, b = optimal_coefficients_over_lam_H(K, lams.ravel(), lam_H_values, scale, loss)
+    return [_margins_from(gain, lams, a_k, b_k) for a_k, b_k in zip(a, b)]
+
+
+def fit_log_lam_H(objective, points: int = 61, grid_objective=None) -> float:
     r"""The :math:`\lambda_H` minimising ``objective(log lam_H)`` over :data:`LAM_H_RANGE`: a grid
     of ``points`` points in :math:`\log\lambda_H` locates the best bracket, bounded Brent refines
-    it (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better."""
+    it (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better.
+
+    ``grid_objective``, if given, takes the whole grid (an array) and returns the objective at
+    each of its points, all at once; it must give exactly the values of ``objective`` (a
+    vectorised evaluation of the same theory, :func:`ufm_margins_over_lam_H`), so that the fit
+    is the same, only cheaper: the grid is most of a fit's evaluations."""
     grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), points)
-    values = [objective(t) for t in grid]
+    values = [objective(t) for t in grid] if grid_objective is None else list(grid_objective(grid))
     best = int(np.argmin(values))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     result = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
@@ -98,11 +120,18 @@ def fit_lam_H(
         mean, weights = np.nan_to_num(margins), np.asarray(counts, dtype=np.float64)
     # sum_p (m_pl - t_l)^2 = sum_p (m_pl - mean_l)^2 + n_l (mean_l - t_l)^2: only means matter.
 
-    def objective(log_lam_H: float) -> float:
-        theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
+    def misfit(theory: np.ndarray) -> float:
         return float((weights * (mean - theory) ** 2).sum())
 
-    return fit_log_lam_H(objective, points=31)
+    def objective(log_lam_H: float) -> float:
+        theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
+        return misfit(theory)
+
+    def grid_objective(grid: np.ndarray) -> list[float]:
+        solved = ufm_margins_over_lam_H(K, gain, lams, [math.exp(t) for t in grid], loss)
+        return [misfit(theory) for theory, _, _ in solved]
+
+    return fit_log_lam_H(objective, points=31, grid_objective=grid_objective)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

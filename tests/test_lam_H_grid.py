@@ -1,0 +1,101 @@
+"""The fits of lam_H evaluate their search grid in one vectorised solve, with the same numbers.
+
+A fit of an effective lam_H (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`) evaluates the
+theory on a grid of ridges, then refines with Brent. The grid is solved for all ridges at once
+(:func:`ufm.theory.optimum.optimal_coefficients_over_lam_H`), which made the measurements of a
+network cheaper (issue 23). These tests hold that to the old code path, one solve per ridge:
+the coefficients, the objective on the grid and the fitted lam_H must be equal bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import ufm
+from ufm.losses import get_loss
+from ufm.nets import coefficient_curves, ufm_comparison
+from ufm.nets.coefficient_curves import binned_ce_curves, fit_curve_lam_H
+from ufm.nets.ufm_comparison import fit_lam_H, ufm_margins
+from ufm.theory.optimum import optimal_coefficients_over_lam_H
+
+GRID = [math.exp(t) for t in np.linspace(math.log(1e-8), math.log(1e4), 31)]
+LAMS = np.linspace(0.0, 1.0, 11)
+LAMS[5] = 0.5
+BINNED = np.sort(np.random.default_rng(0).random((7, 5)), axis=1)
+
+
+@pytest.mark.parametrize(
+    "loss", ["ce", "label_smoothing", "mse", get_loss("label_smoothing", eps=0.3)]
+)
+@pytest.mark.parametrize(("K", "scale"), [(3, 0.4), (10, 1.7), (100, 3.0)])
+@pytest.mark.parametrize("lams", [LAMS, LAMS[:, None], BINNED], ids=["grid", "column", "binned"])
+def test_coefficients_over_lam_H_equal_one_solve_per_ridge(loss, K, scale, lams):
+    a, b = optimal_coefficients_over_lam_H(K, lams, GRID, scale, loss)
+    assert a.shape == b.shape == (len(GRID), *lams.shape)
+    for k, lam_H in enumerate(GRID):
+        a_k, b_k = ufm.optimal_coefficients(K, lams, lam_H, scale, loss)
+        assert np.array_equal(a[k], a_k) and np.array_equal(b[k], b_k)
+
+
+@pytest.mark.parametrize(
+    ("ridges", "message"),
+    [([], "at least one"), ([1e-3, 0.0], "lam_H"), ([1e-3, math.nan], "lam_H")],
+)
+def test_coefficients_over_lam_H_refuse_bad_ridges(ridges, message):
+    with pytest.raises(ValueError, match=message):
+        optimal_coefficients_over_lam_H(10, LAMS, ridges)
+
+
+def test_coefficients_over_lam_H_refuse_a_loss_without_theory():
+    with pytest.raises(ValueError, match="no exact theory"):
+        optimal_coefficients_over_lam_H(10, LAMS, [1e-3], loss="focal")
+
+
+def _spy_on_grid(monkeypatch, module):
+    """Replace ``module.fit_log_lam_H`` by one that checks, on every fit, that the vectorised
+    grid gives exactly the scalar objective's values, and records the fit with and without it
+    (the old path: one solve per grid point)."""
+    real = ufm_comparison.fit_log_lam_H
+    fits = []
+
+    def checking(objective, points=61, grid_objective=None):
+        assert grid_objective is not None
+        grid = np.linspace(math.log(1e-8), math.log(1e4), points)
+        assert list(grid_objective(grid)) == [objective(t) for t in grid]
+        fits.append((real(objective, points, grid_objective), real(objective, points)))
+        return fits[-1][0]
+
+    monkeypatch.setattr(module, "fit_log_lam_H", checking)
+    return fits
+
+
+@pytest.mark.parametrize("loss", ["ce", "label_smoothing", "mse"])
+@pytest.mark.parametrize("lams", [LAMS[:, None], BINNED], ids=["grid", "binned"])
+def test_margin_fit_is_that_of_the_old_path(monkeypatch, loss, lams):
+    fits = _spy_on_grid(monkeypatch, ufm_comparison)
+    K, gain = 10, 2.5
+    rng = np.random.default_rng(1)
+    theory, _, _ = ufm_margins(K, gain, lams, 3e-3, get_loss(loss))
+    counts = rng.integers(5, 40, size=len(lams)).astype(np.float64)
+    margins = theory + 0.05 * rng.standard_normal(len(lams))
+    fitted = fit_lam_H(margins, lams, K, gain, get_loss(loss), counts)
+    assert len(fits) == 1 and fits[0][0] == fits[0][1] == fitted
+
+
+@pytest.mark.parametrize("lams", [LAMS, BINNED], ids=["grid", "binned"])
+@pytest.mark.parametrize("lam_H", [3e-3, 1e3])
+def test_curve_fit_is_that_of_the_old_path(monkeypatch, lams, lam_H):
+    fits = _spy_on_grid(monkeypatch, coefficient_curves)
+    K, gain = 10, 2.5
+    a, b = binned_ce_curves(K, gain, lams, lam_H)
+    noise = 0.01 * np.random.default_rng(2).standard_normal((2, len(a)))
+    a_norm, b_norm = a + noise[0], b + noise[1]
+    a_norm[3] = np.nan  # a lam without cells is left out of the fit
+    centres = lams if lams.ndim == 1 else lams.mean(axis=1)
+    curves = SimpleNamespace(a_norm=a_norm, b_norm=b_norm, lam=centres)
+    fitted = fit_curve_lam_H(curves, K, gain, lams)
+    assert len(fits) == 1 and fits[0][0] == fits[0][1] == fitted
