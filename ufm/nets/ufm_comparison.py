@@ -246,6 +246,21 @@ def _group_mean(values: np.ndarray, group: np.ndarray, count: np.ndarray) -> np.
         return np.bincount(group, weights=values, minlength=len(count)) / count
 
 
+def _theory_probabilities(W, a, b, c, c_prime, lam_index) -> np.ndarray:
+    r"""Softmax (N, K) of the logits :math:`Wh^\star` of the optimum
+    :math:`h^\star = a_l w_c + b_l w_{c'}` of every sample (classes ``c``, ``c_prime`` (N,),
+    lam ``lam_index`` into ``a``, ``b`` (L,)). It depends on the cell (c, c', l) only, so it
+    is computed once per distinct cell and given to every sample of it, at a fraction of the
+    cost (a network's measurement has ``pairs_all_classes`` samples, 40 by default, in each)."""
+    L = len(a)
+    key = (c * W.shape[0] + c_prime) * L + lam_index
+    cells, sample_cell = np.unique(key, return_inverse=True)
+    pair, cell_lam = np.divmod(cells, L)
+    cell_c, cell_c_prime = np.divmod(pair, W.shape[0])
+    optimum = a[cell_lam, None] * W[cell_c] + b[cell_lam, None] * W[cell_c_prime]
+    return _softmax(optimum @ W.T)[sample_cell.reshape(-1)]
+
+
 def _out_of_span(H: np.ndarray, span: np.ndarray) -> float:
     r""":math:`\|H - HSS^\top\|_F/\|H\|_F` for rows H (N, d) and an orthonormal basis S
     (``span``, (d, r)) of the row space: the fraction of the features' length outside it."""
@@ -302,7 +317,8 @@ def sample_agreement(
     c_d, cp_d, lam_d = c[rows], c_prime[rows], lam_index[rows]
     raw_margins = Z[rows, c_d] - Z[rows, cp_d]
     margins = raw_margins - (offset[c_d] - offset[cp_d])
-    distances = np.abs(raw_margins) / np.linalg.norm(W[c_d] - W[cp_d], axis=-1)
+    row_distances = np.linalg.norm(W[:, None] - W[None], axis=-1)  # (K, K), once per pair
+    distances = np.abs(raw_margins) / row_distances[c_d, cp_d]
     probabilities = _softmax(Z[rows])
     p_c = probabilities[np.arange(len(rows)), c_d]
     p_c_prime = probabilities[np.arange(len(rows)), cp_d]
@@ -332,8 +348,7 @@ def sample_agreement(
         at = lams[:, None] if theory_lams is None else np.asarray(theory_lams, np.float64)
         lam_H = fit_lam_H(margin_mean, at, K, gain, loss, count)
         theory_margin, a, b_coef = ufm_margins(K, gain, at, lam_H, loss)
-        optimum = a[lam_d, None] * W[c_d] + b_coef[lam_d, None] * W[cp_d]
-        theory_probabilities = _softmax(optimum @ W.T)
+        theory_probabilities = _theory_probabilities(W, a, b_coef, c_d, cp_d, lam_d)
         theory_p_c = _group_mean(
             theory_probabilities[np.arange(len(rows)), c_d], lam_d, count
         )

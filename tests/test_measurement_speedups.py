@@ -1,10 +1,13 @@
-"""The fits of lam_H evaluate their search grid in one vectorised solve, with the same numbers.
+"""What made a network's measurement cheaper (issue 23) gives the numbers of the old code path.
 
-A fit of an effective lam_H (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`) evaluates the
-theory on a grid of ridges, then refines with Brent. The grid is solved for all ridges at once
-(:func:`ufm.theory.optimum.optimal_coefficients_over_lam_H`), which made the measurements of a
-network cheaper (issue 23). These tests hold that to the old code path, one solve per ridge:
-the coefficients, the objective on the grid and the fitted lam_H must be equal bit for bit.
+* A fit of an effective lam_H (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`) evaluates the
+  theory on a grid of ridges, then refines with Brent. The grid is solved for all ridges at
+  once (:func:`ufm.theory.optimum.optimal_coefficients_over_lam_H`); the old path solved once
+  per ridge. The coefficients, the objective on the grid and the fitted lam_H must be equal
+  bit for bit.
+* :func:`ufm.nets.ufm_comparison.sample_agreement` takes the distance between two classifier
+  rows from a table of the K x K pairs, and the softmax of the theory's optimum once per cell
+  instead of once per sample; both against the per-sample formulas of the old path.
 """
 
 from __future__ import annotations
@@ -99,3 +102,40 @@ def test_curve_fit_is_that_of_the_old_path(monkeypatch, lams, lam_H):
     curves = SimpleNamespace(a_norm=a_norm, b_norm=b_norm, lam=centres)
     fitted = fit_curve_lam_H(curves, K, gain, lams)
     assert len(fits) == 1 and fits[0][0] == fits[0][1] == fitted
+
+
+def _samples(K=10, L=11, N=3000, seed=3):
+    """Classifier rows, classes c != c' and lam indices of N random samples, and (a, b) (L,)."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((K, 16))
+    c = rng.integers(K, size=N)
+    c_prime = (c + rng.integers(1, K, size=N)) % K
+    return W, c, c_prime, rng.integers(L, size=N), rng.random(L), rng.random(L)
+
+
+def test_theory_probabilities_per_cell_equal_those_per_sample():
+    W, c, c_prime, lam_index, a, b = _samples()
+    optimum = a[lam_index, None] * W[c] + b[lam_index, None] * W[c_prime]  # the old path
+    logits = optimum @ W.T
+    old = np.exp(logits - logits.max(-1, keepdims=True))
+    old /= old.sum(-1, keepdims=True)
+    new = ufm_comparison._theory_probabilities(W, a, b, c, c_prime, lam_index)
+    assert np.array_equal(new, old)
+
+
+def test_boundary_distances_from_the_row_table_equal_those_per_sample():
+    W, c, c_prime, lam_index, _, _ = _samples()
+    c_prime[:300] = c[:300]  # some same-class samples, which have no boundary distance
+    features = np.random.default_rng(4).standard_normal((len(c), W.shape[1]))
+    agreement = ufm_comparison.sample_agreement(
+        features, c, c_prime, lam_index, LAMS, W, None, np.zeros(W.shape[1]), get_loss("focal")
+    )
+    d = c != c_prime
+    logits = features[d] @ W.T
+    margins = logits[np.arange(d.sum()), c[d]] - logits[np.arange(d.sum()), c_prime[d]]
+    distances = np.abs(margins) / np.linalg.norm(W[c[d]] - W[c_prime[d]], axis=-1)  # old path
+    half, ends = lam_index[d] == 5, np.isin(lam_index[d], (0, 10))
+    assert agreement.scalars["boundary_distance_half"] == float(distances[half].mean())
+    assert agreement.scalars["boundary_distance_half_relative"] == float(
+        distances[half].mean() / distances[ends].mean()
+    )
