@@ -8,10 +8,14 @@
 * :func:`ufm.nets.ufm_comparison.sample_agreement` takes the distance between two classifier
   rows from a table of the K x K pairs, and the softmax of the theory's optimum once per cell
   instead of once per sample; both against the per-sample formulas of the old path.
+* :func:`ufm.io.write_csv`, which rewrites metrics.csv after every epoch with a measurement's
+  hundred columns, gathers its cells by plain lists: the file must be byte for byte what
+  ``csv.DictWriter`` wrote before.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from types import SimpleNamespace
 
@@ -19,6 +23,7 @@ import numpy as np
 import pytest
 
 import ufm
+from ufm.io import to_jsonable, write_csv
 from ufm.losses import get_loss
 from ufm.nets import coefficient_curves, ufm_comparison
 from ufm.nets.coefficient_curves import binned_ce_curves, fit_curve_lam_H
@@ -139,3 +144,33 @@ def test_boundary_distances_from_the_row_table_equal_those_per_sample():
     assert agreement.scalars["boundary_distance_half_relative"] == float(
         distances[half].mean() / distances[ends].mean()
     )
+
+
+def _old_write_csv(path, rows):
+    """write_csv as it was: ``csv.DictWriter`` over the union of the keys."""
+    rows = [dict(to_jsonable(r)) for r in rows]
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_csv_is_byte_for_byte_that_of_dict_writer(tmp_path):
+    rows = [
+        {"epoch": 1, "lr": 0.05, "loss": np.float32(0.25), "flag": True, "none": None},
+        {"epoch": 2, "nc1": math.nan, "ratio": math.inf, "low": -math.inf, "big": 1e300,
+         "tiny": 5e-324, "name": 'a, "quoted"\nline', "list": [1.5, np.float64(math.nan)],
+         "count": np.int64(7), "yes": np.bool_(False), "epoch_again": 2.0},
+        {"seconds": 3.25, "epoch": 3, "lr": np.float64(0.1) / 3},
+        {},
+    ]  # fmt: skip
+    _old_write_csv(tmp_path / "old.csv", rows)
+    write_csv(tmp_path / "new.csv", rows)
+    assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()
+    for value in (0.5, -0.0, math.nan, math.inf, 3, True, None, "s"):
+        assert repr(to_jsonable(value)) == repr(
+            str(value) if isinstance(value, float) and not math.isfinite(value) else value
+        )
