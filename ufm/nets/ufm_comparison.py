@@ -279,6 +279,7 @@ def sample_agreement(
     loss: MixupLoss,
     logits: np.ndarray | None = None,
     theory_lams: np.ndarray | None = None,
+    fit: bool = True,
 ) -> Agreement:
     r""":func:`theory_agreement` for any mixed samples: ``features`` (N, d) of mixtures of
     classes ``c``, ``c_prime`` (N,) at lam ``lams[lam_index]`` (``lams`` (L,) a grid holding 0,
@@ -287,7 +288,9 @@ def sample_agreement(
     network's; None computes them as :math:`Wh + b`. Per-lam entries are means over the samples
     at (or binned to) that lam; a lam without samples of a kind gives NaN there.
     ``theory_lams`` (L, Q): the lams at which the theory is evaluated and averaged for each
-    lam (binned samples: quantiles of each bin's lams); None: at ``lams``.
+    lam (binned samples: quantiles of each bin's lams); None: at ``lams``. ``fit``
+    False skips the fit of lam_H and so every theory entry, NaN as for a loss without exact
+    theory (the light measurement of :class:`ufm.nets.MeasureSettings`).
     """
     _check_agreement_inputs(c, c_prime, lams)
     mu = np.asarray(global_mean, dtype=np.float64)
@@ -344,7 +347,7 @@ def sample_agreement(
         "confidence_half": _mean_or_nan(confidence[at_half]),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(L, np.nan)
-    if has_exact_theory(loss):
+    if fit and has_exact_theory(loss):
         at = lams[:, None] if theory_lams is None else np.asarray(theory_lams, np.float64)
         lam_H = fit_lam_H(margin_mean, at, K, gain, loss, count)
         theory_margin, a, b_coef = ufm_margins(K, gain, at, lam_H, loss)
