@@ -138,10 +138,12 @@ class TrainConfig:
     Optimisation: ``loss`` and ``loss_params`` (:func:`ufm.losses.get_loss`), ``optimizer``,
     ``lr``, ``momentum`` (SGD), ``weight_decay``, ``schedule`` ("cosine", "step": x0.1 at 50%
     and 75% of the epochs, "constant"), ``epochs``, ``batch_size``, ``seed``, ``device``,
-    ``threads`` (CPU threads for torch during the run, restored afterwards; 0 leaves torch's
-    setting. The default 1 is the fastest for the small default models, and on a shared
-    machine it avoids OpenMP threads spinning against each other, which was measured to make
-    two threads 30 times slower than one on a loaded 2-core machine).
+    ``threads`` (CPU threads for torch and for numpy's BLAS during the run, restored
+    afterwards; 0 leaves their settings. The default 1 is the fastest for the small default
+    models, and on a shared machine it avoids OpenMP threads spinning against each other,
+    which was measured to make two threads 30 times slower than one on a loaded 2-core
+    machine; numpy's BLAS threads, which the measurements' statistics use, did the same on a
+    smaller scale, :func:`ufm.devices.blas_threads`).
 
     Measurements: every ``measure_every`` epochs (0: only at the end) and at the end;
     ``checkpoint_every`` likewise (the last epoch always); ``lam_grid`` points in [0, 1] (odd,

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import config_to_dict
-from ..devices import resolve_device, torch_threads
+from ..devices import blas_threads, resolve_device, torch_threads
 from ..io import (
     SUMMARY,
     check_writable,
@@ -171,7 +171,7 @@ def run_training(
     """
     if force and resume:
         raise ValueError("--force starts the run again; it cannot be combined with --resume")
-    with torch_threads(config.threads):
+    with torch_threads(config.threads), blas_threads(config.threads):
         if resume:
             return _run(config, out_dir, resume, progress, check_memory)
         out = Path(out_dir)
