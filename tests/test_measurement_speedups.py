@@ -11,6 +11,10 @@
 * :func:`ufm.io.write_csv`, which rewrites metrics.csv after every epoch with a measurement's
   hundred columns, gathers its cells by plain lists: the file must be byte for byte what
   ``csv.DictWriter`` wrote before.
+* ``ufm train`` runs numpy's BLAS on its own threads (one by default), ``ufm compare`` on the
+  machine's: a measurement must not depend on their number, so its Frobenius norms are
+  summed by numpy (:func:`ufm.nets.ufm_comparison.frobenius_norm`), within rounding of the
+  BLAS norms of the old path.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from nets_support import one_torch_thread  # noqa: F401
 
 import ufm
+from ufm.devices import blas_threads
 from ufm.io import to_jsonable, write_csv
 from ufm.losses import get_loss
 from ufm.nets import coefficient_curves, ufm_comparison
@@ -174,3 +181,27 @@ def test_csv_is_byte_for_byte_that_of_dict_writer(tmp_path):
         assert repr(to_jsonable(value)) == repr(
             str(value) if isinstance(value, float) and not math.isfinite(value) else value
         )
+
+
+def test_a_measurement_is_the_same_on_one_and_on_two_blas_threads():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 24), torch.nn.Linear(24, 10)
+    ).double()
+    x = torch.randn(400, 8, dtype=torch.float64)
+    y = torch.arange(400) % 10
+    settings = ufm.MeasureSettings(pairs_all_classes=40, linearity_pairs=10)  # 24,200 samples
+    measured = {}
+    for threads in (1, 2):
+        with blas_threads(threads):
+            measured[threads] = ufm.measure_network(model, x, y, settings=settings).summary
+    one, two = measured[1], measured[2]
+    keys = set(one) - {"seconds"}
+    assert [k for k in keys if repr(one[k]) != repr(two[k])] == []
+    assert one["samples"] == 24200 and math.isfinite(one["exact_W_feature_distance"])
+
+
+@pytest.mark.parametrize("shape", [(24200, 64), (55, 11, 64), (3,)])
+def test_frobenius_norm_is_the_blas_norm_within_rounding(shape):
+    x = np.random.default_rng(5).standard_normal(shape)
+    assert ufm_comparison.frobenius_norm(x) == pytest.approx(np.linalg.norm(x), rel=1e-13)

@@ -75,9 +75,9 @@ def blas_threads(threads: int) -> Iterator[None]:
     ``torch.set_num_threads`` does not reach numpy's BLAS, which by default takes every core.
     A network's measurement does its statistics in numpy; on a loaded 2-core machine two
     BLAS threads waiting for each other made the digits MLP's measurements markedly dearer
-    in CPU time than one (docs/performance.md). The thread count also moves the last bits
-    of numpy's long dot products (the norms of the measurement), so a fixed count makes a
-    run's numbers the same on machines with different numbers of cores.
+    in CPU time than one (docs/performance.md). The thread count moves the last bits of
+    BLAS's long dot products, so the measurement sums its norms without BLAS
+    (:func:`ufm.nets.ufm_comparison.frobenius_norm`) and its numbers do not depend on it.
     """
     if not threads:
         yield

@@ -45,6 +45,7 @@ __all__ = [
     "LAM_H_RANGE",
     "Agreement",
     "fit_lam_H",
+    "frobenius_norm",
     "logit_offset",
     "sample_agreement",
     "theory_agreement",
@@ -261,10 +262,21 @@ def _theory_probabilities(W, a, b, c, c_prime, lam_index) -> np.ndarray:
     return _softmax(optimum @ W.T)[sample_cell.reshape(-1)]
 
 
+def frobenius_norm(x: np.ndarray) -> float:
+    """The Frobenius norm of ``x``, summed by numpy itself rather than by BLAS.
+
+    ``np.linalg.norm`` takes a BLAS dot product, which BLAS splits over its threads: the last
+    bits then move with the thread count, and a features file would not give back exactly
+    the numbers of the measurement that wrote it (``ufm train`` runs BLAS on its ``threads``,
+    ``ufm compare`` on the machine's default). numpy's own sum is the same on any thread
+    count."""
+    return math.sqrt(float(np.square(x).sum()))
+
+
 def _out_of_span(H: np.ndarray, span: np.ndarray) -> float:
     r""":math:`\|H - HSS^\top\|_F/\|H\|_F` for rows H (N, d) and an orthonormal basis S
     (``span``, (d, r)) of the row space: the fraction of the features' length outside it."""
-    return float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H))
+    return frobenius_norm(H - H @ span @ span.T) / frobenius_norm(H)
 
 
 def sample_agreement(
