@@ -10,9 +10,10 @@ mnist1d 200 epochs under 3 minutes, on the 2-core CPU. The JSON records the devi
 thread count and the load average, because other jobs on a shared machine move the timings.
 
 Measurement overhead: ``--overhead`` trains the digits mixup run twice in the same
-process, once with the measurements (every 50 epochs and at the end, the cell-mean comparison
-with the exact optimum for the network's own W included) and once as a baseline whose
-measurement is replaced by a no-op, and reports the ratio (target: at most 1.2). The two
+process, once with the measurements (every 50 epochs light, and at the end the full one,
+with the fits of lam_H and the exact optimum for the network's own W; ``ufm train``'s
+default) and once as a baseline whose measurement is replaced by a no-op, and reports the
+ratio (target: at most 1.2). The two
 alternate, ``--repeats`` rounds of baseline then measured run, so that a load that comes and
 goes on a shared machine falls on both, after one untimed epoch that pays the process's
 first-run costs; the JSON keeps every time, the one-minute load

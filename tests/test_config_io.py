@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ufm.config import config_from_dict, config_to_dict, load_config
-from ufm.devices import resolve_device, resolve_dtype
+from ufm.devices import blas_threads, resolve_device, resolve_dtype
 from ufm.io import (
     WriteError,
     atomic_path,
@@ -80,6 +80,21 @@ def test_devices_and_dtypes():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="dtype must be one of 'float32', 'float64'; got 'half'"):
         resolve_dtype("half")
+
+
+def test_blas_threads_limit_numpys_blas_inside_the_block_only():
+    from threadpoolctl import threadpool_info
+
+    def counts():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = counts()
+    assert before, "numpy's BLAS is found"
+    with blas_threads(1):
+        assert counts() == [1] * len(before)
+    assert counts() == before
+    with blas_threads(0):
+        assert counts() == before
 
 
 def test_a_failed_write_names_the_file_and_leaves_no_temporary(tmp_path, full_disk):

@@ -65,3 +65,24 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def blas_threads(threads: int) -> Iterator[None]:
+    """The threads of numpy's BLAS (OpenBLAS, MKL or BLIS, as ``threadpoolctl`` finds it)
+    limited to ``threads`` inside the block (0: unchanged), restored after.
+
+    ``torch.set_num_threads`` does not reach numpy's BLAS, which by default takes every core.
+    A network's measurement does its statistics in numpy; on a loaded 2-core machine two
+    BLAS threads waiting for each other made the digits MLP's measurements markedly dearer
+    in CPU time than one (docs/performance.md). The thread count moves the last bits of
+    BLAS's long dot products, so the measurement sums its norms without BLAS
+    (:func:`ufm.nets.ufm_comparison.frobenius_norm`) and its numbers do not depend on it.
+    """
+    if not threads:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield

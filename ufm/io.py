@@ -30,11 +30,22 @@ import torch
 SUMMARY = "summary.json"
 
 
+_PLAIN = (str, int, bool, type(None))
+"""Types that are JSON values as they are (exactly these: subclasses take the checks below)."""
+
+
 def to_jsonable(value: Any) -> Any:
     """Convert numpy/torch scalars and arrays, dataclasses and paths to JSON values.
 
     Non-finite floats become the strings "nan", "inf", "-inf" so the file stays valid JSON.
     """
+    kind = type(value)
+    # Plain floats, strings and ints first: almost every value of a results table is one, and
+    # metrics.csv is written again after every epoch.
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if kind in _PLAIN:
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -122,15 +133,16 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Rows as CSV: the columns are every key in the order of first appearance, a row without
+    one leaves its cell empty. ``ufm train`` rewrites metrics.csv after every epoch, whose rows
+    gain a measurement's hundred columns, so the cells are gathered by plain lists (what
+    ``csv.DictWriter`` writes, without its per-cell generator)."""
     rows = [dict(to_jsonable(r)) for r in rows]
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(fields)
+        writer.writerows([[row.get(k, "") for k in fields] for row in rows])
     return Path(path)
 
 
@@ -144,9 +156,8 @@ def write_npz(path: str | Path, **arrays: Any) -> Path:
         k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
         for k, v in arrays.items()
     }
-    with atomic_path(path) as tmp:
-        with tmp.open("wb") as handle:
-            np.savez(handle, **plain)
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, **plain)
     return Path(path)
 
 

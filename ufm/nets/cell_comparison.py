@@ -205,6 +205,7 @@ def compare_cells(
     global_mean: np.ndarray,
     exact_classifier: bool = True,
     bias: np.ndarray | None = None,
+    fit_lam_H: bool = True,
 ) -> CellComparison:
     r"""Compare the cell means of mixed-pair features with the theory.
 
@@ -217,6 +218,9 @@ def compare_cells(
     exact_classifier : also solve the UFM for this very ``weight``
         (:func:`ufm.nets.own_classifier.own_classifier_optimum`), with the network's logit
         offset :math:`W\mu_G + b` (``bias``: (K,) or None) as its fixed bias.
+    fit_lam_H : fit lam_H on the curves; False skips the fit and so the cross-entropy
+        prediction and the exact optimum, which need it (their numbers NaN, the status
+        "not_fitted": the light measurement of :class:`ufm.nets.MeasureSettings`).
 
     Returns
     -------
@@ -244,7 +248,7 @@ def compare_cells(
     """
     check_cells(c, c_prime, lams)
     cells = cell_statistics(features, c, c_prime, lams, weight, global_mean)
-    return compare_cell_statistics(cells, weight, global_mean, exact_classifier, bias)
+    return compare_cell_statistics(cells, weight, global_mean, exact_classifier, bias, fit_lam_H)
 
 
 def compare_cell_statistics(
@@ -253,6 +257,7 @@ def compare_cell_statistics(
     global_mean: np.ndarray,
     exact_classifier: bool = True,
     bias: np.ndarray | None = None,
+    fit_lam_H: bool = True,
 ) -> CellComparison:
     """:func:`compare_cells` from cell statistics already computed, paired
     (:func:`ufm.nets.cell_means.cell_statistics`) or binned
@@ -270,7 +275,7 @@ def compare_cell_statistics(
     theory_lams = cells.lam if cells.theory_lams is None else cells.theory_lams
     mean_lams = np.array(theory_lams if theory_lams.ndim == 1 else theory_lams.mean(axis=1))
     mean_lams[half] = 0.5
-    lam_H = fit_curve_lam_H(curves, K, gain, theory_lams)
+    lam_H = fit_curve_lam_H(curves, K, gain, theory_lams) if fit_lam_H else math.nan
     if math.isfinite(lam_H):
         ce_a, ce_b = binned_ce_curves(K, gain, theory_lams, lam_H)
     else:

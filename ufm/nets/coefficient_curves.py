@@ -43,6 +43,7 @@ from scipy.stats import chi2
 
 from ..etf import row_norm
 from ..theory import optimal_coefficients
+from ..theory.optimum import optimal_coefficients_over_lam_H
 from .cell_means import CellStatistics, half_index
 from .triple_choice import CURVE_FIT_POINTS
 from .ufm_comparison import fit_log_lam_H
@@ -50,6 +51,7 @@ from .ufm_comparison import fit_log_lam_H
 __all__ = [
     "ChiSquare",
     "Curves",
+    "binned_ce_curves_over_lam_H",
     "ce_curves",
     "coefficient_curves",
     "curve_chi_square",
@@ -254,6 +256,11 @@ def ce_curves(K: int, gain: float, lams: np.ndarray, lam_H: float):
     scale = row_norm(K, gain)
     lams = np.asarray(lams, dtype=np.float64)
     a, b = optimal_coefficients(K, lams, lam_H, scale, "ce")
+    return _normalised(K, lams, lam_H, scale, a, b)
+
+
+def _normalised(K: int, lams: np.ndarray, lam_H: float, scale: float, a, b):
+    """(a/a_same, b/a_same) of :func:`ce_curves` from its coefficients (a, b) at ``lams``."""
     ones = np.flatnonzero(lams == 1.0)
     if len(ones):
         a_same = a[ones[0]]
@@ -269,7 +276,25 @@ def binned_ce_curves(K: int, gain: float, points: np.ndarray, lam_H: float):
     if points.ndim == 1:
         return ce_curves(K, gain, points, lam_H)
     a, b = ce_curves(K, gain, points.ravel(), lam_H)
+    return _bin_means(points, a, b)
+
+
+def _bin_means(points: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """The curves (a, b) at ``points.ravel()`` averaged over each row of ``points`` (L, Q)."""
     return a.reshape(points.shape).mean(axis=1), b.reshape(points.shape).mean(axis=1)
+
+
+def binned_ce_curves_over_lam_H(K: int, gain: float, points: np.ndarray, lam_H_values):
+    """:func:`binned_ce_curves` for each of the ridges ``lam_H_values``, the theory solved for
+    all of them at once (:func:`ufm.theory.optimum.optimal_coefficients_over_lam_H`); a list
+    of (a, b), entry k bit for bit ``binned_ce_curves(K, gain, points, lam_H_values[k])``."""
+    scale = row_norm(K, gain)
+    points = np.asarray(points, dtype=np.float64)
+    lams = points.ravel() if points.ndim == 2 else points
+    a, b = optimal_coefficients_over_lam_H(K, lams, lam_H_values, scale, "ce")
+    curves = [_normalised(K, lams, lam_H, scale, a_k, b_k)
+              for lam_H, a_k, b_k in zip(lam_H_values, a, b)]  # fmt: skip
+    return curves if points.ndim == 1 else [_bin_means(points, *curve) for curve in curves]
 
 
 def null_curves(lams: np.ndarray):
@@ -290,13 +315,20 @@ def fit_curve_lam_H(curves: Curves, K: int, gain: float, lams: np.ndarray | None
     if finite.sum() < 2:
         return math.nan
 
-    def objective(log_lam_H: float) -> float:
-        a, b = binned_ce_curves(K, gain, curves.lam if lams is None else lams,
-                                math.exp(log_lam_H))  # fmt: skip
+    points = curves.lam if lams is None else lams
+
+    def misfit(a: np.ndarray, b: np.ndarray) -> float:
         return float(((curves.a_norm - a)[finite] ** 2).sum()
                      + ((curves.b_norm - b)[finite] ** 2).sum())  # fmt: skip
 
-    return fit_log_lam_H(objective, points=CURVE_FIT_POINTS)
+    def objective(log_lam_H: float) -> float:
+        return misfit(*binned_ce_curves(K, gain, points, math.exp(log_lam_H)))
+
+    def grid_objective(grid: np.ndarray) -> list[float]:
+        solved = binned_ce_curves_over_lam_H(K, gain, points, [math.exp(t) for t in grid])
+        return [misfit(a, b) for a, b in solved]
+
+    return fit_log_lam_H(objective, points=CURVE_FIT_POINTS, grid_objective=grid_objective)
 
 
 @dataclass

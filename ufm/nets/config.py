@@ -138,10 +138,12 @@ class TrainConfig:
     Optimisation: ``loss`` and ``loss_params`` (:func:`ufm.losses.get_loss`), ``optimizer``,
     ``lr``, ``momentum`` (SGD), ``weight_decay``, ``schedule`` ("cosine", "step": x0.1 at 50%
     and 75% of the epochs, "constant"), ``epochs``, ``batch_size``, ``seed``, ``device``,
-    ``threads`` (CPU threads for torch during the run, restored afterwards; 0 leaves torch's
-    setting. The default 1 is the fastest for the small default models, and on a shared
-    machine it avoids OpenMP threads spinning against each other, which was measured to make
-    two threads 30 times slower than one on a loaded 2-core machine).
+    ``threads`` (CPU threads for torch and for numpy's BLAS during the run, restored
+    afterwards; 0 leaves their settings. The default 1 is the fastest for the small default
+    models, and on a shared machine it avoids OpenMP threads spinning against each other,
+    which was measured to make two threads 30 times slower than one on a loaded 2-core
+    machine; numpy's BLAS threads, which the measurements' statistics use, did the same on a
+    smaller scale, :func:`ufm.devices.blas_threads`).
 
     Measurements: every ``measure_every`` epochs (0: only at the end) and at the end;
     ``checkpoint_every`` likewise (the last epoch always); ``lam_grid`` points in [0, 1] (odd,
@@ -155,7 +157,13 @@ class TrainConfig:
     ``measure_batch_size``; ``max_class_pairs`` (class pairs beyond it are sampled,
     :mod:`ufm.nets.measure_settings`); ``features_every_measurement``: the final measurement
     always saves its mixed-pair features (``mixed_features.npz``, the file ``ufm compare``
-    reads; about 7 MB for the digits MLP), and with this every scheduled one does too. With ``mixup_points >= 3`` also the 3-class mixtures
+    reads; about 7 MB for the digits MLP), and with this every scheduled one does too;
+    ``fits_every_measurement``: the final measurement always fits lam_H and solves the theory
+    at it (the exact optimum for the network's own W included), and with this every
+    scheduled one does too; without it the scheduled ones before the last are light
+    (``fit_lam_H`` of :class:`ufm.nets.MeasureSettings`: the same measured numbers, the
+    theory's NaN), which saves a large part of their cost on a small network such as the
+    digits MLP, where a measurement costs as much as several epochs (docs/performance.md). With ``mixup_points >= 3`` also the 3-class mixtures
     (:mod:`ufm.nets.mixtures`): ``mixture_grid`` points per edge of the weight simplex (all
     (i, j, k)/(n - 1) with i + j + k = n - 1; n - 1 a multiple of 3, so that the equal-weight
     mixture is on the grid), ``mixture_triples`` class triples (the figure's ``triple`` and
@@ -218,6 +226,7 @@ class TrainConfig:
     mixture_triples: int = MEASURE_DEFAULTS.mixture_triples
     mixture_samples: int = MEASURE_DEFAULTS.mixture_samples
     features_every_measurement: bool = False
+    fits_every_measurement: bool = False
 
     def __post_init__(self) -> None:
         check_choice("dataset", self.dataset, DATASETS)
@@ -231,8 +240,9 @@ class TrainConfig:
         # The upper bound K - 1 of minority_classes needs K: check_against_data.
         self.imbalance_ratio = check_float("imbalance_ratio", self.imbalance_ratio, 1.0, None)
         self.minority_classes = check_int("minority_classes", self.minority_classes, minimum=0)
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"augment must be true or false, got {self.augment!r}")
+        for name in ("augment", "fits_every_measurement"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_choice("model", self.model, MODELS)
         self.width = check_int("width", self.width, minimum=0)
         self.depth = check_int("depth", self.depth, minimum=0)
@@ -302,11 +312,12 @@ class TrainConfig:
         """The lam grid of the measurements: ``lam_grid`` equally spaced points in [0, 1]."""
         return odd_lam_grid(self.lam_grid)
 
-    def measure_settings(self, num_blocks: int = 0) -> MeasureSettings:
+    def measure_settings(self, num_blocks: int = 0, final: bool = True) -> MeasureSettings:
         """The measurement settings of this run (:class:`ufm.nets.MeasureSettings`): its
         measurement fields, its loss, manifold mixup's block as ``mix_at`` and each of the
         ``num_blocks`` hidden blocks of its :class:`ufm.nets.MixupNet` as a layer of the
-        linearity."""
+        linearity; for a scheduled measurement before the last (``final`` False) a light one
+        (``fit_lam_H`` False) unless ``fits_every_measurement``."""
         return MeasureSettings(
             lam_grid=self.lam_grid,
             triple=self.triple,
@@ -319,6 +330,7 @@ class TrainConfig:
             loss=self.loss,
             loss_params=dict(self.loss_params),
             exact_classifier=self.exact_classifier,
+            fit_lam_H=final or self.fits_every_measurement,
             linearity_pairs=self.linearity_pairs,
             n_bins=self.n_bins,
             batch_size=self.measure_batch_size,

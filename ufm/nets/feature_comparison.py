@@ -108,10 +108,12 @@ def compare_mixed(
             groups.theory_lams,
         )  # fmt: skip
     _check_enough(cells)
-    comparison = compare_cell_statistics(cells, W, centre, settings.exact_classifier, bias)
+    comparison = compare_cell_statistics(
+        cells, W, centre, settings.exact_classifier, bias, settings.fit_lam_H
+    )
     agreement = sample_agreement(
         mixed.features, groups.c, groups.c_prime, groups.lam_index, groups.lams, W, bias,
-        centre, loss, theory_lams=groups.theory_lams,
+        centre, loss, theory_lams=groups.theory_lams, fit=settings.fit_lam_H,
     )  # fmt: skip
     scalars: dict[str, Any] = {
         **agreement.scalars,

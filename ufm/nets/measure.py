@@ -319,15 +319,18 @@ def _prepare(model, x_train, y_train, x_test, y_test, head, settings: MeasureSet
     return probe, x, y, test
 
 
-def measure(model: MixupNet, data: Dataset, config: TrainConfig, device) -> Measurement:
+def measure(
+    model: MixupNet, data: Dataset, config: TrainConfig, device, final: bool = True
+) -> Measurement:
     """The measurement of ``ufm train``: :func:`measure_network` of a :class:`MixupNet` on
-    ``data`` with the settings of ``config`` (:meth:`ufm.nets.TrainConfig.measure_settings`),
-    its ``classifier`` as the head; also ``measured_at_layer`` (the run's ``mixup_layer``).
+    ``data`` with the settings of ``config`` (:meth:`ufm.nets.TrainConfig.measure_settings`;
+    light when not ``final``, unless the config's ``fits_every_measurement``), its
+    ``classifier`` as the head; also ``measured_at_layer`` (the run's ``mixup_layer``).
     ``device`` is where the model already is."""
     del device  # the probe runs the model where it is
     measurement = measure_network(
         model, data.x_train, data.y_train, data.x_test, data.y_test,
-        head=model.classifier, settings=config.measure_settings(model.num_blocks),
+        head=model.classifier, settings=config.measure_settings(model.num_blocks, final),
     )  # fmt: skip
     measurement.scalars["measured_at_layer"] = config.mixup_layer
     if "activations_mixtures3" in measurement.arrays:

@@ -57,8 +57,24 @@ class MeasureSettings:
     outputs the layer-wise linearity measures (empty: no linearity).
 
     Comparison: ``loss`` and ``loss_params`` (the training loss, for the theory);
-    ``exact_classifier`` (also solve the UFM for the network's own W); ``lam_bins`` (for
-    features files whose lams are drawn per sample, :mod:`ufm.nets.features_file`).
+    ``exact_classifier`` (also solve the UFM for the network's own W); ``fit_lam_H`` (fit the
+    effective lam_H; False makes a light measurement, below); ``lam_bins`` (for features files
+    whose lams are drawn per sample, :mod:`ufm.nets.features_file`).
+
+    **Light measurements.** The two fits of lam_H (to the margins and to the coefficient
+    curves) and the exact optimum for the network's own W at the fitted lam_H are a large
+    part of the cost of a measurement of a small network such as the digits MLP, whose
+    forward passes are cheap (docs/performance.md). With ``fit_lam_H`` False they are skipped and everything that needs them is NaN:
+    ``fitted_lam_H``, ``margin_fit_rms``, ``curve_fitted_lam_H`` (status ``"not_fitted"``),
+    ``amplification_theory``, the cross-entropy chi-square and its verdict
+    (``"undetermined"``, and so ``better_fit``), ``amplification_exact_W`` and the
+    ``exact_W_*`` numbers, the theory's columns of the tables, and there is no
+    ``theory_triple``. The measured numbers (neural collapse, calibration, the cell means,
+    the amplification and its errors, the null's fit, margins, linearity) are those of a full
+    measurement (with 3-class mixtures, their own fit of lam_H is kept; only
+    ``mixture3_amplification_theory_pair_lam_H``, which needs the margins' lam_H, is NaN).
+    ``ufm train`` measures light before its final measurement unless
+    ``fits_every_measurement`` (:class:`ufm.nets.TrainConfig`) asks for full ones.
 
     Also: ``linearity_pairs``; ``n_bins`` for the ECE; ``batch_size`` (network evaluations
     at once); ``mixture_points`` (3 or more: also the 3-class mixtures,
@@ -94,6 +110,9 @@ class MeasureSettings:
         Keyword parameters of the loss, checked by :func:`ufm.get_loss`.
     exact_classifier : bool, default True
         Whether to also solve the UFM for the network's own W.
+    fit_lam_H : bool, default True
+        Whether to fit the effective lam_H (margins and coefficient curves) and solve the
+        theory at it; False: a light measurement, its theory numbers NaN (above).
     lam_bins : int, default 11
         Bins of the lams of features files drawn per sample; odd, >= 3.
     linearity_pairs : int, default 200
@@ -140,6 +159,7 @@ class MeasureSettings:
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
     exact_classifier: bool = True
+    fit_lam_H: bool = True
     lam_bins: int = 11
     linearity_pairs: int = 200
     n_bins: int = 15
@@ -181,6 +201,9 @@ class MeasureSettings:
         if not all(isinstance(name, str) for name in self.layers):
             raise ValueError(f"layers must be module names (strings), got {list(self.layers)}")
         get_loss(self.loss, **self.loss_params)
+        if not isinstance(self.fit_lam_H, (bool, np.bool_)):
+            raise ValueError(f"fit_lam_H must be true or false, got {self.fit_lam_H!r}")  # noqa: TRY004
+        self.fit_lam_H = bool(self.fit_lam_H)
         self.mixture_points = check_int("mixture_points", self.mixture_points, minimum=2)
         self.mixture_grid = check_int("mixture_grid", self.mixture_grid, minimum=4)
         if (self.mixture_grid - 1) % 3:

@@ -33,6 +33,7 @@ import torch
 from ..etf import row_norm
 from ..solver import UFMConfig, solve
 from ..theory import optimal_coefficients
+from .ufm_comparison import frobenius_norm
 
 __all__ = ["own_classifier_optimum"]
 
@@ -111,7 +112,7 @@ def own_classifier_optimum(weight: np.ndarray, lams: np.ndarray, lam_H: float,
         "etf_a_norm": etf_a,
         "etf_b_norm": etf_b,
         "amplification": float(a_norm[half] + b_norm[half]),
-        "feature_distance": float(np.linalg.norm(exact - etf) / np.linalg.norm(exact)),
+        "feature_distance": frobenius_norm(exact - etf) / frobenius_norm(exact),
         "curve_distance": float(
             np.sqrt(((np.concatenate([a_norm - etf_a, b_norm - etf_b])) ** 2).mean())
         ),

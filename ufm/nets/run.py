@@ -9,12 +9,15 @@ checkpoints) -> final measurement -> files. The output folder holds
   ``checkpoints/epoch_NNNN.pt`` (kept);
 * ``measurements/epoch_NNNN/``: a measurement folder (:mod:`ufm.nets.measurement`) with
   ``scalars.json``, ``reliability.csv``, ``theory_vs_lam.csv``, ``coefficients_vs_lam.csv``,
-  ``linearity.csv``, ``activations_triple.npz``, ``cells.npz``, ``theory_triple.npz``, with
+  ``linearity.csv``, ``activations_triple.npz``, ``cells.npz``, with
   ``mixup_points >= 3`` ``mixtures3.csv`` and ``activations_mixtures3.npz``
   (:mod:`ufm.nets.mixtures`), and in the final measurement (in every one with
   ``features_every_measurement``) ``mixed_features.npz``: the measured pairs' features, a
   plain numpy file in the schema of :mod:`ufm.nets.features_file` (readable with
-  ``numpy.load`` alone), which ``ufm compare`` analyses again;
+  ``numpy.load`` alone), which ``ufm compare`` analyses again. The measurements before the
+  final one are light unless ``fits_every_measurement``: no fit of lam_H, so their theory
+  numbers are NaN (``fit_lam_H`` of :class:`ufm.nets.MeasureSettings`); the final one (and
+  each full one whose fit found a lam_H) also holds ``theory_triple.npz``;
 * ``summary.json``, written last: its presence marks the run complete. Besides the final
   measurement it holds the per-class test accuracy, the training class counts and the
   classifier's geometry under class imbalance, with the mixup pairing and the label mass
@@ -36,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import config_to_dict
-from ..devices import resolve_device, torch_threads
+from ..devices import blas_threads, resolve_device, torch_threads
 from ..io import (
     SUMMARY,
     check_writable,
@@ -168,7 +171,7 @@ def run_training(
     """
     if force and resume:
         raise ValueError("--force starts the run again; it cannot be combined with --resume")
-    with torch_threads(config.threads):
+    with torch_threads(config.threads), blas_threads(config.threads):
         if resume:
             return _run(config, out_dir, resume, progress, check_memory)
         out = Path(out_dir)
@@ -245,7 +248,8 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
         )
 
     def measure_and_write(epoch: int) -> dict[str, Any]:
-        measurement = measure(model, data, config, device)
+        # before the last epoch a light measurement (no lam_H fits) unless asked otherwise
+        measurement = measure(model, data, config, device, final=epoch == config.epochs)
         if epoch < config.epochs and not config.features_every_measurement:
             del measurement.arrays["mixed_features"]  # the final measurement keeps its own
         write_measurement(out / "measurements" / f"epoch_{epoch:04d}", measurement)

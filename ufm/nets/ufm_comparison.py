@@ -38,16 +38,19 @@ from .._checks import preview
 from ..etf import etf_distance, etf_gain, row_norm, row_space
 from ..losses import MixupLoss
 from ..theory import has_exact_theory, optimal_coefficients
+from ..theory.optimum import optimal_coefficients_over_lam_H
 from .triple_choice import LAM_H_RANGE
 
 __all__ = [
     "LAM_H_RANGE",
     "Agreement",
     "fit_lam_H",
+    "frobenius_norm",
     "logit_offset",
     "sample_agreement",
     "theory_agreement",
     "ufm_margins",
+    "ufm_margins_over_lam_H",
 ]
 
 
@@ -59,17 +62,37 @@ def ufm_margins(K: int, gain: float, lams: np.ndarray, lam_H: float, loss: Mixup
     scale = row_norm(K, gain)
     lams = np.asarray(lams, dtype=np.float64)
     a, b = optimal_coefficients(K, lams.ravel(), lam_H, scale, loss)
+    return _margins_from(gain, lams, a, b)
+
+
+def _margins_from(gain: float, lams: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """(margins, a, b) of :func:`ufm_margins` from the coefficients at ``lams.ravel()``."""
     if lams.ndim == 2:
         a, b = a.reshape(lams.shape).mean(axis=1), b.reshape(lams.shape).mean(axis=1)
     return gain * (a - b), a, b
 
 
-def fit_log_lam_H(objective, points: int = 61) -> float:
+def ufm_margins_over_lam_H(K: int, gain: float, lams: np.ndarray, lam_H_values, loss: MixupLoss):
+    """:func:`ufm_margins` for each of the ridges ``lam_H_values``, the theory solved for all of
+    them at once (:func:`ufm.theory.optimum.optimal_coefficients_over_lam_H`); a list of its
+    (margins, a, b), entry k bit for bit ``ufm_margins(K, gain, lams, lam_H_values[k], loss)``."""
+    scale = row_norm(K, gain)
+    lams = np.asarray(lams, dtype=np.float64)
+    a, b = optimal_coefficients_over_lam_H(K, lams.ravel(), lam_H_values, scale, loss)
+    return [_margins_from(gain, lams, a_k, b_k) for a_k, b_k in zip(a, b)]
+
+
+def fit_log_lam_H(objective, points: int = 61, grid_objective=None) -> float:
     r"""The :math:`\lambda_H` minimising ``objective(log lam_H)`` over :data:`LAM_H_RANGE`: a grid
     of ``points`` points in :math:`\log\lambda_H` locates the best bracket, bounded Brent refines
-    it (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better."""
+    it (``scipy.optimize.minimize_scalar``); the grid point is kept if Brent does no better.
+
+    ``grid_objective``, if given, takes the whole grid (an array) and returns the objective at
+    each of its points, all at once; it must give exactly the values of ``objective`` (a
+    vectorised evaluation of the same theory, :func:`ufm_margins_over_lam_H`), so that the fit
+    is the same, only cheaper: the grid is most of a fit's evaluations."""
     grid = np.linspace(math.log(LAM_H_RANGE[0]), math.log(LAM_H_RANGE[1]), points)
-    values = [objective(t) for t in grid]
+    values = [objective(t) for t in grid] if grid_objective is None else list(grid_objective(grid))
     best = int(np.argmin(values))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     result = minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
@@ -98,11 +121,18 @@ def fit_lam_H(
         mean, weights = np.nan_to_num(margins), np.asarray(counts, dtype=np.float64)
     # sum_p (m_pl - t_l)^2 = sum_p (m_pl - mean_l)^2 + n_l (mean_l - t_l)^2: only means matter.
 
-    def objective(log_lam_H: float) -> float:
-        theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
+    def misfit(theory: np.ndarray) -> float:
         return float((weights * (mean - theory) ** 2).sum())
 
-    return fit_log_lam_H(objective, points=31)
+    def objective(log_lam_H: float) -> float:
+        theory, _, _ = ufm_margins(K, gain, lams, math.exp(log_lam_H), loss)
+        return misfit(theory)
+
+    def grid_objective(grid: np.ndarray) -> list[float]:
+        solved = ufm_margins_over_lam_H(K, gain, lams, [math.exp(t) for t in grid], loss)
+        return [misfit(theory) for theory, _, _ in solved]
+
+    return fit_log_lam_H(objective, points=31, grid_objective=grid_objective)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -217,10 +247,36 @@ def _group_mean(values: np.ndarray, group: np.ndarray, count: np.ndarray) -> np.
         return np.bincount(group, weights=values, minlength=len(count)) / count
 
 
+def _theory_probabilities(W, a, b, c, c_prime, lam_index) -> np.ndarray:
+    r"""Softmax (N, K) of the logits :math:`Wh^\star` of the optimum
+    :math:`h^\star = a_l w_c + b_l w_{c'}` of every sample (classes ``c``, ``c_prime`` (N,),
+    lam ``lam_index`` into ``a``, ``b`` (L,)). It depends on the cell (c, c', l) only, so it
+    is computed once per distinct cell and given to every sample of it, at a fraction of the
+    cost (a network's measurement has ``pairs_all_classes`` samples, 40 by default, in each)."""
+    L = len(a)
+    key = (c * W.shape[0] + c_prime) * L + lam_index
+    cells, sample_cell = np.unique(key, return_inverse=True)
+    pair, cell_lam = np.divmod(cells, L)
+    cell_c, cell_c_prime = np.divmod(pair, W.shape[0])
+    optimum = a[cell_lam, None] * W[cell_c] + b[cell_lam, None] * W[cell_c_prime]
+    return _softmax(optimum @ W.T)[sample_cell.reshape(-1)]
+
+
+def frobenius_norm(x: np.ndarray) -> float:
+    """The Frobenius norm of ``x``, summed by numpy itself rather than by BLAS.
+
+    ``np.linalg.norm`` takes a BLAS dot product, which BLAS splits over its threads: the last
+    bits then move with the thread count, and a features file would not give back exactly
+    the numbers of the measurement that wrote it (``ufm train`` runs BLAS on its ``threads``,
+    ``ufm compare`` on the machine's default). numpy's own sum is the same on any thread
+    count."""
+    return math.sqrt(float(np.square(x).sum()))
+
+
 def _out_of_span(H: np.ndarray, span: np.ndarray) -> float:
     r""":math:`\|H - HSS^\top\|_F/\|H\|_F` for rows H (N, d) and an orthonormal basis S
     (``span``, (d, r)) of the row space: the fraction of the features' length outside it."""
-    return float(np.linalg.norm(H - H @ span @ span.T) / np.linalg.norm(H))
+    return frobenius_norm(H - H @ span @ span.T) / frobenius_norm(H)
 
 
 def sample_agreement(
@@ -235,6 +291,7 @@ def sample_agreement(
     loss: MixupLoss,
     logits: np.ndarray | None = None,
     theory_lams: np.ndarray | None = None,
+    fit: bool = True,
 ) -> Agreement:
     r""":func:`theory_agreement` for any mixed samples: ``features`` (N, d) of mixtures of
     classes ``c``, ``c_prime`` (N,) at lam ``lams[lam_index]`` (``lams`` (L,) a grid holding 0,
@@ -243,7 +300,9 @@ def sample_agreement(
     network's; None computes them as :math:`Wh + b`. Per-lam entries are means over the samples
     at (or binned to) that lam; a lam without samples of a kind gives NaN there.
     ``theory_lams`` (L, Q): the lams at which the theory is evaluated and averaged for each
-    lam (binned samples: quantiles of each bin's lams); None: at ``lams``.
+    lam (binned samples: quantiles of each bin's lams); None: at ``lams``. ``fit``
+    False skips the fit of lam_H and so every theory entry, NaN as for a loss without exact
+    theory (the light measurement of :class:`ufm.nets.MeasureSettings`).
     """
     _check_agreement_inputs(c, c_prime, lams)
     mu = np.asarray(global_mean, dtype=np.float64)
@@ -273,7 +332,8 @@ def sample_agreement(
     c_d, cp_d, lam_d = c[rows], c_prime[rows], lam_index[rows]
     raw_margins = Z[rows, c_d] - Z[rows, cp_d]
     margins = raw_margins - (offset[c_d] - offset[cp_d])
-    distances = np.abs(raw_margins) / np.linalg.norm(W[c_d] - W[cp_d], axis=-1)
+    row_distances = np.linalg.norm(W[:, None] - W[None], axis=-1)  # (K, K), once per pair
+    distances = np.abs(raw_margins) / row_distances[c_d, cp_d]
     probabilities = _softmax(Z[rows])
     p_c = probabilities[np.arange(len(rows)), c_d]
     p_c_prime = probabilities[np.arange(len(rows)), cp_d]
@@ -299,12 +359,11 @@ def sample_agreement(
         "confidence_half": _mean_or_nan(confidence[at_half]),
     }
     theory_margin = theory_p_c = theory_confidence = np.full(L, np.nan)
-    if has_exact_theory(loss):
+    if fit and has_exact_theory(loss):
         at = lams[:, None] if theory_lams is None else np.asarray(theory_lams, np.float64)
         lam_H = fit_lam_H(margin_mean, at, K, gain, loss, count)
         theory_margin, a, b_coef = ufm_margins(K, gain, at, lam_H, loss)
-        optimum = a[lam_d, None] * W[c_d] + b_coef[lam_d, None] * W[cp_d]
-        theory_probabilities = _softmax(optimum @ W.T)
+        theory_probabilities = _theory_probabilities(W, a, b_coef, c_d, cp_d, lam_d)
         theory_p_c = _group_mean(
             theory_probabilities[np.arange(len(rows)), c_d], lam_d, count
         )

@@ -32,18 +32,19 @@ import torch
 
 from .._checks import check_float, check_index_tensor, check_int, check_tensor_range
 from ..etf import check_simplex_etf, gain, row_norm
-from ..losses import CrossEntropy, LabelSmoothing, MixupLoss, SquaredError, get_loss, smoothing
+from ..losses import CrossEntropy, LabelSmoothing, SquaredError, get_loss, smoothing
 from .reduced_equations import solve_reduced
 
 __all__ = [
     "EXACT_THEORY_LOSSES",
-    "has_exact_theory",
-    "gain",
     "ce_coefficients",
-    "same_class_coefficient",
+    "gain",
+    "has_exact_theory",
     "mse_coefficients",
     "optimal_coefficients",
+    "optimal_coefficients_over_lam_H",
     "optimal_features",
+    "same_class_coefficient",
 ]
 
 
@@ -74,15 +75,22 @@ def _lam_array(lam) -> np.ndarray:
     return lam
 
 
-def _ce_scaled(K: int, lam: np.ndarray, t: float, smoothing: float):
-    """(u, v) = g (a, b) for every lam; solves once per distinct max(lam, 1-lam)."""
+def _ce_scaled(K: int, lam: np.ndarray, t, smoothing: float):
+    """(u, v) = g (a, b) for every lam; solves once per distinct max(lam, 1-lam).
+
+    ``t`` is a float, or an array (T,) of values solved together in one call of
+    :func:`ufm.theory.reduced_equations.solve_reduced`: (u, v) then have shape (T, *lam.shape),
+    and row k equals the result for ``t[k]`` alone bit for bit (the solver works elementwise,
+    each entry with its own iterations)."""
     major = np.maximum(lam, 1.0 - lam)
     minor = np.minimum(lam, 1.0 - lam)  # exact: lam itself, or 1 - lam for lam >= 1/2
     keys, inverse = np.unique(np.stack([major.ravel(), minor.ravel()]), axis=1, return_inverse=True)
     scale_t = 1.0 - smoothing
-    u_k, v_k, _ = solve_reduced(scale_t * keys[0], scale_t * keys[1], smoothing / K, t, K)
-    u = u_k[inverse.ravel()].reshape(lam.shape)
-    v = v_k[inverse.ravel()].reshape(lam.shape)
+    t_column = np.asarray(t, dtype=np.float64)[..., None]  # (1,) or (T, 1) against the keys
+    u_k, v_k, _ = solve_reduced(scale_t * keys[0], scale_t * keys[1], smoothing / K, t_column, K)
+    shape = (*np.shape(t), *lam.shape)
+    u = u_k[..., inverse.ravel()].reshape(shape)
+    v = v_k[..., inverse.ravel()].reshape(shape)
     high = lam >= 0.5
     return np.where(high, u, v), np.where(high, v, u)
 
@@ -246,6 +254,52 @@ def optimal_coefficients(
         f"no exact theory for loss {loss.name!r}; exact theory exists for 'ce', "
         "'label_smoothing' and 'mse' (use ufm.theory.certificate or the solver for other losses)"
     )
+
+
+def optimal_coefficients_over_lam_H(K: int, lam, lam_H_values, scale: float = 1.0, loss="ce"):
+    r""":func:`optimal_coefficients` at many ridges at once: (a, b) of shape (T, *lam.shape)
+    for the T values of ``lam_H_values``, row k bit for bit that of
+    ``optimal_coefficients(K, lam, lam_H_values[k], scale, loss)``.
+
+    Fits of an effective :math:`\lambda_H` (:func:`ufm.nets.ufm_comparison.fit_log_lam_H`)
+    first evaluate the theory on a grid of ridges; for cross-entropy and label smoothing this
+    solves the whole grid in one vectorised call of the reduced-equation solver instead of one
+    call per ridge, which costs about as much as a single one. Every ridge is checked as
+    :func:`optimal_coefficients` checks it.
+
+    Parameters
+    ----------
+    K, lam, scale, loss : as :func:`optimal_coefficients` (different-class pairs).
+    lam_H_values : sequence of T feature ridges :math:`\lambda_H > 0`.
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        Two float64 arrays of shape (T, *lam.shape).
+
+    Examples
+    --------
+    >>> import numpy as np, ufm
+    >>> from ufm.theory.optimum import optimal_coefficients_over_lam_H
+    >>> a, b = optimal_coefficients_over_lam_H(4, [0.25, 0.75], [5e-3, 0.1])
+    >>> a.shape
+    (2, 2)
+    >>> bool((a[0] == ufm.optimal_coefficients(4, [0.25, 0.75], 5e-3)[0]).all())
+    True
+    """
+    loss = get_loss(loss)
+    lam = _lam_array(lam)
+    values = [_check_common(K, lam_H, scale)[1] for lam_H in np.ravel(lam_H_values).tolist()]
+    if not values:
+        raise ValueError("lam_H_values must hold at least one ridge")
+    if isinstance(loss, (CrossEntropy, LabelSmoothing)):
+        K = check_int("K", K, minimum=2)
+        eps = smoothing(loss)
+        g = gain(K, check_float("scale", scale, 0.0, None, low_open=True))
+        u, v = _ce_scaled(K, lam, np.array([lam_H / g for lam_H in values]), eps)
+        return u / g, v / g
+    rows = [optimal_coefficients(K, lam, lam_H, scale, loss) for lam_H in values]
+    return np.stack([a for a, _ in rows]), np.stack([b for _, b in rows])
 
 
 def optimal_features(
