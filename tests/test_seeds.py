@@ -291,7 +291,9 @@ def test_help_lists_the_seeds_and_their_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    seeds_help = text.split("--seeds SEEDS ")[-1].split(" --sweep-grid")[0]
+    # the help of --seeds runs to the next option (the minority study's, then the sweep grid)
+    after = text.split("--seeds SEEDS ")[-1]
+    seeds_help = min((after.split(f" {option}")[0] for option in ("--minority-dataset", "--sweep-grid")), key=len)
     assert seeds_help.startswith("networks per run") and seeds_help.endswith("default: 3")
     assert "--quick: 1 (one seed, no seed spread)" in seeds_help
     with pytest.raises(SystemExit):
