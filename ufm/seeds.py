@@ -100,9 +100,15 @@ def spread(values) -> Spread:
 def combined_se(a: Spread, b: Spread) -> float | None:
     """sqrt(se_a^2 + se_b^2), the standard error of the difference of two means (None where
     either side has fewer than two seeds)."""
-    if a.se is None or b.se is None:
+    return combined_standard_error(a.se, b.se)
+
+
+def combined_standard_error(se_a: float | None, se_b: float | None) -> float | None:
+    """:func:`combined_se` from the two standard errors themselves (as a table stores them);
+    None where either is None."""
+    if se_a is None or se_b is None:
         return None
-    return math.hypot(a.se, b.se)
+    return math.hypot(se_a, se_b)
 
 
 def resolved(a: Spread, b: Spread) -> bool | None:

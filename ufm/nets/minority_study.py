@@ -63,7 +63,7 @@ from scipy.stats import beta as beta_distribution
 from ..config import config_to_dict
 from ..imbalance import label_mass_ratio, minority_cosine
 from ..io import read_json, write_json
-from ..seeds import RESOLUTION, spread
+from ..seeds import RESOLUTION, combined_standard_error, spread
 from ..theory.minority import imbalance_theory, kind_arguments
 from .config import TrainConfig
 from .data import load_dataset
@@ -386,7 +386,7 @@ def compare(table: list[Mapping[str, Any]], prediction: Mapping[str, Any],
         if a is None or b is None or a["minority_cosine"] is None or b["minority_cosine"] is None:
             continue
         difference = a["minority_cosine"] - b["minority_cosine"]
-        error = _combined(a, b)
+        error = combined_standard_error(a["minority_cosine_se"], b["minority_cosine_se"])
         if error is None:
             outcome = "no_spread"
         elif sign * difference > RESOLUTION * error:
@@ -404,13 +404,6 @@ def compare(table: list[Mapping[str, Any]], prediction: Mapping[str, Any],
         })
     return {**{k: prediction[k] for k in ("name", "question", "kind", "against", "sign")},
             "points": points, "verdict": _verdict(points)}
-
-
-def _combined(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
-    """sqrt(se_a^2 + se_b^2) of two table entries' minority cosines (None without spread)."""
-    if a["minority_cosine_se"] is None or b["minority_cosine_se"] is None:
-        return None
-    return math.hypot(a["minority_cosine_se"], b["minority_cosine_se"])
 
 
 def _verdict(points: list[Mapping[str, Any]]) -> str:
