@@ -24,9 +24,13 @@ do not:
   (so a run stopped by ``--time-limit`` still compares where it got).
 
 Newton-CG runs with Nocedal & Wright's forcing min(0.5, sqrt|g|) (the default), with a
-constant forcing 0.1 (CG stopped early: fewer HVPs per step, more steps), and with the
-diagonal preconditioner of ``NewtonCG._scaling`` (its curvature sums, one pass per step,
-are counted in ``visits``).
+constant forcing 0.1 (CG stopped early: fewer HVPs per step, more steps), with the
+diagonal preconditioner (``"diagonal"`` of ``ufm.solver.newton_cg.PRECONDITIONERS``), and as
+method ``"newton_gram"``, preconditioned by the Gram-entry metric
+(:mod:`ufm.solver.gram_preconditioner`) with Hessian products as accurate as its forcing
+asks (the preconditioners' curvature sums, one pass per step, are counted in ``visits``).
+``s`` is each solve's wall-clock time and ``s ratio`` that over L-BFGS's, measured in the
+same run (so only comparable on a machine whose load did not change during it).
 
     python scripts/bench_outer.py [--out results/bench_outer.json] [--quick] [--time-limit 110]
         [--sizes 50 100] [--methods lbfgs newton_cg ...]
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import time
 
 import torch
 
@@ -49,11 +54,12 @@ from ufm.solver.run import _Run
 PAIR_DENSITY = 9.524  # pairs of classes per class, as bench_scaling.py
 # gradient levels at which the runs' total passes are compared as well
 LEVELS = (1e-4, 1e-6, 1e-8)
-# (label, method, forcing_max, forcing_power, preconditioned)
-METHODS = (("lbfgs", "newton", None, None, False),
-           ("newton_cg", "newton_cg", 0.5, 0.5, False),
-           ("newton_cg eta=0.1", "newton_cg", 0.1, 0.0, False),
-           ("newton_cg diagonal", "newton_cg", 0.5, 0.5, True))
+# (label, method, forcing_max, forcing_power, preconditioner: None keeps the method's own)
+METHODS = (("lbfgs", "newton", None, None, None),
+           ("newton_cg", "newton_cg", 0.5, 0.5, None),
+           ("newton_cg eta=0.1", "newton_cg", 0.1, 0.0, None),
+           ("newton_cg diagonal", "newton_cg", 0.5, 0.5, "diagonal"),
+           ("newton_gram", "newton_gram", None, None, None))
 
 
 def problems(sizes) -> list[tuple[str, dict]]:
@@ -63,25 +69,28 @@ def problems(sizes) -> list[tuple[str, dict]]:
     return rows
 
 
-def run_one(fields: dict, method: str, forcing_max, forcing_power, preconditioned: bool,
+def run_one(fields: dict, method: str, forcing_max, forcing_power, preconditioner: str | None,
             time_limit: float) -> dict:
     """Solve once; the counts of the method's work (see the module docstring)."""
     config = UFMConfig(**fields, classifier="learned", tol=1e-8, mixed_precision=False,
                        lam_H=5e-3, lam_W=5e-3, method=method, time_limit=time_limit)
-    saved = NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioned
+    saved = NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioner
     if forcing_max is not None:
         NewtonCG.forcing_max, NewtonCG.forcing_power = forcing_max, forcing_power
-    NewtonCG.preconditioned = preconditioned
+    if preconditioner is not None:
+        NewtonCG.preconditioner = preconditioner
     try:
         run = _Run(build_problem(config), False, Checkpoints(None, 60.0))
         trace = _trace(run)
+        began = time.perf_counter()
         result = run.execute()
+        seconds = time.perf_counter() - began
     finally:
-        NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioned = saved
+        NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioner = saved
     work, n = run.method.work, result.summary["n"]
     # a preconditioner's curvature sums are one pass each
     visits = work["sample_visits"] / n + work["preconditioner_passes"]
-    return {"n": n, "stop_reason": result.summary["stop_reason"],
+    return {"n": n, "seconds": seconds, "stop_reason": result.summary["stop_reason"],
             "grad_norm": result.summary["grad_norm"], "loss": result.summary["loss"],
             "outer": result.summary["iterations"], "evals": work["evaluations"],
             "passes": work["feature_passes"], "visits": visits,
@@ -130,28 +139,30 @@ def main() -> None:
     report: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "cores": os.cpu_count(), "problems": []}
     header = (f"{'method':18s} {'stop':>9s} {'grad':>8s} {'outer':>5s} {'evals':>5s} {'passes':>6s} "
-              f"{'visits':>7s} {'hvp':>5s} {'inner cg':>8s} {'total':>7s} {'ratio':>6s}  "
+              f"{'visits':>7s} {'hvp':>5s} {'inner cg':>8s} {'total':>7s} {'ratio':>6s} {'s':>6s} {'s ratio':>7s}  "
               + " ".join(f"{'to ' + format(level, '.0e'):>9s}" for level in LEVELS))
     sizes = args.sizes or ((20,) if args.quick else (50, 100))
     methods = [m for m in METHODS if args.methods is None or m[0] in args.methods]
     for title, fields in problems(sizes):
         print(f"\n{title}\n{header}", flush=True)
         rows = []
-        for label, method, forcing_max, forcing_power, preconditioned in methods:
-            row = run_one(fields, method, forcing_max, forcing_power, preconditioned, args.time_limit)
+        for label, method, forcing_max, forcing_power, preconditioner in methods:
+            row = run_one(fields, method, forcing_max, forcing_power, preconditioner, args.time_limit)
             gram = row.pop("gram")
             if rows:
                 row["ratio"] = row["total"] / rows[0]["total"]
+                row["seconds_ratio"] = row["seconds"] / rows[0]["seconds"]
                 row["loss_difference"] = abs(row["loss"] - rows[0]["loss"])
                 row["gram_difference"] = float((gram - rows[0]["gram_matrix"]).abs().max())
             else:
-                row["ratio"] = 1.0
+                row["ratio"] = row["seconds_ratio"] = 1.0
                 row["gram_matrix"] = gram
             row["method"] = label
             rows.append(row)
             print(f"{label:18s} {row['stop_reason']:>9s} {row['grad_norm']:8.1e} {row['outer']:5d} "
                   f"{row['evals']:5d} {row['passes']:6d} {row['visits']:7.1f} {row['hvp']:5d} "
-                  f"{row['inner_cg']:8d} {row['total']:7.1f} {row['ratio']:6.2f}  "
+                  f"{row['inner_cg']:8d} {row['total']:7.1f} {row['ratio']:6.2f} {row['seconds']:6.1f} "
+                  f"{row['seconds_ratio']:7.2f}  "
                   + " ".join(f"{'-' if t is None else format(t, '.1f'):>9s}"
                              for t in row["total_to"].values()), flush=True)
         rows[0].pop("gram_matrix")

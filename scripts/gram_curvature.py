@@ -58,6 +58,7 @@ import torch
 
 from ufm import UFMConfig, solve
 from ufm.io import write_json
+from ufm.solver.gram_preconditioner import rotation_complement
 from ufm.solver.newton_cg import NewtonCG
 from ufm.solver.problem import build_problem
 from ufm.solver.state import RunState
@@ -119,21 +120,6 @@ def gram_metric(W: torch.Tensor, M_bar: torch.Tensor, lam_W: float):
     return apply
 
 
-def complement_of_rotations(W: torch.Tensor) -> torch.Tensor:
-    """(Kd, m) orthonormal basis of the directions orthogonal to every W Omega, Omega skew."""
-    d = W.shape[1]
-    rotations = []
-    for i in range(d):
-        for j in range(i + 1, d):
-            omega = torch.zeros(d, d, dtype=W.dtype)
-            omega[i, j], omega[j, i] = 1.0, -1.0
-            rotations.append((W @ omega).reshape(-1))
-    R = torch.stack(rotations, 1)
-    U, s, _ = torch.linalg.svd(R, full_matrices=True)
-    rank = int((s > 1e-10 * s[0]).sum())
-    return U[:, rank:]
-
-
 def gram_shares(D: torch.Tensor, W: torch.Tensor, sampled: torch.Tensor) -> dict[str, float]:
     """Shares of |delta G|^2 on sampled pairs, unsampled pairs and the diagonal."""
     dG = D @ W.T + W @ D.T
@@ -184,7 +170,7 @@ def hessian_study(config: UFMConfig, result) -> dict:
     """Questions 1 and 3 of the module docstring, printed and returned."""
     W, K = result.W, config.K
     hessian, method = exact_hessian(config, W)
-    basis = complement_of_rotations(W)
+    basis = rotation_complement(W)
     reduced = basis.T @ hessian @ basis
     values, vectors = torch.linalg.eigh(reduced)
     lam_W = config.lam_W

@@ -129,7 +129,7 @@ def test_the_diagonal_preconditioner_reaches_the_same_optimum(monkeypatch):
     fields = dict(K=5, d=6, num_lams=5, classifier="learned", tol=1e-11, mixed_precision=False,
                   pairs="random", num_pairs=12, bias=True, lam_b=1e-2)
     plain = solve(UFMConfig(**fields, method="newton_cg"))
-    monkeypatch.setattr(NewtonCG, "preconditioned", True)
+    monkeypatch.setattr(NewtonCG, "preconditioner", "diagonal")
     config = UFMConfig(**fields, method="newton_cg")
     scaled = solve(config)
     assert scaled.summary["stop_reason"] == "converged" and scaled.summary["grad_norm"] <= 1e-9

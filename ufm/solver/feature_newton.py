@@ -49,6 +49,7 @@ from ..losses import MixupLoss
 from .chunk_threads import ChunkThreads, row_blocks
 from .feature_totals import InnerStats, Totals
 from .frames import RowSpaceFrame, frame_for, tight_frame
+from .gram_preconditioner import GramSums
 from .mixture_preconditioner import mixture_preconditioner
 from .pair_preconditioner import diagonal_preconditioner, pair_preconditioner
 from .pcg import Preconditioner, newton_direction
@@ -575,6 +576,17 @@ class FeatureSolver:
             sum_W = sum_W - (sum(part[1] for part in parts) @ D_perp) / self.lam_H
         return sum_W, sum(part[2] for part in parts), sum(part[3] for part in parts)
 
+    def _logit_curvature(self, idx):
+        """Coordinates, logit gradients and the diagonal of the logit Hessian at ``idx``
+        (the softmax model's :math:`p_c(1 - p_c)`, the identity model's 1), unweighted."""
+        x = self.X[idx]
+        z = self._logits(x)
+        _, p, g_z = self._terms(z, idx, need_grad=True)
+        if self.loss.hessian_model == "identity":
+            return x, g_z, torch.ones_like(z)
+        p = torch.softmax(z, dim=-1) if p is None else p
+        return x, g_z, p * (1 - p)
+
     def curvature_diagonal(self):
         r"""Sums over samples of the logit curvature times the squared coordinates,
         :math:`\sum_s w_s\,[\nabla^2\ell_s]_{cc}\,x_{s,k}^2` (K, r), and of the logit
@@ -585,14 +597,7 @@ class FeatureSolver:
         samples."""
 
         def chunk(idx):
-            x = self.X[idx]
-            z = self._logits(x)
-            if self.loss.hessian_model == "identity":
-                diagonal = torch.ones_like(z)
-            else:
-                _, p, _ = self._terms(z, idx, need_grad=True)
-                p = torch.softmax(z, dim=-1) if p is None else p
-                diagonal = p * (1 - p)
+            x, _, diagonal = self._logit_curvature(idx)
             weight = self._weight(idx)
             if weight is not None:
                 diagonal = diagonal * weight[:, None]
@@ -600,3 +605,23 @@ class FeatureSolver:
 
         parts = self.threads.map(chunk, list(self._chunks()))
         return sum(part[0] for part in parts), sum(part[1] for part in parts)
+
+    def gram_curvature(self) -> GramSums:
+        r"""The sums behind the Gram-entry metric (:mod:`.gram_preconditioner`), one pass over
+        the samples: :math:`\sum_s w_s S_{s,j}g_{s,k}^2`, :math:`\sum_s w_s g_sg_s^\top` and
+        :math:`\sum_s w_s S_{s,j}`, with :math:`S_{s,j} = a_{s,j}/(\lambda_H + G_{jj}a_{s,j})`,
+        :math:`a_{s,j}` the diagonal of the logit Hessian and G the Gram matrix of the
+        classifier's rows (centred for a loss blind to a common logit shift)."""
+        W = self.W - self.W.mean(0, keepdim=True) if self.loss.shift_invariant else self.W
+        gram_diagonal = (W * W).sum(1)
+
+        def chunk(idx):
+            _, g_z, diagonal = self._logit_curvature(idx)
+            S = diagonal / (self.lam_H + gram_diagonal * diagonal)
+            weight = self._weight(idx)
+            g_w = g_z if weight is None else g_z * weight[:, None]
+            S_w = S if weight is None else S * weight[:, None]
+            return S_w.T @ (g_z * g_z), g_w.T @ g_z, S_w.sum(0)
+
+        parts = self.threads.map(chunk, list(self._chunks()))
+        return GramSums(*(sum(part[k] for part in parts) for k in range(3)))

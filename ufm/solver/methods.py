@@ -20,6 +20,8 @@ METHODS: dict[str, str] = {
     "newton": "ufm.solver.newton:newton_method",
     # the same features, truncated Newton (Newton-CG, exact reduced Hessian products) on the classifier
     "newton_cg": "ufm.solver.newton_cg:newton_cg_method",
+    # the same truncated Newton, preconditioned by the curvature of every Gram entry
+    "newton_gram": "ufm.solver.newton_cg:newton_gram_method",
     # heavy-ball gradient descent on all variables
     "gd": "ufm.solver.gd:HeavyBall",
 }

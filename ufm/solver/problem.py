@@ -144,10 +144,12 @@ class UFMConfig:
         Random initial W has entries of standard deviation ``init_scale``/sqrt(d); > 0.
     bias : bool, default False
         Whether a bias b is learned.
-    method : {"newton", "newton_cg", "gd"}, default "newton"
+    method : {"newton", "newton_cg", "newton_gram", "gd"}, default "newton"
         The solver method (:data:`ufm.solver.methods.METHODS`): per-sample Newton on the
-        features with L-BFGS ("newton") or truncated Newton ("newton_cg") on the classifier,
-        or gradient descent with momentum on all variables ("gd").
+        features with L-BFGS ("newton") or truncated Newton ("newton_cg"; "newton_gram"
+        preconditioned by the curvature of every Gram entry, the faster one on sparse random
+        class pairs) on the classifier, or gradient descent with momentum on all variables
+        ("gd").
     lr : float or None, default None
         Step size of "gd" relative to its curvature bounds, > 0; None: 1.
     momentum : float, default 0.9
