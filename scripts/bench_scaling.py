@@ -19,8 +19,11 @@ the SVD frame (``coordinates="row_space"``, the computation before the logit coo
 :mod:`ufm.solver.frames`: the baseline), and the learned classifier at that size under a
 time limit. Section ``learned_K`` asks why that one is slow: the learned classifier to gradient
 1e-8 on random pairs at the same density (9.52 K pairs of classes, each class in about 19
-of them) for K = d in (50, 100, 200), and on all pairs at K = d = 100, counting the L-BFGS
-iterations. Prints tables and writes JSON (after every section, so a run stopped early keeps what it
+of them) for K = d in (50, 100, 200) (``--learned-sizes``), and on all pairs at K = d = 100,
+counting the outer iterations, with each method of ``--learned-methods`` (default L-BFGS,
+``"newton"``, and ``"newton_gram"``) in the same run, and with ``--joint-baseline`` what a
+user would write instead: L-BFGS on (H, W) jointly by autograd in float64 (its
+``seconds_to_tol``, or None within the time limit). Prints tables and writes JSON (after every section, so a run stopped early keeps what it
 measured).
 
     python scripts/bench_scaling.py [--out results/bench_scaling.json] [--quick]
@@ -55,6 +58,8 @@ from ufm.solver.problem import UFMConfig  # noqa: E402
 
 
 def run_one(fields: dict) -> dict:
+    if fields.pop("joint_autograd", False):
+        return run_joint(fields)
     keep_freed_memory()
     config = UFMConfig(**fields)
     before = _rss_mb()
@@ -71,7 +76,67 @@ def run_one(fields: dict) -> dict:
             "seconds_per_iteration": seconds / iterations, "stop_reason": s["stop_reason"],
             "grad_norm": s["grad_norm"], "theory_distance": s.get("theory_distance"),
             "etf_distance_W": s["etf_distance_W"], "peak_mb": peak - before,
-            "state_mb": state_mb, "excess_mb": peak - before - state_mb}
+            "state_mb": state_mb, "excess_mb": peak - before - state_mb,
+            "method": config.method}
+
+
+def run_joint(fields: dict) -> dict:
+    """What a user would write for a learned classifier: L-BFGS (torch.optim.LBFGS, strong
+    Wolfe line search) on the features and the classifier jointly, the objective and its
+    gradient by autograd in float64, from the solver's own random start. It stops at the
+    driver's gradient norm sqrt(mean_s |n dL/dh_s|^2 + |dL/dW|^2) <= tol or at the time
+    limit; the seconds to reach it (or None) and where it got."""
+    from ufm.etf import etf_distance
+    from ufm.solver.problem import build_problem
+
+    keep_freed_memory()
+    config = UFMConfig(**fields)
+    problem = build_problem(config)
+    n, K, d = problem.n, config.K, config.d
+    before = _rss_mb()
+    H = torch.zeros(n, d, dtype=torch.float64)
+    W = problem.W0.clone().to(torch.float64)
+    x = torch.cat([H.reshape(-1), W.reshape(-1)]).requires_grad_(True)
+
+    def objective(flat):
+        H, W = flat[: n * d].reshape(n, d), flat[n * d:].reshape(K, d)
+        values = problem.loss.mixture_value(H @ W.T, problem.classes, problem.weights)
+        return ((values.sum() + 0.5 * config.lam_H * (H * H).sum()) / n
+                + 0.5 * config.lam_W * (W * W).sum())
+
+    def grad_norm() -> float:
+        grad, = torch.autograd.grad(objective(x), x)
+        grad_H, grad_W = grad[: n * d].reshape(n, d), grad[n * d:]
+        return float(((n * grad_H).pow(2).sum(-1).mean() + grad_W.pow(2).sum()).sqrt())
+
+    optimiser = torch.optim.LBFGS([x], lr=1, max_iter=20, history_size=20,
+                                  tolerance_grad=0.0, tolerance_change=0.0,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        value = objective(x)
+        value.backward()
+        return value
+
+    start = time.perf_counter()
+    limit = config.time_limit or float("inf")
+    reached, rounds, norm = None, 0, grad_norm()
+    while norm > config.tol and time.perf_counter() - start < limit:
+        optimiser.step(closure)
+        rounds += 1
+        norm = grad_norm()
+    seconds = time.perf_counter() - start
+    if norm <= config.tol:
+        reached = seconds
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    W = x.detach()[n * d:].reshape(K, d)
+    return {"n": n, "K": K, "d": d, "seconds": seconds, "iterations": rounds * 20,
+            "seconds_per_iteration": seconds / max(rounds * 20, 1),
+            "stop_reason": "converged" if reached is not None else "time_limit",
+            "grad_norm": norm, "theory_distance": None, "etf_distance_W": float(etf_distance(W)),
+            "peak_mb": peak - before, "state_mb": 0.0, "excess_mb": 0.0,
+            "method": "joint autograd L-BFGS", "seconds_to_tol": reached}
 
 
 def spawn(fields: dict) -> dict:
@@ -87,9 +152,10 @@ def _table(title: str, rows: list[dict]) -> None:
     for r in rows:
         result = (f"theory {r['theory_distance']:.1e}" if r["theory_distance"] is not None
                   else f"grad {r['grad_norm']:.1e}, ETF distance {r['etf_distance_W']:.1e}")
+        method = f"{r['method']}: " if "method" in r else ""
         print(f"{r['n']:11,d} {r['K']:5d} {r['d']:5d} {r['iterations']:5d} "
               f"{r['seconds_per_iteration']:8.3f} {r['seconds']:8.1f} {r['peak_mb']:8.0f} "
-              f"{r['state_mb']:8.0f} {r['excess_mb']:9.0f}  {result} ({r['stop_reason']})",
+              f"{r['state_mb']:8.0f} {r['excess_mb']:9.0f}  {method}{result} ({r['stop_reason']})",
               flush=True)
 
 
@@ -106,6 +172,12 @@ def main() -> None:
                         help="time limit of the large learned-classifier solve")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="which measurements to run (default: all)")
+    parser.add_argument("--learned-methods", nargs="+", default=["newton", "newton_gram"],
+                        help="outer methods of section learned_K, each on every problem in the same run")
+    parser.add_argument("--learned-sizes", type=int, nargs="+", default=None,
+                        help="K = d of section learned_K's random-pair problems (default 50 100 200)")
+    parser.add_argument("--joint-baseline", action="store_true",
+                        help="in section learned_K also time joint L-BFGS on (H, W) by autograd")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -153,11 +225,18 @@ def main() -> None:
                [report["large_learned"]])
         write_json(args.out, report)
     if "learned_K" in sections:
-        Ks = (20, 50) if args.quick else (50, 100, 200)
+        Ks = tuple(args.learned_sizes) if args.learned_sizes else ((20, 50) if args.quick else (50, 100, 200))
         learned = dict(classifier="learned", tol=1e-8, time_limit=args.learned_seconds)
-        report["learned_K"] = [spawn(dict(K=k, d=k, pairs="random", num_pairs=round(PAIR_DENSITY * k),
-                                          **learned)) for k in Ks]
-        report["learned_K"].append(spawn(dict(K=Ks[1], d=Ks[1], **learned)))
+        problems = [{"K": k, "d": k, "pairs": "random", "num_pairs": round(PAIR_DENSITY * k)} for k in Ks]
+        all_pairs = Ks[1] if len(Ks) > 1 else Ks[0]
+        problems.append({"K": all_pairs, "d": all_pairs})
+        report["learned_K"] = []
+        for fields in problems:
+            rows = [spawn(dict(fields, **learned, method=method)) for method in args.learned_methods]
+            if args.joint_baseline:
+                rows.append(spawn(dict(fields, **learned, joint_autograd=True)))
+            report["learned_K"].extend(rows)
+            write_json(args.out, report)
         _table(f"learned classifier to gradient 1e-8, d = K, random pairs at {PAIR_DENSITY} K pairs, "
                f"then all pairs (time limit {args.learned_seconds:g} s each)", report["learned_K"])
     write_json(args.out, report)

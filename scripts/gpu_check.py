@@ -19,7 +19,8 @@ run; steps that would start after ``--budget`` seconds are skipped and reported 
    the same shapes as its logits, (n x r) @ (r x K), measured in the same run;
 9. the large problem with a learned classifier (the default outer method, L-BFGS, features in
    float32 first) to gradient 1e-8, stopped after 90 s: its iterations and gradient norm say
-   how far a GPU takes the case that needs hours on 2 CPU cores.
+   how far a GPU takes the case that needs hours on 2 CPU cores; then the same with method
+   ``"newton_gram"`` (trust-region Newton-CG preconditioned by the Gram-entry metric).
 
 Prints a table and writes JSON (default ``results/gpu_check.json``). Meant to finish within
 8 minutes on one recent GPU; it needs no network and no data beyond scikit-learn's digits
@@ -207,6 +208,9 @@ def steps() -> list:
         ("K = d = 1000 learned W float64 (float32 first), 90 s at most",
          lambda: timed_solve(**large, classifier="learned", tol=1e-8, time_limit=90,
                              chunk_size=16384)),
+        ("K = d = 1000 learned W, method newton_gram, 90 s at most",
+         lambda: timed_solve(**large, classifier="learned", tol=1e-8, time_limit=90,
+                             chunk_size=16384, method="newton_gram")),
     ]
 
 

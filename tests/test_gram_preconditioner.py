@@ -112,9 +112,10 @@ def _autograd_stationarity(config, result) -> float:
     {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "bias": True, "lam_b": 1e-2},
     {"K": 6, "d": 6, "imbalance_ratio": 10.0, "minority_classes": 2},
     {"K": 5, "d": 5, "mixup_points": 3},
+    {"K": 8, "d": 8, "pairs": "random", "num_pairs": 20, "mixed_precision": True},  # float32 first
 ])
 def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):
-    both = dict(**FIELDS, tol=1e-11, **fields)
+    both = {**FIELDS, "tol": 1e-11, **fields}
     lbfgs = solve(UFMConfig(**both))
     config = UFMConfig(**both, method="newton_gram")
     result = solve(config)

@@ -33,8 +33,13 @@ import torch
 
 from ..devices import resolve_device, resolve_dtype
 from ..memory import MemoryEstimate, check_memory
+from .methods import CG_PATH, NEWTON_FEATURES
 from .mixture_samples import lattice_size
 from .newton import _LBFGS_MEMORY
+
+# conjugate-gradient steps per Newton-CG iteration assumed by the estimate (measured: 2 to
+# 28 at K = d = 50 and 100 on random pairs with method "newton_gram", scripts/bench_outer.py)
+CG_STEPS = 30
 from .problem import UFMConfig
 from .random_starts import start_count
 
@@ -79,21 +84,23 @@ def solve_memory(config: UFMConfig, threads: int | None = None) -> MemoryEstimat
     parts["samples (classes, weights)"] = n * m * (INDEX_BYTES + size)
     if m == 2:  # pairs also read as contiguous c, c', lam: the problem's and the feature solver's
         parts["samples (classes, weights)"] += n * (2 * INDEX_BYTES + size)
-        if config.method == "newton":
+        if config.method in NEWTON_FEATURES:
             parts["pair columns of the feature solver"] = n * (2 * INDEX_BYTES + size + 1)
     if config.imbalance_ratio != 1.0 and config.minority_classes > 0:
         parts["sample weights"] = n * size
     parts["drawing the samples"] = _drawing_bytes(config)
     parts["features H (n x d)"] = n * d * size
-    if config.method == "newton":
+    if config.method in NEWTON_FEATURES:
         copies = 3 if learned else 1
         float32_copy = 4 if learned and config.mixed_precision and size == 8 else 0
         parts["feature coordinates (n x r)"] = n * r * (copies * size + float32_copy)
     else:
         parts["momentum, gradient and step of H (3 n x d)"] = 3 * n * d * size
     parts["chunk temporaries"] = _chunk_bytes(config, n, r, size, threads)
-    W_copies = 2 * _LBFGS_MEMORY + 8 if learned and config.method == "newton" else 4
+    W_copies = 2 * _LBFGS_MEMORY + 8 if learned and config.method in NEWTON_FEATURES else 4
     parts["classifier W and its copies"] = W_copies * K * d * size
+    if learned and config.method in CG_PATH:  # six vectors per step, counted at CG_STEPS steps
+        parts["conjugate-gradient path of the classifier"] = 6 * CG_STEPS * K * d * size
     if config.etf_seed is not None and (config.classifier == "fixed_etf" or config.init == "etf"):
         parts["rotation of the simplex ETF (3 d x d)"] = 3 * d * d * 8
     if start_count(config) > 1:  # several random starts keep the lowest so far beside the next

@@ -26,6 +26,12 @@ METHODS: dict[str, str] = {
     "gd": "ufm.solver.gd:HeavyBall",
 }
 
+# the methods whose features are solved per sample by the Newton feature solver (their
+# memory: the coordinates X, :mod:`.memory_estimate`), and those that keep a conjugate-
+# gradient path of classifier-sized vectors besides the L-BFGS memory
+NEWTON_FEATURES = frozenset({"newton", "newton_cg", "newton_gram"})
+CG_PATH = frozenset({"newton_cg", "newton_gram"})
+
 
 def method_factory(name: str) -> Callable[[Any], Any]:
     """The factory registered as ``name`` in :data:`METHODS`, imported now."""
