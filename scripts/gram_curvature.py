@@ -36,10 +36,11 @@ features re-solved to 1e-14 first) and asks three questions of it.
    the samples. The study reports the condition number of the Hessian with and without it
    on the complement of the rotations.
 
-It is a measurement, not a method: away from the optimum the metric misses the term
+It is a measurement: away from the optimum the metric misses the term
 :math:`\langle 2\nabla_G F, \Delta\Delta^\top\rangle`, which makes F non-convex in W there,
 and where the optimal Gram matrix is rank-deficient (question 2) the metric's
-:math:`W^+` is unbounded.
+:math:`W^+` is unbounded. Method ``"newton_gram"`` uses a metric built on it that mends both
+(:mod:`ufm.solver.gram_preconditioner`).
 
     python scripts/gram_curvature.py [--K 50] [--num-pairs N] [--out results/gram_curvature.json]
 
@@ -70,6 +71,7 @@ def exact_hessian(config: UFMConfig, W: torch.Tensor) -> tuple[torch.Tensor, New
     """(Kd, Kd) reduced Hessian at W from exact Hessian-vector products, and the method
     object (its features solved at W)."""
     method = NewtonCG(RunState(build_problem(config)))
+    method.state.W = W
     method._evaluate(W, None, 1e-14)
     size = W.numel()
     hessian = torch.empty(size, size, dtype=W.dtype)
@@ -81,20 +83,10 @@ def exact_hessian(config: UFMConfig, W: torch.Tensor) -> tuple[torch.Tensor, New
 
 
 def gram_entry_curvature(method: NewtonCG) -> torch.Tensor:
-    r""":math:`\bar M` (K, K) of the module docstring, from one pass over the samples."""
+    r""":math:`\bar M` (K, K) of the module docstring, from one pass over the samples
+    (:meth:`ufm.solver.feature_newton.FeatureSolver.gram_curvature`)."""
     solver = method.feature_solver
-    W = method.state.W
-    centred = W - W.mean(0, keepdim=True)
-    gram_diagonal = (centred * centred).sum(1)
-    K = W.shape[0]
-    M = torch.zeros(K, K, dtype=W.dtype)
-    for idx in solver._chunks():
-        z = solver._logits(solver.X[idx])
-        _, p, g = solver._terms(z, idx)
-        p = torch.softmax(z, -1) if p is None else p
-        a = p * (1 - p)
-        M += (a / (solver.lam_H + gram_diagonal * a)).T @ (g * g)
-    M /= solver.lam_H * solver.n
+    M = solver.gram_curvature().entry / (solver.lam_H * solver.n)
     return M + M.T
 
 

@@ -95,11 +95,14 @@ def _autograd_stationarity(config, result) -> float:
     if problem.sample_weight is not None:  # it weighs each sample's loss and feature penalty
         values, squares = values * problem.sample_weight, squares * problem.sample_weight
     n = problem.n
-    objective = (values.sum() + 0.5 * config.lam_H * squares.sum()) / n + 0.5 * config.lam_W * (W * W).sum()
+    objective = (values.sum() + 0.5 * config.lam_H * squares.sum()) / n
+    if config.classifier == "learned":
+        objective = objective + 0.5 * config.lam_W * (W * W).sum()
     if result.b is not None:
         objective = objective + 0.5 * config.lam_b * (leaves[2] * leaves[2]).sum()
     grads = torch.autograd.grad(objective, leaves)
-    total = ((n * grads[0]).pow(2).sum(-1).mean()) + grads[1].pow(2).sum()
+    learned_W = config.classifier == "learned"  # a fixed W has no stationarity to meet
+    total = ((n * grads[0]).pow(2).sum(-1).mean()) + (grads[1].pow(2).sum() if learned_W else 0.0)
     if len(grads) == 3:
         total = total + grads[2].pow(2).sum()
     return float(total.sqrt())
@@ -113,6 +116,7 @@ def _autograd_stationarity(config, result) -> float:
     {"K": 6, "d": 6, "imbalance_ratio": 10.0, "minority_classes": 2},
     {"K": 5, "d": 5, "mixup_points": 3},
     {"K": 8, "d": 8, "pairs": "random", "num_pairs": 20, "mixed_precision": True},  # float32 first
+    {"K": 5, "d": 6, "classifier": "fixed_etf", "bias": True, "lam_b": 1e-2},  # the bias alone
 ])
 def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):
     both = {**FIELDS, "tol": 1e-11, **fields}
