@@ -41,6 +41,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
+import sys
 import time
 
 import torch
@@ -136,7 +138,8 @@ def main() -> None:
                         help="which methods (default: all; the ratio is to the first)")
     parser.add_argument("--time-limit", type=float, default=110.0, help="seconds per solve at most")
     args = parser.parse_args()
-    report: dict = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+    report: dict = {"command": shlex.join(["python", "scripts/bench_outer.py", *sys.argv[1:]]),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "cores": os.cpu_count(), "problems": []}
     header = (f"{'method':18s} {'stop':>9s} {'grad':>8s} {'outer':>5s} {'evals':>5s} {'passes':>6s} "
               f"{'visits':>7s} {'hvp':>5s} {'inner cg':>8s} {'total':>7s} {'ratio':>6s} {'s':>6s} {'s ratio':>7s}  "
