@@ -15,11 +15,11 @@ PROTOCOL = [name for name in vars(Method) if not name.startswith("_")]
 
 
 def test_the_choices_of_method_are_the_registry():
-    assert UFMConfig.CHOICES["method"] == tuple(METHODS) == ("newton", "newton_cg", "gd")
+    assert UFMConfig.CHOICES["method"] == tuple(METHODS) == ("newton", "newton_cg", "newton_gram", "gd")
     solve_parser = build_parser()._subparsers._group_actions[0].choices["solve"]
     (action,) = [a for a in solve_parser._actions if a.dest == "method"]
-    assert action.help.startswith("one of newton, newton_cg, gd;")  # the flag lists them in its help
-    with pytest.raises(ValueError, match="method must be one of 'newton', 'newton_cg', 'gd'; got 'adam'"):
+    assert action.help.startswith("one of newton, newton_cg, newton_gram, gd;")  # the flag lists them in its help
+    with pytest.raises(ValueError, match="method must be one of 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"):
         UFMConfig(method="adam")
 
 
@@ -33,7 +33,7 @@ def test_every_registered_factory_makes_a_method(name):
 
 
 def test_an_unknown_name_is_refused_by_the_registry():
-    with pytest.raises(ValueError, match="unknown method 'adam'; known methods: 'newton', 'newton_cg', 'gd'"):
+    with pytest.raises(ValueError, match="unknown method 'adam'; known methods: 'newton', 'newton_cg', 'newton_gram', 'gd'"):
         method_factory("adam")
 
 
