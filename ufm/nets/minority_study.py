@@ -793,8 +793,13 @@ def markdown_tables(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _plus(value: float) -> str:
+    """``value`` signed to three decimals, 0 (and a rounding's -0) as +0.000."""
+    return f"{round(value, 3) + 0.0:+.3f}"
+
+
 def _signed(value: Any, error: Any, resolved: bool) -> str:
-    text = f"{value:+.3f} +- {error:.3f}" if error is not None else f"{value:+.3f}"
+    text = _plus(value) + (f" +- {error:.3f}" if error is not None else "")
     return f"**{text}**" if resolved else text
 
 
@@ -842,7 +847,7 @@ def amplification_tables(result: Mapping[str, Any]) -> list[str]:
         values = [exact.get((kind, rho), {}).get("amplification_gap") for rho in rhos]
         if any(v is not None for v in values):
             lines.append("| theory gap | " + " | ".join(
-                "" if v is None else f"{v:+.3f}" for v in values) + " |")
+                "" if v is None else _plus(v) for v in values) + " |")
     return lines
 
 
@@ -859,10 +864,9 @@ def amplification_texts(result: Mapping[str, Any]) -> list[str]:
 
         top = points[-1]
         theory = ("" if top["theory_gap"] is None else
-                  f" (theory {top['theory_gap']:+.3f}, change {top['theory_change']:+.3f})")
+                  f" (theory {_plus(top['theory_gap'])}, change {_plus(top['theory_change'])})")
         in_se = (f" ({top['gap'] / top['se']:+.1f} standard errors)" if top["se"] else "")
-        change = (f"{top['change']:+.3f} +- {top['change_se']:.3f}"
-                  if top["change_se"] is not None else f"{top['change']:+.3f}")
+        change = _signed(top["change"], top["change_se"], False)
         texts.append(
             f"{LABELS[found['kind']]}: the minority-majority cells' amplification minus the "
             f"majority-majority cells' is resolved above 0 at rho = {listed('side', 'above')}, "
