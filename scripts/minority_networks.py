@@ -11,11 +11,16 @@ mnist1d), the last ``--minority`` classes keeping 1/rho of their training sample
 sample pairing, mixup with class pairing and the control (sample pairing at class pairing's
 label mass ratio) with the default MLP of ``ufm train``, and records per run the cosine
 between the minority rows of the last layer's W, the minority and majority test accuracy,
-the label mass ratio and the lam_H fits of the run's final measurement. Then it fits lam_H
+the label mass ratio, the lam_H fits of the run's final measurement and the amplification
+of its cells per group (majority-majority, minority-majority, minority-minority;
+:mod:`ufm.nets.cell_groups`). Then it fits lam_H
 once on the rho = 1 mixup runs, solves the exact theory at it (lam_W matched to the
 networks' classifier gain; see the module), and judges the two predictions (a difference
 counts beyond twice its combined standard error). It prints the table (mean +- seed
-standard deviation), the fit and the verdicts, and writes one JSON file, atomically after
+standard deviation), the fit, the verdicts and the amplification per group of cells beside
+the theory's (mean +- its standard error, the seeds' and the runs' errors combined), with
+where the gap between the minority-majority and the majority-majority cells is resolved,
+and writes one JSON file, atomically after
 every run; an existing file is refused unless ``--force`` (start again) or ``--resume``
 (continue it; a finished file is analysed again, nothing trained). Each run trains in a
 temporary folder unless ``--runs DIR`` keeps them. No timings are taken. ``--figure PNG
@@ -37,6 +42,8 @@ from ufm.nets.minority_study import (
     KINDS,
     RHOS,
     StudySettings,
+    amplification_tables,
+    amplification_texts,
     fit_text,
     run_study,
     verdict_texts,
@@ -103,6 +110,9 @@ def main(argv=None) -> int:
     print_table(result["table"])
     print(fit_text(result))
     for text in verdict_texts(result):
+        print(text)
+    print("\n".join(amplification_tables(result)))
+    for text in amplification_texts(result):
         print(text)
     print(f"wrote {args.out}")
     return 0

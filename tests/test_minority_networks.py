@@ -13,17 +13,25 @@ import numpy as np
 import pytest
 
 from ufm import imbalance_theory
+from ufm.etf import simplex_etf
 from ufm.nets import minority_study as study
+from ufm.nets.cell_groups import GROUPS, cell_groups, group_amplification
+from ufm.nets.cell_means import cell_statistics
+from ufm.nets.coefficient_curves import coefficient_curves
+from ufm.nets.features_file import read_features
 from ufm.nets.minority_study import (
     PREDICTIONS,
     StudySettings,
     aggregate,
+    amplification_gaps,
     compare,
     fit_lam_H,
     gain_matched_lam_W,
     run_study,
+    side,
     theory_lams,
 )
+from ufm.nets.run import measurement_dir
 from ufm.plots.minority import minority_collapse, network_figure
 from ufm.reproduce import layout, network_stage, preset
 from ufm.reproduce.figure_numbers import Summaries
@@ -146,7 +154,20 @@ class StandIn:
                 "test_accuracy": 0.93, "label_mass_ratio": ratio, "label_mass_ratio_train": ratio,
                 "train_class_counts": [], "curve_fitted_lam_H": 0.05 * (1 + 0.1 * seed),
                 "curve_fitted_lam_H_status": "fitted", "fitted_lam_H": 0.01,
-                "classifier_gain": 3.0, "measurement": "default"}
+                "classifier_gain": 3.0, "measurement": "default",
+                **_stand_in_amplification(ratio, seed, mixup)}
+
+
+def _stand_in_amplification(ratio, seed, mixup):
+    """Group amplifications whose minority-majority cells fall below the majority-majority
+    ones as the ratio grows (mixup), with a seed spread and errors within each run."""
+    values = {"majority_majority": 1.8, "minority_majority": 1.8 - 0.1 * math.log2(ratio) * mixup,
+              "minority_minority": 1.5}
+    numbers = {"amplification": 1.7, "amplification_error": 0.05}
+    for group, value in values.items():
+        numbers[f"amplification_{group}"] = value + 0.01 * (seed - 1)
+        numbers[f"amplification_{group}_error"] = 0.03
+    return numbers
 
 
 SMALL = {"dataset": "digits", "epochs": 1, "seeds": [0, 1, 2], "rhos": [1.0, 4.0]}
@@ -170,6 +191,19 @@ def test_the_study_file_holds_runs_fit_theory_and_verdicts_and_resumes(tmp_path)
     verdicts = {p["name"]: p["verdict"] for p in saved["predictions"]}
     assert verdicts == {"sample_collapses_more_than_erm": "holds",
                         "class_beyond_label_mass": "holds"}
+    # The gap of the amplification: each seed's falls by 0.2 from rho 1 to 4 under mixup.
+    gaps = {g["kind"]: g["points"] for g in saved["amplification_gaps"]}
+    assert set(gaps) == set(study.KINDS)
+    top = gaps["mixup_sample"][-1]
+    assert top["gap"] == pytest.approx(-0.2, abs=1e-12) and top["side"] == "below"
+    assert top["change_side"] == "below" and top["theory_gap"] is not None
+    assert gaps["erm"][-1]["side"] == "not_resolved" and gaps["erm"][-1]["theory_gap"] is None
+    theory_rows = [r for r in saved["theory"] if r["lam_W_choice"] == "gain_matched"]
+    assert all((r["amplification_minority_majority"] is None) == (r["kind"] == "erm")
+               for r in theory_rows)
+    table = "\n".join(study.amplification_tables(saved))
+    assert "| mixup, sample pairing: gap | +0.000 +- " in table and "**-0.200 +- " in table
+    assert table.count("| theory gap |") == 3  # the three mixup kinds, not ERM
     # A second call continues the file: nothing trains; without resume or force it is refused.
     again = StandIn()
     run_study(StudySettings(**SMALL), out, resume=True, log=lambda line: None, train=again)
@@ -230,6 +264,8 @@ def test_the_stage_writes_the_study_and_the_report_and_figure_show_it(tmp_path, 
     assert "## Minority collapse of networks" in text and "gain-matched" in text
     assert text.count("The prediction **") == 2
     assert "| mixup, class pairing | " in text
+    assert "| mixup, class pairing: minority-majority | " in text
+    assert text.count("the minority-majority cells' amplification minus") == 4  # one a kind
 
     given = _theory_stage(root)
     assert len(minority_collapse(root).axes) == 3  # (c): the networks
@@ -268,3 +304,139 @@ def test_layout_and_output_check_know_the_minority_study(tmp_path):
         check_output(root, preset("quick", minority_epochs=5))
     (root / layout.CONFIG).write_text(json.dumps({**old, "minority_epochs": 5}))
     assert layout.minority_networks(root) in layout.stage_files(root, layout.NETWORKS)
+
+
+# -- the amplification per group of cells (ufm.nets.cell_groups) -------------------------------
+
+
+def test_cell_groups_count_the_minority_classes_of_each_cell():
+    # K = 5, the last two classes the minority; cells in either order, same-class cells too.
+    c = np.array([0, 0, 3, 3, 1, 4, 2])
+    c_prime = np.array([1, 3, 4, 3, 1, 0, 4])
+    assert cell_groups(c, c_prime, 5, 2).tolist() == [0, 1, 2, 2, 0, 1, 1]
+    for minority, message in ((0, "minority must be >= 1"), (5, "minority must be <= 4")):
+        with pytest.raises(ValueError, match=message):
+            cell_groups(c, c_prime, 5, minority)
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 5\)"):
+        cell_groups(np.array([5]), np.array([0]), 5, 2)
+
+
+def _known_cells(K=6, minority=2, pairs=3, lams=5):
+    """Cell statistics of made-up features whose amplification per group is known: on a
+    simplex ETF, a clean feature of a majority (minority) class is 1.0 (0.5) times its row,
+    and a different-class mixture at lam = 1/2 is t (w_c + w_c'), t = 0.6, 0.7, 0.9 for the
+    majority-majority, minority-majority and minority-minority cells; pairs scatter about
+    the cell mean by +-0.05 w_c."""
+    W = simplex_etf(K, K).numpy()
+    grid = np.linspace(0.0, 1.0, lams)
+    first = K - minority
+    t = {0: 0.6, 1: 0.7, 2: 0.9}
+    features, c, c_prime = [], [], []
+    for k in range(K):
+        for kp in range(k, K):
+            count = (k >= first) + (kp >= first)
+            for p in range(pairs):
+                noise = 0.05 * (p - (pairs - 1) / 2) * W[k]
+                if k == kp:
+                    rows = [(1.0 if k < first else 0.5) * W[k] + noise for _ in grid]
+                else:
+                    rows = [2 * t[count] * (lam * W[k] + (1 - lam) * W[kp]) + noise
+                            for lam in grid]
+                features.append(rows)
+                c.append(k)
+                c_prime.append(kp)
+    return cell_statistics(np.array(features), np.array(c), np.array(c_prime), grid, W,
+                           np.zeros(K))
+
+
+def test_group_amplification_of_features_whose_answer_is_known():
+    cells = _known_cells()
+    found = group_amplification(cells, 6, 2)
+    # normalisers: 1.0 (majority), 0.5 (minority), (4 * 1.0 + 2 * 0.5) / 6 (all classes)
+    expected = {"majority_majority": 1.2 / 1.0, "minority_majority": 1.4 / (5 / 6),
+                "minority_minority": 1.8 / 0.5}
+    counts = {"majority_majority": (6, 4), "minority_majority": (8, 6),
+              "minority_minority": (1, 2)}
+    for group in GROUPS:
+        entry = found[group]
+        assert entry["amplification"] == pytest.approx(expected[group], rel=1e-12), group
+        assert (entry["cells"], entry["same_cells"]) == counts[group]
+        assert entry["se"] > 0 and entry["error"] == pytest.approx(
+            max(entry["se"], entry["se_cells"]) if math.isfinite(entry["se_cells"])
+            else entry["se"])
+    # one minority-minority cell: no jackknife over its cells, the pairs' error is quoted
+    assert math.isnan(found["minority_minority"]["se_cells"])
+    # a group's numbers are those of its cells alone: the whole run's curves on the subset
+    alone = coefficient_curves(cells.select(cell_groups(cells.c, cells.c_prime, 6, 2) == 0))
+    assert alone.amplification == pytest.approx(expected["majority_majority"], rel=1e-12)
+    with pytest.raises(ValueError, match="mask of the 21 cells"):
+        cells.select(np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="minority must be <= 5"):
+        group_amplification(cells, 6, 6)
+
+
+def _amplification_rows(values, errors):
+    """Rows of one (kind, rho) with given majority-majority and minority-majority values
+    per seed and one within-run error for every number."""
+    return [{"kind": "mixup_sample", "rho": 4.0, "seed": seed, "imbalance_ratio": 4.0,
+             "minority_cosine": 0.0, "minority_test_accuracy": 0.5,
+             "majority_test_accuracy": 0.9, "label_mass_ratio": 4.0,
+             "amplification_majority_majority": high, "amplification_minority_majority": low,
+             "amplification_majority_majority_error": errors,
+             "amplification_minority_majority_error": errors}
+            for seed, (high, low) in enumerate(values)]
+
+
+def test_seed_aggregation_combines_the_seed_spread_with_the_runs_errors():
+    rows = _amplification_rows([(1.8, 1.5), (1.9, 1.5), (2.0, 1.8)], errors=0.06)
+    entry = aggregate(rows)[0]
+    key = "amplification_majority_majority"
+    assert entry[key] == pytest.approx(1.9, rel=1e-12)
+    assert entry[f"{key}_seed_se"] == pytest.approx(0.1 / math.sqrt(3), rel=1e-12)
+    assert entry[f"{key}_within"] == pytest.approx(0.06 / math.sqrt(3), rel=1e-12)
+    assert entry[f"{key}_se"] == pytest.approx(math.sqrt(0.01 / 3 + 0.0036 / 3), rel=1e-12)
+    # the gap is paired within each run: -0.3, -0.4, -0.2, its error the two groups' combined
+    assert entry["amplification_gap"] == pytest.approx(-0.3, rel=1e-12)
+    assert entry["amplification_gap_within"] == pytest.approx(0.06 * math.sqrt(2 / 3), rel=1e-12)
+    assert entry["amplification_gap_se"] == pytest.approx(
+        math.sqrt(0.01 / 3 + 0.0072 / 3), rel=1e-12)
+    # no group numbers (a study file from before they were measured): None, not an error
+    bare = aggregate([{k: v for k, v in row.items() if "amplification" not in k}
+                      for row in rows])[0]
+    assert bare["amplification_gap"] is None and bare["amplification_gap_se"] is None
+    # one seed: a mean but no error of it; a run without its error: no error either
+    single = aggregate(rows[:1])[0]
+    assert single["amplification_gap"] == pytest.approx(-0.3) and single["amplification_gap_se"] is None
+    rows[1]["amplification_minority_majority_error"] = float("nan")
+    assert aggregate(rows)[0]["amplification_gap_se"] is None
+
+
+def test_the_gap_is_judged_against_its_error_and_against_the_balanced_runs():
+    def entry(rho, gap, se):
+        return {"kind": "mixup_class", "rho": rho, "amplification_gap": gap,
+                "amplification_gap_se": se}
+
+    table = [entry(1.0, -0.1, 0.05), entry(4.0, -0.15, 0.05), entry(64.0, -0.5, 0.1)]
+    (found,) = amplification_gaps(table)
+    assert found["from_rho"] == 1.0
+    assert [p["side"] for p in found["points"]] == ["not_resolved", "below", "below"]
+    assert [p["change_side"] for p in found["points"]] == [None, "not_resolved", "below"]
+    assert found["points"][-1]["change_se"] == pytest.approx(math.hypot(0.1, 0.05))
+    assert side(0.3, None) == "no_spread" and side(0.3, 0.1) == "above"
+
+
+def test_a_real_run_measures_the_amplification_of_each_group(tmp_path):
+    settings = StudySettings(dataset="digits", epochs=1, seeds=[0], rhos=[4.0])
+    config = study.run_config(settings, "mixup_sample", 4.0, 0, 10)
+    config.width, config.depth, config.feature_dim = 32, 1, 16
+    numbers = study.train_one(config, tmp_path / "run")
+    assert [numbers[f"amplification_{group}_cells"] for group in GROUPS] == [10, 25, 10]
+    for group in GROUPS:
+        assert math.isfinite(numbers[f"amplification_{group}"])
+        assert numbers[f"amplification_{group}_error"] == max(
+            numbers[f"amplification_{group}_se"], numbers[f"amplification_{group}_se_cells"])
+    # the same numbers from the run's saved features, read again
+    mixed = read_features(measurement_dir(tmp_path / "run", 1) / "mixed_features.npz")
+    again = study.run_amplification(mixed, 5)
+    assert all(again[key] == numbers[key] for key in again)
+    assert math.isfinite(numbers["amplification"]) and numbers["measurement"] == "small"

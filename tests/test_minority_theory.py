@@ -4,15 +4,23 @@ perturbed classifiers, and the values stated in the issue that asked for the the
 
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import ufm
 from ufm.imbalance import class_sizes, pair_weight
-from ufm.theory.minority import imbalance_theory, minority_collapse_threshold
+from ufm.nets.coefficient_curves import ce_curves
+from ufm.theory.minority import (
+    CELL_GROUPS,
+    cell_amplification,
+    imbalance_theory,
+    minority_collapse_threshold,
+)
 
 LAMS11 = tuple(i / 10 for i in range(11))
 
@@ -191,6 +199,63 @@ def test_public_name_and_realisation():
     assert W.shape == (5, 7)
     assert float((W @ W.T - theory.gram()).abs().max()) < 1e-12
     assert float(W.sum(0).abs().max()) < 1e-12  # the rows sum to zero
+
+
+def _solver_amplification(result, k_B):
+    """The amplification per group of cells of a solved UFM, computed here from its features
+    alone: each feature centred by the mean of the clean class features, its least-squares
+    coefficients on the rows of its classes (numpy's lstsq), every cell of a group averaged,
+    normalised by the mean same-class coefficient of the group's classes."""
+    H, W = result.H.numpy(), result.W.numpy()
+    c, cp, lam = result.c.numpy(), result.c_prime.numpy(), result.lam.numpy()
+    K = W.shape[0]
+    centre = np.mean([H[(c == k) & (cp == k)].mean(0) for k in range(K)], axis=0)
+
+    def coefficients(k, kp):
+        h = H[(c == k) & (cp == kp) & (lam == 0.5)][0] - centre
+        rows = W[[k]] if k == kp else W[[k, kp]]
+        return np.linalg.lstsq(rows.T, h, rcond=None)[0]
+
+    minority = set(range(K - k_B, K))
+    same = {k: coefficients(k, k)[0] for k in range(K)}
+    found = {}
+    for count, name in enumerate(CELL_GROUPS):
+        cells = [(k, kp) for k in range(K) for kp in range(k + 1, K)
+                 if (k in minority) + (kp in minority) == count]
+        classes = {k for cell in cells for k in cell}
+        found[name] = (np.mean([coefficients(*cell).sum() for cell in cells])
+                       / np.mean([same[k] for k in classes]))
+    return found
+
+
+@pytest.mark.parametrize("K, k_B, rho, pairing", [(4, 2, 10.0, "sample"), (5, 2, 16.0, "class"),
+                                                   (5, 3, 30.0, "sample")])
+def test_cell_amplification_equals_the_full_solvers_features(K, k_B, rho, pairing):
+    theory = imbalance_theory(K, k_B, rho, 5e-3, 5e-3, LAMS11, pairing=pairing)
+    found = cell_amplification(theory)
+    expected = _solver_amplification(_learned(K, k_B, rho, LAMS11, pairing, seed=3), k_B)
+    for name in CELL_GROUPS:
+        assert found.amplification[name] == pytest.approx(expected[name], abs=1e-7), name
+    # the groups differ once the classes are imbalanced
+    values = list(found.amplification.values())
+    assert max(values) - min(values) > 0.05
+
+
+def test_balanced_cell_amplification_is_the_balanced_optimums():
+    theory = imbalance_theory(6, 2, 1.0, 0.05, 0.01, LAMS11)
+    a, b = ce_curves(6, theory.eigenvalues["between"], [0.5], 0.05)
+    for value in cell_amplification(theory).amplification.values():
+        assert value == pytest.approx(float(a[0] + b[0]), rel=1e-9)
+
+
+def test_cell_amplification_refuses_what_has_no_mixed_feature():
+    with pytest.raises(ValueError, match="plain training"):
+        cell_amplification(imbalance_theory(4, 2, 10.0, lams=[1.0]))
+    with pytest.raises(ValueError, match="imbalance_ratio = inf"):
+        cell_amplification(imbalance_theory(4, 2, math.inf, lams=LAMS11))
+    one = cell_amplification(imbalance_theory(4, 1, 10.0, lams=LAMS11))
+    assert one.amplification["minority_minority"] is None  # one minority class: no such cell
+    assert one.amplification["majority_majority"] > 0
 
 
 # -- the SymPy derivation (ufm.symbolic, step 10) -----------------------------------------------

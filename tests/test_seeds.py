@@ -19,7 +19,7 @@ from ufm.plots import minority_phase, sweep_files
 from ufm.reproduce import layout, preset, sweep_stage
 from ufm.reproduce.report import _fmt
 from ufm.reproduce.sweep_report import sweep_section
-from ufm.seeds import resolved, seed_list, spread
+from ufm.seeds import resolved, seed_list, spread, total_se, within_error
 from ufm.sweep import load_sweep, point_job, run_sweep, sweep_from_dict, table
 from ufm.sweep.point_folders import point_folder
 
@@ -48,6 +48,17 @@ def test_a_difference_is_resolved_beyond_twice_the_combined_standard_error():
     assert resolved(shifted(0.0), shifted(2 * error + 1e-9)) is True
     assert resolved(shifted(0.0), spread([9.0])) is None  # one seed: no spread to weigh it by
     assert resolved(spread([1.0, 1.0]), spread([2.0, 2.0])) is True  # no spread at all
+
+
+def test_the_error_of_a_mean_of_measured_runs_adds_their_own_errors_to_the_seed_spread():
+    assert within_error([0.3, 0.4]) == pytest.approx(0.25, rel=1e-15)  # sqrt(0.09 + 0.16) / 2
+    assert within_error([]) is None and within_error([0.1, float("nan")]) is None
+    values = spread([1.0, 1.2, 1.4])  # se 0.2 / sqrt(3)
+    errors = [0.1, 0.1, 0.1]
+    assert total_se(values, errors) == pytest.approx(math.hypot(0.2, 0.1) / math.sqrt(3))
+    assert total_se(values, errors) > max(values.se, within_error(errors))
+    assert total_se(spread([1.0]), [0.1]) is None  # one seed: no spread to add
+    assert total_se(values, [0.1, None, 0.1]) is None  # a run without its error
 
 
 @pytest.mark.parametrize(

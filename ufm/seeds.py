@@ -111,6 +111,31 @@ def combined_standard_error(se_a: float | None, se_b: float | None) -> float | N
     return math.hypot(se_a, se_b)
 
 
+def within_error(errors) -> float | None:
+    r"""The error of the mean of n independent runs from each run's own error
+    :math:`e_i` (a measurement's, which a rerun would draw again):
+    :math:`\sqrt{\sum_i e_i^2}/n`; None without errors or where one is not a finite
+    number."""
+    errors = [finite(e) for e in errors]
+    if not errors or None in errors:
+        return None
+    return math.sqrt(math.fsum(e * e for e in errors)) / len(errors)
+
+
+def total_se(values: Spread, errors) -> float | None:
+    r"""The standard error of a seed mean of measured numbers: the seed standard error of
+    ``values`` and the runs' own ``errors`` combined, :math:`\sqrt{se^2 + \sum_i
+    e_i^2/n^2}` (:func:`within_error`). The seed spread already holds the part of the runs'
+    errors that differs from seed to seed, so this counts it twice and is never smaller than
+    either; what a rerun would not draw again (which class pairs a measurement has, the
+    same on every seed) only the runs' errors hold. None with fewer than two seeds or
+    without every run's error."""
+    within = within_error(errors)
+    if values.se is None or within is None:
+        return None
+    return math.hypot(values.se, within)
+
+
 def resolved(a: Spread, b: Spread) -> bool | None:
     """Whether the means of ``a`` and ``b`` differ by more than :data:`RESOLUTION` combined
     standard errors; None where it cannot be told (fewer than two seeds on a side, or no

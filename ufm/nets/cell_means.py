@@ -28,6 +28,7 @@ the comparison with the theory.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,12 +110,29 @@ class CellStatistics:
     def same(self) -> np.ndarray:
         return self.c == self.c_prime
 
+    def select(self, keep: np.ndarray) -> CellStatistics:
+        """The statistics of the cells ``keep`` (a boolean mask or indices over the C cells)
+        alone, every per-cell array indexed alike; the lams, the rank of W and the theory's
+        lams are shared. :func:`ufm.nets.coefficient_curves.coefficient_curves` of the
+        result is the amplification, with its errors, of those cells only."""
+        keep = np.asarray(keep)
+        if keep.dtype == bool and keep.shape != self.c.shape:
+            raise ValueError(f"keep must be a mask of the {len(self.c)} cells, got shape "
+                             f"{keep.shape}")
+        per_cell = {name: getattr(self, name)[keep] for name in _PER_CELL}
+        return dataclasses.replace(self, **per_cell)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The statistics as arrays for an npz file."""
         names = ("c", "c_prime", "counts", "lam", "means", "scatter", "coefficients")
         arrays = {name: getattr(self, name) for name in names}
         arrays.update(coefficient_se=self.coefficient_se, residual=self.residual)
         return arrays
+
+
+_PER_CELL = ("c", "c_prime", "counts", "means", "scatter", "coefficients", "coefficient_se",
+             "pair_sum_se", "same_lam_mean", "same_lam_mean_se", "residual", "movement_noise")
+"""The fields of :class:`CellStatistics` with one entry per cell (the first axis)."""
 
 
 def _mean_and_se(values: np.ndarray, cell: np.ndarray, counts: np.ndarray):

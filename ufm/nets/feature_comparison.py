@@ -27,7 +27,7 @@ from ..config import config_to_dict
 from ..losses import get_loss
 from ..metrics import CalibrationAccumulator, CollapseAccumulator, NearestClassMeanAccumulator
 from .cell_comparison import compare_cell_statistics
-from .cell_means import binned_cell_statistics, cell_statistics
+from .cell_means import CellStatistics, binned_cell_statistics, cell_statistics
 from .features_file import MixedFeatures, centre_of, describe_lams, group_lams, read_features
 from .measure_settings import MeasureSettings
 from .measurement import Measurement, check_new_folder
@@ -40,6 +40,7 @@ __all__ = [
     "collapse_scalars",
     "compare_features",
     "compare_mixed",
+    "mixed_cell_statistics",
 ]
 
 
@@ -96,18 +97,7 @@ def compare_mixed(
     groups = group_lams(mixed, settings.lam_bins)
     centre, source = centre_of(mixed)
     W, bias = mixed.weight, mixed.bias
-    if groups.paired is not None:
-        order = groups.paired
-        cells = cell_statistics(
-            mixed.features[order], groups.c[order[:, 0]], groups.c_prime[order[:, 0]],
-            groups.lams, W, centre,
-        )  # fmt: skip
-    else:
-        cells = binned_cell_statistics(
-            mixed.features, groups.c, groups.c_prime, groups.lam_index, groups.lams, W, centre,
-            groups.theory_lams,
-        )  # fmt: skip
-    _check_enough(cells)
+    cells = _cells_of(mixed, groups, centre)
     comparison = compare_cell_statistics(
         cells, W, centre, settings.exact_classifier, bias, settings.fit_lam_H
     )
@@ -163,6 +153,34 @@ def compare_mixed(
             W, bias, centre, triple, lam_H, groups.lams, solved=comparison.exact_optimum
         )
     return Measurement(scalars, tables, arrays, settings=config_to_dict(settings))
+
+
+def mixed_cell_statistics(mixed: MixedFeatures, lam_bins: int = 11) -> CellStatistics:
+    """The cell statistics :func:`compare_mixed` compares with the theory, alone: the samples
+    of ``mixed`` oriented and grouped by lam (``lam_bins`` for lams drawn per sample,
+    :func:`ufm.nets.features_file.group_lams`), centred where the file says
+    (:func:`ufm.nets.features_file.centre_of`), paired or binned as the file allows.
+    ValueError, as :func:`compare_mixed`, without a different-class cell at lam = 1/2 or a
+    same-class cell with two samples."""
+    groups = group_lams(mixed, lam_bins)
+    centre, _ = centre_of(mixed)
+    return _cells_of(mixed, groups, centre)
+
+
+def _cells_of(mixed: MixedFeatures, groups, centre: np.ndarray) -> CellStatistics:
+    if groups.paired is not None:
+        order = groups.paired
+        cells = cell_statistics(
+            mixed.features[order], groups.c[order[:, 0]], groups.c_prime[order[:, 0]],
+            groups.lams, mixed.weight, centre,
+        )  # fmt: skip
+    else:
+        cells = binned_cell_statistics(
+            mixed.features, groups.c, groups.c_prime, groups.lam_index, groups.lams,
+            mixed.weight, centre, groups.theory_lams,
+        )  # fmt: skip
+    _check_enough(cells)
+    return cells
 
 
 def _pairing(mixed: MixedFeatures, groups) -> str:

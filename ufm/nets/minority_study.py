@@ -34,6 +34,25 @@ training's Beta(alpha, alpha) (:func:`theory_lams`). The theory at lam_W = the t
 weight decay (the literal penalty on the last layer, which the fit does not reproduce) is
 kept beside it as a sensitivity check.
 
+**The amplification per group of cells** (:func:`run_amplification`,
+:mod:`ufm.nets.cell_groups`). Every run's final measurement mixes training pairs of every
+class pair on the lam grid (40 pairs per class pair in every run, :data:`SMALL_MEASUREMENT`),
+and the amplification :math:`(\hat a + \hat b)(1/2)/\bar a_\text{same}` of its cells is read
+separately on the majority-majority, minority-majority and minority-minority cells, each
+with the pairs' and the class pairs' errors of the run's amplification. ERM runs are
+measured the same way, on mixed inputs they never trained on: theirs is how an unmixed
+network responds to mixtures, a control, and the UFM predicts nothing for it (its plain
+training has no mixed sample). Over seeds (:func:`aggregate`) each amplification's error is
+the seed standard error and the runs' own errors combined (:func:`ufm.seeds.total_se`): the
+class pairs measured are the same on every seed, so the seed spread cannot see how much the
+number depends on which class pairs there are; the runs' errors (a jackknife over the cells)
+do. The gap minority-majority minus majority-majority is taken within each run (the two
+groups share the network) and judged at each rho, and against the balanced runs, at
+:data:`ufm.seeds.RESOLUTION` standard errors (:func:`amplification_gaps`); at rho = 1 the
+groups differ only in which classes they hold, so a network's gap there is its classes',
+not the imbalance's. The theory's numbers are those of the same exact optimum, its features
+at lam = 1/2 measured as a network's (:func:`ufm.theory.minority.cell_amplification`).
+
 **Verdicts** (:func:`compare`): per rho > 1 (the theory predicts the sign at every one),
 the difference of the seed means, resolved only beyond twice its combined standard error
 (the rule of :func:`ufm.seeds.resolved`); the prediction *holds* when it is resolved in the
@@ -63,15 +82,19 @@ from scipy.stats import beta as beta_distribution
 from ..config import config_to_dict
 from ..imbalance import label_mass_ratio, minority_cosine
 from ..io import read_json, write_json
-from ..seeds import RESOLUTION, combined_standard_error, spread
-from ..theory.minority import imbalance_theory, kind_arguments
+from ..seeds import RESOLUTION, combined_standard_error, finite, spread, total_se, within_error
+from ..theory.minority import cell_amplification, imbalance_theory, kind_arguments
+from .cell_groups import GROUPS, group_amplification
 from .config import TrainConfig
 from .data import load_dataset
+from .feature_comparison import mixed_cell_statistics
+from .features_file import MixedFeatures, read_features
 from .imbalanced_data import imbalanced_dataset
-from .run import run_training
+from .run import measurement_dir, run_training
 from .triple_choice import curve_fit_status
 
 __all__ = [
+    "AMPLIFICATIONS",
     "FIT_KIND",
     "KINDS",
     "LABELS",
@@ -79,13 +102,19 @@ __all__ = [
     "RHOS",
     "StudySettings",
     "aggregate",
+    "amplification_gaps",
+    "amplification_tables",
+    "amplification_texts",
     "analyse",
     "compare",
     "fit_lam_H",
     "fit_text",
     "gain_matched_lam_W",
     "markdown_tables",
+    "measured_amplifications",
+    "run_amplification",
     "run_study",
+    "side",
     "study_configs",
     "theory_lams",
     "theory_rows",
@@ -106,11 +135,22 @@ control at the label mass ratio of class pairing: sample pairing at that ratio).
 RHOS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 FIT_KIND, FIT_RHO = "mixup_sample", 1.0
 """The runs the effective lam_H is fitted on: balanced mixup (every seed)."""
-SMALL_MEASUREMENT = {"pairs_per_class_pair": 3, "pairs_all_classes": 2, "linearity_pairs": 10,
-                     "exact_classifier": False}
-"""The final measurement of the runs nothing is fitted on: small (only W is read)."""
+SMALL_MEASUREMENT = {"pairs_per_class_pair": 3, "linearity_pairs": 10, "exact_classifier": False}
+"""The final measurement of the runs nothing is fitted on: small, but with the default pairs
+per class pair of the all-classes comparison (40), as the fitted runs, so that every run's
+amplification per group of cells (:mod:`ufm.nets.cell_groups`) rests on the same pairs; they
+add about 0.2 s to a run of a digits MLP. Training does not read the measurement, so its
+settings change no cosine."""
 NUMBERS = ("minority_cosine", "minority_test_accuracy", "majority_test_accuracy",
            "label_mass_ratio")
+AMPLIFICATIONS = ("amplification", *(f"amplification_{group}" for group in GROUPS),
+                  "amplification_gap")
+"""The measured amplifications of a run: all cells, each group's, and the gap between two
+groups (:func:`measured_amplifications`)."""
+GAP = ("minority_majority", "majority_majority")
+"""The gap ``amplification_gap``: the first group's amplification minus the second's."""
+GROUP_LABELS = {"majority_majority": "majority-majority", "minority_majority": "minority-majority",
+                "minority_minority": "minority-minority"}
 THEORY_LAMS = 21
 THEORY_RATIOS = 13
 """Points of the theory's log grid of rho from 1 to the largest (13 up to 64: every power of
@@ -205,25 +245,69 @@ def study_configs(settings: StudySettings) -> tuple[int, dict[tuple[str, float, 
 
 def train_one(config: TrainConfig, folder: Path, force: bool = False) -> dict[str, Any]:
     """Train one run into ``folder``; its numbers (W's minority cosine from the checkpoint,
-    the accuracies, label mass, and the lam_H fits of its final measurement)."""
+    the accuracies, label mass, the lam_H fits and the amplification of its final
+    measurement, and the amplification per group of cells: :func:`run_amplification`)."""
     summary = run_training(config, folder, progress=False, force=force)
     saved = torch.load(folder / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     W = saved["model"]["classifier.weight"]
+    mixed = read_features(measurement_dir(folder, config.epochs) / "mixed_features.npz")
     return {
         "minority_cosine": minority_cosine(W, config.minority_classes),
         **{key: summary.get(key) for key in (
             "minority_test_accuracy", "majority_test_accuracy", "test_accuracy",
             "label_mass_ratio", "label_mass_ratio_train", "train_class_counts",
             "curve_fitted_lam_H", "curve_fitted_lam_H_status", "fitted_lam_H",
-            "classifier_gain")},
-        "measurement": "small" if config.pairs_all_classes == SMALL_MEASUREMENT[
-            "pairs_all_classes"] else "default",
+            "classifier_gain", "amplification", "amplification_se", "amplification_se_cells",
+            "amplification_error")},
+        **run_amplification(mixed, config.minority_classes),
+        "measurement": "small" if config.linearity_pairs == SMALL_MEASUREMENT[
+            "linearity_pairs"] else "default",
     }
+
+
+def run_amplification(mixed: MixedFeatures, minority: int, lam_bins: int = 11) -> dict[str, Any]:
+    """The amplification of the cells of each group of :data:`ufm.nets.cell_groups.GROUPS`
+    in a run's measured features ``mixed`` (its final ``mixed_features.npz``), the last
+    ``minority`` of its classes the minority: flat keys ``amplification_<group>`` and
+    ``amplification_<group>_se`` (pairs), ``_se_cells`` (cell jackknife), ``_error`` (the
+    larger, the within-run error), ``_a_same`` (the normaliser), ``_cells``.
+
+    Every run is measured on mixed training pairs, ERM runs too: theirs is the response of
+    a network that never trained on a mixed sample, a control with no UFM prediction."""
+    cells = mixed_cell_statistics(mixed, lam_bins)
+    numbers: dict[str, Any] = {}
+    for group, entry in group_amplification(cells, mixed.num_classes, minority).items():
+        numbers[f"amplification_{group}"] = entry["amplification"]
+        for key in ("se", "se_cells", "error", "a_same", "cells"):
+            numbers[f"amplification_{group}_{key}"] = entry[key]
+    return numbers
+
+
+def measured_amplifications(row: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """(value, within-run error) of each of :data:`AMPLIFICATIONS` in one run's ``row``:
+    the amplification of all cells and of each group's, with their quoted errors, and the
+    gap ``amplification_gap`` = minority-majority minus majority-majority, whose error is
+    the two groups' combined as if independent (they share the majority same-class cells of
+    their normalisers, which moves both the same way, so this overstates it). (None, None)
+    for a number the row lacks."""
+    numbers = {key: (row.get(key), row.get(f"{key}_error")) for key in AMPLIFICATIONS[:-1]}
+    (high, high_error), (low, low_error) = (numbers[f"amplification_{group}"] for group in GAP)
+    values = [finite(v) for v in (high, low)]
+    errors = [finite(v) for v in (high_error, low_error)]
+    numbers["amplification_gap"] = (
+        None if None in values else values[0] - values[1],
+        None if None in errors else math.hypot(*errors))
+    return numbers
 
 
 def aggregate(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per (kind, rho): each number's seed mean, seed standard deviation ``_std`` (ddof 1)
-    and standard error ``_se`` (None with one seed) and the seeds counted (:func:`ufm.seeds.spread`)."""
+    and standard error ``_se`` (None with one seed) and the seeds counted
+    (:func:`ufm.seeds.spread`). Each measured amplification (:func:`measured_amplifications`)
+    has its seed mean, ``_std``, the seed standard error ``_seed_se``, the runs' errors
+    combined ``_within`` (:func:`ufm.seeds.within_error`) and as ``_se`` the two together
+    (:func:`ufm.seeds.total_se`): the error of the mean that covers the seeds and the
+    measurement, None with one seed."""
     table = []
     for kind in KINDS:
         for rho in sorted({row["rho"] for row in rows}):
@@ -235,6 +319,13 @@ def aggregate(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for key in NUMBERS:
                 values = spread(row.get(key) for row in group)
                 entry[key], entry[f"{key}_std"], entry[f"{key}_se"] = values.mean, values.sd, values.se
+            measured = [measured_amplifications(row) for row in group]
+            for key in AMPLIFICATIONS:
+                values = spread(numbers[key][0] for numbers in measured)
+                errors = [numbers[key][1] for numbers in measured]
+                entry.update({key: values.mean, f"{key}_std": values.sd,
+                              f"{key}_seed_se": values.se, f"{key}_within": within_error(errors),
+                              f"{key}_se": total_se(values, errors)})
             table.append(entry)
     return table
 
@@ -358,7 +449,10 @@ def theory_rows(K: int, minority: int, lam_H: float, lam_W: float, lams,
                 rhos, label: str) -> list[dict[str, Any]]:
     """The exact minority cosine of every network kind at each rho of ``rhos``: plain
     training, sample and class pairing at rho, sample pairing at class pairing's label mass
-    ratio (``label`` names the lam_W choice in each row)."""
+    ratio (``label`` names the lam_W choice in each row); for the mixup kinds also the
+    amplification of each group's cells and their gap, as the networks' are measured
+    (:func:`ufm.theory.minority.cell_amplification`; plain training trains no mixed sample,
+    so the UFM has none to predict: None)."""
     rows = []
     for kind in KINDS:
         arguments = kind_arguments(THEORY_KIND[kind], lams)
@@ -368,8 +462,18 @@ def theory_rows(K: int, minority: int, lam_H: float, lam_W: float, lams,
             theory = imbalance_theory(K, minority, ratio, lam_H, lam_W, **arguments)
             rows.append({"lam_W_choice": label, "kind": kind, "rho": float(rho),
                          "imbalance_ratio": ratio, "lam_H": lam_H, "lam_W": lam_W,
-                         "minority_cosine": theory.minority_cosine})
+                         "minority_cosine": theory.minority_cosine,
+                         **_theory_amplification(theory, kind != "erm")})
     return rows
+
+
+def _theory_amplification(theory, mixup: bool) -> dict[str, float | None]:
+    """The theory's amplification of each group's cells and the gap (:data:`GAP`), keyed as
+    the measured ones (:data:`AMPLIFICATIONS`, but for all cells); None without mixup."""
+    groups = cell_amplification(theory).amplification if mixup else dict.fromkeys(GROUPS)
+    high, low = (groups[group] for group in GAP)
+    return {**{f"amplification_{group}": groups[group] for group in GROUPS},
+            "amplification_gap": None if high is None or low is None else high - low}
 
 
 def compare(table: list[Mapping[str, Any]], prediction: Mapping[str, Any],
@@ -387,14 +491,8 @@ def compare(table: list[Mapping[str, Any]], prediction: Mapping[str, Any],
             continue
         difference = a["minority_cosine"] - b["minority_cosine"]
         error = combined_standard_error(a["minority_cosine_se"], b["minority_cosine_se"])
-        if error is None:
-            outcome = "no_spread"
-        elif sign * difference > RESOLUTION * error:
-            outcome = "as_predicted"
-        elif sign * difference < -RESOLUTION * error:
-            outcome = "against"
-        else:
-            outcome = "not_resolved"
+        outcome = side(sign * difference, error)
+        outcome = {"above": "as_predicted", "below": "against"}.get(outcome, outcome)
         theory_a, theory_b = exact.get((prediction["kind"], rho)), exact.get((prediction["against"], rho))
         points.append({
             "rho": rho, "difference": difference, "combined_se": error,
@@ -404,6 +502,54 @@ def compare(table: list[Mapping[str, Any]], prediction: Mapping[str, Any],
         })
     return {**{k: prediction[k] for k in ("name", "question", "kind", "against", "sign")},
             "points": points, "verdict": _verdict(points)}
+
+
+def side(value: float, error: float | None) -> str:
+    """Where ``value`` lies against 0 by the rule of :func:`ufm.seeds.resolved`: "above" or
+    "below" beyond :data:`ufm.seeds.RESOLUTION` times ``error``, else "not_resolved";
+    "no_spread" without an error (one seed)."""
+    if error is None:
+        return "no_spread"
+    if value > RESOLUTION * error:
+        return "above"
+    if value < -RESOLUTION * error:
+        return "below"
+    return "not_resolved"
+
+
+def amplification_gaps(table: list[Mapping[str, Any]],
+                       theory: list[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Per kind in ``table`` (:func:`aggregate`): at each rho the gap between the
+    amplification of the minority-majority and of the majority-majority cells (seed mean of
+    each run's gap, :func:`measured_amplifications`, with its error ``_se``) and which
+    :func:`side` of 0 it lies on; and its change from the smallest rho (the gap of the
+    balanced runs, where the groups differ only in which classes they hold), with the two
+    errors combined and its side. ``theory`` rows (:func:`theory_rows`), when given, add
+    the theory's gap and its change."""
+    exact = {(row["kind"], row["rho"]): row.get("amplification_gap") for row in theory or []}
+    found = []
+    for kind in KINDS:
+        entries = sorted((e for e in table if e["kind"] == kind
+                          and e.get("amplification_gap") is not None), key=lambda e: e["rho"])
+        if not entries:
+            continue
+        base = entries[0]
+        points = []
+        for entry in entries:
+            gap, error = entry["amplification_gap"], entry["amplification_gap_se"]
+            change = gap - base["amplification_gap"]
+            change_error = combined_standard_error(error, base["amplification_gap_se"])
+            theory_gap, theory_base = exact.get((kind, entry["rho"])), exact.get((kind, base["rho"]))
+            points.append({
+                "rho": entry["rho"], "gap": gap, "se": error, "side": side(gap, error),
+                "change": change, "change_se": change_error,
+                "change_side": side(change, change_error) if entry is not base else None,
+                "theory_gap": theory_gap,
+                "theory_change": (theory_gap - theory_base if theory_gap is not None
+                                  and theory_base is not None else None),
+            })
+        found.append({"kind": kind, "from_rho": base["rho"], "points": points})
+    return found
 
 
 def _verdict(points: list[Mapping[str, Any]]) -> str:
@@ -423,8 +569,9 @@ def analyse(result: Mapping[str, Any]) -> dict[str, Any]:
     """The theory beside a study's runs and the verdicts: ``lam_H_fit`` (:func:`fit_lam_H`),
     ``theory_lams``, ``lam_W`` (the gain-matched value and the training's weight decay, with
     why; None without a fitted lam_H), ``theory`` (:func:`theory_rows` on a log grid of rho up
-    to the largest, and at the weight decay on the study's rhos) and ``predictions``
-    (:func:`compare`, for each prediction whose two kinds were trained)."""
+    to the largest, and at the weight decay on the study's rhos), ``predictions``
+    (:func:`compare`, for each prediction whose two kinds were trained) and
+    ``amplification_gaps`` (:func:`amplification_gaps`, with the gain-matched theory)."""
     K, minority, rhos = result["K"], result["minority_classes"], result["rhos"]
     fit = fit_lam_H(result["runs"])
     lams = theory_lams(result["alpha"])
@@ -447,7 +594,8 @@ def analyse(result: Mapping[str, Any]) -> dict[str, Any]:
     predictions = [compare(result["table"], p, matched) for p in PREDICTIONS
                    if {p["kind"], p["against"]} <= set(result["kinds"])]
     return {"lam_H_fit": fit, "theory_lams": lams, "lam_W": lam_W, "theory": theory,
-            "predictions": predictions}
+            "predictions": predictions,
+            "amplification_gaps": amplification_gaps(result["table"], matched)}
 
 
 def _settings_json(settings: StudySettings) -> dict[str, Any]:
@@ -643,3 +791,88 @@ def markdown_tables(result: Mapping[str, Any]) -> list[str]:
         _cell(by.get((kind, rho)), "minority_test_accuracy") for rho in rhos) + " |"
         for kind in result["kinds"]]
     return lines
+
+
+def _plus(value: float) -> str:
+    """``value`` signed to three decimals, 0 (and a rounding's -0) as +0.000."""
+    return f"{round(value, 3) + 0.0:+.3f}"
+
+
+def _signed(value: Any, error: Any, resolved: bool) -> str:
+    text = _plus(value) + (f" +- {error:.3f}" if error is not None else "")
+    return f"**{text}**" if resolved else text
+
+
+def amplification_tables(result: Mapping[str, Any]) -> list[str]:
+    """A finished study's amplification as Markdown: per kind and group of cells the seed
+    mean +- its standard error with the runs' errors combined (``_se`` of :func:`aggregate`)
+    at each rho, the exact theory's beside it (gain-matched lam_W; none for plain training),
+    and the gap minority-majority minus majority-majority, bold where it lies beyond
+    :data:`ufm.seeds.RESOLUTION` errors from 0 (:func:`amplification_gaps`)."""
+    rhos = sorted({e["rho"] for e in result["table"]})
+    by = {(e["kind"], e["rho"]): e for e in result["table"]}
+    exact = {(r["kind"], r["rho"]): r for r in result.get("theory", [])
+             if r["lam_W_choice"] == "gain_matched"}
+    gaps = {(g["kind"], p["rho"]): p for g in result.get("amplification_gaps", [])
+            for p in g["points"]}
+    head = "| | " + " | ".join(f"rho {rho:g}" for rho in rhos) + " |"
+    lines = [(f"Amplification (a + b)(1/2) / a_same of the cells of each group, mean over "
+              f"{len(result['seeds'])} seeds +- its standard error (seed spread and the runs' "
+              "own errors, over pairs and class pairs, combined); *theory*: the exact optimum's "
+              "(fitted lam_H, gain-matched lam_W); *gap*: minority-majority minus "
+              f"majority-majority, paired within each run, **bold** beyond {RESOLUTION:g} "
+              "standard errors from 0. ERM trains no mixed sample: its networks' numbers are "
+              "the response of unmixed networks to mixed inputs, with no theory."),
+             "", head, "|---" * (len(rhos) + 1) + "|"]
+    for kind in result["kinds"]:
+        for group in GROUPS:
+            key = f"amplification_{group}"
+            cells = []
+            for rho in rhos:
+                entry = by.get((kind, rho))
+                value = None if entry is None else entry.get(key)
+                cells.append("" if value is None else f"{value:.3f}" + (
+                    f" +- {entry[f'{key}_se']:.3f}" if entry[f"{key}_se"] is not None else ""))
+            lines.append(f"| {LABELS[kind]}: {GROUP_LABELS[group]} | " + " | ".join(cells) + " |")
+            values = [exact.get((kind, rho), {}).get(key) for rho in rhos]
+            if any(v is not None for v in values):
+                lines.append("| theory | " + " | ".join(
+                    "" if v is None else f"{v:.3f}" for v in values) + " |")
+        cells = []
+        for rho in rhos:
+            point = gaps.get((kind, rho))
+            cells.append("" if point is None else _signed(point["gap"], point["se"],
+                                                          point["side"] in ("above", "below")))
+        lines.append(f"| {LABELS[kind]}: gap | " + " | ".join(cells) + " |")
+        values = [exact.get((kind, rho), {}).get("amplification_gap") for rho in rhos]
+        if any(v is not None for v in values):
+            lines.append("| theory gap | " + " | ".join(
+                "" if v is None else _plus(v) for v in values) + " |")
+    return lines
+
+
+def amplification_texts(result: Mapping[str, Any]) -> list[str]:
+    """Per kind of a finished study: where the gap between the minority-majority and the
+    majority-majority amplification is resolved from 0, where its change from the balanced
+    runs is, and the numbers at the largest rho beside the theory's."""
+    texts = []
+    for found in result.get("amplification_gaps", []):
+        points = found["points"]
+
+        def listed(key: str, outcome: str, points=points) -> str:
+            return ", ".join(f"{p['rho']:g}" for p in points if p[key] == outcome) or "none"
+
+        top = points[-1]
+        theory = ("" if top["theory_gap"] is None else
+                  f" (theory {_plus(top['theory_gap'])}, change {_plus(top['theory_change'])})")
+        in_se = (f" ({top['gap'] / top['se']:+.1f} standard errors)" if top["se"] else "")
+        change = _signed(top["change"], top["change_se"], False)
+        texts.append(
+            f"{LABELS[found['kind']]}: the minority-majority cells' amplification minus the "
+            f"majority-majority cells' is resolved above 0 at rho = {listed('side', 'above')}, "
+            f"below 0 at rho = {listed('side', 'below')}; its change from rho = "
+            f"{found['from_rho']:g} is resolved upward at rho = "
+            f"{listed('change_side', 'above')}, downward at rho = "
+            f"{listed('change_side', 'below')}. At rho = {top['rho']:g} the gap is "
+            f"{_signed(top['gap'], top['se'], False)}{in_se}, its change {change}{theory}.")
+    return texts

@@ -71,6 +71,11 @@ from .training import (
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
+def measurement_dir(out: str | Path, epoch: int) -> Path:
+    """The folder of a run's measurement after ``epoch`` (the final one: the run's epochs)."""
+    return Path(out) / "measurements" / f"epoch_{epoch:04d}"
+
+
 def write_measurement(folder: Path, measurement: Measurement) -> None:
     """Tables as CSV, arrays as npz, then the scalars as ``scalars.json``, in ``folder``."""
     measurement.write_files(folder)
@@ -252,7 +257,7 @@ def _run(config: TrainConfig, out_dir: str | Path, resume: bool, progress: bool,
         measurement = measure(model, data, config, device, final=epoch == config.epochs)
         if epoch < config.epochs and not config.features_every_measurement:
             del measurement.arrays["mixed_features"]  # the final measurement keeps its own
-        write_measurement(out / "measurements" / f"epoch_{epoch:04d}", measurement)
+        write_measurement(measurement_dir(out, epoch), measurement)
         return measurement.scalars
 
     def elapsed() -> float:

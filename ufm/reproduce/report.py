@@ -14,12 +14,18 @@ from typing import Any
 
 from .. import __version__
 from ..io import read_json
-from ..nets.minority_study import fit_text, markdown_tables, verdict_texts
+from ..nets.minority_study import (
+    amplification_tables,
+    amplification_texts,
+    fit_text,
+    markdown_tables,
+    verdict_texts,
+)
 from ..nets.triple_choice import LAM_H_RANGE, curve_fit_status
 from ..plots import FIGURES
 from ..plots.coefficients import quoted
 from ..plots.minority import collapse_numbers
-from ..seeds import RESOLUTION, Spread, combined_se, resolved, spread
+from ..seeds import RESOLUTION, Spread, combined_se, resolved, spread, within_error
 from . import layout
 from .figure_numbers import NUMBERS, Summaries
 from .sweep_report import sweep_section
@@ -438,7 +444,7 @@ def _amplification_over_seeds(runs: list[dict[str, Any]], name: str, mixup: bool
     errors = [quoted(r, "amplification") for r in runs]
     if amp.n < len(runs) or not all(math.isfinite(e) for e in errors):
         return f"`{name}`: not measured on every seed"
-    within = math.sqrt(math.fsum(e * e for e in errors)) / len(runs)
+    within = within_error(errors)
     error = max(amp.se, within)
     systematic = max(_finite(r.get("amplification_systematic")) for r in runs)
     margin = 3 * error + systematic
@@ -638,7 +644,9 @@ def claims_section(s: Summaries) -> list[str]:
 def minority_networks_section(root: Path) -> list[str]:
     """The network stage's minority study (:mod:`ufm.nets.minority_study`), when it ran: the
     networks' minority cosines beside the exact theory, the lam_H fit, one verdict per
-    prediction."""
+    prediction, and the amplification of the cells per group with where the gap between the
+    minority-majority and the majority-majority cells is resolved (a study file from before
+    the amplification was measured has none)."""
     path = layout.minority_networks(root)
     if not path.is_file():
         return []
@@ -658,6 +666,9 @@ def minority_networks_section(root: Path) -> list[str]:
     ]
     for text in verdict_texts(study):
         lines += [f"- {text}"]
+    if study.get("amplification_gaps"):
+        lines += ["", *amplification_tables(study), ""]
+        lines += [f"- {text}" for text in amplification_texts(study)]
     return [*lines, ""]
 
 

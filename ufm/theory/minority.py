@@ -71,9 +71,12 @@ from .._checks import check_float, check_int
 from ..imbalance import PAIRINGS, class_sizes
 
 __all__ = [
+    "CELL_GROUPS",
     "KINDS",
+    "CellAmplification",
     "ImbalanceTheory",
     "MinorityThreshold",
+    "cell_amplification",
     "check_imbalance_problem",
     "exact_collapse_ratio",
     "imbalance_theory",
@@ -201,7 +204,6 @@ class _SampleTypes:
 
 def _sample_types(k_A: int, k_B: int, ratio: float, lams: np.ndarray, pairing: str,
                   scale: float, uniform: float, shifts: tuple[float, float]) -> _SampleTypes:
-    K = k_A + k_B
     size = {"A": 1.0, "B": 0.0 if math.isinf(ratio) else 1.0 / ratio}
     count = {"A": k_A, "B": k_B}
     rows = []
@@ -216,6 +218,14 @@ def _sample_types(k_A: int, k_B: int, ratio: float, lams: np.ndarray, pairing: s
                     continue
                 for lam in lams:
                     rows.append(_cells(X, Y, same, lam, k_A, k_B) + (n_pairs * raw,))
+    return _assemble(rows, k_A, k_B, scale, uniform, shifts)
+
+
+def _assemble(rows: list, k_A: int, k_B: int, scale: float, uniform: float,
+              shifts: tuple[float, float]) -> _SampleTypes:
+    """The sample types of ``rows``, each (cell sizes, groups, target masses, weight) of
+    :func:`_cells` with its weight; rows of weight 0 are left out."""
+    K = k_A + k_B
     sizes = np.array([r[0] for r in rows], dtype=np.float64)
     groups = np.array([r[1] for r in rows], dtype=np.float64)
     mass = np.array([r[2] for r in rows], dtype=np.float64)
@@ -382,6 +392,143 @@ def imbalance_theory(K: int, minority_classes: int, imbalance_ratio: float,
         objective=objective, gradient_norm=grad, iterations=iterations,
         loss_params=dict(loss_params or {}),
     )
+
+
+CELL_GROUPS = ("majority_majority", "minority_majority", "minority_minority")
+"""The groups of different-class cells (c, c') by how many of c, c' are minorities: 0, 1, 2."""
+
+
+@dataclass(frozen=True)
+class CellAmplification:
+    r"""The optimum's features at :math:`\lambda = 1/2` per group of cells, read as a network's
+    are (:func:`cell_amplification`).
+
+    Attributes
+    ----------
+    a_same : dict
+        ``majority``, ``minority``: the coefficient :math:`a_\text{same}` of a clean sample's
+        centred feature on its own row.
+    coefficients : dict
+        Per group of :data:`CELL_GROUPS`, (a, b): the coefficients of a different-class
+        sample's centred feature on the rows of its classes (c the majority one in the
+        minority-majority group).
+    amplification : dict
+        Per group, :math:`(a + b)/\bar a_\text{same}`, the normaliser the mean over the
+        same-class cells of the group's classes (:math:`(k_A a_A + k_B a_B)/K` for
+        minority-majority); None where a group has no cell (one class in a group) or a row
+        of its classes is zero.
+    """
+
+    a_same: dict[str, float | None]
+    coefficients: dict[str, tuple[float, float] | None]
+    amplification: dict[str, float | None]
+
+
+def cell_amplification(theory: ImbalanceTheory) -> CellAmplification:
+    r"""The amplification of the exact optimum's cells per group, defined as the networks'
+    is measured (:mod:`ufm.nets.cell_groups`).
+
+    At the optimum of ``theory`` (its G), each sample type's feature is the least-norm h with
+    :math:`Wh = z`, z its optimal logits (the per-sample problem of step 1 of the module
+    docstring at :math:`\lambda = 1/2`); as the measurement does with a network's features,
+    it is centred by the mean over the classes of the clean features, and its coefficients
+    are the least-squares ones on the rows of its classes:
+    :math:`(a, b) = G_{cc'}^{+}\,(P(z - \bar z))_{c,c'}` with :math:`G_{cc'}` the 2 x 2 block
+    of G, P the projector onto its range and :math:`\bar z` the clean logits' class mean
+    (a same-class sample: :math:`a = (P(z - \bar z))_c/G_{cc}`). By the symmetry within the
+    groups every cell of a group has the same numbers.
+
+    Parameters
+    ----------
+    theory : ImbalanceTheory
+        A solved problem (:func:`imbalance_theory`) of mixup (a lam strictly between 0
+        and 1 in its grid) at a finite imbalance ratio.
+
+    Returns
+    -------
+    CellAmplification
+        ``a_same``, ``coefficients`` and ``amplification`` per group.
+
+    Raises
+    ------
+    ValueError
+        For plain training (no mixed sample is trained, so the UFM gives a mixed sample no
+        feature) or ``imbalance_ratio = inf`` (no minority sample is trained).
+
+    Examples
+    --------
+    Balanced, the three groups are one simplex ETF, and their amplification is the balanced
+    optimum's :math:`(a + b)(1/2)/a_\text{same}`:
+
+    >>> import ufm
+    >>> from ufm.theory.minority import cell_amplification
+    >>> found = cell_amplification(ufm.imbalance_theory(4, 2, 1.0, lams=[0.0, 0.5, 1.0]))
+    >>> values = list(found.amplification.values())
+    >>> max(values) - min(values) < 1e-9, round(values[0], 6) > 1
+    (True, True)
+    """
+    K, k_B = theory.K, theory.minority_classes
+    lams = np.asarray(theory.lams, dtype=np.float64)
+    if not np.any((lams > 0) & (lams < 1)):
+        raise ValueError("plain training (no lam strictly between 0 and 1) trains no mixed "
+                         "sample: the UFM gives a mixed sample no feature to measure")
+    if math.isinf(theory.imbalance_ratio):
+        raise ValueError("at imbalance_ratio = inf no minority sample is trained: the UFM "
+                         "gives it no feature to measure")
+    _, _, _, lam_H, _, _, scale, uniform, shifts = check_imbalance_problem(
+        K, k_B, theory.imbalance_ratio, theory.lam_H, theory.lam_W, theory.lams,
+        theory.pairing, theory.loss, theory.loss_params)
+    k_A = K - k_B
+    size = {"A": k_A, "B": k_B}
+    kinds = [("A", "A", True), ("B", "B", True), ("A", "A", False), ("A", "B", False),
+             ("B", "B", False)]
+    kinds = [(X, Y, same) for X, Y, same in kinds if same or X != Y or size[X] > 1]
+    types = _assemble([_cells(X, Y, same, 0.5, k_A, k_B) + (1.0,) for X, Y, same in kinds],
+                      k_A, k_B, scale, uniform, shifts)
+    mu = np.array([theory.eigenvalues[key] or 0.0 for key in ("majority", "minority",
+                                                                "between")])
+    dims = np.array([k_A - 1, k_B - 1, 1])
+    zeta = _feature_optima(types, mu, mu > 0, (mu == 0) & (dims > 0), lam_H)
+    first = {"A": 0, "B": k_A}
+    optimal = dict(zip(kinds, zeta))
+    logits = {}  # per kind: one sample of it (c, c') and its logits (K,)
+    for X, Y, same in kinds:
+        c = first[X]
+        c_prime = c if same else first[Y] + (X == Y)
+        logits[X, Y, same] = (c, c_prime, _class_logits(optimal[X, Y, same], c, c_prime, k_A, K))
+    # the mean over the classes of the clean logits (every class's own clean sample)
+    mean = np.mean([_class_logits(optimal[X, X, True], c, c, k_A, K)
+                    for X in "AB" for c in range(first[X], first[X] + size[X])], axis=0)
+    G = theory.gram().numpy()
+    centred = {key: G @ np.linalg.pinv(G, hermitian=True) @ (z - mean)
+               for key, (_, _, z) in logits.items()}
+    a_same, coefficients, amplification = {}, {}, {}
+    for X, name in (("A", "majority"), ("B", "minority")):
+        c = first[X]
+        a_same[name] = float(centred[X, X, True][c] / G[c, c]) if G[c, c] > 0 else None
+    for (X, Y), name in zip((("A", "A"), ("A", "B"), ("B", "B")), CELL_GROUPS):
+        c, c_prime, _ = logits.get((X, Y, False), (None, None, None))
+        if c is None:
+            coefficients[name] = amplification[name] = None
+            continue
+        block = G[np.ix_([c, c_prime], [c, c_prime])]
+        a, b = np.linalg.pinv(block, hermitian=True) @ centred[X, Y, False][[c, c_prime]]
+        coefficients[name] = (float(a), float(b))
+        ends = [a_same["majority" if g == "A" else "minority"] for g in (X, Y)]
+        if None in ends or G[c, c] == 0 or G[c_prime, c_prime] == 0:
+            amplification[name] = None
+            continue
+        normaliser = ends[0] if X == Y else (k_A * ends[0] + k_B * ends[1]) / K
+        amplification[name] = float((a + b) / normaliser)
+    return CellAmplification(a_same, coefficients, amplification)
+
+
+def _class_logits(cells: np.ndarray, c: int, c_prime: int, k_A: int, K: int) -> np.ndarray:
+    """The logits (K,) of a sample of classes c, c' from its four cell logits (c, c', the
+    rest of A, the rest of B)."""
+    z = np.where(np.arange(K) < k_A, cells[2], cells[3])
+    z[c_prime], z[c] = cells[1], cells[0]
+    return z
 
 
 def _loss_terms(types: _SampleTypes, zeta: np.ndarray):
