@@ -576,13 +576,17 @@ class FeatureSolver:
             sum_W = sum_W - (sum(part[1] for part in parts) @ D_perp) / self.lam_H
         return sum_W, sum(part[2] for part in parts), sum(part[3] for part in parts)
 
-    def _logit_curvature(self, idx):
-        """Coordinates, logit gradients and the diagonal of the logit Hessian at ``idx``
-        (the softmax model's :math:`p_c(1 - p_c)`, the identity model's 1), unweighted."""
+    def _logit_curvature(self, idx, need_grad: bool):
+        """Coordinates, logit gradients (None unless ``need_grad``) and the diagonal of the
+        logit Hessian at ``idx`` (the softmax model's :math:`p_c(1 - p_c)`, the identity
+        model's 1, which needs no loss terms), unweighted."""
         x = self.X[idx]
         z = self._logits(x)
-        _, p, g_z = self._terms(z, idx, need_grad=True)
-        if self.loss.hessian_model == "identity":
+        identity = self.loss.hessian_model == "identity"
+        p = g_z = None
+        if need_grad or not identity:
+            _, p, g_z = self._terms(z, idx, need_grad=True)
+        if identity:
             return x, g_z, torch.ones_like(z)
         p = torch.softmax(z, dim=-1) if p is None else p
         return x, g_z, p * (1 - p)
@@ -597,7 +601,7 @@ class FeatureSolver:
         samples."""
 
         def chunk(idx):
-            x, _, diagonal = self._logit_curvature(idx)
+            x, _, diagonal = self._logit_curvature(idx, need_grad=False)
             weight = self._weight(idx)
             if weight is not None:
                 diagonal = diagonal * weight[:, None]
@@ -616,7 +620,7 @@ class FeatureSolver:
         gram_diagonal = (W * W).sum(1)
 
         def chunk(idx):
-            _, g_z, diagonal = self._logit_curvature(idx)
+            _, g_z, diagonal = self._logit_curvature(idx, need_grad=True)
             S = diagonal / (self.lam_H + gram_diagonal * diagonal)
             weight = self._weight(idx)
             g_w = g_z if weight is None else g_z * weight[:, None]

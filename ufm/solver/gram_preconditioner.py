@@ -94,20 +94,17 @@ class GramMetric:
         The penalties of the problem.
     centred : bool
         Whether the loss is blind to a common logit shift (then :math:`\\Pi` centres).
-    learn_b : bool
-        Whether the bias is learned (its diagonal block is then applied).
     """
 
     def __init__(self, W: torch.Tensor, sums: GramSums, n: int, lam_H: float, lam_W: float,
-                 lam_b: float, centred: bool, learn_b: bool):
+                 lam_b: float, centred: bool):
         K = W.shape[0]
         dtype = W.dtype
-        self.centred, self.learn_b, self.lam_W = centred, learn_b, lam_W
+        self.centred, self.lam_W = centred, lam_W
         Wc = W - W.mean(0, keepdim=True) if centred else W
         self.entry = (sums.entry + sums.entry.T) / (lam_H * n)
         curvature = lam_W * torch.eye(K, dtype=dtype, device=W.device) - sums.outer / (lam_H * n)
         values, vectors = torch.linalg.eigh(0.5 * (curvature + curvature.T))
-        self.smallest_off_curvature = float(values[0]) / lam_W
         values = values.abs().clamp_min(FLOOR * lam_W)
         absolute = (vectors * values) @ vectors.T
         self.off_inverse = (vectors / values) @ vectors.T
@@ -115,7 +112,6 @@ class GramMetric:
         entry_seen = (2.0 / K) * ((U * U) * self.entry.sum(1, keepdim=True)).sum(0)
         off_seen = (U * (absolute @ U)).sum(0)
         keep = (sigma * sigma * entry_seen >= off_seen) & (sigma > 1e-8 * sigma[0])
-        self.rank = int(keep.sum())
         V_kept = Vh[keep].T  # (d, r)
         self.pinv = V_kept @ (U[:, keep] / sigma[keep]).T  # (d, K)
         self.row = V_kept @ V_kept.T
@@ -127,17 +123,20 @@ class GramMetric:
         X = X - X.mean(0, keepdim=True)
         return X - X.mean(1, keepdim=True)
 
-    def apply(self, R: torch.Tensor, db: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The metric applied to the direction ``(R, db)`` (``db`` None when no bias is
-        learned): the approximate inverse Hessian times it."""
+    def apply_W(self, R: torch.Tensor) -> torch.Tensor:
+        """The classifier block of the metric applied to the direction ``R`` (K, d): the
+        approximate inverse Hessian times it."""
         off = R - R @ self.row
         on = R - off
         offset = on.mean(0, keepdim=True) if self.centred else torch.zeros_like(on[:1])
         gamma = (on - offset) @ self.pinv
         gamma = self._centre(0.5 * (gamma + gamma.T))
         delta_G = self._centre(gamma / self.entry)
-        out = 0.5 * delta_G @ self.pinv.T + offset.expand_as(R) / self.lam_W + self.off_inverse @ off
-        return out, (None if db is None or not self.learn_b else self.bias_inverse * db)
+        return 0.5 * delta_G @ self.pinv.T + offset.expand_as(R) / self.lam_W + self.off_inverse @ off
+
+    def apply_b(self, db: torch.Tensor) -> torch.Tensor:
+        """The bias block (diagonal) of the metric applied to the direction ``db`` (K,)."""
+        return self.bias_inverse * db
 
 
 def rotation_complement(W: torch.Tensor) -> torch.Tensor:

@@ -36,15 +36,14 @@ from ..memory import MemoryEstimate, check_memory
 from .methods import CG_PATH, NEWTON_FEATURES
 from .mixture_samples import lattice_size
 from .newton import _LBFGS_MEMORY
-
-# conjugate-gradient steps per Newton-CG iteration assumed by the estimate (measured: 2 to
-# 28 at K = d = 50 and 100 on random pairs with method "newton_gram", scripts/bench_outer.py)
-CG_STEPS = 30
 from .problem import UFMConfig
 from .random_starts import start_count
 
 INDEX_BYTES = 8  # int64 class indices
 TEMPORARIES_PER_ROW = 8  # logits, probabilities, gradients and Newton vectors of a chunk row
+# conjugate-gradient steps per Newton-CG iteration assumed by the estimate (measured: 2 to
+# 28 at K = d = 50 and 100 on random pairs with method "newton_gram", scripts/bench_outer.py)
+CG_STEPS = 30
 WHAT_TO_LOWER = "lower K, d or the samples (pairs, num_lams, samples_per_pair)"
 
 

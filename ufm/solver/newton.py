@@ -215,10 +215,13 @@ class ReducedNewton(NewtonMethod):
 
     def _leave_float32_below(self) -> None:
         """Go on in float64 once the gradient norm is at the end of the float32 phase."""
-        history = self.state.history
-        first = history[0]["grad_norm"] if history else self.current.grad_norm
-        if self.current.grad_norm <= max(self.state.config.tol, _FLOAT32_UNTIL * first):
+        if self.current.grad_norm <= max(self.state.config.tol, _FLOAT32_UNTIL * self._first_grad_norm()):
             self._to_full_precision()
+
+    def _first_grad_norm(self) -> float:
+        """The gradient norm of the run's first measured iterate (the current one before any)."""
+        history = self.state.history
+        return history[0]["grad_norm"] if history else self.current.grad_norm
 
     def _to_full_precision(self) -> None:
         """Carry the features over to a solver in the problem's dtype; measure there again."""
@@ -273,12 +276,17 @@ class ReducedNewton(NewtonMethod):
 
     def _theta(self) -> torch.Tensor:
         """The learned variables as one flat vector (W first, then b)."""
+        return self._join(self.state.W, self.state.b)
+
+    def _join(self, W, b) -> torch.Tensor:
+        """One flat vector of the learned parts of (W, b), as :meth:`_theta` lays them out
+        (the inverse of :meth:`_split`); a part that is not learned is left out (may be None)."""
         state = self.state
         parts = []
         if state.learn_W:
-            parts.append(state.W.reshape(-1))
+            parts.append(W.reshape(-1))
         if state.learn_b:
-            parts.append(state.b)
+            parts.append(b)
         return torch.cat(parts)
 
     def _split(self, theta: torch.Tensor):

@@ -118,14 +118,10 @@ class NewtonCG(ReducedNewton):
         sum_W, sum_b, cg = self.feature_solver.reduced_hessian_vector(D, db, self._product_rtol)
         self.work["hessian_products"] += 1
         self.work["hessian_cg"] += int(cg)
-        parts = []
-        if state.learn_W:
-            parts.append((sum_W / n + config.lam_W * D).reshape(-1))
-        if state.learn_b:
-            parts.append(sum_b / n + config.lam_b * db)
-        return torch.cat(parts)
+        return self._join(sum_W / n + config.lam_W * D if state.learn_W else None,
+                          sum_b / n + config.lam_b * db if state.learn_b else None)
 
-    def steihaug(self, grad: torch.Tensor, radius: float, metric=None) -> _CGPath:
+    def steihaug(self, grad: torch.Tensor, radius: float, metric) -> _CGPath:
         r"""The Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Algorithm 7.2) on
         :math:`\min_p g^\top p + \frac12 p^\top P\nabla^2F P\,p` from p = 0,
         preconditioned by ``metric`` (:meth:`_metric`: M, an approximate inverse Hessian;
@@ -139,7 +135,6 @@ class NewtonCG(ReducedNewton):
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
         \beta_k M^{-1}d_k`, so M is never inverted."""
         project = self._rotation_projector()
-        metric = self._metric() if metric is None else metric
 
         def precondition(v):
             return project(metric(project(v)))
@@ -301,9 +296,7 @@ class GramNewtonCG(NewtonCG):
         product of float32 features would be exact only to float32 rounding); the passage
         measures the features in that dtype again, which is that iteration's step."""
         if not self._newton_phase:
-            history = self.state.history
-            first = history[0]["grad_norm"] if history else current.grad_norm
-            self._newton_phase = current.grad_norm <= self.switch_fraction * first
+            self._newton_phase = current.grad_norm <= self.switch_fraction * self._first_grad_norm()
             if self._newton_phase and self._in_float32_phase:
                 self._to_full_precision()
                 return None
@@ -388,14 +381,11 @@ def _diagonal_metric(method: NewtonCG):
 
     def scaled(v, power):
         D, db = method._split(v)
-        parts = []
+        rows = None
         if state.learn_W:
             D_V = D @ V
-            D_perp = D - D_V @ V.T
-            parts.append(((range_curvature**power * D_V) @ V.T + config.lam_W**power * D_perp).reshape(-1))
-        if state.learn_b:
-            parts.append(bias_curvature**power * db)
-        return torch.cat(parts)
+            rows = (range_curvature**power * D_V) @ V.T + config.lam_W**power * (D - D_V @ V.T)
+        return method._join(rows, bias_curvature**power * db if state.learn_b else None)
 
     def metric(v):
         return scaled(v, -1.0)
@@ -409,16 +399,13 @@ def _gram_metric(method: NewtonCG):
     state, config = method.state, method.state.config
     solver = method.feature_solver
     gram = GramMetric(state.W, solver.gram_curvature(), state.problem.n, config.lam_H,
-                      config.lam_W, config.lam_b, solver.loss.shift_invariant, state.learn_b)
+                      config.lam_W, config.lam_b, solver.loss.shift_invariant)
     method.work["preconditioner_passes"] += 1
 
     def metric(v):
         D, db = method._split(v)
-        D, db = gram.apply(D, db if state.learn_b else None)
-        parts = [D.reshape(-1)] if state.learn_W else []
-        if state.learn_b:
-            parts.append(db)
-        return torch.cat(parts)
+        return method._join(gram.apply_W(D) if state.learn_W else None,
+                            gram.apply_b(db) if state.learn_b else None)
 
     return metric
 
