@@ -78,6 +78,35 @@ def test_the_metric_shrinks_the_condition_number_at_the_optimum_of_sparse_pairs(
     assert better < 2.5 and better < plain / 3, (plain, better)
 
 
+@pytest.mark.parametrize("fields", [
+    {"pairs": "random", "num_pairs": 20},
+    {"pairs": "random", "num_pairs": 20, "bias": True, "lam_b": 1e-2},
+    {"imbalance_ratio": 10.0, "minority_classes": 2},
+    {"mixup_points": 3},
+])
+def test_float32_hessian_products_agree_with_float64_to_float32_accuracy(fields):
+    """The copy of the feature solver in float32 that newton_gram's products run on gives
+    the float64 product to about 1e-6 (float32 rounding over a few hundred samples), and
+    leaves the float64 solver as it was."""
+    config = UFMConfig(K=8, d=8, **{**FIELDS, **fields})
+    W, b = _far_point(config)
+    method = _method_at(config, W, b)
+    solver = method.feature_solver
+    X = solver.X.clone()
+    low = solver.in_dtype(torch.float32)
+    assert low.X.dtype == torch.float32 and solver.X.dtype == torch.float64
+    size = W.numel() + (0 if b is None else b.numel())
+    generator = torch.Generator().manual_seed(3)
+    v = torch.randn(size, generator=generator, dtype=W.dtype)
+    method._product_rtol = 1e-6
+    exact = method.hessian_vector(v)
+    rounded = method.hessian_vector(v, low)
+    assert rounded.dtype == torch.float64
+    error = float((rounded - exact).norm() / exact.norm())
+    assert 0 < error <= 1e-5, error
+    assert torch.equal(solver.X, X)
+
+
 def _autograd_stationarity(config, result) -> float:
     """sqrt(mean_s |n dL/dh_s|^2 + |dL/dW|^2 + |dL/db|^2) of the objective in (H, W, b) by
     autograd in float64, sample weights included (they weigh loss and feature penalty)."""
@@ -115,7 +144,12 @@ def _autograd_stationarity(config, result) -> float:
     {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "bias": True, "lam_b": 1e-2},
     {"K": 6, "d": 6, "imbalance_ratio": 10.0, "minority_classes": 2},
     {"K": 5, "d": 5, "mixup_points": 3},
-    {"K": 8, "d": 8, "pairs": "random", "num_pairs": 20, "mixed_precision": True},  # float32 first
+    # float32 features first and float32 Hessian products after
+    {"K": 8, "d": 8, "pairs": "random", "num_pairs": 20, "mixed_precision": True},
+    {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "bias": True, "lam_b": 1e-2,
+     "mixed_precision": True},
+    {"K": 6, "d": 6, "imbalance_ratio": 10.0, "minority_classes": 2, "mixed_precision": True},
+    {"K": 5, "d": 5, "mixup_points": 3, "mixed_precision": True},
     {"K": 5, "d": 6, "classifier": "fixed_etf", "bias": True, "lam_b": 1e-2},  # the bias alone
 ])
 def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):

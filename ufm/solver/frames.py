@@ -33,6 +33,7 @@ dtype, whether a classifier is a tight frame.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -62,7 +63,23 @@ def tight_frame(W: torch.Tensor) -> tuple[str, float] | None:
     return None
 
 
-class RowSpaceFrame:
+class _Frame:
+    """What every frame holds: ``A`` (K, r), ``V`` (d, r) and the squared singular values
+    ``sigma2`` of A."""
+
+    A: torch.Tensor
+    V: torch.Tensor
+    sigma2: torch.Tensor
+
+    def to(self, dtype: torch.dtype):
+        """The same frame in ``dtype``, not factored again: coordinates keep their meaning
+        (Newton-CG's float32 Hessian products, :meth:`.feature_newton.FeatureSolver.in_dtype`)."""
+        frame = copy.copy(self)
+        frame.A, frame.V, frame.sigma2 = self.A.to(dtype), self.V.to(dtype), self.sigma2.to(dtype)
+        return frame
+
+
+class RowSpaceFrame(_Frame):
     """The thin-SVD frame of any classifier: ``A = U Sigma`` (K, r), ``V`` (d, r)."""
 
     key = None  # what a checkpoint records of the frame (None: the SVD frame)
@@ -88,7 +105,7 @@ class RowSpaceFrame:
         return self.A
 
 
-class LogitFrame:
+class LogitFrame(_Frame):
     r"""Logit coordinates of a tight frame: :math:`A = \sigma P`, :math:`V = W^\top/\sigma`."""
 
     def __init__(self, W: torch.Tensor, kind: str, sigma: float):

@@ -106,22 +106,36 @@ class NewtonCG(ReducedNewton):
             return max(0.1 * tol, 1e-3)
         return max(0.1 * tol, min(1e-3, _INNER_FRACTION * outer_grad * min(1.0, math.sqrt(outer_grad))))
 
-    def hessian_vector(self, v: torch.Tensor) -> torch.Tensor:
+    def product_dtype(self) -> torch.dtype:
+        """The dtype of the Hessian products: the problem's, or float32 for a float64 problem
+        with ``mixed_precision`` when the products are only asked for a few digits
+        (``adaptive_products``: a relative residual of at least 1e-5, far above float32's
+        rounding of about 6e-8)."""
+        dtype = self.state.problem.dtype
+        if self.adaptive_products and self.state.config.mixed_precision and dtype == torch.float64:
+            return torch.float32
+        return dtype
+
+    def hessian_vector(self, v: torch.Tensor, solver=None) -> torch.Tensor:
         """The reduced Hessian at the current features applied to the flat direction ``v``
-        (W first, then b, as the flat gradient); one pass over the samples."""
+        (W first, then b, as the flat gradient); one pass over the samples of ``solver``
+        (the feature solver, or its copy in :meth:`product_dtype`)."""
         state, config, n = self.state, self.state.config, self.state.problem.n
+        solver = self.feature_solver if solver is None else solver
         D, db = self._split(v)
         if not state.learn_W:
             D = torch.zeros_like(state.W)
         if not state.learn_b:
             db = None
-        sum_W, sum_b, cg = self.feature_solver.reduced_hessian_vector(D, db, self._product_rtol)
+        low = solver.X.dtype
+        sum_W, sum_b, cg = solver.reduced_hessian_vector(
+            D.to(low), None if db is None else db.to(low), self._product_rtol)
         self.work["hessian_products"] += 1
         self.work["hessian_cg"] += int(cg)
-        return self._join(sum_W / n + config.lam_W * D if state.learn_W else None,
-                          sum_b / n + config.lam_b * db if state.learn_b else None)
+        return self._join(sum_W.to(v.dtype) / n + config.lam_W * D if state.learn_W else None,
+                          sum_b.to(v.dtype) / n + config.lam_b * db if state.learn_b else None)
 
-    def steihaug(self, grad: torch.Tensor, radius: float, metric) -> _CGPath:
+    def steihaug(self, grad: torch.Tensor, radius: float, metric, products=None) -> _CGPath:
         r"""The Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Algorithm 7.2) on
         :math:`\min_p g^\top p + \frac12 p^\top P\nabla^2F P\,p` from p = 0,
         preconditioned by ``metric`` (:meth:`_metric`: M, an approximate inverse Hessian;
@@ -130,7 +144,8 @@ class NewtonCG(ReducedNewton):
         residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`,
         :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at the first direction of non-positive
         curvature (followed to the boundary) or where it leaves the trust region of
-        ``radius``. The path is kept so that a smaller radius finds its point without new
+        ``radius``; the Hessian products run on ``products`` (a feature solver, by default
+        the method's own). The path is kept so that a smaller radius finds its point without new
         Hessian products (:meth:`_CGPath.point`); :math:`M^{-1}` of every point and
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
         \beta_k M^{-1}d_k`, so M is never inverted."""
@@ -153,7 +168,7 @@ class NewtonCG(ReducedNewton):
         residual = g.clone()  # P(H p + g)
         direction, M_inv_direction = -z, -residual
         for _ in range(_MAX_CG):
-            Hd = project(self.hessian_vector(project(direction)))
+            Hd = project(self.hessian_vector(project(direction), products))
             curvature = float(torch.dot(direction, Hd))
             path.segments.append((step, M_inv_step, H_step, direction, M_inv_direction, Hd))
             if curvature <= 0:
@@ -238,7 +253,8 @@ class NewtonCG(ReducedNewton):
         metric = self._metric()
         if self.radius is None:
             self.radius = self._initial_radius(theta, grad, metric)
-        path = self.steihaug(grad, self.radius, metric)
+        path = self.steihaug(grad, self.radius, metric,
+                             self.feature_solver.in_dtype(self.product_dtype()))
         accepted_state = self.feature_solver.snapshot()
         inner_tol = self._inner_tol(float(torch.linalg.vector_norm(grad)))
         for _ in range(_MAX_TRIALS):
