@@ -19,9 +19,10 @@ the SVD frame (``coordinates="row_space"``, the computation before the logit coo
 :mod:`ufm.solver.frames`: the baseline), and the learned classifier at that size under a
 time limit. Section ``learned_K`` asks why that one is slow: the learned classifier to gradient
 1e-8 on random pairs at the same density (9.52 K pairs of classes, each class in about 19
-of them) for K = d in (50, 100, 200) (``--learned-sizes``), and on all pairs at K = d = 100,
-counting the outer iterations, with each method of ``--learned-methods`` (default L-BFGS,
-``"newton"``, and ``"newton_gram"``) in the same run, and with ``--joint-baseline`` what a
+of them) for K = d in (50, 100, 200) (``--learned-sizes``), and on all pairs at the medium
+size (K = 100, d = 128, 210,000 samples), counting the outer iterations, with each method of
+``--learned-methods`` (default L-BFGS, ``"newton"``, and ``"newton_gram"``) in the same run
+(so does ``large_learned``), and with ``--joint-baseline`` what a
 user would write instead: L-BFGS on (H, W) jointly by autograd in float64 (its
 ``seconds_to_tol``, or None within ``--joint-seconds``). Prints tables and writes JSON (after every section, so a run stopped early keeps what it
 measured).
@@ -162,6 +163,8 @@ def _table(title: str, rows: list[dict]) -> None:
 SECTIONS = ("n", "K", "d", "large_fixed", "large_row_space", "large_learned", "learned_K")
 # pairs of classes per class of the K = d = 1000 problem (9524 random pairs): 9.524 K in all
 PAIR_DENSITY = 9.524
+# the medium problem: all 10,000 ordered pairs of classes, 210,000 samples
+MEDIUM = {"K": 100, "d": 128}
 
 
 def main() -> None:
@@ -221,17 +224,18 @@ def main() -> None:
                [report["large_row_space"]])
         write_json(args.out, report)
     if "large_learned" in sections:
-        report["large_learned"] = spawn(dict(large, classifier="learned", tol=1e-8,
-                                             time_limit=args.learned_seconds))
+        report["large_learned"] = []
+        for method in args.learned_methods:
+            report["large_learned"].append(spawn(dict(large, classifier="learned", tol=1e-8,
+                                                      time_limit=args.learned_seconds, method=method)))
+            write_json(args.out, report)
         _table(f"the same, learned classifier to gradient 1e-8 (time limit {args.learned_seconds:g} s)",
-               [report["large_learned"]])
-        write_json(args.out, report)
+               report["large_learned"])
     if "learned_K" in sections:
         Ks = tuple(args.learned_sizes) if args.learned_sizes else ((20, 50) if args.quick else (50, 100, 200))
         learned = dict(classifier="learned", tol=1e-8, time_limit=args.learned_seconds)
         problems = [{"K": k, "d": k, "pairs": "random", "num_pairs": round(PAIR_DENSITY * k)} for k in Ks]
-        all_pairs = Ks[1] if len(Ks) > 1 else Ks[0]
-        problems.append({"K": all_pairs, "d": all_pairs})
+        problems.append({"K": 20, "d": 20} if args.quick else MEDIUM)
         report["learned_K"] = []
         for fields in problems:
             rows = [spawn(dict(fields, **learned, method=method)) for method in args.learned_methods]
@@ -241,7 +245,7 @@ def main() -> None:
             report["learned_K"].extend(rows)
             write_json(args.out, report)
         _table(f"learned classifier to gradient 1e-8, d = K, random pairs at {PAIR_DENSITY} K pairs, "
-               f"then all pairs (time limit {args.learned_seconds:g} s each)", report["learned_K"])
+               f"then all pairs at K = 100, d = 128 (time limit {args.learned_seconds:g} s each)", report["learned_K"])
     write_json(args.out, report)
     print(f"\nwrote {args.out}")
 
