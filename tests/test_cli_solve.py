@@ -57,7 +57,7 @@ def test_toml_configuration(tmp_path):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--method", "adam"], "method must be one of 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"),
+        (["--method", "adam"], "method must be one of 'auto', 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"),
         (["--loss", "hinge"], "unknown loss 'hinge'"),
         (["--K", "10", "--d", "5"], "d must be >= K-1 = 9"),
         (["--alpha", "-1"], "alpha must lie in (0, inf), got -1.0"),
@@ -140,7 +140,7 @@ def test_help_lists_allowed_values_and_each_default_once(capsys):
 
     for flag, values in (("--loss", ", ".join(sorted(LOSSES))),
                          ("--classifier", "fixed_etf, fixed, learned"),
-                         ("--method", "newton, newton_cg, newton_gram, gd"), ("--parallel", "chunks, kernels")):
+                         ("--method", "auto, newton, newton_cg, newton_gram, gd"), ("--parallel", "chunks, kernels")):
         assert f"one of {values}; default:" in text, flag
     assert "(default: None)" not in text and text.count("default: 'ce'") == 1
     assert "seconds between checkpoints (default: 60.0)" in text

@@ -259,7 +259,7 @@ def test_float32_runs_and_is_close_to_the_theory():
     "overrides,message",
     [
         (dict(loss="hinge"), "unknown loss 'hinge'"),
-        (dict(method="adam"), "method must be one of 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"),
+        (dict(method="adam"), "method must be one of 'auto', 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"),
         (dict(device="tpu"), "device must be one of 'auto', 'cpu', 'cuda', 'mps'"),
         (dict(K=1), "K must be >= 2, got 1"),
         (dict(K=10, d=5), "d must be >= K-1 = 9 for a simplex-ETF classifier, got d=5"),

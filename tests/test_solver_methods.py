@@ -15,11 +15,11 @@ PROTOCOL = [name for name in vars(Method) if not name.startswith("_")]
 
 
 def test_the_choices_of_method_are_the_registry():
-    assert UFMConfig.CHOICES["method"] == tuple(METHODS) == ("newton", "newton_cg", "newton_gram", "gd")
+    assert UFMConfig.CHOICES["method"] == tuple(METHODS) == ("auto", "newton", "newton_cg", "newton_gram", "gd")
     solve_parser = build_parser()._subparsers._group_actions[0].choices["solve"]
     (action,) = [a for a in solve_parser._actions if a.dest == "method"]
-    assert action.help.startswith("one of newton, newton_cg, newton_gram, gd;")  # the flag lists them in its help
-    with pytest.raises(ValueError, match="method must be one of 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"):
+    assert action.help.startswith("one of auto, newton, newton_cg, newton_gram, gd;")  # the flag lists them in its help
+    with pytest.raises(ValueError, match="method must be one of 'auto', 'newton', 'newton_cg', 'newton_gram', 'gd'; got 'adam'"):
         UFMConfig(method="adam")
 
 
@@ -32,8 +32,18 @@ def test_every_registered_factory_makes_a_method(name):
     assert not missing, f"{name}: {missing}"
 
 
+def test_the_default_is_newton_gram_for_a_learned_classifier_and_newton_for_a_fixed_one():
+    from ufm.solver.newton import FixedClassifierNewton
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    assert UFMConfig().method == "auto"
+    learned = method_factory("auto")(RunState(build_problem(UFMConfig(**SMALL))))
+    fixed = method_factory("auto")(RunState(build_problem(UFMConfig(K=4, d=5, num_lams=5))))
+    assert type(learned) is GramNewtonCG and type(fixed) is FixedClassifierNewton
+
+
 def test_an_unknown_name_is_refused_by_the_registry():
-    with pytest.raises(ValueError, match="unknown method 'adam'; known methods: 'newton', 'newton_cg', 'newton_gram', 'gd'"):
+    with pytest.raises(ValueError, match="unknown method 'adam'; known methods: 'auto', 'newton', 'newton_cg', 'newton_gram', 'gd'"):
         method_factory("adam")
 
 

@@ -91,6 +91,7 @@ def solve_memory(config: UFMConfig, threads: int | None = None) -> MemoryEstimat
     parts["features H (n x d)"] = n * d * size
     if config.method in NEWTON_FEATURES:
         copies = 3 if learned else 1
+        # the float32 phase's features, or newton_gram's float32 copy for its Hessian products
         float32_copy = 4 if learned and config.mixed_precision and size == 8 else 0
         parts["feature coordinates (n x r)"] = n * r * (copies * size + float32_copy)
     else:

@@ -16,6 +16,9 @@ from importlib import import_module
 from typing import Any
 
 METHODS: dict[str, str] = {
+    # the default: "newton_gram" (which with a fixed classifier is "newton"), the fastest to
+    # convergence on every learned problem docs/performance.md times so (random and all pairs)
+    "auto": "ufm.solver.newton_cg:newton_gram_method",
     # exact per-sample Newton on the features, L-BFGS on the learned classifier
     "newton": "ufm.solver.newton:newton_method",
     # the same features, truncated Newton (Newton-CG, exact reduced Hessian products) on the classifier
@@ -29,8 +32,8 @@ METHODS: dict[str, str] = {
 # the methods whose features are solved per sample by the Newton feature solver (their
 # memory: the coordinates X, :mod:`.memory_estimate`), and those that keep a conjugate-
 # gradient path of classifier-sized vectors besides the L-BFGS memory
-NEWTON_FEATURES = frozenset({"newton", "newton_cg", "newton_gram"})
-CG_PATH = frozenset({"newton_cg", "newton_gram"})
+NEWTON_FEATURES = frozenset({"auto", "newton", "newton_cg", "newton_gram"})
+CG_PATH = frozenset({"auto", "newton_cg", "newton_gram"})
 
 
 def method_factory(name: str) -> Callable[[Any], Any]:

@@ -33,11 +33,14 @@ rotations (``scripts/reduced_hessian.py`` counts eigenvalues below 1e-4 as zero)
 step cut the gradient only 4.4 times where its linear model promised 500: F is far from
 quadratic along them at that distance.
 
-The features are solved in the problem's dtype throughout (no float32 phase: a Hessian
-product of float32 features would be exact only to float32 rounding), and tighter than
-L-BFGS's (:meth:`NewtonCG._inner_tol`). Checkpoints save what
-:class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty); the trust radius is
-not saved, so a resumed run starts again from its first radius.
+``"newton_cg"`` solves the features in the problem's dtype throughout and asks its Hessian
+products for 1e-12 (no float32 anywhere: its products are exact to the last digits), its
+features tighter than L-BFGS's (:meth:`NewtonCG._inner_tol`). ``"newton_gram"`` asks its
+products only for the digits its forcing term needs, so with ``mixed_precision`` it runs them
+on a float32 copy of the features (:meth:`NewtonCG.product_dtype`), which halves their
+memory traffic and speeds up their matrix products (``docs/performance.md`` has the time).
+Checkpoints save what :class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty);
+the trust radius is not saved, so a resumed run starts again from its first radius.
 """
 
 from __future__ import annotations
@@ -281,7 +284,8 @@ class NewtonCG(ReducedNewton):
 class GramNewtonCG(NewtonCG):
     r"""Newton-CG preconditioned by the Gram-entry metric (:mod:`.gram_preconditioner`),
     which is also the metric of its trust region; its Hessian products solve the per-sample
-    systems only as accurately as the forcing term asks (:data:`_ADAPTIVE_RTOL` at most).
+    systems only as accurately as the forcing term asks (:data:`_ADAPTIVE_RTOL` at most),
+    in float32 with ``mixed_precision``.
 
     Far from the optimum the reduced function is well conditioned and L-BFGS gains a
     factor 100 on the gradient in fewer sample passes than Newton-CG, whose early trust
@@ -308,8 +312,9 @@ class GramNewtonCG(NewtonCG):
     def step(self, current: Iterate) -> str | None:
         """An L-BFGS step (:meth:`ReducedNewton.step`, float32 features with
         ``mixed_precision``) while the gradient norm is above ``switch_fraction`` of the first
-        one, a preconditioned trust-region step after, in the problem's dtype (a Hessian
-        product of float32 features would be exact only to float32 rounding); the passage
+        one, a preconditioned trust-region step after, its features in the problem's dtype
+        (the trust region's ratio compares values of F that float32 would round; the
+        Hessian products alone may be rounded, :meth:`product_dtype`); the passage
         measures the features in that dtype again, which is that iteration's step."""
         if not self._newton_phase:
             self._newton_phase = current.grad_norm <= self.switch_fraction * self._first_grad_norm()

@@ -76,10 +76,14 @@ class UFMConfig:
     uniformly, giving weight n_c (pairs only). The weights have mean 1, so ratio 1 is the
     balanced problem.
 
-    Method: "newton" (default: exact per-sample Newton for the features, L-BFGS on the
-    classifier with the features eliminated) or "gd" (gradient descent with momentum on
-    all variables, features scaled per sample). Stops at gradient norm <= ``tol``,
-    ``max_iters`` iterations or ``time_limit`` seconds, whichever comes first. The Newton
+    Method: "auto" (default: "newton_gram"), "newton" (exact per-sample Newton for the
+    features, L-BFGS on the classifier with the features eliminated), "newton_cg" and
+    "newton_gram" (the same features, truncated Newton on the classifier; "newton_gram"
+    preconditioned by the curvature of every Gram entry, :mod:`.newton_cg`), or "gd"
+    (gradient descent with momentum on all variables, features scaled per sample). With a
+    fixed classifier the four Newton methods are one: Newton steps on the features. Stops at
+    gradient norm <= ``tol``, ``max_iters`` iterations or ``time_limit`` seconds, whichever
+    comes first. The Newton
     feature solves go over the samples in chunks of ``chunk_size`` (default:
     :attr:`chunk_rows`); on a CPU ``parallel`` = "chunks" (default) gives each of torch's
     threads whole chunks in turn, "kernels" lets torch spread every operation over its
@@ -144,12 +148,12 @@ class UFMConfig:
         Random initial W has entries of standard deviation ``init_scale``/sqrt(d); > 0.
     bias : bool, default False
         Whether a bias b is learned.
-    method : {"newton", "newton_cg", "newton_gram", "gd"}, default "newton"
+    method : {"auto", "newton", "newton_cg", "newton_gram", "gd"}, default "auto"
         The solver method (:data:`ufm.solver.methods.METHODS`): per-sample Newton on the
         features with L-BFGS ("newton") or truncated Newton ("newton_cg"; "newton_gram"
-        preconditioned by the curvature of every Gram entry, the faster one on sparse random
-        class pairs) on the classifier, or gradient descent with momentum on all variables
-        ("gd").
+        preconditioned by the curvature of every Gram entry) on the classifier, or gradient
+        descent with momentum on all variables ("gd"). "auto" is "newton_gram", the fastest
+        to convergence on every learned problem timed so (docs/performance.md).
     lr : float or None, default None
         Step size of "gd" relative to its curvature bounds, > 0; None: 1.
     momentum : float, default 0.9
@@ -229,7 +233,7 @@ class UFMConfig:
     init: str = "random"
     init_scale: float = 1.0
     bias: bool = False
-    method: str = "newton"
+    method: str = "auto"
     lr: float | None = None
     momentum: float = 0.9
     dtype: str = "float64"

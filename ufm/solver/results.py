@@ -75,7 +75,7 @@ class UFMResult:
     >>> result.converged, result.stop_reason in ufm.solver.results.STOP_REASONS
     (True, True)
     >>> result.summary["n"], result.summary["method"]
-    (27, 'newton')
+    (27, 'auto')
     """
 
     config: UFMConfig

@@ -4,15 +4,18 @@ Minimises the objective of :mod:`ufm.solver.problem` (docs/theory.md section 1, 
 Papyan, ICLR 2024) over all samples at once, on the configured device, with one of the
 methods registered in :mod:`.methods`:
 
-* ``"newton"`` (default, :mod:`.newton`): exact per-sample Newton on the features for fixed
+* ``"auto"`` (default): ``"newton_gram"``.
+* ``"newton"`` (:mod:`.newton`): exact per-sample Newton on the features for fixed
   :math:`(W, b)`, and L-BFGS on the learned :math:`\theta = (W, b)` with the features
   eliminated, :math:`F(\theta) = \min_H L(H, \theta)`. With a fixed classifier and no bias
   an iteration is one Newton step on every feature.
+* ``"newton_cg"``, ``"newton_gram"`` (:mod:`.newton_cg`): the same features, truncated Newton
+  on :math:`\theta` (``"newton_gram"`` preconditioned by the curvature of every Gram entry).
 * ``"gd"`` (:mod:`.gd`): gradient descent with heavy-ball momentum on all variables, each
   feature stepped with its own per-sample gradient (i.e. scaled by :math:`n`), step sizes
   ``lr`` times the inverse of curvature bounds.
 
-This module is the driver both methods share: :func:`solve`, the iteration loop, one
+This module is the driver all methods share: :func:`solve`, the iteration loop, one
 history row per iterate, the stopping rules (``converged`` at gradient norm <= ``tol``,
 ``max_iters``, ``time_limit``, ``diverged`` at a non-finite gradient norm, ``rounding``
 when a fixed-classifier run can no longer lower its gradient norm in its dtype, ``stalled`` and
