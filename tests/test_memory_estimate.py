@@ -110,3 +110,21 @@ def test_available_memory_and_the_refusal(tmp_path):
     with pytest.raises(ValueError, match="lower K"):
         check_memory(estimate, torch.device("cpu"), "the job", "lower K")
     check_memory(MemoryEstimate({"tiny": 1}), torch.device("cpu"), "the job", "lower K")
+
+
+def test_the_conjugate_gradient_path_is_counted_for_the_method_that_keeps_one():
+    """"auto" keeps newton_gram's path for a learned classifier of up to AUTO_GRAM_MAX_K
+    classes and none above (it takes L-BFGS there); a fixed classifier keeps none."""
+    from ufm.solver.methods import AUTO_GRAM_MAX_K
+
+    name = "conjugate-gradient path of the classifier"
+
+    def parts(**fields):
+        return solve_memory(UFMConfig(d=4, pairs="random", num_pairs=50, num_lams=2, **fields),
+                            threads=1).parts
+
+    assert name in parts(K=AUTO_GRAM_MAX_K, classifier="learned")
+    assert name not in parts(K=AUTO_GRAM_MAX_K + 1, classifier="learned")
+    assert name in parts(K=AUTO_GRAM_MAX_K + 1, classifier="learned", method="newton_gram")
+    assert name not in parts(K=AUTO_GRAM_MAX_K, classifier="learned", method="newton")
+    assert name not in solve_memory(UFMConfig(K=5, d=4, num_lams=2), threads=1).parts  # fixed ETF

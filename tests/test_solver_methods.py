@@ -32,14 +32,21 @@ def test_every_registered_factory_makes_a_method(name):
     assert not missing, f"{name}: {missing}"
 
 
-def test_the_default_is_newton_gram_for_a_learned_classifier_and_newton_for_a_fixed_one():
-    from ufm.solver.newton import FixedClassifierNewton
+def test_the_default_picks_newton_gram_up_to_its_size_bound_and_l_bfgs_above():
+    from ufm.solver.newton import FixedClassifierNewton, ReducedNewton
+    from ufm.solver.methods import AUTO_GRAM_MAX_K
     from ufm.solver.newton_cg import GramNewtonCG
 
+    def made(**fields):
+        return type(method_factory("auto")(RunState(build_problem(UFMConfig(**fields)))))
+
     assert UFMConfig().method == "auto"
-    learned = method_factory("auto")(RunState(build_problem(UFMConfig(**SMALL))))
-    fixed = method_factory("auto")(RunState(build_problem(UFMConfig(K=4, d=5, num_lams=5))))
-    assert type(learned) is GramNewtonCG and type(fixed) is FixedClassifierNewton
+    assert made(**SMALL) is GramNewtonCG
+    large = dict(d=4, pairs="random", num_pairs=300, num_lams=2, classifier="learned")
+    assert made(K=AUTO_GRAM_MAX_K, **large) is GramNewtonCG
+    assert made(K=AUTO_GRAM_MAX_K + 1, **large) is ReducedNewton
+    assert made(K=4, d=5, num_lams=5) is FixedClassifierNewton
+    assert made(K=4, d=5, num_lams=5, bias=True, lam_b=1e-2) is GramNewtonCG  # the bias alone
 
 
 def test_an_unknown_name_is_refused_by_the_registry():

@@ -33,7 +33,7 @@ import torch
 
 from ..devices import resolve_device, resolve_dtype
 from ..memory import MemoryEstimate, check_memory
-from .methods import CG_PATH, NEWTON_FEATURES
+from .methods import NEWTON_FEATURES, keeps_cg_path
 from .mixture_samples import lattice_size
 from .newton import _LBFGS_MEMORY
 from .problem import UFMConfig
@@ -99,7 +99,7 @@ def solve_memory(config: UFMConfig, threads: int | None = None) -> MemoryEstimat
     parts["chunk temporaries"] = _chunk_bytes(config, n, r, size, threads)
     W_copies = 2 * _LBFGS_MEMORY + 8 if learned and config.method in NEWTON_FEATURES else 4
     parts["classifier W and its copies"] = W_copies * K * d * size
-    if learned and config.method in CG_PATH:  # six vectors per step, counted at CG_STEPS steps
+    if learned and keeps_cg_path(config.method, K):  # six vectors per step, counted at CG_STEPS steps
         parts["conjugate-gradient path of the classifier"] = 6 * CG_STEPS * K * d * size
     if config.etf_seed is not None and (config.classifier == "fixed_etf" or config.init == "etf"):
         parts["rotation of the simplex ETF (3 d x d)"] = 3 * d * d * 8

@@ -16,9 +16,9 @@ from importlib import import_module
 from typing import Any
 
 METHODS: dict[str, str] = {
-    # the default: "newton_gram" (which with a fixed classifier is "newton"), the fastest to
-    # convergence on every learned problem docs/performance.md times so (random and all pairs)
-    "auto": "ufm.solver.newton_cg:newton_gram_method",
+    # the default: for a learned classifier "newton_gram" up to K = 200 classes (the faster
+    # there), "newton" above (the faster at K = 1000); a fixed classifier's Newton steps
+    "auto": "ufm.solver.newton_cg:auto_method",
     # exact per-sample Newton on the features, L-BFGS on the learned classifier
     "newton": "ufm.solver.newton:newton_method",
     # the same features, truncated Newton (Newton-CG, exact reduced Hessian products) on the classifier
@@ -33,7 +33,15 @@ METHODS: dict[str, str] = {
 # memory: the coordinates X, :mod:`.memory_estimate`), and those that keep a conjugate-
 # gradient path of classifier-sized vectors besides the L-BFGS memory
 NEWTON_FEATURES = frozenset({"auto", "newton", "newton_cg", "newton_gram"})
-CG_PATH = frozenset({"auto", "newton_cg", "newton_gram"})
+CG_PATH = frozenset({"newton_cg", "newton_gram"})
+# method "auto" takes newton_gram for a learned classifier of up to this many classes, L-BFGS
+# ("newton") above (:func:`ufm.solver.newton_cg.auto_method`)
+AUTO_GRAM_MAX_K = 200
+
+
+def keeps_cg_path(method: str, K: int) -> bool:
+    """Whether ``method`` at K classes keeps a conjugate-gradient path (a learned classifier)."""
+    return method in CG_PATH or (method == "auto" and K <= AUTO_GRAM_MAX_K)
 
 
 def method_factory(name: str) -> Callable[[Any], Any]:

@@ -51,7 +51,8 @@ import numpy as np
 import torch
 
 from .gram_preconditioner import GramMetric
-from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
+from .methods import AUTO_GRAM_MAX_K
+from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton, newton_method
 from .state import Iterate, RunState
 
 # the inner tolerance is this fraction of |grad F|^{3/2} (see NewtonCG._inner_tol)
@@ -78,6 +79,21 @@ def newton_gram_method(state: RunState) -> NewtonMethod:
     """Method ``"newton_gram"``: :class:`GramNewtonCG` if W or b is learned, else as
     :func:`newton_cg_method`."""
     return GramNewtonCG(state) if state.learns_W_or_b else FixedClassifierNewton(state)
+
+
+def auto_method(state: RunState) -> NewtonMethod:
+    """Method ``"auto"`` (the default): for a learned classifier the outer method measured
+    faster at the problem's size, ``"newton_gram"`` up to :data:`AUTO_GRAM_MAX_K` classes and
+    L-BFGS (``"newton"``) above; a fixed classifier's Newton steps on the features otherwise.
+
+    Why the bound: ``"newton_gram"`` was the faster to gradient 1e-8 on sparse random pairs
+    at K = 50, 100 and 200 and on the medium problem on all pairs (K = 100, d = 128), but at
+    K = d = 1000 (200,004 samples) each of its Newton steps costs many minutes on 2 cores
+    and in the first 10 minutes it got less far than L-BFGS (``docs/performance.md``). Sizes
+    between 200 and 1000 were not measured."""
+    if state.learns_W_or_b and state.config.K <= AUTO_GRAM_MAX_K:
+        return GramNewtonCG(state)
+    return newton_method(state)
 
 
 class NewtonCG(ReducedNewton):
