@@ -107,6 +107,23 @@ def test_float32_hessian_products_agree_with_float64_to_float32_accuracy(fields)
     assert torch.equal(solver.X, X)
 
 
+def test_products_run_in_float32_only_while_a_few_digits_are_asked():
+    from ufm.solver.newton_cg import _FLOAT32_RTOL, GramNewtonCG
+
+    def dtype(rtol, **fields):
+        config = UFMConfig(K=5, d=5, **{**FIELDS, **fields})
+        method = GramNewtonCG(RunState(build_problem(config)))
+        method._product_rtol = rtol
+        return method.product_dtype()
+
+    assert dtype(1e-4, mixed_precision=True) == dtype(_FLOAT32_RTOL, mixed_precision=True) == torch.float32
+    assert dtype(0.5 * _FLOAT32_RTOL, mixed_precision=True) == torch.float64
+    assert dtype(1e-4) == torch.float64  # mixed_precision off
+    assert dtype(1e-4, mixed_precision=True, dtype="float32") == torch.float32  # the problem's own
+    config = UFMConfig(K=5, d=5, **{**FIELDS, "mixed_precision": True})
+    assert NewtonCG(RunState(build_problem(config))).product_dtype() == torch.float64  # 1e-12 asked
+
+
 def _autograd_stationarity(config, result) -> float:
     """sqrt(mean_s |n dL/dh_s|^2 + |dL/dW|^2 + |dL/db|^2) of the objective in (H, W, b) by
     autograd in float64, sample weights included (they weigh loss and feature penalty)."""

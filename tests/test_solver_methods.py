@@ -33,8 +33,8 @@ def test_every_registered_factory_makes_a_method(name):
 
 
 def test_the_default_picks_newton_gram_up_to_its_size_bound_and_l_bfgs_above():
-    from ufm.solver.newton import FixedClassifierNewton, ReducedNewton
     from ufm.solver.methods import AUTO_GRAM_MAX_K
+    from ufm.solver.newton import FixedClassifierNewton, ReducedNewton
     from ufm.solver.newton_cg import GramNewtonCG
 
     def made(**fields):
@@ -42,7 +42,7 @@ def test_the_default_picks_newton_gram_up_to_its_size_bound_and_l_bfgs_above():
 
     assert UFMConfig().method == "auto"
     assert made(**SMALL) is GramNewtonCG
-    large = dict(d=4, pairs="random", num_pairs=300, num_lams=2, classifier="learned")
+    large = {"d": 4, "pairs": "random", "num_pairs": 300, "num_lams": 2, "classifier": "learned"}
     assert made(K=AUTO_GRAM_MAX_K, **large) is GramNewtonCG
     assert made(K=AUTO_GRAM_MAX_K + 1, **large) is ReducedNewton
     assert made(K=4, d=5, num_lams=5) is FixedClassifierNewton

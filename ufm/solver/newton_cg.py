@@ -67,6 +67,8 @@ _MAX_TRIALS = 30
 _SYSTEM_RTOL = 1e-12
 # ... or, with adaptive_products, to 0.1 of the forcing term but at most this
 _ADAPTIVE_RTOL = 1e-4
+# products asked for this relative residual or more may run in float32 (product_dtype)
+_FLOAT32_RTOL = 1e-6
 
 
 def newton_cg_method(state: RunState) -> NewtonMethod:
@@ -126,12 +128,13 @@ class NewtonCG(ReducedNewton):
         return max(0.1 * tol, min(1e-3, _INNER_FRACTION * outer_grad * min(1.0, math.sqrt(outer_grad))))
 
     def product_dtype(self) -> torch.dtype:
-        """The dtype of the Hessian products: the problem's, or float32 for a float64 problem
-        with ``mixed_precision`` when the products are only asked for a few digits
-        (``adaptive_products``: a relative residual of at least 1e-5, far above float32's
-        rounding of about 6e-8)."""
+        """The dtype of this step's Hessian products: float32 for a float64 problem with
+        ``mixed_precision`` while they are asked for no more than :data:`_FLOAT32_RTOL`
+        relative residual (``adaptive_products``; float32 rounds at about 6e-8), else the
+        problem's."""
         dtype = self.state.problem.dtype
-        if self.adaptive_products and self.state.config.mixed_precision and dtype == torch.float64:
+        if (self.adaptive_products and self.state.config.mixed_precision and dtype == torch.float64
+                and self._product_rtol >= _FLOAT32_RTOL):
             return torch.float32
         return dtype
 
@@ -146,15 +149,15 @@ class NewtonCG(ReducedNewton):
             D = torch.zeros_like(state.W)
         if not state.learn_b:
             db = None
-        low = solver.X.dtype
+        dtype = solver.X.dtype
         sum_W, sum_b, cg = solver.reduced_hessian_vector(
-            D.to(low), None if db is None else db.to(low), self._product_rtol)
+            D.to(dtype), None if db is None else db.to(dtype), self._product_rtol)
         self.work["hessian_products"] += 1
         self.work["hessian_cg"] += int(cg)
         return self._join(sum_W.to(v.dtype) / n + config.lam_W * D if state.learn_W else None,
                           sum_b.to(v.dtype) / n + config.lam_b * db if state.learn_b else None)
 
-    def steihaug(self, grad: torch.Tensor, radius: float, metric, products=None) -> _CGPath:
+    def steihaug(self, grad: torch.Tensor, radius: float, metric) -> _CGPath:
         r"""The Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Algorithm 7.2) on
         :math:`\min_p g^\top p + \frac12 p^\top P\nabla^2F P\,p` from p = 0,
         preconditioned by ``metric`` (:meth:`_metric`: M, an approximate inverse Hessian;
@@ -163,8 +166,8 @@ class NewtonCG(ReducedNewton):
         residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`,
         :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at the first direction of non-positive
         curvature (followed to the boundary) or where it leaves the trust region of
-        ``radius``; the Hessian products run on ``products`` (a feature solver, by default
-        the method's own). The path is kept so that a smaller radius finds its point without new
+        ``radius``; the Hessian products run on the feature solver in :meth:`product_dtype`.
+        The path is kept so that a smaller radius finds its point without new
         Hessian products (:meth:`_CGPath.point`); :math:`M^{-1}` of every point and
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
         \beta_k M^{-1}d_k`, so M is never inverted."""
@@ -181,6 +184,7 @@ class NewtonCG(ReducedNewton):
         target = forcing * math.sqrt(max(rz, 0.0))
         if self.adaptive_products:
             self._product_rtol = max(_SYSTEM_RTOL, min(_ADAPTIVE_RTOL, 0.1 * forcing))
+        products = self.feature_solver.in_dtype(self.product_dtype())
         path = _CGPath(g)
         zero = torch.zeros_like(g)
         step, M_inv_step, H_step = zero, zero, zero
@@ -272,8 +276,7 @@ class NewtonCG(ReducedNewton):
         metric = self._metric()
         if self.radius is None:
             self.radius = self._initial_radius(theta, grad, metric)
-        path = self.steihaug(grad, self.radius, metric,
-                             self.feature_solver.in_dtype(self.product_dtype()))
+        path = self.steihaug(grad, self.radius, metric)
         accepted_state = self.feature_solver.snapshot()
         inner_tol = self._inner_tol(float(torch.linalg.vector_norm(grad)))
         for _ in range(_MAX_TRIALS):
