@@ -130,10 +130,7 @@ def total_se(values: Spread, errors) -> float | None:
     either; what a rerun would not draw again (which class pairs a measurement has, the
     same on every seed) only the runs' errors hold. None with fewer than two seeds or
     without every run's error."""
-    within = within_error(errors)
-    if values.se is None or within is None:
-        return None
-    return math.hypot(values.se, within)
+    return combined_standard_error(values.se, within_error(errors))
 
 
 def resolved(a: Spread, b: Spread) -> bool | None:

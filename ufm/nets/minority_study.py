@@ -296,7 +296,7 @@ def measured_amplifications(row: Mapping[str, Any]) -> dict[str, tuple[Any, Any]
     errors = [finite(v) for v in (high_error, low_error)]
     numbers["amplification_gap"] = (
         None if None in values else values[0] - values[1],
-        None if None in errors else math.hypot(*errors))
+        combined_standard_error(*errors))
     return numbers
 
 

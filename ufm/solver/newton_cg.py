@@ -258,8 +258,7 @@ class NewtonCG(ReducedNewton):
             WD = W.T @ D
             skew = Q.T @ (0.5 * (WD - WD.T)) @ Q
             D = D - W @ (Q @ (scale * skew) @ Q.T)
-            parts = [D.reshape(-1)] + ([db] if state.learn_b else [])
-            return torch.cat(parts)
+            return self._join(D, db)
 
         return project
 
