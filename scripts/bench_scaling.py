@@ -78,7 +78,7 @@ def run_one(fields: dict) -> dict:
             "grad_norm": s["grad_norm"], "theory_distance": s.get("theory_distance"),
             "etf_distance_W": s["etf_distance_W"], "peak_mb": peak - before,
             "state_mb": state_mb, "excess_mb": peak - before - state_mb,
-            "method": config.method}
+            "method": config.method, "method_used": s["method_used"]}
 
 
 def run_joint(fields: dict) -> dict:

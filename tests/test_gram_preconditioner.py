@@ -182,3 +182,53 @@ def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):
     if result.b is not None:
         assert float((result.b - lbfgs.b).abs().max()) <= 1e-7
     assert _autograd_stationarity(config, result) <= 1e-9
+
+
+@pytest.mark.parametrize("fields", [
+    {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "bias": True, "lam_b": 1e-2,
+     "imbalance_ratio": 10.0, "minority_classes": 2},
+    {"K": 5, "d": 5, "mixup_points": 3},
+])
+def test_hessian_products_of_two_halves_of_the_samples_add_up_to_the_whole(fields):
+    """FeatureSolver.subset keeps each sample's classes, weights, sample weight and
+    features together: the sums of the even and the odd samples add up to those of all."""
+    config = UFMConfig(**{**FIELDS, **fields})
+    W, b = _far_point(config)
+    solver = _method_at(config, W, b).feature_solver
+    generator = torch.Generator().manual_seed(5)
+    D = torch.randn(W.shape, generator=generator, dtype=W.dtype)
+    db = None if b is None else torch.randn(b.shape, generator=generator, dtype=b.dtype)
+    whole = solver.reduced_hessian_vector(D, db)
+    rows = torch.arange(solver.n)
+    halves = [solver.subset(rows[rows % 2 == parity]).reduced_hessian_vector(D, db) for parity in (0, 1)]
+    assert sum(half[0] for half in halves).allclose(whole[0], rtol=1e-10, atol=1e-12 * float(whole[0].abs().max()))
+    if db is not None:
+        assert sum(half[1] for half in halves).allclose(whole[1], rtol=1e-10, atol=1e-12 * float(whole[1].abs().max()))
+
+
+@pytest.mark.parametrize("fields", [
+    {"K": 8, "d": 8, "pairs": "random", "num_pairs": 20, "mixed_precision": True},
+    {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "bias": True, "lam_b": 1e-2,
+     "imbalance_ratio": 10.0, "minority_classes": 2},
+    {"K": 5, "d": 5, "mixup_points": 3},
+])
+def test_newton_gram_with_subsampled_products_still_reaches_the_optimum(fields, monkeypatch):
+    """With the subsample allowed at this small size (its first steps' Hessian products over
+    every 4th sample), the optimum and its stationarity are those of the exact method."""
+    from ufm.solver.feature_newton import FeatureSolver
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    both = {**FIELDS, "tol": 1e-11, **fields}
+    exact = solve(UFMConfig(**both, method="newton_gram"))
+    sizes = []
+    subset = FeatureSolver.subset
+    monkeypatch.setattr(FeatureSolver, "subset", lambda self, rows: sizes.append(len(rows)) or subset(self, rows))
+    monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
+    config = UFMConfig(**both, method="newton_gram")
+    result = solve(config)
+    n = build_problem(config).n
+    assert sizes and all(abs(size - n / 4) <= 1 for size in sizes)  # the subsample was used
+    assert result.summary["stop_reason"] == "converged"
+    assert abs(result.summary["loss"] - exact.summary["loss"]) <= 1e-9 * max(1.0, abs(exact.summary["loss"]))
+    assert float((result.W @ result.W.T - exact.W @ exact.W.T).abs().max()) <= 1e-7
+    assert _autograd_stationarity(config, result) <= 1e-9

@@ -30,6 +30,9 @@ def test_every_registered_factory_makes_a_method(name):
     method = method_factory(name)(state)
     missing = [member for member in PROTOCOL if not callable(getattr(method, member, None))]
     assert not missing, f"{name}: {missing}"
+    # the name it reports is a method one could ask for by name, never "auto" itself
+    assert method.name in METHODS and method.name != "auto"
+    assert method.name == (name if name != "auto" else "newton_gram")  # SMALL learns W at K = 4
 
 
 def test_the_default_picks_newton_gram_up_to_its_size_bound_and_l_bfgs_above():
@@ -47,6 +50,16 @@ def test_the_default_picks_newton_gram_up_to_its_size_bound_and_l_bfgs_above():
     assert made(K=AUTO_GRAM_MAX_K + 1, **large) is ReducedNewton
     assert made(K=4, d=5, num_lams=5) is FixedClassifierNewton
     assert made(K=4, d=5, num_lams=5, bias=True, lam_b=1e-2) is GramNewtonCG  # the bias alone
+
+
+@pytest.mark.parametrize("fields, used", [(SMALL, "newton_gram"), ({"K": 4, "d": 5, "num_lams": 5}, "newton"),
+                                          ({**SMALL, "method": "gd"}, "gd")])
+def test_the_summary_says_which_method_ran(fields, used):
+    """"auto" is recorded as asked (so the configuration reruns as it was) and the method it
+    chose beside it."""
+    summary = solve(UFMConfig(**fields, max_iters=2, device="cpu")).summary
+    assert summary["method"] == fields.get("method", "auto")
+    assert summary["method_used"] == used
 
 
 def test_an_unknown_name_is_refused_by_the_registry():

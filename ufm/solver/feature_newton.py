@@ -218,6 +218,18 @@ class FeatureSolver:
         self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
         return low
 
+    def subset(self, rows: torch.Tensor) -> FeatureSolver:
+        """This solver restricted to the samples ``rows`` (a copy of their features that
+        shares the classifier, its frame and the chunk threads): Newton-CG's Hessian
+        products on a subsample of the samples (:mod:`.newton_cg`)."""
+        part = copy.copy(self)
+        part.classes, part.weights = self.classes[rows], self.weights[rows]
+        part.n = int(rows.numel())
+        part.pair_columns = None if self.m != 2 else PairColumns.of(part.classes, part.weights)
+        part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
+        part.X = self.X[rows]
+        return part
+
     def theory_frame(self):
         """The coordinates X and the frame the theory reference measures them in
         (:mod:`.reference`): ``A``, or for pairs in centred logit coordinates a

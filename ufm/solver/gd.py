@@ -33,6 +33,8 @@ class HeavyBall:
     gradient buffer ``grad_H``, which is recomputed at every iterate and not saved.
     """
 
+    name = "gd"
+
     def __init__(self, state: RunState):
         self.state = state
         self.buffers: dict[str, torch.Tensor] | None = None

@@ -80,7 +80,8 @@ class GramSums:
 
 
 class GramMetric:
-    """The metric of the module docstring at the classifier ``W`` (K, d).
+    """The classifier block of the metric of the module docstring at ``W`` (K, d); the bias
+    block is :func:`bias_metric`.
 
     Parameters
     ----------
@@ -90,14 +91,14 @@ class GramMetric:
         The per-sample sums at the features solved for ``W`` (and the bias).
     n : int
         The number of samples the sums run over.
-    lam_H, lam_W, lam_b : float
+    lam_H, lam_W : float
         The penalties of the problem.
     centred : bool
         Whether the loss is blind to a common logit shift (then :math:`\\Pi` centres).
     """
 
     def __init__(self, W: torch.Tensor, sums: GramSums, n: int, lam_H: float, lam_W: float,
-                 lam_b: float, centred: bool):
+                 centred: bool):
         K = W.shape[0]
         dtype = W.dtype
         self.centred, self.lam_W = centred, lam_W
@@ -115,7 +116,6 @@ class GramMetric:
         V_kept = Vh[keep].T  # (d, r)
         self.pinv = V_kept @ (U[:, keep] / sigma[keep]).T  # (d, K)
         self.row = V_kept @ V_kept.T
-        self.bias_inverse = 1.0 / (lam_H * sums.bias / n + lam_b).clamp_min(1e-12)
 
     def _centre(self, X: torch.Tensor) -> torch.Tensor:
         if not self.centred:
@@ -134,9 +134,12 @@ class GramMetric:
         delta_G = self._centre(gamma / self.entry)
         return 0.5 * delta_G @ self.pinv.T + offset.expand_as(R) / self.lam_W + self.off_inverse @ off
 
-    def apply_b(self, db: torch.Tensor) -> torch.Tensor:
-        """The bias block (diagonal) of the metric applied to the direction ``db`` (K,)."""
-        return self.bias_inverse * db
+
+def bias_metric(sums: GramSums, n: int, lam_H: float, lam_b: float) -> torch.Tensor:
+    r"""The bias block of the metric, the inverse of its diagonal curvature
+    :math:`\lambda_H\frac1n\sum_s w_s S_{s,j} + \lambda_b` (K,): all of the metric that a
+    fixed classifier with a learned bias needs, without the factorisations of W."""
+    return 1.0 / (lam_H * sums.bias / n + lam_b).clamp_min(1e-12)
 
 
 def rotation_complement(W: torch.Tensor) -> torch.Tensor:

@@ -165,6 +165,8 @@ class ReducedNewton(NewtonMethod):
     features and stopping test are always float64.
     """
 
+    name = "newton"
+
     _paused: tuple | None = None  # the float32 state at a stop by a limit
 
     def _first_dtype(self) -> torch.dtype:
@@ -332,6 +334,8 @@ class FixedClassifierNewton(NewtonMethod):
     describes iterate k; when the run stops the pass may have stepped a few samples
     further, so the final state is measured once more.
     """
+
+    name = "newton"
 
     def start(self) -> None:
         self._start_features()

@@ -93,7 +93,8 @@ def solve(
     Notes
     -----
     ``result.summary`` holds the final loss, the gradient norm and its parts, the ETF
-    distance of W, and, for a fixed simplex-ETF classifier with cross-entropy, label
+    distance of W, ``method`` as configured and ``method_used``, the method that ran
+    (the one ``"auto"`` chose: ``"newton_gram"`` or ``"newton"``), and, for a fixed simplex-ETF classifier with cross-entropy, label
     smoothing or squared error and no bias, the relative distance of the features to
     :func:`ufm.optimal_features` overall and per lam. For ``mixup_points`` = m > 2 it
     also holds ``mixup_points``, and the distance is to :func:`ufm.mixture_features`, with
@@ -288,6 +289,7 @@ class _Run:
             "threads": torch.get_num_threads(),
             "n": problem.n,
             "method": config.method,
+            "method_used": self.method.name,
             "loss": last.get("loss"),
             "grad_norm": last.get("grad_norm"),
             "feature_grad_rms": last.get("feature_grad_rms"),

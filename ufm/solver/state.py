@@ -75,6 +75,10 @@ class Method(Protocol):
     iteration. The measurement is an :class:`Iterate` made by :func:`measured_iterate`.
     """
 
+    #: the registered name of the method that runs (for ``"auto"``, the one it chose),
+    #: which the summary records as ``method_used``
+    name: str
+
     def start(self) -> None:
         """Prepare the first measurement (after a resume, the restored state is kept)."""
 
