@@ -16,8 +16,10 @@ do not:
 * ``visits``: the samples those passes visited, over n (the passes weighted by the share of
   samples each touched: what the time follows, since converged samples are skipped);
 * ``hvp``: reduced Hessian-vector products, i.e. outer CG steps, each one pass over every
-  sample (its per-sample Newton systems solved by PCG; ``inner cg`` sums their CG steps);
-* ``total``: ``visits + hvp``, the sample passes of the run, and ``ratio``: that over
+  sample or over a subsample (``"newton_gram"``'s first steps; its per-sample Newton systems
+  solved by PCG; ``inner cg`` sums their CG steps);
+* ``total``: ``visits`` plus the products' passes (a product on a subsample counts its
+  share of the samples, ``hvp_passes``), the sample passes of the run, and ``ratio``: that over
   L-BFGS's on the same problem, the predicted time ratio (an HVP pass costs about a Newton
   pass: per sample, one set of loss terms and a preconditioned CG solve);
 * ``to 1e-4`` ...: the total at the first iterate with gradient norm at most that level
@@ -90,15 +92,17 @@ def run_one(fields: dict, method: str, forcing_max, forcing_power, preconditione
     finally:
         NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioner = saved
     work, n = run.method.work, result.summary["n"]
-    # a preconditioner's curvature sums are one pass each
+    # a preconditioner's curvature sums are one pass each; a product on a subsample counts
+    # the share of the samples it visited
     visits = work["sample_visits"] / n + work["preconditioner_passes"]
+    hvp_passes = work["hessian_visits"] / n
     return {"n": n, "seconds": seconds, "stop_reason": result.summary["stop_reason"],
             "grad_norm": result.summary["grad_norm"], "loss": result.summary["loss"],
             "outer": result.summary["iterations"], "evals": work["evaluations"],
             "passes": work["feature_passes"], "visits": visits,
             "preconditioner_passes": work["preconditioner_passes"],
             "hvp": work["hessian_products"], "inner_cg": work["hessian_cg"],
-            "total": visits + work["hessian_products"],
+            "hvp_passes": hvp_passes, "total": visits + hvp_passes,
             "passes_plus_hvp": work["feature_passes"] + work["hessian_products"],
             "gram": (result.W @ result.W.T), "trace": trace,
             "total_to": {f"{level:.0e}": _total_to(trace, level) for level in LEVELS}}
@@ -116,7 +120,7 @@ def _trace(run) -> list[tuple[float, float]]:
         current = measure()
         work = method.work
         trace.append((current.grad_norm, work["sample_visits"] / n + work["preconditioner_passes"]
-                      + work["hessian_products"]))
+                      + work["hessian_visits"] / n))
         return current
 
     method.measure = measured

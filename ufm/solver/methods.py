@@ -16,8 +16,8 @@ from importlib import import_module
 from typing import Any
 
 METHODS: dict[str, str] = {
-    # the default: for a learned classifier "newton_gram" up to K = 200 classes (the faster
-    # there), "newton" above (the faster at K = 1000); a fixed classifier's Newton steps
+    # the default: for a learned classifier "newton_gram" up to K = 400 classes (the faster
+    # there), "newton" above (not measured to convergence there); a fixed classifier's Newton steps
     "auto": "ufm.solver.newton_cg:auto_method",
     # exact per-sample Newton on the features, L-BFGS on the learned classifier
     "newton": "ufm.solver.newton:newton_method",
@@ -36,7 +36,7 @@ NEWTON_FEATURES = frozenset({"auto", "newton", "newton_cg", "newton_gram"})
 CG_PATH = frozenset({"newton_cg", "newton_gram"})
 # method "auto" takes newton_gram for a learned classifier of up to this many classes, L-BFGS
 # ("newton") above (:func:`ufm.solver.newton_cg.auto_method`)
-AUTO_GRAM_MAX_K = 200
+AUTO_GRAM_MAX_K = 400
 
 
 def keeps_cg_path(method: str, K: int) -> bool:

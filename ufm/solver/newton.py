@@ -59,9 +59,11 @@ class NewtonMethod:
         self.current: Iterate | None = None
         # the work of this process's run, in units that do not depend on the machine's load:
         # feature solves (each a gradient of the reduced function), their passes over the
-        # samples and the samples those visited, and (Newton-CG) reduced Hessian products
+        # samples and the samples those visited, and (Newton-CG) reduced Hessian products,
+        # the samples they visited (fewer on a subsample) and their per-sample CG steps
         self.work = {"evaluations": 0, "feature_passes": 0, "sample_visits": 0,
-                     "hessian_products": 0, "hessian_cg": 0, "preconditioner_passes": 0}
+                     "hessian_products": 0, "hessian_visits": 0, "hessian_cg": 0,
+                     "preconditioner_passes": 0}
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype

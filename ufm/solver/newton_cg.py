@@ -89,10 +89,13 @@ def auto_method(state: RunState) -> NewtonMethod:
     L-BFGS (``"newton"``) above; a fixed classifier's Newton steps on the features otherwise.
 
     Why the bound: ``"newton_gram"`` was the faster to gradient 1e-8 on sparse random pairs
-    at K = 50, 100 and 200 and on the medium problem on all pairs (K = 100, d = 128), but at
-    K = d = 1000 (200,004 samples) each of its Newton steps costs many minutes on 2 cores
-    and in the first 10 minutes it got less far than L-BFGS (``docs/performance.md``). Sizes
-    between 200 and 1000 were not measured."""
+    at K = 50, 100, 200 and 400 (at 400 it converged within the time limit that stopped
+    L-BFGS short of it) and on the medium problem on all pairs (K = 100, d = 128), each in
+    the same run as L-BFGS on 2 idle cores (``docs/performance.md``). At
+    K = d = 1000 (200,004 samples) neither was run to convergence: in a 10-minute
+    comparison neither got below gradient 1e-3, and in longer runs beside other work each
+    of ``"newton_gram"``'s Newton steps took many minutes. So L-BFGS stays the default
+    above the largest size measured."""
     if state.learns_W_or_b and state.config.K <= AUTO_GRAM_MAX_K:
         return GramNewtonCG(state)
     return newton_method(state)
@@ -163,6 +166,7 @@ class NewtonCG(ReducedNewton):
         sum_W, sum_b, cg = solver.reduced_hessian_vector(
             D.to(dtype), None if db is None else db.to(dtype), self._product_rtol)
         self.work["hessian_products"] += 1
+        self.work["hessian_visits"] += n
         self.work["hessian_cg"] += int(cg)
         return self._join(sum_W.to(v.dtype) / n + config.lam_W * D if state.learn_W else None,
                           sum_b.to(v.dtype) / n + config.lam_b * db if state.learn_b else None)
