@@ -103,7 +103,7 @@ def run_one(fields: dict, method: str, forcing_max, forcing_power, preconditione
             "preconditioner_passes": work["preconditioner_passes"],
             "hvp": work["hessian_products"], "inner_cg": work["hessian_cg"],
             "hvp_passes": hvp_passes, "total": visits + hvp_passes,
-            "passes_plus_hvp": work["feature_passes"] + work["hessian_products"],
+            "passes_plus_hvp": work["feature_passes"] + hvp_passes,
             "gram": (result.W @ result.W.T), "trace": trace,
             "total_to": {f"{level:.0e}": _total_to(trace, level) for level in LEVELS}}
 

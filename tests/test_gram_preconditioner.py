@@ -191,19 +191,28 @@ def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):
 ])
 def test_hessian_products_of_two_halves_of_the_samples_add_up_to_the_whole(fields):
     """FeatureSolver.subset keeps each sample's classes, weights, sample weight and
-    features together: the sums of the even and the odd samples add up to those of all."""
+    features together: the sums of the even and the odd samples add up to those of all,
+    and NewtonCG.hessian_vector, which divides a subsample's sums by its size, gives the
+    whole product as the mean of the two halves' (n is even here)."""
     config = UFMConfig(**{**FIELDS, **fields})
     W, b = _far_point(config)
-    solver = _method_at(config, W, b).feature_solver
+    method = _method_at(config, W, b)
+    solver = method.feature_solver
     generator = torch.Generator().manual_seed(5)
     D = torch.randn(W.shape, generator=generator, dtype=W.dtype)
     db = None if b is None else torch.randn(b.shape, generator=generator, dtype=b.dtype)
     whole = solver.reduced_hessian_vector(D, db)
     rows = torch.arange(solver.n)
-    halves = [solver.subset(rows[rows % 2 == parity]).reduced_hessian_vector(D, db) for parity in (0, 1)]
-    assert sum(half[0] for half in halves).allclose(whole[0], rtol=1e-10, atol=1e-12 * float(whole[0].abs().max()))
-    if db is not None:
-        assert sum(half[1] for half in halves).allclose(whole[1], rtol=1e-10, atol=1e-12 * float(whole[1].abs().max()))
+    assert solver.n % 2 == 0
+    halves = [solver.subset(rows[rows % 2 == parity]) for parity in (0, 1)]
+    sums = [half.reduced_hessian_vector(D, db) for half in halves]
+    for k in (0, 1) if db is not None else (0,):
+        total = sums[0][k] + sums[1][k]
+        assert total.allclose(whole[k], rtol=1e-10, atol=1e-12 * float(whole[k].abs().max()))
+    v = torch.cat([D.reshape(-1)] + ([] if db is None else [db]))
+    exact = method.hessian_vector(v)
+    mean = 0.5 * (method.hessian_vector(v, halves[0]) + method.hessian_vector(v, halves[1]))
+    assert float((mean - exact).norm()) <= 1e-10 * float(exact.norm())
 
 
 @pytest.mark.parametrize("fields", [
@@ -222,13 +231,38 @@ def test_newton_gram_with_subsampled_products_still_reaches_the_optimum(fields, 
     exact = solve(UFMConfig(**both, method="newton_gram"))
     sizes = []
     subset = FeatureSolver.subset
-    monkeypatch.setattr(FeatureSolver, "subset", lambda self, rows: sizes.append(len(rows)) or subset(self, rows))
+    monkeypatch.setattr(FeatureSolver, "subset",
+                        lambda self, rows: sizes.append(len(rows)) or subset(self, rows))
     monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
     config = UFMConfig(**both, method="newton_gram")
     result = solve(config)
     n = build_problem(config).n
     assert sizes and all(abs(size - n / 4) <= 1 for size in sizes)  # the subsample was used
     assert result.summary["stop_reason"] == "converged"
-    assert abs(result.summary["loss"] - exact.summary["loss"]) <= 1e-9 * max(1.0, abs(exact.summary["loss"]))
+    loss = exact.summary["loss"]
+    assert abs(result.summary["loss"] - loss) <= 1e-9 * max(1.0, abs(loss))
     assert float((result.W @ result.W.T - exact.W @ exact.W.T).abs().max()) <= 1e-7
+    assert _autograd_stationarity(config, result) <= 1e-9
+
+
+def test_a_learned_bias_alone_is_preconditioned_without_factoring_w(monkeypatch):
+    """With a fixed classifier only the bias block of the metric is built: its curvature sums
+    leave out the (K, K) ones and W is not factored (GramMetric would raise here)."""
+    from ufm.solver import newton_cg
+    from ufm.solver.feature_newton import FeatureSolver
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("GramMetric built for a fixed classifier")
+
+    curvature = FeatureSolver.gram_curvature
+    asked = []
+    monkeypatch.setattr(newton_cg, "GramMetric", refuse)
+    monkeypatch.setattr(newton_cg.GramNewtonCG, "switch_fraction", 1.0)  # Newton steps at once
+    monkeypatch.setattr(FeatureSolver, "gram_curvature", lambda self, entries=True:
+                        asked.append(entries) or curvature(self, entries))
+    config = UFMConfig(**{**FIELDS, "K": 5, "d": 6, "classifier": "fixed_etf", "bias": True,
+                          "lam_b": 1e-2, "tol": 1e-11}, method="newton_gram")
+    result = solve(config)
+    assert asked and not any(asked)
+    assert result.summary["stop_reason"] == "converged"
     assert _autograd_stationarity(config, result) <= 1e-9

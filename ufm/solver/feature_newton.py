@@ -220,8 +220,9 @@ class FeatureSolver:
 
     def subset(self, rows: torch.Tensor) -> FeatureSolver:
         """This solver restricted to the samples ``rows`` (a copy of their features that
-        shares the classifier, its frame and the chunk threads): Newton-CG's Hessian
-        products on a subsample of the samples (:mod:`.newton_cg`)."""
+        shares the classifier, its frame and the chunk threads), for Newton-CG's Hessian
+        products on a subsample of the samples (:mod:`.newton_cg`); it is not meant to
+        solve, whose per-sample flags it does not restrict."""
         part = copy.copy(self)
         part.classes, part.weights = self.classes[rows], self.weights[rows]
         part.n = int(rows.numel())
@@ -645,12 +646,13 @@ class FeatureSolver:
         parts = self.threads.map(chunk, list(self._chunks()))
         return sum(part[0] for part in parts), sum(part[1] for part in parts)
 
-    def gram_curvature(self) -> GramSums:
+    def gram_curvature(self, entries: bool = True) -> GramSums:
         r"""The sums behind the Gram-entry metric (:mod:`.gram_preconditioner`), one pass over
         the samples: :math:`\sum_s w_s S_{s,j}g_{s,k}^2`, :math:`\sum_s w_s g_sg_s^\top` and
         :math:`\sum_s w_s S_{s,j}`, with :math:`S_{s,j} = a_{s,j}/(\lambda_H + G_{jj}a_{s,j})`,
         :math:`a_{s,j}` the diagonal of the logit Hessian and G the Gram matrix of the
-        classifier's rows (centred for a loss blind to a common logit shift)."""
+        classifier's rows (centred for a loss blind to a common logit shift). ``entries``
+        False leaves out the two (K, K) sums (None), which only a learned W's metric needs."""
         W = self.W - self.W.mean(0, keepdim=True) if self.loss.shift_invariant else self.W
         gram_diagonal = (W * W).sum(1)
 
@@ -660,7 +662,11 @@ class FeatureSolver:
             weight = self._weight(idx)
             g_w = g_z if weight is None else g_z * weight[:, None]
             S_w = S if weight is None else S * weight[:, None]
+            if not entries:
+                return None, None, S_w.sum(0)
             return S_w.T @ (g_z * g_z), g_w.T @ g_z, S_w.sum(0)
 
         parts = self.threads.map(chunk, list(self._chunks()))
+        if not entries:
+            return GramSums(None, None, sum(part[2] for part in parts))
         return GramSums(*(sum(part[k] for part in parts) for k in range(3)))

@@ -72,10 +72,11 @@ FLOOR = 1e-2
 class GramSums:
     r"""The sums of one pass over the samples (:meth:`FeatureSolver.gram_curvature`), not
     divided by n: ``entry`` :math:`\lambda_H n M` (K, K), ``outer``
-    :math:`\sum_s w_s g_sg_s^\top` (K, K) and ``bias`` :math:`\sum_s w_s S_{s,\cdot}` (K,)."""
+    :math:`\sum_s w_s g_sg_s^\top` (K, K) and ``bias`` :math:`\sum_s w_s S_{s,\cdot}` (K,);
+    ``entry`` and ``outer`` are None where only the bias is learned."""
 
-    entry: torch.Tensor
-    outer: torch.Tensor
+    entry: torch.Tensor | None
+    outer: torch.Tensor | None
     bias: torch.Tensor
 
 

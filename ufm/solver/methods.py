@@ -17,7 +17,8 @@ from typing import Any
 
 METHODS: dict[str, str] = {
     # the default: for a learned classifier "newton_gram" up to K = 400 classes (the faster
-    # there), "newton" above (not measured to convergence there); a fixed classifier's Newton steps
+    # there), "newton" above (neither measured to convergence there); a fixed classifier's
+    # Newton steps
     "auto": "ufm.solver.newton_cg:auto_method",
     # exact per-sample Newton on the features, L-BFGS on the learned classifier
     "newton": "ufm.solver.newton:newton_method",

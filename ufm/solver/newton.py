@@ -51,6 +51,9 @@ class NewtonMethod:
     (the measured iterate, which a resumed reduced run records again without re-solving).
     """
 
+    # both variants are method "newton" (:mod:`.newton_cg` names its own)
+    name = "newton"
+
     def __init__(self, state: RunState):
         self.state = state
         self.dtype = self._first_dtype()  # the feature solver's
@@ -166,8 +169,6 @@ class ReducedNewton(NewtonMethod):
     gradient being small already all pass to float64 at once, so the final measurement,
     features and stopping test are always float64.
     """
-
-    name = "newton"
 
     _paused: tuple | None = None  # the float32 state at a stop by a limit
 
@@ -336,8 +337,6 @@ class FixedClassifierNewton(NewtonMethod):
     describes iterate k; when the run stops the pass may have stepped a few samples
     further, so the final state is measured once more.
     """
-
-    name = "newton"
 
     def start(self) -> None:
         self._start_features()

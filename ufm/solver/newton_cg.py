@@ -6,7 +6,8 @@ sample by :class:`~.feature_newton.FeatureSolver`; the outer step is not L-BFGS'
 truncated Newton step, :math:`\nabla^2F\,p \approx -\nabla F` solved by conjugate gradients
 with the exact Hessian-vector products of
 :meth:`~.feature_newton.FeatureSolver.reduced_hessian_vector` (implicit differentiation of the
-feature optimum: one pass over the samples each). This is trust-region Newton-CG: the
+feature optimum: one pass over the samples each; ``"newton_gram"``'s first steps take them over
+a quarter of the samples, :class:`GramNewtonCG`). This is trust-region Newton-CG: the
 Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Numerical Optimization, 2nd ed.,
 Algorithm 7.2) stops at the forcing residual :math:`\|\nabla^2F\,p + \nabla F\| \le
 \eta_k\|\nabla F\|` with :math:`\eta_k = \min(0.5, \sqrt{\|\nabla F\|})` (their (7.3):
@@ -40,7 +41,8 @@ products only for the digits its forcing term needs, so with ``mixed_precision``
 on a float32 copy of the features (:meth:`NewtonCG.product_dtype`), which halves their
 memory traffic and speeds up their matrix products (``docs/performance.md`` has the time).
 Checkpoints save what :class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty);
-the trust radius is not saved, so a resumed run starts again from its first radius.
+the trust radius, ``"newton_gram"``'s phase and its subsamples are not saved, so a resumed run
+starts again from its first radius (and L-BFGS steps) and need not retrace the same steps.
 """
 
 from __future__ import annotations
@@ -90,12 +92,12 @@ def auto_method(state: RunState) -> NewtonMethod:
 
     Why the bound: ``"newton_gram"`` was the faster to gradient 1e-8 on sparse random pairs
     at K = 50, 100, 200 and 400 (at 400 it converged within the time limit that stopped
-    L-BFGS short of it) and on the medium problem on all pairs (K = 100, d = 128), each in
-    the same run as L-BFGS on 2 idle cores (``docs/performance.md``). At
+    L-BFGS short of it), and no slower on the medium problem on all pairs (K = 100,
+    d = 128), each in the same run as L-BFGS on 2 idle cores (``docs/performance.md``). At
     K = d = 1000 (200,004 samples) neither was run to convergence: in a 10-minute
-    comparison neither got below gradient 1e-3, and in longer runs beside other work each
-    of ``"newton_gram"``'s Newton steps took many minutes. So L-BFGS stays the default
-    above the largest size measured."""
+    comparison L-BFGS reached gradient 1.3e-3 and ``"newton_gram"`` 4.4e-3, and in longer
+    runs beside other work each of ``"newton_gram"``'s Newton steps took many minutes. So
+    L-BFGS stays the default above the largest size measured."""
     if state.learns_W_or_b and state.config.K <= AUTO_GRAM_MAX_K:
         return GramNewtonCG(state)
     return newton_method(state)
@@ -116,13 +118,13 @@ class NewtonCG(ReducedNewton):
     # Hessian products to a relative residual tied to the forcing term, not _SYSTEM_RTOL
     adaptive_products = False
     _product_rtol = _SYSTEM_RTOL
-    # Hessian products over every this-many-th sample (1: all of them, the exact Hessian)
+    # Hessian products over 1/this of the samples (1: all of them, the exact Hessian) ...
     hessian_stride = 1
     # ... while the gradient norm is above this fraction of the first one, and only where
     # the subsample keeps at least this many samples
     subsample_above = 0.0
     subsample_min_samples = 1024
-    _steps = 0  # Newton steps taken, which rotate the subsample of the products
+    _subsamples = 0  # subsampled steps so far, which turn the offset of the subsample
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
@@ -180,7 +182,7 @@ class NewtonCG(ReducedNewton):
         residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`,
         :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at the first direction of non-positive
         curvature (followed to the boundary) or where it leaves the trust region of
-        ``radius``; the Hessian products run on the feature solver in :meth:`product_dtype`.
+        ``radius``; the Hessian products run on the feature solver of :meth:`_product_solver`.
         The path is kept so that a smaller radius finds its point without new
         Hessian products (:meth:`_CGPath.point`); :math:`M^{-1}` of every point and
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
@@ -198,7 +200,7 @@ class NewtonCG(ReducedNewton):
         target = forcing * math.sqrt(max(rz, 0.0))
         if self.adaptive_products:
             self._product_rtol = max(_SYSTEM_RTOL, min(_ADAPTIVE_RTOL, 0.1 * forcing))
-        products = self._product_solver(grad_norm)
+        products = self._product_solver()
         path = _CGPath(g)
         zero = torch.zeros_like(g)
         step, M_inv_step, H_step = zero, zero, zero
@@ -228,18 +230,27 @@ class NewtonCG(ReducedNewton):
             rz = rz_new
         return path
 
-    def _product_solver(self, grad_norm: float):
+    def _product_solver(self):
         """The feature solver this step's Hessian products run on, in :meth:`product_dtype`:
-        every :attr:`hessian_stride`-th sample (from an offset that turns with each step, so
-        that successive steps see different samples) while the gradient norm is above
+        1/:attr:`hessian_stride` of the samples while the gradient norm is above
         :attr:`subsample_above` of the first one and the subsample keeps at least
-        :attr:`subsample_min_samples`; all samples otherwise."""
+        :attr:`subsample_min_samples`, all samples otherwise.
+
+        A subsample is every :attr:`hessian_stride`-th sample as stored, from an offset that
+        turns with each step. The samples of a class pair are stored together, its lam
+        values in order, so every pair keeps its share of samples spread evenly over its lam
+        range (with a multiple of 4 samples per pair, at the same lam values for every pair
+        in one step). Measured at K = d = 100 on random pairs against no subsample (median
+        of 4 alternating runs, 2 idle cores): 0.79 of the time in 24 iterations; one sample
+        drawn at random from every 4 consecutive ones, 0.88 in 25; a random quarter of all
+        samples, which leaves some pairs without a sample, 0.97 in 27."""
         solver = self.feature_solver
-        if (self.hessian_stride > 1 and solver.n >= self.hessian_stride * self.subsample_min_samples
-                and grad_norm > self.subsample_above * self._first_grad_norm()):
-            offset = self._steps % self.hessian_stride
-            self._steps += 1
-            solver = solver.subset(torch.arange(offset, solver.n, self.hessian_stride, device=solver.X.device))
+        stride = self.hessian_stride
+        if (stride > 1 and solver.n >= stride * self.subsample_min_samples
+                and self.current.grad_norm > self.subsample_above * self._first_grad_norm()):
+            offset = self._subsamples % stride
+            self._subsamples += 1
+            solver = solver.subset(torch.arange(offset, solver.n, stride, device=solver.X.device))
         return solver.in_dtype(self.product_dtype())
 
     def _metric(self):
@@ -344,14 +355,13 @@ class GramNewtonCG(NewtonCG):
     change the Gram entries of class pairs no sample contains; the metric weights every
     entry by its own curvature.
 
-    Its first Newton steps run their Hessian products on every ``hessian_stride`` = 4th
-    sample (:meth:`NewtonCG._product_solver`), a quarter of the work, while the gradient
-    norm is above ``subsample_above`` = 1e-3 of the first one; the gradient and the trust
-    region's ratio stay exact. Closer to the optimum the subsample's error along the soft
-    directions made steps fail: with the subsample throughout, K = d = 100 on random pairs
-    took 33 iterations instead of 25 and longer than without it, and every 8th sample took
-    longer at K = 200. With the bound, 0.78 of the time at K = 100 (median of 4 alternating
-    runs, 2 idle cores).
+    Its first Newton steps run their Hessian products on every 4th sample
+    (``hessian_stride``, :meth:`NewtonCG._product_solver`), a quarter of the work, while
+    the gradient norm is above ``subsample_above`` = 1e-3 of the first one; the gradient
+    and the trust region's ratio stay exact. Closer to the optimum the subsample's error
+    along the soft directions made steps fail: with the subsample throughout, K = d = 100
+    on random pairs took 33 iterations instead of 25 and longer than without it, and every
+    8th sample took longer at K = 200. With the bound, 0.79 of the time at K = 100.
     """
 
     name = "newton_gram"
@@ -478,7 +488,7 @@ def _gram_metric(method: NewtonCG):
     with a fixed classifier only its bias block, so W is not factored."""
     state, config, n = method.state, method.state.config, method.state.problem.n
     solver = method.feature_solver
-    sums = solver.gram_curvature()
+    sums = solver.gram_curvature(entries=state.learn_W)
     method.work["preconditioner_passes"] += 1
     gram = GramMetric(state.W, sums, n, config.lam_H, config.lam_W,
                       solver.loss.shift_invariant) if state.learn_W else None

@@ -94,8 +94,9 @@ def solve(
     -----
     ``result.summary`` holds the final loss, the gradient norm and its parts, the ETF
     distance of W, ``method`` as configured and ``method_used``, the method that ran
-    (the one ``"auto"`` chose: ``"newton_gram"`` or ``"newton"``), and, for a fixed simplex-ETF classifier with cross-entropy, label
-    smoothing or squared error and no bias, the relative distance of the features to
+    (the one ``"auto"`` chose: ``"newton_gram"`` or ``"newton"``), and, for a fixed
+    simplex-ETF classifier with cross-entropy, label smoothing or squared error and no
+    bias, the relative distance of the features to
     :func:`ufm.optimal_features` overall and per lam. For ``mixup_points`` = m > 2 it
     also holds ``mixup_points``, and the distance is to :func:`ufm.mixture_features`, with
     ``theory_distance_per_lam`` None and ``theory_distance_worst_weights`` the largest
