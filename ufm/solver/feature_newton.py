@@ -667,6 +667,5 @@ class FeatureSolver:
             return S_w.T @ (g_z * g_z), g_w.T @ g_z, S_w.sum(0)
 
         parts = self.threads.map(chunk, list(self._chunks()))
-        if not entries:
-            return GramSums(None, None, sum(part[2] for part in parts))
-        return GramSums(*(sum(part[k] for part in parts) for k in range(3)))
+        return GramSums(*(None if parts[0][k] is None else sum(part[k] for part in parts)
+                          for k in range(3)))

@@ -40,9 +40,16 @@ CG_PATH = frozenset({"newton_cg", "newton_gram"})
 AUTO_GRAM_MAX_K = 400
 
 
+def auto_choice(K: int) -> str:
+    """The method ``"auto"`` stands for at K classes: ``"newton_gram"`` up to
+    :data:`AUTO_GRAM_MAX_K`, ``"newton"`` above (with a fixed classifier both take the same
+    Newton steps on the features)."""
+    return "newton_gram" if K <= AUTO_GRAM_MAX_K else "newton"
+
+
 def keeps_cg_path(method: str, K: int) -> bool:
     """Whether ``method`` at K classes keeps a conjugate-gradient path (a learned classifier)."""
-    return method in CG_PATH or (method == "auto" and K <= AUTO_GRAM_MAX_K)
+    return (auto_choice(K) if method == "auto" else method) in CG_PATH
 
 
 def method_factory(name: str) -> Callable[[Any], Any]:

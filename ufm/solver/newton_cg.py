@@ -53,8 +53,8 @@ import numpy as np
 import torch
 
 from .gram_preconditioner import GramMetric, bias_metric
-from .methods import AUTO_GRAM_MAX_K
-from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton, newton_method
+from .methods import auto_choice, method_factory
+from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
 from .state import Iterate, RunState
 
 # the inner tolerance is this fraction of |grad F|^{3/2} (see NewtonCG._inner_tol)
@@ -87,7 +87,8 @@ def newton_gram_method(state: RunState) -> NewtonMethod:
 
 def auto_method(state: RunState) -> NewtonMethod:
     """Method ``"auto"`` (the default): for a learned classifier the outer method measured
-    faster at the problem's size, ``"newton_gram"`` up to :data:`AUTO_GRAM_MAX_K` classes and
+    faster at the problem's size (:func:`~.methods.auto_choice`), ``"newton_gram"`` up to
+    :data:`~.methods.AUTO_GRAM_MAX_K` classes and
     L-BFGS (``"newton"``) above; a fixed classifier's Newton steps on the features otherwise.
 
     Why the bound: ``"newton_gram"`` was the faster to gradient 1e-8 on sparse random pairs
@@ -98,9 +99,7 @@ def auto_method(state: RunState) -> NewtonMethod:
     comparison L-BFGS reached gradient 1.3e-3 and ``"newton_gram"`` 4.4e-3, and in longer
     runs beside other work each of ``"newton_gram"``'s Newton steps took many minutes. So
     L-BFGS stays the default above the largest size measured."""
-    if state.learns_W_or_b and state.config.K <= AUTO_GRAM_MAX_K:
-        return GramNewtonCG(state)
-    return newton_method(state)
+    return method_factory(auto_choice(state.config.K))(state)
 
 
 class NewtonCG(ReducedNewton):
