@@ -181,21 +181,21 @@ def test_importing_the_command_line_loads_no_torch():
     assert result.stdout.strip() == "False"
 
 
-def _sigint_at_default():
-    """In a child before it runs Python: SIGINT at its default action."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
 def test_ctrl_c_while_torch_loads_prints_one_line_and_exits_130():
     """A real SIGINT while ``python -m ufm.cli theory`` imports torch (its library is mapped,
     the Python side still loading). The child starts with SIGINT at its default, as in a
     terminal: a test run started in the background of a non-interactive shell ignores
     SIGINT, a child inherits that, and Python then leaves it ignored (the run finished with
-    exit 0 in such a run)."""
-    process = subprocess.Popen([sys.executable, "-m", "ufm.cli", "theory", "--num-lams", "3"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=_sigint_at_default)
+    exit 0 in such a run). A handled signal is reset to its default in the child, so the
+    test handles SIGINT while it starts the child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "ufm.cli", "theory", "--num-lams", "3"],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     maps = Path(f"/proc/{process.pid}/maps")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
