@@ -36,6 +36,13 @@ def _solver(m: int, W: torch.Tensor, loss: str = "ce", seed: int = 0):
     return solver
 
 
+def _measured(solver):
+    """(idx, z, p, grad, A^T grad ell) of every sample at the solver's features."""
+    idx = torch.arange(solver.n)
+    x, z, _, p, _, grad = solver._measure(idx)
+    return idx, z, p, grad, torch.add(grad, x, alpha=-solver.lam_H)
+
+
 def _classifier(K: int, d: int, offset: float, seed: int = 1) -> torch.Tensor:
     """A simplex ETF plus a random (K, d) perturbation of Frobenius norm ``offset``."""
     g = torch.Generator().manual_seed(seed)
@@ -81,9 +88,7 @@ def test_a_near_etf_classifier_takes_the_certified_step_without_hessian_products
 @pytest.mark.parametrize("m", [2, 3])
 def test_samples_that_fail_the_bound_go_on_by_cg_to_their_target(m):
     solver = _solver(m, _classifier(9, 11, 0.5))
-    idx = torch.arange(solver.n)
-    x, z, _, p, _, grad = solver._measure(idx)
-    frame = torch.add(grad, x, alpha=-solver.lam_H)
+    idx, z, p, grad, frame = _measured(solver)
     hessians = _dense_hessians(solver.frame.A, p, solver.lam_H)
     for forcing, floor in [(1e-8, 0.0), (1e-12, 1e-3)]:
         targets = (forcing * grad.norm(dim=1)).clamp_min(floor)
@@ -93,3 +98,43 @@ def test_samples_that_fail_the_bound_go_on_by_cg_to_their_target(m):
         assert bool((residual <= targets * (1 + 1e-6)).all())
         if floor == 0.0:  # this classifier is far from an ETF: some samples need CG
             assert cg >= 1 and z_direction is None
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_cg_drops_finished_rows_and_keeps_every_rows_iterates(m):
+    # far from an ETF the samples need very different numbers of CG steps: CG goes on with
+    # the unfinished rows alone, and each row's direction is the one CG over all rows gives
+    from ufm.solver.pcg import newton_direction
+
+    solver = _solver(m, _classifier(9, 11, 3.0))
+    idx, z, p, grad, frame = _measured(solver)
+    target = 1e-10 * grad.norm(dim=1)
+    preconditioner, hessian_vector = solver._newton_system(z, p, idx, frame)
+    full_rows, restricted_rows = [], []
+
+    def counted(v, Av=None):
+        full_rows.append(v.shape[0])
+        return hessian_vector(v, Av)
+
+    def restrict(rows):
+        sub_preconditioner, sub_product = solver._newton_system(z, p, idx, frame, rows)
+
+        def product(v, Av=None):
+            restricted_rows.append(v.shape[0])
+            return sub_product(v, Av)
+
+        return sub_preconditioner, product
+
+    args = (solver._to_logits, solver.frame.sigma2, grad, target)
+    whole, _, cg_whole = newton_direction(preconditioner, hessian_vector, *args)
+    compact, _, cg_compact = newton_direction(preconditioner, counted, *args, restrict=restrict)
+    assert cg_compact == cg_whole >= 3
+    # the whole product until at most half of the rows are active, then fewer rows each time
+    assert len(full_rows) + len(restricted_rows) == cg_whole and restricted_rows
+    assert all(rows == solver.n for rows in full_rows)
+    assert restricted_rows[0] <= solver.n // 2
+    assert restricted_rows == sorted(restricted_rows, reverse=True)
+    residual = ((_dense_hessians(solver.frame.A, p, solver.lam_H) @ compact[:, :, None]).squeeze(-1)
+                - grad).norm(dim=1)
+    assert bool((residual <= target * (1 + 1e-6)).all())
+    assert float((compact - whole).norm(dim=1).max() / whole.norm(dim=1).min()) <= 1e-10

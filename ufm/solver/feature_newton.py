@@ -332,10 +332,20 @@ class FeatureSolver:
     def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None, floor=0.0):
         """(direction, its logits or None, CG iterations) with residual at most
         max(forcing |grad|, floor) per sample."""
+        preconditioner, hessian_vector = self._newton_system(z, p, idx, loss_frame)
         return newton_direction(
-            self._preconditioner(p, idx, loss_frame),
-            lambda v, Av: self._hessian_vector(z, p, v, idx, Av),
-            self._to_logits, self.frame.sigma2, grad, (forcing * grad.norm(dim=-1)).clamp_min(floor))
+            preconditioner, hessian_vector, self._to_logits, self.frame.sigma2, grad,
+            (forcing * grad.norm(dim=-1)).clamp_min(floor),
+            lambda rows: self._newton_system(z, p, idx, loss_frame, rows))
+
+    def _newton_system(self, z, p, idx, loss_frame, rows=None):
+        """(preconditioner, Hessian product) of the Newton systems of the samples ``idx`` at
+        logits ``z``, or of the rows ``rows`` of them alone (for CG to drop finished rows)."""
+        if rows is not None:
+            z, p, idx = z[rows], p[rows], idx[rows]
+            loss_frame = None if loss_frame is None else loss_frame[rows]
+        return (self._preconditioner(p, idx, loss_frame),
+                lambda v, Av=None: self._hessian_vector(z, p, v, idx, Av))
 
     def _new_totals(self) -> Totals:
         K, r = self.frame.A.shape
@@ -528,10 +538,10 @@ class FeatureSolver:
         if p is None:
             p = torch.softmax(z, dim=-1)
         loss_frame = self._from_logits(g_z) if self._uses_loss_frame() else None
-        preconditioner = self._preconditioner(p, idx, loss_frame)
+        preconditioner, hessian_vector = self._newton_system(z, p, idx, loss_frame)
 
-        def hessian_vector(v, Av=None):
-            return self._hessian_vector(z, p, v, idx, Av)
+        def restrict(rows):
+            return self._newton_system(z, p, idx, loss_frame, rows)
 
         target = rtol * rhs.norm(dim=-1)
         aim = 0.5 * target if rhs.dtype == torch.float32 else target
@@ -539,7 +549,7 @@ class FeatureSolver:
         residual, cg_total = rhs, 0
         for _ in range(5):
             step, _, cg = newton_direction(preconditioner, hessian_vector, self._to_logits,
-                                           self.frame.sigma2, residual, aim)
+                                           self.frame.sigma2, residual, aim, restrict)
             solution = solution + step
             cg_total += cg
             residual = rhs - hessian_vector(solution)

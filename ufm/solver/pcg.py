@@ -16,6 +16,13 @@ search anyway. A sample whose bound meets its target takes :math:`d_0` as it is;
 go on by conjugate gradients (the first Hessian product reusing :math:`Ad_0`). Near a
 learned optimum, where the classifier is close to a simplex ETF and :math:`\delta` is
 small, this saves every Hessian product of the pass (measured by ``scripts/bench_scaling.py``).
+
+Samples of one chunk need very different numbers of CG steps (at K = d = 1000 with a random
+classifier, a fifth of a chunk's rows were still active, on average, over its CG steps),
+and each step's Hessian product costs the same per row whether the row is active or not.
+Given ``restrict``, CG therefore goes on with only the active rows whenever at most half of
+the rows it works on are still active (the preconditioner and the Hessian product are built
+again for them; each row's are its own, so its iterates do not change).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from typing import Callable, NamedTuple
 import torch
 
 MAX_CG = 60
+# CG goes on with the active rows alone once at most this share of its rows is active
+COMPACT_SHARE = 0.5
 
 
 class Preconditioner(NamedTuple):
@@ -37,13 +46,15 @@ class Preconditioner(NamedTuple):
 
 
 def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, sigma2,
-                     grad: torch.Tensor, target: torch.Tensor):
+                     grad: torch.Tensor, target: torch.Tensor, restrict=None):
     r"""(direction, its logits or None, CG iterations) with :math:`|Hd - g| \le` ``target``.
 
     ``hessian_vector(v, Av)`` is the Hessian product given v and its logits Av;
     ``to_logits`` maps coordinates to logits (A v); ``sigma2`` holds the squared singular
     values of A. The logits of the direction come back when the direction is the
     preconditioned step of every sample (so the caller need not form them again).
+    ``restrict(rows)`` (optional) gives the (preconditioner, hessian_vector) of the rows
+    ``rows`` of ``grad`` alone, for CG to drop the rows it has finished.
     """
     precondition = preconditioner.apply
     zr = precondition(grad)
@@ -61,18 +72,32 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
             return zr, z_zr, 0
         step = torch.where(certified[:, None], zr, step)
         active = ~certified
+    rows = None  # the rows of grad that CG works on (None: all of them)
+    work = step  # the step of those rows (step itself while CG works on all)
     residual, direction = grad, zr  # both replaced, never written in place
     rz = (residual * zr).sum(-1)
     iterations = 0
     for iterations in range(1, MAX_CG + 1):
+        if restrict is not None and int(active.sum()) <= COMPACT_SHARE * active.numel():
+            keep = torch.nonzero(active).squeeze(1)
+            if rows is None:
+                step = work  # every row's step so far, the finished rows' final
+            else:
+                step[rows] = work
+            rows = keep if rows is None else rows[keep]
+            work, residual, direction = work[keep], residual[keep], direction[keep]
+            rz, target, active, zr = rz[keep], target[keep], active[keep], zr[keep]
+            z_zr = None if z_zr is None else z_zr[keep]
+            preconditioner, hessian_vector = restrict(rows)
+            precondition = preconditioner.apply
         Hd = hessian_vector(direction, z_zr if iterations == 1 else None)
         curvature = (direction * Hd).sum(-1)
         negative = curvature <= 0  # only for non-convex losses such as focal
         if iterations == 1 and bool(negative.any()):
-            step = torch.where(negative[:, None], zr, step)
+            work = torch.where(negative[:, None], zr, work)
         active = active & ~negative
         alpha = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
-        step = step + alpha[:, None] * direction
+        work = work + alpha[:, None] * direction
         residual = residual - alpha[:, None] * Hd
         active = active & (residual.norm(dim=-1) > target)
         if not bool(active.any()):
@@ -82,4 +107,7 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
         beta = torch.where(active, rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
         direction = zr + beta[:, None] * direction
         rz = rz_new
+    if rows is None:
+        return work, None, iterations
+    step[rows] = work
     return step, None, iterations
