@@ -279,8 +279,9 @@ def test_preconditioner_is_the_exact_hessian_for_a_simplex_etf(m):
     assert cg_iterations == 0 and float(row_error.max()) <= 1e-9
 
 
-def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier():
-    K, d, m = 7, 5, 3
+@pytest.mark.parametrize("m", [2, 3])
+def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier(m):
+    K, d = 7, 5
     config = UFMConfig(K=K, d=d, mixup_points=m, classifier="fixed", pairs="random", num_pairs=20,
                        alpha=1.0, samples_per_pair=2)
     problem = build_problem(config)

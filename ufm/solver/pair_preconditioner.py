@@ -73,24 +73,22 @@ def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
         frame_p.addcmul_((declared.scale * (1 - lam))[:, None], a_cp)
         if declared.uniform:
             frame_p += (declared.uniform / p.shape[1]) * frame.A.sum(0)
-    columns = (a_c, a_cp, frame_p)  # a_c, a_c', A^T p: each (m, r)
-    weights = (p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c))
-    scaled = [u / D for u in columns]
-    # S = I + diag(w) G with G = U^T D^{-1} U symmetric (6 distinct entries), a 3x3
-    # matrix per sample inverted by its adjugate
-    G = {(i, j): torch.linalg.vecdot(columns[i], scaled[j]) for i in range(3) for j in range(i, 3)}
-    S = [[(1.0 if i == j else 0.0) + weights[i] * G[min(i, j), max(i, j)]
-          for j in range(3)] for i in range(3)]
-    S_inv = _inverse_3x3(S)
+    # U = (a_c, a_c', A^T p) per sample, each (m, r), stacked as (m, 3, r)
+    columns = torch.stack((a_c, a_cp, frame_p), 1)
+    weights = torch.stack((p_c - p_bar, torch.where(same, 0.0, p_cp - p_bar), -torch.ones_like(p_c)), 1)
+    scaled = columns / D[:, None, :]
+    # S = I + diag(w) G with G = U^T D^{-1} U symmetric, a 3x3 matrix per sample inverted by
+    # its adjugate; the weights are folded into it: coefficients = S^{-1} diag(w) (U^T y)
+    G = torch.bmm(columns, scaled.transpose(1, 2))
+    S = [[(1.0 if i == j else 0.0) + weights[:, i] * G[:, i, j] for j in range(3)] for i in range(3)]
+    S_inv = torch.stack([torch.stack(row, -1) for row in _inverse_3x3(S)], -2)
+    combine = S_inv * weights[:, None, :]
 
     def apply(v):
-        # one pass over (m, r) per operation: each dot product and update fused
+        # batched products over the three columns: one pass over (m, 3, r) each way
         y = v / D
-        t = [weights[i] * torch.linalg.vecdot(columns[i], y) for i in range(3)]
-        for i in range(3):
-            s_i = S_inv[i][0] * t[0] + S_inv[i][1] * t[1] + S_inv[i][2] * t[2]
-            y.addcmul_(s_i[:, None], scaled[i], value=-1.0)
-        return y
+        coefficients = torch.bmm(combine, torch.bmm(columns, y[:, :, None]))  # (m, 3, 1)
+        return torch.baddbmm(y[:, None, :], coefficients.transpose(1, 2), scaled, alpha=-1.0).squeeze(1)
 
     if exact or not softmax:
         return Preconditioner(apply, exact)
