@@ -293,13 +293,14 @@ class FeatureSolver:
         r""":math:`\nabla^2\phi\,v = A^\top\nabla^2\ell\,(Av) + \lambda_H v` per sample;
         ``Av`` the logits of ``v`` if known."""
         Av = self._to_logits(v) if Av is None else Av
-        return self._from_logits(self._logit_hessian(z, p, Av, idx)) + self.lam_H * v
+        return self._from_logits(self._logit_hessian(z, p, Av, idx)).add_(v, alpha=self.lam_H)
 
     def _logit_hessian(self, z, p, u, idx):
         r""":math:`\nabla^2\ell\,u` per sample: the loss's Hessian in the logits ``z`` (with
         probabilities ``p`` for the softmax family) applied to the logit vectors ``u``."""
         if self._softmax:
-            return p * u - p * (p * u).sum(-1, keepdim=True)
+            pu = p * u
+            return pu.addcmul_(p, pu.sum(-1, keepdim=True), value=-1.0)
         if self.loss.hessian == "identity":
             return u
         if self.pair_columns is not None:

@@ -97,15 +97,15 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
             work = torch.where(negative[:, None], zr, work)
         active = active & ~negative
         alpha = torch.where(active, rz / torch.where(active, curvature, 1.0), 0.0)
-        work = work + alpha[:, None] * direction
-        residual = residual - alpha[:, None] * Hd
+        work = torch.addcmul(work, alpha[:, None], direction)  # fused: one pass each
+        residual = torch.addcmul(residual, alpha[:, None], Hd, value=-1.0)
         active = active & (residual.norm(dim=-1) > target)
         if not bool(active.any()):
             break
         zr = precondition(residual)
         rz_new = (residual * zr).sum(-1)
         beta = torch.where(active, rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
-        direction = zr + beta[:, None] * direction
+        direction = torch.addcmul(zr, beta[:, None], direction)
         rz = rz_new
     if rows is None:
         return work, None, iterations
