@@ -103,3 +103,28 @@ def test_line_search_halves_each_samples_step_until_armijo_holds():
     x_longer = x[halved] - 2 * t[halved, None] * direction[halved]
     f_longer = _phi(problem, config, x_longer @ solver.V.T, problem.W0, halved)
     assert bool((f_longer > f[halved] - _ARMIJO * 2 * t[halved] * decrease[halved]).all())
+
+
+def test_line_search_records_the_full_step_of_every_sample():
+    """With ``measure`` the line search hands back what the full step measured: which samples
+    took it (not also those accepted after halving: their gradients at the full step say
+    nothing of where they are), and the loss terms there."""
+    config, problem = _problem(init_scale=3.0)
+    solver = _solver(problem, config)
+    solver.set_classifier(problem.W0, None)
+    _random_features(solver, seed=5)
+    idx = torch.arange(solver.n)
+    x, z, value, _, _, grad = solver._measure(idx)
+    f = value + 0.5 * config.lam_H * (x * x).sum(1)
+    direction = 10.0 * grad
+    decrease = (grad * direction).sum(1)
+    new_x, accepted, full = solver._line_search(x.clone(), z, direction, solver._to_logits(direction),
+                                                idx, f, decrease, torch.zeros_like(f), measure=True)
+    at_full, value_full, g_full = full
+    took_full = (new_x - (x - direction)).norm(dim=1) == 0
+    assert bool(accepted.all()) and bool(took_full.any()) and bool((~took_full).any())
+    assert torch.equal(at_full, took_full)
+    z_full = (x - direction) @ solver.V.T @ problem.W0.T
+    loss_full = problem.loss(z_full, problem.c, problem.c_prime, problem.lam)
+    assert torch.allclose(value_full, loss_full, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(g_full.sum(1), torch.zeros_like(value_full), atol=1e-12)

@@ -449,7 +449,7 @@ class FeatureSolver:
             ok = torch.isfinite(f_trial) & (armijo | (tried.decrease <= tried.rounding))
             if pending is None:
                 new_x = torch.where(ok[:, None], trial, x)
-                accepted = ok
+                accepted = ok.clone()  # ok stays what the full step did (``full``)
                 if measure:
                     full = (ok, value, g_z)
                 pending = torch.nonzero(~ok).squeeze(1)
