@@ -101,11 +101,16 @@ def test_samples_that_fail_the_bound_go_on_by_cg_to_their_target(m):
 
 
 @pytest.mark.parametrize("m", [2, 3])
-def test_cg_drops_finished_rows_and_keeps_every_rows_iterates(m):
+@pytest.mark.parametrize("share", [None, 0.99])
+def test_cg_drops_finished_rows_and_keeps_every_rows_iterates(m, share, monkeypatch):
     # far from an ETF the samples need very different numbers of CG steps: CG goes on with
-    # the unfinished rows alone, and each row's direction is the one CG over all rows gives
+    # the unfinished rows alone, and each row's direction is the one CG over all rows gives;
+    # a share of 0.99 drops rows at nearly every step (restrictions of restrictions)
+    from ufm.solver import pcg
     from ufm.solver.pcg import newton_direction
 
+    if share is not None:
+        monkeypatch.setattr(pcg, "COMPACT_SHARE", share)
     solver = _solver(m, _classifier(9, 11, 3.0))
     idx, z, p, grad, frame = _measured(solver)
     target = 1e-10 * grad.norm(dim=1)
@@ -132,7 +137,9 @@ def test_cg_drops_finished_rows_and_keeps_every_rows_iterates(m):
     # the whole product until at most half of the rows are active, then fewer rows each time
     assert len(full_rows) + len(restricted_rows) == cg_whole and restricted_rows
     assert all(rows == solver.n for rows in full_rows)
-    assert restricted_rows[0] <= solver.n // 2
+    assert restricted_rows[0] <= pcg.COMPACT_SHARE * solver.n
+    if share is not None:  # rows dropped again from rows already dropped to
+        assert len(set(restricted_rows)) >= 2
     assert restricted_rows == sorted(restricted_rows, reverse=True)
     residual = ((_dense_hessians(solver.frame.A, p, solver.lam_H) @ compact[:, :, None]).squeeze(-1)
                 - grad).norm(dim=1)

@@ -22,7 +22,7 @@ classifier, a fifth of a chunk's rows were still active, on average, over its CG
 and each step's Hessian product costs the same per row whether the row is active or not.
 Given ``restrict``, CG therefore goes on with only the active rows whenever at most half of
 the rows it works on are still active (the preconditioner and the Hessian product are built
-again for them; each row's are its own, so its iterates do not change).
+again for them; each row's are its own, so its iterates do not change, up to rounding).
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
     work = step  # the step of those rows (step itself while CG works on all)
     residual, direction = grad, zr  # both replaced, never written in place
     rz = (residual * zr).sum(-1)
-    iterations = 0
+    iterations, remaining = 0, int(active.sum())
     for iterations in range(1, MAX_CG + 1):
-        if restrict is not None and int(active.sum()) <= COMPACT_SHARE * active.numel():
+        if restrict is not None and remaining <= COMPACT_SHARE * active.numel():
             keep = torch.nonzero(active).squeeze(1)
             if rows is None:
                 step = work  # every row's step so far, the finished rows' final
@@ -100,7 +100,8 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
         work = torch.addcmul(work, alpha[:, None], direction)  # fused: one pass each
         residual = torch.addcmul(residual, alpha[:, None], Hd, value=-1.0)
         active = active & (residual.norm(dim=-1) > target)
-        if not bool(active.any()):
+        remaining = int(active.sum())  # one host sync per iteration, for both tests
+        if remaining == 0:
             break
         zr = precondition(residual)
         rz_new = (residual * zr).sum(-1)
