@@ -73,9 +73,10 @@ def test_start_coordinates_are_carried_over_to_the_first_classifier():
     assert not bool(fresh.X.any())  # without coordinates: zeros
 
 
-def test_line_search_halves_each_samples_step_until_armijo_holds():
-    """Steps of ten times the gradient overshoot for some samples: each accepted sample moves
-    by t = 1/2^k of its direction with the Armijo decrease, the full step where it passes."""
+def _overshooting_steps():
+    """Random features and steps of ten times their gradient, which overshoot for some
+    samples: (config, problem, solver, x, f, direction, decrease, search), ``search(measure)``
+    the line search of these steps from x without a rounding level."""
     config, problem = _problem(init_scale=3.0)
     solver = _solver(problem, config)
     solver.set_classifier(problem.W0, None)
@@ -85,9 +86,19 @@ def test_line_search_halves_each_samples_step_until_armijo_holds():
     f = value + 0.5 * config.lam_H * (x * x).sum(1)
     direction = 10.0 * grad
     decrease = (grad * direction).sum(1)
-    no_rounding = torch.zeros_like(f)
-    new_x, accepted, full = solver._line_search(x.clone(), z, direction, solver._to_logits(direction),
-                                                idx, f, decrease, no_rounding)
+
+    def search(measure):
+        return solver._line_search(x.clone(), z, direction, solver._to_logits(direction), idx, f,
+                                   decrease, torch.zeros_like(f), measure=measure)
+
+    return config, problem, solver, x, f, direction, decrease, search
+
+
+def test_line_search_halves_each_samples_step_until_armijo_holds():
+    """Steps of ten times the gradient overshoot for some samples: each accepted sample moves
+    by t = 1/2^k of its direction with the Armijo decrease, the full step where it passes."""
+    config, problem, solver, x, f, direction, decrease, search = _overshooting_steps()
+    new_x, accepted, full = search(measure=False)
     assert full is None and bool(accepted.all())
     moved = x - new_x
     fraction = (moved * direction).sum(1) / (direction * direction).sum(1)
@@ -109,17 +120,8 @@ def test_line_search_records_the_full_step_of_every_sample():
     """With ``measure`` the line search hands back what the full step measured: which samples
     took it (not also those accepted after halving: their gradients at the full step say
     nothing of where they are), and the loss terms there."""
-    config, problem = _problem(init_scale=3.0)
-    solver = _solver(problem, config)
-    solver.set_classifier(problem.W0, None)
-    _random_features(solver, seed=5)
-    idx = torch.arange(solver.n)
-    x, z, value, _, _, grad = solver._measure(idx)
-    f = value + 0.5 * config.lam_H * (x * x).sum(1)
-    direction = 10.0 * grad
-    decrease = (grad * direction).sum(1)
-    new_x, accepted, full = solver._line_search(x.clone(), z, direction, solver._to_logits(direction),
-                                                idx, f, decrease, torch.zeros_like(f), measure=True)
+    _, problem, solver, x, _, direction, _, search = _overshooting_steps()
+    new_x, accepted, full = search(measure=True)
     at_full, value_full, g_full = full
     took_full = (new_x - (x - direction)).norm(dim=1) == 0
     assert bool(accepted.all()) and bool(took_full.any()) and bool((~took_full).any())
