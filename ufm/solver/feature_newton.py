@@ -668,13 +668,13 @@ class FeatureSolver:
         gram_diagonal = (W * W).sum(1)
 
         def chunk(idx):
-            _, g_z, diagonal = self._logit_curvature(idx, need_grad=True)
+            _, g_z, diagonal = self._logit_curvature(idx, need_grad=entries)
             S = diagonal / (self.lam_H + gram_diagonal * diagonal)
             weight = self._weight(idx)
-            g_w = g_z if weight is None else g_z * weight[:, None]
             S_w = S if weight is None else S * weight[:, None]
             if not entries:
                 return None, None, S_w.sum(0)
+            g_w = g_z if weight is None else g_z * weight[:, None]
             return S_w.T @ (g_z * g_z), g_w.T @ g_z, S_w.sum(0)
 
         parts = self.threads.map(chunk, list(self._chunks()))
