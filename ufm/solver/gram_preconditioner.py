@@ -53,6 +53,14 @@ iteration there; with the rule, 16.
 :math:`\lambda_H\frac1n\sum_s w_s S_{s,j} + \lambda_b` (the reduced curvature
 :math:`\nabla^2\ell(I + G\nabla^2\ell/\lambda_H)^{-1}` with the same diagonal model).
 
+**Where it falls short.** ``scripts/metric_spectrum.py`` measures the extreme eigenvalues
+of the metric times the reduced Hessian at the optimum on random pairs: the largest grows with
+the number of collapsed directions of the optimal Gram matrix (K = d = 200: a rank deficiency
+in the fifties and a largest eigenvalue near 10), and its eigenvectors change G between the
+collapsed directions and the others, where the metric's curvature falls short of the true
+one (likely because the diagonal model of G seen by each entry has no zero to show the
+collapse). The bottom of the spectrum lies in the Gram block on the range of G.
+
 The operator is symmetric positive semidefinite, definite off the rotations
 :math:`W\Omega` (:math:`\Omega` skew) along which F is flat; :mod:`.newton_cg` uses it as
 the preconditioner of its conjugate gradients and the metric of its trust region.
