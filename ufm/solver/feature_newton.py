@@ -56,9 +56,6 @@ from .pair_preconditioner import diagonal_preconditioner, pair_preconditioner
 from .pcg import Preconditioner, newton_direction
 
 _ARMIJO = 1e-4
-# the relative residual float32 conjugate gradients are asked for at most (float32 rounds at
-# about 6e-8; the recursive residual drifts from the true one by more)
-_FLOAT32_DIRECTION_RTOL = 1e-5
 _MAX_BACKTRACK = 40
 # Newton systems are solved to no smaller a residual than this fraction of the tolerance
 _RESIDUAL_FLOOR = 0.1
@@ -129,17 +126,13 @@ class FeatureSolver:
         (:class:`~.frames.LogitFrame`); any other classifier keeps its SVD frame.
     coordinates : (X, V), features to start from: coordinates X (n, r) in the frame V (d, r)
         of another solver, which the first :meth:`set_classifier` carries over.
-    float32_directions : in a float64 solve, find each Newton direction by conjugate
-        gradients in float32 (:meth:`_newton_direction`); the gradients, the line search and
-        the features stay float64.
     """
 
     def __init__(self, classes: torch.Tensor, weights: torch.Tensor, loss: MixupLoss,
                  lam_H: float, chunk_size: int = 4096, parallel: str = "chunks", *,
                  sample_weight: torch.Tensor | None = None, grad_W_needed: bool = True,
                  pin_cpus: bool = False, logit_coordinates: bool = False,
-                 coordinates: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 float32_directions: bool = False):
+                 coordinates: tuple[torch.Tensor, torch.Tensor] | None = None):
         if classes.ndim != 2 or classes.shape != weights.shape or classes.shape[1] < 2:
             raise ValueError(
                 f"classes and weights must both have shape (n, m) with m >= 2, got "
@@ -155,8 +148,6 @@ class FeatureSolver:
         self.sample_weight = sample_weight
         self.grad_W_needed = bool(grad_W_needed)
         self.logit_coordinates = bool(logit_coordinates)
-        self.float32_directions = bool(float32_directions)
-        self._twin = None  # (frame, the float32 copy of this solver's systems at it)
         self._softmax = loss.hessian == "softmax"
         self.W = self.b = self.frame = None
         self.X, self._carried_V = (None, None) if coordinates is None else coordinates
@@ -216,14 +207,6 @@ class FeatureSolver:
         speeds the products up (:mod:`.newton_cg`)."""
         if dtype == self.X.dtype:
             return self
-        low = self._rounded(dtype)
-        low.X = torch.empty(self.X.shape, dtype=dtype, device=self.X.device)
-        self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
-        return low
-
-    def _rounded(self, dtype: torch.dtype) -> FeatureSolver:
-        """A copy whose mixing weights, classifier and frame are rounded to ``dtype``, without
-        features (X None): what the per-sample Newton systems need."""
         low = copy.copy(self)
         low.weights = self.weights.to(dtype)
         low.pair_columns = None if self.m != 2 else PairColumns.of(self.classes, low.weights)
@@ -231,21 +214,9 @@ class FeatureSolver:
         low.W = self.W.to(dtype)
         low.b = None if self.b is None else self.b.to(dtype)
         low.frame = self.frame.to(dtype)
-        low.X, low.float32_directions, low._twin = None, False, None
+        low.X = torch.empty(self.X.shape, dtype=dtype, device=self.X.device)
+        self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
         return low
-
-    def _float32_twin(self) -> FeatureSolver | None:
-        """The float32 copy of this solver's Newton systems at the current classifier
-        (:meth:`_rounded`), made once per frame; None unless ``float32_directions`` applies
-        (a float64 solve). Chunk threads may both make it at a new frame: the copies are
-        equal, and the last one kept."""
-        if not self.float32_directions or self.X.dtype != torch.float64:
-            return None
-        twin = self._twin
-        if twin is None or twin[0] is not self.frame:
-            twin = (self.frame, self._rounded(torch.float32))
-            self._twin = twin
-        return twin[1]
 
     def subset(self, rows: torch.Tensor) -> FeatureSolver:
         """This solver restricted to the samples ``rows`` (a copy of their features that
@@ -258,7 +229,6 @@ class FeatureSolver:
         part.pair_columns = None if self.m != 2 else PairColumns.of(part.classes, part.weights)
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         part.X = self.X[rows]
-        part._twin = None  # the float32 twin's samples are this solver's
         return part
 
     def theory_frame(self):
@@ -362,46 +332,11 @@ class FeatureSolver:
 
     def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None, floor=0.0):
         """(direction, its logits or None, CG iterations) with residual at most
-        max(forcing |grad|, floor) per sample.
-
-        With ``float32_directions`` in a float64 solve, conjugate gradients run on the
-        float32 twin of the systems (:meth:`_float32_twin`) to at most
-        :data:`_FLOAT32_DIRECTION_RTOL` relative residual, unless its preconditioner is
-        exact (then the float64 one serves): each Newton step then cuts the gradient by
-        about that factor rather than quadratically, but its products cost half the memory
-        traffic and run at float32 speed, and the gradient it works from, the line search
-        and the features stay float64, so the solve reaches the same tolerance. Rows whose
-        float32 direction is not a descent direction (rounding in a preconditioner formed at
-        saturated probabilities, seen from far starts) are solved again in float64. The
-        direction's logits are formed again in float64 by the line search."""
-        target = (forcing * grad.norm(dim=-1)).clamp_min(floor)
-        twin = self._float32_twin()
-        if twin is not None:
-            low = torch.float32
-            z32, p32 = z.to(low), p.to(low)
-            frame32 = None if loss_frame is None else loss_frame.to(low)
-            preconditioner, hessian_vector = twin._newton_system(z32, p32, idx, frame32)
-            if not preconditioner.exact:
-                reachable = _FLOAT32_DIRECTION_RTOL * grad.norm(dim=-1)
-                direction, _, cg = newton_direction(
-                    preconditioner, hessian_vector, twin._to_logits, twin.frame.sigma2,
-                    grad.to(low), torch.maximum(target, reachable).to(low),
-                    lambda rows: twin._newton_system(z32, p32, idx, frame32, rows))
-                direction = direction.to(grad.dtype)
-                # where float32 rounding left no descent direction (a preconditioner formed
-                # with cancellation at saturated probabilities), those rows again in float64
-                uphill = torch.nonzero(torch.linalg.vecdot(grad, direction) <= 0).squeeze(1)
-                if uphill.numel():
-                    again, _, more = newton_direction(
-                        *self._newton_system(z, p, idx, loss_frame, uphill), self._to_logits,
-                        self.frame.sigma2, grad[uphill], target[uphill],
-                        lambda rows: self._newton_system(z, p, idx, loss_frame, uphill[rows]))
-                    direction[uphill] = again
-                    cg += more
-                return direction, None, cg
+        max(forcing |grad|, floor) per sample."""
         preconditioner, hessian_vector = self._newton_system(z, p, idx, loss_frame)
         return newton_direction(
-            preconditioner, hessian_vector, self._to_logits, self.frame.sigma2, grad, target,
+            preconditioner, hessian_vector, self._to_logits, self.frame.sigma2, grad,
+            (forcing * grad.norm(dim=-1)).clamp_min(floor),
             lambda rows: self._newton_system(z, p, idx, loss_frame, rows))
 
     def _newton_system(self, z, p, idx, loss_frame, rows=None):

@@ -92,9 +92,7 @@ class UFMConfig:
     ETF, say) ``coordinates`` = "auto" solves in logit coordinates, O(K) per sample instead
     of O(Kd) (:mod:`.frames`); "row_space" keeps the SVD frame of any classifier. A learned
     classifier in float64 solves its features in float32 until the gradient norm is a
-    thousandth of its first value, then in float64 with each per-sample Newton direction
-    found by conjugate gradients in float32 (``mixed_precision``, :mod:`.newton`,
-    :meth:`.feature_newton.FeatureSolver._newton_direction`).
+    thousandth of its first value, then in float64 (``mixed_precision``, :mod:`.newton`).
 
     Parameters
     ----------
@@ -189,8 +187,7 @@ class UFMConfig:
         "auto": logit coordinates for a fixed tight-frame classifier; "row_space": always the
         SVD frame of the classifier.
     mixed_precision : bool, default True
-        Whether a learned classifier in float64 solves its features in float32 first, and
-        then finds their Newton directions in float32 (gradients and features float64).
+        Whether a learned classifier in float64 solves its features in float32 first.
 
     Examples
     --------
