@@ -78,8 +78,9 @@ def lanczos(hessian, metric, start: torch.Tensor, steps: int):
     preconditioned residuals :math:`\pm z_k/\sqrt{r_k^\top z_k}`. Only M is applied,
     never its inverse. Without reorthogonalisation, rounding repeats converged Ritz values
     (ghosts) but leaves the extreme ones in the spectrum (Paige), which is all this study
-    reads. It stops early once the residual is :data:`EXHAUSTED` of the first: the Krylov
-    space is then invariant, and further steps would be rounding. Returns (Ritz values
+    reads. It stops early once the residual is :data:`EXHAUSTED` of the first: CG has then
+    solved the system to the accuracy of the products, and the extreme Ritz values have
+    settled (``ritz_change`` shows how far). Returns (Ritz values
     ascending, Ritz vectors as columns, the Ritz values ten steps before the end, or None
     when it took ten steps or fewer)."""
     residual = start
