@@ -112,20 +112,27 @@ def lanczos(hessian, metric, start: torch.Tensor, steps: int):
     return values, torch.stack(vectors, 1) @ ritz, earlier
 
 
-def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
-    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
-        T = T + torch.diag(off, 1) + torch.diag(off, -1)
+def _tridiagonal(diagonal: list[float], off: list[float]) -> torch.Tensor:
+    """The symmetric tridiagonal matrix of ``diagonal``, its off-diagonal the first
+    ``len(diagonal) - 1`` entries of ``off``."""
+    T = torch.diag(torch.tensor(diagonal, dtype=torch.float64))
+    if off:
+        band = torch.tensor(off[: len(diagonal) - 1], dtype=torch.float64)
+        T = T + torch.diag(band, 1) + torch.diag(band, -1)
     return T
 
 
-def block_shares(R: torch.Tensor, W: torch.Tensor) -> dict[str, float]:
-    """Shares of |R|^2 in the four blocks of the module docstring."""
-    centred = W - W.mean(0, keepdim=True)
-    U, sigma, Vh = torch.linalg.svd(centred, full_matrices=False)
+def centred_bases(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U, V, sigma): the singular vectors of the centred W above 1e-6 of its largest
+    singular value (U its range, V its row space) and all its singular values."""
+    U, sigma, Vh = torch.linalg.svd(W - W.mean(0, keepdim=True), full_matrices=False)
     kept = sigma > 1e-6 * sigma[0]
-    U, V = U[:, kept], Vh[kept].T
+    return U[:, kept], Vh[kept].T, sigma
+
+
+def block_shares(R: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> dict[str, float]:
+    """Shares of |R|^2 in the four blocks of the module docstring, U and V the bases of
+    :func:`centred_bases`."""
     offset = R.mean(0, keepdim=True).expand_as(R)
     rest = R - offset
     on_row = rest @ V @ V.T
@@ -164,7 +171,7 @@ def main() -> None:
                  "the spectrum is measured at an optimum only")
     print(f"K = d = {K}, {num_pairs} random pairs: solved to gradient "
           f"{result.summary['grad_norm']:.1e} in {result.summary['iterations']} iterations", flush=True)
-    singular = torch.linalg.svdvals(W - W.mean(0, keepdim=True))
+    U, V, singular = centred_bases(W)
     method = method_at(config, W)
     metric, project = method._metric(), method._rotation_projector()
     generator = torch.Generator().manual_seed(args.seed)
@@ -173,7 +180,7 @@ def main() -> None:
                                        lambda v: project(metric(project(v))), start, args.steps)
     ends = list(range(REPORTED)) + list(range(len(values) - REPORTED, len(values)))
     ritz = [{"value": float(values[k]),
-             **block_shares(vectors[:, k].reshape(W.shape), W)} for k in ends]
+             **block_shares(vectors[:, k].reshape(W.shape), U, V)} for k in ends]
     # the extreme values against the extreme ones ten steps earlier (interior ranks shift
     # as rounding repeats converged values)
     change = None if earlier is None else max(

@@ -89,9 +89,11 @@ def test_the_four_blocks_split_the_squared_norm(study):
     v_off = Vh[rank]  # off the row space
     cases = {"offset": torch.outer(ones, v_row), "off_row": torch.outer(u_range, v_off),
              "row_range": torch.outer(u_range, v_row), "row_null": torch.outer(u_null, v_row)}
+    bases = study.centred_bases(W)[:2]
+    assert bases[0].shape[1] == bases[1].shape[1] == rank
     for name, R in cases.items():
-        shares = study.block_shares(R, W)
+        shares = study.block_shares(R, *bases)
         assert shares[name] == pytest.approx(1.0, abs=1e-12), (name, shares)
-    mixed = study.block_shares(torch.randn(K, d, generator=generator, dtype=torch.float64), W)
+    mixed = study.block_shares(torch.randn(K, d, generator=generator, dtype=torch.float64), *bases)
     assert sum(mixed.values()) == pytest.approx(1.0, abs=1e-12)
     assert min(mixed.values()) > 0.0
