@@ -65,19 +65,38 @@ def _feature_gradient(problem, H, W, b=None, loss_value=None):
 
 
 def _lbfgs_features(problem, W, b=None, loss_value=None):
-    """The features minimising the objective for fixed W by torch's L-BFGS from zero."""
+    """The features minimising the objective for fixed W: torch's L-BFGS from zero, then
+    Newton steps on the dense autograd Hessian in H (the objective is separable in the
+    samples and lam_H-strongly convex in each), until the stationarity residual is at
+    rounding level. L-BFGS alone stopped at a residual of 2.8e-9, which leaves the features
+    up to 2.8e-9 / lam_H = 6e-7 from their optimum."""
     H = torch.zeros(problem.n, problem.d, dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([H], lr=1, max_iter=5000, tolerance_grad=1e-13,
                                   tolerance_change=0, history_size=50, line_search_fn="strong_wolfe")
 
+    def objective(features):
+        return problem.n * _objective(problem, features, W, b, loss_value)
+
     def closure():
         optimiser.zero_grad()
-        value = problem.n * _objective(problem, H, W, b, loss_value)
+        value = objective(H)
         value.backward()
         return value
 
     optimiser.step(closure)
-    return H.detach()
+    H = H.detach()
+    for _ in range(5):
+        if float(_feature_gradient(problem, H, W, b, loss_value).norm(dim=-1).max()) <= 1e-13:
+            break
+        shape, flat = H.shape, H.reshape(-1)
+
+        def flat_objective(x, shape=shape):
+            return objective(x.reshape(shape))
+
+        hessian = torch.autograd.functional.hessian(flat_objective, flat)
+        gradient = torch.autograd.functional.jacobian(flat_objective, flat)
+        H = (flat - torch.linalg.solve(hessian, gradient)).reshape(shape)
+    return H
 
 
 # -- a loss defined in the test module --------------------------------------------------------
