@@ -58,6 +58,14 @@ CASES = [
     dict(LEARNED, bias=True, lam_b=1e-3),
     dict(K=6, d=8, bias=True, lam_b=1e-3, tol=1e-10),  # fixed ETF, learned bias: logit frame
     dict(LEARNED, imbalance_ratio=8.0, minority_classes=2),
+    # small lam_H, where float32 Newton directions lose most digits and are checked in float64
+    dict(LEARNED, lam_H=1e-4, lam_W=1e-4),
+    # the float32 phase's LU of the mixture preconditioner was singular here when formed
+    # in float32
+    {"K": 5, "d": 6, "classifier": "learned", "tol": 1e-9, "mixup_points": 3, "num_lams": 4,
+     "lam_H": 1e-4, "lam_W": 1e-4},
+    {"K": 24, "d": 24, "pairs": "random", "num_pairs": 240, "classifier": "learned",
+     "tol": 1e-9, "lam_H": 1e-3, "lam_W": 1e-3, "method": "newton", "max_iters": 60},
 ]
 
 
@@ -73,7 +81,8 @@ def test_mixed_precision_reaches_the_float64_optimum(case):
     assert phases[0] == "float32" and phases[-1] == "float64"
     assert phases == sorted(phases, key=lambda p: p == "float64")
     assert set(_phases(plain)) == {"float64"}
-    _same_optimum(mixed, plain)
+    # each W within about its gradient norm over lam_W of the optimum (up to a rotation)
+    _same_optimum(mixed, plain, tol=max(1e-6, 5 * case["tol"] / case.get("lam_W", 5e-3)))
     if mixed.b is not None:
         assert float((mixed.b - plain.b).norm()) < 1e-6
 

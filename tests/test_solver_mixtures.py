@@ -267,7 +267,7 @@ def test_preconditioner_is_the_exact_hessian_for_a_simplex_etf(m):
     solver.X = F.embedding_bag(problem.classes, solver.frame.A, per_sample_weights=coefficients, mode="sum")
     idx = torch.arange(problem.n)
     _, z, _, p, _, grad = solver._measure(idx)
-    apply, exact, _ = solver._preconditioner(p, idx)
+    apply, exact, *_ = solver._preconditioner(p, idx)
     assert exact
     newton = torch.linalg.solve(_dense_hessians(solver.frame.A, p, config.lam_H), grad[:, :, None]).squeeze(-1)
     assert float((apply(grad) - newton).norm() / newton.norm()) <= 1e-10
@@ -291,7 +291,7 @@ def test_preconditioner_is_the_stated_woodbury_inverse_for_any_classifier(m):
     solver.set_classifier(W, None, H=torch.randn(problem.n, d, generator=g, dtype=torch.float64))
     idx = torch.arange(problem.n)
     _, z, _, p, _, grad = solver._measure(idx)
-    apply, exact, _ = solver._preconditioner(p, idx)
+    apply, exact, *_ = solver._preconditioner(p, idx)
     assert not exact
     # M_0 built densely: the other classes' p replaced by sum p_o^2 / sum p_o
     inside = torch.zeros_like(p, dtype=torch.bool).scatter_(1, problem.classes, True)

@@ -7,6 +7,8 @@ Hessian), and for symmetry. Newton-CG is checked against L-BFGS (``"newton"``) a
 the full gradient of the objective in (H, W) by autograd in float64.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -154,3 +156,39 @@ def test_bias_block_in_the_logit_frame_of_a_fixed_etf(loss):
     _, sum_b, _ = method.feature_solver.reduced_hessian_vector(torch.zeros_like(W), db)
     product = sum_b / method.state.problem.n + config.lam_b * db
     assert float((product - differences).norm() / differences.norm()) < 1e-6
+
+
+@pytest.mark.parametrize("lam, float32_kept", [(5e-3, True), (1e-3, False), (1e-4, False)])
+def test_float32_products_too_far_from_float64_give_way_to_float64(lam, float32_kept,
+                                                                    monkeypatch):
+    # at small lam_H the per-sample systems' condition reaches 1e3 to 2e4 and float32
+    # Hessian products lose every digit to the reduced Hessian's cancellation: the check at
+    # the first trust-region step turns them to float64 for the rest of the run, which
+    # reaches the L-BFGS optimum (before, this solve stalled at lam = 1e-4 and crept at
+    # 1e-3); at the default lam_H they stay float32
+    from ufm.solver.newton_cg import NewtonCG
+
+    dtypes = []
+    real = NewtonCG.product_dtype
+
+    def spy(self):
+        dtype = real(self)
+        dtypes.append(dtype)
+        return dtype
+
+    monkeypatch.setattr(NewtonCG, "product_dtype", spy)
+    config = UFMConfig(K=6, d=8, classifier="learned", tol=1e-10, lam_H=lam, lam_W=lam,
+                       method="newton_gram")
+    gram = solve(config)
+    assert gram.summary["stop_reason"] == "converged" and gram.summary["grad_norm"] <= 1e-10
+    assert dtypes[0] == torch.float32
+    if float32_kept:
+        assert set(dtypes) == {torch.float32}
+    else:
+        assert set(dtypes[dtypes.index(torch.float64):]) == {torch.float64}
+    monkeypatch.setattr(NewtonCG, "product_dtype", real)
+    lbfgs = solve(replace(config, method="newton", mixed_precision=False))
+    assert abs(gram.summary["loss"] - lbfgs.summary["loss"]) <= 1e-9
+    # each W within its gradient norm over lam_W of the optimum, up to a rotation
+    assert float((gram.W @ gram.W.T - lbfgs.W @ lbfgs.W.T).abs().max()) <= 4 * 1e-10 / lam
+    assert _autograd_gradient_norm(config, gram) <= 1e-9

@@ -86,7 +86,7 @@ def test_sherman_morrison_inverts_the_hessian():
     generator = torch.Generator().manual_seed(1)
     p = torch.softmax(3 * torch.randn(4, K, generator=generator, dtype=torch.float64), dim=-1)
     v = torch.randn(4, K, generator=generator, dtype=torch.float64)
-    apply, exact, _ = solver._preconditioner(p, torch.arange(4))
+    apply, exact, *_ = solver._preconditioner(p, torch.arange(4))
     assert exact
     for s in range(4):
         hessian = sigma**2 * (torch.diag(p[s]) - torch.outer(p[s], p[s])) + lam_H * torch.eye(K, dtype=torch.float64)

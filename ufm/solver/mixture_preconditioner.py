@@ -51,7 +51,17 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
     (:math:`A^\top\nabla\ell` per sample) and the softmax family,
     :math:`A^\top p = A^\top\nabla\ell + \sum_k t_k a_{c_k}` (+ the uniform part of label
     smoothing) replaces the product p A.
+
+    Below float64 the factors are formed in float64 and rounded
+    (:meth:`.pcg.Preconditioner.in_dtype`): :math:`I + \Omega U^\top D^{-1}U` cancels terms
+    of order :math:`|a|^2/\lambda_H`, and in float32 its LU factorisation found it singular
+    at lam_H = 1e-4 (K = 6, 3-class mixtures, the float32 phase of a learned classifier).
     """
+    if p.dtype != torch.float64:
+        high = torch.float64
+        return mixture_preconditioner(
+            frame.to(high), loss, lam_H, p.to(high), classes, weights.to(high),
+            None if loss_frame is None else loss_frame.to(high)).in_dtype(p.dtype)
     softmax = loss.hessian == "softmax"
     sigma2, m = frame.sigma2, classes.shape[1]
     p_mix = p.gather(1, classes)  # (c, m)
@@ -83,12 +93,31 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
     S.diagonal(dim1=1, dim2=2).add_(1.0)
     LU, pivots = torch.linalg.lu_factor(S)
 
-    def apply(v):
-        y = v / D
-        t = omega * (columns @ y[:, :, None]).squeeze(-1)
-        s = torch.linalg.lu_solve(LU, pivots, t[:, :, None])  # (c, m+1, 1)
-        return y - (s.transpose(1, 2) @ scaled).squeeze(1)
+    def applier(dtype=None, rows=None):
+        LU_, pivots_, D_, columns_, omega_, scaled_ = (
+            (LU, pivots, D, columns, omega, scaled) if rows is None
+            else (t[rows] for t in (LU, pivots, D, columns, omega, scaled)))
+        if dtype is None or dtype == p.dtype:
+            def apply(v):
+                y = v / D_
+                t = omega_ * (columns_ @ y[:, :, None]).squeeze(-1)
+                s = torch.linalg.lu_solve(LU_, pivots_, t[:, :, None])  # (c, m+1, 1)
+                return y - (s.transpose(1, 2) @ scaled_).squeeze(1)
 
+            return apply
+        # another precision: S^{-1} Omega formed here, then rounded with the other factors
+        combine = torch.linalg.lu_solve(LU_, pivots_, torch.diag_embed(omega_))
+        D_, columns_, combine_, scaled_ = (t.to(dtype) for t in (D_, columns_, combine, scaled_))
+
+        def apply_rounded(v):
+            y = v / D_
+            s = combine_ @ (columns_ @ y[:, :, None])
+            return y - (s.transpose(1, 2) @ scaled_).squeeze(1)
+
+        return apply_rounded
+
+    apply = applier()
     if exact or not softmax:
-        return Preconditioner(apply, exact)
-    return Preconditioner(apply, exact, (p_other - p_bar[:, None]).scatter_(1, classes, 0.0))
+        return Preconditioner(apply, exact, None, applier)
+    return Preconditioner(apply, exact, (p_other - p_bar[:, None]).scatter_(1, classes, 0.0),
+                          applier)

@@ -41,8 +41,9 @@ products only for the digits its forcing term needs, so with ``mixed_precision``
 on a float32 copy of the features (:meth:`NewtonCG.product_dtype`), which halves their
 memory traffic and speeds up their matrix products (``docs/performance.md`` has the time).
 Checkpoints save what :class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty);
-the trust radius, ``"newton_gram"``'s phase and its subsamples are not saved, so a resumed run
-starts again from its first radius (and L-BFGS steps) and need not retrace the same steps.
+the trust radius, ``"newton_gram"``'s phase, its subsamples and whether its float32 products
+were found too inaccurate (``float64_products``) are not saved, so a resumed run starts again
+from its first radius (and L-BFGS steps) and need not retrace the same steps.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ _SYSTEM_RTOL = 1e-12
 _ADAPTIVE_RTOL = 1e-4
 # products asked for this relative residual or more may run in float32 (product_dtype)
 _FLOAT32_RTOL = 1e-6
+# ... unless a float32 product is off from the float64 one by more than this (relative)
+_FLOAT32_PRODUCT_ERROR = 0.1
 
 
 def newton_cg_method(state: RunState) -> NewtonMethod:
@@ -124,6 +127,10 @@ class NewtonCG(ReducedNewton):
     subsample_above = 0.0
     subsample_min_samples = 1024
     _subsamples = 0  # subsampled steps so far, which turn the offset of the subsample
+    # set once float32 Hessian products are found too far from float64 ones
+    # (_check_float32_products); whether this step's have been checked
+    float64_products = False
+    _float32_checked = False
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
@@ -142,18 +149,18 @@ class NewtonCG(ReducedNewton):
     def product_dtype(self) -> torch.dtype:
         """The dtype of this step's Hessian products: float32 for a float64 problem with
         ``mixed_precision`` while they are asked for no more than :data:`_FLOAT32_RTOL`
-        relative residual (``adaptive_products``; float32 rounds at about 6e-8), else the
-        problem's."""
+        relative residual (``adaptive_products``; float32 rounds at about 6e-8) and they
+        have passed :meth:`_check_float32_products`, else the problem's."""
         dtype = self.state.problem.dtype
         if (self.adaptive_products and self.state.config.mixed_precision and dtype == torch.float64
-                and self._product_rtol >= _FLOAT32_RTOL):
+                and self._product_rtol >= _FLOAT32_RTOL and not self.float64_products):
             return torch.float32
         return dtype
 
     def hessian_vector(self, v: torch.Tensor, solver=None) -> torch.Tensor:
         """The reduced Hessian at the current features applied to the flat direction ``v``
         (W first, then b, as the flat gradient); one pass over the samples of ``solver``
-        (the feature solver, or its copy of :meth:`_product_solver`: on a subsample its sums
+        (the feature solver, or its copy of :meth:`_product_samples`: on a subsample its sums
         are divided by the subsample's size, an estimate of the mean over all samples)."""
         state, config = self.state, self.state.config
         solver = self.feature_solver if solver is None else solver
@@ -181,7 +188,7 @@ class NewtonCG(ReducedNewton):
         residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`,
         :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at the first direction of non-positive
         curvature (followed to the boundary) or where it leaves the trust region of
-        ``radius``; the Hessian products run on the feature solver of :meth:`_product_solver`.
+        ``radius``; the Hessian products run on the feature solver of :meth:`_product_samples`.
         The path is kept so that a smaller radius finds its point without new
         Hessian products (:meth:`_CGPath.point`); :math:`M^{-1}` of every point and
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
@@ -199,14 +206,22 @@ class NewtonCG(ReducedNewton):
         target = forcing * math.sqrt(max(rz, 0.0))
         if self.adaptive_products:
             self._product_rtol = max(_SYSTEM_RTOL, min(_ADAPTIVE_RTOL, 0.1 * forcing))
-        products = self._product_solver()
+        samples = self._product_samples()
+        direction = -z
+        products = samples.in_dtype(self.product_dtype())
+        checked = self._check_float32_products(samples, products, project(direction))
+        if self.float64_products:
+            products = samples
         path = _CGPath(g)
         zero = torch.zeros_like(g)
         step, M_inv_step, H_step = zero, zero, zero
         residual = g.clone()  # P(H p + g)
-        direction, M_inv_direction = -z, -residual
+        M_inv_direction = -residual
         for _ in range(_MAX_CG):
-            Hd = project(self.hessian_vector(project(direction), products))
+            if checked is not None:  # the first product, already made in float64
+                Hd, checked = project(checked), None
+            else:
+                Hd = project(self.hessian_vector(project(direction), products))
             curvature = float(torch.dot(direction, Hd))
             path.segments.append((step, M_inv_step, H_step, direction, M_inv_direction, Hd))
             if curvature <= 0:
@@ -229,11 +244,11 @@ class NewtonCG(ReducedNewton):
             rz = rz_new
         return path
 
-    def _product_solver(self):
-        """The feature solver this step's Hessian products run on, in :meth:`product_dtype`:
-        1/:attr:`hessian_stride` of the samples while the gradient norm is above
-        :attr:`subsample_above` of the first one and the subsample keeps at least
-        :attr:`subsample_min_samples`, all samples otherwise.
+    def _product_samples(self):
+        """The feature solver this step's Hessian products run on, before
+        :meth:`product_dtype` rounds it: 1/:attr:`hessian_stride` of the samples while the
+        gradient norm is above :attr:`subsample_above` of the first one and the subsample
+        keeps at least :attr:`subsample_min_samples`, all samples otherwise.
 
         A subsample is every :attr:`hessian_stride`-th sample as stored, from an offset that
         turns with each step. The samples of a class pair are stored together, its lam
@@ -250,7 +265,36 @@ class NewtonCG(ReducedNewton):
             offset = self._subsamples % stride
             self._subsamples += 1
             solver = solver.subset(torch.arange(offset, solver.n, stride, device=solver.X.device))
-        return solver.in_dtype(self.product_dtype())
+        return solver
+
+    def _check_float32_products(self, samples, rounded,
+                                direction: torch.Tensor) -> torch.Tensor | None:
+        r"""The float64 product of ``direction`` on ``samples``, made once the float32
+        products (on ``rounded``, the float32 copy of ``samples``) are due and not yet
+        checked (at the first trust-region step, and after a rejected point), or None. A
+        float32 product of the same direction is compared with it; beyond
+        :data:`_FLOAT32_PRODUCT_ERROR` relative error the products stay float64 for the rest
+        of the run. Both products count in ``work``.
+
+        Why: the reduced Hessian is a difference of two terms, each of the size of the
+        per-sample systems' inverse, about :math:`1/\lambda_H`; float32's error in those
+        systems is amplified by that cancellation. Measured relative errors of float32
+        products (scripts never kept; one-off runs at the Newton steps of each solve):
+        2e-5 to 1.5e-4 at K = d = 100 on random pairs with lam_H = 5e-3, about the residual
+        asked of them; 1e-2 to 6e-2 at K = d = 24 with lam_H = 1e-3, where the solve still
+        converged in 14 iterations; 1.5 to 31 at K = 6, d = 8 with lam_H = 1e-3, where it
+        crept at a gradient of 1e-5 after 100 iterations, and NaN at lam_H = 1e-4, where it
+        stalled at the first step."""
+        if self._float32_checked or rounded is samples:
+            return None
+        self._float32_checked = True
+        exact = self.hessian_vector(direction, samples)
+        approximate = self.hessian_vector(direction, rounded)
+        error = float(torch.linalg.vector_norm(approximate - exact)
+                      / torch.linalg.vector_norm(exact))
+        if not error <= _FLOAT32_PRODUCT_ERROR:  # NaN too
+            self.float64_products = True
+        return exact
 
     def _metric(self):
         r"""The preconditioner :math:`v \mapsto Mv` of this step (:data:`PRECONDITIONERS`,
@@ -308,7 +352,8 @@ class NewtonCG(ReducedNewton):
         at least :math:`10^{-4}` of the model's (or, below the rounding level of F, when the
         gradient norm falls); the radius is quartered after a ratio below 1/4 and doubled
         after one above 3/4 at the boundary. A rejected point is followed by the path's
-        point at the smaller radius, so only a new feature solve is paid for it."""
+        point at the smaller radius, so only a new feature solve is paid for it, and has the
+        next step's float32 Hessian products checked again (:meth:`_check_float32_products`)."""
         theta, grad, F0 = self._theta(), current.theta_grad, current.objective
         metric = self._metric()
         if self.radius is None:
@@ -332,6 +377,7 @@ class NewtonCG(ReducedNewton):
                 self.current = new
                 return None
             self.feature_solver.restore(accepted_state)
+            self._float32_checked = False
             if self.radius <= 1e-14 * max(1.0, float(torch.linalg.vector_norm(theta))):
                 break
         return "stalled"
@@ -355,7 +401,7 @@ class GramNewtonCG(NewtonCG):
     entry by its own curvature.
 
     Its first Newton steps run their Hessian products on every 4th sample
-    (``hessian_stride``, :meth:`NewtonCG._product_solver`), a quarter of the work, while
+    (``hessian_stride``, :meth:`NewtonCG._product_samples`), a quarter of the work, while
     the gradient norm is above ``subsample_above`` = 1e-3 of the first one; the gradient
     and the trust region's ratio stay exact. Closer to the optimum the subsample's error
     along the soft directions made steps fail: with the subsample throughout, K = d = 100

@@ -28,11 +28,14 @@ def diagonal_preconditioner(loss, sigma2, lam_H) -> Preconditioner:
     r"""The inverse of :math:`\kappa\Sigma^2 + \lambda_H I`: exact for a loss whose logit Hessian
     is the identity (:math:`\kappa = 1`), and for a general loss that declares no softmax
     structure, a model of its Hessian by its curvature bound :math:`\kappa`."""
-    if loss.hessian == "identity":
-        diagonal = sigma2 + lam_H
-        return Preconditioner(lambda v: v / diagonal, True)
-    diagonal = loss.curvature * sigma2 + lam_H
-    return Preconditioner(lambda v: v / diagonal, False)
+    exact = loss.hessian == "identity"
+    diagonal = sigma2 + lam_H if exact else loss.curvature * sigma2 + lam_H
+
+    def applier(dtype=None, rows=None):
+        rounded = diagonal if dtype is None else diagonal.to(dtype)  # the same for every row
+        return lambda v: v / rounded
+
+    return Preconditioner(applier(), exact, None, applier)
 
 
 def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
@@ -84,14 +87,24 @@ def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
     S_inv = torch.stack([torch.stack(row, -1) for row in _inverse_3x3(S)], -2)
     combine = S_inv * weights[:, None, :]
 
-    def apply(v):
-        # batched products over the three columns: one pass over (m, 3, r) each way
-        y = v / D
-        coefficients = torch.bmm(combine, torch.bmm(columns, y[:, :, None]))  # (m, 3, 1)
-        return torch.baddbmm(y[:, None, :], coefficients.transpose(1, 2), scaled, alpha=-1.0).squeeze(1)
+    def applier(dtype=None, rows=None):
+        factors = (D, columns, combine, scaled)
+        if rows is not None:
+            factors = tuple(t[rows] for t in factors)
+        D_, columns_, combine_, scaled_ = (t if dtype is None else t.to(dtype) for t in factors)
 
+        def apply(v):
+            # batched products over the three columns: one pass over (m, 3, r) each way
+            y = v / D_
+            coefficients = torch.bmm(combine_, torch.bmm(columns_, y[:, :, None]))  # (m, 3, 1)
+            return torch.baddbmm(y[:, None, :], coefficients.transpose(1, 2), scaled_,
+                                 alpha=-1.0).squeeze(1)
+
+        return apply
+
+    apply = applier()
     if exact or not softmax:
-        return Preconditioner(apply, exact)
+        return Preconditioner(apply, exact, None, applier)
     deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0)
     deviation.scatter_(1, c_prime[:, None], 0.0)
-    return Preconditioner(apply, exact, deviation)
+    return Preconditioner(apply, exact, deviation, applier)

@@ -21,8 +21,10 @@ Samples of one chunk need very different numbers of CG steps (at K = d = 1000 wi
 classifier, a fifth of a chunk's rows were still active, on average, over its CG steps),
 and each step's Hessian product costs the same per row whether the row is active or not.
 Given ``restrict``, CG therefore goes on with only the active rows whenever at most half of
-the rows it works on are still active (the preconditioner and the Hessian product are built
-again for them; each row's are its own, so its iterates do not change, up to rounding).
+the rows it works on are still active (the preconditioner's factors are indexed for them,
+:meth:`Preconditioner.restricted`, which costs a copy where forming them again cost passes
+over the rows' K probabilities, and the Hessian product is built again; each row's are its
+own, so its iterates do not change, up to rounding).
 """
 
 from __future__ import annotations
@@ -37,12 +39,88 @@ COMPACT_SHARE = 0.5
 
 
 class Preconditioner(NamedTuple):
-    """M_0^{-1} per sample, whether M_0 is the Hessian exactly, and the probability deviation
-    delta (m, K) with Hessian - M_0 = A^T diag(delta) A (None where no such form is known)."""
+    """M_0^{-1} per sample, whether M_0 is the Hessian exactly, the probability deviation
+    delta (m, K) with Hessian - M_0 = A^T diag(delta) A (None where no such form is known),
+    and ``applier(dtype, rows)``: M_0^{-1} of the samples ``rows`` (None: all) applied to
+    vectors of ``dtype`` (None: the preconditioner's own), from the factors already formed,
+    indexed and rounded (None: no restriction or other precision is offered)."""
 
     apply: Callable[[torch.Tensor], torch.Tensor]
     exact: bool
     deviation: torch.Tensor | None = None
+    applier: Callable[..., Callable[[torch.Tensor], torch.Tensor]] | None = None
+    # the dtype ``apply`` takes when it is not the factors' own (set by :meth:`restricted`)
+    dtype: torch.dtype | None = None
+
+    def restricted(self, rows: torch.Tensor | None = None,
+                   dtype: torch.dtype | None = None) -> Preconditioner:
+        """The same M_0^{-1} for the samples ``rows`` alone (None: all), applied to vectors
+        of ``dtype`` (None: the dtype this one takes), without forming anything again.
+
+        Its factors stay those formed in the higher precision and are only rounded, because
+        forming them in float32 can lose every digit: the Woodbury factors of the pair
+        preconditioner cancel terms of order |a|^2 / lam_H, and at lam_H = 1e-3 gave NaN and
+        indefinite float32 preconditioners. Indexing them costs a copy of the rows' factors,
+        where forming them again costs passes over the rows' K probabilities.
+
+        Examples
+        --------
+        >>> import torch
+        >>> halves = torch.tensor([[2.0, 2.0], [4.0, 4.0]], dtype=torch.float64)
+        >>> def applier(dtype=None, rows=None):
+        ...     factor = halves if rows is None else halves[rows]
+        ...     factor = factor if dtype is None else factor.to(dtype)
+        ...     return lambda v: v / factor
+        >>> M = Preconditioner(applier(), False, None, applier)
+        >>> M.restricted(torch.tensor([1]), torch.float32).apply(torch.ones(1, 2)).tolist()
+        [[0.25, 0.25]]
+        """
+        if self.applier is None:
+            raise ValueError("this preconditioner was built without an applier, so it cannot "
+                             "be restricted to rows or rounded")
+        dtype = self.dtype if dtype is None else dtype
+        deviation = self.deviation
+        if deviation is not None:
+            deviation = deviation if rows is None else deviation[rows]
+            deviation = deviation if dtype is None else deviation.to(dtype)
+        return Preconditioner(self.applier(dtype, rows), self.exact, deviation, self.applier,
+                              dtype)
+
+    def in_dtype(self, dtype: torch.dtype) -> Preconditioner:
+        """The same M_0^{-1} applied to vectors of ``dtype`` (:meth:`restricted`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> M = Preconditioner(lambda v: v / 2, True, None, lambda dtype, rows: lambda v: v / 2)
+        >>> M.in_dtype(torch.float32).apply(torch.ones(1, 2, dtype=torch.float32)).dtype
+        torch.float32
+        """
+        return self.restricted(None, dtype)
+
+
+def certified_step(preconditioner: Preconditioner, to_logits, sigma2, grad: torch.Tensor,
+                   target: torch.Tensor):
+    r"""(:math:`d_0 = M_0^{-1}\nabla\phi` per row, its logits or None, the rows whose
+    residual bound :math:`\sigma_{\max}|\delta\odot Ad_0|` meets ``target``, or None where
+    the preconditioner has no deviation form): the preconditioned step and where it needs no
+    conjugate gradients (module docstring); no Hessian product.
+
+    Examples
+    --------
+    >>> import torch
+    >>> M = Preconditioner(lambda v: v / 2, False, torch.tensor([[0.0, 1e-3]]))
+    >>> step, logits, certified = certified_step(M, lambda v: v, torch.ones(2),
+    ...                                          torch.ones(1, 2), torch.tensor([1e-2]))
+    >>> step.tolist(), bool(certified)
+    ([[0.5, 0.5]], True)
+    """
+    zr = preconditioner.apply(grad)
+    if preconditioner.deviation is None:
+        return zr, None, None
+    z_zr = to_logits(zr)
+    bound = sigma2.max().sqrt() * torch.linalg.vector_norm(preconditioner.deviation * z_zr, dim=-1)
+    return zr, z_zr, bound <= target
 
 
 def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, sigma2,
@@ -57,17 +135,12 @@ def newton_direction(preconditioner: Preconditioner, hessian_vector, to_logits, 
     ``rows`` of ``grad`` alone, for CG to drop the rows it has finished.
     """
     precondition = preconditioner.apply
-    zr = precondition(grad)
     if preconditioner.exact:
-        return zr, None, 0
-    z_zr = None
+        return precondition(grad), None, 0
+    zr, z_zr, certified = certified_step(preconditioner, to_logits, sigma2, grad, target)
     step = torch.zeros_like(grad)
     active = torch.ones(grad.shape[0], dtype=torch.bool, device=grad.device)
-    if preconditioner.deviation is not None:
-        z_zr = to_logits(zr)
-        sigma_max = sigma2.max().sqrt()
-        bound = sigma_max * torch.linalg.vector_norm(preconditioner.deviation * z_zr, dim=-1)
-        certified = bound <= target
+    if certified is not None:
         if bool(certified.all()):
             return zr, z_zr, 0
         step = torch.where(certified[:, None], zr, step)
