@@ -5,8 +5,9 @@ machine at the same time: this machine's speed drifts by a third over a session,
 taken in different runs do not compare. Each case is a ``ufm solve`` command line, run
 ``--pairs`` times in each source tree, in turn (candidate, baseline, candidate, ...), each
 in a fresh process (imports and set-up included) with the tree on ``PYTHONPATH``. For each
-run: wall-clock seconds, the child's peak resident memory (``os.wait4``), and from its
-``summary.json`` the stop reason, iterations, gradient norm and the method used. Per case:
+run: wall-clock seconds, the child's peak resident memory (``os.wait4``), its exit code (1
+for a solve that stalled, which still writes its summary), and from its ``summary.json`` the stop
+reason, iterations, gradient norm and the method used. Per case:
 the candidate's seconds over the baseline's, pair by pair, as median and range (a ratio
 below 1 is a gain), and whether both trees reached the same stop and iteration count.
 
@@ -85,12 +86,17 @@ def timed_solve(tree: Path, args: list[str], scratch: Path) -> dict:
                                  stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
+    exit_code = child.returncode = os.waitstatus_to_exitcode(status)  # reaped here
+    summary_file = out / "summary.json"
+    # a stalled solve exits 1 and still writes its summary
+    if not summary_file.is_file():
         tail = log.read_text()[-2000:]
-        raise RuntimeError(f"{shlex.join(command)} in {tree} exited with {child.returncode}:\n{tail}")
-    summary = json.loads((out / "summary.json").read_text())
+        raise RuntimeError(f"{shlex.join(command)} in {tree} exited with {exit_code} and wrote "
+                           f"no summary:\n{tail}")
+    summary = json.loads(summary_file.read_text())
+    summary_file.unlink()  # the next run must write its own
     return {
+        "exit_code": exit_code,
         "seconds": seconds,
         # ru_maxrss is in KiB on Linux
         "peak_mb": usage.ru_maxrss / 1024,

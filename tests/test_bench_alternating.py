@@ -5,21 +5,15 @@ same stop and iteration count, and each ratio must be the quotient of the record
 """
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_alternating.py"
+from scripts_support import SCRIPTS, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_alternating", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_alternating.py")
 
 
 def test_cases_are_named_solve_arguments_without_the_scripts_own(bench):
@@ -34,10 +28,12 @@ def test_cases_are_named_solve_arguments_without_the_scripts_own(bench):
 def test_alternating_runs_are_recorded_and_compared(bench, tmp_path, capsys):
     baseline = tmp_path / "baseline"
     baseline.mkdir()
-    (baseline / "ufm").symlink_to(SCRIPT.parents[1] / "ufm")
+    (baseline / "ufm").symlink_to(SCRIPTS.parent / "ufm")
     out = tmp_path / "record.json"
     args = ["--baseline", str(baseline), "--baseline-label", "same code", "--pairs", "2",
-            "--case", "tiny=--K 3 --d 4 --num-lams 3", "--out", str(out)]
+            "--case", "tiny=--K 3 --d 4 --num-lams 3",
+            "--case", "short=--K 3 --d 4 --num-lams 3 --classifier learned --max-iters 1",
+            "--out", str(out)]
     record = bench.main(args)
     assert json.loads(out.read_text())["cases"][0]["name"] == "tiny"
     case = record["cases"][0]
@@ -46,8 +42,12 @@ def test_alternating_runs_are_recorded_and_compared(bench, tmp_path, capsys):
     for a, b, ratio in zip(runs["candidate"], runs["baseline"], case["ratio"]):
         assert ratio == pytest.approx(a["seconds"] / b["seconds"], rel=1e-12)
         assert a["stop_reason"] == b["stop_reason"] == "converged"
+        assert a["exit_code"] == b["exit_code"] == 0
         assert a["peak_mb"] > 10 and b["peak_mb"] > 10
     assert case["same_stop_and_iterations"]
+    # a solve stopped short of its tolerance is recorded with its stop reason
+    short = record["cases"][1]["runs"]["candidate"][0]
+    assert short["stop_reason"] == "max_iters" and short["exit_code"] == 0
     assert min(case["ratio"]) == case["ratio_range"][0] <= case["ratio_median"]
     assert "tiny" in capsys.readouterr().out
     # a second run does not replace the record without --force

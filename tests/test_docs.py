@@ -7,33 +7,24 @@ The page generators of ``docs/_ext/ufm_docs.py`` and the offline link check
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from scripts_support import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ufm_docs():
-    return _load(ROOT / "docs" / "_ext" / "ufm_docs.py")
+    return load_script(ROOT / "docs" / "_ext" / "ufm_docs.py")
 
 
 @pytest.fixture(scope="module")
 def check_docs():
-    return _load(ROOT / "scripts" / "check_docs.py")
+    return load_script(ROOT / "scripts" / "check_docs.py")
 
 
 # -- the command-line page -----------------------------------------------------------------------

@@ -2,24 +2,17 @@
 eigenvalues of MH (against a dense eigensolver, on random matrices and on a small solved
 problem's reduced Hessian and Gram-entry metric), and its four blocks must split |R|^2."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from scripts_support import load_script
 
 from ufm.solver import UFMConfig, solve
 from ufm.solver.gram_preconditioner import rotation_complement
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "metric_spectrum.py"
-
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("metric_spectrum", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("metric_spectrum.py")
 
 
 def _spd(n, generator, shift):

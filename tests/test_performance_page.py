@@ -8,26 +8,20 @@ script (the shape a rerun has) renders in place of the transcribed one.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from scripts_support import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def page():
-    path = ROOT / "scripts" / "make_performance_page.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_performance_page.py")
 
 
 def test_the_committed_page_is_what_the_generator_renders(page):

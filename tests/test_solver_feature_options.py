@@ -1,10 +1,8 @@
-"""The feature solver's constructor options (sample weights, classifier sums, start coordinates,
-float32 Newton directions)
+"""The feature solver's constructor options (sample weights, classifier sums, start coordinates)
 and its per-sample backtracking line search."""
 
 import math
 
-import pytest
 import torch
 
 from ufm.solver.feature_newton import _ARMIJO, FeatureSolver
@@ -132,67 +130,3 @@ def test_line_search_records_the_full_step_of_every_sample():
     loss_full = problem.loss(z_full, problem.c, problem.c_prime, problem.lam)
     assert torch.allclose(value_full, loss_full, rtol=1e-12, atol=1e-12)
     assert torch.allclose(g_full.sum(1), torch.zeros_like(value_full), atol=1e-12)
-
-
-def _solved(problem, config, W, b, float32_directions, **options):
-    solver = FeatureSolver(problem.classes, problem.weights, problem.loss, config.lam_H, 16,
-                           float32_directions=float32_directions, **options)
-    generator = torch.Generator().manual_seed(4)
-    solver.set_classifier(W, b, H=torch.randn(problem.n, W.shape[1], generator=generator,
-                                              dtype=torch.float64))
-    return solver, solver.solve(1e-11)
-
-
-def _feature_gradients(problem, config, H, W, b):
-    """Every sample's gradient in its feature, by autograd in float64 through the loss."""
-    H = H.clone().requires_grad_(True)
-    value, _, _ = problem.loss.mixture_terms(H @ W.T + b, problem.classes, problem.weights,
-                                             need_grad=False)
-    (value.sum() + 0.5 * config.lam_H * (H * H).sum()).backward()
-    return H.grad
-
-
-@pytest.mark.parametrize("points, loss, lam_H", [(2, "ce", 5e-3), (3, "ce", 5e-3),
-                                                (2, "focal", 5e-3), (2, "ce", 1e-4),
-                                                (3, "ce", 1e-4)])
-def test_float32_directions_reach_the_float64_features(points, loss, lam_H, monkeypatch):
-    """CG in float32 inside a float64 solve: the same optimum to the tolerance (each sample's
-    problem is lam_H-strongly convex for cross-entropy, so a gradient of 1e-11 puts it within
-    1e-11/lam_H; focal, not convex, is solved here too when asked, and meets the same bound),
-    stationary by autograd, with the float32 twin of the systems doing the CG; also at
-    lam_H = 1e-4, where float32 loses most digits."""
-    from ufm.solver import feature_newton
-
-    # a random classifier's systems are past the condition bound float32 is used under:
-    # lift it, so that float32 CG and the float64 checks meet these systems
-    monkeypatch.setattr(feature_newton, "_FLOAT32_MAX_CONDITION", math.inf)
-    config = UFMConfig(K=6, d=5, num_lams=5, classifier="fixed", loss=loss, bias=True,
-                       mixup_points=points, seed=3, lam_H=lam_H)
-    problem = build_problem(config)
-    generator = torch.Generator().manual_seed(7)
-    W = torch.randn(6, 5, generator=generator, dtype=torch.float64)  # no tight frame: CG runs
-    b = 0.3 * torch.randn(6, generator=generator, dtype=torch.float64)
-    weight = torch.linspace(0.5, 2.0, problem.n, dtype=torch.float64)
-    reference, reference_stats = _solved(problem, config, W, b, False, sample_weight=weight)
-    mixed, stats = _solved(problem, config, W, b, True, sample_weight=weight)
-    assert mixed._twin is not None and mixed._twin[1].frame.A.dtype == torch.float32
-    assert reference._twin is None
-    assert stats.cg_iterations > 0 and stats.feature_grad_max <= 1e-11
-    H = mixed.features()
-    assert float((H - reference.features()).abs().max()) <= 1e-11 / config.lam_H
-    gradients = _feature_gradients(problem, config, H, W, b)
-    assert float(gradients.norm(dim=1).max()) <= 2e-11
-    assert math.isclose(stats.objective_sum, reference_stats.objective_sum, rel_tol=1e-12)
-
-
-def test_float32_directions_leave_an_exact_newton_inverse_in_float64():
-    """A simplex ETF in logit coordinates has an exact inverse of every Newton system: no
-    CG, and the float64 steps of the plain solve, whatever the option says."""
-    config = UFMConfig(K=5, d=6, num_lams=5, classifier="fixed_etf", seed=3)
-    problem = build_problem(config)
-    solvers = [_solved(problem, config, problem.W0, None, flag, logit_coordinates=True)
-               for flag in (False, True)]
-    (plain, plain_stats), (flagged, stats) = solvers
-    assert stats.cg_iterations == 0 == plain_stats.cg_iterations
-    assert stats.newton_iterations == plain_stats.newton_iterations
-    assert float((flagged.X - plain.X).abs().max()) <= 1e-14 * float(plain.X.abs().max())

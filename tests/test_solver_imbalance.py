@@ -67,13 +67,10 @@ def test_newton_and_gradient_descent_agree_under_imbalance():
 def test_ratio_one_is_the_balanced_problem():
     # a ratio a rounding step above 1 takes the weighted path with weights 1 + O(1e-13); with
     # L-BFGS, whose iterates move continuously with the weights, the two runs stay within
-    # rounding of each other all the way (a trust region's accept/reject can branch on it),
-    # in float64 throughout (float32 Newton directions, corrected to 1e-3 of the gradient,
-    # leave the two runs 1e-11 apart at tol 1e-10)
-    balanced = ufm.solve(ufm.UFMConfig(**LEARNED, tol=1e-10, method="newton",
-                                       mixed_precision=False))
+    # rounding of each other all the way (a trust region's accept/reject can branch on it)
+    balanced = ufm.solve(ufm.UFMConfig(**LEARNED, tol=1e-10, method="newton"))
     nearly = ufm.solve(ufm.UFMConfig(**LEARNED, tol=1e-10, imbalance_ratio=1.0 + 1e-13,
-                                     minority_classes=3, method="newton", mixed_precision=False))
+                                     minority_classes=3, method="newton"))
     assert build_problem(nearly.config).sample_weight is not None
     # (H, W) is unique up to a rotation of the feature space: compare what a rotation keeps,
     # the Gram matrix of W, the logits and the feature norms

@@ -7,8 +7,6 @@ directions that skip conjugate gradients are checked to meet their targets the s
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -187,100 +185,6 @@ def test_the_exact_frame_preconditioner_has_a_float32_form_and_a_bare_one_refuse
     assert float(((applied.double() - reference).norm(dim=1) / reference.norm(dim=1)).max()) <= 1e-5
     with pytest.raises(ValueError, match="without an applier"):
         Preconditioner(lambda v: v, True).in_dtype(torch.float32)
-
-
-def _dtype_spy(monkeypatch, corrupt=None):
-    """Record the dtype of every Newton system the feature solver hands to CG; ``corrupt``
-    (optional) rewrites the directions CG finds in float32."""
-    from ufm.solver import feature_newton
-
-    seen = []
-    real = feature_newton.newton_direction
-
-    def spy(preconditioner, hessian_vector, to_logits, sigma2, grad, target, restrict=None):
-        seen.append(grad.dtype)
-        direction, logits, cg = real(preconditioner, hessian_vector, to_logits, sigma2, grad,
-                                     target, restrict)
-        if corrupt is not None and grad.dtype == torch.float32:
-            direction, logits = corrupt(direction.clone()), None
-        return direction, logits, cg
-
-    monkeypatch.setattr(feature_newton, "newton_direction", spy)
-    return seen
-
-
-def _float32_solver(m, lam_H, scale):
-    solver = _solver(m, scale * _classifier(9, 11, 0.3))
-    solver.lam_H, solver.float32_directions = lam_H, True
-    return solver
-
-
-def _checked_direction(solver):
-    """A Newton direction asked for to 1e-8 |grad|, and its residual by dense Hessians."""
-    idx, z, p, grad, frame = _measured(solver)
-    forcing = torch.full((solver.n,), 1e-8, dtype=torch.float64)
-    direction, z_direction, _ = solver._newton_direction(z, p, grad, idx, forcing, frame)
-    hessians = _dense_hessians(solver.frame.A, p, solver.lam_H)
-    residual = ((hessians @ direction[:, :, None]).squeeze(-1) - grad).norm(dim=1)
-    if z_direction is not None:
-        assert float((z_direction - solver._to_logits(direction)).abs().max()) <= (
-            1e-12 * float(z_direction.abs().max()))
-    return residual, grad.norm(dim=1)
-
-
-@pytest.mark.parametrize("m", [2, 3])
-@pytest.mark.parametrize("lam_H, scale", [(5e-3, 1.0), (1e-4, 1.0), (1e-4, 4.0)])
-def test_float32_directions_meet_in_float64_the_residual_they_promise(m, lam_H, scale,
-                                                                      monkeypatch):
-    # CG in float32, each direction checked with a float64 product: residual at most
-    # 1e-3 |grad| by dense float64 Hessians, also where float32 loses most digits (lam_H =
-    # 1e-4, saturated probabilities at 4 times the classifier: condition near 1e5)
-    from ufm.solver import feature_newton
-    from ufm.solver.feature_newton import _FLOAT32_ACCEPT
-
-    monkeypatch.setattr(feature_newton, "_FLOAT32_MAX_CONDITION", math.inf)  # float32 always
-    seen = _dtype_spy(monkeypatch)
-    solver = _float32_solver(m, lam_H, scale)
-    residual, gnorm = _checked_direction(solver)
-    assert seen[0] == torch.float32
-    assert bool((residual <= _FLOAT32_ACCEPT * gnorm * (1 + 1e-6)).all())
-
-
-@pytest.mark.parametrize("corrupted", [3, None])
-def test_float32_directions_that_are_nan_uphill_or_off_are_redone_in_float64(corrupted,
-                                                                             monkeypatch):
-    # NaN, uphill and ten-times-too-long float32 directions, in three rows or in all: every
-    # direction still meets its float64 residual
-    from ufm.solver.feature_newton import _FLOAT32_ACCEPT
-
-    def corrupt(direction):
-        rows = direction.shape[0] if corrupted is None else corrupted
-        direction[0:rows:3] = float("nan")
-        direction[1:rows:3] = -direction[1:rows:3]
-        direction[2:rows:3] = 10 * direction[2:rows:3]
-        return direction
-
-    seen = _dtype_spy(monkeypatch, corrupt)
-    solver = _float32_solver(2, 5e-3, 1.0)
-    residual, gnorm = _checked_direction(solver)
-    assert seen[0] == torch.float32 and torch.float64 in seen  # the bad rows again
-    assert bool((residual <= _FLOAT32_ACCEPT * gnorm * (1 + 1e-6)).all())
-
-
-@pytest.mark.parametrize("lam_H, scale, float32", [(5e-3, 1.0, True), (1e-3, 1.0, False),
-                                                    (5e-3, 4.0, False)])
-def test_float32_directions_only_under_the_condition_bound(lam_H, scale, float32, monkeypatch):
-    # (curvature sigma_max^2 + lam_H) / lam_H against the bound: 137 for this classifier at
-    # lam_H = 5e-3, 683 at 1e-3, 2184 at 4 times the classifier; above the bound every
-    # direction is float64, as without the option
-    from ufm.solver.feature_newton import _FLOAT32_MAX_CONDITION
-
-    seen = _dtype_spy(monkeypatch)
-    solver = _float32_solver(2, lam_H, scale)
-    bound = (0.5 * float(solver.frame.sigma2.max()) + lam_H) / lam_H
-    assert (bound <= _FLOAT32_MAX_CONDITION) is float32
-    _checked_direction(solver)
-    assert (torch.float32 in seen) is float32
 
 
 @pytest.mark.parametrize("m", [2, 3])

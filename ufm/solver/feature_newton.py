@@ -53,21 +53,9 @@ from .frames import RowSpaceFrame, frame_for, tight_frame
 from .gram_preconditioner import GramSums
 from .mixture_preconditioner import mixture_preconditioner
 from .pair_preconditioner import diagonal_preconditioner, pair_preconditioner
-from .pcg import Preconditioner, certified_step, newton_direction
+from .pcg import Preconditioner, newton_direction
 
 _ARMIJO = 1e-4
-# the relative residual float32 conjugate gradients are asked for at most (float32 rounds at
-# about 6e-8; the recursive residual drifts from the true one by more)
-_FLOAT32_DIRECTION_RTOL = 1e-5
-# the relative residual a float32 direction must meet in float64 (else float64 CG corrects it):
-# an inexact Newton step with this forcing cuts the gradient by about as much
-_FLOAT32_ACCEPT = 1e-3
-# float32 directions only where every per-sample system's condition bound is at most this.
-# Measured (one-off runs, K = 24 and 100 on random pairs, learned classifier): at lam_H =
-# 5e-3 the bound is 200 to 250 and float32 CG converges as float64's does; at lam_H = 1e-3 it
-# is 1400 to 1700 and float32 CG took about 20 iterations per call where float64 certifies
-# most steps without any, which made the K = 24 solve 1.3 times slower than in float64
-_FLOAT32_MAX_CONDITION = 500.0
 _MAX_BACKTRACK = 40
 # Newton systems are solved to no smaller a residual than this fraction of the tolerance
 _RESIDUAL_FLOOR = 0.1
@@ -138,17 +126,13 @@ class FeatureSolver:
         (:class:`~.frames.LogitFrame`); any other classifier keeps its SVD frame.
     coordinates : (X, V), features to start from: coordinates X (n, r) in the frame V (d, r)
         of another solver, which the first :meth:`set_classifier` carries over.
-    float32_directions : in a float64 solve, find the Newton directions that need conjugate
-        gradients in float32, each checked in float64 (:meth:`_float32_direction`; for a
-        convex loss); the gradients, the line search and the features stay float64.
     """
 
     def __init__(self, classes: torch.Tensor, weights: torch.Tensor, loss: MixupLoss,
                  lam_H: float, chunk_size: int = 4096, parallel: str = "chunks", *,
                  sample_weight: torch.Tensor | None = None, grad_W_needed: bool = True,
                  pin_cpus: bool = False, logit_coordinates: bool = False,
-                 coordinates: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 float32_directions: bool = False):
+                 coordinates: tuple[torch.Tensor, torch.Tensor] | None = None):
         if classes.ndim != 2 or classes.shape != weights.shape or classes.shape[1] < 2:
             raise ValueError(
                 f"classes and weights must both have shape (n, m) with m >= 2, got "
@@ -164,8 +148,6 @@ class FeatureSolver:
         self.sample_weight = sample_weight
         self.grad_W_needed = bool(grad_W_needed)
         self.logit_coordinates = bool(logit_coordinates)
-        self.float32_directions = bool(float32_directions)
-        self._twin = None  # (frame, the float32 copy of this solver's systems at it)
         self._softmax = loss.hessian == "softmax"
         self.W = self.b = self.frame = None
         self.X, self._carried_V = (None, None) if coordinates is None else coordinates
@@ -225,14 +207,6 @@ class FeatureSolver:
         speeds the products up (:mod:`.newton_cg`)."""
         if dtype == self.X.dtype:
             return self
-        low = self._rounded(dtype)
-        low.X = torch.empty(self.X.shape, dtype=dtype, device=self.X.device)
-        self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
-        return low
-
-    def _rounded(self, dtype: torch.dtype) -> FeatureSolver:
-        """A copy whose mixing weights, classifier and frame are rounded to ``dtype``, without
-        features (X None): what the per-sample Newton systems need."""
         low = copy.copy(self)
         low.weights = self.weights.to(dtype)
         low.pair_columns = None if self.m != 2 else PairColumns.of(self.classes, low.weights)
@@ -240,34 +214,9 @@ class FeatureSolver:
         low.W = self.W.to(dtype)
         low.b = None if self.b is None else self.b.to(dtype)
         low.frame = self.frame.to(dtype)
-        low.X, low.float32_directions, low._twin = None, False, None
+        low.X = torch.empty(self.X.shape, dtype=dtype, device=self.X.device)
+        self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
         return low
-
-    def _float32_twin(self) -> FeatureSolver | None:
-        """The float32 copy of this solver's Newton systems at the current classifier
-        (:meth:`_rounded`), made once per frame; None unless ``float32_directions`` applies
-        (a float64 solve) and the systems' condition bound (:meth:`_condition_bound`) is at
-        most :data:`_FLOAT32_MAX_CONDITION`. Chunk threads may both make it at a new frame:
-        the copies are equal, and the last one kept."""
-        if not self.float32_directions or self.X.dtype != torch.float64:
-            return None
-        twin = self._twin
-        if twin is None or twin[0] is not self.frame:
-            bound = self._condition_bound()
-            usable = bound is not None and bound <= _FLOAT32_MAX_CONDITION
-            twin = (self.frame, self._rounded(torch.float32) if usable else None)
-            self._twin = twin
-        return twin[1]
-
-    def _condition_bound(self) -> float | None:
-        r"""An upper bound on the condition number of every per-sample Newton system,
-        :math:`(\kappa\sigma_{\max}^2 + \lambda_H)/\lambda_H` with :math:`\kappa` the loss's
-        declared curvature (None where it declares none)."""
-        try:
-            curvature = float(self.loss.curvature)
-        except NotImplementedError:
-            return None
-        return (curvature * float(self.frame.sigma2.max()) + self.lam_H) / self.lam_H
 
     def subset(self, rows: torch.Tensor) -> FeatureSolver:
         """This solver restricted to the samples ``rows`` (a copy of their features that
@@ -280,7 +229,6 @@ class FeatureSolver:
         part.pair_columns = None if self.m != 2 else PairColumns.of(part.classes, part.weights)
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         part.X = self.X[rows]
-        part._twin = None  # the float32 twin's samples are this solver's
         return part
 
     def theory_frame(self):
@@ -384,92 +332,12 @@ class FeatureSolver:
 
     def _newton_direction(self, z, p, grad, idx, forcing, loss_frame=None, floor=0.0):
         """(direction, its logits or None, CG iterations) with residual at most
-        max(forcing |grad|, floor) per sample, or with ``float32_directions`` in a float64
-        solve at most the larger of that and :data:`_FLOAT32_ACCEPT` |grad| where CG was
-        needed (:meth:`_float32_direction`)."""
-        target = (forcing * grad.norm(dim=-1)).clamp_min(floor)
+        max(forcing |grad|, floor) per sample."""
         preconditioner, hessian_vector = self._newton_system(z, p, idx, loss_frame)
-        twin = None if preconditioner.exact else self._float32_twin()
-        if twin is not None:
-            return self._float32_direction(twin, preconditioner, z, p, grad, idx, target,
-                                           loss_frame)
         return newton_direction(
-            preconditioner, hessian_vector, self._to_logits, self.frame.sigma2, grad, target,
+            preconditioner, hessian_vector, self._to_logits, self.frame.sigma2, grad,
+            (forcing * grad.norm(dim=-1)).clamp_min(floor),
             lambda rows: self._newton_system(z, p, idx, loss_frame, rows, preconditioner))
-
-    def _float32_direction(self, twin, preconditioner, z, p, grad, idx, target, loss_frame):
-        """(direction, its logits, CG iterations): the float64 preconditioned step where its
-        residual bound certifies it, elsewhere conjugate gradients in float32 checked in
-        float64.
-
-        The bound (:func:`.pcg.certified_step`) costs no Hessian product, and near a learned
-        optimum it certifies most samples, whose steps stay float64 (in float32 the
-        Woodbury preconditioner loses about three digits there). The other samples run CG
-        on the float32 twin of their systems (:meth:`_float32_twin`: its Hessian products)
-        with the float64 preconditioner's factors rounded to float32
-        (:meth:`.pcg.Preconditioner.in_dtype`; formed in float32 they lose more digits at
-        small lam_H), to at most :data:`_FLOAT32_DIRECTION_RTOL` relative residual:
-        products and preconditioner cost half the memory traffic. Each such direction's
-        true residual is then measured with one float64 Hessian product (its logits, the
-        other half of that product, are the line search's). Rows whose residual exceeds
-        their target and :data:`_FLOAT32_ACCEPT` |grad|, is not finite, or whose direction
-        does not descend are corrected by float64 CG from there, or from zero where the
-        float32 direction is worse than none. So every direction meets in float64 what an
-        inexact Newton step needs, whatever float32 rounding did (up to CG's iteration cap,
-        as in float64); each such step cuts the gradient by about that factor rather than
-        quadratically, and the gradient, the line search and the features stay float64, so
-        the solve reaches the same tolerance. Only convex losses ask for this (their
-        systems are positive definite; :mod:`.newton`).
-        """
-        low = torch.float32
-        step, z_step, certified = certified_step(preconditioner, self._to_logits,
-                                                 self.frame.sigma2, grad, target)
-        rows = (torch.arange(grad.shape[0], device=grad.device) if certified is None
-                else torch.nonzero(~certified).squeeze(1))
-        if rows.numel() == 0:
-            return step, z_step, 0
-        z_rows, p_rows, idx_rows, grad_rows = z[rows], p[rows], idx[rows], grad[rows]
-        z32, p32 = z_rows.to(low), p_rows.to(low)
-
-        def system32(sub=None):
-            # sub: rows of ``rows``, for CG to drop its finished ones
-            at = rows if sub is None else rows[sub]
-            z_at, p_at, idx_at = ((z32, p32, idx_rows) if sub is None
-                                  else (z32[sub], p32[sub], idx_rows[sub]))
-            return (preconditioner.restricted(at, low)._replace(deviation=None),
-                    lambda v, Av=None: twin._hessian_vector(z_at, p_at, v, idx_at, Av))
-
-        gnorm = grad_rows.norm(dim=-1)
-        found, _, cg = newton_direction(
-            *system32(), twin._to_logits, twin.frame.sigma2, grad_rows.to(low),
-            torch.maximum(target[rows], _FLOAT32_DIRECTION_RTOL * gnorm).to(low), system32)
-        found = found.to(grad.dtype)
-        z_found = self._to_logits(found)
-        residual = grad_rows - self._hessian_vector(z_rows, p_rows, found, idx_rows, z_found)
-        accept = torch.maximum(target[rows], _FLOAT32_ACCEPT * gnorm)
-        rnorm = residual.norm(dim=-1)
-        descends = torch.linalg.vecdot(grad_rows, found) > 0
-        failed = torch.nonzero(~((rnorm <= accept) & descends)).squeeze(1)  # NaN fails too
-        if failed.numel():
-            # worse than no direction (or not finite): the row starts again from zero
-            fresh = ~(rnorm[failed] < gnorm[failed]) | ~descends[failed]
-            start = torch.where(fresh[:, None], 0.0, found[failed])
-            z_start = torch.where(fresh[:, None], 0.0, z_found[failed])
-            rhs = torch.where(fresh[:, None], grad_rows[failed], residual[failed])
-            at = rows[failed]
-            correction, z_correction, more = newton_direction(
-                *self._newton_system(z, p, idx, loss_frame, at, preconditioner), self._to_logits,
-                self.frame.sigma2, rhs, accept[failed],
-                lambda sub: self._newton_system(z, p, idx, loss_frame, at[sub], preconditioner))
-            if z_correction is None:
-                z_correction = self._to_logits(correction)
-            found[failed] = start + correction
-            z_found[failed] = z_start + z_correction
-            cg += more
-        if certified is None:  # no bound: the rows are all rows, in order
-            return found, z_found, cg
-        step[rows], z_step[rows] = found, z_found
-        return step, z_step, cg
 
     def _newton_system(self, z, p, idx, loss_frame, rows=None, formed=None):
         """(preconditioner, Hessian product) of the Newton systems of the samples ``idx`` at

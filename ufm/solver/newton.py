@@ -82,10 +82,6 @@ class NewtonMethod:
             "grad_W_needed": state.learn_W,
             "pin_cpus": state.pin_cpus,
             "coordinates": coordinates,
-            # a learned classifier's SVD frame has no exact Newton inverse: CG in float32,
-            # each direction checked in float64 (positive definite systems only)
-            "float32_directions": (config.mixed_precision and state.learn_W
-                                   and state.problem.loss.convex),
         }
         # a fixed classifier that is a tight frame is solved in logit coordinates
         logit_frame = config.coordinates == "auto" and not state.learn_W

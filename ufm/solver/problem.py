@@ -92,9 +92,7 @@ class UFMConfig:
     ETF, say) ``coordinates`` = "auto" solves in logit coordinates, O(K) per sample instead
     of O(Kd) (:mod:`.frames`); "row_space" keeps the SVD frame of any classifier. A learned
     classifier in float64 solves its features in float32 until the gradient norm is a
-    thousandth of its first value, then in float64 with each per-sample Newton direction
-    found by conjugate gradients in float32 and checked in float64 (``mixed_precision``,
-    :mod:`.newton`, :meth:`.feature_newton.FeatureSolver._float32_direction`).
+    thousandth of its first value, then in float64 (``mixed_precision``, :mod:`.newton`).
 
     Parameters
     ----------
@@ -189,9 +187,7 @@ class UFMConfig:
         "auto": logit coordinates for a fixed tight-frame classifier; "row_space": always the
         SVD frame of the classifier.
     mixed_precision : bool, default True
-        Whether a learned classifier in float64 solves its features in float32 first, and
-        then finds their Newton directions in float32, each checked in float64 (gradients
-        and features float64) where the per-sample systems are well enough conditioned;
+        Whether a learned classifier in float64 solves its features in float32 first;
         ``"newton_gram"``'s Hessian products also run in float32, unless one of them,
         checked at the first trust-region step and after a rejected point, is off from
         float64's by more than a tenth.
