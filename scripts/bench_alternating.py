@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ufm.cli import build_parser
 from ufm.io import write_json
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -58,9 +59,17 @@ def parse_case(text: str) -> tuple[str, list[str]]:
         raise argparse.ArgumentTypeError(
             f"a case is NAME=ARGS with ARGS ufm solve options and no '=' in NAME, got {text!r}")
     for reserved in ("--out", "--resume", "--force", "--no-progress"):
-        if reserved in words:
+        if any(word == reserved or word.startswith(reserved + "=") for word in words):
             raise argparse.ArgumentTypeError(
                 f"case {name!r} gives {reserved}: the script sets it for every run")
+    # the options are checked here, before any run, by this checkout's ufm solve parser
+    # (a typo would otherwise end the script after the cases before it had run)
+    parser = build_parser()
+    parser.exit_on_error = False
+    try:
+        parser.parse_args(["solve", *words, "--out", "unused"])
+    except (argparse.ArgumentError, SystemExit) as error:
+        raise argparse.ArgumentTypeError(f"case {name!r}: ufm solve refuses {args!r}") from error
     return name.strip(), words
 
 
@@ -171,6 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--out {args.out} exists (another run's record): give --force to replace it")
     if args.pairs < 1:
         parser.error(f"--pairs must be at least 1, got {args.pairs}")
+    names = [name for name, _ in args.case]
+    if len(set(names)) != len(names):
+        parser.error(f"case names must differ, got {names}")
     if args.candidate == args.baseline:
         parser.error(f"--candidate and --baseline are the same tree ({args.candidate})")
     cases = []

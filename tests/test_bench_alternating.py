@@ -21,8 +21,11 @@ def test_cases_are_named_solve_arguments_without_the_scripts_own(bench):
     for bad in ("--K 4", "name=", "=--K 4", "K=4 d=5=--K 4"):
         with pytest.raises(argparse.ArgumentTypeError, match="NAME=ARGS"):
             bench.parse_case(bad)
-    with pytest.raises(argparse.ArgumentTypeError, match="--out"):
-        bench.parse_case("K4=--K 4 --out somewhere")
+    for reserved in ("K4=--K 4 --out somewhere", "K4=--K 4 --out=somewhere"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--out"):
+            bench.parse_case(reserved)
+    with pytest.raises(argparse.ArgumentTypeError, match="refuses"):
+        bench.parse_case("typo=--K 4 --dd 5")
 
 
 def test_alternating_runs_are_recorded_and_compared(bench, tmp_path, capsys):

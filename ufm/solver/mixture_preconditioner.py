@@ -52,10 +52,12 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
     :math:`A^\top p = A^\top\nabla\ell + \sum_k t_k a_{c_k}` (+ the uniform part of label
     smoothing) replaces the product p A.
 
-    Below float64 the factors are formed in float64 and rounded
-    (:meth:`.pcg.Preconditioner.in_dtype`): :math:`I + \Omega U^\top D^{-1}U` cancels terms
-    of order :math:`|a|^2/\lambda_H`, and in float32 its LU factorisation found it singular
-    at lam_H = 1e-4 (K = 6, 3-class mixtures, the float32 phase of a learned classifier).
+    Below float64 the probabilities' sums and the small matrix
+    :math:`I + \Omega U^\top D^{-1}U` are formed, factored and solved in float64, from D and
+    U rounded to the solve's dtype (:meth:`.pcg.Preconditioner.in_dtype`), and the products
+    with U run in that dtype: the small matrix cancels terms of order
+    :math:`|a|^2/\lambda_H`, and formed in float32 its LU factorisation found it singular at
+    lam_H = 1e-4 (K = 6, 3-class mixtures, the float32 phase of a learned classifier).
     """
     if p.dtype != torch.float64:
         high = torch.float64
@@ -105,13 +107,22 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
                 return y - (s.transpose(1, 2) @ scaled_).squeeze(1)
 
             return apply
-        # another precision: S^{-1} Omega formed here, then rounded with the other factors
-        combine = torch.linalg.lu_solve(LU_, pivots_, torch.diag_embed(omega_))
-        D_, columns_, combine_, scaled_ = (t.to(dtype) for t in (D_, columns_, combine, scaled_))
+        # another precision: D and U rounded first, then S = I + Omega U^T D^-1 U formed and
+        # factored in this dtype from the rounded ones, and the small (m+1) solve kept here:
+        # M_0 is then that of the rounded factors, positive definite as above. Rounding
+        # S^-1 Omega apart from U breaks the cancellation between them (A^T p lies nearly in
+        # the span of the mixture's rows) and made M_0 indefinite at lam_H = 1e-4
+        high = p.dtype
+        D_, columns_ = D_.to(dtype), columns_.to(dtype)
+        scaled_ = columns_ / D_[:, None, :]
+        S_ = omega_[:, :, None] * (columns_.to(high) @ scaled_.to(high).transpose(1, 2))
+        S_.diagonal(dim1=1, dim2=2).add_(1.0)
+        LU_low, pivots_low = torch.linalg.lu_factor(S_)
 
         def apply_rounded(v):
             y = v / D_
-            s = combine_ @ (columns_ @ y[:, :, None])
+            t = omega_ * (columns_ @ y[:, :, None]).squeeze(-1).to(high)
+            s = torch.linalg.lu_solve(LU_low, pivots_low, t[:, :, None]).to(dtype)
             return y - (s.transpose(1, 2) @ scaled_).squeeze(1)
 
         return apply_rounded

@@ -57,11 +57,11 @@ class Preconditioner(NamedTuple):
         """The same M_0^{-1} for the samples ``rows`` alone (None: all), applied to vectors
         of ``dtype`` (None: the dtype this one takes), without forming anything again.
 
-        Its factors stay those formed in the higher precision and are only rounded, because
-        forming them in float32 can lose every digit: the Woodbury factors of the pair
-        preconditioner cancel terms of order |a|^2 / lam_H, and at lam_H = 1e-3 gave NaN and
-        indefinite float32 preconditioners. Indexing them costs a copy of the rows' factors,
-        where forming them again costs passes over the rows' K probabilities.
+        Indexing the factors costs a copy of the rows', where forming them again costs
+        passes over the rows' K probabilities (CG's compaction, :func:`newton_direction`).
+        Another dtype is the preconditioner's own business: the mixture preconditioner of a
+        float32 solve keeps its small Woodbury system in float64
+        (:func:`.mixture_preconditioner.mixture_preconditioner`).
 
         Examples
         --------
