@@ -54,16 +54,15 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
 
     Below float64 the probabilities' sums and the small matrix
     :math:`I + \Omega U^\top D^{-1}U` are formed, factored and solved in float64, from D and
-    U rounded to the solve's dtype (:meth:`.pcg.Preconditioner.in_dtype`), and the products
-    with U run in that dtype: the small matrix cancels terms of order
-    :math:`|a|^2/\lambda_H`, and formed in float32 its LU factorisation found it singular at
-    lam_H = 1e-4 (K = 6, 3-class mixtures, the float32 phase of a learned classifier).
+    U rounded to the solve's dtype, and the products with U run in that dtype: the small
+    matrix cancels terms of order :math:`|a|^2/\lambda_H`, and formed in float32 its LU
+    factorisation found it singular at lam_H = 1e-4 (K = 6, 3-class mixtures, the float32
+    phase of a learned classifier).
     """
-    if p.dtype != torch.float64:
-        high = torch.float64
-        return mixture_preconditioner(
-            frame.to(high), loss, lam_H, p.to(high), classes, weights.to(high),
-            None if loss_frame is None else loss_frame.to(high)).in_dtype(p.dtype)
+    solve_dtype, high = p.dtype, torch.float64
+    if solve_dtype != high:
+        frame, p, weights = frame.to(high), p.to(high), weights.to(high)
+        loss_frame = None if loss_frame is None else loss_frame.to(high)
     softmax = loss.hessian == "softmax"
     sigma2, m = frame.sigma2, classes.shape[1]
     p_mix = p.gather(1, classes)  # (c, m)
@@ -89,46 +88,50 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
             frame_p = frame_p + (declared.uniform / p.shape[1]) * frame.A.sum(0)
     columns = torch.cat([rows, frame_p[:, None, :]], dim=1)  # (c, m+1, r)
     omega = torch.cat([p_mix - p_bar[:, None], -torch.ones_like(p_bar)[:, None]], dim=1)
-    scaled = columns / D[:, None, :]
-    G = columns @ scaled.transpose(1, 2)  # U^T D^{-1} U, (c, m+1, m+1)
-    S = omega[:, :, None] * G
-    S.diagonal(dim1=1, dim2=2).add_(1.0)
-    LU, pivots = torch.linalg.lu_factor(S)
+    D, columns = D.to(solve_dtype), columns.to(solve_dtype)
+    scaled, LU, pivots = _woodbury_system(D, columns, omega)
 
     def applier(dtype=None, rows=None):
-        LU_, pivots_, D_, columns_, omega_, scaled_ = (
-            (LU, pivots, D, columns, omega, scaled) if rows is None
-            else (t[rows] for t in (LU, pivots, D, columns, omega, scaled)))
-        if dtype is None or dtype == p.dtype:
-            def apply(v):
-                y = v / D_
-                t = omega_ * (columns_ @ y[:, :, None]).squeeze(-1)
-                s = torch.linalg.lu_solve(LU_, pivots_, t[:, :, None])  # (c, m+1, 1)
-                return y - (s.transpose(1, 2) @ scaled_).squeeze(1)
-
-            return apply
-        # another precision: D and U rounded first, then S = I + Omega U^T D^-1 U formed and
-        # factored in this dtype from the rounded ones, and the small (m+1) solve kept here:
-        # M_0 is then that of the rounded factors, positive definite as above. Rounding
-        # S^-1 Omega apart from U breaks the cancellation between them (A^T p lies nearly in
-        # the span of the mixture's rows) and made M_0 indefinite at lam_H = 1e-4
-        high = p.dtype
-        D_, columns_ = D_.to(dtype), columns_.to(dtype)
-        scaled_ = columns_ / D_[:, None, :]
-        S_ = omega_[:, :, None] * (columns_.to(high) @ scaled_.to(high).transpose(1, 2))
-        S_.diagonal(dim1=1, dim2=2).add_(1.0)
-        LU_low, pivots_low = torch.linalg.lu_factor(S_)
-
-        def apply_rounded(v):
-            y = v / D_
-            t = omega_ * (columns_ @ y[:, :, None]).squeeze(-1).to(high)
-            s = torch.linalg.lu_solve(LU_low, pivots_low, t[:, :, None]).to(dtype)
-            return y - (s.transpose(1, 2) @ scaled_).squeeze(1)
-
-        return apply_rounded
+        factors = (D, columns, omega, scaled, LU, pivots)
+        if rows is not None:
+            factors = tuple(t[rows] for t in factors)
+        if dtype is not None and dtype != solve_dtype:
+            # another precision: D and U rounded first, the small system formed again from
+            # them (rounding S^-1 Omega apart from U breaks the cancellation between them,
+            # A^T p lying nearly in the span of the mixture's rows, and made M_0 indefinite
+            # at lam_H = 1e-4)
+            D_, columns_, omega_ = factors[0].to(dtype), factors[1].to(dtype), factors[2]
+            factors = (D_, columns_, omega_, *_woodbury_system(D_, columns_, omega_))
+        return _woodbury_inverse(*factors)
 
     apply = applier()
     if exact or not softmax:
         return Preconditioner(apply, exact, None, applier)
-    return Preconditioner(apply, exact, (p_other - p_bar[:, None]).scatter_(1, classes, 0.0),
-                          applier)
+    deviation = (p_other - p_bar[:, None]).scatter_(1, classes, 0.0).to(solve_dtype)
+    return Preconditioner(apply, exact, deviation, applier)
+
+
+def _woodbury_system(D, columns, omega):
+    """(U D^-1, the LU factors and pivots of S = I + Omega U^T D^-1 U): D and U in the dtype
+    the products with them run in, S formed and factored in Omega's (float64 below float64,
+    :func:`mixture_preconditioner`)."""
+    scaled = columns / D[:, None, :]
+    high = omega.dtype
+    S = omega[:, :, None] * (columns.to(high) @ scaled.to(high).transpose(1, 2))  # (c, m+1, m+1)
+    S.diagonal(dim1=1, dim2=2).add_(1.0)
+    LU, pivots = torch.linalg.lu_factor(S)
+    return scaled, LU, pivots
+
+
+def _woodbury_inverse(D, columns, omega, scaled, LU, pivots):
+    """v -> M_0^{-1} v per sample by the push-through Woodbury form (module docstring), the
+    small (m+1) solve in Omega's dtype."""
+    high = omega.dtype
+
+    def apply(v):
+        y = v / D
+        t = omega * (columns @ y[:, :, None]).squeeze(-1).to(high)
+        s = torch.linalg.lu_solve(LU, pivots, t[:, :, None]).to(y.dtype)  # (c, m+1, 1)
+        return y - (s.transpose(1, 2) @ scaled).squeeze(1)
+
+    return apply
