@@ -147,31 +147,31 @@ def test_cg_drops_finished_rows_and_keeps_every_rows_iterates(m, share, monkeypa
     assert float((compact - whole).norm(dim=1).max() / whole.norm(dim=1).min()) <= 1e-10
 
 
+def _same_rows(formed, again, rows, grad):
+    """``formed`` restricted to ``rows`` applies as ``again``, formed for those rows alone."""
+    restricted = formed.restricted(rows)
+    reference = again.apply(grad)
+    assert float((restricted.apply(grad) - reference).abs().max()) <= (
+        1e-14 * float(reference.abs().max()))
+    assert (restricted.deviation is None) == (again.deviation is None)
+    if again.deviation is not None:
+        assert torch.equal(restricted.deviation, again.deviation)
+    return restricted
+
+
 @pytest.mark.parametrize("m", [2, 3])
 @pytest.mark.parametrize("loss", ["ce", "mse"])
-def test_a_preconditioner_in_float32_is_its_float64_factors_rounded(m, loss):
-    # in_dtype rounds factors formed in float64: on a well-conditioned problem its float32
-    # application agrees with the float64 one to float32 rounding times the condition
-    solver = _solver(m, _classifier(9, 11, 0.3), loss)
+def test_a_restricted_preconditioner_is_the_one_formed_for_those_rows(m, loss):
+    # CG's compaction indexes the factors already formed instead of forming them again:
+    # the same numbers, row by row (Woodbury pairs and mixtures; the squared error's diagonal)
+    solver = _solver(m, _classifier(9, 11, 0.5), loss)
     idx, _, p, grad, frame = _measured(solver)
-    formed = solver._preconditioner(p, idx, frame)
-    rounded = formed.in_dtype(torch.float32)
-    assert rounded.exact == formed.exact
-    assert (rounded.deviation is None) == (formed.deviation is None)
-    v = torch.randn(grad.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    reference = formed.apply(v)
-    applied = rounded.apply(v.to(torch.float32))
-    assert applied.dtype == torch.float32
-    if p is None:  # the squared error: the Hessian is A^T A + lam_H I
-        sigma2 = solver.frame.sigma2
-        condition = float((sigma2.max() + solver.lam_H) / (sigma2.min() + solver.lam_H))
-    else:
-        condition = float(torch.linalg.cond(_dense_hessians(solver.frame.A, p, solver.lam_H)).max())
-    error = (applied.double() - reference).norm(dim=1) / reference.norm(dim=1)
-    assert float(error.max()) <= torch.finfo(torch.float32).eps * condition
+    rows = torch.arange(1, solver.n, 3)
+    again = solver._preconditioner(None if p is None else p[rows], idx[rows], frame[rows])
+    _same_rows(solver._preconditioner(p, idx, frame), again, rows, grad[rows])
 
 
-def test_the_exact_frame_preconditioner_has_a_float32_form_and_a_bare_one_refuses():
+def test_the_exact_frame_preconditioner_restricts_and_a_bare_one_refuses():
     from ufm.solver.pcg import Preconditioner
 
     solver = _solver(2, _classifier(9, 11, 0.0))  # a simplex ETF: its logit frame is exact
@@ -180,30 +180,25 @@ def test_the_exact_frame_preconditioner_has_a_float32_form_and_a_bare_one_refuse
     idx, _, p, grad, _ = _measured(solver)
     formed = solver._preconditioner(p, idx)
     assert formed.exact
-    applied = formed.in_dtype(torch.float32).apply(grad.to(torch.float32))
-    reference = formed.apply(grad)
-    assert float(((applied.double() - reference).norm(dim=1) / reference.norm(dim=1)).max()) <= 1e-5
-    with pytest.raises(ValueError, match="without an applier"):
-        Preconditioner(lambda v: v, True).in_dtype(torch.float32)
+    rows = torch.arange(0, solver.n, 2)
+    assert _same_rows(formed, solver._preconditioner(p[rows], idx[rows]), rows, grad[rows]).exact
+    with pytest.raises(ValueError, match="without a restriction"):
+        Preconditioner(lambda v: v, True).restricted(rows)
 
 
-@pytest.mark.parametrize("m", [2, 3])
-def test_a_restricted_preconditioner_is_the_one_formed_for_those_rows(m):
-    # CG's compaction and the float32 rows index the factors already formed instead of
-    # forming them again: the same numbers, row by row, and the float32 form stays float32
-    solver = _solver(m, _classifier(9, 11, 0.5))
+def test_a_float32_mixture_preconditioner_restricts_in_float32():
+    # formed in float64 for a float32 solve, applied in float32, also on fewer rows
+    solver = _solver(3, _classifier(9, 11, 0.5)).in_dtype(torch.float32)
     idx, _, p, grad, frame = _measured(solver)
     formed = solver._preconditioner(p, idx, frame)
     rows = torch.arange(1, solver.n, 3)
     again = solver._preconditioner(p[rows], idx[rows], frame[rows])
     restricted = formed.restricted(rows)
+    assert restricted.apply(grad[rows]).dtype == restricted.deviation.dtype == torch.float32
     reference = again.apply(grad[rows])
+    # float32 rounding of the same per-row operations, batched differently
     assert float((restricted.apply(grad[rows]) - reference).abs().max()) <= (
-        1e-14 * float(reference.abs().max()))
-    assert torch.equal(restricted.deviation, again.deviation)
-    low = formed.in_dtype(torch.float32).restricted(rows[::2])
-    assert low.apply(grad[rows[::2]].to(torch.float32)).dtype == torch.float32
-    assert low.deviation.dtype == torch.float32 and low.deviation.shape[0] == rows[::2].numel()
+        4 * torch.finfo(torch.float32).eps * float(reference.abs().max()))
 
 
 @pytest.mark.parametrize("lam_H, scale", [(5e-3, 1.0), (1e-4, 3.0), (1e-4, 8.0)])

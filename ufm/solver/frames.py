@@ -145,12 +145,12 @@ class LogitFrame(_Frame):
         up = u * p
         coefficient = s2 / (lam_H * up.sum(-1, keepdim=True))
 
-        def applier(dtype=None, rows=None):
-            factors = (u, up, coefficient) if rows is None else (t[rows] for t in (u, up, coefficient))
-            u_, up_, coefficient_ = (t if dtype is None else t.to(dtype) for t in factors)
+        def restrict(rows=None):
+            factors = (u, up, coefficient)
+            u_, up_, coefficient_ = factors if rows is None else (t[rows] for t in factors)
             return lambda v: u_ * v + (coefficient_ * (up_ * v).sum(-1, keepdim=True)) * up_
 
-        return Preconditioner(applier(), True, None, applier)
+        return Preconditioner(restrict(), True, None, restrict)
 
     def theory_frame(self):
         """The centred frame's distances take one broadcast and two scattered entries

@@ -91,24 +91,15 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
     D, columns = D.to(solve_dtype), columns.to(solve_dtype)
     scaled, LU, pivots = _woodbury_system(D, columns, omega)
 
-    def applier(dtype=None, rows=None):
+    def restrict(rows=None):
         factors = (D, columns, omega, scaled, LU, pivots)
-        if rows is not None:
-            factors = tuple(t[rows] for t in factors)
-        if dtype is not None and dtype != solve_dtype:
-            # another precision: D and U rounded first, the small system formed again from
-            # them (rounding S^-1 Omega apart from U breaks the cancellation between them,
-            # A^T p lying nearly in the span of the mixture's rows, and made M_0 indefinite
-            # at lam_H = 1e-4)
-            D_, columns_, omega_ = factors[0].to(dtype), factors[1].to(dtype), factors[2]
-            factors = (D_, columns_, omega_, *_woodbury_system(D_, columns_, omega_))
-        return _woodbury_inverse(*factors)
+        return _woodbury_inverse(*(factors if rows is None else (t[rows] for t in factors)))
 
-    apply = applier()
+    apply = restrict()
     if exact or not softmax:
-        return Preconditioner(apply, exact, None, applier)
+        return Preconditioner(apply, exact, None, restrict)
     deviation = (p_other - p_bar[:, None]).scatter_(1, classes, 0.0).to(solve_dtype)
-    return Preconditioner(apply, exact, deviation, applier)
+    return Preconditioner(apply, exact, deviation, restrict)
 
 
 def _woodbury_system(D, columns, omega):

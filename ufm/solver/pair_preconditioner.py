@@ -31,11 +31,10 @@ def diagonal_preconditioner(loss, sigma2, lam_H) -> Preconditioner:
     exact = loss.hessian == "identity"
     diagonal = sigma2 + lam_H if exact else loss.curvature * sigma2 + lam_H
 
-    def applier(dtype=None, rows=None):
-        rounded = diagonal if dtype is None else diagonal.to(dtype)  # the same for every row
-        return lambda v: v / rounded
+    def restrict(rows):
+        return lambda v: v / diagonal  # the same for every row
 
-    return Preconditioner(applier(), exact, None, applier)
+    return Preconditioner(restrict(None), exact, None, restrict)
 
 
 def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
@@ -87,11 +86,9 @@ def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
     S_inv = torch.stack([torch.stack(row, -1) for row in _inverse_3x3(S)], -2)
     combine = S_inv * weights[:, None, :]
 
-    def applier(dtype=None, rows=None):
+    def restrict(rows=None):
         factors = (D, columns, combine, scaled)
-        if rows is not None:
-            factors = tuple(t[rows] for t in factors)
-        D_, columns_, combine_, scaled_ = (t if dtype is None else t.to(dtype) for t in factors)
+        D_, columns_, combine_, scaled_ = factors if rows is None else (t[rows] for t in factors)
 
         def apply(v):
             # batched products over the three columns: one pass over (m, 3, r) each way
@@ -102,9 +99,9 @@ def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
 
         return apply
 
-    apply = applier()
+    apply = restrict()
     if exact or not softmax:
-        return Preconditioner(apply, exact, None, applier)
+        return Preconditioner(apply, exact, None, restrict)
     deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0)
     deviation.scatter_(1, c_prime[:, None], 0.0)
-    return Preconditioner(apply, exact, deviation, applier)
+    return Preconditioner(apply, exact, deviation, restrict)

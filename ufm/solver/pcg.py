@@ -41,62 +41,33 @@ COMPACT_SHARE = 0.5
 class Preconditioner(NamedTuple):
     """M_0^{-1} per sample, whether M_0 is the Hessian exactly, the probability deviation
     delta (m, K) with Hessian - M_0 = A^T diag(delta) A (None where no such form is known),
-    and ``applier(dtype, rows)``: M_0^{-1} of the samples ``rows`` (None: all) applied to
-    vectors of ``dtype`` (None: the preconditioner's own), from the factors already formed,
-    indexed and rounded (None: no restriction or other precision is offered)."""
+    and ``restrict(rows)``: M_0^{-1} of the samples ``rows`` alone, from the factors already
+    formed (None: not offered)."""
 
     apply: Callable[[torch.Tensor], torch.Tensor]
     exact: bool
     deviation: torch.Tensor | None = None
-    applier: Callable[..., Callable[[torch.Tensor], torch.Tensor]] | None = None
-    # the dtype ``apply`` takes when it is not the factors' own (set by :meth:`restricted`)
-    dtype: torch.dtype | None = None
+    restrict: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]] | None = None
 
-    def restricted(self, rows: torch.Tensor | None = None,
-                   dtype: torch.dtype | None = None) -> Preconditioner:
-        """The same M_0^{-1} for the samples ``rows`` alone (None: all), applied to vectors
-        of ``dtype`` (None: the dtype this one takes), without forming anything again.
-
-        Indexing the factors costs a copy of the rows', where forming them again costs
-        passes over the rows' K probabilities (CG's compaction, :func:`newton_direction`).
-        Another dtype is the preconditioner's own business: the mixture preconditioner of a
-        float32 solve keeps its small Woodbury system in float64
-        (:func:`.mixture_preconditioner.mixture_preconditioner`).
+    def restricted(self, rows: torch.Tensor) -> Preconditioner:
+        """The same M_0^{-1} for the samples ``rows`` alone, without forming anything again:
+        indexing the factors costs a copy of the rows', where forming them again costs passes
+        over the rows' K probabilities (CG's compaction, :func:`newton_direction`).
 
         Examples
         --------
         >>> import torch
-        >>> halves = torch.tensor([[2.0, 2.0], [4.0, 4.0]], dtype=torch.float64)
-        >>> def applier(dtype=None, rows=None):
-        ...     factor = halves if rows is None else halves[rows]
-        ...     factor = factor if dtype is None else factor.to(dtype)
-        ...     return lambda v: v / factor
-        >>> M = Preconditioner(applier(), False, None, applier)
-        >>> M.restricted(torch.tensor([1]), torch.float32).apply(torch.ones(1, 2)).tolist()
+        >>> halves = torch.tensor([[2.0, 2.0], [4.0, 4.0]])
+        >>> def restrict(rows):
+        ...     return lambda v: v / halves[rows]
+        >>> M = Preconditioner(lambda v: v / halves, False, None, restrict)
+        >>> M.restricted(torch.tensor([1])).apply(torch.ones(1, 2)).tolist()
         [[0.25, 0.25]]
         """
-        if self.applier is None:
-            raise ValueError("this preconditioner was built without an applier, so it cannot "
-                             "be restricted to rows or rounded")
-        dtype = self.dtype if dtype is None else dtype
-        deviation = self.deviation
-        if deviation is not None:
-            deviation = deviation if rows is None else deviation[rows]
-            deviation = deviation if dtype is None else deviation.to(dtype)
-        return Preconditioner(self.applier(dtype, rows), self.exact, deviation, self.applier,
-                              dtype)
-
-    def in_dtype(self, dtype: torch.dtype) -> Preconditioner:
-        """The same M_0^{-1} applied to vectors of ``dtype`` (:meth:`restricted`).
-
-        Examples
-        --------
-        >>> import torch
-        >>> M = Preconditioner(lambda v: v / 2, True, None, lambda dtype, rows: lambda v: v / 2)
-        >>> M.in_dtype(torch.float32).apply(torch.ones(1, 2, dtype=torch.float32)).dtype
-        torch.float32
-        """
-        return self.restricted(None, dtype)
+        if self.restrict is None:
+            raise ValueError("this preconditioner was built without a restriction to rows")
+        deviation = None if self.deviation is None else self.deviation[rows]
+        return Preconditioner(self.restrict(rows), self.exact, deviation, self.restrict)
 
 
 def certified_step(preconditioner: Preconditioner, to_logits, sigma2, grad: torch.Tensor,
