@@ -29,8 +29,8 @@ Newton-CG runs with Nocedal & Wright's forcing min(0.5, sqrt|g|) (the default), 
 constant forcing 0.1 (CG stopped early: fewer HVPs per step, more steps), with the
 diagonal preconditioner (``"diagonal"`` of ``ufm.solver.newton_cg.PRECONDITIONERS``), and as
 method ``"newton_gram"``, preconditioned by the Gram-entry metric
-(:mod:`ufm.solver.gram_preconditioner`) with Hessian products as accurate as its forcing
-asks (the preconditioners' curvature sums, one pass per step, are counted in ``visits``).
+(:mod:`ufm.solver.gram_preconditioner`) with Hessian products as accurate as its conjugate
+gradients' stopping residual asks (the preconditioners' curvature sums, one pass per step, are counted in ``visits``).
 ``s`` is each solve's wall-clock time and ``s ratio`` that over L-BFGS's, measured in the
 same run (so only comparable on a machine whose load did not change during it).
 

@@ -11,7 +11,8 @@ a quarter of the samples, :class:`GramNewtonCG`). This is trust-region Newton-CG
 Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Numerical Optimization, 2nd ed.,
 Algorithm 7.2) stops at the forcing residual :math:`\|\nabla^2F\,p + \nabla F\| \le
 \eta_k\|\nabla F\|` with :math:`\eta_k = \min(0.5, \sqrt{\|\nabla F\|})` (their (7.3):
-superlinear convergence), at the first direction of non-positive curvature (F is not convex
+superlinear convergence), once the residual is a tenth of the solve's tolerance (the last
+step needs no more), at the first direction of non-positive curvature (F is not convex
 far from its optimum), followed to the boundary, or where it leaves the trust region; the
 radius follows their Algorithm 4.1. A first version with a line search instead (their
 Algorithm 7.1) met nearly flat directions far from the optimum, took a step of norm 144 at
@@ -37,7 +38,9 @@ quadratic along them at that distance.
 ``"newton_cg"`` solves the features in the problem's dtype throughout and asks its Hessian
 products for 1e-12 (no float32 anywhere: its products are exact to the last digits), its
 features tighter than L-BFGS's (:meth:`NewtonCG._inner_tol`). ``"newton_gram"`` asks its
-products only for the digits its forcing term needs, so with ``mixed_precision`` it runs them
+products only for the digits its conjugate gradients need (a tenth of the relative residual
+at which they stop: the forcing term's, or at the last step the tolerance's share of the
+gradient), so with ``mixed_precision`` it runs them
 on a float32 copy of the features (:meth:`NewtonCG.product_dtype`), which halves their
 memory traffic and speeds up their matrix products (``docs/performance.md`` has the time).
 Checkpoints save what :class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty);
@@ -66,9 +69,12 @@ _MAX_CG = 500
 _ETA = 1e-4
 # trust-region points tried per step at most
 _MAX_TRIALS = 30
+# CG also stops once the residual of its Newton system is this fraction of the tolerance
+_TOLERANCE_FRACTION = 0.1
 # Hessian products solve the features' Newton systems to this relative residual
 _SYSTEM_RTOL = 1e-12
-# ... or, with adaptive_products, to 0.1 of the forcing term but at most this
+# ... or, with adaptive_products, to 0.1 of the relative residual at which CG stops (the
+# forcing term, or _TOLERANCE_FRACTION of the tolerance over |grad F|) but at most this
 _ADAPTIVE_RTOL = 1e-4
 # products asked for this relative residual or more may run in float32 (product_dtype)
 _FLOAT32_RTOL = 1e-6
@@ -99,9 +105,11 @@ def auto_method(state: RunState) -> NewtonMethod:
     L-BFGS short of it), and no slower on the medium problem on all pairs (K = 100,
     d = 128), each in the same run as L-BFGS on 2 idle cores (``docs/performance.md``). At
     K = d = 1000 (200,004 samples) neither was run to convergence: in a 10-minute
-    comparison L-BFGS reached gradient 1.3e-3 and ``"newton_gram"`` 4.4e-3, and in longer
-    runs beside other work each of ``"newton_gram"``'s Newton steps took many minutes. So
-    L-BFGS stays the default above the largest size measured."""
+    comparison L-BFGS reached gradient 1.3e-3 and ``"newton_gram"`` 4.4e-3; run alone with
+    a one-hour limit, ``"newton_gram"`` reached 1.8e-6 when the iteration in progress ended,
+    at 83 minutes, its last two Newton steps 19 and 31 minutes each (``docs/performance.md``),
+    and L-BFGS was not run as long beside it. So
+    L-BFGS stays the default above the largest size measured to convergence."""
     return method_factory(auto_choice(state.config.K))(state)
 
 
@@ -117,7 +125,7 @@ class NewtonCG(ReducedNewton):
     forcing_max = 0.5
     forcing_power = 0.5
     preconditioner = "none"
-    # Hessian products to a relative residual tied to the forcing term, not _SYSTEM_RTOL
+    # Hessian products to a relative residual tied to CG's stopping residual, not _SYSTEM_RTOL
     adaptive_products = False
     _product_rtol = _SYSTEM_RTOL
     # Hessian products over 1/this of the samples (1: all of them, the exact Hessian) ...
@@ -150,7 +158,11 @@ class NewtonCG(ReducedNewton):
         """The dtype of this step's Hessian products: float32 for a float64 problem with
         ``mixed_precision`` while they are asked for no more than :data:`_FLOAT32_RTOL`
         relative residual (``adaptive_products``; float32 rounds at about 6e-8) and they
-        have passed :meth:`_check_float32_products`, else the problem's."""
+        have passed :meth:`_check_float32_products`, else the problem's. At the last step
+        the residual asked is a share of the tolerance over the gradient (:meth:`steihaug`),
+        often above this bound even at a tolerance of 1e-12, so that step's products may
+        stay float32 where the forcing term alone would have asked for float64 (the residual
+        they are asked for is then about a hundredth of the tolerance)."""
         dtype = self.state.problem.dtype
         if (self.adaptive_products and self.state.config.mixed_precision and dtype == torch.float64
                 and self._product_rtol >= _FLOAT32_RTOL and not self.float64_products):
@@ -188,7 +200,15 @@ class NewtonCG(ReducedNewton):
         residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`,
         :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at the first direction of non-positive
         curvature (followed to the boundary) or where it leaves the trust region of
-        ``radius``; the Hessian products run on the feature solver of :meth:`_product_samples`.
+        ``radius``; also once the residual :math:`\|P(\nabla^2F\,p + \nabla F)\|` is
+        :data:`_TOLERANCE_FRACTION` of the solve's tolerance, where the step already takes the
+        gradient below it as far as the linear model can tell (the forcing term, made for
+        superlinear convergence, would ask the last step for many more digits than the
+        tolerance needs: in a one-off run at K = d = 200 on random pairs, the last step
+        started at a gradient of 5e-8, a forcing term of 2.3e-4). The Hessian products run
+        on the feature solver of :meth:`_product_samples`; with ``adaptive_products``, to 0.1
+        of the larger of the two relative residuals (the forcing term, and the tolerance's
+        share over :math:`\|g\|`), within [:data:`_SYSTEM_RTOL`, :data:`_ADAPTIVE_RTOL`].
         The path is kept so that a smaller radius finds its point without new
         Hessian products (:meth:`_CGPath.point`); :math:`M^{-1}` of every point and
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
@@ -204,8 +224,10 @@ class NewtonCG(ReducedNewton):
         rz = float(torch.dot(g, z))
         forcing = min(self.forcing_max, grad_norm**self.forcing_power)
         target = forcing * math.sqrt(max(rz, 0.0))
+        enough = _TOLERANCE_FRACTION * self.state.config.tol
         if self.adaptive_products:
-            self._product_rtol = max(_SYSTEM_RTOL, min(_ADAPTIVE_RTOL, 0.1 * forcing))
+            asked = max(forcing, enough / max(grad_norm, 1e-300))
+            self._product_rtol = max(_SYSTEM_RTOL, min(_ADAPTIVE_RTOL, 0.1 * asked))
         samples = self._product_samples()
         direction = -z
         products = samples.in_dtype(self.product_dtype())
@@ -234,6 +256,8 @@ class NewtonCG(ReducedNewton):
             if float(torch.dot(step, M_inv_step)) >= radius * radius:
                 return path
             residual = residual + alpha * Hd
+            if float(torch.linalg.vector_norm(residual)) <= enough:
+                break
             z = precondition(residual)
             rz_new = float(torch.dot(residual, z))
             if math.sqrt(max(rz_new, 0.0)) <= target:
@@ -386,7 +410,8 @@ class NewtonCG(ReducedNewton):
 class GramNewtonCG(NewtonCG):
     r"""Newton-CG preconditioned by the Gram-entry metric (:mod:`.gram_preconditioner`),
     which is also the metric of its trust region; its Hessian products solve the per-sample
-    systems only as accurately as the forcing term asks (:data:`_ADAPTIVE_RTOL` at most),
+    systems only as accurately as its conjugate gradients' stopping residual asks
+    (:data:`_ADAPTIVE_RTOL` at most),
     in float32 with ``mixed_precision``.
 
     Far from the optimum the reduced function is well conditioned and L-BFGS gains a
