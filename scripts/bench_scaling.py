@@ -78,7 +78,9 @@ def run_one(fields: dict) -> dict:
             "grad_norm": s["grad_norm"], "theory_distance": s.get("theory_distance"),
             "etf_distance_W": s["etf_distance_W"], "peak_mb": peak - before,
             "state_mb": state_mb, "excess_mb": peak - before - state_mb,
-            "method": config.method, "method_used": s["method_used"]}
+            "method": config.method, "method_used": s["method_used"],
+            # (seconds, gradient norm) after each iteration: where the time went
+            "trace": [[row["seconds"], row["grad_norm"]] for row in result.history]}
 
 
 def run_joint(fields: dict) -> dict:
