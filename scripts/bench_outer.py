@@ -30,7 +30,8 @@ constant forcing 0.1 (CG stopped early: fewer HVPs per step, more steps), with t
 diagonal preconditioner (``"diagonal"`` of ``ufm.solver.newton_cg.PRECONDITIONERS``), and as
 method ``"newton_gram"``, preconditioned by the Gram-entry metric
 (:mod:`ufm.solver.gram_preconditioner`) with Hessian products as accurate as its conjugate
-gradients' stopping residual asks (the preconditioners' curvature sums, one pass per step, are counted in ``visits``).
+gradients' stopping residual asks (the preconditioners' curvature sums, one pass per step,
+are counted in ``visits``).
 ``s`` is each solve's wall-clock time and ``s ratio`` that over L-BFGS's, measured in the
 same run (so only comparable on a machine whose load did not change during it).
 

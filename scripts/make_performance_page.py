@@ -208,8 +208,8 @@ def before_after(record: Node, path: str, spec: str) -> str:
 
 
 HELPERS = {"min": min, "max": max, "len": len, "sum": sum, "round": round, "abs": abs, "zip": zip,
-           "sqrt": math.sqrt, "log": math.log, "median": statistics.median, "as_unit": as_unit, "file": file,
-           "idle_busy": idle_busy, "before_after": before_after}
+           "sqrt": math.sqrt, "log": math.log, "median": statistics.median, "as_unit": as_unit,
+           "file": file, "idle_busy": idle_busy, "before_after": before_after}
 
 
 # -- rendering -----------------------------------------------------------------------------------
