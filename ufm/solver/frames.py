@@ -145,12 +145,10 @@ class LogitFrame(_Frame):
         up = u * p
         coefficient = s2 / (lam_H * up.sum(-1, keepdim=True))
 
-        def restrict(rows=None):
-            factors = (u, up, coefficient)
-            u_, up_, coefficient_ = factors if rows is None else (t[rows] for t in factors)
-            return lambda v: u_ * v + (coefficient_ * (up_ * v).sum(-1, keepdim=True)) * up_
+        def inverse(u, up, coefficient):
+            return lambda v: u * v + (coefficient * (up * v).sum(-1, keepdim=True)) * up
 
-        return Preconditioner(restrict(), True, None, restrict)
+        return Preconditioner.from_factors(inverse, (u, up, coefficient), True)
 
     def theory_frame(self):
         """The centred frame's distances take one broadcast and two scattered entries

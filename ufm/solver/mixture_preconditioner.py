@@ -91,15 +91,11 @@ def mixture_preconditioner(frame, loss, lam_H: float, p, classes, weights,
     D, columns = D.to(solve_dtype), columns.to(solve_dtype)
     scaled, LU, pivots = _woodbury_system(D, columns, omega)
 
-    def restrict(rows=None):
-        factors = (D, columns, omega, scaled, LU, pivots)
-        return _woodbury_inverse(*(factors if rows is None else (t[rows] for t in factors)))
-
-    apply = restrict()
-    if exact or not softmax:
-        return Preconditioner(apply, exact, None, restrict)
-    deviation = (p_other - p_bar[:, None]).scatter_(1, classes, 0.0).to(solve_dtype)
-    return Preconditioner(apply, exact, deviation, restrict)
+    deviation = None
+    if softmax and not exact:
+        deviation = (p_other - p_bar[:, None]).scatter_(1, classes, 0.0).to(solve_dtype)
+    return Preconditioner.from_factors(_woodbury_inverse, (D, columns, omega, scaled, LU, pivots),
+                                       exact, deviation)
 
 
 def _woodbury_system(D, columns, omega):

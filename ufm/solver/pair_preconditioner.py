@@ -30,11 +30,8 @@ def diagonal_preconditioner(loss, sigma2, lam_H) -> Preconditioner:
     structure, a model of its Hessian by its curvature bound :math:`\kappa`."""
     exact = loss.hessian == "identity"
     diagonal = sigma2 + lam_H if exact else loss.curvature * sigma2 + lam_H
-
-    def restrict(rows):
-        return lambda v: v / diagonal  # the same for every row
-
-    return Preconditioner(restrict(None), exact, None, restrict)
+    # the same for every row: no per-sample factor
+    return Preconditioner.from_factors(lambda: (lambda v: v / diagonal), (), exact)
 
 
 def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
@@ -86,22 +83,22 @@ def pair_preconditioner(frame, loss, lam_H: float, p, c, c_prime, same, lam,
     S_inv = torch.stack([torch.stack(row, -1) for row in _inverse_3x3(S)], -2)
     combine = S_inv * weights[:, None, :]
 
-    def restrict(rows=None):
-        factors = (D, columns, combine, scaled)
-        D_, columns_, combine_, scaled_ = factors if rows is None else (t[rows] for t in factors)
+    deviation = None
+    if softmax and not exact:
+        deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0)
+        deviation.scatter_(1, c_prime[:, None], 0.0)
+    return Preconditioner.from_factors(_pair_inverse, (D, columns, combine, scaled), exact,
+                                       deviation)
 
-        def apply(v):
-            # batched products over the three columns: one pass over (m, 3, r) each way
-            y = v / D_
-            coefficients = torch.bmm(combine_, torch.bmm(columns_, y[:, :, None]))  # (m, 3, 1)
-            return torch.baddbmm(y[:, None, :], coefficients.transpose(1, 2), scaled_,
-                                 alpha=-1.0).squeeze(1)
 
-        return apply
+def _pair_inverse(D, columns, combine, scaled):
+    """v -> M_0^{-1} v per sample from the Woodbury factors of :func:`pair_preconditioner`."""
 
-    apply = restrict()
-    if exact or not softmax:
-        return Preconditioner(apply, exact, None, restrict)
-    deviation = (p_other - p_bar[:, None]).scatter_(1, c[:, None], 0.0)
-    deviation.scatter_(1, c_prime[:, None], 0.0)
-    return Preconditioner(apply, exact, deviation, restrict)
+    def apply(v):
+        # batched products over the three columns: one pass over (m, 3, r) each way
+        y = v / D
+        coefficients = torch.bmm(combine, torch.bmm(columns, y[:, :, None]))  # (m, 3, 1)
+        return torch.baddbmm(y[:, None, :], coefficients.transpose(1, 2), scaled,
+                             alpha=-1.0).squeeze(1)
+
+    return apply

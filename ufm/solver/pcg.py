@@ -49,6 +49,29 @@ class Preconditioner(NamedTuple):
     deviation: torch.Tensor | None = None
     restrict: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]] | None = None
 
+    @classmethod
+    def from_factors(cls, inverse: Callable[..., Callable[[torch.Tensor], torch.Tensor]],
+                     factors: tuple, exact: bool,
+                     deviation: torch.Tensor | None = None) -> Preconditioner:
+        """The preconditioner ``inverse(*factors)``, ``factors`` its per-sample tensors (one
+        row per sample), which :meth:`restricted` indexes: what every constructor of a
+        preconditioner writes, once.
+
+        Examples
+        --------
+        >>> import torch
+        >>> M = Preconditioner.from_factors(lambda d: (lambda v: v / d),
+        ...                                 (torch.tensor([[2.0], [4.0]]),), False)
+        >>> M.apply(torch.ones(2, 1)).tolist()
+        [[0.5], [0.25]]
+        >>> M.restricted(torch.tensor([1])).apply(torch.ones(1, 1)).tolist()
+        [[0.25]]
+        """
+        def restrict(rows):
+            return inverse(*(t[rows] for t in factors))
+
+        return cls(inverse(*factors), exact, deviation, restrict)
+
     def restricted(self, rows: torch.Tensor) -> Preconditioner:
         """The same M_0^{-1} for the samples ``rows`` alone, without forming anything again:
         indexing the factors costs a copy of the rows', where forming them again costs passes
