@@ -79,8 +79,11 @@ def run_one(fields: dict) -> dict:
             "etf_distance_W": s["etf_distance_W"], "peak_mb": peak - before,
             "state_mb": state_mb, "excess_mb": peak - before - state_mb,
             "method": config.method, "method_used": s["method_used"],
-            # (seconds, gradient norm) after each iteration: where the time went
-            "trace": [[row["seconds"], row["grad_norm"]] for row in result.history]}
+            # (seconds, gradient norm) after each iteration: where the time went; and how
+            # each step went (its step_ history columns: kind, work, trust region, CG path)
+            "trace": [[row["seconds"], row["grad_norm"]] for row in result.history],
+            "steps": [{key: value for key, value in row.items() if key.startswith("step_")}
+                      for row in result.history]}
 
 
 def run_joint(fields: dict) -> dict:

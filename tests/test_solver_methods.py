@@ -25,7 +25,7 @@ def test_the_choices_of_method_are_the_registry():
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_registered_factory_makes_a_method(name):
-    assert len(PROTOCOL) == 8 and "step" in PROTOCOL
+    assert len(PROTOCOL) == 9 and {"step", "step_record"} <= set(PROTOCOL)
     state = RunState(build_problem(UFMConfig(**SMALL, method=name)))
     method = method_factory(name)(state)
     missing = [member for member in PROTOCOL if not callable(getattr(method, member, None))]

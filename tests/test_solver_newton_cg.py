@@ -235,6 +235,82 @@ def test_the_newton_step_stops_at_a_tenth_of_the_tolerance_not_at_the_forcing_te
     monkeypatch.setattr(newton_cg, "_TOLERANCE_FRACTION", 0.0)
     _, _, forcing_path = _steihaug_near_optimum(config, 3e-7)
     assert len(path.segments) < len(forcing_path.segments)
+    assert (path.end, forcing_path.end) == ("tolerance", "forcing")
+
+
+def test_the_path_says_it_ended_at_the_boundary_or_at_negative_curvature():
+    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-8,
+                       method="newton_gram", mixed_precision=False)
+    method, grad, unbounded = _steihaug_near_optimum(config, 3e-7)
+    _, length, _ = unbounded.point(math.inf)
+    held = method.steihaug(grad, 0.5 * length, method._metric())
+    assert held.end == "boundary" and not held.unbounded
+    _, held_length, _ = held.point(0.5 * length)
+    assert held_length == pytest.approx(0.5 * length, rel=1e-9)
+    # a Hessian with negative curvature along every direction
+    method.hessian_vector = lambda v, solver=None: -v
+    falling = method.steihaug(grad, 1.0, method._metric())
+    assert falling.end == "negative_curvature" and falling.unbounded and len(falling.segments) == 1
+
+
+def _counting_solve(monkeypatch, config):
+    """The solve of ``config`` and the reduced Hessian products and feature solves it made,
+    counted by wrapping the methods that make them (not from the method's own ``work``)."""
+    from ufm.solver.newton import ReducedNewton
+    from ufm.solver.newton_cg import NewtonCG
+
+    counts = {"products": 0, "solves": 0}
+    product, evaluate = NewtonCG.hessian_vector, ReducedNewton._evaluate
+
+    def counted_product(self, *args, **options):
+        counts["products"] += 1
+        return product(self, *args, **options)
+
+    def counted_evaluate(self, *args, **options):
+        counts["solves"] += 1
+        return evaluate(self, *args, **options)
+
+    monkeypatch.setattr(NewtonCG, "hessian_vector", counted_product)
+    monkeypatch.setattr(ReducedNewton, "_evaluate", counted_evaluate)
+    return solve(config), counts
+
+
+@pytest.mark.parametrize("method", ["newton_gram", "newton_cg"])
+def test_every_step_records_its_work_and_how_its_path_ended(monkeypatch, method):
+    # the history row after each step says what kind of step it was and what it cost; the
+    # costs add up to the products and solves counted around the methods (less the first
+    # measurement, before any step), and a trust-region step's record agrees with the
+    # geometry of its path
+    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-9,
+                       method=method, mixed_precision=False)
+    result, counts = _counting_solve(monkeypatch, config)
+    assert result.summary["stop_reason"] == "converged"
+    first, *stepped = result.history
+    assert not any(key.startswith("step_") for key in first)
+    assert all(row["step_kind"] in {"lbfgs", "trust_region"} for row in stepped)
+    assert sum(row["step_products"] for row in stepped) == counts["products"]
+    assert sum(row["step_solves"] for row in stepped) == counts["solves"] - 1
+    steps = [row for row in stepped if row["step_kind"] == "trust_region"]
+    assert steps and (method == "newton_gram") == (stepped[0]["step_kind"] == "lbfgs")
+    ends = {"forcing", "tolerance", "boundary", "negative_curvature", "max_cg"}
+    for row in steps:
+        assert row["step_path_end"] in ends and row["step_trials"] >= 1
+        assert row["step_cg"] >= 1 and row["step_products"] >= row["step_cg"]
+        assert row["step_ratio"] is None or row["step_ratio"] > 1e-4
+        assert 0 < row["step_length"] <= row["step_radius"] * (1 + 1e-9)
+        if row["step_path_end"] == "boundary":
+            assert row["step_length"] == pytest.approx(row["step_radius"], rel=1e-9)
+
+
+def test_a_step_held_by_a_small_trust_region_says_so(monkeypatch):
+    from ufm.solver.newton_cg import NewtonCG
+
+    monkeypatch.setattr(NewtonCG, "_initial_radius", lambda self, theta, grad, metric: 1e-6)
+    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-9,
+                       method="newton_cg", mixed_precision=False, max_iters=3)
+    first = solve(config).history[1]
+    assert first["step_path_end"] == "boundary" and first["step_radius"] == 1e-6
+    assert first["step_length"] == pytest.approx(1e-6, rel=1e-9)
 
 
 def test_a_solve_that_stops_its_last_step_at_the_tolerance_ends_at_the_same_optimum(monkeypatch):

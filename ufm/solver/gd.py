@@ -60,6 +60,10 @@ class HeavyBall:
     def final(self, current: Iterate) -> Iterate:
         return current
 
+    def step_record(self) -> dict:
+        """Nothing to add: every step is the same heavy-ball update."""
+        return {}
+
     def step(self, current: Iterate) -> str | None:
         state, config, buffers = self.state, self.state.config, self.buffers
         lr, beta = (config.lr or 1.0), config.momentum

@@ -67,6 +67,28 @@ class NewtonMethod:
         self.work = {"evaluations": 0, "feature_passes": 0, "sample_visits": 0,
                      "hessian_products": 0, "hessian_visits": 0, "hessian_cg": 0,
                      "preconditioner_passes": 0}
+        # what the step in progress has done (step_record); the work counts at its start
+        self._step_record: dict[str, Any] = {}
+        self._work_at_step = dict(self.work)
+
+    def step_record(self) -> dict[str, Any]:
+        """The last step's history columns (:meth:`~.state.Method.step_record`):
+        ``step_kind`` (``"lbfgs"``; ``"trust_region"``: :class:`~.newton_cg.NewtonCG`, whose
+        record says more; ``"to_float64"``, a step that only took a mixed-precision run to
+        the problem's dtype, which the row's ``feature_dtype`` shows after any step),
+        ``step_solves`` (feature solves) and ``step_products`` (reduced Hessian products)
+        made during it. A fixed classifier's pass has nothing to add: {}.
+
+        Why: a run's history then shows where its time went and why a step gained little
+        (held by the trust radius, stopped at negative curvature, or converged with a model
+        that missed), which the gradient norms alone cannot tell."""
+        record, self._step_record = self._step_record, {}
+        if record:
+            record["step_solves"] = self.work["evaluations"] - self._work_at_step["evaluations"]
+            record["step_products"] = (self.work["hessian_products"]
+                                       - self._work_at_step["hessian_products"])
+        self._work_at_step = dict(self.work)
+        return record
 
     def _first_dtype(self) -> torch.dtype:
         return self.state.problem.dtype
@@ -183,6 +205,7 @@ class ReducedNewton(NewtonMethod):
             self.current = self._evaluate(self.state.W, self.state.b, self._inner_tol(None),
                                           set_classifier=not fresh)
         self._leave_float32_below()
+        self._step_record, self._work_at_step = {}, dict(self.work)  # steps count from here
 
     def measure(self) -> Iterate:
         return self.current
@@ -206,6 +229,7 @@ class ReducedNewton(NewtonMethod):
             direction, slope = -grad, -float(torch.dot(grad, grad))
         step = 1.0 if len(self.memory) else min(1.0, 1.0 / max(float(grad.norm()), 1e-300))
         accepted = self._line_search(theta, direction, slope, step, current)
+        self._step_record = {"step_kind": "lbfgs"}
         if accepted is None:
             if self._in_float32_phase:  # float32 can go no further
                 self._to_full_precision()
@@ -232,6 +256,7 @@ class ReducedNewton(NewtonMethod):
         """Carry the features over to a solver in the problem's dtype; measure there again."""
         if not self._in_float32_phase:
             return
+        self._step_record.setdefault("step_kind", "to_float64")
         dtype = self.state.problem.dtype
         low = self.feature_solver
         # the coordinates and their frame, which the next set_classifier carries over

@@ -248,19 +248,23 @@ class NewtonCG(ReducedNewton):
             path.segments.append((step, M_inv_step, H_step, direction, M_inv_direction, Hd))
             if curvature <= 0:
                 path.unbounded = True  # the last segment goes on to the boundary
+                path.end = "negative_curvature"
                 return path
             alpha = rz / curvature
             step, M_inv_step = step + alpha * direction, M_inv_step + alpha * M_inv_direction
             H_step = H_step + alpha * Hd
             path.ends.append(alpha)
             if float(torch.dot(step, M_inv_step)) >= radius * radius:
+                path.end = "boundary"
                 return path
             residual = residual + alpha * Hd
             if float(torch.linalg.vector_norm(residual)) <= enough:
+                path.end = "tolerance"
                 break
             z = precondition(residual)
             rz_new = float(torch.dot(residual, z))
             if math.sqrt(max(rz_new, 0.0)) <= target:
+                path.end = "forcing"
                 break
             beta = rz_new / rz
             direction = -z + beta * direction
@@ -377,7 +381,14 @@ class NewtonCG(ReducedNewton):
         gradient norm falls); the radius is quartered after a ratio below 1/4 and doubled
         after one above 3/4 at the boundary. A rejected point is followed by the path's
         point at the smaller radius, so only a new feature solve is paid for it, and has the
-        next step's float32 Hessian products checked again (:meth:`_check_float32_products`)."""
+        next step's float32 Hessian products checked again (:meth:`_check_float32_products`).
+        The step's history columns (:meth:`~.newton.NewtonMethod.step_record`) say how many
+        CG directions its path took (``step_cg``), why the path ended (``step_path_end``,
+        :attr:`_CGPath.end`), the radius and length of the accepted point (``step_radius``,
+        ``step_length``, in the metric's norm), its ratio of actual to predicted decrease
+        (``step_ratio``; empty where it was accepted at the rounding level of F) and the
+        points tried (``step_trials``): whether a slow step was held by the radius, by
+        curvature or by the model's accuracy."""
         theta, grad, F0 = self._theta(), current.theta_grad, current.objective
         metric = self._metric()
         if self.radius is None:
@@ -385,8 +396,9 @@ class NewtonCG(ReducedNewton):
         path = self.steihaug(grad, self.radius, metric)
         accepted_state = self.feature_solver.snapshot()
         inner_tol = self._inner_tol(float(torch.linalg.vector_norm(grad)))
-        for _ in range(_MAX_TRIALS):
-            p, length, predicted = path.point(self.radius)
+        for trial in range(1, _MAX_TRIALS + 1):
+            radius = self.radius
+            p, length, predicted = path.point(radius)
             new = self._evaluate(*self._split(theta + p), inner_tol)
             actual = F0 - new.objective
             ratio = actual / predicted if predicted > 0 else -math.inf
@@ -399,6 +411,10 @@ class NewtonCG(ReducedNewton):
                     ratio > _ETA or (at_rounding and new.grad_norm < current.grad_norm)):
                 self.state.W, self.state.b = self._split(theta + p)
                 self.current = new
+                self._step_record = {
+                    "step_kind": "trust_region", "step_cg": len(path.segments),
+                    "step_path_end": path.end, "step_radius": radius, "step_length": length,
+                    "step_ratio": ratio if math.isfinite(ratio) else None, "step_trials": trial}
                 return None
             self.feature_solver.restore(accepted_state)
             self._float32_checked = False
@@ -482,6 +498,9 @@ class _CGPath:
         self.segments: list[tuple] = []
         self.ends: list[float] = []
         self.unbounded = False
+        # why CG stopped: "forcing", "tolerance", "boundary", "negative_curvature" or
+        # "max_cg" (_MAX_CG directions)
+        self.end = "max_cg"
 
     def point(self, radius: float) -> tuple[torch.Tensor, float, float]:
         """(p, its length, predicted decrease -m(p)): where the path leaves the ball of

@@ -71,8 +71,8 @@ class Method(Protocol):
 
     The driver calls :meth:`start` once, then for iterate k = 0, 1, ...: :meth:`measure`;
     if a stopping rule holds, records :meth:`final` and stops; else records the
-    measurement, calls :meth:`step` (a stop reason if no step can be taken) and counts the
-    iteration. The measurement is an :class:`Iterate` made by :func:`measured_iterate`.
+    measurement, calls :meth:`step` (a stop reason if no step can be taken) and
+    :meth:`step_record` (added to the next row) and counts the iteration. The measurement is an :class:`Iterate` made by :func:`measured_iterate`.
     """
 
     #: the registered name of the method that runs (for ``"auto"``, the one it chose),
@@ -90,6 +90,10 @@ class Method(Protocol):
 
     def step(self, current: Iterate) -> str | None:
         """Move to the next iterate; return a stop reason if that is not possible."""
+
+    def step_record(self) -> dict[str, Any]:
+        """What the last :meth:`step` did, as columns of the next history row (empty if it
+        has nothing to say); asked once after each step."""
 
     def features(self) -> torch.Tensor:
         """The current features H (n, d)."""
