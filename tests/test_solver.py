@@ -166,6 +166,14 @@ def test_resume_continues_to_the_same_answer(tmp_path):
     assert resumed.stop_reason == "converged"
     assert torch.equal(resumed.W, straight.W) and torch.equal(resumed.H, straight.H)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    # every row keeps the record of the step that led to it, the one recorded again on
+    # resuming (the step before the stop) too
+    def steps(result):
+        return [{key: value for key, value in row.items() if key.startswith("step_")}
+                for row in result.history]
+
+    assert steps(resumed) == steps(straight) and all(steps(straight)[1:])
+    assert steps(stopped) == steps(straight)[: len(stopped.history)]
 
 
 def test_the_checkpoint_holds_the_measured_iterate_without_inner_statistics(tmp_path):

@@ -253,6 +253,16 @@ def test_the_path_says_it_ended_at_the_boundary_or_at_negative_curvature():
     assert falling.end == "negative_curvature" and falling.unbounded and len(falling.segments) == 1
 
 
+def test_the_path_says_it_ran_out_of_directions(monkeypatch):
+    from ufm.solver import newton_cg
+
+    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-8,
+                       method="newton_gram", mixed_precision=False)
+    monkeypatch.setattr(newton_cg, "_MAX_CG", 1)
+    _, _, cut_short = _steihaug_near_optimum(config, 3e-7)
+    assert cut_short.end == "max_cg" and len(cut_short.segments) == 1
+
+
 def _counting_solve(monkeypatch, config):
     """The solve of ``config`` and the reduced Hessian products and feature solves it made,
     counted by wrapping the methods that make them (not from the method's own ``work``)."""
@@ -300,6 +310,23 @@ def test_every_step_records_its_work_and_how_its_path_ended(monkeypatch, method)
         assert 0 < row["step_length"] <= row["step_radius"] * (1 + 1e-9)
         if row["step_path_end"] == "boundary":
             assert row["step_length"] == pytest.approx(row["step_radius"], rel=1e-9)
+        if method == "newton_cg":  # float64 products: no float32 check; a solve per point
+            assert row["step_products"] == row["step_cg"]
+            assert row["step_solves"] == row["step_trials"]
+
+
+def test_the_passage_to_float64_is_a_step_of_its_own_kind():
+    # newton_gram's L-BFGS phase runs its features in float32; the step that only carries
+    # them over to float64 before the trust-region steps says so and makes no product
+    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-9,
+                       method="newton_gram")
+    history = solve(config).history
+    passages = [index for index, row in enumerate(history) if row.get("step_kind") == "to_float64"]
+    assert len(passages) == 1
+    row, before = history[passages[0]], history[passages[0] - 1]
+    assert (before["feature_dtype"], row["feature_dtype"]) == ("float32", "float64")
+    assert row["step_products"] == 0 and row["step_solves"] == 1
+    assert all(later["step_kind"] == "trust_region" for later in history[passages[0] + 1:])
 
 
 def test_a_step_held_by_a_small_trust_region_says_so(monkeypatch):
@@ -311,6 +338,12 @@ def test_a_step_held_by_a_small_trust_region_says_so(monkeypatch):
     first = solve(config).history[1]
     assert first["step_path_end"] == "boundary" and first["step_radius"] == 1e-6
     assert first["step_length"] == pytest.approx(1e-6, rel=1e-9)
+    # far too large a first radius: every rejected point quarters it (its point lies on the
+    # boundary), and the step says at which radius and after how many points it was accepted
+    monkeypatch.setattr(NewtonCG, "_initial_radius", lambda self, theta, grad, metric: 1e3)
+    first = solve(config).history[1]
+    assert first["step_trials"] >= 2
+    assert first["step_radius"] == pytest.approx(1e3 / 4 ** (first["step_trials"] - 1), rel=1e-12)
 
 
 def test_a_solve_that_stops_its_last_step_at_the_tolerance_ends_at_the_same_optimum(monkeypatch):

@@ -80,6 +80,7 @@ def checkpoint_contents(state: RunState, method) -> dict[str, Any]:
         "W": state.W,
         "b": state.b,
         "history": state.history,
+        "last_step": state.last_step,
         "seconds": state.seconds(),
     }
     contents.update(dict.fromkeys(METHOD_KEYS))
@@ -97,6 +98,9 @@ def restore_contents(state: RunState, method, contents: dict[str, Any]) -> None:
     state.seconds_before = contents["seconds"]
     saved = contents["current"]
     method.load_state_dict({**contents, "current": None if saved is None else Iterate.from_checkpoint(saved)})
+    # the record of the step taken before the save (checkpoints of older versions have none)
+    state.last_step = contents.get("last_step") or {}
     if state.history and state.history[-1]["iteration"] == state.iteration:
-        state.history.pop()  # the resumed loop records this iterate again
+        row = state.history.pop()  # the resumed loop records this iterate again, and its step
+        state.last_step = {key: value for key, value in row.items() if key.startswith("step_")}
 

@@ -229,13 +229,13 @@ class ReducedNewton(NewtonMethod):
             direction, slope = -grad, -float(torch.dot(grad, grad))
         step = 1.0 if len(self.memory) else min(1.0, 1.0 / max(float(grad.norm()), 1e-300))
         accepted = self._line_search(theta, direction, slope, step, current)
-        self._step_record = {"step_kind": "lbfgs"}
         if accepted is None:
             if self._in_float32_phase:  # float32 can go no further
                 self._to_full_precision()
                 return None
             return "stalled"
         new_theta, new = accepted
+        self._step_record = {"step_kind": "lbfgs"}
         self.memory.update(new_theta - theta, new.theta_grad - grad)
         self.state.W, self.state.b = self._split(new_theta)
         self.current = new

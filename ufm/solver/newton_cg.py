@@ -414,7 +414,7 @@ class NewtonCG(ReducedNewton):
                 self._step_record = {
                     "step_kind": "trust_region", "step_cg": len(path.segments),
                     "step_path_end": path.end, "step_radius": radius, "step_length": length,
-                    "step_ratio": ratio if math.isfinite(ratio) else None, "step_trials": trial}
+                    "step_ratio": ratio if ratio > _ETA else None, "step_trials": trial}
                 return None
             self.feature_solver.restore(accepted_state)
             self._float32_checked = False

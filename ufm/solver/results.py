@@ -129,8 +129,8 @@ def load_result(folder: str | Path) -> UFMResult:
     -------
     UFMResult
         The saved result: the same config, the arrays as CPU tensors of their saved
-        dtype (``H`` (n, d), ``W`` (K, d), ...), the history (numbers as int or float) and
-        the summary.
+        dtype (``H`` (n, d), ``W`` (K, d), ...), the history (numbers as int or float,
+        words such as ``step_kind`` as text, "" where a row lacks a column) and the summary.
 
     Examples
     --------

@@ -202,7 +202,6 @@ class _Run:
         self.state = RunState(problem, pin_cpus)
         self.theory = TheoryReference.build(problem, pin_cpus)
         self.method = _method(self.state)
-        self._last_step: dict[str, Any] = {}  # the method's step_record, for the next row
 
     def execute(self) -> UFMResult:
         """Iterate until a stopping rule holds; save the checkpoint; return the result."""
@@ -238,7 +237,7 @@ class _Run:
             reason = method.step(current)
             if reason is not None:
                 return reason
-            self._last_step = method.step_record()
+            state.last_step = method.step_record()
             state.iteration += 1
             self.checkpoints.maybe_save(state, method)
 
@@ -274,8 +273,8 @@ class _Run:
             row["inner_newton"] = current.inner_stats.newton_iterations
         if current.feature_dtype is not None:  # the phase of a mixed-precision run
             row["feature_dtype"] = current.feature_dtype
-        row.update(self._last_step)  # how the step that led here went
-        self._last_step = {}
+        row.update(state.last_step)  # how the step that led here went
+        state.last_step = {}
         state.history.append(row)
         if bar is not None:
             bar.update(state.iteration, row["loss"], row["grad_norm"])

@@ -45,6 +45,8 @@ class RunState:
         self.b = None if problem.b0 is None else problem.b0.clone()
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
+        # the method's step_record of the step just taken, for the next history row
+        self.last_step: dict[str, Any] = {}
         self.seconds_before = 0.0  # seconds spent by the runs this one resumes
         self.start = time.perf_counter()
 
@@ -72,7 +74,8 @@ class Method(Protocol):
     The driver calls :meth:`start` once, then for iterate k = 0, 1, ...: :meth:`measure`;
     if a stopping rule holds, records :meth:`final` and stops; else records the
     measurement, calls :meth:`step` (a stop reason if no step can be taken) and
-    :meth:`step_record` (added to the next row) and counts the iteration. The measurement is an :class:`Iterate` made by :func:`measured_iterate`.
+    :meth:`step_record` (added to the next row) and counts the iteration. The measurement
+    is an :class:`Iterate` made by :func:`measured_iterate`.
     """
 
     #: the registered name of the method that runs (for ``"auto"``, the one it chose),
