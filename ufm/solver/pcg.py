@@ -86,11 +86,22 @@ class Preconditioner(NamedTuple):
         >>> M = Preconditioner(lambda v: v / halves, False, None, restrict)
         >>> M.restricted(torch.tensor([1])).apply(torch.ones(1, 2)).tolist()
         [[0.25, 0.25]]
+
+        The result restricts further in its own rows (here row 0 of [1, 0] is row 1):
+
+        >>> M.restricted(torch.tensor([1, 0])).restricted(torch.tensor([0])).apply(
+        ...     torch.ones(1, 2)).tolist()
+        [[0.25, 0.25]]
         """
         if self.restrict is None:
             raise ValueError("this preconditioner was built without a restriction to rows")
         deviation = None if self.deviation is None else self.deviation[rows]
-        return Preconditioner(self.restrict(rows), self.exact, deviation, self.restrict)
+        restrict = self.restrict
+
+        def restrict_further(subset):  # rows of the restricted one are rows[subset] here
+            return restrict(rows[subset])
+
+        return Preconditioner(restrict(rows), self.exact, deviation, restrict_further)
 
 
 def certified_step(preconditioner: Preconditioner, to_logits, sigma2, grad: torch.Tensor,
