@@ -247,8 +247,7 @@ class NewtonCG(ReducedNewton):
             curvature = float(torch.dot(direction, Hd))
             path.segments.append((step, M_inv_step, H_step, direction, M_inv_direction, Hd))
             if curvature <= 0:
-                path.unbounded = True  # the last segment goes on to the boundary
-                path.end = "negative_curvature"
+                path.end = "negative_curvature"  # the last segment goes on to the boundary
                 return path
             alpha = rz / curvature
             step, M_inv_step = step + alpha * direction, M_inv_step + alpha * M_inv_direction
@@ -497,10 +496,15 @@ class _CGPath:
         self.grad = grad
         self.segments: list[tuple] = []
         self.ends: list[float] = []
-        self.unbounded = False
         # why CG stopped: "forcing", "tolerance", "boundary", "negative_curvature" or
         # "max_cg" (_MAX_CG directions)
         self.end = "max_cg"
+
+    @property
+    def unbounded(self) -> bool:
+        """Whether the last segment has no end: CG stopped on it at negative curvature, so
+        it goes on to the boundary."""
+        return self.end == "negative_curvature"
 
     def point(self, radius: float) -> tuple[torch.Tensor, float, float]:
         """(p, its length, predicted decrease -m(p)): where the path leaves the ball of
