@@ -195,6 +195,13 @@ def test_float32_products_too_far_from_float64_give_way_to_float64(lam, float32_
     assert _autograd_gradient_norm(config, gram) <= 1e-9
 
 
+def _sparse_pairs(**fields):
+    """K = d = 8 on 24 random class pairs, a learned classifier, float64 unless the fields
+    say otherwise: the small problem of the tests of the Newton-CG path and its records."""
+    return UFMConfig(**{"K": 8, "d": 8, "classifier": "learned", "pairs": "random",
+                        "num_pairs": 24, "mixed_precision": False, **fields})
+
+
 def _steihaug_near_optimum(config, near_tol):
     """A ``"newton_gram"`` method object at W solved to gradient ``near_tol`` (its features to
     1e-13), and the Steihaug path of its Newton step in an unbounded trust region."""
@@ -216,8 +223,7 @@ def test_the_newton_step_stops_at_a_tenth_of_the_tolerance_not_at_the_forcing_te
     # asks its products for a tenth of that share of |grad| (not of the forcing term)
     from ufm.solver import newton_cg
 
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-8,
-                       method="newton_gram", mixed_precision=False)
+    config = _sparse_pairs(tol=1e-8, method="newton_gram")
     method, grad, path = _steihaug_near_optimum(config, 3e-7)
     grad_norm = float(grad.norm())
     enough = newton_cg._TOLERANCE_FRACTION * config.tol
@@ -239,8 +245,7 @@ def test_the_newton_step_stops_at_a_tenth_of_the_tolerance_not_at_the_forcing_te
 
 
 def test_the_path_says_it_ended_at_the_boundary_or_at_negative_curvature():
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-8,
-                       method="newton_gram", mixed_precision=False)
+    config = _sparse_pairs(tol=1e-8, method="newton_gram")
     method, grad, unbounded = _steihaug_near_optimum(config, 3e-7)
     _, length, _ = unbounded.point(math.inf)
     held = method.steihaug(grad, 0.5 * length, method._metric())
@@ -256,8 +261,7 @@ def test_the_path_says_it_ended_at_the_boundary_or_at_negative_curvature():
 def test_the_path_says_it_ran_out_of_directions(monkeypatch):
     from ufm.solver import newton_cg
 
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-8,
-                       method="newton_gram", mixed_precision=False)
+    config = _sparse_pairs(tol=1e-8, method="newton_gram")
     monkeypatch.setattr(newton_cg, "_MAX_CG", 1)
     _, _, cut_short = _steihaug_near_optimum(config, 3e-7)
     assert cut_short.end == "max_cg" and len(cut_short.segments) == 1
@@ -291,8 +295,7 @@ def test_every_step_records_its_work_and_how_its_path_ended(monkeypatch, method)
     # costs add up to the products and solves counted around the methods (less the first
     # measurement, before any step), and a trust-region step's record agrees with the
     # geometry of its path
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-9,
-                       method=method, mixed_precision=False)
+    config = _sparse_pairs(tol=1e-9, method=method)
     result, counts = _counting_solve(monkeypatch, config)
     assert result.summary["stop_reason"] == "converged"
     first, *stepped = result.history
@@ -318,8 +321,7 @@ def test_every_step_records_its_work_and_how_its_path_ended(monkeypatch, method)
 def test_the_passage_to_float64_is_a_step_of_its_own_kind():
     # newton_gram's L-BFGS phase runs its features in float32; the step that only carries
     # them over to float64 before the trust-region steps says so and makes no product
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-9,
-                       method="newton_gram")
+    config = _sparse_pairs(tol=1e-9, method="newton_gram", mixed_precision=True)
     history = solve(config).history
     passages = [index for index, row in enumerate(history) if row.get("step_kind") == "to_float64"]
     assert len(passages) == 1
@@ -333,8 +335,7 @@ def test_a_step_held_by_a_small_trust_region_says_so(monkeypatch):
     from ufm.solver.newton_cg import NewtonCG
 
     monkeypatch.setattr(NewtonCG, "_initial_radius", lambda self, theta, grad, metric: 1e-6)
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-9,
-                       method="newton_cg", mixed_precision=False, max_iters=3)
+    config = _sparse_pairs(tol=1e-9, method="newton_cg", max_iters=3)
     first = solve(config).history[1]
     assert first["step_path_end"] == "boundary" and first["step_radius"] == 1e-6
     assert first["step_length"] == pytest.approx(1e-6, rel=1e-9)
@@ -349,8 +350,7 @@ def test_a_step_held_by_a_small_trust_region_says_so(monkeypatch):
 def test_a_solve_that_stops_its_last_step_at_the_tolerance_ends_at_the_same_optimum(monkeypatch):
     from ufm.solver import newton_cg
 
-    config = UFMConfig(K=8, d=8, classifier="learned", pairs="random", num_pairs=24, tol=1e-8,
-                       method="newton_cg", mixed_precision=False)
+    config = _sparse_pairs(tol=1e-8, method="newton_cg")
     early = solve(config)
     monkeypatch.setattr(newton_cg, "_TOLERANCE_FRACTION", 0.0)
     forcing = solve(config)
