@@ -233,7 +233,7 @@ def test_the_newton_step_stops_at_a_tenth_of_the_tolerance_not_at_the_forcing_te
     asked = min(newton_cg._ADAPTIVE_RTOL, 0.1 * enough / grad_norm)
     assert 0.1 * math.sqrt(grad_norm) < asked
     assert method._product_rtol == pytest.approx(asked, rel=1e-12)
-    step, _, _ = path.point(math.inf)
+    step = path.point(math.inf).step
     method._product_rtol = 1e-12
     project = method._rotation_projector()
     residual = float(project(method.hessian_vector(project(step)) + grad).norm())
@@ -244,13 +244,52 @@ def test_the_newton_step_stops_at_a_tenth_of_the_tolerance_not_at_the_forcing_te
     assert (path.end, forcing_path.end) == ("tolerance", "forcing")
 
 
+def test_a_path_point_knows_the_gradient_its_linear_model_predicts_there():
+    # |P(g + H p)| at the end of the path and where half its length cuts it, against a
+    # Hessian product made again at each point (float64 products to 1e-12 throughout)
+    config = _sparse_pairs(tol=1e-8, method="newton_gram")
+    method, grad, _ = _steihaug_near_optimum(config, 3e-7)
+    method.adaptive_products = False
+    path = method.steihaug(grad, math.inf, method._metric())
+    project = method._rotation_projector()
+    end = path.point(math.inf)
+    cut = path.point(0.5 * end.length)
+    for point in (end, cut):
+        again = project(method.hessian_vector(project(point.step))) + project(grad)
+        assert point.model_gradient == pytest.approx(float(again.norm()), rel=1e-8)
+    assert end.model_gradient < cut.model_gradient < float(grad.norm())
+
+
+def test_the_forcing_term_is_how_far_the_last_steps_model_missed():
+    # newton_gram's Eisenstat-Walker forcing term, recomputed from the history alone: the
+    # power rule at the first trust-region step, then |g_k - model_{k-1}| / g_{k-1} with the
+    # safeguard eta_{k-1}^golden where that is above 0.1, at most 0.5 (g: the gradient in
+    # the classifier, not the history's grad_norm, which adds the features')
+    history = solve(_sparse_pairs(tol=1e-10, method="newton_gram")).history
+    steps = [index for index, row in enumerate(history) if row.get("step_kind") == "trust_region"]
+    assert len(steps) >= 3
+
+    def g(row):
+        return math.hypot(row["grad_W_norm"], row["grad_b_norm"] or 0.0)
+
+    first = g(history[steps[0] - 1])
+    assert history[steps[0]]["step_forcing"] == pytest.approx(min(0.5, math.sqrt(first)), rel=1e-9)
+    golden = (1 + math.sqrt(5)) / 2
+    for index in steps[1:]:
+        start, before = history[index - 1], history[index - 2]
+        eta = abs(g(start) - start["step_model_gradient"]) / g(before)
+        if start["step_forcing"] ** golden > 0.1:
+            eta = max(eta, start["step_forcing"] ** golden)
+        assert history[index]["step_forcing"] == pytest.approx(min(0.5, eta), rel=1e-9)
+
+
 def test_the_path_says_it_ended_at_the_boundary_or_at_negative_curvature():
     config = _sparse_pairs(tol=1e-8, method="newton_gram")
     method, grad, unbounded = _steihaug_near_optimum(config, 3e-7)
-    _, length, _ = unbounded.point(math.inf)
+    length = unbounded.point(math.inf).length
     held = method.steihaug(grad, 0.5 * length, method._metric())
     assert held.end == "boundary" and not held.unbounded
-    _, held_length, _ = held.point(0.5 * length)
+    held_length = held.point(0.5 * length).length
     assert held_length == pytest.approx(0.5 * length, rel=1e-9)
     # a Hessian with negative curvature along every direction
     method.hessian_vector = lambda v, solver=None: -v
@@ -310,6 +349,7 @@ def test_every_step_records_its_work_and_how_its_path_ended(monkeypatch, method)
         assert row["step_path_end"] in ends and row["step_trials"] >= 1
         assert row["step_cg"] >= 1 and row["step_products"] >= row["step_cg"]
         assert row["step_ratio"] is None or row["step_ratio"] > 1e-4
+        assert 0 < row["step_forcing"] <= 0.5 and 0 <= row["step_model_gradient"] < math.inf
         assert 0 < row["step_length"] <= row["step_radius"] * (1 + 1e-9)
         if row["step_path_end"] == "boundary":
             assert row["step_length"] == pytest.approx(row["step_radius"], rel=1e-9)

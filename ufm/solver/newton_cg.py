@@ -11,8 +11,9 @@ a quarter of the samples, :class:`GramNewtonCG`). This is trust-region Newton-CG
 Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Numerical Optimization, 2nd ed.,
 Algorithm 7.2) stops at the forcing residual :math:`\|\nabla^2F\,p + \nabla F\| \le
 \eta_k\|\nabla F\|` with :math:`\eta_k = \min(0.5, \sqrt{\|\nabla F\|})` (their (7.3):
-superlinear convergence), once the residual is a tenth of the solve's tolerance (the last
-step needs no more), at the first direction of non-positive curvature (F is not convex
+superlinear convergence; ``"newton_gram"`` sets :math:`\eta_k` by how far the last step's
+linear model missed, :data:`FORCING_RULES`), once the residual is a tenth of the solve's
+tolerance (the last step needs no more), at the first direction of non-positive curvature (F is not convex
 far from its optimum), followed to the boundary, or where it leaves the trust region; the
 radius follows their Algorithm 4.1. A first version with a line search instead (their
 Algorithm 7.1) met nearly flat directions far from the optimum, took a step of norm 144 at
@@ -44,14 +45,16 @@ gradient), so with ``mixed_precision`` it runs them
 on a float32 copy of the features (:meth:`NewtonCG.product_dtype`), which halves their
 memory traffic and speeds up their matrix products (``docs/performance.md`` has the time).
 Checkpoints save what :class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty);
-the trust radius, ``"newton_gram"``'s phase, its subsamples and whether its float32 products
-were found too inaccurate (``float64_products``) are not saved, so a resumed run starts again
-from its first radius (and L-BFGS steps) and need not retrace the same steps.
+the trust radius, the last step's model (:attr:`NewtonCG.last_step`), ``"newton_gram"``'s
+phase, its subsamples and whether its float32 products were found too inaccurate
+(``float64_products``) are not saved, so a resumed run starts again from its first radius and
+forcing term (and L-BFGS steps) and need not retrace the same steps.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -80,6 +83,8 @@ _ADAPTIVE_RTOL = 1e-4
 _FLOAT32_RTOL = 1e-6
 # ... unless a float32 product is off from the float64 one by more than this (relative)
 _FLOAT32_PRODUCT_ERROR = 0.1
+# Eisenstat & Walker's safeguard: a forcing term falls no faster than to this power of the last
+_FORCING_SAFEGUARD_POWER = (1 + math.sqrt(5)) / 2
 
 
 def newton_cg_method(state: RunState) -> NewtonMethod:
@@ -116,14 +121,19 @@ def auto_method(state: RunState) -> NewtonMethod:
 class NewtonCG(ReducedNewton):
     r"""Trust-region Newton-CG on the reduced function (see the module docstring).
 
-    ``forcing_max`` and ``forcing_power`` set the forcing term
-    :math:`\eta_k = \min(\eta_{\max}, \|\nabla F\|^{p})` of the inner CG (0.5 and 1/2:
-    Nocedal & Wright's (7.3)); ``scripts/bench_outer.py`` compares other choices.
+    ``forcing_rule`` names the rule of the inner CG's forcing term (:data:`FORCING_RULES`);
+    ``forcing_max`` and ``forcing_power`` set :math:`\eta_k = \min(\eta_{\max},
+    \|\nabla F\|^{p})`, the ``"power"`` rule's at every step and the
+    ``"eisenstat_walker"`` rule's at the first (0.5 and 1/2: Nocedal & Wright's (7.3));
+    ``scripts/bench_outer.py`` compares other choices.
     """
 
     name = "newton_cg"
+    forcing_rule = "power"
     forcing_max = 0.5
     forcing_power = 0.5
+    # the accepted point of the last trust-region step, for the forcing rule (none before it)
+    last_step: AcceptedStep | None = None
     preconditioner = "none"
     # Hessian products to a relative residual tied to CG's stopping residual, not _SYSTEM_RTOL
     adaptive_products = False
@@ -197,8 +207,8 @@ class NewtonCG(ReducedNewton):
         preconditioned by ``metric`` (:meth:`_metric`: M, an approximate inverse Hessian;
         the trust region is then the ellipsoid :math:`p^\top M^{-1}p \le \Delta^2`, Conn,
         Gould & Toint, Trust-Region Methods, Algorithm 7.5.1). It stops at the forcing
-        residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`,
-        :math:`\eta = \min(0.5, \sqrt{\|g\|})`, at the first direction of non-positive
+        residual :math:`\sqrt{r^\top Mr} \le \eta\sqrt{g^\top Mg}`, :math:`\eta` of
+        ``forcing_rule`` (:data:`FORCING_RULES`), at the first direction of non-positive
         curvature (followed to the boundary) or where it leaves the trust region of
         ``radius``; also once the residual :math:`\|P(\nabla^2F\,p + \nabla F)\|` is
         :data:`_TOLERANCE_FRACTION` of the solve's tolerance, where the step already takes the
@@ -222,7 +232,7 @@ class NewtonCG(ReducedNewton):
         z = precondition(g)
         grad_norm = float(torch.linalg.vector_norm(grad))
         rz = float(torch.dot(g, z))
-        forcing = min(self.forcing_max, grad_norm**self.forcing_power)
+        forcing = FORCING_RULES[self.forcing_rule](self, grad_norm)
         target = forcing * math.sqrt(max(rz, 0.0))
         enough = _TOLERANCE_FRACTION * self.state.config.tol
         if self.adaptive_products:
@@ -234,7 +244,7 @@ class NewtonCG(ReducedNewton):
         checked = self._check_float32_products(samples, products, project(direction))
         if self.float64_products:
             products = samples
-        path = _CGPath(g)
+        path = _CGPath(g, forcing)
         zero = torch.zeros_like(g)
         step, M_inv_step, H_step = zero, zero, zero
         residual = g.clone()  # P(H p + g)
@@ -383,8 +393,12 @@ class NewtonCG(ReducedNewton):
         next step's float32 Hessian products checked again (:meth:`_check_float32_products`).
         The step's history columns (:meth:`~.newton.NewtonMethod.step_record`) say how many
         CG directions its path took (``step_cg``), why the path ended (``step_path_end``,
-        :attr:`_CGPath.end`), the radius and length of the accepted point (``step_radius``,
-        ``step_length``, in the metric's norm), its ratio of actual to predicted decrease
+        :attr:`_CGPath.end`), its forcing term (``step_forcing``), the radius and length of
+        the accepted point (``step_radius``, ``step_length``, in the metric's norm), the
+        gradient norm its linear model predicts there (``step_model_gradient``,
+        :meth:`_CGPath.point`: beside the gradient the step reached, the row's
+        ``grad_W_norm`` and ``grad_b_norm``, it says how far F is from its quadratic model
+        over the step), its ratio of actual to predicted decrease
         (``step_ratio``; empty where it was accepted at the rounding level of F) and the
         points tried (``step_trials``): whether a slow step was held by the radius, by
         curvature or by the model's accuracy."""
@@ -394,10 +408,11 @@ class NewtonCG(ReducedNewton):
             self.radius = self._initial_radius(theta, grad, metric)
         path = self.steihaug(grad, self.radius, metric)
         accepted_state = self.feature_solver.snapshot()
-        inner_tol = self._inner_tol(float(torch.linalg.vector_norm(grad)))
+        grad_norm = float(torch.linalg.vector_norm(grad))
+        inner_tol = self._inner_tol(grad_norm)
         for trial in range(1, _MAX_TRIALS + 1):
             radius = self.radius
-            p, length, predicted = path.point(radius)
+            p, length, predicted, model_gradient = path.point(radius)
             new = self._evaluate(*self._split(theta + p), inner_tol)
             actual = F0 - new.objective
             ratio = actual / predicted if predicted > 0 else -math.inf
@@ -410,9 +425,12 @@ class NewtonCG(ReducedNewton):
                     ratio > _ETA or (at_rounding and new.grad_norm < current.grad_norm)):
                 self.state.W, self.state.b = self._split(theta + p)
                 self.current = new
+                self.last_step = AcceptedStep(grad_norm, model_gradient, path.forcing)
                 self._step_record = {
                     "step_kind": "trust_region", "step_cg": len(path.segments),
-                    "step_path_end": path.end, "step_radius": radius, "step_length": length,
+                    "step_path_end": path.end, "step_forcing": path.forcing,
+                    "step_radius": radius, "step_length": length,
+                    "step_model_gradient": model_gradient,
                     "step_ratio": ratio if ratio > _ETA else None, "step_trials": trial}
                 return None
             self.feature_solver.restore(accepted_state)
@@ -440,6 +458,10 @@ class GramNewtonCG(NewtonCG):
     change the Gram entries of class pairs no sample contains; the metric weights every
     entry by its own curvature.
 
+    Its forcing term is Eisenstat & Walker's (``forcing_rule``, :data:`FORCING_RULES`): the
+    gradient after a Newton step is often tens of times what its linear model predicted, so
+    conjugate gradients stop at about the residual that the model's own error leaves.
+
     Its first Newton steps run their Hessian products on every 4th sample
     (``hessian_stride``, :meth:`NewtonCG._product_samples`), a quarter of the work, while
     the gradient norm is above ``subsample_above`` = 1e-3 of the first one; the gradient
@@ -451,6 +473,7 @@ class GramNewtonCG(NewtonCG):
 
     name = "newton_gram"
     preconditioner = "gram"
+    forcing_rule = "eisenstat_walker"
     adaptive_products = True
     hessian_stride = 4
     subsample_above = 1e-3
@@ -485,15 +508,36 @@ class GramNewtonCG(NewtonCG):
         return ReducedNewton._inner_tol(self, outer_grad)
 
 
+class AcceptedStep(NamedTuple):
+    """What the forcing rule of the next step knows of the last accepted trust-region point:
+    the norm of the gradient in the classifier (W, b) where the step began, the norm its
+    linear model predicted at the point (:meth:`_CGPath.point`), and the forcing term the step
+    used."""
+
+    grad_norm: float
+    model_gradient: float
+    forcing: float
+
+
+class PathPoint(NamedTuple):
+    """A point of the Steihaug path (:meth:`_CGPath.point`)."""
+
+    step: torch.Tensor
+    length: float  # in the trust region's norm
+    predicted: float  # the model's decrease, -m(p)
+    model_gradient: float  # |P(g + H p)|, the gradient the linear model predicts there
+
+
 class _CGPath:
     r"""The Steihaug path: its segments (start point, :math:`M^{-1}` of it, H times it,
     direction, :math:`M^{-1}` of it, H times it), the step length that ends each segment
-    (none for the last when CG stopped there at negative curvature, ``unbounded``), and the
-    gradient, for the model value. Lengths are in the trust region's norm
-    :math:`\sqrt{p^\top M^{-1}p}`."""
+    (none for the last when CG stopped there at negative curvature, ``unbounded``), the
+    gradient, for the model value, and the forcing term it was run to. Lengths are in the
+    trust region's norm :math:`\sqrt{p^\top M^{-1}p}`."""
 
-    def __init__(self, grad: torch.Tensor):
+    def __init__(self, grad: torch.Tensor, forcing: float):
         self.grad = grad
+        self.forcing = forcing
         self.segments: list[tuple] = []
         self.ends: list[float] = []
         # why CG stopped: "forcing", "tolerance", "boundary", "negative_curvature" or
@@ -506,13 +550,13 @@ class _CGPath:
         it goes on to the boundary."""
         return self.end == "negative_curvature"
 
-    def point(self, radius: float) -> tuple[torch.Tensor, float, float]:
-        """(p, its length, predicted decrease -m(p)): where the path leaves the ball of
-        ``radius``, or its end inside it; steepest descent to the boundary if it has no
-        segment."""
+    def point(self, radius: float) -> PathPoint:
+        """Where the path leaves the ball of ``radius``, or its end inside it; steepest
+        descent to the boundary if it has no segment (its model gradient then unknown, NaN:
+        no product was made)."""
         if not self.segments:
             p = -self.grad * (radius / max(float(torch.linalg.vector_norm(self.grad)), 1e-300))
-            return p, radius, float(torch.dot(self.grad, -p))
+            return PathPoint(p, radius, float(torch.dot(self.grad, -p)), math.nan)
         for index, (start, M_start, H_start, direction, M_direction, H_direction) in enumerate(self.segments):
             last = index == len(self.segments) - 1
             end = None if (last and self.unbounded) else self.ends[index]
@@ -523,7 +567,8 @@ class _CGPath:
                 tau = end  # the end of CG, inside the ball
             p, M_p, Hp = start + tau * direction, M_start + tau * M_direction, H_start + tau * H_direction
             length = math.sqrt(max(float(torch.dot(p, M_p)), 0.0))
-            return p, length, -float(torch.dot(self.grad, p) + 0.5 * torch.dot(p, Hp))
+            return PathPoint(p, length, -float(torch.dot(self.grad, p) + 0.5 * torch.dot(p, Hp)),
+                             float(torch.linalg.vector_norm(self.grad + Hp)))
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -602,4 +647,45 @@ PRECONDITIONERS = {
     "diagonal": _diagonal_metric,
     # the curvature of every Gram entry and off the row space (.gram_preconditioner)
     "gram": _gram_metric,
+}
+
+
+def _power_forcing(method: NewtonCG, grad_norm: float) -> float:
+    r""":math:`\eta = \min(\eta_{\max}, \|\nabla F\|^p)` (``forcing_max``, ``forcing_power``;
+    Nocedal & Wright's (7.3) with the defaults 0.5 and 1/2): superlinear convergence where
+    the quadratic model is accurate over the step."""
+    return min(method.forcing_max, grad_norm**method.forcing_power)
+
+
+def _eisenstat_walker_forcing(method: NewtonCG, grad_norm: float) -> float:
+    r"""Eisenstat & Walker's choice 1 (Choosing the forcing terms in an inexact Newton method,
+    SIAM J. Sci. Comput. 17, 1996, (2.1) with the safeguard (2.6)): how far the last step's
+    linear model missed the gradient it reached,
+    :math:`\eta_k = |\,\|g_k\| - \|g_{k-1} + H_{k-1}p_{k-1}\|\,| / \|g_{k-1}\|`, but no
+    less than :math:`\eta_{k-1}^{(1+\sqrt5)/2}` where that is above 0.1, and at most
+    ``forcing_max``; the power rule at the first step (:attr:`NewtonCG.last_step` empty).
+
+    Why: where F is far from its quadratic model over a Newton step, conjugate gradients
+    run to the power rule's residual buy digits the step then loses. In one-off runs of
+    ``"newton_gram"`` on random pairs with the power rule, the gradient after a step was
+    10 to 50 times the model's prediction at K = d = 100 and 200 and 29 times at
+    K = d = 1000; a residual far below that miss costs CG directions (each a Hessian
+    product, a pass over the samples) and gains nothing. This rule asks for about the
+    residual at which the model's own error starts (``docs/performance.md`` has the
+    comparison)."""
+    last = method.last_step
+    if last is None or not math.isfinite(last.model_gradient):
+        return _power_forcing(method, grad_norm)
+    eta = abs(grad_norm - last.model_gradient) / last.grad_norm
+    safeguard = last.forcing**_FORCING_SAFEGUARD_POWER
+    if safeguard > 0.1:
+        eta = max(eta, safeguard)
+    return min(method.forcing_max, eta)
+
+
+FORCING_RULES = {
+    # min(forcing_max, |grad F|^forcing_power) at every step
+    "power": _power_forcing,
+    # how far the last step's linear model missed (the power rule at the first step)
+    "eisenstat_walker": _eisenstat_walker_forcing,
 }
