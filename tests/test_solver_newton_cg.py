@@ -257,7 +257,6 @@ def test_a_path_point_knows_the_gradient_its_linear_model_predicts_there():
     for point in (end, cut):
         again = project(method.hessian_vector(project(point.step))) + project(grad)
         assert point.model_gradient == pytest.approx(float(again.norm()), rel=1e-8)
-    assert end.model_gradient < cut.model_gradient < float(grad.norm())
 
 
 def test_the_forcing_term_is_how_far_the_last_steps_model_missed():
@@ -281,6 +280,49 @@ def test_the_forcing_term_is_how_far_the_last_steps_model_missed():
         if start["step_forcing"] ** golden > 0.1:
             eta = max(eta, start["step_forcing"] ** golden)
         assert history[index]["step_forcing"] == pytest.approx(min(0.5, eta), rel=1e-9)
+
+
+@pytest.mark.parametrize("last, grad_norm, expected", [
+    (None, 0.04, 0.2),  # no step yet: the power rule, sqrt(0.04)
+    ((1.0, 0.9, 0.05), 0.95, 0.05),  # the miss |0.95 - 0.9| / 1; safeguard 0.05^1.618 < 0.1
+    ((1.0, 0.9, 0.5), 0.95, 0.5 ** ((1 + 5 ** 0.5) / 2)),  # the safeguard, 0.326, above it
+    ((1.0, 0.1, 0.05), 0.9, 0.5),  # a miss of 0.8, capped at forcing_max
+    ((1.0, 0.3, 0.05), 0.1, 0.2),  # the model predicted too much: |0.1 - 0.3| / 1
+    ((1.0, math.nan, 0.05), 0.04, 0.2),  # no model gradient known: the power rule
+    ((0.0, 0.0, 0.05), 0.04, 0.2),  # no gradient to divide by: the power rule
+])
+def test_the_eisenstat_walker_rule_on_given_steps(last, grad_norm, expected):
+    # their choice 1 with the safeguard eta_{k-1}^((1 + sqrt 5) / 2) where that is above 0.1
+    from ufm.solver.newton_cg import FORCING_RULES, AcceptedStep, GramNewtonCG
+
+    method = GramNewtonCG(RunState(build_problem(_sparse_pairs(method="newton_gram"))))
+    method.last_accepted = None if last is None else AcceptedStep(*last)
+    assert FORCING_RULES["eisenstat_walker"](method, grad_norm) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_path_stops_at_the_forcing_term_of_the_rule():
+    # the forcing term the path records is the one its conjugate gradients stopped at: a loose
+    # Eisenstat-Walker term (a last model that missed by 0.4 of the gradient) stops them in
+    # fewer directions than the power rule, both at the forcing term, each within it in the
+    # metric's norm
+    from ufm.solver.newton_cg import AcceptedStep
+
+    config = _sparse_pairs(tol=1e-12, method="newton_gram")
+    method, grad, power = _steihaug_near_optimum(config, 1e-4)
+    g_norm = float(grad.norm())
+    method.last_accepted = AcceptedStep(10 * g_norm, 5 * g_norm, 0.01)  # |1 - 5| / 10 = 0.4
+    metric = method._metric()
+    loose = method.steihaug(grad, math.inf, metric)
+    assert loose.forcing == pytest.approx(0.4, rel=1e-12)
+    assert power.forcing == pytest.approx(math.sqrt(g_norm), rel=1e-12)
+    assert (loose.end, power.end) == ("forcing", "forcing")
+    assert len(loose.segments) < len(power.segments)
+    project = method._rotation_projector()
+    g = project(grad)
+    g_metric = math.sqrt(float(g @ project(metric(g))))
+    for path in (loose, power):
+        r = g + path.segments[-1][2] + path.ends[-1] * path.segments[-1][5]  # P(g + H p)
+        assert math.sqrt(float(r @ project(metric(project(r))))) <= path.forcing * g_metric * (1 + 1e-9)
 
 
 def test_the_path_says_it_ended_at_the_boundary_or_at_negative_curvature():
@@ -349,7 +391,7 @@ def test_every_step_records_its_work_and_how_its_path_ended(monkeypatch, method)
         assert row["step_path_end"] in ends and row["step_trials"] >= 1
         assert row["step_cg"] >= 1 and row["step_products"] >= row["step_cg"]
         assert row["step_ratio"] is None or row["step_ratio"] > 1e-4
-        assert 0 < row["step_forcing"] <= 0.5 and 0 <= row["step_model_gradient"] < math.inf
+        assert 0 <= row["step_forcing"] <= 0.5 and 0 <= row["step_model_gradient"] < math.inf
         assert 0 < row["step_length"] <= row["step_radius"] * (1 + 1e-9)
         if row["step_path_end"] == "boundary":
             assert row["step_length"] == pytest.approx(row["step_radius"], rel=1e-9)
@@ -382,9 +424,20 @@ def test_a_step_held_by_a_small_trust_region_says_so(monkeypatch):
     # far too large a first radius: every rejected point quarters it (its point lies on the
     # boundary), and the step says at which radius and after how many points it was accepted
     monkeypatch.setattr(NewtonCG, "_initial_radius", lambda self, theta, grad, metric: 1e3)
+    paths, steihaug = [], NewtonCG.steihaug
+
+    def kept_steihaug(self, *args):
+        paths.append(steihaug(self, *args))
+        return paths[-1]
+
+    monkeypatch.setattr(NewtonCG, "steihaug", kept_steihaug)
     first = solve(config).history[1]
     assert first["step_trials"] >= 2
     assert first["step_radius"] == pytest.approx(1e3 / 4 ** (first["step_trials"] - 1), rel=1e-12)
+    # the model gradient recorded is that of the accepted point, not of the first one tried
+    accepted = paths[0].point(first["step_radius"]).model_gradient
+    assert first["step_model_gradient"] == pytest.approx(accepted, rel=1e-12)
+    assert accepted != pytest.approx(paths[0].point(1e3).model_gradient, rel=1e-3)
 
 
 def test_a_solve_that_stops_its_last_step_at_the_tolerance_ends_at_the_same_optimum(monkeypatch):

@@ -45,7 +45,7 @@ gradient), so with ``mixed_precision`` it runs them
 on a float32 copy of the features (:meth:`NewtonCG.product_dtype`), which halves their
 memory traffic and speeds up their matrix products (``docs/performance.md`` has the time).
 Checkpoints save what :class:`~.newton.ReducedNewton` saves (the L-BFGS memory stays empty);
-the trust radius, the last step's model (:attr:`NewtonCG.last_step`), ``"newton_gram"``'s
+the trust radius, the last step's model (:attr:`NewtonCG.last_accepted`), ``"newton_gram"``'s
 phase, its subsamples and whether its float32 products were found too inaccurate
 (``float64_products``) are not saved, so a resumed run starts again from its first radius and
 forcing term (and L-BFGS steps) and need not retrace the same steps.
@@ -133,7 +133,7 @@ class NewtonCG(ReducedNewton):
     forcing_max = 0.5
     forcing_power = 0.5
     # the accepted point of the last trust-region step, for the forcing rule (none before it)
-    last_step: AcceptedStep | None = None
+    last_accepted: AcceptedStep | None = None
     preconditioner = "none"
     # Hessian products to a relative residual tied to CG's stopping residual, not _SYSTEM_RTOL
     adaptive_products = False
@@ -156,9 +156,10 @@ class NewtonCG(ReducedNewton):
     def _inner_tol(self, outer_grad: float | None) -> float:
         r"""Tighter than L-BFGS's :math:`0.1\|\nabla F\|`: the features' error sets the
         floor of the next gradient, which would hold Newton's convergence to a linear rate of
-        about 0.1; :math:`0.1\|\nabla F\|^{3/2}` keeps it superlinear (the forcing
-        :math:`\eta_k = \sqrt{\|\nabla F\|}`), at the price of about one more feature pass
-        per solve (their Newton steps converge quadratically)."""
+        about 0.1; :math:`0.1\|\nabla F\|^{3/2}` keeps it superlinear (the power rule's
+        forcing :math:`\eta_k = \sqrt{\|\nabla F\|}`; kept as it is under the
+        Eisenstat-Walker rule), at the price of about one more feature pass per solve (their
+        Newton steps converge quadratically)."""
         tol = self.state.config.tol
         if outer_grad is None:
             return max(0.1 * tol, 1e-3)
@@ -396,9 +397,9 @@ class NewtonCG(ReducedNewton):
         :attr:`_CGPath.end`), its forcing term (``step_forcing``), the radius and length of
         the accepted point (``step_radius``, ``step_length``, in the metric's norm), the
         gradient norm its linear model predicts there (``step_model_gradient``,
-        :meth:`_CGPath.point`: beside the gradient the step reached, the row's
-        ``grad_W_norm`` and ``grad_b_norm``, it says how far F is from its quadratic model
-        over the step), its ratio of actual to predicted decrease
+        :meth:`_CGPath.point`, off the rotations: beside the gradient the step reached, the
+        hypotenuse of the row's ``grad_W_norm`` and ``grad_b_norm``, it says how far the
+        gradient of F is from its quadratic model's over the step), its ratio of actual to predicted decrease
         (``step_ratio``; empty where it was accepted at the rounding level of F) and the
         points tried (``step_trials``): whether a slow step was held by the radius, by
         curvature or by the model's accuracy."""
@@ -425,7 +426,7 @@ class NewtonCG(ReducedNewton):
                     ratio > _ETA or (at_rounding and new.grad_norm < current.grad_norm)):
                 self.state.W, self.state.b = self._split(theta + p)
                 self.current = new
-                self.last_step = AcceptedStep(grad_norm, model_gradient, path.forcing)
+                self.last_accepted = AcceptedStep(grad_norm, model_gradient, path.forcing)
                 self._step_record = {
                     "step_kind": "trust_region", "step_cg": len(path.segments),
                     "step_path_end": path.end, "step_forcing": path.forcing,
@@ -663,7 +664,7 @@ def _eisenstat_walker_forcing(method: NewtonCG, grad_norm: float) -> float:
     linear model missed the gradient it reached,
     :math:`\eta_k = |\,\|g_k\| - \|g_{k-1} + H_{k-1}p_{k-1}\|\,| / \|g_{k-1}\|`, but no
     less than :math:`\eta_{k-1}^{(1+\sqrt5)/2}` where that is above 0.1, and at most
-    ``forcing_max``; the power rule at the first step (:attr:`NewtonCG.last_step` empty).
+    ``forcing_max``; the power rule at the first step (:attr:`NewtonCG.last_accepted` empty).
 
     Why: where F is far from its quadratic model over a Newton step, conjugate gradients
     run to the power rule's residual buy digits the step then loses. In one-off runs of
@@ -672,9 +673,14 @@ def _eisenstat_walker_forcing(method: NewtonCG, grad_norm: float) -> float:
     K = d = 1000; a residual far below that miss costs CG directions (each a Hessian
     product, a pass over the samples) and gains nothing. This rule asks for about the
     residual at which the model's own error starts (``docs/performance.md`` has the
-    comparison)."""
-    last = method.last_step
-    if last is None or not math.isfinite(last.model_gradient):
+    comparison).
+
+    The norms are Euclidean, of the gradient in (W, b) and of the model's gradient off the
+    rotations (:meth:`_CGPath.point`; the two differ by the features' error along the
+    rotations, below the miss this measures); as the power rule's, the term then bounds CG's
+    residual relative to the gradient in the metric's norm (:meth:`NewtonCG.steihaug`)."""
+    last = method.last_accepted
+    if last is None or not math.isfinite(last.model_gradient) or not last.grad_norm > 0:
         return _power_forcing(method, grad_norm)
     eta = abs(grad_norm - last.model_gradient) / last.grad_norm
     safeguard = last.forcing**_FORCING_SAFEGUARD_POWER
