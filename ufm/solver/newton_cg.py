@@ -13,9 +13,9 @@ Algorithm 7.2) stops at the forcing residual :math:`\|\nabla^2F\,p + \nabla F\| 
 \eta_k\|\nabla F\|` with :math:`\eta_k = \min(0.5, \sqrt{\|\nabla F\|})` (their (7.3):
 superlinear convergence; ``"newton_gram"`` sets :math:`\eta_k` by how far the last step's
 linear model missed, :data:`FORCING_RULES`), once the residual is a tenth of the solve's
-tolerance (the last step needs no more), at the first direction of non-positive curvature (F is not convex
-far from its optimum), followed to the boundary, or where it leaves the trust region; the
-radius follows their Algorithm 4.1. A first version with a line search instead (their
+tolerance (the last step needs no more), at the first direction of non-positive curvature
+(F is not convex far from its optimum), followed to the boundary, or where it leaves the trust
+region; the radius follows their Algorithm 4.1. A first version with a line search instead (their
 Algorithm 7.1) met nearly flat directions far from the optimum, took a step of norm 144 at
 K = d = 50 and paid 7 feature solves to cut it back; a rejected trust-region point costs one.
 
@@ -399,10 +399,10 @@ class NewtonCG(ReducedNewton):
         gradient norm its linear model predicts there (``step_model_gradient``,
         :meth:`_CGPath.point`, off the rotations: beside the gradient the step reached, the
         hypotenuse of the row's ``grad_W_norm`` and ``grad_b_norm``, it says how far the
-        gradient of F is from its quadratic model's over the step), its ratio of actual to predicted decrease
-        (``step_ratio``; empty where it was accepted at the rounding level of F) and the
-        points tried (``step_trials``): whether a slow step was held by the radius, by
-        curvature or by the model's accuracy."""
+        gradient of F is from its quadratic model's over the step), its ratio of actual to
+        predicted decrease (``step_ratio``; empty where it was accepted at the rounding level
+        of F) and the points tried (``step_trials``): whether a slow step was held by the
+        radius, by curvature or by the model's accuracy."""
         theta, grad, F0 = self._theta(), current.theta_grad, current.objective
         metric = self._metric()
         if self.radius is None:
