@@ -494,3 +494,72 @@ def test_a_rejected_trust_region_point_has_the_next_float32_products_checked_aga
     for result in (plain_result, again_result):
         assert result.summary["stop_reason"] == "converged" and result.summary["grad_norm"] <= 1e-10
     assert abs(again_result.summary["loss"] - plain_result.summary["loss"]) <= 1e-12
+
+
+def _centred_classifier(K, d, sigma, seed=3):
+    """A (K, d) classifier whose centred part has the singular values ``sigma`` (K - 1 of
+    them, with random orthonormal singular vectors; the left ones orthogonal to the common
+    direction) and a random mean row; and those left singular vectors (K, K - 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    centred = torch.eye(K, dtype=torch.float64) - 1.0 / K
+    directions = torch.randn(K, K - 1, generator=generator, dtype=torch.float64)
+    U, _ = torch.linalg.qr(centred @ directions)
+    V, _ = torch.linalg.qr(torch.randn(d, K - 1, generator=generator, dtype=torch.float64))
+    mean = torch.randn(1, d, generator=generator, dtype=torch.float64)
+    return U @ torch.diag(torch.tensor(sigma, dtype=torch.float64)) @ V.T + mean, U
+
+
+def test_a_first_trial_point_drops_the_collapsing_directions_of_W_and_only_those():
+    # K = d = 8; centred singular values 1 .. 0.5, then 3e-3 and 2e-3 (Gram eigenvalues 9e-6
+    # and 4e-6 of the largest, below collapse_fraction = 1e-4) and 1e-20 (rounding level).
+    # The curvature off the row space, 2 grad_G F = lam_W I - outer / (lam_H n), is set by
+    # the sums given: positive along the 3e-3 and the 1e-20 directions, negative along the
+    # 2e-3 one (W should grow there). Only the 3e-3 direction goes, and exactly
+    from types import SimpleNamespace
+
+    from ufm.solver.gram_preconditioner import GramSums
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    config = _sparse_pairs(method="newton_gram")
+    method = GramNewtonCG(RunState(build_problem(config)))
+    sigma = [1.0, 0.8, 0.6, 0.5, 3e-3, 2e-3, 1e-20]
+    W, U = _centred_classifier(config.K, config.d, sigma)
+    up, down, rounding = U[:, 4], U[:, 5], U[:, 6]
+    n, lam_H, lam_W = method.state.problem.n, config.lam_H, config.lam_W
+    wanted = torch.outer(up, up) - torch.outer(down, down) + torch.outer(rounding, rounding)
+    outer = lam_H * n * (lam_W * torch.eye(config.K, dtype=torch.float64) - wanted)
+    metric = SimpleNamespace(gram_sums=GramSums(None, outer, torch.ones(config.K)))
+    theta = W.reshape(-1)
+    point, dropped = method._trial_point(theta, metric, 1)
+    assert dropped == 1
+    expected = -torch.outer(up, up @ (W - W.mean(0)))  # the 3e-3 component, no other
+    assert float((point.reshape(W.shape) - W - expected).abs().max()) <= 1e-15
+    new = point.reshape(W.shape)
+    after = torch.linalg.svdvals(new - new.mean(0))
+    assert after[:4].tolist() == pytest.approx(sigma[:4], rel=1e-12)
+    assert float(after[4]) == pytest.approx(2e-3, rel=1e-9)  # kept: F curves downward there
+    assert float(after[5]) <= 1e-15  # dropped (and the rounding-level one stays there)
+    # later tries, and collapse_fraction 0, evaluate the path's point as it is
+    assert method._trial_point(theta, metric, 2) == (theta, 0)
+    method.collapse_fraction = 0.0
+    assert method._trial_point(theta, metric, 1) == (theta, 0)
+
+
+def test_a_solve_that_drops_collapsing_directions_ends_at_the_optimum_of_lbfgs():
+    # K = d = 12 on 20 random class pairs: the optimal Gram matrix of the centred W has
+    # collapsed directions, which newton_gram's trial points drop. Same optimum as L-BFGS's,
+    # and stationary by the autograd gradient in (H, W): no saddle left by a drop
+    fields = {"K": 12, "d": 12, "pairs": "random", "num_pairs": 20, "num_lams": 5,
+              "classifier": "learned", "tol": 1e-11, "mixed_precision": False}
+    lbfgs = solve(UFMConfig(**fields))
+    config = UFMConfig(**fields, method="newton_gram")
+    result = solve(config)
+    steps = [row for row in result.history if row.get("step_kind") == "trust_region"]
+    assert sum(row["step_dropped"] for row in steps) >= 1
+    assert result.summary["stop_reason"] == "converged"
+    assert abs(result.summary["loss"] - lbfgs.summary["loss"]) <= 1e-9 * abs(lbfgs.summary["loss"])
+    assert float((result.W @ result.W.T - lbfgs.W @ lbfgs.W.T).abs().max()) <= 1e-7
+    assert _autograd_gradient_norm(config, result) <= 1e-9
+    W_c = result.W - result.W.mean(0)
+    sigma = torch.linalg.svdvals(W_c)
+    assert int((sigma[:-1] <= 1e-6 * sigma[0]).sum()) >= 1  # collapsed, the common one apart

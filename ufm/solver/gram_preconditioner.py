@@ -109,12 +109,10 @@ class GramMetric:
     def __init__(self, W: torch.Tensor, sums: GramSums, n: int, lam_H: float, lam_W: float,
                  centred: bool):
         K = W.shape[0]
-        dtype = W.dtype
         self.centred, self.lam_W = centred, lam_W
         Wc = W - W.mean(0, keepdim=True) if centred else W
         self.entry = (sums.entry + sums.entry.T) / (lam_H * n)
-        curvature = lam_W * torch.eye(K, dtype=dtype, device=W.device) - sums.outer / (lam_H * n)
-        values, vectors = torch.linalg.eigh(0.5 * (curvature + curvature.T))
+        values, vectors = torch.linalg.eigh(off_row_curvature(sums, n, lam_H, lam_W))
         values = values.abs().clamp_min(FLOOR * lam_W)
         absolute = (vectors * values) @ vectors.T
         self.off_inverse = (vectors / values) @ vectors.T
@@ -142,6 +140,27 @@ class GramMetric:
         gamma = self._centre(0.5 * (gamma + gamma.T))
         delta_G = self._centre(gamma / self.entry)
         return 0.5 * delta_G @ self.pinv.T + offset.expand_as(R) / self.lam_W + self.off_inverse @ off
+
+
+def off_row_curvature(sums: GramSums, n: int, lam_H: float, lam_W: float) -> torch.Tensor:
+    r"""The curvature of F off the row space of W (the third block), the symmetric (K, K)
+    :math:`2\nabla_G F = \lambda_W I - \frac1{\lambda_H n}\sum_s w_s g_sg_s^\top`: growing W
+    from zero along :math:`u v^\top` (v off its row space, |u| = |v| = 1) by
+    :math:`\sigma` changes F by :math:`\frac{\sigma^2}2u^\top(2\nabla_G F)u` to second order
+    (each feature gains :math:`-\sigma(u^\top g_s)/\lambda_H` along v). Negative directions
+    are where W should grow; positive ones where its Gram matrix may collapse.
+
+    Examples
+    --------
+    >>> import torch
+    >>> sums = GramSums(None, torch.eye(2, dtype=torch.float64), torch.ones(2))
+    >>> off_row_curvature(sums, n=4, lam_H=0.5, lam_W=1.0).diagonal().tolist()
+    [0.5, 0.5]
+    """
+    outer = sums.outer
+    eye = torch.eye(outer.shape[0], dtype=outer.dtype, device=outer.device)
+    curvature = lam_W * eye - outer / (lam_H * n)
+    return 0.5 * (curvature + curvature.T)
 
 
 def bias_metric(sums: GramSums, n: int, lam_H: float, lam_b: float) -> torch.Tensor:

@@ -59,7 +59,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .gram_preconditioner import GramMetric, bias_metric
+from .gram_preconditioner import GramMetric, bias_metric, off_row_curvature
 from .methods import auto_choice, method_factory
 from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
 from .state import Iterate, RunState
@@ -283,6 +283,12 @@ class NewtonCG(ReducedNewton):
             rz = rz_new
         return path
 
+    def _trial_point(self, theta: torch.Tensor, metric, trial: int) -> tuple[torch.Tensor, int]:
+        """The point the trust region's ``trial``-th try evaluates for the path's point
+        ``theta`` (flat), and how many directions of W it dropped: ``theta`` itself and 0
+        (:class:`GramNewtonCG` drops collapsing directions of W at the first try)."""
+        return theta, 0
+
     def _product_samples(self):
         """The feature solver this step's Hessian products run on, before
         :meth:`product_dtype` rounds it: 1/:attr:`hessian_stride` of the samples while the
@@ -415,7 +421,8 @@ class NewtonCG(ReducedNewton):
         for trial in range(1, _MAX_TRIALS + 1):
             radius = self.radius
             p, length, predicted, model_gradient = path.point(radius)
-            new = self._evaluate(*self._split(theta + p), inner_tol)
+            point, dropped = self._trial_point(theta + p, metric, trial)
+            new = self._evaluate(*self._split(point), inner_tol)
             actual = F0 - new.objective
             ratio = actual / predicted if predicted > 0 else -math.inf
             at_rounding = predicted <= 64 * np.finfo(np.float64).eps * (abs(F0) + 1)
@@ -425,7 +432,7 @@ class NewtonCG(ReducedNewton):
                 self.radius = 2.0 * self.radius
             if math.isfinite(new.objective) and (
                     ratio > _ETA or (at_rounding and new.grad_norm < current.grad_norm)):
-                self.state.W, self.state.b = self._split(theta + p)
+                self.state.W, self.state.b = self._split(point)
                 self.current = new
                 self.last_accepted = AcceptedStep(grad_norm, model_gradient, path.forcing)
                 self._step_record = {
@@ -433,7 +440,8 @@ class NewtonCG(ReducedNewton):
                     "step_path_end": path.end, "step_forcing": path.forcing,
                     "step_radius": radius, "step_length": length,
                     "step_model_gradient": model_gradient,
-                    "step_ratio": ratio if ratio > _ETA else None, "step_trials": trial}
+                    "step_ratio": ratio if ratio > _ETA else None, "step_trials": trial,
+                    "step_dropped": dropped}
                 return None
             self.feature_solver.restore(accepted_state)
             self._float32_checked = False
@@ -471,6 +479,10 @@ class GramNewtonCG(NewtonCG):
     along the soft directions made steps fail: with the subsample throughout, K = d = 100
     on random pairs took 33 iterations instead of 25 and longer than without it, and every
     8th sample took longer at K = 200. With the bound, 0.79 of the time at K = 100.
+
+    The first try of each trust-region step drops the directions in which W's Gram matrix
+    is collapsing (:meth:`_trial_point`), so that the next step's passes over the samples
+    run on a frame of the rank the classifier uses rather than of d.
     """
 
     name = "newton_gram"
@@ -481,6 +493,10 @@ class GramNewtonCG(NewtonCG):
     subsample_above = 1e-3
     # L-BFGS steps until the gradient norm is at this fraction of the first one
     switch_fraction = 1e-2
+    # a step's first trial point drops W's components along the eigenvectors of its (centred)
+    # Gram matrix below this fraction of the largest eigenvalue along which F curves upward
+    # (_trial_point; 0: never)
+    collapse_fraction = 1e-4
     _newton_phase = False
 
     def _first_dtype(self) -> torch.dtype:
@@ -502,6 +518,48 @@ class GramNewtonCG(NewtonCG):
         if self._newton_phase:
             return super().step(current)
         return ReducedNewton.step(self, current)
+
+    def _trial_point(self, theta: torch.Tensor, metric, trial: int) -> tuple[torch.Tensor, int]:
+        r"""The first try of a step evaluates the path's point with W's collapsing
+        directions dropped; later tries (after a rejection) the path's point as it is.
+
+        A collapsing direction is an eigenvector u of the Gram matrix of the centred W (of W
+        for a loss that sees a common logit shift) whose eigenvalue is below
+        ``collapse_fraction`` of the largest (and above the rounding level, where it costs
+        nothing) and along which F curves upward, :math:`u^\top(2\nabla_G F)u > 0`
+        (:func:`~.gram_preconditioner.off_row_curvature`, from the sums the step's metric
+        made at the step's start): there zero is a local minimum of F along u, so a drop does
+        not leave W on a saddle where the gradient vanishes by symmetry alone. W becomes
+        :math:`W - \sum_u uu^\top W_c`. The trust region's ratio judges the point with the
+        drop; F falls by it to fourth order in the dropped components.
+
+        Why: the optimal Gram matrix of a learned classifier is often far from full rank
+        (with weight decay on W and H the problem is a nuclear-norm penalty on the logits),
+        and every pass over the samples costs in proportion to the rank of the frame that
+        holds the features (:mod:`.frames`), which counts a direction until it is at rounding
+        level. Newton steps shrink collapsing directions without reaching zero, so the
+        frame's rank stays near d while the classifier uses a fraction of it: on random
+        pairs at K = d = 1000 about 560 of the 999 centred eigenvalues were below 1e-4 of
+        the largest during the Newton steps. Dropped, they leave the next step's Hessian
+        products and feature solves on the smaller frame. Steps are not confined: a
+        direction a step grows past ``collapse_fraction`` stays."""
+        if trial > 1 or self.collapse_fraction <= 0 or not self.state.learn_W:
+            return theta, 0
+        W, b = self._split(theta)
+        W_c = W - W.mean(0, keepdim=True) if self.feature_solver.loss.shift_invariant else W
+        U, sigma, _ = torch.linalg.svd(W_c, full_matrices=False)
+        rounding = max(W.shape) * torch.finfo(W.dtype).eps * sigma[0]
+        small = (sigma > rounding) & (sigma * sigma < self.collapse_fraction * sigma[0] ** 2)
+        if not bool(small.any()):
+            return theta, 0
+        config = self.state.config
+        curvature = off_row_curvature(metric.gram_sums, self.state.problem.n, config.lam_H,
+                                      config.lam_W).to(W.dtype)
+        candidates = U[:, small]
+        collapsing = candidates[:, (candidates * (curvature @ candidates)).sum(0) > 0]
+        if collapsing.shape[1] == 0:
+            return theta, 0
+        return self._join(W - collapsing @ (collapsing.T @ W_c), b), collapsing.shape[1]
 
     def _inner_tol(self, outer_grad: float | None) -> float:
         """L-BFGS's inner tolerance in its phase, Newton-CG's after."""
@@ -639,6 +697,7 @@ def _gram_metric(method: NewtonCG):
         return method._join(gram.apply_W(D) if state.learn_W else None,
                             bias_inverse * db if state.learn_b else None)
 
+    metric.gram_sums = sums  # for the curvature off the row space (GramNewtonCG._trial_point)
     return metric
 
 
