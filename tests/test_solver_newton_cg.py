@@ -510,11 +510,13 @@ def _centred_classifier(K, d, sigma, seed=3):
 
 
 def test_a_first_trial_point_drops_the_collapsing_directions_of_W_and_only_those():
-    # K = d = 8; centred singular values 1 .. 0.5, then 3e-3 and 2e-3 (Gram eigenvalues 9e-6
-    # and 4e-6 of the largest, below collapse_fraction = 1e-4) and 1e-20 (rounding level).
-    # The curvature off the row space, 2 grad_G F = lam_W I - outer / (lam_H n), is set by
-    # the sums given: positive along the 3e-3 and the 1e-20 directions, negative along the
-    # 2e-3 one (W should grow there). Only the 3e-3 direction goes, and exactly
+    # K = d = 8; centred singular values 1, 0.8, 0.6, then 3e-3, 2.5e-3, 2e-3 (Gram
+    # eigenvalues below collapse_fraction = 1e-4 of the largest) and 1e-20 (rounding level).
+    # The curvature off the row space, C = 2 grad_G F = lam_W I - outer / (lam_H n), is set
+    # by the sums given: on the span of the 3e-3 and 2.5e-3 directions [[1, 2], [2, 1]],
+    # positive along each but with eigenvalues 3 and -1, so only their sum may go; -1 along
+    # the 2e-3 one (W should grow there); 1 along the rounding-level one, which costs
+    # nothing. The drop removes W's component on the sum direction, exactly
     from types import SimpleNamespace
 
     from ufm.solver.gram_preconditioner import GramSums
@@ -522,36 +524,37 @@ def test_a_first_trial_point_drops_the_collapsing_directions_of_W_and_only_those
 
     config = _sparse_pairs(method="newton_gram")
     method = GramNewtonCG(RunState(build_problem(config)))
-    sigma = [1.0, 0.8, 0.6, 0.5, 3e-3, 2e-3, 1e-20]
+    sigma = [1.0, 0.8, 0.6, 3e-3, 2.5e-3, 2e-3, 1e-20]
     W, U = _centred_classifier(config.K, config.d, sigma)
-    up, down, rounding = U[:, 4], U[:, 5], U[:, 6]
+    first, second, down, rounding = U[:, 3], U[:, 4], U[:, 5], U[:, 6]
+    C = (torch.outer(first, first) + torch.outer(second, second)
+         + 2 * (torch.outer(first, second) + torch.outer(second, first))
+         - torch.outer(down, down) + torch.outer(rounding, rounding))
     n, lam_H, lam_W = method.state.problem.n, config.lam_H, config.lam_W
-    wanted = torch.outer(up, up) - torch.outer(down, down) + torch.outer(rounding, rounding)
-    outer = lam_H * n * (lam_W * torch.eye(config.K, dtype=torch.float64) - wanted)
+    outer = lam_H * n * (lam_W * torch.eye(config.K, dtype=torch.float64) - C)
     metric = SimpleNamespace(gram_sums=GramSums(None, outer, torch.ones(config.K)))
     theta = W.reshape(-1)
     point, dropped = method._trial_point(theta, metric, 1)
     assert dropped == 1
-    expected = -torch.outer(up, up @ (W - W.mean(0)))  # the 3e-3 component, no other
-    assert float((point.reshape(W.shape) - W - expected).abs().max()) <= 1e-15
-    new = point.reshape(W.shape)
-    after = torch.linalg.svdvals(new - new.mean(0))
-    assert after[:4].tolist() == pytest.approx(sigma[:4], rel=1e-12)
-    assert float(after[4]) == pytest.approx(2e-3, rel=1e-9)  # kept: F curves downward there
-    assert float(after[5]) <= 1e-15  # dropped (and the rounding-level one stays there)
-    # later tries, and collapse_fraction 0, evaluate the path's point as it is
+    both = (first + second) / math.sqrt(2.0)
+    expected = -torch.outer(both, both @ (W - W.mean(0)))
+    assert float((point.reshape(W.shape) - W - expected).abs().max()) <= 1e-13
+    # later tries, no metric sums (another preconditioner) and collapse_fraction 0 evaluate
+    # the path's point as it is
     assert method._trial_point(theta, metric, 2) == (theta, 0)
+    assert method._trial_point(theta, lambda v: v, 1) == (theta, 0)
     method.collapse_fraction = 0.0
     assert method._trial_point(theta, metric, 1) == (theta, 0)
 
 
 def test_a_solve_that_drops_collapsing_directions_ends_at_the_optimum_of_lbfgs():
     # K = d = 12 on 20 random class pairs: the optimal Gram matrix of the centred W has
-    # collapsed directions, which newton_gram's trial points drop. Same optimum as L-BFGS's,
-    # and stationary by the autograd gradient in (H, W): no saddle left by a drop
+    # collapsed directions, which newton_gram's trial points drop. Stationary by the
+    # autograd gradient in (H, W), and at the objective and Gram matrix of L-BFGS (which
+    # drops nothing): not a saddle that a drop left
     fields = {"K": 12, "d": 12, "pairs": "random", "num_pairs": 20, "num_lams": 5,
               "classifier": "learned", "tol": 1e-11, "mixed_precision": False}
-    lbfgs = solve(UFMConfig(**fields))
+    lbfgs = solve(UFMConfig(**fields, method="newton"))
     config = UFMConfig(**fields, method="newton_gram")
     result = solve(config)
     steps = [row for row in result.history if row.get("step_kind") == "trust_region"]

@@ -144,11 +144,11 @@ class GramMetric:
 
 def off_row_curvature(sums: GramSums, n: int, lam_H: float, lam_W: float) -> torch.Tensor:
     r"""The curvature of F off the row space of W (the third block), the symmetric (K, K)
-    :math:`2\nabla_G F = \lambda_W I - \frac1{\lambda_H n}\sum_s w_s g_sg_s^\top`: growing W
-    from zero along :math:`u v^\top` (v off its row space, |u| = |v| = 1) by
-    :math:`\sigma` changes F by :math:`\frac{\sigma^2}2u^\top(2\nabla_G F)u` to second order
-    (each feature gains :math:`-\sigma(u^\top g_s)/\lambda_H` along v). Negative directions
-    are where W should grow; positive ones where its Gram matrix may collapse.
+    :math:`2\nabla_G F = \lambda_W I - \frac1{\lambda_H n}\sum_s w_s g_sg_s^\top`: adding
+    :math:`\sigma uv^\top` to W (v off its row space, |u| = |v| = 1) changes F by
+    :math:`\frac{\sigma^2}2u^\top(2\nabla_G F)u` to second order (each feature gains
+    :math:`-\sigma(u^\top g_s)/\lambda_H` along v). Negative directions are where W should
+    grow; positive ones where its Gram matrix may collapse.
 
     Examples
     --------

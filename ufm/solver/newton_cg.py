@@ -396,8 +396,10 @@ class NewtonCG(ReducedNewton):
         the Steihaug point at the current radius, accepted when the actual decrease of F is
         at least :math:`10^{-4}` of the model's (or, below the rounding level of F, when the
         gradient norm falls); the radius is quartered after a ratio below 1/4 and doubled
-        after one above 3/4 at the boundary. A rejected point is followed by the path's
-        point at the smaller radius, so only a new feature solve is paid for it, and has the
+        after one above 3/4 at the boundary. The first point tried may drop directions of W
+        (:meth:`_trial_point`, which :class:`GramNewtonCG` overrides); rejected, it is
+        followed by the path's point at the same radius. A rejected point is followed by the
+        path's point at the smaller radius, so only a new feature solve is paid for it, and has the
         next step's float32 Hessian products checked again (:meth:`_check_float32_products`).
         The step's history columns (:meth:`~.newton.NewtonMethod.step_record`) say how many
         CG directions its path took (``step_cg``), why the path ended (``step_path_end``,
@@ -408,8 +410,9 @@ class NewtonCG(ReducedNewton):
         hypotenuse of the row's ``grad_W_norm`` and ``grad_b_norm``, it says how far the
         gradient of F is from its quadratic model's over the step), its ratio of actual to
         predicted decrease (``step_ratio``; empty where it was accepted at the rounding level
-        of F) and the points tried (``step_trials``): whether a slow step was held by the
-        radius, by curvature or by the model's accuracy."""
+        of F), the points tried (``step_trials``) and the directions of W the accepted point
+        dropped (``step_dropped``): whether a slow step was held by the radius, by curvature
+        or by the model's accuracy."""
         theta, grad, F0 = self._theta(), current.theta_grad, current.objective
         metric = self._metric()
         if self.radius is None:
@@ -445,6 +448,8 @@ class NewtonCG(ReducedNewton):
                 return None
             self.feature_solver.restore(accepted_state)
             self._float32_checked = False
+            if dropped:  # the next try is the path's point without the drop, at this radius
+                self.radius = radius
             if self.radius <= 1e-14 * max(1.0, float(torch.linalg.vector_norm(theta))):
                 break
         return "stalled"
@@ -482,7 +487,7 @@ class GramNewtonCG(NewtonCG):
 
     The first try of each trust-region step drops the directions in which W's Gram matrix
     is collapsing (:meth:`_trial_point`), so that the next step's passes over the samples
-    run on a frame of the rank the classifier uses rather than of d.
+    do not carry them in the features' frame.
     """
 
     name = "newton_gram"
@@ -523,40 +528,46 @@ class GramNewtonCG(NewtonCG):
         r"""The first try of a step evaluates the path's point with W's collapsing
         directions dropped; later tries (after a rejection) the path's point as it is.
 
-        A collapsing direction is an eigenvector u of the Gram matrix of the centred W (of W
-        for a loss that sees a common logit shift) whose eigenvalue is below
-        ``collapse_fraction`` of the largest (and above the rounding level, where it costs
-        nothing) and along which F curves upward, :math:`u^\top(2\nabla_G F)u > 0`
-        (:func:`~.gram_preconditioner.off_row_curvature`, from the sums the step's metric
-        made at the step's start): there zero is a local minimum of F along u, so a drop does
-        not leave W on a saddle where the gradient vanishes by symmetry alone. W becomes
-        :math:`W - \sum_u uu^\top W_c`. The trust region's ratio judges the point with the
-        drop; F falls by it to fourth order in the dropped components.
+        The candidates are the eigenvectors of the Gram matrix of the centred W (of W for a
+        loss that sees a common logit shift) whose eigenvalue is below ``collapse_fraction``
+        of the largest, and above the rounding level of W's frame (:mod:`.frames`), below
+        which a direction costs nothing. The curvature off the row space,
+        :math:`C = 2\nabla_G F` (:func:`~.gram_preconditioner.off_row_curvature`, from the
+        sums the step's metric made at the step's start), restricted to their span, is
+        diagonalised; its eigenvectors of positive eigenvalue span the collapsing directions
+        S, and W becomes :math:`W - P_SW_c`. On S, W at zero is then a local minimum of F
+        (F grows along :math:`uv^\top` by :math:`\frac{\sigma^2}2u^\top Cu`), not a saddle
+        where the gradient vanishes by symmetry alone and from which the Newton steps, whose
+        Krylov spaces do not leave the row space, could not move. To second order the drop
+        lowers F by :math:`\frac12\operatorname{tr}(P_SW_cW_c^\top P_SC)`. The trust region's
+        ratio judges the point with the drop against the model's decrease for the path's
+        point (:meth:`NewtonCG.step` tries the same radius again without the drop if it is
+        rejected); the model gradient the forcing rule compares with the next gradient is
+        the path's point's.
 
-        Why: the optimal Gram matrix of a learned classifier is often far from full rank
-        (with weight decay on W and H the problem is a nuclear-norm penalty on the logits),
-        and every pass over the samples costs in proportion to the rank of the frame that
-        holds the features (:mod:`.frames`), which counts a direction until it is at rounding
-        level. Newton steps shrink collapsing directions without reaching zero, so the
-        frame's rank stays near d while the classifier uses a fraction of it: on random
-        pairs at K = d = 1000 about 560 of the 999 centred eigenvalues were below 1e-4 of
-        the largest during the Newton steps. Dropped, they leave the next step's Hessian
-        products and feature solves on the smaller frame. Steps are not confined: a
+        Why: with weight decay on W and H the learned problem is a nuclear-norm penalty on
+        the logits, whose optimal Gram matrix is often far from full rank, and every pass
+        over the samples costs in proportion to the rank of the frame that holds the
+        features, which counts a direction until it is at rounding level. Newton steps
+        shrink collapsing directions without taking them to zero. Steps are not confined: a
         direction a step grows past ``collapse_fraction`` stays."""
-        if trial > 1 or self.collapse_fraction <= 0 or not self.state.learn_W:
+        gram_sums = getattr(metric, "gram_sums", None)
+        if trial > 1 or self.collapse_fraction <= 0 or not self.state.learn_W or gram_sums is None:
             return theta, 0
         W, b = self._split(theta)
         W_c = W - W.mean(0, keepdim=True) if self.feature_solver.loss.shift_invariant else W
         U, sigma, _ = torch.linalg.svd(W_c, full_matrices=False)
-        rounding = max(W.shape) * torch.finfo(W.dtype).eps * sigma[0]
+        # the frame's rank rule (ufm.etf.truncated_svd), on W itself
+        rounding = max(W.shape) * torch.finfo(W.dtype).eps * torch.linalg.matrix_norm(W, 2)
         small = (sigma > rounding) & (sigma * sigma < self.collapse_fraction * sigma[0] ** 2)
         if not bool(small.any()):
             return theta, 0
         config = self.state.config
-        curvature = off_row_curvature(metric.gram_sums, self.state.problem.n, config.lam_H,
+        curvature = off_row_curvature(gram_sums, self.state.problem.n, config.lam_H,
                                       config.lam_W).to(W.dtype)
         candidates = U[:, small]
-        collapsing = candidates[:, (candidates * (curvature @ candidates)).sum(0) > 0]
+        values, vectors = torch.linalg.eigh(candidates.T @ curvature @ candidates)
+        collapsing = candidates @ vectors[:, values > 0]
         if collapsing.shape[1] == 0:
             return theta, 0
         return self._join(W - collapsing @ (collapsing.T @ W_c), b), collapsing.shape[1]
