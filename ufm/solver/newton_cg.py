@@ -112,9 +112,10 @@ def auto_method(state: RunState) -> NewtonMethod:
     K = d = 1000 (200,004 samples) neither was run to convergence: in a 10-minute
     comparison L-BFGS reached gradient 1.3e-3 and ``"newton_gram"`` 4.4e-3; run alone with
     a one-hour limit, ``"newton_gram"`` reached 1.8e-6 when the iteration in progress ended,
-    at 83 minutes, its last two Newton steps 19 and 31 minutes each, and with the
-    Eisenstat-Walker forcing term 2.6e-7 at 90 minutes (``docs/performance.md``); L-BFGS was
-    not run as long beside either. So
+    at 83 minutes, its last two Newton steps 19 and 31 minutes each, with the
+    Eisenstat-Walker forcing term 2.6e-7 at 90 minutes, and dropping W's collapsing
+    directions 5.3e-7 at 57 minutes (``docs/performance.md``); L-BFGS was not run as long
+    beside any. So
     L-BFGS stays the default above the largest size measured to convergence."""
     return method_factory(auto_choice(state.config.K))(state)
 
