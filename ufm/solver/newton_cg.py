@@ -499,9 +499,9 @@ class GramNewtonCG(NewtonCG):
     subsample_above = 1e-3
     # L-BFGS steps until the gradient norm is at this fraction of the first one
     switch_fraction = 1e-2
-    # a step's first trial point drops W's components along the eigenvectors of its (centred)
-    # Gram matrix below this fraction of the largest eigenvalue along which F curves upward
-    # (_trial_point; 0: never)
+    # a step's first trial point drops W's components on the eigenvectors of its (centred)
+    # Gram matrix below this fraction of the largest eigenvalue, on the span where F curves
+    # upward (_trial_point; 0: never)
     collapse_fraction = 1e-4
     _newton_phase = False
 
