@@ -256,12 +256,29 @@ def truncated_svd(matrix):
     """
     if isinstance(matrix, torch.Tensor):
         U, S, Vh = torch.linalg.svd(matrix, full_matrices=False)
-        eps = torch.finfo(matrix.dtype).eps
     else:
         U, S, Vh = np.linalg.svd(matrix, full_matrices=False)
-        eps = np.finfo(np.float64).eps
-    keep = S > S.max() * max(matrix.shape) * eps
+    keep = S > rank_cutoff(matrix, S.max())
     return U[:, keep], S[keep], Vh[keep].T
+
+
+def rank_cutoff(matrix, largest):
+    r"""The singular value at or below which :func:`truncated_svd` drops a direction of
+    ``matrix`` (m, d) whose largest singular value is ``largest``:
+    :math:`\sigma_{\max}\max(m, d)\,\varepsilon`, :math:`\varepsilon` the machine epsilon of
+    the tensor's dtype, or of float64 for a NumPy array.
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(rank_cutoff(torch.zeros(3, 5, dtype=torch.float64), 2.0)) == 2.0 * 5 * 2.0**-52
+    True
+    """
+    if isinstance(matrix, torch.Tensor):
+        eps = torch.finfo(matrix.dtype).eps
+    else:
+        eps = np.finfo(np.float64).eps
+    return largest * max(matrix.shape) * eps
 
 
 def row_space(matrix):

@@ -59,6 +59,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..etf import rank_cutoff
 from .gram_preconditioner import GramMetric, bias_metric, off_row_curvature
 from .methods import auto_choice, method_factory
 from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
@@ -558,8 +559,8 @@ class GramNewtonCG(NewtonCG):
         W, b = self._split(theta)
         W_c = W - W.mean(0, keepdim=True) if self.feature_solver.loss.shift_invariant else W
         U, sigma, _ = torch.linalg.svd(W_c, full_matrices=False)
-        # the frame's rank rule (ufm.etf.truncated_svd), on W itself
-        rounding = max(W.shape) * torch.finfo(W.dtype).eps * torch.linalg.matrix_norm(W, 2)
+        # the frame's rank rule, on W itself
+        rounding = rank_cutoff(W, torch.linalg.matrix_norm(W, 2))
         small = (sigma > rounding) & (sigma * sigma < self.collapse_fraction * sigma[0] ** 2)
         if not bool(small.any()):
             return theta, 0
