@@ -235,7 +235,7 @@ def test_the_newton_step_stops_at_a_tenth_of_the_tolerance_not_at_the_forcing_te
     assert method._product_rtol == pytest.approx(asked, rel=1e-12)
     step = path.point(math.inf).step
     method._product_rtol = 1e-12
-    project = method._rotation_projector()
+    project = method._step_projector()
     residual = float(project(method.hessian_vector(project(step)) + grad).norm())
     assert residual <= 1.1 * enough
     monkeypatch.setattr(newton_cg, "_TOLERANCE_FRACTION", 0.0)
@@ -251,7 +251,7 @@ def test_a_path_point_knows_the_gradient_its_linear_model_predicts_there():
     method, grad, _ = _steihaug_near_optimum(config, 3e-7)
     method.adaptive_products = False
     path = method.steihaug(grad, math.inf, method._metric())
-    project = method._rotation_projector()
+    project = method._step_projector()
     end = path.point(math.inf)
     cut = path.point(0.5 * end.length)
     for point in (end, cut):
@@ -317,7 +317,7 @@ def test_the_path_stops_at_the_forcing_term_of_the_rule():
     assert power.forcing == pytest.approx(math.sqrt(g_norm), rel=1e-12)
     assert (loose.end, power.end) == ("forcing", "forcing")
     assert len(loose.segments) < len(power.segments)
-    project = method._rotation_projector()
+    project = method._step_projector()
     g = project(grad)
 
     def metric_norm(v):
@@ -534,17 +534,75 @@ def test_a_first_trial_point_drops_the_collapsing_directions_of_W_and_only_those
     outer = lam_H * n * (lam_W * torch.eye(config.K, dtype=torch.float64) - C)
     metric = SimpleNamespace(gram_sums=GramSums(None, outer, torch.ones(config.K)))
     theta = W.reshape(-1)
-    point, dropped = method._trial_point(theta, metric, 1)
-    assert dropped == 1
+    point, dropped, grown = method._trial_point(theta, metric, 1)
+    assert (dropped, grown) == (1, 0)
     both = (first + second) / math.sqrt(2.0)
     expected = -torch.outer(both, both @ (W - W.mean(0)))
     assert float((point.reshape(W.shape) - W - expected).abs().max()) <= 1e-13
     # later tries, no metric sums (another preconditioner) and collapse_fraction 0 evaluate
     # the path's point as it is
-    assert method._trial_point(theta, metric, 2) == (theta, 0)
-    assert method._trial_point(theta, lambda v: v, 1) == (theta, 0)
+    assert method._trial_point(theta, metric, 2) == (theta, 0, 0)
+    assert method._trial_point(theta, lambda v: v, 1) == (theta, 0, 0)
     method.collapse_fraction = 0.0
-    assert method._trial_point(theta, metric, 1) == (theta, 0)
+    assert method._trial_point(theta, metric, 1) == (theta, 0, 0)
+
+
+def test_a_first_trial_point_grows_W_where_it_is_zero_and_F_curves_down():
+    # K = d = 8; centred singular values 1, 0.8, 0.6, 0.5, then exact zeros along three
+    # class directions (and the common one). C is -1 along the first zero direction, 2 along
+    # the second, -1e-6 along the third (above -grow_threshold lam_W: left alone): W grows
+    # by eps u v^T along the first only, with eps = sqrt(collapse_fraction) and v off the row
+    # space of W
+    from types import SimpleNamespace
+
+    from ufm.solver.gram_preconditioner import GramSums
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    config = _sparse_pairs(method="newton_gram")
+    method = GramNewtonCG(RunState(build_problem(config)))
+    sigma = [1.0, 0.8, 0.6, 0.5, 0.0, 0.0, 0.0]
+    W, U = _centred_classifier(config.K, config.d, sigma)
+    down, up, flat = U[:, 4], U[:, 5], U[:, 6]
+    C = (-torch.outer(down, down) + 2 * torch.outer(up, up)
+         - 1e-6 * config.lam_W * torch.outer(flat, flat))
+    n, lam_H, lam_W = method.state.problem.n, config.lam_H, config.lam_W
+    outer = lam_H * n * (lam_W * torch.eye(config.K, dtype=torch.float64) - C)
+    metric = SimpleNamespace(gram_sums=GramSums(None, outer, torch.ones(config.K)))
+    point, dropped, grown = method._trial_point(W.reshape(-1), metric, 1)
+    assert (dropped, grown) == (0, 1)
+    change = point.reshape(W.shape) - W
+    u, s, vh = torch.linalg.svd(change)
+    assert abs(float(s[0]) - math.sqrt(method.collapse_fraction)) <= 1e-14
+    assert float(s[1]) <= 1e-14
+    assert abs(abs(float(u[:, 0] @ down)) - 1.0) <= 1e-12
+    assert float((W @ vh[0]).norm()) <= 1e-12  # off the row space of W
+
+
+def test_newton_gram_grows_its_way_off_a_saddle_of_rank_one():
+    # from a classifier of rank 1 with Newton steps from the start, newton_cg stays on its
+    # row space and converges to a saddle (the certificate says so), newton_gram's first
+    # trial points grow W and it converges to the minimum of L-BFGS from the full-rank start
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    fields = {"K": 6, "d": 6, "num_lams": 5, "classifier": "learned", "mixed_precision": False,
+              "pairs": "random", "num_pairs": 10, "tol": 1e-9}
+    minimum = solve(UFMConfig(**fields, method="newton"))
+    W0 = build_problem(UFMConfig(**fields)).W0
+    u, s, vh = torch.linalg.svd(W0)
+    rank_one = s[0] * torch.outer(u[:, 0], vh[0])
+    saddle = solve(UFMConfig(**fields, method="newton_cg"), W_init=rank_one)
+    assert saddle.summary["rank_W"] == 1 and saddle.summary["off_row_curvature_min"] < -0.1
+    original = GramNewtonCG.switch_fraction
+    try:
+        GramNewtonCG.switch_fraction = 1.0  # trust-region steps from the first iteration
+        grown = solve(UFMConfig(**fields, method="newton_gram"), W_init=rank_one)
+    finally:
+        GramNewtonCG.switch_fraction = original
+    steps = [row for row in grown.history if row.get("step_kind") == "trust_region"]
+    assert sum(row["step_grown"] for row in steps) >= 1
+    assert grown.summary["stop_reason"] == "converged"
+    assert abs(grown.summary["loss"] - minimum.summary["loss"]) <= 1e-9
+    assert grown.summary["optimality_gap_bound"] <= 1e-6
 
 
 def test_a_solve_that_drops_collapsing_directions_ends_at_the_optimum_of_lbfgs():

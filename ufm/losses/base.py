@@ -20,6 +20,9 @@ function of the logits :math:`z` and the sample. It declares:
 * ``convex``: whether it is convex in the logits; a convex loss may also give its convex
   program (:meth:`MixupLoss.cvxpy_value`, :meth:`MixupLoss.fenchel`), and then the convex
   certificate (:mod:`ufm.theory.certificate`) checks the solver on it;
+* ``lower_bound``: a floor of its value over all logits and samples, if known (0 for every
+  registered loss), which the learned classifier's optimality certificate needs
+  (:mod:`ufm.solver.optimality`);
 * ``shift_invariant``: whether adding a constant to every logit leaves it unchanged (its
   gradient sums to 0), which lets logit coordinates skip a projection;
 * ``mixture_form``: whether it is defined for any number of mixed classes;
@@ -165,6 +168,7 @@ class MixupLoss:
     colour: ClassVar[str | None] = None
     hessian: ClassVar[str] = "general"
     convex: ClassVar[bool] = False
+    lower_bound: ClassVar[float | None] = None
     shift_invariant: ClassVar[bool] = False
     mixture_form: ClassVar[bool] = True
     preconditioner_model: ClassVar[str] = "identity"

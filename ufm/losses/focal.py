@@ -30,6 +30,7 @@ class Focal(MixupLoss):
     label = "focal"
     colour = "#CC79A7"
     shift_invariant: ClassVar[bool] = True
+    lower_bound: ClassVar[float | None] = 0.0
     preconditioner_model: ClassVar[str] = "softmax"
     forms = ("pair",)
 

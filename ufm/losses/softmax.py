@@ -89,6 +89,7 @@ class SoftmaxFamily(MixupLoss):
 
     hessian: ClassVar[str] = "softmax"
     convex: ClassVar[bool] = True
+    lower_bound: ClassVar[float | None] = 0.0
     shift_invariant: ClassVar[bool] = True
 
     @property

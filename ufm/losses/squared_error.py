@@ -24,6 +24,7 @@ class SquaredError(MixupLoss):
     colour = "#E69F00"
     hessian: ClassVar[str] = "identity"
     convex: ClassVar[bool] = True
+    lower_bound: ClassVar[float | None] = 0.0
     forms = ("soft", "pair")
 
     @property

@@ -29,7 +29,7 @@ directions, but with features solved only to a tolerance the Hessian products gi
 eigenvalues of either sign near zero, along which CG stepped far (at K = 20, d = 32 the
 line-search version took 79 iterations and 383 feature solves with them, 8 and 12 without
 them, to gradient 1e-8): CG runs on the projected
-Hessian (:meth:`NewtonCG._rotation_projector`). Measured at K = d = 50 on random pairs at
+Hessian (:meth:`NewtonCG._step_projector`). Measured at K = d = 50 on random pairs at
 gradient 7.6e-7, the projected Newton step (CG to 1e-8) is 1.2e4 times as long as the
 gradient, so the reduced Hessian has eigenvalues of 1e-4 or below (lam_W / 50) besides the
 rotations (``scripts/reduced_hessian.py`` counts eigenvalues below 1e-4 as zero), and the
@@ -227,7 +227,7 @@ class NewtonCG(ReducedNewton):
         Hessian products (:meth:`_CGPath.point`); :math:`M^{-1}` of every point and
         direction is carried by the recurrence :math:`M^{-1}d_{k+1} = -r_{k+1} +
         \beta_k M^{-1}d_k`, so M is never inverted."""
-        project = self._rotation_projector()
+        project = self._step_projector()
 
         def precondition(v):
             return project(metric(project(v)))
@@ -285,11 +285,11 @@ class NewtonCG(ReducedNewton):
             rz = rz_new
         return path
 
-    def _trial_point(self, theta: torch.Tensor, metric, trial: int) -> tuple[torch.Tensor, int]:
+    def _trial_point(self, theta: torch.Tensor, metric, trial: int) -> TrialPoint:
         """The point the trust region's ``trial``-th try evaluates for the path's point
-        ``theta`` (flat), and how many directions of W it dropped: ``theta`` itself and 0
-        (:class:`GramNewtonCG` drops collapsing directions of W at the first try)."""
-        return theta, 0
+        ``theta`` (flat), with the directions of W it dropped and grew: ``theta`` itself here
+        (:class:`GramNewtonCG` changes the rank of W at the first try)."""
+        return TrialPoint(theta, 0, 0)
 
     def _product_samples(self):
         """The feature solver this step's Hessian products run on, before
@@ -355,35 +355,60 @@ class NewtonCG(ReducedNewton):
         inverse_norm = getattr(metric, "inverse_norm", None)
         if inverse_norm is not None:
             return max(inverse_norm(theta), 1e-3)
-        g = self._rotation_projector()(grad)
+        g = self._step_projector()(grad)
         return max(math.sqrt(max(float(torch.dot(g, metric(g))), 0.0)), 1e-12)
 
-    def _rotation_projector(self):
-        r"""The orthogonal projection of flat directions onto the complement of the rotations
-        :math:`\{W\Omega : \Omega^\top = -\Omega\}` (the identity when W is not learned).
+    def _step_projector(self):
+        r"""The orthogonal projection of flat directions onto those a Newton step takes: off
+        the rotations :math:`\{W\Omega : \Omega^\top = -\Omega\}` and, where W is rank
+        deficient, within its row space (the identity when W is not learned).
 
-        F is invariant under :math:`W \mapsto WQ`, so at the optimum its Hessian vanishes on
-        those directions, and with features solved only to the inner tolerance the Hessian
-        products give them eigenvalues of either sign near zero: CG then takes huge steps
-        along them, which the line search cuts back by many feature solves. Away from the
-        optimum :math:`\nabla^2F\,W\Omega = \nabla F\,\Omega` (the gradient is
-        equivariant), small near it. CG runs on :math:`P\nabla^2F P` with right-hand side
+        *Off the rotations.* F is invariant under :math:`W \mapsto WQ`, so at the optimum
+        its Hessian vanishes on those directions, and with features solved only to the inner
+        tolerance the Hessian products give them eigenvalues of either sign near zero: CG then
+        takes huge steps along them, which the line search cuts back by many feature solves.
+        Away from the optimum :math:`\nabla^2F\,W\Omega = \nabla F\,\Omega` (the gradient
+        is equivariant), small near it. CG runs on :math:`P\nabla^2F P` with right-hand side
         :math:`P\nabla F`. The skew :math:`\Omega` nearest to D solves
         :math:`(G\Omega + \Omega G)/2 = \operatorname{skew}(W^\top D)` with
-        :math:`G = W^\top W = Q\operatorname{diag}(\mu)Q^\top`: in that basis
-        :math:`\Omega'_{ij} = 2A'_{ij}/(\mu_i + \mu_j)` (0 where both are 0: such a
-        rotation does not move W)."""
+        :math:`G = W^\top W = V\operatorname{diag}(\mu)V^\top` (:math:`\mu = \sigma^2`
+        from the SVD of W): in that basis :math:`\Omega'_{ij} = 2A'_{ij}/(\mu_i + \mu_j)`
+        (0 where both are 0: such a rotation does not move W).
+
+        *Within the row space.* The gradient :math:`\nabla_W F = 2\nabla_G F\,W`, the
+        reduced Hessian's products and the metric all map directions whose rows lie in the
+        row space of W to such directions, so in exact arithmetic no step leaves it; in
+        floating point the float32 Hessian products put components of their rounding level
+        (measured: 3e-7 of a step's length at K = d = 200 on random pairs) on the directions
+        that a drop (:meth:`GramNewtonCG._trial_point`) had set to zero, and the frame that
+        holds the features then counts them again. The row space is that of the features'
+        frame (:func:`~ufm.etf.rank_cutoff` on the singular values of W). Both projections
+        commute (the rotations split into those inside the row space and those that turn it),
+        so applying one after the other projects onto the intersection. A step confined to
+        the row space cannot leave a saddle at which W is zero on a direction that F would
+        grow: :meth:`GramNewtonCG._trial_point` drops only directions along which F curves
+        upward, and ``off_row_curvature_min`` in the summary certifies the end point
+        (:func:`~.gram_preconditioner.learned_optimality_gap`)."""
         state = self.state
         if not state.learn_W:
             return lambda v: v
         W = state.W
-        mu, Q = torch.linalg.eigh(W.T @ W)
+        _, sigma, Vh = torch.linalg.svd(W, full_matrices=True)
+        Q = Vh.T
+        mu = torch.zeros(W.shape[1], dtype=W.dtype, device=W.device)
+        mu[: sigma.numel()] = sigma * sigma
         total = mu[:, None] + mu[None, :]
         keep = total > 1e-12 * float(mu.max().clamp_min(1e-300))
         scale = torch.where(keep, 2.0 / torch.where(keep, total, 1.0), 0.0)
+        null = Q[:, sigma.numel():]
+        if sigma.numel():
+            cut = rank_cutoff(W, float(sigma[0]))
+            null = torch.cat([Q[:, : sigma.numel()][:, sigma <= cut], null], dim=1)
 
         def project(v):
             D, db = self._split(v)
+            if null.shape[1]:
+                D = D - (D @ null) @ null.T
             WD = W.T @ D
             skew = Q.T @ (0.5 * (WD - WD.T)) @ Q
             D = D - W @ (Q @ (scale * skew) @ Q.T)
@@ -398,11 +423,12 @@ class NewtonCG(ReducedNewton):
         the Steihaug point at the current radius, accepted when the actual decrease of F is
         at least :math:`10^{-4}` of the model's (or, below the rounding level of F, when the
         gradient norm falls); the radius is quartered after a ratio below 1/4 and doubled
-        after one above 3/4 at the boundary. The first point tried may drop directions of W
-        (:meth:`_trial_point`, which :class:`GramNewtonCG` overrides); rejected, it is
-        followed by the path's point at the same radius. A rejected point is followed by the
-        path's point at the smaller radius, so only a new feature solve is paid for it, and has the
-        next step's float32 Hessian products checked again (:meth:`_check_float32_products`).
+        after one above 3/4 at the boundary. The first point tried may drop or grow
+        directions of W (:meth:`_trial_point`, which :class:`GramNewtonCG` overrides);
+        rejected, it is followed by the path's point at the same radius. A rejected point is
+        followed by the path's point at the smaller radius, so only a new feature solve is
+        paid for it, and has the next step's float32 Hessian products checked again
+        (:meth:`_check_float32_products`).
         The step's history columns (:meth:`~.newton.NewtonMethod.step_record`) say how many
         CG directions its path took (``step_cg``), why the path ended (``step_path_end``,
         :attr:`_CGPath.end`), its forcing term (``step_forcing``), the radius and length of
@@ -413,8 +439,8 @@ class NewtonCG(ReducedNewton):
         gradient of F is from its quadratic model's over the step), its ratio of actual to
         predicted decrease (``step_ratio``; empty where it was accepted at the rounding level
         of F), the points tried (``step_trials``) and the directions of W the accepted point
-        dropped (``step_dropped``): whether a slow step was held by the radius, by curvature
-        or by the model's accuracy."""
+        dropped and grew (``step_dropped``, ``step_grown``): whether a slow step was held by
+        the radius, by curvature or by the model's accuracy."""
         theta, grad, F0 = self._theta(), current.theta_grad, current.objective
         metric = self._metric()
         if self.radius is None:
@@ -426,7 +452,7 @@ class NewtonCG(ReducedNewton):
         for trial in range(1, _MAX_TRIALS + 1):
             radius = self.radius
             p, length, predicted, model_gradient = path.point(radius)
-            point, dropped = self._trial_point(theta + p, metric, trial)
+            point, dropped, grown = self._trial_point(theta + p, metric, trial)
             new = self._evaluate(*self._split(point), inner_tol)
             actual = F0 - new.objective
             ratio = actual / predicted if predicted > 0 else -math.inf
@@ -446,11 +472,11 @@ class NewtonCG(ReducedNewton):
                     "step_radius": radius, "step_length": length,
                     "step_model_gradient": model_gradient,
                     "step_ratio": ratio if ratio > _ETA else None, "step_trials": trial,
-                    "step_dropped": dropped}
+                    "step_dropped": dropped, "step_grown": grown}
                 return None
             self.feature_solver.restore(accepted_state)
             self._float32_checked = False
-            if dropped:  # the next try is the path's point without the drop, at this radius
+            if dropped or grown:  # the next try is the path's point as it is, at this radius
                 self.radius = radius
             if self.radius <= 1e-14 * max(1.0, float(torch.linalg.vector_norm(theta))):
                 break
@@ -504,6 +530,9 @@ class GramNewtonCG(NewtonCG):
     # Gram matrix below this fraction of the largest eigenvalue, on the span where F curves
     # upward (_trial_point; 0: never)
     collapse_fraction = 1e-4
+    # ... and grows W off its row space along class directions where F curves downward
+    # below this multiple of -lam_W (_trial_point)
+    grow_threshold = 1e-3
     _newton_phase = False
 
     def _first_dtype(self) -> torch.dtype:
@@ -526,59 +555,107 @@ class GramNewtonCG(NewtonCG):
             return super().step(current)
         return ReducedNewton.step(self, current)
 
-    def _trial_point(self, theta: torch.Tensor, metric, trial: int) -> tuple[torch.Tensor, int]:
-        r"""The first try of a step evaluates the path's point with W's collapsing
-        directions dropped; later tries (after a rejection) the path's point as it is.
+    def _trial_point(self, theta: torch.Tensor, metric, trial: int) -> TrialPoint:
+        r"""The first try of a step evaluates the path's point with the rank of W adapted:
+        its collapsing directions dropped, and directions grown where F would decrease off
+        its row space; later tries (after a rejection) the path's point as it is.
 
-        The candidates are the eigenvectors of the Gram matrix of the centred W (of W for a
-        loss that sees a common logit shift) whose eigenvalue is below ``collapse_fraction``
-        of the largest, and above the rounding level of W's frame (:mod:`.frames`), below
-        which a direction costs nothing. The curvature off the row space,
-        :math:`C = 2\nabla_G F` (:func:`~.gram_preconditioner.off_row_curvature`, from the
-        sums the step's metric made at the step's start), restricted to their span, is
-        diagonalised; its eigenvectors of positive eigenvalue span the collapsing directions
-        S, and W becomes :math:`W - P_SW_c`. On S, W at zero is then a local minimum of F
-        (F grows along :math:`uv^\top` by :math:`\frac{\sigma^2}2u^\top Cu`), not a saddle
-        where the gradient vanishes by symmetry alone and from which the Newton steps, whose
-        Krylov spaces do not leave the row space, could not move. To second order the drop
-        lowers F by :math:`\frac12\operatorname{tr}(P_SW_cW_c^\top P_SC)`. The trust region's
-        ratio judges the point with the drop against the model's decrease for the path's
-        point (:meth:`NewtonCG.step` tries the same radius again without the drop if it is
-        rejected); the model gradient the forcing rule compares with the next gradient is
-        the path's point's.
+        Both read the curvature off the row space, :math:`C = 2\nabla_G F`
+        (:func:`~.gram_preconditioner.off_row_curvature`, from the sums the step's metric
+        made at the step's start): adding :math:`\varepsilon uv^\top` to W, with v off its
+        row space, changes F by :math:`\frac{\varepsilon^2}2u^\top Cu` to second order.
+
+        *Drop.* The candidates are the eigenvectors of the Gram matrix of the centred W (of W
+        for a loss that sees a common logit shift) whose eigenvalue is below
+        ``collapse_fraction`` of the largest, and above the rounding level of W's frame
+        (:mod:`.frames`), below which a direction costs nothing. C restricted to their span
+        is diagonalised; its eigenvectors of positive eigenvalue span the collapsing
+        directions S, and W becomes :math:`W - P_SW_c`. On S, W at zero is then a local
+        minimum of F, not a saddle where the gradient vanishes by symmetry alone. To second
+        order the drop lowers F by :math:`\frac12\operatorname{tr}(P_SW_cW_c^\top P_SC)`.
+
+        *Growth.* The Newton steps do not leave the row space of W
+        (:meth:`NewtonCG._step_projector`), so where W is zero along a direction u of class
+        space (u orthogonal to the columns of the centred W) on which C is negative, only
+        rounding errors that happen to grow past the frame's rank rule move it from that
+        saddle (at K = d = 6 on 10 random pairs, from a classifier of rank 1 with
+        trust-region steps from the start: 37 iterations, 14 with growth). C restricted to
+        those directions is
+        diagonalised, and along each eigenvector of eigenvalue below
+        ``-grow_threshold`` lam_W, W gains :math:`\varepsilon uv^\top` with v a direction
+        off its row space (as many as there are) and :math:`\varepsilon` the largest
+        singular value of the centred W times :math:`\sqrt{\text{collapse\_fraction}}`,
+        so that the new direction is at the edge of the collapsing ones; the next steps'
+        Krylov spaces then hold it, and F falls by about
+        :math:`\frac{\varepsilon^2}2|u^\top Cu|` more. This is the rank increase of the
+        low-rank methods for trace-norm problems (Journee, Bach, Absil & Sepulchre, SIAM J.
+        Optim. 2010); from a full-rank start it is rarely needed, since drops leave only
+        directions where C is positive.
+
+        The trust region's ratio judges the point with the changes against the model's
+        decrease for the path's point (:meth:`NewtonCG.step` tries the same radius again
+        without them if it is rejected); the model gradient the forcing rule compares with
+        the next gradient is the path's point's.
 
         Why: with weight decay on W and H the learned problem is a nuclear-norm penalty on
         the logits, whose optimal Gram matrix is often far from full rank, and every pass
         over the samples costs in proportion to the rank of the frame that holds the
         features, which counts a direction until it is at rounding level. Newton steps
-        shrink collapsing directions without taking them to zero. Steps are not confined: a
-        direction a step grows past ``collapse_fraction`` stays."""
+        shrink collapsing directions without taking them to zero."""
         gram_sums = getattr(metric, "gram_sums", None)
         if trial > 1 or self.collapse_fraction <= 0 or not self.state.learn_W or gram_sums is None:
-            return theta, 0
+            return TrialPoint(theta, 0, 0)
         W, b = self._split(theta)
         W_c = W - W.mean(0, keepdim=True) if self.feature_solver.loss.shift_invariant else W
-        U, sigma, _ = torch.linalg.svd(W_c, full_matrices=False)
+        U, sigma, _ = torch.linalg.svd(W_c, full_matrices=True)
         # the frame's rank rule, on W itself
         rounding = rank_cutoff(W, torch.linalg.matrix_norm(W, 2))
-        small = (sigma > rounding) & (sigma * sigma < self.collapse_fraction * sigma[0] ** 2)
-        if not bool(small.any()):
-            return theta, 0
         config = self.state.config
         curvature = off_row_curvature(gram_sums, self.state.problem.n, config.lam_H,
                                       config.lam_W).to(W.dtype)
-        candidates = U[:, small]
-        values, vectors = torch.linalg.eigh(candidates.T @ curvature @ candidates)
-        collapsing = candidates @ vectors[:, values > 0]
-        if collapsing.shape[1] == 0:
-            return theta, 0
-        return self._join(W - collapsing @ (collapsing.T @ W_c), b), collapsing.shape[1]
+        sigma_all = torch.zeros(U.shape[1], dtype=W.dtype, device=W.device)
+        sigma_all[: sigma.numel()] = sigma
+        largest = float(sigma_all[0])
+        small = (sigma_all > rounding) & (sigma_all ** 2 < self.collapse_fraction * largest ** 2)
+        collapsing = _curved_span(U[:, small], curvature, lambda values: values > 0)
+        growing = _curved_span(U[:, sigma_all <= rounding], curvature,
+                               lambda values: values < -self.grow_threshold * config.lam_W)
+        if growing.shape[1]:
+            _, row_sigma, row_Vh = torch.linalg.svd(W, full_matrices=True)
+            rank = int((row_sigma > rounding).sum())
+            free = row_Vh[rank:]  # (d - rank, d): directions off the row space of W
+            growing = growing[:, : free.shape[0]]
+        if collapsing.shape[1] == 0 and growing.shape[1] == 0:
+            return TrialPoint(theta, 0, 0)
+        W_new = W - collapsing @ (collapsing.T @ W_c)
+        if growing.shape[1]:
+            epsilon = largest * math.sqrt(self.collapse_fraction)
+            W_new = W_new + epsilon * growing @ free[: growing.shape[1]]
+        return TrialPoint(self._join(W_new, b), collapsing.shape[1], growing.shape[1])
 
     def _inner_tol(self, outer_grad: float | None) -> float:
         """L-BFGS's inner tolerance in its phase, Newton-CG's after."""
         if self._newton_phase:
             return super()._inner_tol(outer_grad)
         return ReducedNewton._inner_tol(self, outer_grad)
+
+
+def _curved_span(candidates: torch.Tensor, curvature: torch.Tensor, chosen) -> torch.Tensor:
+    """The eigenvectors (K, k) of ``curvature`` restricted to the span of the orthonormal
+    ``candidates`` (K, m) whose eigenvalues ``chosen`` selects (a boolean function of them)."""
+    if candidates.shape[1] == 0:
+        return candidates
+    values, vectors = torch.linalg.eigh(candidates.T @ curvature @ candidates)
+    return candidates @ vectors[:, chosen(values)]
+
+
+class TrialPoint(NamedTuple):
+    """A point a trust-region step tries (flat, W first, then b) and how many directions of W
+    it dropped and grew (:meth:`GramNewtonCG._trial_point`)."""
+
+    theta: torch.Tensor
+    dropped: int
+    grown: int
 
 
 class AcceptedStep(NamedTuple):

@@ -42,6 +42,7 @@ from ..imbalance import classifier_imbalance
 from .checkpoint import CHECKPOINT, Checkpoints
 from .execution import ExecutionSettings, process_left_as_found
 from .methods import method_factory
+from .optimality import learned_optimality
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
 from .random_starts import STARTS_RTOL, lowest_start, start_classifier, start_count
 from .reference import TheoryReference, learned_etf_comparison
@@ -314,6 +315,9 @@ class _Run:
             if not problem.mixes_pairs:
                 summary["theory_distance_worst_weights"] = self.theory.worst_weights_distance(*frame)
         summary.update(learned_etf_comparison(problem, H, state.W, state.b))
+        if state.learn_W and summary["loss"] is not None:
+            summary.update(learned_optimality(problem, config, H, state.W, state.b, summary["loss"],
+                                              summary["grad_b_norm"] if state.learn_b else None))
         pairs = problem.mixes_pairs
         if not problem.mixes_pairs:
             summary["mixup_points"] = config.mixup_points

@@ -1,0 +1,133 @@
+r"""A certificate that a learned classifier is the global minimum, not just stationary.
+
+With the features eliminated, the objective of a learned classifier (docs/theory.md section
+1; the unconstrained features model of Fisher, Meng & Papyan, ICLR 2024) is
+
+.. math::
+
+    F(W, b) = \frac1n\sum_s w_s\,\phi_s(WW^\top, b) + \frac{\lambda_W}2\operatorname{tr}(WW^\top)
+    + \frac{\lambda_b}2\|b\|^2,\qquad
+    \phi_s(G, b) = \min_z\ \ell_s(z + b) + \frac{\lambda_H}2 z^\top G^+ z,
+
+a function of the Gram matrix :math:`G = WW^\top` and b. For a loss convex in the logits it
+is jointly convex in :math:`(G, b)` over :math:`G \succeq 0` (the matrix-fractional function
+:math:`z^\top G^+ z` is jointly convex in (z, G), and a partial minimum of a convex function
+is convex), with :math:`\nabla_G F = C/2`,
+
+.. math::
+
+    C = \lambda_W I - \frac1{\lambda_H n}\sum_s w_s g_sg_s^\top,
+
+:math:`g_s` the logit gradient of sample s at its optimal features (the curvature of F off the
+row space of W, :func:`~.gram_preconditioner.off_row_curvature`). Convexity bounds the
+minimum from below: for any :math:`(G^*, b^*)`,
+:math:`F^* \ge F + \frac12\langle C, G^* - G\rangle + \langle\nabla_b F, b^* - b\rangle`.
+A minimiser has :math:`\frac{\lambda_W}2\operatorname{tr}G^* \le F - \ell_{\min}` (every other
+term is at least its floor :math:`\ell_{\min}`, the loss's declared ``lower_bound``), so
+:math:`\langle C, G^*\rangle \ge \frac{2(F - \ell_{\min})}{\lambda_W}\min(0, \mu_{\min}(C))`,
+and with :math:`\lambda_b > 0` also :math:`\|b^*\| \le \sqrt{2(F - \ell_{\min})/\lambda_b}`.
+Hence
+
+.. math::
+
+    F - F^* \le \tfrac12\langle C, WW^\top\rangle
+    + \frac{F - \ell_{\min}}{\lambda_W}\max(0, -\mu_{\min}(C))
+    + \|\nabla_b F\|\,\bigl(\|b\| + \sqrt{2(F - \ell_{\min})/\lambda_b}\bigr).
+
+At a global minimum C is positive semidefinite and :math:`CW = 0` (the first-order condition
+:math:`\nabla_W F = CW`), so the bound vanishes; at a stationary point that is not the
+minimum (a saddle where W is zero along a direction in which F would grow) C has a negative
+eigenvalue and the bound stays away from zero. For d < K the bound is against the minimum
+over all Gram matrices, which is at most the minimum over rank d, so it still holds.
+The features' own error enters C and F at their precision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..etf import rank_cutoff
+
+
+def gradient_outer_sum(problem, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
+                       chunk_rows: int = 8192) -> torch.Tensor:
+    r""":math:`\sum_s w_s g_sg_s^\top` (K, K) in float64, :math:`g_s` the loss's gradient in
+    the logits :math:`W h_s + b` of each sample of ``problem`` (its classes, weights and
+    sample weights), formed chunk by chunk from the features ``H`` (n, d).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ufm.solver.problem import UFMConfig, build_problem
+    >>> problem = build_problem(UFMConfig(K=3, d=4, classifier="learned", num_lams=3))
+    >>> H = torch.zeros(problem.n, 4, dtype=torch.float64)
+    >>> S = gradient_outer_sum(problem, H, problem.W0, None)
+    >>> S.shape, bool(torch.allclose(S, S.T))
+    (torch.Size([3, 3]), True)
+    """
+    K = W.shape[0]
+    W64 = W.to(torch.float64)
+    b64 = None if b is None else b.to(torch.float64)
+    total = torch.zeros(K, K, dtype=torch.float64, device=W.device)
+    weight = problem.sample_weight
+    for start in range(0, problem.n, chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        z = H[rows].to(torch.float64) @ W64.T
+        if b64 is not None:
+            z = z + b64
+        _, _, g = problem.loss.mixture_terms(z, problem.classes[rows],
+                                             problem.weights[rows].to(torch.float64))
+        g_w = g if weight is None else g * weight[rows].to(torch.float64)[:, None]
+        total += g_w.T @ g
+    return 0.5 * (total + total.T)
+
+
+def learned_optimality(problem, config, H: torch.Tensor, W: torch.Tensor,
+                       b: torch.Tensor | None, objective: float,
+                       grad_b_norm: float | None) -> dict[str, Any]:
+    r"""The certificate of the module docstring at the solved point: ``off_row_curvature_min``
+    (the smallest eigenvalue of C, over lam_W: at least about 0 at a global minimum, negative
+    at a saddle), ``rank_W`` (the numerical rank of W, :func:`~ufm.etf.rank_cutoff`) and
+    ``optimality_gap_bound`` (the bound on :math:`F - F^*`; None where it does not apply: a
+    loss not convex in the logits or without a declared ``lower_bound``, or a learned bias
+    without ``lam_b`` > 0, whose optimum is then unbounded in the bound's terms).
+
+    Examples
+    --------
+    >>> import ufm
+    >>> result = ufm.solve(ufm.UFMConfig(K=4, d=4, classifier="learned", num_lams=5, tol=1e-10))
+    >>> result.summary["optimality_gap_bound"] < 1e-8
+    True
+    """
+    loss = problem.loss
+    n = problem.n
+    outer = gradient_outer_sum(problem, H, W, b)
+    K = W.shape[0]
+    eye = torch.eye(K, dtype=torch.float64, device=outer.device)
+    C = config.lam_W * eye - outer / (config.lam_H * n)
+    eigenvalues = torch.linalg.eigvalsh(C)
+    smallest = float(eigenvalues[0])
+    W64 = W.to(torch.float64)
+    sigma = torch.linalg.svdvals(W64)
+    rank = int((sigma > rank_cutoff(W64, float(sigma[0]))).sum()) if sigma.numel() else 0
+    report: dict[str, Any] = {
+        "off_row_curvature_min": smallest / config.lam_W,
+        "rank_W": rank,
+        "optimality_gap_bound": None,
+    }
+    floor = loss.lower_bound
+    if not loss.convex or floor is None or not math.isfinite(objective):
+        return report
+    excess = max(objective - floor, 0.0)
+    # |<C, WW^T>|: negative only through the features' error, counted at its size
+    bound = 0.5 * abs(float((W64 * (C @ W64)).sum())) + excess / config.lam_W * max(0.0, -smallest)
+    if grad_b_norm is not None and b is not None:
+        if config.lam_b <= 0:
+            return report
+        radius = float(b.norm()) + math.sqrt(2.0 * excess / config.lam_b)
+        bound += grad_b_norm * radius
+    report["optimality_gap_bound"] = bound
+    return report
