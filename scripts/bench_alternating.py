@@ -113,6 +113,10 @@ def timed_solve(tree: Path, args: list[str], scratch: Path) -> dict:
         "iterations": summary["iterations"],
         "grad_norm": summary["grad_norm"],
         "method_used": summary.get("method_used"),
+        "loss": summary.get("loss"),
+        # a learned classifier's certificate (ufm.solver.optimality); absent before it
+        "optimality_gap_bound": summary.get("optimality_gap_bound"),
+        "rank_W": summary.get("rank_W"),
     }
 
 

@@ -79,6 +79,9 @@ def run_one(fields: dict) -> dict:
             "etf_distance_W": s["etf_distance_W"], "peak_mb": peak - before,
             "state_mb": state_mb, "excess_mb": peak - before - state_mb,
             "method": config.method, "method_used": s["method_used"],
+            # a learned classifier's certificate (ufm.solver.optimality)
+            **{key: s.get(key) for key in ("rank_W", "off_row_curvature_min",
+                                           "optimality_gap_bound")},
             # (seconds, gradient norm) after each iteration: where the time went; and how
             # each step went (its step_ history columns: kind, work, trust region, CG path)
             "trace": [[row["seconds"], row["grad_norm"]] for row in result.history],

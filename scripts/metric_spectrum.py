@@ -173,7 +173,7 @@ def main() -> None:
           f"{result.summary['grad_norm']:.1e} in {result.summary['iterations']} iterations", flush=True)
     U, V, singular = centred_bases(W)
     method = method_at(config, W)
-    metric, project = method._metric(), method._step_projector()
+    metric, project = method._metric(), method._step_projector(row_space=False)
     generator = torch.Generator().manual_seed(args.seed)
     start = project(torch.randn(W.numel(), generator=generator, dtype=W.dtype))
     values, vectors, earlier = lanczos(lambda v: project(method.hessian_vector(project(v))),

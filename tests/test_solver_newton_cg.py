@@ -548,11 +548,11 @@ def test_a_first_trial_point_drops_the_collapsing_directions_of_W_and_only_those
 
 
 def test_a_first_trial_point_grows_W_where_it_is_zero_and_F_curves_down():
-    # K = d = 8; centred singular values 1, 0.8, 0.6, 0.5, then exact zeros along three
+    # K = d = 8; centred singular values 3, 2.4, 1.8, 1.5, then exact zeros along three
     # class directions (and the common one). C is -1 along the first zero direction, 2 along
     # the second, -1e-6 along the third (above -grow_threshold lam_W: left alone): W grows
-    # by eps u v^T along the first only, with eps = sqrt(collapse_fraction) and v off the row
-    # space of W
+    # by eps u v^T along the first only, with eps = 3 sqrt(collapse_fraction) (3 the largest
+    # singular value) and v off the row space of W
     from types import SimpleNamespace
 
     from ufm.solver.gram_preconditioner import GramSums
@@ -560,7 +560,7 @@ def test_a_first_trial_point_grows_W_where_it_is_zero_and_F_curves_down():
 
     config = _sparse_pairs(method="newton_gram")
     method = GramNewtonCG(RunState(build_problem(config)))
-    sigma = [1.0, 0.8, 0.6, 0.5, 0.0, 0.0, 0.0]
+    sigma = [3.0, 2.4, 1.8, 1.5, 0.0, 0.0, 0.0]
     W, U = _centred_classifier(config.K, config.d, sigma)
     down, up, flat = U[:, 4], U[:, 5], U[:, 6]
     C = (-torch.outer(down, down) + 2 * torch.outer(up, up)
@@ -572,16 +572,82 @@ def test_a_first_trial_point_grows_W_where_it_is_zero_and_F_curves_down():
     assert (dropped, grown) == (0, 1)
     change = point.reshape(W.shape) - W
     u, s, vh = torch.linalg.svd(change)
-    assert abs(float(s[0]) - math.sqrt(method.collapse_fraction)) <= 1e-14
+    assert abs(float(s[0]) - 3.0 * math.sqrt(method.collapse_fraction)) <= 1e-14
     assert float(s[1]) <= 1e-14
     assert abs(abs(float(u[:, 0] @ down)) - 1.0) <= 1e-12
-    assert float((W @ vh[0]).norm()) <= 1e-12  # off the row space of W
+    assert float(((W - W.mean(0)) @ vh[0]).norm()) <= 1e-12  # off the centred W's rows
 
 
-def test_newton_gram_grows_its_way_off_a_saddle_of_rank_one():
-    # from a classifier of rank 1 with Newton steps from the start, newton_cg stays on its
-    # row space and converges to a saddle (the certificate says so), newton_gram's first
-    # trial points grow W and it converges to the minimum of L-BFGS from the full-rank start
+def test_growth_at_d_K_minus_1_takes_a_row_direction_off_the_centred_W():
+    # d = K - 1 = 7 with centred rank 5 and a mean row outside the centred W's row space: W
+    # itself has rank 6, one free row direction, but the centred W (all a shift-invariant
+    # loss sees) has two; C is negative along both zero class directions, so both grow, each
+    # along a row direction orthogonal to the centred W's rows
+    from types import SimpleNamespace
+
+    from ufm.solver.gram_preconditioner import GramSums
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    config = _sparse_pairs(method="newton_gram", d=7)
+    method = GramNewtonCG(RunState(build_problem(config)))
+    generator = torch.Generator().manual_seed(4)
+    centred = torch.eye(8, dtype=torch.float64) - 1.0 / 8
+    U, _ = torch.linalg.qr(centred @ torch.randn(8, 7, generator=generator, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(7, 7, generator=generator, dtype=torch.float64))
+    sigma = torch.tensor([2.0, 1.5, 1.2, 1.0, 0.8], dtype=torch.float64)
+    W_c = U[:, :5] @ torch.diag(sigma) @ V[:, :5].T
+    W = W_c + torch.ones(8, 1, dtype=torch.float64) * (0.3 * V[:, 5])  # mean row off W_c's rows
+    first, second = U[:, 5], U[:, 6]
+    C = -torch.outer(first, first) - torch.outer(second, second)
+    n, lam_H, lam_W = method.state.problem.n, config.lam_H, config.lam_W
+    outer = lam_H * n * (lam_W * torch.eye(8, dtype=torch.float64) - C)
+    metric = SimpleNamespace(gram_sums=GramSums(None, outer, torch.ones(8)))
+    point, dropped, grown = method._trial_point(W.reshape(-1), metric, 1)
+    assert (dropped, grown) == (0, 2)
+    change = point.reshape(W.shape) - W
+    assert float((W_c @ change.T).abs().max()) <= 1e-12  # rows off the centred W's
+    assert float(change.sum(0).abs().max()) <= 1e-12  # the mean row unchanged
+    epsilon = 2.0 * math.sqrt(method.collapse_fraction)  # 2 the largest singular value
+    assert abs(float(torch.linalg.svdvals(change)[1]) - epsilon) <= 1e-12
+
+
+@pytest.mark.parametrize("K, d", [(6, 9), (8, 8), (9, 5)])
+def test_the_step_projector_projects_onto_row_space_directions_off_the_rotations(K, d):
+    # an orthogonal projection (idempotent, symmetric) that keeps S W for symmetric S (rows in
+    # W's row space, orthogonal to every rotation W Omega), removes W Omega and u v^T with v
+    # off W's rows, and without row_space keeps u v^T
+    from ufm.solver.newton_cg import GramNewtonCG
+
+    config = UFMConfig(K=K, d=d, num_lams=3, classifier="learned", method="newton_gram")
+    method = GramNewtonCG(RunState(build_problem(config)))
+    generator = torch.Generator().manual_seed(K * d)
+    rank = min(K, d) - 2
+    W = (torch.randn(K, rank, generator=generator, dtype=torch.float64)
+         @ torch.randn(rank, d, generator=generator, dtype=torch.float64))
+    method.state.W = W
+    project = method._step_projector()
+    a, b = (torch.randn(K * d, generator=generator, dtype=torch.float64) for _ in range(2))
+    assert float((project(project(a)) - project(a)).abs().max()) <= 1e-12 * float(a.abs().max())
+    assert abs(float(project(a) @ b - a @ project(b))) <= 1e-12 * float(a.norm() * b.norm())
+    S = torch.randn(K, K, generator=generator, dtype=torch.float64)
+    SW = ((S + S.T) @ W).reshape(-1)
+    assert float((project(SW) - SW).abs().max()) <= 1e-11 * float(SW.abs().max())
+    omega = torch.randn(d, d, generator=generator, dtype=torch.float64)
+    rotation = (W @ (omega - omega.T)).reshape(-1)
+    assert float(project(rotation).abs().max()) <= 1e-11 * float(W.abs().max())
+    # u v^T with u off W's columns and v off its rows: no rotation (those have u in the
+    # columns), so only the row-space projection removes it
+    U, _, Vh = torch.linalg.svd(W, full_matrices=True)
+    off = torch.outer(U[:, -1], Vh[-1]).reshape(-1)
+    assert float(project(off).abs().max()) <= 1e-12
+    assert float((method._step_projector(row_space=False)(off) - off).abs().max()) <= 1e-12
+
+
+def test_newton_gram_grows_its_way_off_a_saddle_of_rank_one(monkeypatch):
+    # from a classifier of rank 1 with trust-region steps from the start, newton_gram's
+    # first trial points grow W (its steps stay in W's row space: without growth only
+    # rounding errors would take it off the saddle) and it converges to the minimum that
+    # L-BFGS reaches from the full-rank start
     from ufm.solver.newton_cg import GramNewtonCG
 
     fields = {"K": 6, "d": 6, "num_lams": 5, "classifier": "learned", "mixed_precision": False,
@@ -590,14 +656,8 @@ def test_newton_gram_grows_its_way_off_a_saddle_of_rank_one():
     W0 = build_problem(UFMConfig(**fields)).W0
     u, s, vh = torch.linalg.svd(W0)
     rank_one = s[0] * torch.outer(u[:, 0], vh[0])
-    saddle = solve(UFMConfig(**fields, method="newton_cg"), W_init=rank_one)
-    assert saddle.summary["rank_W"] == 1 and saddle.summary["off_row_curvature_min"] < -0.1
-    original = GramNewtonCG.switch_fraction
-    try:
-        GramNewtonCG.switch_fraction = 1.0  # trust-region steps from the first iteration
-        grown = solve(UFMConfig(**fields, method="newton_gram"), W_init=rank_one)
-    finally:
-        GramNewtonCG.switch_fraction = original
+    monkeypatch.setattr(GramNewtonCG, "switch_fraction", 1.0)  # trust-region steps at once
+    grown = solve(UFMConfig(**fields, method="newton_gram"), W_init=rank_one)
     steps = [row for row in grown.history if row.get("step_kind") == "trust_region"]
     assert sum(row["step_grown"] for row in steps) >= 1
     assert grown.summary["stop_reason"] == "converged"

@@ -148,6 +148,8 @@ class NewtonCG(ReducedNewton):
     subsample_above = 0.0
     subsample_min_samples = 1024
     _subsamples = 0  # subsampled steps so far, which turn the offset of the subsample
+    # steps projected onto the row space of W where it is rank deficient (_step_projector)
+    confine_to_row_space = False
     # set once float32 Hessian products are found too far from float64 ones
     # (_check_float32_products); whether this step's have been checked
     float64_products = False
@@ -358,10 +360,11 @@ class NewtonCG(ReducedNewton):
         g = self._step_projector()(grad)
         return max(math.sqrt(max(float(torch.dot(g, metric(g))), 0.0)), 1e-12)
 
-    def _step_projector(self):
+    def _step_projector(self, row_space: bool | None = None):
         r"""The orthogonal projection of flat directions onto those a Newton step takes: off
-        the rotations :math:`\{W\Omega : \Omega^\top = -\Omega\}` and, where W is rank
-        deficient, within its row space (the identity when W is not learned).
+        the rotations :math:`\{W\Omega : \Omega^\top = -\Omega\}` and, with ``row_space``
+        (by default :attr:`confine_to_row_space`) where W is rank deficient, within its row
+        space (the identity when W is not learned).
 
         *Off the rotations.* F is invariant under :math:`W \mapsto WQ`, so at the optimum
         its Hessian vanishes on those directions, and with features solved only to the inner
@@ -385,10 +388,12 @@ class NewtonCG(ReducedNewton):
         frame (:func:`~ufm.etf.rank_cutoff` on the singular values of W). Both projections
         commute (the rotations split into those inside the row space and those that turn it),
         so applying one after the other projects onto the intersection. A step confined to
-        the row space cannot leave a saddle at which W is zero on a direction that F would
-        grow: :meth:`GramNewtonCG._trial_point` drops only directions along which F curves
-        upward, and ``off_row_curvature_min`` in the summary certifies the end point
-        (:func:`~.gram_preconditioner.learned_optimality_gap`)."""
+        the row space cannot leave a saddle at which W is zero along a direction that F
+        would grow, so only :class:`GramNewtonCG`, whose trial points grow W there, confines
+        its steps; ``off_row_curvature_min`` in the summary certifies the end point of any
+        method (:func:`~.optimality.learned_optimality`)."""
+        if row_space is None:
+            row_space = self.confine_to_row_space
         state = self.state
         if not state.learn_W:
             return lambda v: v
@@ -400,8 +405,8 @@ class NewtonCG(ReducedNewton):
         total = mu[:, None] + mu[None, :]
         keep = total > 1e-12 * float(mu.max().clamp_min(1e-300))
         scale = torch.where(keep, 2.0 / torch.where(keep, total, 1.0), 0.0)
-        null = Q[:, sigma.numel():]
-        if sigma.numel():
+        null = Q[:, sigma.numel():] if row_space else Q[:, :0]
+        if row_space and sigma.numel():
             cut = rank_cutoff(W, float(sigma[0]))
             null = torch.cat([Q[:, : sigma.numel()][:, sigma <= cut], null], dim=1)
 
@@ -533,6 +538,7 @@ class GramNewtonCG(NewtonCG):
     # ... and grows W off its row space along class directions where F curves downward
     # below this multiple of -lam_W (_trial_point)
     grow_threshold = 1e-3
+    confine_to_row_space = True
     _newton_phase = False
 
     def _first_dtype(self) -> torch.dtype:
@@ -583,7 +589,7 @@ class GramNewtonCG(NewtonCG):
         those directions is
         diagonalised, and along each eigenvector of eigenvalue below
         ``-grow_threshold`` lam_W, W gains :math:`\varepsilon uv^\top` with v a direction
-        off its row space (as many as there are) and :math:`\varepsilon` the largest
+        off the row space of the centred W (as many as there are) and :math:`\varepsilon` the largest
         singular value of the centred W times :math:`\sqrt{\text{collapse\_fraction}}`,
         so that the new direction is at the edge of the collapsing ones; the next steps'
         Krylov spaces then hold it, and F falls by about
@@ -607,7 +613,7 @@ class GramNewtonCG(NewtonCG):
             return TrialPoint(theta, 0, 0)
         W, b = self._split(theta)
         W_c = W - W.mean(0, keepdim=True) if self.feature_solver.loss.shift_invariant else W
-        U, sigma, _ = torch.linalg.svd(W_c, full_matrices=True)
+        U, sigma, Vh = torch.linalg.svd(W_c, full_matrices=True)
         # the frame's rank rule, on W itself
         rounding = rank_cutoff(W, torch.linalg.matrix_norm(W, 2))
         config = self.state.config
@@ -620,11 +626,10 @@ class GramNewtonCG(NewtonCG):
         collapsing = _curved_span(U[:, small], curvature, lambda values: values > 0)
         growing = _curved_span(U[:, sigma_all <= rounding], curvature,
                                lambda values: values < -self.grow_threshold * config.lam_W)
-        if growing.shape[1]:
-            _, row_sigma, row_Vh = torch.linalg.svd(W, full_matrices=True)
-            rank = int((row_sigma > rounding).sum())
-            free = row_Vh[rank:]  # (d - rank, d): directions off the row space of W
-            growing = growing[:, : free.shape[0]]
+        # directions off the row space of the centred W (a shift-invariant loss sees only
+        # it, and u v^T with u orthogonal to 1 leaves the mean row alone), as many as there are
+        free = Vh[int((sigma > rounding).sum()):]
+        growing = growing[:, : free.shape[0]] if largest > 0 else growing[:, :0]
         if collapsing.shape[1] == 0 and growing.shape[1] == 0:
             return TrialPoint(theta, 0, 0)
         W_new = W - collapsing @ (collapsing.T @ W_c)

@@ -41,7 +41,7 @@ from ..etf import etf_distance
 from ..imbalance import classifier_imbalance
 from .checkpoint import CHECKPOINT, Checkpoints
 from .execution import ExecutionSettings, process_left_as_found
-from .methods import method_factory
+from .methods import NEWTON_FEATURES, method_factory
 from .optimality import learned_optimality
 from .problem import Problem, UFMConfig, build_problem, etf_impossible_message
 from .random_starts import STARTS_RTOL, lowest_start, start_classifier, start_count
@@ -315,9 +315,12 @@ class _Run:
             if not problem.mixes_pairs:
                 summary["theory_distance_worst_weights"] = self.theory.worst_weights_distance(*frame)
         summary.update(learned_etf_comparison(problem, H, state.W, state.b))
-        if state.learn_W and summary["loss"] is not None:
-            summary.update(learned_optimality(problem, config, H, state.W, state.b, summary["loss"],
+        if (state.learn_W and summary["loss"] is not None and config.method in NEWTON_FEATURES
+                and stop_reason not in ("interrupted", "diverged")):
+            # features solved for the final W: the certificate applies (ufm.solver.optimality)
+            summary.update(learned_optimality(problem, H, state.W, state.b, summary["loss"],
                                               summary["grad_b_norm"] if state.learn_b else None))
+            _warn_if_saddle(summary, config)
         pairs = problem.mixes_pairs
         if not problem.mixes_pairs:
             summary["mixup_points"] = config.mixup_points
@@ -338,6 +341,18 @@ class _Run:
             classes=None if pairs else problem.classes,
             weights=None if pairs else problem.weights,
         )
+
+
+def _warn_if_saddle(summary: dict[str, Any], config: UFMConfig) -> None:
+    """Warn when a learned W is stationary but not the minimum: W has fewer than d
+    dimensions, so it could grow along a class direction where the objective curves down
+    (``off_row_curvature_min`` below -1e-3), which no step confined to its row space takes."""
+    if summary["rank_W"] < config.d and summary["off_row_curvature_min"] < -1e-3:
+        warnings.warn(
+            f"the learned classifier is not the global minimum: W has rank {summary['rank_W']} "
+            f"< d = {config.d} and the objective curves down off its row space "
+            f"(off_row_curvature_min = {summary['off_row_curvature_min']:.3g}); method "
+            f"'newton_gram' grows W there, or start from another classifier", stacklevel=4)
 
 
 def common_logit_shift(H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> dict[str, Any]:
