@@ -586,13 +586,12 @@ class GramNewtonCG(NewtonCG):
         rounding errors that happen to grow past the frame's rank rule move it from that
         saddle (at K = d = 6 on 10 random pairs, from a classifier of rank 1 with
         trust-region steps from the start: 37 iterations, 14 with growth). C restricted to
-        those directions is
-        diagonalised, and along each eigenvector of eigenvalue below
+        those directions is diagonalised, and along each eigenvector of eigenvalue below
         ``-grow_threshold`` lam_W, W gains :math:`\varepsilon uv^\top` with v a direction
-        off the row space of the centred W (as many as there are) and :math:`\varepsilon` the largest
-        singular value of the centred W times :math:`\sqrt{\text{collapse\_fraction}}`,
-        so that the new direction is at the edge of the collapsing ones; the next steps'
-        Krylov spaces then hold it, and F falls by about
+        off the row space of the centred W (as many as there are) and :math:`\varepsilon`
+        the largest singular value of the centred W times
+        :math:`\sqrt{\text{collapse\_fraction}}`, so that the new direction is at the edge
+        of the collapsing ones; the next steps' Krylov spaces then hold it, and F falls by about
         :math:`\frac{\varepsilon^2}2|u^\top Cu|` more. This is the rank increase of the
         low-rank methods for trace-norm problems (Journee, Bach, Absil & Sepulchre, SIAM J.
         Optim. 2010); from a full-rank start it is rarely needed, since drops leave only
