@@ -112,7 +112,7 @@ class GramMetric:
         self.centred, self.lam_W = centred, lam_W
         Wc = W - W.mean(0, keepdim=True) if centred else W
         self.entry = (sums.entry + sums.entry.T) / (lam_H * n)
-        values, vectors = torch.linalg.eigh(off_row_curvature(sums, n, lam_H, lam_W))
+        values, vectors = torch.linalg.eigh(off_row_curvature(sums.outer, n, lam_H, lam_W))
         values = values.abs().clamp_min(FLOOR * lam_W)
         absolute = (vectors * values) @ vectors.T
         self.off_inverse = (vectors / values) @ vectors.T
@@ -142,22 +142,23 @@ class GramMetric:
         return 0.5 * delta_G @ self.pinv.T + offset.expand_as(R) / self.lam_W + self.off_inverse @ off
 
 
-def off_row_curvature(sums: GramSums, n: int, lam_H: float, lam_W: float) -> torch.Tensor:
+def off_row_curvature(outer: torch.Tensor, n: int, lam_H: float, lam_W: float) -> torch.Tensor:
     r"""The curvature of F off the row space of W (the third block), the symmetric (K, K)
     :math:`2\nabla_G F = \lambda_W I - \frac1{\lambda_H n}\sum_s w_s g_sg_s^\top`: adding
     :math:`\sigma uv^\top` to W (v off its row space, |u| = |v| = 1) changes F by
     :math:`\frac{\sigma^2}2u^\top(2\nabla_G F)u` to second order (each feature gains
     :math:`-\sigma(u^\top g_s)/\lambda_H` along v). Negative directions are where W should
-    grow; positive ones where its Gram matrix may collapse.
+    grow; positive ones where its Gram matrix may collapse. ``outer`` is the sum
+    :math:`\sum_s w_s g_sg_s^\top` (``GramSums.outer``, or
+    :func:`~.optimality.gradient_outer_sum`).
 
     Examples
     --------
     >>> import torch
-    >>> sums = GramSums(None, torch.eye(2, dtype=torch.float64), torch.ones(2))
-    >>> off_row_curvature(sums, n=4, lam_H=0.5, lam_W=1.0).diagonal().tolist()
+    >>> C = off_row_curvature(torch.eye(2, dtype=torch.float64), n=4, lam_H=0.5, lam_W=1.0)
+    >>> C.diagonal().tolist()
     [0.5, 0.5]
     """
-    outer = sums.outer
     eye = torch.eye(outer.shape[0], dtype=outer.dtype, device=outer.device)
     curvature = lam_W * eye - outer / (lam_H * n)
     return 0.5 * (curvature + curvature.T)

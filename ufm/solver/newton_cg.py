@@ -616,7 +616,7 @@ class GramNewtonCG(NewtonCG):
         # the frame's rank rule, on W itself
         rounding = rank_cutoff(W, torch.linalg.matrix_norm(W, 2))
         config = self.state.config
-        curvature = off_row_curvature(gram_sums, self.state.problem.n, config.lam_H,
+        curvature = off_row_curvature(gram_sums.outer, self.state.problem.n, config.lam_H,
                                       config.lam_W).to(W.dtype)
         sigma_all = torch.zeros(U.shape[1], dtype=W.dtype, device=W.device)
         sigma_all[: sigma.numel()] = sigma

@@ -54,6 +54,7 @@ from typing import Any
 import torch
 
 from ..etf import rank_cutoff
+from .gram_preconditioner import off_row_curvature
 
 
 def gradient_outer_sum(problem, H: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None,
@@ -106,10 +107,7 @@ def learned_optimality(problem, H: torch.Tensor, W: torch.Tensor, b: torch.Tenso
     True
     """
     loss, config, n = problem.loss, problem.config, problem.n
-    outer = gradient_outer_sum(problem, H, W, b)
-    K = W.shape[0]
-    eye = torch.eye(K, dtype=torch.float64, device=outer.device)
-    C = config.lam_W * eye - outer / (config.lam_H * n)
+    C = off_row_curvature(gradient_outer_sum(problem, H, W, b), n, config.lam_H, config.lam_W)
     eigenvalues = torch.linalg.eigvalsh(C)
     smallest = float(eigenvalues[0])
     sigma = torch.linalg.svdvals(W)
