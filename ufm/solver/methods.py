@@ -16,9 +16,8 @@ from importlib import import_module
 from typing import Any
 
 METHODS: dict[str, str] = {
-    # the default: for a learned classifier "newton_gram" up to K = 400 classes (the faster
-    # there), "newton" above (neither measured to convergence there); a fixed classifier's
-    # Newton steps
+    # the default: for a learned classifier "newton_gram" up to K = 1000 classes (the faster
+    # there), "newton" above (not measured there); a fixed classifier's Newton steps
     "auto": "ufm.solver.newton_cg:auto_method",
     # exact per-sample Newton on the features, L-BFGS on the learned classifier
     "newton": "ufm.solver.newton:newton_method",
@@ -36,8 +35,9 @@ METHODS: dict[str, str] = {
 NEWTON_FEATURES = frozenset({"auto", "newton", "newton_cg", "newton_gram"})
 CG_PATH = frozenset({"newton_cg", "newton_gram"})
 # method "auto" takes newton_gram for a learned classifier of up to this many classes, L-BFGS
-# ("newton") above (:func:`ufm.solver.newton_cg.auto_method`)
-AUTO_GRAM_MAX_K = 400
+# ("newton") above (:func:`ufm.solver.newton_cg.auto_method`): the largest size at which the two
+# were compared in one run
+AUTO_GRAM_MAX_K = 1000
 
 
 def auto_choice(K: int) -> str:

@@ -109,15 +109,14 @@ def auto_method(state: RunState) -> NewtonMethod:
     Why the bound: ``"newton_gram"`` was the faster to gradient 1e-8 on sparse random pairs
     at K = 50, 100, 200 and 400 (at 400 it converged within the time limit that stopped
     L-BFGS short of it), and no slower on the medium problem on all pairs (K = 100,
-    d = 128), each in the same run as L-BFGS on 2 idle cores (``docs/performance.md``). At
-    K = d = 1000 (200,004 samples) neither was run to convergence: in a 10-minute
-    comparison L-BFGS reached gradient 1.3e-3 and ``"newton_gram"`` 4.4e-3; run alone with
-    a one-hour limit, ``"newton_gram"`` reached 1.8e-6 when the iteration in progress ended,
-    at 83 minutes, its last two Newton steps 19 and 31 minutes each, with the
-    Eisenstat-Walker forcing term 2.6e-7 at 90 minutes, and dropping W's collapsing
-    directions 5.3e-7 at 57 minutes (``docs/performance.md``); L-BFGS was not run as long
-    beside any. So
-    L-BFGS stays the default above the largest size measured to convergence."""
+    d = 128), each in the same run as L-BFGS on 2 idle cores. At K = d = 1000 (200,004
+    samples), side by side on one core each for 50 minutes, neither converged: L-BFGS was
+    ahead for the first half hour, down to a gradient of about 1e-4, and
+    ``"newton_gram"`` after it: 1.9e-6 at 50 minutes, against L-BFGS's 5.3e-5 (its
+    iterations had gone up and down between 4e-5 and 2.4e-4 for the last 20 minutes;
+    ``docs/performance.md``). No larger size was compared, so L-BFGS stays the default
+    above it.
+    """
     return method_factory(auto_choice(state.config.K))(state)
 
 

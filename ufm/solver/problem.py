@@ -76,7 +76,7 @@ class UFMConfig:
     uniformly, giving weight n_c (pairs only). The weights have mean 1, so ratio 1 is the
     balanced problem.
 
-    Method: "auto" (default: "newton_gram" for a learned classifier of up to 400 classes,
+    Method: "auto" (default: "newton_gram" for a learned classifier of up to 1000 classes,
     else "newton"), "newton" (exact per-sample Newton for the
     features, L-BFGS on the classifier with the features eliminated), "newton_cg" and
     "newton_gram" (the same features, truncated Newton on the classifier; "newton_gram"
@@ -154,7 +154,7 @@ class UFMConfig:
         features with L-BFGS ("newton") or truncated Newton ("newton_cg"; "newton_gram"
         preconditioned by the curvature of every Gram entry) on the classifier, or gradient
         descent with momentum on all variables ("gd"). "auto" takes the one measured faster
-        at the problem's size: "newton_gram" up to K = 400, "newton" above
+        at the problem's size: "newton_gram" up to K = 1000, "newton" above
         (:func:`ufm.solver.newton_cg.auto_method`, docs/performance.md).
     lr : float or None, default None
         Step size of "gd" relative to its curvature bounds, > 0; None: 1.

@@ -4,7 +4,7 @@ Minimises the objective of :mod:`ufm.solver.problem` (docs/theory.md section 1, 
 Papyan, ICLR 2024) over all samples at once, on the configured device, with one of the
 methods registered in :mod:`.methods`:
 
-* ``"auto"`` (default): ``"newton_gram"`` for a learned classifier of up to 400 classes,
+* ``"auto"`` (default): ``"newton_gram"`` for a learned classifier of up to 1000 classes,
   else ``"newton"`` (:func:`.newton_cg.auto_method`).
 * ``"newton"`` (:mod:`.newton`): exact per-sample Newton on the features for fixed
   :math:`(W, b)`, and L-BFGS on the learned :math:`\theta = (W, b)` with the features
