@@ -192,8 +192,9 @@ def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):
 def test_hessian_products_of_two_halves_of_the_samples_add_up_to_the_whole(fields):
     """FeatureSolver.subset keeps each sample's classes, weights, sample weight and
     features together: the sums of the even and the odd samples add up to those of all,
-    and NewtonCG.hessian_vector, which divides a subsample's sums by its size, gives the
-    whole product as the mean of the two halves' (n is even here)."""
+    and NewtonCG.hessian_vector, which divides a subsample's sums by the number of samples it
+    stands for (its rows, or the samples of its groups of one soft target), gives the whole
+    product as the mean of the two halves' weighted by those numbers."""
     config = UFMConfig(**{**FIELDS, **fields})
     W, b = _far_point(config)
     method = _method_at(config, W, b)
@@ -203,7 +204,6 @@ def test_hessian_products_of_two_halves_of_the_samples_add_up_to_the_whole(field
     db = None if b is None else torch.randn(b.shape, generator=generator, dtype=b.dtype)
     whole = solver.reduced_hessian_vector(D, db)
     rows = torch.arange(solver.n)
-    assert solver.n % 2 == 0
     halves = [solver.subset(rows[rows % 2 == parity]) for parity in (0, 1)]
     sums = [half.reduced_hessian_vector(D, db) for half in halves]
     for k in (0, 1) if db is not None else (0,):
@@ -211,7 +211,7 @@ def test_hessian_products_of_two_halves_of_the_samples_add_up_to_the_whole(field
         assert total.allclose(whole[k], rtol=1e-10, atol=1e-12 * float(whole[k].abs().max()))
     v = torch.cat([D.reshape(-1)] + ([] if db is None else [db]))
     exact = method.hessian_vector(v)
-    mean = 0.5 * (method.hessian_vector(v, halves[0]) + method.hessian_vector(v, halves[1]))
+    mean = sum(half.samples * method.hessian_vector(v, half) for half in halves) / solver.samples
     assert float((mean - exact).norm()) <= 1e-10 * float(exact.norm())
 
 
@@ -232,12 +232,12 @@ def test_newton_gram_with_subsampled_products_still_reaches_the_optimum(fields, 
     sizes = []
     subset = FeatureSolver.subset
     monkeypatch.setattr(FeatureSolver, "subset",
-                        lambda self, rows: sizes.append(len(rows)) or subset(self, rows))
+                        lambda self, rows: sizes.append((len(rows), self.n)) or subset(self, rows))
     monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
     config = UFMConfig(**both, method="newton_gram")
     result = solve(config)
-    n = build_problem(config).n
-    assert sizes and all(abs(size - n / 4) <= 1 for size in sizes)  # the subsample was used
+    # the subsample was used: a quarter of the solver's rows
+    assert sizes and all(abs(size - rows / 4) <= 1 for size, rows in sizes)
     assert result.summary["stop_reason"] == "converged"
     loss = exact.summary["loss"]
     assert abs(result.summary["loss"] - loss) <= 1e-9 * max(1.0, abs(loss))

@@ -162,26 +162,27 @@ def test_anchors_are_the_pure_target_optima(loss):
 def test_anchor_mixtures_of_a_simplex_etf_against_the_theory():
     config = ufm.UFMConfig(K=6, d=8, num_lams=5)
     problem = build_problem(config)
-    state, solver = _solver(config)
+    _, solver = _solver(config)
     anchor_start.start_at_anchors(solver)
     H = solver.features()
     h = ufm.optimal_features(problem.W0, torch.arange(6), torch.arange(6), 1.0, config.lam_H)
-    lam = problem.lam[:, None]
-    expected = lam * h[problem.c] + (1 - lam) * h[problem.c_prime]
+    pairs = solver.pair_columns  # the solver's samples: one per soft target
+    lam = pairs.lam[:, None]
+    expected = lam * h[pairs.c] + (1 - lam) * h[pairs.c_prime]
     assert float((H - expected).norm() / expected.norm()) < 1e-12
-    # the same-class samples start at their exact optimum
-    same = problem.c == problem.c_prime
-    exact = ufm.optimal_features(problem.W0, problem.c[same], problem.c[same], 1.0, config.lam_H)
-    assert float((H[same] - exact).norm() / exact.norm()) < 1e-12
+    # the samples of one class (same-class pairs, lam = 0 or 1) start at their exact optimum
+    pure = (pairs.c == pairs.c_prime) | (pairs.lam == 0) | (pairs.lam == 1)
+    c = torch.where(pairs.lam == 0, pairs.c_prime, pairs.c)[pure]
+    exact = ufm.optimal_features(problem.W0, c, c, 1.0, config.lam_H)
+    assert float((H[pure] - exact).norm() / exact.norm()) < 1e-12
 
 
 def test_anchor_mixtures_of_m_classes():
     config = ufm.UFMConfig(K=5, d=6, classifier="learned", mixup_points=3, num_lams=4)
-    problem = build_problem(config)
-    state, solver = _solver(config)
+    _, solver = _solver(config)
     anchor_start.start_at_anchors(solver)
     anchors = anchor_start.anchor_coordinates(solver)
-    expected = (problem.weights[:, :, None] * anchors[problem.classes]).sum(1)
+    expected = (solver.weights[:, :, None] * anchors[solver.classes]).sum(1)
     assert float((solver.X - expected).norm() / expected.norm()) < 1e-13
 
 

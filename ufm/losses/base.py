@@ -26,6 +26,11 @@ function of the logits :math:`z` and the sample. It declares:
 * ``shift_invariant``: whether adding a constant to every logit leaves it unchanged (its
   gradient sums to 0), which lets logit coordinates skip a projection;
 * ``mixture_form``: whether it is defined for any number of mixed classes;
+* ``target_only``: whether it depends on a sample only through its soft target :math:`y`
+  (not on the order of its classes, nor on how a class's weight is split between two
+  columns naming it), so that samples with one target share their optimal features, which
+  the Newton solver then solves once (:mod:`ufm.solver.sample_groups`); every registered
+  loss does, and a new loss says so (the default is False: each sample solved on its own);
 * ``label`` and ``colour``: how figures name and draw it.
 
 The one function a new loss must write is :meth:`MixupLoss.mixture_value` (per-sample values
@@ -171,6 +176,7 @@ class MixupLoss:
     lower_bound: ClassVar[float | None] = None
     shift_invariant: ClassVar[bool] = False
     mixture_form: ClassVar[bool] = True
+    target_only: ClassVar[bool] = False
     preconditioner_model: ClassVar[str] = "identity"
     forms: ClassVar[tuple[str, ...]] = ("soft",)  # the forms a subclass offers
 

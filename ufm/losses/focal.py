@@ -32,6 +32,7 @@ class Focal(MixupLoss):
     shift_invariant: ClassVar[bool] = True
     lower_bound: ClassVar[float | None] = 0.0
     preconditioner_model: ClassVar[str] = "softmax"
+    target_only: ClassVar[bool] = True
     forms = ("pair",)
 
     def __init__(self, gamma: float = 2.0) -> None:

@@ -91,6 +91,7 @@ class SoftmaxFamily(MixupLoss):
     convex: ClassVar[bool] = True
     lower_bound: ClassVar[float | None] = 0.0
     shift_invariant: ClassVar[bool] = True
+    target_only: ClassVar[bool] = True
 
     @property
     def curvature(self) -> float:

@@ -25,6 +25,7 @@ class SquaredError(MixupLoss):
     hessian: ClassVar[str] = "identity"
     convex: ClassVar[bool] = True
     lower_bound: ClassVar[float | None] = 0.0
+    target_only: ClassVar[bool] = True
     forms = ("soft", "pair")
 
     @property

@@ -119,7 +119,10 @@ class FeatureSolver:
     chunk_size, parallel : samples per chunk, and how chunks share the CPU threads
         (:mod:`.chunk_threads`).
     sample_weight : (n,) weights of each sample's objective and classifier gradients (class
-        imbalance); None for all 1.
+        imbalance, or the total weight of a group of samples with one target,
+        :mod:`.sample_groups`); None for all 1.
+    sample_count : (n,) how many samples each one stands for (a group's count), which the
+        sums of squared feature gradients count it; None for 1 each.
     grad_W_needed : False skips the sums :math:`\sum_s g_s h_s^\top` that only a learned W needs.
     pin_cpus : keep the chunk threads on one CPU each (:mod:`.chunk_threads`, with ``parallel``).
     logit_coordinates : solve in the logit coordinates of a classifier that is a tight frame
@@ -130,7 +133,8 @@ class FeatureSolver:
 
     def __init__(self, classes: torch.Tensor, weights: torch.Tensor, loss: MixupLoss,
                  lam_H: float, chunk_size: int = 4096, parallel: str = "chunks", *,
-                 sample_weight: torch.Tensor | None = None, grad_W_needed: bool = True,
+                 sample_weight: torch.Tensor | None = None,
+                 sample_count: torch.Tensor | None = None, grad_W_needed: bool = True,
                  pin_cpus: bool = False, logit_coordinates: bool = False,
                  coordinates: tuple[torch.Tensor, torch.Tensor] | None = None):
         if classes.ndim != 2 or classes.shape != weights.shape or classes.shape[1] < 2:
@@ -146,6 +150,7 @@ class FeatureSolver:
         self.chunk_size = int(chunk_size)
         self.threads = ChunkThreads(classes.device, parallel, pin_cpus)
         self.sample_weight = sample_weight
+        self.sample_count = sample_count
         self.grad_W_needed = bool(grad_W_needed)
         self.logit_coordinates = bool(logit_coordinates)
         self._softmax = loss.hessian == "softmax"
@@ -159,6 +164,11 @@ class FeatureSolver:
                    *args, **options)
 
     # -- classifier ------------------------------------------------------------------------
+
+    @property
+    def samples(self) -> float:
+        """How many samples the rows stand for: n, or the sum of ``sample_count``."""
+        return float(self.n if self.sample_count is None else self.sample_count.sum())
 
     @property
     def V(self) -> torch.Tensor:
@@ -181,15 +191,17 @@ class FeatureSolver:
             return self._rows_times(self.X, old_V.T @ V)
         return torch.zeros(self.n, V.shape[1], dtype=V.dtype, device=V.device)
 
-    def features(self) -> torch.Tensor:
-        """``H = X V^T`` (n, d)."""
-        return self._rows_times(self.X, self.frame.V.T)
+    def features(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``H = X V^T`` (n, d), or its rows ``rows`` (an index that may repeat rows: a
+        group's features for each of its samples, :mod:`.sample_groups`)."""
+        return self._rows_times(self.X if rows is None else self.X[rows], self.frame.V.T)
 
     def _rows_times(self, M: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        """``M @ R`` for M of n rows, block by block on the chunk threads: beside a busy
-        process a product this large would otherwise meet torch's per-operation barriers."""
-        out = torch.empty(self.n, R.shape[1], dtype=R.dtype, device=R.device)
-        self.threads.map(lambda rows: torch.matmul(M[rows], R, out=out[rows]), self.row_blocks())
+        """``M @ R``, block by block on the chunk threads: beside a busy process a product this
+        large would otherwise meet torch's per-operation barriers."""
+        out = torch.empty(M.shape[0], R.shape[1], dtype=R.dtype, device=R.device)
+        self.threads.map(lambda rows: torch.matmul(M[rows], R, out=out[rows]),
+                         row_blocks(M.shape[0], self.chunk_size))
         return out
 
     def snapshot(self) -> tuple:
@@ -228,6 +240,7 @@ class FeatureSolver:
         part.n = int(rows.numel())
         part.pair_columns = None if self.m != 2 else PairColumns.of(part.classes, part.weights)
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
+        part.sample_count = None if self.sample_count is None else self.sample_count[rows]
         part.X = self.X[rows]
         return part
 
@@ -416,11 +429,15 @@ class FeatureSolver:
     def _accumulate(self, idx):
         x, _, value, _, g_z, grad = self._measure(idx)
         part = self._new_totals()
-        part.add(value, g_z, x, grad, self._weight(idx))
+        part.add(value, g_z, x, grad, *self._factors(idx))
         return part
 
     def _weight(self, idx):
         return None if self.sample_weight is None else self.sample_weight[idx]
+
+    def _factors(self, idx):
+        """(weight, count) of the samples ``idx`` for :meth:`Totals.add`, each None if all 1."""
+        return self._weight(idx), None if self.sample_count is None else self.sample_count[idx]
 
     def _line_search(self, x, z, direction, z_direction, ids, f, decrease, rounding, measure=False):
         """Backtracking per sample: x - t direction with the first t = 1, 1/2, ... that passes.
@@ -477,7 +494,7 @@ class FeatureSolver:
         done = at_full & (grad.norm(dim=-1) <= tol)
         if not bool(done.any()):
             return todo
-        totals.add(value[done], g_z[done], x[done], grad[done], self._weight(ids[done]))
+        totals.add(value[done], g_z[done], x[done], grad[done], *self._factors(ids[done]))
         still = todo.clone()
         still[torch.nonzero(todo).squeeze(1)[done]] = False
         return still
@@ -487,10 +504,10 @@ class FeatureSolver:
         gnorm = grad.norm(dim=-1)
         todo = (gnorm > tol) & ~self._finish[idx]
         if before_step:
-            totals.add(value, g_z, x, grad, self._weight(idx))
+            totals.add(value, g_z, x, grad, *self._factors(idx))
         elif not bool(todo.all()):
             done = ~todo
-            totals.add(value[done], g_z[done], x[done], grad[done], self._weight(idx[done]))
+            totals.add(value[done], g_z[done], x[done], grad[done], *self._factors(idx[done]))
         if not bool(todo.any()):
             return todo, 0
         if bool(todo.all()):  # no copies when every sample in the chunk steps

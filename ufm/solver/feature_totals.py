@@ -43,11 +43,13 @@ class Totals:
         self.finite = True
         self.at_rounding = True
 
-    def add(self, value, g_z, x, grad, weight=None):
+    def add(self, value, g_z, x, grad, weight=None, count=None):
         """Add samples: loss values, logit gradients, coordinates, feature gradients.
 
         ``weight`` (optional, per sample) weighs the objective and the classifier gradients
-        (class imbalance); the feature gradients are per-sample and stay unweighted.
+        (class imbalance; a group's total weight); the feature gradients are per-sample and
+        stay unweighted, but a sample that stands for ``count`` samples (optional, float64)
+        adds its squared norm that many times.
         """
         if value.numel() == 0:
             return
@@ -61,7 +63,8 @@ class Totals:
             self.grad_W_x += g_z.T @ x
         self.grad_b += g_z.sum(0)
         norms = grad.norm(dim=-1).to(torch.float64)
-        self.grad_sq += (norms * norms).sum()
+        squares = norms * norms
+        self.grad_sq += (squares if count is None else squares * count).sum()
         self.grad_max = torch.maximum(self.grad_max, norms.max())
 
     @staticmethod

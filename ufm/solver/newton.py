@@ -26,6 +26,7 @@ import torch
 from .anchor_start import start_at_anchors
 from .feature_newton import FeatureSolver, InnerStats
 from .lbfgs import LBFGSMemory
+from .sample_groups import group_samples
 from .state import Iterate, RunState, measured_iterate, penalised_objective
 
 _LBFGS_MEMORY = 20
@@ -57,6 +58,9 @@ class NewtonMethod:
     def __init__(self, state: RunState):
         self.state = state
         self.dtype = self._first_dtype()  # the feature solver's
+        problem = state.problem
+        # samples with one soft target, solved once each (None: every sample on its own)
+        self.groups = group_samples(problem.classes, problem.weights, problem.loss)
         self.feature_solver = self._feature_solver(self.dtype)
         self.memory = LBFGSMemory(_LBFGS_MEMORY)
         self.current: Iterate | None = None
@@ -94,12 +98,19 @@ class NewtonMethod:
         return self.state.problem.dtype
 
     def _feature_solver(self, dtype: torch.dtype, coordinates=None) -> FeatureSolver:
-        """The feature solver of the problem's samples, its mixing weights in ``dtype``;
-        ``coordinates`` (X, V) the features it starts from (see :class:`FeatureSolver`)."""
-        problem, config, state = self.state.problem, self.state.config, self.state
+        """The feature solver of the problem's samples, one per group of samples with one
+        soft target (:mod:`.sample_groups`) weighted by the group's total weight, its mixing
+        weights in ``dtype``; ``coordinates`` (X, V) the features it starts from (see
+        :class:`FeatureSolver`)."""
+        problem, config, state, groups = self.state.problem, self.state.config, self.state, self.groups
         weight = problem.sample_weight
+        classes, weights = problem.classes, problem.weights
+        if groups is not None:
+            classes, weights = classes[groups.representatives], weights[groups.representatives]
+            weight = groups.group_weights(weight)
         options = {
             "sample_weight": None if weight is None else weight.to(dtype),
+            "sample_count": None if groups is None else groups.counts.to(torch.float64),
             # the sums g_s h_s^T serve only the gradient of a learned W
             "grad_W_needed": state.learn_W,
             "pin_cpus": state.pin_cpus,
@@ -107,7 +118,7 @@ class NewtonMethod:
         }
         # a fixed classifier that is a tight frame is solved in logit coordinates
         logit_frame = config.coordinates == "auto" and not state.learn_W
-        return FeatureSolver(problem.classes, problem.weights.to(dtype), problem.loss,
+        return FeatureSolver(classes, weights.to(dtype), problem.loss,
                              config.lam_H, config.chunk_rows, config.parallel,
                              logit_coordinates=logit_frame, **options)
 
@@ -146,14 +157,18 @@ class NewtonMethod:
         self.feature_solver.set_classifier(W.to(dtype), None if b is None else b.to(dtype))
 
     def features(self) -> torch.Tensor:
-        """H in the problem's dtype (a mixed-precision run may stop in its float32 phase)."""
-        return self.feature_solver.features().to(self.state.problem.dtype)
+        """H (n, d) in the problem's dtype (a mixed-precision run may stop in its float32
+        phase), each sample with its group's features."""
+        rows = None if self.groups is None else self.groups.inverse
+        return self.feature_solver.features(rows).to(self.state.problem.dtype)
 
-    def theory_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The coordinates X and their frame (see the theory reference), in the problem's dtype."""
+    def theory_frame(self) -> tuple:
+        """The coordinates X and their frame (see the theory reference), in the problem's
+        dtype, and the row of X of each sample (None: one row each)."""
         X, frame = self.feature_solver.theory_frame()
         dtype = self.state.problem.dtype
-        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame
+        rows = None if self.groups is None else self.groups.inverse
+        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame, rows
 
     @property
     def _in_float32_phase(self) -> bool:
@@ -170,8 +185,12 @@ class NewtonMethod:
 
     def load_state_dict(self, contents: dict[str, Any]) -> None:
         self.memory.load_state_dict(contents["memory"])
-        if contents["features"] is not None:
-            self.feature_solver.load_state_dict(contents["features"])
+        features = contents["features"]
+        if features is not None:
+            if self.groups is not None and features["X"].shape[0] == self.groups.n:
+                # saved before samples were grouped: one row per sample, keep the groups' first
+                features = {**features, "X": features["X"][self.groups.representatives]}
+            self.feature_solver.load_state_dict(features)
         self.current = contents["current"]
 
 

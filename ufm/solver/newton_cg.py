@@ -188,10 +188,11 @@ class NewtonCG(ReducedNewton):
         """The reduced Hessian at the current features applied to the flat direction ``v``
         (W first, then b, as the flat gradient); one pass over the samples of ``solver``
         (the feature solver, or its copy of :meth:`_product_samples`: on a subsample its sums
-        are divided by the subsample's size, an estimate of the mean over all samples)."""
+        are divided by the number of samples it stands for, an estimate of the mean over all
+        samples)."""
         state, config = self.state, self.state.config
         solver = self.feature_solver if solver is None else solver
-        n = solver.n
+        n = solver.samples
         D, db = self._split(v)
         if not state.learn_W:
             D = torch.zeros_like(state.W)
@@ -201,7 +202,7 @@ class NewtonCG(ReducedNewton):
         sum_W, sum_b, cg = solver.reduced_hessian_vector(
             D.to(dtype), None if db is None else db.to(dtype), self._product_rtol)
         self.work["hessian_products"] += 1
-        self.work["hessian_visits"] += n
+        self.work["hessian_visits"] += solver.n
         self.work["hessian_cg"] += int(cg)
         return self._join(sum_W.to(v.dtype) / n + config.lam_W * D if state.learn_W else None,
                           sum_b.to(v.dtype) / n + config.lam_b * db if state.learn_b else None)

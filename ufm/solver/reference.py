@@ -39,7 +39,7 @@ from .problem import Problem
 
 class _ChunkedReference:
     """The distances to the exact features, from the per-sample squares of a subclass's
-    ``_squares(features, frame, idx)``, summed chunk by chunk on the chunk threads; each
+    ``_squares(features, frame, idx, rows)``, summed chunk by chunk on the chunk threads; each
     chunk's sums are added in chunk order, whatever thread ran it (kept on one CPU each when
     ``pin_cpus``)."""
 
@@ -51,20 +51,21 @@ class _ChunkedReference:
         return [torch.arange(rows.start, rows.stop, device=device)
                 for rows in row_blocks(self.problem.n, self.problem.config.chunk_rows)]
 
-    def distance(self, features, frame) -> float:
-        """|H - H*|_F / |H*|_F over all samples."""
+    def distance(self, features, frame, rows=None) -> float:
+        """|H - H*|_F / |H*|_F over all samples; ``rows`` (n,), where given, names the row of
+        ``features`` that holds each sample's (a group's, :mod:`.sample_groups`)."""
         def sums(idx):
-            num, den = self._squares(features, frame, idx)
+            num, den = self._squares(features, frame, idx, rows)
             return float(num.sum()), float(den.sum())
 
         sums = self.threads.map(sums, self._chunks(features.device))
         return _relative(sum(a for a, _ in sums), sum(b for _, b in sums))
 
-    def _group_sums(self, features, frame, group, groups) -> tuple[torch.Tensor, torch.Tensor]:
+    def _group_sums(self, features, frame, group, groups, rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Float64 sums of |f - f*|^2 and |f*|^2 per group (``group`` numbers each sample's)."""
         def sums(idx):
             out = torch.zeros(2, groups, dtype=torch.float64, device=features.device)
-            for row, values in zip(out, self._squares(features, frame, idx)):
+            for row, values in zip(out, self._squares(features, frame, idx, rows)):
                 row.index_add_(0, group[idx], values.to(torch.float64))
             return out
 
@@ -127,20 +128,22 @@ class TheoryReference(_ChunkedReference):
         return cls(problem, a.to(problem.device, W.dtype), inverse.to(problem.device),
                    unique.shape[0], values, pin_cpus)
 
-    def _squares(self, features, frame, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample of ``idx``: |f - f*|^2 and |f*|^2, f* = sum_k a_k frame[c_k]."""
+    def _squares(self, features, frame, idx, rows=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample of ``idx``: |f - f*|^2 and |f*|^2, f* = sum_k a_k frame[c_k], f its row
+        of ``features`` (``rows[idx]`` where ``rows`` is given)."""
         a = self.a[idx]
+        f = features[idx if rows is None else rows[idx]]
         if self.problem.mixes_pairs:  # two gathered rows, or the logit frame's scatter
             c, cp = self.problem.c[idx], self.problem.c_prime[idx]
             if hasattr(frame, "pair_squares"):  # the logit frame of a tight frame (.frames)
-                return frame.pair_squares(features[idx], c, cp, a[:, 0], a[:, 1])
+                return frame.pair_squares(f, c, cp, a[:, 0], a[:, 1])
             exact = a[:, 0, None] * frame[c] + a[:, 1, None] * frame[cp]
         else:
             exact = F.embedding_bag(self.problem.classes[idx], frame, per_sample_weights=a,
                                     mode="sum")
-        return ((features[idx] - exact) ** 2).sum(-1), (exact**2).sum(-1)
+        return ((f - exact) ** 2).sum(-1), (exact**2).sum(-1)
 
-    def distance_per_lam(self, features, frame) -> dict[str, float] | None:
+    def distance_per_lam(self, features, frame, rows=None) -> dict[str, float] | None:
         """Relative distance per distinct lam, keyed by lam to 6 digits (pairs on a lam grid
         only; None otherwise: m-class samples have no single lam, see
         :meth:`worst_weights_distance`).
@@ -150,16 +153,16 @@ class TheoryReference(_ChunkedReference):
         """
         if self.lam_values is None:
             return None
-        num, den = self._group_sums(features, frame, self.group, self.groups)
+        num, den = self._group_sums(features, frame, self.group, self.groups, rows)
         return {f"{value:.6g}": _relative(a, b)
                 for value, a, b in zip(self.lam_values, num.tolist(), den.tolist())}
 
-    def worst_weights_distance(self, features, frame) -> float:
+    def worst_weights_distance(self, features, frame, rows=None) -> float:
         """The largest relative distance over the groups of samples sharing a weight vector.
 
         Absolute where a group's exact features are all zero (equal weights with m = K).
         """
-        num, den = self._group_sums(features, frame, self.group, self.groups)
+        num, den = self._group_sums(features, frame, self.group, self.groups, rows)
         relative = torch.where(den > 0, num / torch.where(den > 0, den, 1.0), num).sqrt()
         return float(relative.max())
 

@@ -101,8 +101,9 @@ class Method(Protocol):
     def features(self) -> torch.Tensor:
         """The current features H (n, d)."""
 
-    def theory_frame(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and frame for :class:`~ufm.solver.reference.TheoryReference`."""
+    def theory_frame(self) -> tuple:
+        """Features and frame for :class:`~ufm.solver.reference.TheoryReference`, and where
+        a row of those features stands for several samples, the row of each sample (n,)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The method's checkpoint parts (keys among :data:`.checkpoint.METHOD_KEYS`)."""
