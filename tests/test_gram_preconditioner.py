@@ -231,13 +231,17 @@ def test_newton_gram_with_subsampled_products_still_reaches_the_optimum(fields, 
     exact = solve(UFMConfig(**both, method="newton_gram"))
     sizes = []
     subset = FeatureSolver.subset
-    monkeypatch.setattr(FeatureSolver, "subset",
-                        lambda self, rows: sizes.append((len(rows), self.n)) or subset(self, rows))
+    def recording(self, rows, counts=None):
+        part = subset(self, rows, counts)
+        sizes.append((part.samples, self.samples))
+        return part
+
+    monkeypatch.setattr(FeatureSolver, "subset", recording)
     monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
     config = UFMConfig(**both, method="newton_gram")
     result = solve(config)
-    # the subsample was used: a quarter of the solver's rows
-    assert sizes and all(abs(size - rows / 4) <= 1 for size, rows in sizes)
+    # the subsample was used: a quarter of the samples
+    assert sizes and all(abs(size - samples / 4) <= 1 for size, samples in sizes)
     assert result.summary["stop_reason"] == "converged"
     loss = exact.summary["loss"]
     assert abs(result.summary["loss"] - loss) <= 1e-9 * max(1.0, abs(loss))

@@ -14,8 +14,10 @@ from ufm import get_loss
 from ufm.losses.softmax import SoftmaxFamily
 from ufm.losses.squared_error import SquaredError
 from ufm.solver import UFMConfig, solve
+from ufm.solver.newton_cg import GramNewtonCG, newton_gram_method
 from ufm.solver.problem import build_problem
 from ufm.solver.sample_groups import WEIGHT_QUANTUM, group_samples, target_keys
+from ufm.solver.state import RunState
 
 
 def _dense_targets(classes, weights, K):
@@ -155,3 +157,33 @@ def test_a_checkpoint_with_a_row_per_sample_resumes_grouped(tmp_path, monkeypatc
     assert resumed.stop_reason == "converged"
     assert abs(resumed.summary["loss"] - straight.summary["loss"]) <= 1e-12
     assert float((resumed.W @ resumed.W.T - straight.W @ straight.W.T).abs().max()) <= 1e-8
+
+
+def _gram_method_at_start(config, grouped, monkeypatch):
+    """newton_gram at its first classifier, features solved, subsamples allowed at any size."""
+    with monkeypatch.context() as patch:
+        if not grouped:
+            patch.setattr(SoftmaxFamily, "target_only", False)
+        method = newton_gram_method(RunState(build_problem(config)))
+    monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
+    method._start_features()
+    method.current = method._evaluate(method.state.W, method.state.b, 1e-13)
+    return method
+
+
+def test_a_grouped_subsample_is_the_same_samples_as_before(monkeypatch):
+    """Newton-CG's subsampled Hessian products take every 4th sample as stored; grouped, each
+    group weighs the samples of it that this picks, so the products are those of the samples
+    solved one by one."""
+    config = UFMConfig(K=6, d=6, num_lams=5, classifier="learned", mixed_precision=False)
+    grouped = _gram_method_at_start(config, True, monkeypatch)
+    alone = _gram_method_at_start(config, False, monkeypatch)
+    assert grouped.feature_solver.n < alone.feature_solver.n
+    v = torch.randn(config.K * config.d, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    for _ in range(grouped.hessian_stride):
+        subsample, reference = grouped._product_samples(), alone._product_samples()
+        assert subsample.n < reference.n < alone.feature_solver.n
+        assert subsample.samples == reference.n
+        product, expected = grouped.hessian_vector(v, subsample), alone.hessian_vector(v, reference)
+        assert float((product - expected).norm()) <= 1e-10 * float(expected.norm())

@@ -230,17 +230,24 @@ class FeatureSolver:
         self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
         return low
 
-    def subset(self, rows: torch.Tensor) -> FeatureSolver:
+    def subset(self, rows: torch.Tensor, counts: torch.Tensor | None = None) -> FeatureSolver:
         """This solver restricted to the samples ``rows`` (a copy of their features that
         shares the classifier, its frame and the chunk threads), for Newton-CG's Hessian
         products on a subsample of the samples (:mod:`.newton_cg`); it is not meant to
-        solve, whose per-sample flags it does not restrict."""
+        solve, whose per-sample flags it does not restrict. ``counts`` (float64), where
+        given, says how many of the samples a row stands for are in the subsample: the row
+        then weighs that many samples at its mean weight per sample."""
         part = copy.copy(self)
         part.classes, part.weights = self.classes[rows], self.weights[rows]
         part.n = int(rows.numel())
         part.pair_columns = None if self.m != 2 else PairColumns.of(part.classes, part.weights)
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         part.sample_count = None if self.sample_count is None else self.sample_count[rows]
+        if counts is not None:
+            per_sample = (torch.ones_like(counts) if part.sample_weight is None
+                          else part.sample_weight.to(torch.float64) / part.sample_count)
+            part.sample_weight = (per_sample * counts).to(self.X.dtype)
+            part.sample_count = counts
         part.X = self.X[rows]
         return part
 

@@ -300,7 +300,12 @@ class NewtonCG(ReducedNewton):
         keeps at least :attr:`subsample_min_samples`, all samples otherwise.
 
         A subsample is every :attr:`hessian_stride`-th sample as stored, from an offset that
-        turns with each step. The samples of a class pair are stored together, its lam
+        turns with each step (where samples with one soft target are solved once,
+        :mod:`.sample_groups`, each group once, weighing the samples of it that this picks:
+        a quarter of the groups, in which a pure class met in 19 pairs counts 19 times in
+        one step and not at all in three, gave at K = d = 200 on random pairs the same
+        iterations but more rejected trust-region points and 7 % more time than before
+        grouping). The samples of a class pair are stored together, its lam
         values in order, so every pair keeps its share of samples spread evenly over its lam
         range (with a multiple of 4 samples per pair, at the same lam values for every pair
         in one step). Measured at K = d = 100 on random pairs against no subsample (median
@@ -309,11 +314,15 @@ class NewtonCG(ReducedNewton):
         samples, which leaves some pairs without a sample, 0.97 in 27."""
         solver = self.feature_solver
         stride = self.hessian_stride
-        if (stride > 1 and solver.n >= stride * self.subsample_min_samples
+        if (stride > 1 and solver.samples >= stride * self.subsample_min_samples
                 and self.current.grad_norm > self.subsample_above * self._first_grad_norm()):
             offset = self._subsamples % stride
             self._subsamples += 1
-            solver = solver.subset(torch.arange(offset, solver.n, stride, device=solver.X.device))
+            if self.groups is None:
+                return solver.subset(torch.arange(offset, solver.n, stride, device=solver.X.device))
+            # the same samples, each group once with the number of them it holds
+            rows, counts = torch.unique(self.groups.inverse[offset::stride], return_counts=True)
+            solver = solver.subset(rows, counts.to(torch.float64))
         return solver
 
     def _check_float32_products(self, samples, rounded,
