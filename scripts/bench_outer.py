@@ -13,8 +13,10 @@ do not:
   classifier (L-BFGS: one per line-search trial; Newton-CG: one per trust-region trial);
 * ``passes``: the feature solves' Newton passes, each counted as 1 however few samples it
   still had to step (a pass that finds every sample done counts too: it evaluates them all);
-* ``visits``: the samples those passes visited, over n (the passes weighted by the share of
-  samples each touched: what the time follows, since converged samples are skipped);
+* ``visits``: the rows those passes visited, over the number of rows (the passes weighted by
+  the share of rows each touched: what the time follows, since converged rows are skipped;
+  a row is a sample, or a group of samples with one soft target,
+  ``ufm/solver/sample_groups.py``);
 * ``hvp``: reduced Hessian-vector products, i.e. outer CG steps, each one pass over every
   sample or over a subsample (``"newton_gram"``'s first steps; its per-sample Newton systems
   solved by PCG; ``inner cg`` sums their CG steps);
@@ -92,11 +94,11 @@ def run_one(fields: dict, method: str, forcing_max, forcing_power, preconditione
         seconds = time.perf_counter() - began
     finally:
         NewtonCG.forcing_max, NewtonCG.forcing_power, NewtonCG.preconditioner = saved
-    work, n = run.method.work, result.summary["n"]
+    work, n, rows = run.method.work, result.summary["n"], run.method.feature_solver.n
     # a preconditioner's curvature sums are one pass each; a product on a subsample counts
-    # the share of the samples it visited
-    visits = work["sample_visits"] / n + work["preconditioner_passes"]
-    hvp_passes = work["hessian_visits"] / n
+    # the share of the rows it visited
+    visits = work["sample_visits"] / rows + work["preconditioner_passes"]
+    hvp_passes = work["hessian_visits"] / rows
     return {"n": n, "seconds": seconds, "stop_reason": result.summary["stop_reason"],
             "grad_norm": result.summary["grad_norm"], "loss": result.summary["loss"],
             "outer": result.summary["iterations"], "evals": work["evaluations"],
@@ -115,13 +117,13 @@ def _trace(run) -> list[tuple[float, float]]:
     reached)."""
     trace: list[tuple[float, float]] = []
     method, measure = run.method, run.method.measure
-    n = run.problem.n
+    rows = method.feature_solver.n  # samples, or groups of samples with one soft target
 
     def measured():
         current = measure()
         work = method.work
-        trace.append((current.grad_norm, work["sample_visits"] / n + work["preconditioner_passes"]
-                      + work["hessian_visits"] / n))
+        trace.append((current.grad_norm, work["sample_visits"] / rows
+                      + work["preconditioner_passes"] + work["hessian_visits"] / rows))
         return current
 
     method.measure = measured

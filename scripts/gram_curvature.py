@@ -86,7 +86,7 @@ def gram_entry_curvature(method: NewtonCG) -> torch.Tensor:
     r""":math:`\bar M` (K, K) of the module docstring, from one pass over the samples
     (:meth:`ufm.solver.feature_newton.FeatureSolver.gram_curvature`)."""
     solver = method.feature_solver
-    M = solver.gram_curvature().entry / (solver.lam_H * solver.n)
+    M = solver.gram_curvature().entry / (solver.lam_H * solver.samples)
     return M + M.T
 
 

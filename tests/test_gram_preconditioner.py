@@ -231,8 +231,8 @@ def test_newton_gram_with_subsampled_products_still_reaches_the_optimum(fields, 
     exact = solve(UFMConfig(**both, method="newton_gram"))
     sizes = []
     subset = FeatureSolver.subset
-    def recording(self, rows, counts=None):
-        part = subset(self, rows, counts)
+    def recording(self, rows, *picked):
+        part = subset(self, rows, *picked)
         sizes.append((part.samples, self.samples))
         return part
 

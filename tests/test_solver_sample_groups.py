@@ -16,7 +16,7 @@ from ufm.losses.squared_error import SquaredError
 from ufm.solver import UFMConfig, solve
 from ufm.solver.newton_cg import GramNewtonCG, newton_gram_method
 from ufm.solver.problem import build_problem
-from ufm.solver.sample_groups import WEIGHT_QUANTUM, group_samples, target_keys
+from ufm.solver.sample_groups import group_samples, target_keys, weight_quantum
 from ufm.solver.state import RunState
 
 
@@ -66,10 +66,18 @@ def test_targets_a_few_units_in_the_last_place_apart_are_one_and_others_are_not(
     assert not torch.equal(keys[0], keys[2])  # 1e-12 apart: another target
     # pure class 2: a same-class pair and lam = 1 or 0 with any partner
     assert torch.equal(keys[4], keys[5]) and torch.equal(keys[4], keys[6])
-    assert WEIGHT_QUANTUM < 1e-14
+    assert weight_quantum(torch.float64) < 1e-14
     groups = group_samples(classes, weights, get_loss("ce"))
     assert groups.inverse.tolist() == [0, 0, 1, 0, 2, 2, 2]
     assert groups.group_weights(torch.arange(1.0, 8.0)).tolist() == [7.0, 3.0, 18.0]
+
+
+def test_float32_mirror_samples_are_one_target_too():
+    lam = torch.tensor([0.35, 0.65, 0.35 + 1e-5], dtype=torch.float32)
+    weights = torch.stack([lam, 1 - lam], 1)
+    assert float(weights[0, 0]) != float(weights[1, 1])  # one rounding apart in float32
+    keys = target_keys(torch.tensor([[0, 1], [1, 0], [0, 1]]), weights)
+    assert torch.equal(keys[0], keys[1]) and not torch.equal(keys[0], keys[2])
 
 
 def test_a_loss_that_does_not_declare_target_only_is_solved_sample_by_sample(monkeypatch):
@@ -91,7 +99,9 @@ def _autograd_gradient_norm(config, result) -> float:
     b = None if result.b is None else result.b.clone().requires_grad_(True)
     logits = H @ W.T if b is None else H @ W.T + b
     values = problem.loss.mixture_value(logits, problem.classes, problem.weights)
-    weight = torch.ones(n, dtype=torch.float64) if problem.sample_weight is None else problem.sample_weight
+    weight = problem.sample_weight
+    if weight is None:
+        weight = torch.ones(n, dtype=torch.float64)
     objective = ((weight * (values + 0.5 * config.lam_H * (H * H).sum(1))).sum() / n
                  + 0.5 * config.lam_W * (W * W).sum())
     if b is not None:
@@ -171,16 +181,23 @@ def _gram_method_at_start(config, grouped, monkeypatch):
     return method
 
 
-def test_a_grouped_subsample_is_the_same_samples_as_before(monkeypatch):
+@pytest.mark.parametrize("fields", [
+    {},
+    # the samples of one target weigh differently: a pure class by its partner's size
+    {"imbalance_ratio": 10.0, "minority_classes": 2, "bias": True, "lam_b": 1e-2},
+    {"imbalance_ratio": 10.0, "minority_classes": 2, "pairing": "class"},
+])
+def test_a_grouped_subsample_is_the_same_samples_as_before(fields, monkeypatch):
     """Newton-CG's subsampled Hessian products take every 4th sample as stored; grouped, each
-    group weighs the samples of it that this picks, so the products are those of the samples
-    solved one by one."""
-    config = UFMConfig(K=6, d=6, num_lams=5, classifier="learned", mixed_precision=False)
+    group weighs the samples of it that this picks, by their number and total weight, so the
+    products are those of the samples solved one by one."""
+    config = UFMConfig(K=6, d=6, num_lams=5, classifier="learned", mixed_precision=False,
+                       **fields)
     grouped = _gram_method_at_start(config, True, monkeypatch)
     alone = _gram_method_at_start(config, False, monkeypatch)
     assert grouped.feature_solver.n < alone.feature_solver.n
-    v = torch.randn(config.K * config.d, generator=torch.Generator().manual_seed(3),
-                    dtype=torch.float64)
+    size = config.K * config.d + (config.K if config.bias else 0)
+    v = torch.randn(size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for _ in range(grouped.hessian_stride):
         subsample, reference = grouped._product_samples(), alone._product_samples()
         assert subsample.n < reference.n < alone.feature_solver.n

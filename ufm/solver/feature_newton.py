@@ -194,14 +194,20 @@ class FeatureSolver:
     def features(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``H = X V^T`` (n, d), or its rows ``rows`` (an index that may repeat rows: a
         group's features for each of its samples, :mod:`.sample_groups`)."""
-        return self._rows_times(self.X if rows is None else self.X[rows], self.frame.V.T)
+        return self._rows_times(self.X, self.frame.V.T, rows)
 
-    def _rows_times(self, M: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        """``M @ R``, block by block on the chunk threads: beside a busy process a product this
-        large would otherwise meet torch's per-operation barriers."""
-        out = torch.empty(M.shape[0], R.shape[1], dtype=R.dtype, device=R.device)
-        self.threads.map(lambda rows: torch.matmul(M[rows], R, out=out[rows]),
-                         row_blocks(M.shape[0], self.chunk_size))
+    def _rows_times(self, M: torch.Tensor, R: torch.Tensor,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``M @ R`` (or ``M[rows] @ R``, gathered block by block, never whole), block by block
+        on the chunk threads: beside a busy process a product this large would otherwise meet
+        torch's per-operation barriers."""
+        n = M.shape[0] if rows is None else rows.shape[0]
+        out = torch.empty(n, R.shape[1], dtype=R.dtype, device=R.device)
+
+        def block(part):
+            torch.matmul(M[part] if rows is None else M[rows[part]], R, out=out[part])
+
+        self.threads.map(block, row_blocks(n, self.chunk_size))
         return out
 
     def snapshot(self) -> tuple:
@@ -230,13 +236,15 @@ class FeatureSolver:
         self.threads.map(lambda rows: low.X[rows].copy_(self.X[rows]), self.row_blocks())
         return low
 
-    def subset(self, rows: torch.Tensor, counts: torch.Tensor | None = None) -> FeatureSolver:
+    def subset(self, rows: torch.Tensor, counts: torch.Tensor | None = None,
+               weight: torch.Tensor | None = None) -> FeatureSolver:
         """This solver restricted to the samples ``rows`` (a copy of their features that
         shares the classifier, its frame and the chunk threads), for Newton-CG's Hessian
         products on a subsample of the samples (:mod:`.newton_cg`); it is not meant to
         solve, whose per-sample flags it does not restrict. ``counts`` (float64), where
-        given, says how many of the samples a row stands for are in the subsample: the row
-        then weighs that many samples at its mean weight per sample."""
+        given, says how many of the samples a row stands for are in the subsample, and
+        ``weight`` their total weight (by default ``counts`` times the row's mean weight
+        per sample)."""
         part = copy.copy(self)
         part.classes, part.weights = self.classes[rows], self.weights[rows]
         part.n = int(rows.numel())
@@ -244,9 +252,11 @@ class FeatureSolver:
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         part.sample_count = None if self.sample_count is None else self.sample_count[rows]
         if counts is not None:
-            per_sample = (torch.ones_like(counts) if part.sample_weight is None
-                          else part.sample_weight.to(torch.float64) / part.sample_count)
-            part.sample_weight = (per_sample * counts).to(self.X.dtype)
+            if weight is None:  # the row's mean weight per sample, that many times
+                weight = counts if part.sample_weight is None else part.sample_weight * counts
+                if part.sample_count is not None:
+                    weight = weight / part.sample_count
+            part.sample_weight = weight.to(self.X.dtype)
             part.sample_count = counts
         part.X = self.X[rows]
         return part

@@ -66,8 +66,9 @@ class NewtonMethod:
         self.current: Iterate | None = None
         # the work of this process's run, in units that do not depend on the machine's load:
         # feature solves (each a gradient of the reduced function), their passes over the
-        # samples and the samples those visited, and (Newton-CG) reduced Hessian products,
-        # the samples they visited (fewer on a subsample) and their per-sample CG steps
+        # samples and the rows those visited (a row: a sample, or a group of samples with one
+        # soft target), and (Newton-CG) reduced Hessian products, the rows they visited
+        # (fewer on a subsample) and their per-sample CG steps
         self.work = {"evaluations": 0, "feature_passes": 0, "sample_visits": 0,
                      "hessian_products": 0, "hessian_visits": 0, "hessian_cg": 0,
                      "preconditioner_passes": 0}
@@ -102,7 +103,8 @@ class NewtonMethod:
         soft target (:mod:`.sample_groups`) weighted by the group's total weight, its mixing
         weights in ``dtype``; ``coordinates`` (X, V) the features it starts from (see
         :class:`FeatureSolver`)."""
-        problem, config, state, groups = self.state.problem, self.state.config, self.state, self.groups
+        problem, config, state = self.state.problem, self.state.config, self.state
+        groups = self.groups
         weight = problem.sample_weight
         classes, weights = problem.classes, problem.weights
         if groups is not None:

@@ -61,7 +61,8 @@ class _ChunkedReference:
         sums = self.threads.map(sums, self._chunks(features.device))
         return _relative(sum(a for a, _ in sums), sum(b for _, b in sums))
 
-    def _group_sums(self, features, frame, group, groups, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    def _group_sums(self, features, frame, group, groups,
+                    rows) -> tuple[torch.Tensor, torch.Tensor]:
         """Float64 sums of |f - f*|^2 and |f*|^2 per group (``group`` numbers each sample's)."""
         def sums(idx):
             out = torch.zeros(2, groups, dtype=torch.float64, device=features.device)

@@ -4,7 +4,10 @@ Given the classifier, the features of a sample minimise
 :math:`w_s\big(\ell(Wh + b;\,y_s) + \tfrac{\lambda_H}2\|h\|^2\big)`, whose minimiser does not
 depend on the sample weight :math:`w_s`; for a loss that depends on a sample only through its
 soft target :math:`y_s = \sum_k y_{s,k}e_{c_{s,k}}` (``MixupLoss.target_only``), samples with
-one target have one optimal feature vector. Summing the objective, its gradients and its
+one target have one per-sample problem, and so one optimal feature vector where the loss is
+convex in the logits (the problem is then strictly convex in h); a loss that is not (focal)
+may have several, but the solver, which starts every sample of a group at the same point,
+took them all to the same one before grouping too. Summing the objective, its gradients and its
 Hessian products over the samples is then the same as summing them over the distinct targets,
 each weighted by the total weight of its samples. The Newton methods (:mod:`.newton`) solve
 each distinct target once and hand every sample its group's features.
@@ -15,8 +18,9 @@ drawn. The medium problem (all 10,000 ordered pairs of K = 100 classes, 21 lam v
 210,000 samples and 94,150 distinct targets; K = d = 1000 on 9524 random pairs has 200,004
 samples and 181,044 targets.
 
-The targets are compared after rounding each weight to a multiple of :data:`WEIGHT_QUANTUM`:
-a grid's lam and the 1 - lam of its mirror sample often differ in the last bit
+The targets are compared after rounding each weight to a multiple of
+:data:`WEIGHT_ULPS` units of its dtype's machine epsilon (:func:`weight_quantum`; 2^-48 in
+float64): a grid's lam and the 1 - lam of its mirror sample often differ in the last bit
 (``0.35000000000000003`` against ``1 - 0.65 = 0.35``), and a sample whose features are
 those of a target one rounding error away is off from its own by a rounding error too. A
 group's features are those of its first sample, its target as stored.
@@ -28,8 +32,20 @@ from dataclasses import dataclass
 
 import torch
 
-# weights are compared rounded to this (2^-48, about 3.6e-15: a few units in the last place)
-WEIGHT_QUANTUM = 2.0**-48
+# weights are compared rounded to this many units of their dtype's machine epsilon (a few
+# units in the last place of a weight near 1/2)
+WEIGHT_ULPS = 16
+
+
+def weight_quantum(dtype: torch.dtype) -> float:
+    """The step weights of ``dtype`` are rounded to before they are compared: 2^-48 for
+    float64, 2^-19 for float32.
+
+    >>> import torch
+    >>> weight_quantum(torch.float64) == 2.0**-48, weight_quantum(torch.float32) == 2.0**-19
+    (True, True)
+    """
+    return WEIGHT_ULPS * torch.finfo(dtype).eps
 
 
 @dataclass(frozen=True)
@@ -75,8 +91,9 @@ class SampleGroups:
 
 def target_keys(classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(n, 2m) integer keys, equal for two samples exactly when their soft targets agree after
-    rounding every weight to :data:`WEIGHT_QUANTUM`: the classes in increasing order, each
-    class once with its total weight, classes of weight 0 left out (as class -1)."""
+    rounding every weight to :func:`weight_quantum` of its dtype: the classes in increasing
+    order, each class once with its total weight, classes of weight 0 left out (as class -1)."""
+    quantum = weight_quantum(weights.dtype)
     order = torch.argsort(classes, dim=1, stable=True)
     c = classes.gather(1, order)
     w = weights.to(torch.float64).gather(1, order)
@@ -84,7 +101,7 @@ def target_keys(classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         repeat = c[:, k] == c[:, k - 1]
         w[:, k] = torch.where(repeat, w[:, k] + w[:, k - 1], w[:, k])
         w[:, k - 1] = torch.where(repeat, torch.zeros_like(w[:, k - 1]), w[:, k - 1])
-    quanta = torch.round(w / WEIGHT_QUANTUM).to(torch.int64)
+    quanta = torch.round(w / quantum).to(torch.int64)
     c = torch.where(quanta == 0, torch.full_like(c, -1), c)
     order = torch.argsort(c, dim=1, stable=True)
     return torch.cat([c.gather(1, order), quanta.gather(1, order)], dim=1)
