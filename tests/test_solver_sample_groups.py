@@ -13,7 +13,7 @@ import torch
 from ufm import get_loss
 from ufm.losses.softmax import SoftmaxFamily
 from ufm.losses.squared_error import SquaredError
-from ufm.solver import UFMConfig, solve
+from ufm.solver import UFMConfig, sample_groups, solve
 from ufm.solver.newton_cg import GramNewtonCG, newton_gram_method
 from ufm.solver.problem import build_problem
 from ufm.solver.sample_groups import group_samples, target_keys, weight_quantum
@@ -204,3 +204,15 @@ def test_a_grouped_subsample_is_the_same_samples_as_before(fields, monkeypatch):
         assert subsample.samples == reference.n
         product, expected = grouped.hessian_vector(v, subsample), alone.hessian_vector(v, reference)
         assert float((product - expected).norm()) <= 1e-10 * float(expected.norm())
+
+
+def test_keys_that_share_a_hash_are_still_told_apart(monkeypatch):
+    """The groups come from a hash of each key, checked row by row: with every hash equal
+    (all collide) the groups are those of the keys compared whole."""
+    problem = build_problem(UFMConfig(K=5, d=5, num_lams=5))
+    expected = group_samples(problem.classes, problem.weights, problem.loss)
+    monkeypatch.setattr(sample_groups, "_row_hashes",
+                        lambda keys: torch.zeros(keys.shape[0], dtype=torch.int64))
+    colliding = group_samples(problem.classes, problem.weights, problem.loss)
+    for name in ("representatives", "inverse", "counts"):
+        assert torch.equal(getattr(colliding, name), getattr(expected, name))
