@@ -10,7 +10,10 @@ logit coordinates, :mod:`.frames`):
   imbalance, and what drawing them takes on the way (all K^2 ordered pairs are enumerated);
 * the features: H (n x d) of the result; the Newton method's coordinates X (n x r), three
   copies for a learned classifier (the current ones, the warm start of the next classifier,
-  the line search's snapshot) and a float32 copy in mixed precision; gradient descent's
+  the line search's snapshot) and a float32 copy in mixed precision (counted for every
+  sample: the Newton methods hold one row per group of samples with one soft target,
+  :mod:`.sample_groups`, which the configuration alone does not tell, so the estimate is
+  high by up to that factor where targets repeat); gradient descent's
   momentum, gradient and step temporaries of H (three more n x d);
 * the chunk temporaries: logits and Newton vectors, (K + r) values per row, for a chunk of
   :attr:`~.problem.UFMConfig.chunk_rows` rows on each thread at once;
