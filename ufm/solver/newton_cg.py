@@ -321,14 +321,8 @@ class NewtonCG(ReducedNewton):
             if self.groups is None:
                 return solver.subset(torch.arange(offset, solver.n, stride, device=solver.X.device))
             # the same samples, each group once with the number and weight of them it holds
-            picked = self.groups.inverse[offset::stride]
-            rows, position = torch.unique(picked, return_inverse=True)
-            counts = torch.bincount(position, minlength=rows.numel()).to(torch.float64)
-            weight = self.state.problem.sample_weight
-            if weight is not None:
-                weight = torch.zeros_like(counts).index_add_(
-                    0, position, weight[offset::stride].to(torch.float64))
-            solver = solver.subset(rows, counts, weight)
+            solver = solver.subset(*self.groups.picked(slice(offset, None, stride),
+                                                       self.state.problem.sample_weight))
         return solver
 
     def _check_float32_products(self, samples, rounded,
