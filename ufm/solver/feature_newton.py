@@ -243,8 +243,7 @@ class FeatureSolver:
         products on a subsample of the samples (:mod:`.newton_cg`); it is not meant to
         solve, whose per-sample flags it does not restrict. ``counts`` (float64), where
         given, says how many of the samples a row stands for are in the subsample, and
-        ``weight`` their total weight (by default ``counts`` times the row's mean weight
-        per sample)."""
+        ``weight`` (then needed) their total weight."""
         part = copy.copy(self)
         part.classes, part.weights = self.classes[rows], self.weights[rows]
         part.n = int(rows.numel())
@@ -252,12 +251,7 @@ class FeatureSolver:
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         part.sample_count = None if self.sample_count is None else self.sample_count[rows]
         if counts is not None:
-            if weight is None:  # the row's mean weight per sample, that many times
-                weight = counts if part.sample_weight is None else part.sample_weight * counts
-                if part.sample_count is not None:
-                    weight = weight / part.sample_count
-            part.sample_weight = weight.to(self.X.dtype)
-            part.sample_count = counts
+            part.sample_weight, part.sample_count = weight.to(self.X.dtype), counts
         part.X = self.X[rows]
         return part
 

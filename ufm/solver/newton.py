@@ -161,16 +161,19 @@ class NewtonMethod:
     def features(self) -> torch.Tensor:
         """H (n, d) in the problem's dtype (a mixed-precision run may stop in its float32
         phase), each sample with its group's features."""
-        rows = None if self.groups is None else self.groups.inverse
-        return self.feature_solver.features(rows).to(self.state.problem.dtype)
+        return self.feature_solver.features(self._sample_rows).to(self.state.problem.dtype)
 
     def theory_frame(self) -> tuple:
         """The coordinates X and their frame (see the theory reference), in the problem's
         dtype, and the row of X of each sample (None: one row each)."""
         X, frame = self.feature_solver.theory_frame()
         dtype = self.state.problem.dtype
-        rows = None if self.groups is None else self.groups.inverse
-        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame, rows
+        return X.to(dtype), frame.to(dtype) if torch.is_tensor(frame) else frame, self._sample_rows
+
+    @property
+    def _sample_rows(self) -> torch.Tensor | None:
+        """The feature solver's row of each sample (its group's), None where it has one each."""
+        return None if self.groups is None else self.groups.inverse
 
     @property
     def _in_float32_phase(self) -> bool:

@@ -89,10 +89,10 @@ class SampleGroups:
         return total.index_add_(0, self.inverse, sample_weight.to(torch.float64)).to(dtype)
 
     def picked(self, samples: slice, sample_weight: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The groups that hold the samples ``samples`` (a slice of them as stored), in
-        order: (rows, how many of those samples each holds (float64), their total weight in
-        float64, None where ``sample_weight`` is None).
+        order: (rows, how many of those samples each holds, their total weight: their number
+        where ``sample_weight`` is None), both float64.
 
         >>> groups = SampleGroups(torch.tensor([0, 1]), torch.tensor([0, 1, 0, 1, 0]),
         ...                       torch.tensor([3, 2]))
@@ -103,7 +103,7 @@ class SampleGroups:
         rows, position = torch.unique(self.inverse[samples], return_inverse=True)
         counts = torch.bincount(position, minlength=rows.numel()).to(torch.float64)
         if sample_weight is None:
-            return rows, counts, None
+            return rows, counts, counts
         weight = torch.zeros_like(counts).index_add_(
             0, position, sample_weight[samples].to(torch.float64))
         return rows, counts, weight
