@@ -10,6 +10,7 @@ that L-BFGS reaches, stationary by an independent autograd gradient in float64.
 
 import pytest
 import torch
+from solver_support import autograd_stationarity
 
 from ufm.solver import UFMConfig, solve
 from ufm.solver.gram_preconditioner import rotation_complement
@@ -124,36 +125,6 @@ def test_products_run_in_float32_only_while_a_few_digits_are_asked():
     assert NewtonCG(RunState(build_problem(config))).product_dtype() == torch.float64  # 1e-12 asked
 
 
-def _autograd_stationarity(config, result) -> float:
-    """sqrt(mean_s |n dL/dh_s|^2 + |dL/dW|^2 + |dL/db|^2) of the objective in (H, W, b) by
-    autograd in float64, sample weights included (they weigh loss and feature penalty)."""
-    problem = build_problem(config)
-    H = result.H.clone().requires_grad_(True)
-    W = result.W.clone().requires_grad_(True)
-    leaves = [H, W]
-    logits = H @ W.T
-    if result.b is not None:
-        b = result.b.clone().requires_grad_(True)
-        leaves.append(b)
-        logits = logits + b
-    values = problem.loss.mixture_value(logits, problem.classes, problem.weights)
-    squares = (H * H).sum(-1)
-    if problem.sample_weight is not None:  # it weighs each sample's loss and feature penalty
-        values, squares = values * problem.sample_weight, squares * problem.sample_weight
-    n = problem.n
-    objective = (values.sum() + 0.5 * config.lam_H * squares.sum()) / n
-    if config.classifier == "learned":
-        objective = objective + 0.5 * config.lam_W * (W * W).sum()
-    if result.b is not None:
-        objective = objective + 0.5 * config.lam_b * (leaves[2] * leaves[2]).sum()
-    grads = torch.autograd.grad(objective, leaves)
-    learned_W = config.classifier == "learned"  # a fixed W has no stationarity to meet
-    total = ((n * grads[0]).pow(2).sum(-1).mean()) + (grads[1].pow(2).sum() if learned_W else 0.0)
-    if len(grads) == 3:
-        total = total + grads[2].pow(2).sum()
-    return float(total.sqrt())
-
-
 @pytest.mark.parametrize("fields", [
     {"K": 8, "d": 8, "pairs": "random", "num_pairs": 20},
     {"K": 6, "d": 4, "pairs": "random", "num_pairs": 14},  # d < K - 1: the Gram matrix has rank d
@@ -181,7 +152,7 @@ def test_newton_gram_reaches_the_optimum_of_lbfgs(fields):
     assert float((result.W @ result.W.T - lbfgs.W @ lbfgs.W.T).abs().max()) <= 1e-7
     if result.b is not None:
         assert float((result.b - lbfgs.b).abs().max()) <= 1e-7
-    assert _autograd_stationarity(config, result) <= 1e-9
+    assert autograd_stationarity(config, result) <= 1e-9
 
 
 @pytest.mark.parametrize("fields", [
@@ -246,7 +217,7 @@ def test_newton_gram_with_subsampled_products_still_reaches_the_optimum(fields, 
     loss = exact.summary["loss"]
     assert abs(result.summary["loss"] - loss) <= 1e-9 * max(1.0, abs(loss))
     assert float((result.W @ result.W.T - exact.W @ exact.W.T).abs().max()) <= 1e-7
-    assert _autograd_stationarity(config, result) <= 1e-9
+    assert autograd_stationarity(config, result) <= 1e-9
 
 
 def test_a_learned_bias_alone_is_preconditioned_without_factoring_w(monkeypatch):
@@ -269,4 +240,4 @@ def test_a_learned_bias_alone_is_preconditioned_without_factoring_w(monkeypatch)
     result = solve(config)
     assert asked and not any(asked)
     assert result.summary["stop_reason"] == "converged"
-    assert _autograd_stationarity(config, result) <= 1e-9
+    assert autograd_stationarity(config, result) <= 1e-9

@@ -242,8 +242,9 @@ class FeatureSolver:
         shares the classifier, its frame and the chunk threads), for Newton-CG's Hessian
         products on a subsample of the samples (:mod:`.newton_cg`); it is not meant to
         solve, whose per-sample flags it does not restrict. ``counts`` (float64), where
-        given, says how many of the samples a row stands for are in the subsample, and
-        ``weight`` (then needed) their total weight."""
+        given, says how many samples a row stands for in the subsample (a fraction too,
+        under a quadrature weight, :mod:`.lam_quadrature`), and ``weight`` (then needed)
+        their total weight."""
         part = copy.copy(self)
         part.classes, part.weights = self.classes[rows], self.weights[rows]
         part.n = int(rows.numel())

@@ -61,6 +61,7 @@ import torch
 
 from ..etf import rank_cutoff
 from .gram_preconditioner import GramMetric, bias_metric, off_row_curvature
+from .lam_quadrature import QUADRATURE_NODES, sample_quadrature
 from .methods import auto_choice, method_factory
 from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
 from .state import Iterate, RunState
@@ -147,6 +148,11 @@ class NewtonCG(ReducedNewton):
     subsample_above = 0.0
     subsample_min_samples = 1024
     _subsamples = 0  # subsampled steps so far, which turn the offset of the subsample
+    # Hessian products at every step on the samples at this many lam values of a grid,
+    # weighted by a quadrature of the grid (:mod:`.lam_quadrature`; 0: never), where the grid
+    # has a rule; then no stride subsample
+    quadrature_nodes = 0
+    _quadrature = None  # its (rows, counts, weight) of the feature solver, once made; () if none
     # steps projected onto the row space of W where it is rank deficient (_step_projector)
     confine_to_row_space = False
     # set once float32 Hessian products are found too far from float64 ones
@@ -295,12 +301,13 @@ class NewtonCG(ReducedNewton):
 
     def _product_samples(self):
         """The feature solver this step's Hessian products run on, before
-        :meth:`product_dtype` rounds it: 1/:attr:`hessian_stride` of the samples while the
-        gradient norm is above :attr:`subsample_above` of the first one and the subsample
-        keeps at least :attr:`subsample_min_samples`, all samples otherwise.
+        :meth:`product_dtype` rounds it: the samples of the lam quadrature
+        (:meth:`_quadrature_samples`) where there is one, else 1/:attr:`hessian_stride` of
+        the samples while the gradient norm is above :attr:`subsample_above` of the first
+        one and the subsample keeps at least :attr:`subsample_min_samples`, else all samples.
 
-        A subsample is every :attr:`hessian_stride`-th sample as stored, from an offset that
-        turns with each step (where samples with one soft target are solved once,
+        A stride subsample is every :attr:`hessian_stride`-th sample as stored, from an
+        offset that turns with each step (where samples with one soft target are solved once,
         :mod:`.sample_groups`, each group once, weighing the samples of it that this picks:
         a quarter of the groups, in which a pure class met in 19 pairs counts 19 times in
         one step and not at all in three, gave at K = d = 200 on random pairs the same
@@ -313,6 +320,9 @@ class NewtonCG(ReducedNewton):
         drawn at random from every 4 consecutive ones, 0.88 in 25; a random quarter of all
         samples, which leaves some pairs without a sample, 0.97 in 27."""
         solver = self.feature_solver
+        quadrature = self._quadrature_samples()
+        if quadrature:
+            return solver.subset(*quadrature)
         stride = self.hessian_stride
         if (stride > 1 and solver.samples >= stride * self.subsample_min_samples
                 and self.current.grad_norm > self.subsample_above * self._first_grad_norm()):
@@ -324,6 +334,36 @@ class NewtonCG(ReducedNewton):
             solver = solver.subset(*self.groups.picked(slice(offset, None, stride),
                                                        self.state.problem.sample_weight))
         return solver
+
+    def _quadrature_samples(self) -> tuple:
+        """(rows, counts, weight) of the feature solver for :meth:`FeatureSolver.subset`: the
+        samples at the lam values of the grid's quadrature (:mod:`.lam_quadrature`,
+        :attr:`quadrature_nodes` of them), each counting its node's weight, so that the
+        subsample stands for all samples and its sums are exact for terms polynomial in lam
+        of degree below the number of nodes; () where there is none (no nodes asked, samples
+        not pairs on a grid, or a grid with no rule). Made once: the samples do not change.
+
+        Why at every step, where the stride subsample serves only the first ones: its error
+        is that of a smooth integrand's quadrature, not of dropping 3 samples in 4 (see
+        :mod:`.lam_quadrature` for the measured errors of both)."""
+        if self._quadrature is None:
+            self._quadrature = ()
+            problem = self.state.problem
+            weights = None
+            if self.quadrature_nodes and problem.lam_index is not None:
+                weights = sample_quadrature(problem.lam_index, problem.config.lam_grid(),
+                                            self.quadrature_nodes)
+            if weights is not None:
+                samples = torch.nonzero(weights).squeeze(1)
+                factor = weights[samples]
+                if self.groups is not None:
+                    self._quadrature = self.groups.picked(samples, problem.sample_weight, factor)
+                else:
+                    sample_weight = problem.sample_weight
+                    each = factor if sample_weight is None else (
+                        factor * sample_weight[samples].to(torch.float64))
+                    self._quadrature = (samples, factor, each)
+        return self._quadrature
 
     def _check_float32_products(self, samples, rounded,
                                 direction: torch.Tensor) -> torch.Tensor | None:
@@ -519,13 +559,18 @@ class GramNewtonCG(NewtonCG):
     gradient after a Newton step is often tens of times what its linear model predicted, so
     conjugate gradients stop at about the residual that the model's own error leaves.
 
-    Its first Newton steps run their Hessian products on every 4th sample
-    (``hessian_stride``, :meth:`NewtonCG._product_samples`), a quarter of the work, while
-    the gradient norm is above ``subsample_above`` = 1e-3 of the first one; the gradient
-    and the trust region's ratio stay exact. Closer to the optimum the subsample's error
-    along the soft directions made steps fail: with the subsample throughout, K = d = 100
-    on random pairs took 33 iterations instead of 25 and longer than without it, and every
-    8th sample took longer at K = 200. With the bound, 0.79 of the time at K = 100.
+    Pairs on a lam grid of 21 values or more run every Hessian product on the samples at
+    11 of its lam values (``quadrature_nodes``), each weighted by a quadrature of the grid
+    (:mod:`.lam_quadrature`, :meth:`NewtonCG._quadrature_samples`): about half the work,
+    with an error that of a smooth function's quadrature (``docs/performance.md`` has the
+    comparison). Other problems run the Hessian products of their first Newton steps on
+    every 4th sample (``hessian_stride``, :meth:`NewtonCG._product_samples`), a quarter of
+    the work, while the gradient norm is above ``subsample_above`` = 1e-3 of the first
+    one. Closer to the optimum that subsample's error along the soft directions made steps
+    fail: with it throughout, K = d = 100 on random pairs took 33 iterations instead of 25
+    and longer than without it, and every 8th sample took longer at K = 200. With the
+    bound, 0.79 of the time at K = 100. The gradient and the trust region's ratio are
+    always exact.
 
     The first try of each trust-region step drops the directions in which W's Gram matrix
     is collapsing (:meth:`_trial_point`), so that the next step's passes over the samples
@@ -538,6 +583,7 @@ class GramNewtonCG(NewtonCG):
     adaptive_products = True
     hessian_stride = 4
     subsample_above = 1e-3
+    quadrature_nodes = QUADRATURE_NODES
     # L-BFGS steps until the gradient norm is at this fraction of the first one
     switch_fraction = 1e-2
     # a step's first trial point drops W's components on the eigenvectors of its (centred)

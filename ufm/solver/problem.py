@@ -383,7 +383,10 @@ class Problem:
     Every sample is a row of ``classes`` (n, m) int64 and ``weights`` (n, m) in ``dtype``;
     pairs (m = 2) also read as ``c``, ``c_prime`` and ``lam`` (the first weight).
     ``sample_weight`` (n,) in ``dtype``, mean 1, weighs each sample's loss and feature penalty
-    under class imbalance (None when balanced: every weight 1).
+    under class imbalance (None when balanced: every weight 1). ``lam_index`` (n,) int64 is,
+    for pairs on a lam grid, the position of each sample's lam in ``config.lam_grid()`` (every
+    pair holds every grid value, :mod:`.lam_quadrature`); None for Beta draws and m-class
+    mixtures.
     """
 
     config: UFMConfig
@@ -395,6 +398,7 @@ class Problem:
     device: torch.device
     dtype: torch.dtype
     sample_weight: torch.Tensor | None = None
+    lam_index: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -450,12 +454,15 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
     if not config.mixes_pairs:
         return _mixture_problem(config, W_init, b_init, generator, device, dtype)
     pair_c, pair_cp = sample_pairs(config, generator)
+    lam_index = None
     if config.alpha is None:
         grid = config.lam_grid()
         per_pair = grid.repeat_interleave(config.samples_per_pair)
         c = pair_c.repeat_interleave(per_pair.numel())
         c_prime = pair_cp.repeat_interleave(per_pair.numel())
         lam = per_pair.repeat(pair_c.numel())
+        lam_index = torch.arange(grid.numel()).repeat_interleave(config.samples_per_pair).repeat(
+            pair_c.numel()).to(device)
     else:
         c = pair_c.repeat_interleave(config.samples_per_pair)
         c_prime = pair_cp.repeat_interleave(config.samples_per_pair)
@@ -478,6 +485,7 @@ def build_problem(config: UFMConfig, W_init: torch.Tensor | None = None,
         device=device,
         dtype=dtype,
         sample_weight=_sample_weight(config, device, dtype, c, c_prime),
+        lam_index=lam_index,
     )
 
 

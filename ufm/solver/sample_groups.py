@@ -88,24 +88,36 @@ class SampleGroups:
         total = torch.zeros(self.counts.numel(), dtype=torch.float64, device=self.counts.device)
         return total.index_add_(0, self.inverse, sample_weight.to(torch.float64)).to(dtype)
 
-    def picked(self, samples: slice, sample_weight: torch.Tensor | None
+    def picked(self, samples: slice | torch.Tensor, sample_weight: torch.Tensor | None,
+               factor: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The groups that hold the samples ``samples`` (a slice of them as stored), in
-        order: (rows, how many of those samples each holds, their total weight: their number
-        where ``sample_weight`` is None), both float64.
+        """The groups that hold the samples ``samples`` (a slice of them as stored, or their
+        positions), in order: (rows, how many of those samples each holds, their total
+        weight: their number where ``sample_weight`` is None), both float64. With ``factor``
+        (one float64 per sample picked) a sample counts ``factor`` times (a quadrature
+        weight, :mod:`.lam_quadrature`) in both.
 
         >>> groups = SampleGroups(torch.tensor([0, 1]), torch.tensor([0, 1, 0, 1, 0]),
         ...                       torch.tensor([3, 2]))
         >>> rows, counts, weight = groups.picked(slice(0, None, 2), torch.arange(1.0, 6.0))
         >>> rows.tolist(), counts.tolist(), weight.tolist()
         ([0], [3.0], [9.0])
+        >>> rows, counts, weight = groups.picked(torch.tensor([0, 1]), None,
+        ...                                      torch.tensor([0.5, 2.0], dtype=torch.float64))
+        >>> rows.tolist(), counts.tolist(), weight.tolist()
+        ([0, 1], [0.5, 2.0], [0.5, 2.0])
         """
         rows, position = torch.unique(self.inverse[samples], return_inverse=True)
-        counts = torch.bincount(position, minlength=rows.numel()).to(torch.float64)
+        if factor is None:
+            counts = torch.bincount(position, minlength=rows.numel()).to(torch.float64)
+        else:
+            counts = torch.zeros(rows.numel(), dtype=torch.float64,
+                                 device=rows.device).index_add_(0, position, factor)
         if sample_weight is None:
             return rows, counts, counts
+        each = sample_weight[samples].to(torch.float64)
         weight = torch.zeros_like(counts).index_add_(
-            0, position, sample_weight[samples].to(torch.float64))
+            0, position, each if factor is None else each * factor)
         return rows, counts, weight
 
 

@@ -1,0 +1,177 @@
+"""The quadrature of the lam grid (ufm.solver.lam_quadrature) and Newton-CG's Hessian products on it.
+
+The rule's exactness is checked against sums in exact rational arithmetic; its products
+against the products over all samples: exactly equal where every term is a polynomial of low
+degree in lam (the squared error, whose features are linear in lam), close for cross-entropy,
+and the solve that uses them must still reach the optimum, stationary by autograd.
+"""
+
+from fractions import Fraction
+
+import pytest
+import torch
+from solver_support import autograd_stationarity
+
+from ufm.losses import SoftmaxFamily
+from ufm.solver import UFMConfig, solve
+from ufm.solver.feature_newton import FeatureSolver
+from ufm.solver.lam_quadrature import QUADRATURE_NODES, grid_quadrature, sample_quadrature
+from ufm.solver.newton_cg import GramNewtonCG, newton_gram_method
+from ufm.solver.problem import build_problem
+from ufm.solver.state import RunState
+
+
+def _grids():
+    # 25 values crowded towards 1/2
+    steps = torch.arange(25, dtype=torch.float64) - 12
+    uneven = 0.5 + 0.5 * torch.sign(steps) * (steps.abs() / 12) ** 2
+    return {
+        "21 even": torch.linspace(0.0, 1.0, 21, dtype=torch.float64),
+        "31 even": torch.linspace(0.0, 1.0, 31, dtype=torch.float64),
+        "101 even": torch.linspace(0.0, 1.0, 101, dtype=torch.float64),
+        "25 uneven": uneven,
+        "21 inside": torch.linspace(0.1, 0.9, 21, dtype=torch.float64),
+    }
+
+
+@pytest.mark.parametrize("name", list(_grids()))
+def test_the_rule_sums_every_polynomial_below_its_node_count_exactly(name):
+    """sum_k w_k g_k^p = sum_j g_j^p for p < 11, the right side in exact rationals (every
+    float is one); at degree 11 the rule is off, so the check can fail."""
+    grid = _grids()[name]
+    weights = grid_quadrature(grid)
+    assert weights is not None
+    nodes = torch.nonzero(weights).squeeze(1)
+    assert nodes.numel() == QUADRATURE_NODES and bool((weights[nodes] > 0).all())
+    values = [Fraction(float(g)) for g in grid]
+    for power in range(QUADRATURE_NODES):
+        exact = sum(v**power for v in values)
+        rule = sum(float(weights[j]) * float(grid[j]) ** power for j in nodes.tolist())
+        assert abs(rule - float(exact)) <= 1e-12 * float(exact)
+    power = QUADRATURE_NODES + 1  # even: a symmetric grid's rule is exact for odd degrees
+    exact = float(sum(v**power for v in values))
+    rule = sum(float(weights[j]) * float(grid[j]) ** power for j in nodes.tolist())
+    assert abs(rule - exact) > 1e-10 * exact
+
+
+def test_grids_without_a_rule():
+    """Too few values to halve the work, a repeated value, a rule with a weight below 0 (25
+    random values), or no nodes asked for."""
+    assert grid_quadrature(torch.linspace(0.0, 1.0, 20, dtype=torch.float64)) is None
+    generator = torch.Generator().manual_seed(11)
+    random = torch.sort(torch.rand(25, generator=generator, dtype=torch.float64)).values
+    assert grid_quadrature(random) is None
+    assert grid_quadrature(torch.linspace(0.0, 1.0, 5, dtype=torch.float64), nodes=3) is not None
+    repeated = torch.cat([torch.linspace(0.0, 1.0, 21, dtype=torch.float64), torch.tensor([0.5])])
+    assert grid_quadrature(repeated) is None
+    with pytest.raises(ValueError, match="nodes must be >= 1, got 0"):
+        grid_quadrature(torch.linspace(0.0, 1.0, 21, dtype=torch.float64), nodes=0)
+
+
+def test_the_problem_knows_each_samples_grid_position():
+    """lam_index points into config.lam_grid() for pairs on a grid, several samples per
+    value included; Beta draws and m-class mixtures have none."""
+    config = UFMConfig(K=4, d=4, num_lams=7, samples_per_pair=2)
+    problem = build_problem(config)
+    assert torch.equal(config.lam_grid()[problem.lam_index].to(problem.dtype), problem.weights[:, 0])
+    weights = sample_quadrature(problem.lam_index, config.lam_grid(), nodes=3)
+    # every pair keeps its share: the weights of its samples sum to its sample count
+    assert abs(float(weights.sum()) - problem.n) <= 1e-12 * problem.n
+    assert build_problem(UFMConfig(K=4, d=4, alpha=1.0)).lam_index is None
+    assert build_problem(UFMConfig(K=4, d=4, mixup_points=3)).lam_index is None
+
+
+def _method_at_start(config, grouped, monkeypatch):
+    """newton_gram at its first classifier, features solved."""
+    with monkeypatch.context() as patch:
+        if not grouped:
+            patch.setattr(SoftmaxFamily, "target_only", False)
+        method = newton_gram_method(RunState(build_problem(config)))
+    method._start_features()
+    method.current = method._evaluate(method.state.W, method.state.b, 1e-13)
+    return method
+
+
+def _direction(config, seed=3):
+    size = config.K * config.d + (config.K if config.bias else 0)
+    return torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+QUADRATURE_FIELDS = {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "num_lams": 21,
+                     "classifier": "learned", "mixed_precision": False}
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    # the samples of one target weigh differently: a pure class by its partner's size
+    {"imbalance_ratio": 10.0, "minority_classes": 2, "bias": True, "lam_b": 1e-2},
+])
+def test_grouped_quadrature_products_are_those_of_the_samples_one_by_one(fields, monkeypatch):
+    """Grouped, each group weighs its samples at the rule's nodes by their quadrature and
+    sample weights; the products equal those of the same samples solved one by one."""
+    config = UFMConfig(**{**QUADRATURE_FIELDS, **fields})
+    grouped = _method_at_start(config, True, monkeypatch)
+    alone = _method_at_start(config, False, monkeypatch)
+    subsample, reference = grouped._product_samples(), alone._product_samples()
+    assert subsample.n < reference.n < alone.feature_solver.n
+    assert abs(subsample.samples - alone.feature_solver.n) <= 1e-12 * alone.feature_solver.n
+    v = _direction(config)
+    product, expected = grouped.hessian_vector(v, subsample), alone.hessian_vector(v, reference)
+    assert float((product - expected).norm()) <= 1e-10 * float(expected.norm())
+
+
+def test_quadrature_products_are_exact_where_the_terms_are_polynomial_in_lam(monkeypatch):
+    """With the squared error the features are linear in lam and each sample's share of a
+    Hessian product is quadratic in it, so the rule's products are the exact ones."""
+    config = UFMConfig(**{**QUADRATURE_FIELDS, "loss": "mse"})
+    method = _method_at_start(config, True, monkeypatch)
+    subsample = method._product_samples()
+    assert subsample.n < method.feature_solver.n
+    v = _direction(config)
+    exact = method.hessian_vector(v, method.feature_solver)
+    assert float((method.hessian_vector(v, subsample) - exact).norm()) <= 1e-12 * float(exact.norm())
+
+
+def test_quadrature_products_of_cross_entropy_are_close_and_closer_than_a_stride(monkeypatch):
+    """Cross-entropy's terms are smooth in lam, not polynomial: the rule's product is close
+    to the exact one, and far closer than that of every 4th sample."""
+    config = UFMConfig(**QUADRATURE_FIELDS)
+    method = _method_at_start(config, True, monkeypatch)
+    v = _direction(config)
+    exact = method.hessian_vector(v, method.feature_solver)
+    quadrature = float((method.hessian_vector(v, method._product_samples()) - exact).norm())
+    monkeypatch.setattr(GramNewtonCG, "quadrature_nodes", 0)
+    monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
+    method._quadrature = None
+    stride = float((method.hessian_vector(v, method._product_samples()) - exact).norm())
+    assert quadrature <= 1e-3 * float(exact.norm())
+    assert quadrature <= 0.1 * stride
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"bias": True, "lam_b": 1e-2, "imbalance_ratio": 10.0, "minority_classes": 2,
+     "mixed_precision": True},
+])
+def test_newton_gram_on_quadrature_products_reaches_the_optimum(fields, monkeypatch):
+    """Every Hessian product on the rule's samples; the gradient stays exact, so the end point
+    is the optimum of L-BFGS, stationary by autograd."""
+    both = {**QUADRATURE_FIELDS, "tol": 1e-11, **fields}
+    lbfgs = solve(UFMConfig(**both))
+    subsets = []
+    subset = FeatureSolver.subset
+
+    def recording(self, rows, *picked):
+        part = subset(self, rows, *picked)
+        subsets.append((part.n, self.n))
+        return part
+
+    monkeypatch.setattr(FeatureSolver, "subset", recording)
+    config = UFMConfig(**both, method="newton_gram")
+    result = solve(config)
+    assert subsets and all(rows < n for rows, n in subsets)
+    assert result.summary["stop_reason"] == "converged"
+    loss = lbfgs.summary["loss"]
+    assert abs(result.summary["loss"] - loss) <= 1e-9 * max(1.0, abs(loss))
+    assert float((result.W @ result.W.T - lbfgs.W @ lbfgs.W.T).abs().max()) <= 1e-7
+    assert autograd_stationarity(config, result) <= 1e-9
