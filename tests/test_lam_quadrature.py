@@ -1,4 +1,4 @@
-"""The quadrature of the lam grid (ufm.solver.lam_quadrature) and Newton-CG's Hessian products on it.
+"""The quadrature of the lam grid (ufm.solver.lam_quadrature) and Hessian products on it.
 
 The rule's exactness is checked against sums in exact rational arithmetic; its products
 against the products over all samples: exactly equal where every term is a polynomial of low
@@ -37,7 +37,8 @@ def _grids():
 @pytest.mark.parametrize("name", list(_grids()))
 def test_the_rule_sums_every_polynomial_below_its_node_count_exactly(name):
     """sum_k w_k g_k^p = sum_j g_j^p for p < 11, the right side in exact rationals (every
-    float is one); at degree 11 the rule is off, so the check can fail."""
+    float is one); at degree 12 the rule is off (an even degree: on a symmetric grid the
+    symmetric rule sums every odd one exactly), so the check can fail."""
     grid = _grids()[name]
     weights = grid_quadrature(grid)
     assert weights is not None
@@ -55,9 +56,10 @@ def test_the_rule_sums_every_polynomial_below_its_node_count_exactly(name):
 
 
 def test_grids_without_a_rule():
-    """Too few values to halve the work, a repeated value, a rule with a weight below 0 (25
-    random values), or no nodes asked for."""
+    """Too few values to about halve the work, a repeated value, a single value, a rule with
+    a weight below 0 (25 random values), or no nodes asked for."""
     assert grid_quadrature(torch.linspace(0.0, 1.0, 20, dtype=torch.float64)) is None
+    assert grid_quadrature(torch.tensor([0.5], dtype=torch.float64), nodes=1) is None
     generator = torch.Generator().manual_seed(11)
     random = torch.sort(torch.rand(25, generator=generator, dtype=torch.float64)).values
     assert grid_quadrature(random) is None
@@ -73,7 +75,8 @@ def test_the_problem_knows_each_samples_grid_position():
     value included; Beta draws and m-class mixtures have none."""
     config = UFMConfig(K=4, d=4, num_lams=7, samples_per_pair=2)
     problem = build_problem(config)
-    assert torch.equal(config.lam_grid()[problem.lam_index].to(problem.dtype), problem.weights[:, 0])
+    grid_lam = config.lam_grid()[problem.lam_index].to(problem.dtype)
+    assert torch.equal(grid_lam, problem.weights[:, 0])
     weights = sample_quadrature(problem.lam_index, config.lam_grid(), nodes=3)
     # every pair keeps its share: the weights of its samples sum to its sample count
     assert abs(float(weights.sum()) - problem.n) <= 1e-12 * problem.n
@@ -95,6 +98,26 @@ def _method_at_start(config, grouped, monkeypatch):
 def _direction(config, seed=3):
     size = config.K * config.d + (config.K if config.bias else 0)
     return torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("lams, rule", [
+    # 21 values, unsorted: a rule on the sorted values, each sample's position found
+    (tuple(0.05 * ((8 * k) % 21) for k in range(21)), True),
+    # a repeated value: no rule, the stride subsample of the first steps instead
+    (tuple(0.05 * k for k in range(21)) + (0.05 * 10,), False),
+])
+def test_explicit_lam_grids_through_the_problem(lams, rule, monkeypatch):
+    """``lams`` as the user gives them: each sample's grid position points at its own lam,
+    and the rule is made on the grid in any order, or not at all."""
+    config = UFMConfig(**{**QUADRATURE_FIELDS, "lams": lams})
+    problem = build_problem(config)
+    assert torch.equal(config.lam_grid()[problem.lam_index].to(problem.dtype),
+                       problem.weights[:, 0])
+    method = _method_at_start(config, True, monkeypatch)
+    assert bool(method._quadrature_samples()) == rule
+    if rule:
+        subsample = method._product_samples()
+        assert abs(subsample.samples - problem.n) <= 1e-9 * problem.n
 
 
 QUADRATURE_FIELDS = {"K": 6, "d": 6, "pairs": "random", "num_pairs": 14, "num_lams": 21,
@@ -129,7 +152,8 @@ def test_quadrature_products_are_exact_where_the_terms_are_polynomial_in_lam(mon
     assert subsample.n < method.feature_solver.n
     v = _direction(config)
     exact = method.hessian_vector(v, method.feature_solver)
-    assert float((method.hessian_vector(v, subsample) - exact).norm()) <= 1e-12 * float(exact.norm())
+    error = float((method.hessian_vector(v, subsample) - exact).norm())
+    assert error <= 1e-12 * float(exact.norm())
 
 
 def test_quadrature_products_of_cross_entropy_are_close_and_closer_than_a_stride(monkeypatch):
@@ -163,13 +187,15 @@ def test_newton_gram_on_quadrature_products_reaches_the_optimum(fields, monkeypa
 
     def recording(self, rows, *picked):
         part = subset(self, rows, *picked)
-        subsets.append((part.n, self.n))
+        subsets.append((part.n, self.n, part.samples, self.samples))
         return part
 
     monkeypatch.setattr(FeatureSolver, "subset", recording)
     config = UFMConfig(**both, method="newton_gram")
     result = solve(config)
-    assert subsets and all(rows < n for rows, n in subsets)
+    # fewer rows standing for all samples: the quadrature (a stride stands for a quarter)
+    assert subsets and all(rows < n and abs(samples - whole) <= 1e-9 * whole
+                           for rows, n, samples, whole in subsets)
     assert result.summary["stop_reason"] == "converged"
     loss = lbfgs.summary["loss"]
     assert abs(result.summary["loss"] - loss) <= 1e-9 * max(1.0, abs(loss))

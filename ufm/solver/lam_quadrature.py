@@ -20,11 +20,12 @@ reduced_hessian_vector`), so Newton-CG (:mod:`.newton_cg`) runs its Hessian prod
 samples at the rule's lam values alone, each weighted by its node's weight: 11 of the 21
 values of the default grid, the pure classes at 0 and 1 included.
 
-Why: measured at the optimum of K = d = 200 on 1905 random pairs (21 lam values, one-off
-script), the relative error of such a product in a random direction was 1.6e-5 with the 11
-nodes of the default grid and 6.5e-4 with 9, against 2.4e-2 for every 4th sample as stored
-(the subsample the method otherwise takes in its first steps only, because that error
-made later steps fail). The 11-node rule keeps 9 of the 19 mixed values of every pair.
+Why: every 4th sample as stored, the subsample the method otherwise takes, has an error that
+made later Newton steps fail, so it serves the first steps only; the rule's error is that of
+a smooth function's quadrature, orders of magnitude smaller at about twice the rows
+(``scripts/quadrature_error.py`` measures both at a learned optimum, in random directions
+and in soft ones; ``docs/performance.md`` has the numbers). The 11-node rule keeps 9 of the
+19 mixed values of every pair of the default grid.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ QUADRATURE_NODES = 11
 def grid_quadrature(grid: torch.Tensor, nodes: int = QUADRATURE_NODES) -> torch.Tensor | None:
     r"""(N,) float64 weights over the values of ``grid``, positive on ``nodes`` of them and 0
     elsewhere, whose weighted sum of any polynomial of degree below ``nodes`` equals its plain
-    sum over the grid (module docstring); None where the rule would not halve the work (a
-    grid of fewer than ``2 nodes - 1`` values), where the grid repeats a value, or where a
-    weight comes out non-positive (an unevenly spaced grid can do that).
+    sum over the grid (module docstring); None where the rule would not about halve the work
+    (a grid of fewer than ``2 nodes - 1`` values), where the grid repeats a value (a pair then
+    holds one target twice, which the rule's nodes cannot tell apart), or where a weight
+    comes out non-positive or the weights miss the grid's moments (an unevenly spaced grid
+    can do either).
 
     >>> weights = grid_quadrature(torch.linspace(0.0, 1.0, 21, dtype=torch.float64))
     >>> torch.nonzero(weights).squeeze(1).tolist()
@@ -58,15 +61,17 @@ def grid_quadrature(grid: torch.Tensor, nodes: int = QUADRATURE_NODES) -> torch.
         raise ValueError(f"nodes must be >= 1, got {nodes}")
     values = grid.detach().to(device="cpu", dtype=torch.float64).numpy()
     N = values.size
-    if N < 2 * nodes - 1 or np.unique(values).size != N:
+    if N < max(2 * nodes - 1, 2) or np.unique(values).size != N:
         return None
     low, high = float(values.min()), float(values.max())
     chosen = _nodes(values, low, high, nodes)
     # Legendre moments of the grid on [low, high] mapped to [-1, 1]
     scaled = 2.0 * (values - low) / (high - low) - 1.0
     basis = np.polynomial.legendre.legvander(scaled, nodes - 1)  # (N, nodes)
-    node_weights = np.linalg.solve(basis[chosen].T, basis.sum(0))
-    if not np.all(node_weights > 0):
+    moments = basis.sum(0)
+    node_weights = np.linalg.solve(basis[chosen].T, moments)
+    missed = np.abs(basis[chosen].T @ node_weights - moments).max()
+    if not np.all(node_weights > 0) or not missed <= 1e-10 * N:
         return None
     weights = torch.zeros(N, dtype=torch.float64)
     weights[torch.as_tensor(chosen)] = torch.as_tensor(node_weights)

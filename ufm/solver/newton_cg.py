@@ -6,8 +6,9 @@ sample by :class:`~.feature_newton.FeatureSolver`; the outer step is not L-BFGS'
 truncated Newton step, :math:`\nabla^2F\,p \approx -\nabla F` solved by conjugate gradients
 with the exact Hessian-vector products of
 :meth:`~.feature_newton.FeatureSolver.reduced_hessian_vector` (implicit differentiation of the
-feature optimum: one pass over the samples each; ``"newton_gram"``'s first steps take them over
-a quarter of the samples, :class:`GramNewtonCG`). This is trust-region Newton-CG: the
+feature optimum: one pass over the samples each; ``"newton_gram"`` takes them over the samples
+at the lam values of a quadrature of the lam grid, or in its first steps over a quarter of the
+samples, :class:`GramNewtonCG`). This is trust-region Newton-CG: the
 Steihaug-Toint conjugate-gradient path (Nocedal & Wright, Numerical Optimization, 2nd ed.,
 Algorithm 7.2) stops at the forcing residual :math:`\|\nabla^2F\,p + \nabla F\| \le
 \eta_k\|\nabla F\|` with :math:`\eta_k = \min(0.5, \sqrt{\|\nabla F\|})` (their (7.3):
@@ -64,6 +65,7 @@ from .gram_preconditioner import GramMetric, bias_metric, off_row_curvature
 from .lam_quadrature import QUADRATURE_NODES, sample_quadrature
 from .methods import auto_choice, method_factory
 from .newton import FixedClassifierNewton, NewtonMethod, ReducedNewton
+from .sample_groups import picked_rows
 from .state import Iterate, RunState
 
 # the inner tolerance is this fraction of |grad F|^{3/2} (see NewtonCG._inner_tol)
@@ -328,11 +330,11 @@ class NewtonCG(ReducedNewton):
                 and self.current.grad_norm > self.subsample_above * self._first_grad_norm()):
             offset = self._subsamples % stride
             self._subsamples += 1
-            if self.groups is None:
-                return solver.subset(torch.arange(offset, solver.n, stride, device=solver.X.device))
             # the same samples, each group once with the number and weight of them it holds
-            solver = solver.subset(*self.groups.picked(slice(offset, None, stride),
-                                                       self.state.problem.sample_weight))
+            problem = self.state.problem
+            solver = solver.subset(*picked_rows(self.groups, slice(offset, None, stride),
+                                                problem.n, problem.sample_weight,
+                                                device=solver.X.device))
         return solver
 
     def _quadrature_samples(self) -> tuple:
@@ -346,7 +348,7 @@ class NewtonCG(ReducedNewton):
         Why at every step, where the stride subsample serves only the first ones: its error
         is that of a smooth integrand's quadrature, not of dropping 3 samples in 4 (see
         :mod:`.lam_quadrature` for the measured errors of both)."""
-        if self._quadrature is None:
+        if self._quadrature is None:  # not made yet; () once made and found to be none
             self._quadrature = ()
             problem = self.state.problem
             weights = None
@@ -355,14 +357,8 @@ class NewtonCG(ReducedNewton):
                                             self.quadrature_nodes)
             if weights is not None:
                 samples = torch.nonzero(weights).squeeze(1)
-                factor = weights[samples]
-                if self.groups is not None:
-                    self._quadrature = self.groups.picked(samples, problem.sample_weight, factor)
-                else:
-                    sample_weight = problem.sample_weight
-                    each = factor if sample_weight is None else (
-                        factor * sample_weight[samples].to(torch.float64))
-                    self._quadrature = (samples, factor, each)
+                self._quadrature = picked_rows(self.groups, samples, problem.n,
+                                               problem.sample_weight, weights[samples])
         return self._quadrature
 
     def _check_float32_products(self, samples, rounded,

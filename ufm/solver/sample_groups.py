@@ -121,6 +121,30 @@ class SampleGroups:
         return rows, counts, weight
 
 
+def picked_rows(groups: SampleGroups | None, samples: slice | torch.Tensor, n: int,
+                sample_weight: torch.Tensor | None, factor: torch.Tensor | None = None,
+                device: torch.device | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, counts, weight) of the samples ``samples`` (a slice of the ``n`` samples as
+    stored, or their positions) for a feature solver with one row per group of ``groups``
+    (:meth:`SampleGroups.picked`), or with one row per sample where ``groups`` is None: then
+    the rows (on ``device``) are the samples themselves, each counting once (``factor``
+    times, with ``factor``) and weighing its sample weight times that.
+
+    >>> rows, counts, weight = picked_rows(None, slice(1, None, 2), 5, torch.arange(1.0, 6.0))
+    >>> rows.tolist(), counts.tolist(), weight.tolist()
+    ([1, 3], [1.0, 1.0], [2.0, 4.0])
+    """
+    if groups is not None:
+        return groups.picked(samples, sample_weight, factor)
+    rows = torch.arange(n, device=device)[samples]
+    counts = (torch.ones(rows.numel(), dtype=torch.float64, device=rows.device)
+              if factor is None else factor)
+    if sample_weight is None:
+        return rows, counts, counts
+    return rows, counts, counts * sample_weight[rows].to(torch.float64)
+
+
 def target_keys(classes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(n, 2m) integer keys, equal for two samples exactly when their soft targets agree after
     rounding every weight to :func:`weight_quantum` of its dtype: the classes in increasing
