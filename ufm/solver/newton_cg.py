@@ -358,7 +358,8 @@ class NewtonCG(ReducedNewton):
             if weights is not None:
                 samples = torch.nonzero(weights).squeeze(1)
                 self._quadrature = picked_rows(self.groups, samples, problem.n,
-                                               problem.sample_weight, weights[samples])
+                                               problem.sample_weight, weights[samples],
+                                               device=samples.device)
         return self._quadrature
 
     def _check_float32_products(self, samples, rounded,
