@@ -25,6 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_scaling import PAIR_DENSITY
 from bench_solver import command_line
 
 from ufm.io import write_json
@@ -33,8 +34,6 @@ from ufm.solver.newton_cg import newton_gram_method
 from ufm.solver.problem import UFMConfig, build_problem
 from ufm.solver.state import RunState
 
-# pairs of classes per class of the K = d = 1000 problem (as scripts/bench_scaling.py)
-PAIR_DENSITY = 9.524
 # lam values of the quadrature rules compared (the 21 values of the default grid allow 11)
 NODE_COUNTS = (5, 7, 9, 11)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ufm.losses import SoftmaxFamily
+from ufm.solver.newton_cg import newton_gram_method
 from ufm.solver.problem import build_problem
+from ufm.solver.state import RunState
 
 
 def autograd_stationarity(config, result) -> float:
@@ -35,3 +38,21 @@ def autograd_stationarity(config, result) -> float:
     if len(grads) == 3:
         total = total + grads[2].pow(2).sum()
     return float(total.sqrt())
+
+
+def newton_gram_at_start(config, monkeypatch, grouped: bool = True):
+    """newton_gram at its first classifier, features solved; with ``grouped`` False every
+    sample is solved on its own (the loss declares it is not ``target_only``)."""
+    with monkeypatch.context() as patch:
+        if not grouped:
+            patch.setattr(SoftmaxFamily, "target_only", False)
+        method = newton_gram_method(RunState(build_problem(config)))
+    method._start_features()
+    method.current = method._evaluate(method.state.W, method.state.b, 1e-13)
+    return method
+
+
+def random_direction(config, seed: int = 3) -> torch.Tensor:
+    """A random flat direction of the learned variables of ``config`` (W, then b)."""
+    size = config.K * config.d + (config.K if config.bias else 0)
+    return torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

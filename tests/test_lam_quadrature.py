@@ -10,15 +10,13 @@ from fractions import Fraction
 
 import pytest
 import torch
-from solver_support import autograd_stationarity
+from solver_support import autograd_stationarity, newton_gram_at_start, random_direction
 
-from ufm.losses import SoftmaxFamily
 from ufm.solver import UFMConfig, solve
 from ufm.solver.feature_newton import FeatureSolver
 from ufm.solver.lam_quadrature import QUADRATURE_NODES, grid_quadrature, sample_quadrature
-from ufm.solver.newton_cg import GramNewtonCG, newton_gram_method
+from ufm.solver.newton_cg import GramNewtonCG
 from ufm.solver.problem import build_problem
-from ufm.solver.state import RunState
 
 
 def _grids():
@@ -84,22 +82,6 @@ def test_the_problem_knows_each_samples_grid_position():
     assert build_problem(UFMConfig(K=4, d=4, mixup_points=3)).lam_index is None
 
 
-def _method_at_start(config, grouped, monkeypatch):
-    """newton_gram at its first classifier, features solved."""
-    with monkeypatch.context() as patch:
-        if not grouped:
-            patch.setattr(SoftmaxFamily, "target_only", False)
-        method = newton_gram_method(RunState(build_problem(config)))
-    method._start_features()
-    method.current = method._evaluate(method.state.W, method.state.b, 1e-13)
-    return method
-
-
-def _direction(config, seed=3):
-    size = config.K * config.d + (config.K if config.bias else 0)
-    return torch.randn(size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
 @pytest.mark.parametrize("lams, rule", [
     # 21 values, unsorted: a rule on the sorted values, each sample's position found
     (tuple(0.05 * ((8 * k) % 21) for k in range(21)), True),
@@ -113,7 +95,7 @@ def test_explicit_lam_grids_through_the_problem(lams, rule, monkeypatch):
     problem = build_problem(config)
     assert torch.equal(config.lam_grid()[problem.lam_index].to(problem.dtype),
                        problem.weights[:, 0])
-    method = _method_at_start(config, True, monkeypatch)
+    method = newton_gram_at_start(config, monkeypatch)
     assert bool(method._quadrature_samples()) == rule
     if rule:
         subsample = method._product_samples()
@@ -133,12 +115,12 @@ def test_grouped_quadrature_products_are_those_of_the_samples_one_by_one(fields,
     """Grouped, each group weighs its samples at the rule's nodes by their quadrature and
     sample weights; the products equal those of the same samples solved one by one."""
     config = UFMConfig(**{**QUADRATURE_FIELDS, **fields})
-    grouped = _method_at_start(config, True, monkeypatch)
-    alone = _method_at_start(config, False, monkeypatch)
+    grouped = newton_gram_at_start(config, monkeypatch)
+    alone = newton_gram_at_start(config, monkeypatch, grouped=False)
     subsample, reference = grouped._product_samples(), alone._product_samples()
     assert subsample.n < reference.n < alone.feature_solver.n
     assert abs(subsample.samples - alone.feature_solver.n) <= 1e-12 * alone.feature_solver.n
-    v = _direction(config)
+    v = random_direction(config)
     product, expected = grouped.hessian_vector(v, subsample), alone.hessian_vector(v, reference)
     assert float((product - expected).norm()) <= 1e-10 * float(expected.norm())
 
@@ -147,10 +129,10 @@ def test_quadrature_products_are_exact_where_the_terms_are_polynomial_in_lam(mon
     """With the squared error the features are linear in lam and each sample's share of a
     Hessian product is quadratic in it, so the rule's products are the exact ones."""
     config = UFMConfig(**{**QUADRATURE_FIELDS, "loss": "mse"})
-    method = _method_at_start(config, True, monkeypatch)
+    method = newton_gram_at_start(config, monkeypatch)
     subsample = method._product_samples()
     assert subsample.n < method.feature_solver.n
-    v = _direction(config)
+    v = random_direction(config)
     exact = method.hessian_vector(v, method.feature_solver)
     error = float((method.hessian_vector(v, subsample) - exact).norm())
     assert error <= 1e-12 * float(exact.norm())
@@ -160,8 +142,8 @@ def test_quadrature_products_of_cross_entropy_are_close_and_closer_than_a_stride
     """Cross-entropy's terms are smooth in lam, not polynomial: the rule's product is close
     to the exact one, and far closer than that of every 4th sample."""
     config = UFMConfig(**QUADRATURE_FIELDS)
-    method = _method_at_start(config, True, monkeypatch)
-    v = _direction(config)
+    method = newton_gram_at_start(config, monkeypatch)
+    v = random_direction(config)
     exact = method.hessian_vector(v, method.feature_solver)
     quadrature = float((method.hessian_vector(v, method._product_samples()) - exact).norm())
     monkeypatch.setattr(GramNewtonCG, "quadrature_nodes", 0)

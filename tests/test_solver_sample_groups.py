@@ -9,15 +9,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+from solver_support import newton_gram_at_start, random_direction
 
 from ufm import get_loss
 from ufm.losses.softmax import SoftmaxFamily
 from ufm.losses.squared_error import SquaredError
 from ufm.solver import UFMConfig, sample_groups, solve
-from ufm.solver.newton_cg import GramNewtonCG, newton_gram_method
+from ufm.solver.newton_cg import GramNewtonCG
 from ufm.solver.problem import build_problem
 from ufm.solver.sample_groups import group_samples, target_keys, weight_quantum
-from ufm.solver.state import RunState
 
 
 def _dense_targets(classes, weights, K):
@@ -169,18 +169,6 @@ def test_a_checkpoint_with_a_row_per_sample_resumes_grouped(tmp_path, monkeypatc
     assert float((resumed.W @ resumed.W.T - straight.W @ straight.W.T).abs().max()) <= 1e-8
 
 
-def _gram_method_at_start(config, grouped, monkeypatch):
-    """newton_gram at its first classifier, features solved, subsamples allowed at any size."""
-    with monkeypatch.context() as patch:
-        if not grouped:
-            patch.setattr(SoftmaxFamily, "target_only", False)
-        method = newton_gram_method(RunState(build_problem(config)))
-    monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)
-    method._start_features()
-    method.current = method._evaluate(method.state.W, method.state.b, 1e-13)
-    return method
-
-
 @pytest.mark.parametrize("fields", [
     {},
     # the samples of one target weigh differently: a pure class by its partner's size
@@ -193,11 +181,11 @@ def test_a_grouped_subsample_is_the_same_samples_as_before(fields, monkeypatch):
     products are those of the samples solved one by one."""
     config = UFMConfig(K=6, d=6, num_lams=5, classifier="learned", mixed_precision=False,
                        **fields)
-    grouped = _gram_method_at_start(config, True, monkeypatch)
-    alone = _gram_method_at_start(config, False, monkeypatch)
+    grouped = newton_gram_at_start(config, monkeypatch)
+    alone = newton_gram_at_start(config, monkeypatch, grouped=False)
+    monkeypatch.setattr(GramNewtonCG, "subsample_min_samples", 1)  # subsamples at any size
     assert grouped.feature_solver.n < alone.feature_solver.n
-    size = config.K * config.d + (config.K if config.bias else 0)
-    v = torch.randn(size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    v = random_direction(config)
     for _ in range(grouped.hessian_stride):
         subsample, reference = grouped._product_samples(), alone._product_samples()
         assert subsample.n < reference.n < alone.feature_solver.n
